@@ -1,0 +1,83 @@
+//! Types shared by the eBPF classifier (kernel side) and the agent (user side).
+//! Layouts are `#[repr(C)]` and must stay identical on both sides.
+#![no_std]
+
+/// Fault slots; the classifier walks all of them, so keep it small.
+pub const MAX_RULES: u32 = 16;
+/// Entries of the peer trie, shared by all slots.
+pub const MAX_PEERS: u32 = 1 << 17;
+/// Ports whose TCP traffic is the agent's own control channel.
+pub const MAX_CONTROL_PORTS: u32 = 64;
+
+pub const DIR_INGRESS: u32 = 1;
+pub const DIR_EGRESS: u32 = 2;
+
+/// Drop matching packets with `drop_threshold` probability.
+pub const ACTION_DROP: u32 = 1;
+/// Hand matching packets to the agent's qdisc class (netem, bandwidth).
+pub const ACTION_STEER: u32 = 2;
+
+pub const MAX_PORT_RANGES: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// One fault as the classifier sees it. `ifindex == 0` marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub ifindex: u32,
+    /// `DIR_INGRESS | DIR_EGRESS` bits.
+    pub directions: u32,
+    pub action: u32,
+    /// Drop when `bpf_get_prandom_u32() < drop_threshold` (unsigned); `drop_always` for 100 %.
+    pub drop_threshold: u32,
+    pub drop_always: u32,
+    /// `skb->priority` given to steered egress packets (htb `major:minor`).
+    pub egress_classid: u32,
+    /// `skb->priority` given to steered ingress packets, on the IFB device.
+    pub ingress_classid: u32,
+    /// IFB device that steered ingress packets are redirected to.
+    pub ingress_redirect: u32,
+    /// IP protocol number; 0 matches any. ICMP (1) also matches ICMPv6 (58).
+    pub protocol: u32,
+    /// 1: the remote address must be in this slot's peer set.
+    pub match_peers: u32,
+    /// Number of used `ports` entries; 0 matches any port.
+    pub n_ports: u32,
+    pub ports: [PortRange; MAX_PORT_RANGES],
+    /// 1: the agent's control connections are affected too.
+    pub include_control: u32,
+}
+
+/// Per-slot counters, kept per CPU and summed by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub matched_packets: u64,
+    pub matched_bytes: u64,
+    pub dropped_packets: u64,
+}
+
+/// LPM trie key data: the slot (big-endian, so it is a 32-bit prefix) then an IPv6
+/// address (IPv4 as `::ffff:a.b.c.d`). Prefix length = 32 + address prefix bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerKey {
+    pub slot_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` data with no padding-dependent invariants; any bit pattern is valid.
+    unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PeerKey {}
+}

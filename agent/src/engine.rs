@@ -1,0 +1,510 @@
+//! The fault engine: applies, tracks, expires and reverts faults, journaling every
+//! kernel object before creating it. The gRPC layer only translates to and from it.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use faultline_ebpf_common::{ACTION_DROP, ACTION_STEER, DIR_EGRESS, DIR_INGRESS, PortRange, Rule};
+use faultline_proto::agent::v1 as pb;
+use rtnetlink::Handle;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::{
+    fault::{FaultKind, FaultSpec, InvalidField, NetemSpec},
+    journal::{Entry, Journal, KernelObject},
+    kernel::{
+        bpf::{self, AttachMode, Classifier},
+        caps::{self, Capabilities},
+        link,
+        tc::{self, Qdisc, TC_H_CLSACT, TC_H_ROOT},
+        tc_encode,
+    },
+};
+
+/// Major handle of the htb root the agent installs; `fa17:1` is the shaped class.
+pub const ROOT_HANDLE: u32 = 0xFA17_0000;
+pub const SHAPED_CLASS: u32 = 0xFA17_0001;
+/// Handle of the leaf qdisc (netem) under the shaped class.
+pub const LEAF_HANDLE: u32 = 0xFA18_0000;
+/// The unshaped class rate for netem-only faults: far above any NIC, so only netem shapes.
+const UNLIMITED_BPS: u64 = 400_000_000_000;
+/// Journal owner of objects shared by several faults (classifier attachments).
+const SHARED: &str = "shared";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Kernel(String),
+}
+
+impl From<crate::journal::JournalError> for EngineError {
+    fn from(e: crate::journal::JournalError) -> Self {
+        Self::Kernel(e.to_string())
+    }
+}
+
+impl From<bpf::BpfError> for EngineError {
+    fn from(e: bpf::BpfError) -> Self {
+        match e {
+            bpf::BpfError::NoSlot => Self::Precondition(e.to_string()),
+            other => Self::Kernel(other.to_string()),
+        }
+    }
+}
+
+pub struct Active {
+    pub id: String,
+    pub request: pb::FaultSpec,
+    pub spec: FaultSpec,
+    pub slot: u32,
+    pub applied_at: SystemTime,
+    pub expires: Instant,
+    pub objects: Vec<KernelObject>,
+}
+
+struct State {
+    journal: Journal,
+    bpf: Option<Classifier>,
+    faults: BTreeMap<String, Active>,
+    next_id: u64,
+}
+
+pub struct Engine {
+    state: Mutex<State>,
+    nl: Handle,
+    pub caps: Capabilities,
+    pub ebpf_detail: String,
+    pub attach_mode: AttachMode,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Engine {
+    /// Opens the journal, undoes whatever a previous agent left, loads the classifier.
+    pub async fn start(state_dir: &std::path::Path, nl: Handle) -> Result<Self, EngineError> {
+        let (mut journal, leftover) = Journal::open(state_dir)?;
+        if !leftover.is_empty() {
+            info!(objects = leftover.len(), "reverting what a previous agent left");
+            recover(&nl, &mut journal, &leftover).await;
+        }
+        let (bpf, ebpf_detail) = match Classifier::load() {
+            Ok(c) => (Some(c), String::new()),
+            Err(e) => {
+                warn!("eBPF unavailable: {e}");
+                (None, e.to_string())
+            }
+        };
+        let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
+        let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
+        Ok(Self { state: Mutex::new(State { journal, bpf, faults: BTreeMap::new(), next_id }), nl, caps: caps::detect(), ebpf_detail, attach_mode })
+    }
+
+    pub fn ebpf_available(&self) -> bool {
+        self.ebpf_detail.is_empty()
+    }
+
+    /// Keeps the agent's own connections on `port` out of every fault by default.
+    pub async fn exclude_control_port(&self, port: u16) -> Result<(), EngineError> {
+        if let Some(b) = self.state.lock().await.bpf.as_mut() {
+            b.exclude_port(port)?;
+        }
+        Ok(())
+    }
+
+    pub async fn apply(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        let spec = FaultSpec::try_from(&request)?;
+        let Some(ifindex) = link::ifindex(&spec.interface) else {
+            let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
+            return Err(InvalidField { field: "interface".into(), reason: format!("no interface {:?} on this host (it has: {})", spec.interface, names.join(", ")) }.into());
+        };
+        if !self.ebpf_available() {
+            return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.ebpf_detail)));
+        }
+        if matches!(spec.kind, FaultKind::Netem(_)) && !self.caps.netem {
+            return Err(EngineError::Precondition(caps::NETEM_MISSING.to_owned()));
+        }
+        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.ifb {
+            return Err(EngineError::Precondition("ingress shaping needs IFB devices (CONFIG_IFB / module ifb), which this kernel lacks".into()));
+        }
+        let mut st = self.state.lock().await;
+        if spec.kind.uses_qdisc() {
+            if let Some(other) = st.faults.values().find(|f| {
+                f.spec.kind.uses_qdisc()
+                    && f.spec.interface == spec.interface
+                    && ((f.spec.direction.egress() && spec.direction.egress()) || (f.spec.direction.ingress() && spec.direction.ingress()))
+            }) {
+                return Err(EngineError::Conflict(format!(
+                    "{} {} is already shaped by fault {} ({}); revert it first, or put every impairment in one netem fault",
+                    spec.interface,
+                    if other.spec.direction.egress() && spec.direction.egress() { "egress" } else { "ingress" },
+                    other.id,
+                    other.spec.kind.name()
+                )));
+            }
+            if spec.direction.egress() {
+                if let Some(q) = tc::root_qdisc(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))? {
+                    if q.handle != 0 {
+                        return Err(EngineError::Precondition(format!(
+                            "{} has a root qdisc {} {} that faultline did not create; it is left untouched. Remove it, or fault another interface",
+                            spec.interface,
+                            q.kind,
+                            tc::fmt_handle(q.handle)
+                        )));
+                    }
+                }
+            }
+        }
+        st.next_id += 1;
+        let id = format!("f-{}", st.next_id);
+        let slot = st.bpf.as_mut().expect("checked").reserve_slot()?;
+        let mut active = Active {
+            id: id.clone(),
+            request,
+            spec: spec.clone(),
+            slot,
+            applied_at: SystemTime::now(),
+            expires: Instant::now() + spec.lease,
+            objects: Vec::new(),
+        };
+        match self.build(&mut st, &mut active, ifindex).await {
+            Ok(()) => {
+                info!(id, kind = spec.kind.name(), interface = spec.interface, "applied");
+                let status = status(&st, &active);
+                st.faults.insert(id, active);
+                Ok(status)
+            }
+            Err(e) => {
+                warn!(id, "apply failed, rolling back: {e}");
+                self.teardown(&mut st, &active).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(&self, st: &mut State, f: &mut Active, ifindex: u32) -> Result<(), EngineError> {
+        let spec = f.spec.clone();
+        let mut rule = Rule {
+            ifindex,
+            directions: (if spec.direction.egress() { DIR_EGRESS } else { 0 }) | (if spec.direction.ingress() { DIR_INGRESS } else { 0 }),
+            protocol: spec.matcher.protocol.map_or(0, |p| p.ip_number()),
+            match_peers: u32::from(!spec.matcher.peers.is_empty()),
+            n_ports: spec.matcher.ports.len() as u32,
+            include_control: u32::from(spec.include_control),
+            ..Rule::default()
+        };
+        for (i, (first, last)) in spec.matcher.ports.iter().enumerate() {
+            rule.ports[i] = PortRange { first: *first, last: *last };
+        }
+        match &spec.kind {
+            FaultKind::Drop { probability } => {
+                rule.action = ACTION_DROP;
+                rule.drop_always = u32::from(*probability >= 1.0);
+                rule.drop_threshold = tc_encode::prob_u32(*probability);
+            }
+            FaultKind::Partition => {
+                rule.action = ACTION_DROP;
+                rule.drop_always = 1;
+            }
+            FaultKind::Netem(_) | FaultKind::Bandwidth { .. } => {
+                rule.action = ACTION_STEER;
+                let (leaf, class_rate, burst) = match &spec.kind {
+                    FaultKind::Netem(n) => {
+                        let per_dir = if spec.direction == crate::fault::Direction::Both { n.halved_delay() } else { n.clone() };
+                        (Some(netem_options(&per_dir)?), UNLIMITED_BPS, 64 * 1024 * 1024)
+                    }
+                    FaultKind::Bandwidth { rate_bps, burst_bytes } => (None, *rate_bps, *burst_bytes),
+                    _ => unreachable!(),
+                };
+                if spec.direction.egress() {
+                    self.shape(st, f, &spec.interface, ifindex, class_rate, burst, leaf.clone()).await?;
+                    rule.egress_classid = SHAPED_CLASS;
+                }
+                if spec.direction.ingress() {
+                    let name = link::ifb_name(ifindex);
+                    if link::exists(&name) {
+                        return Err(EngineError::Conflict(format!("IFB device {name} already exists; another fault shapes {} ingress", spec.interface)));
+                    }
+                    let obj = KernelObject::Ifb { name: name.clone() };
+                    st.journal.record(&f.id, obj.clone())?;
+                    f.objects.push(obj);
+                    let ifb = link::create_ifb(&self.nl, &name).await.map_err(|e| EngineError::Kernel(format!("creating {name}: {e}")))?;
+                    self.shape_leaf(ifb, class_rate, burst, leaf).await?;
+                    rule.ingress_classid = SHAPED_CLASS;
+                    rule.ingress_redirect = ifb;
+                }
+            }
+        }
+        for ingress in [false, true] {
+            if (ingress && spec.direction.ingress()) || (!ingress && spec.direction.egress()) {
+                self.attach(st, &spec.interface, ifindex, ingress).await?;
+            }
+        }
+        st.bpf.as_mut().expect("checked").install(f.slot, rule, &spec.matcher.peers)?;
+        Ok(())
+    }
+
+    /// Installs `htb fa17:` as root with class `fa17:1` (and a netem leaf) on a device.
+    #[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+    async fn shape(&self, st: &mut State, f: &mut Active, ifname: &str, ifindex: u32, rate: u64, burst: u32, leaf: Option<Vec<u8>>) -> Result<(), EngineError> {
+        let root = KernelObject::Qdisc { ifname: ifname.to_owned(), ifindex, parent: TC_H_ROOT, handle: ROOT_HANDLE, kind: "htb".into() };
+        st.journal.record(&f.id, root.clone())?;
+        f.objects.push(root);
+        self.shape_leaf(ifindex, rate, burst, leaf).await
+    }
+
+    async fn shape_leaf(&self, ifindex: u32, rate: u64, burst: u32, leaf: Option<Vec<u8>>) -> Result<(), EngineError> {
+        let kerr = |e: tc::TcError| EngineError::Kernel(e.to_string());
+        let root = Qdisc { ifindex, parent: TC_H_ROOT, handle: ROOT_HANDLE, kind: "htb".into() };
+        tc::add_qdisc(&self.nl, &root, tc_encode::htb_qdisc_options(1000)).await.map_err(kerr)?;
+        tc::add_class(&self.nl, ifindex, ROOT_HANDLE, SHAPED_CLASS, "htb", tc_encode::htb_class_options(rate, burst)).await.map_err(kerr)?;
+        if let Some(opts) = leaf {
+            let q = Qdisc { ifindex, parent: SHAPED_CLASS, handle: LEAF_HANDLE, kind: "netem".into() };
+            tc::add_qdisc(&self.nl, &q, opts).await.map_err(|e| {
+                if e.errno() == Some(libc::ENOENT) {
+                    EngineError::Precondition(caps::NETEM_MISSING.to_owned())
+                } else {
+                    kerr(e)
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the classifier to one side of an interface, unless already there.
+    async fn attach(&self, st: &mut State, ifname: &str, ifindex: u32, ingress: bool) -> Result<(), EngineError> {
+        let bpf = st.bpf.as_ref().expect("checked");
+        if bpf.is_attached(ifname, ingress) {
+            return Ok(());
+        }
+        if bpf.mode == AttachMode::Netlink {
+            let qdiscs = tc::list_qdiscs(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))?;
+            if !qdiscs.iter().any(|q| q.parent == TC_H_CLSACT) {
+                st.journal.record(SHARED, KernelObject::Qdisc { ifname: ifname.to_owned(), ifindex, parent: TC_H_CLSACT, handle: 0xFFFF_0000, kind: "clsact".into() })?;
+                bpf::add_clsact(ifname).map_err(EngineError::Kernel)?;
+            }
+            st.journal.record(SHARED, KernelObject::ClsBpf { ifname: ifname.to_owned(), ingress })?;
+        }
+        st.bpf.as_mut().expect("checked").attach(ifname, ingress)?;
+        Ok(())
+    }
+
+    /// Undoes one fault: the rule first (traffic stops being touched at once), then
+    /// its kernel objects newest first, then classifier attachments nobody needs.
+    async fn teardown(&self, st: &mut State, f: &Active) {
+        if let Some(b) = st.bpf.as_mut() {
+            if let Err(e) = b.remove(f.slot, &f.spec.matcher.peers) {
+                warn!(id = f.id, "clearing eBPF slot: {e}");
+            }
+        }
+        for obj in f.objects.iter().rev() {
+            undo(&self.nl, obj).await;
+            if let Err(e) = st.journal.forget(obj) {
+                warn!("{e}");
+            }
+        }
+        for ingress in [false, true] {
+            let used = st.faults.values().any(|o| {
+                o.id != f.id && o.spec.interface == f.spec.interface && if ingress { o.spec.direction.ingress() } else { o.spec.direction.egress() }
+            });
+            if used {
+                continue;
+            }
+            let Some(b) = st.bpf.as_mut() else { continue };
+            if !b.is_attached(&f.spec.interface, ingress) {
+                continue;
+            }
+            if let Err(e) = b.detach(&f.spec.interface, ingress) {
+                warn!("{e}");
+            }
+            if b.mode == AttachMode::Netlink {
+                let shared: Vec<KernelObject> = st
+                    .journal
+                    .entries()
+                    .iter()
+                    .filter(|e| e.fault == SHARED && matches!(&e.object, KernelObject::ClsBpf { ifname, ingress: i } if *ifname == f.spec.interface && *i == ingress))
+                    .map(|e| e.object.clone())
+                    .collect();
+                for o in shared {
+                    let _ = st.journal.forget(&o);
+                }
+            }
+        }
+        // A clsact the agent added goes once neither side of the interface is attached.
+        if let Some(b) = st.bpf.as_ref() {
+            if b.mode == AttachMode::Netlink && !b.is_attached(&f.spec.interface, true) && !b.is_attached(&f.spec.interface, false) {
+                let ours: Vec<KernelObject> = st
+                    .journal
+                    .entries()
+                    .iter()
+                    .filter(|e| e.fault == SHARED && matches!(&e.object, KernelObject::Qdisc { ifname, kind, .. } if *ifname == f.spec.interface && kind == "clsact"))
+                    .map(|e| e.object.clone())
+                    .collect();
+                for o in ours {
+                    undo(&self.nl, &o).await;
+                    let _ = st.journal.forget(&o);
+                }
+            }
+        }
+    }
+
+    pub async fn revert(&self, id: &str) -> Result<(), EngineError> {
+        let mut st = self.state.lock().await;
+        let Some(f) = st.faults.remove(id) else {
+            let known: Vec<&String> = st.faults.keys().collect();
+            return Err(EngineError::NotFound(format!("no active fault {id:?} (active: {known:?})")));
+        };
+        self.teardown(&mut st, &f).await;
+        info!(id, "reverted");
+        Ok(())
+    }
+
+    pub async fn revert_all(&self) -> Vec<String> {
+        let ids: Vec<String> = self.state.lock().await.faults.keys().cloned().collect();
+        let mut done = Vec::new();
+        for id in ids {
+            if self.revert(&id).await.is_ok() {
+                done.push(id);
+            }
+        }
+        done
+    }
+
+    /// Reverts every fault whose lease has run out; returns their ids.
+    pub async fn expire(&self) -> Vec<String> {
+        let now = Instant::now();
+        let ids: Vec<String> = self.state.lock().await.faults.values().filter(|f| f.expires <= now).map(|f| f.id.clone()).collect();
+        for id in &ids {
+            info!(id, "lease expired");
+            let _ = self.revert(id).await;
+        }
+        ids
+    }
+
+    pub async fn renew(&self, ids: &[String], lease: Option<Duration>) -> Result<Vec<pb::FaultStatus>, EngineError> {
+        let mut st = self.state.lock().await;
+        if let Some(l) = lease {
+            if l > crate::fault::MAX_LEASE {
+                return Err(InvalidField { field: "lease_ms".into(), reason: format!("at most {} s", crate::fault::MAX_LEASE.as_secs()) }.into());
+            }
+        }
+        for id in ids {
+            if !st.faults.contains_key(id) {
+                return Err(EngineError::NotFound(format!("no active fault {id:?}")));
+            }
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let keys: Vec<String> = if ids.is_empty() { st.faults.keys().cloned().collect() } else { ids.to_vec() };
+        for id in keys {
+            let f = st.faults.get_mut(&id).expect("checked");
+            f.expires = now + lease.unwrap_or(f.spec.lease);
+        }
+        for id in st.faults.keys() {
+            if ids.is_empty() || ids.contains(id) {
+                out.push(status(&st, &st.faults[id]));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn list(&self) -> Vec<pb::FaultStatus> {
+        let st = self.state.lock().await;
+        st.faults.values().map(|f| status(&st, f)).collect()
+    }
+}
+
+fn status(st: &State, f: &Active) -> pb::FaultStatus {
+    let c = st.bpf.as_ref().and_then(|b| b.counters(f.slot).ok()).unwrap_or_default();
+    let left = f.expires.saturating_duration_since(Instant::now());
+    pb::FaultStatus {
+        id: f.id.clone(),
+        spec: Some(f.request.clone()),
+        applied_at_unix_ms: unix_ms(f.applied_at),
+        lease_expires_at_unix_ms: unix_ms(SystemTime::now() + left),
+        engine: if f.spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() },
+        kernel_objects: f
+            .objects
+            .iter()
+            .map(|o| match o {
+                KernelObject::Qdisc { ifname, handle, kind, .. } => format!("qdisc {kind} {} on {ifname}", tc::fmt_handle(*handle)),
+                KernelObject::Ifb { name } => format!("ifb {name}"),
+                KernelObject::ClsBpf { ifname, ingress } => format!("cls_bpf {} on {ifname}", if *ingress { "ingress" } else { "egress" }),
+            })
+            .collect(),
+        counters: Some(pb::Counters { matched_packets: c.matched_packets, matched_bytes: c.matched_bytes, dropped_packets: c.dropped_packets }),
+    }
+}
+
+fn netem_options(n: &NetemSpec) -> Result<Vec<u8>, EngineError> {
+    let table = match tc_encode::dist_name(n.distribution) {
+        None => None,
+        Some(name) => {
+            let dirs = ["/usr/lib/x86_64-linux-gnu/tc", "/usr/lib/aarch64-linux-gnu/tc", "/usr/lib/tc", "/usr/lib64/tc", "/lib/tc", "/etc/faultline/tc"];
+            let text = dirs
+                .iter()
+                .find_map(|d| std::fs::read_to_string(format!("{d}/{name}.dist")).ok())
+                .ok_or_else(|| EngineError::Precondition(format!("netem.distribution: table {name}.dist not found in {dirs:?} (install iproute2)")))?;
+            Some(tc_encode::parse_dist(&text).map_err(|e| EngineError::Precondition(format!("netem.distribution: {name}.dist: {e}")))?)
+        }
+    };
+    Ok(tc_encode::netem_options(n, table.as_deref()))
+}
+
+/// Removes one object the agent created, after checking it is still the agent's.
+async fn undo(nl: &Handle, obj: &KernelObject) {
+    match obj {
+        KernelObject::Qdisc { ifname, parent, handle, kind, .. } => {
+            // The ifindex may have changed if the device was recreated: go by name.
+            let Some(ifindex) = link::ifindex(ifname) else { return };
+            let Ok(qdiscs) = tc::list_qdiscs(nl, ifindex).await else { return };
+            let Some(q) = qdiscs.into_iter().find(|q| q.parent == *parent && (q.handle == *handle || kind == "clsact")) else { return };
+            if q.kind != *kind {
+                warn!("{ifname}: qdisc {} is {} now, not our {kind}; leaving it", tc::fmt_handle(q.handle), q.kind);
+                return;
+            }
+            if let Err(e) = tc::del_qdisc(nl, &q).await {
+                warn!("{e}");
+            }
+        }
+        KernelObject::Ifb { name } => {
+            if !name.starts_with(link::IFB_PREFIX) {
+                return;
+            }
+            if let Some(idx) = link::ifindex(name) {
+                if let Err(e) = link::delete_link(nl, idx).await {
+                    warn!("deleting {name}: {e}");
+                }
+            }
+        }
+        KernelObject::ClsBpf { ifname, ingress } => {
+            if link::exists(ifname) {
+                if let Err(e) = bpf::detach_leftover(ifname, *ingress) {
+                    warn!("{ifname}: removing leftover cls_bpf: {e}");
+                }
+            }
+        }
+    }
+}
+
+async fn recover(nl: &Handle, journal: &mut Journal, leftover: &[Entry]) {
+    for e in leftover.iter().rev() {
+        info!(fault = e.fault, object = ?e.object, "undoing");
+        undo(nl, &e.object).await;
+        if let Err(err) = journal.forget(&e.object) {
+            warn!("{err}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The on-disk record of every kernel object the agent creates. An object is
+//! written here *before* it is created and removed only after it is gone, so an
+//! agent that died at any point can undo what it left, and nothing else.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// A kernel object the agent created, with what is needed to recognise it as
+/// ours before removing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KernelObject {
+    /// A qdisc; removed only if the kernel still shows this kind at this handle.
+    Qdisc { ifname: String, ifindex: u32, parent: u32, handle: u32, kind: String },
+    /// An IFB device named `flifb<ifindex>`.
+    Ifb { name: String },
+    /// cls_bpf filters named after our programs on a clsact qdisc (kernels without
+    /// TCX). TCX links and map slots need no record: they die with the agent.
+    ClsBpf { ifname: String, ingress: bool },
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub fault: String,
+    pub object: KernelObject,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {source}")]
+pub struct JournalError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The journal file is rewritten whole (write, fsync, rename) on every change:
+/// it holds a few dozen entries, and a torn write must never lose one.
+pub struct Journal {
+    path: PathBuf,
+    entries: Vec<Entry>,
+}
+
+impl Default for KernelObject {
+    fn default() -> Self {
+        Self::Ifb { name: String::new() }
+    }
+}
+
+impl Journal {
+    /// Opens the journal in `state_dir`, returning what a previous agent left.
+    pub fn open(state_dir: &Path) -> Result<(Self, Vec<Entry>), JournalError> {
+        let path = state_dir.join("journal.json");
+        let err = |source| JournalError { path: path.clone(), source };
+        std::fs::create_dir_all(state_dir).map_err(err)?;
+        let leftover = match std::fs::read(&path) {
+            Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(&bytes).map_err(|e| err(std::io::Error::other(e)))?,
+            Ok(_) => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(err(e)),
+        };
+        Ok((Self { path, entries: leftover.clone() }, leftover))
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Records that `object` is about to be created for `fault`.
+    pub fn record(&mut self, fault: &str, object: KernelObject) -> Result<(), JournalError> {
+        self.entries.push(Entry { fault: fault.to_owned(), object });
+        self.flush()
+    }
+
+    /// Forgets an object once it is gone from the kernel.
+    pub fn forget(&mut self, object: &KernelObject) -> Result<(), JournalError> {
+        if let Some(i) = self.entries.iter().rposition(|e| &e.object == object) {
+            self.entries.remove(i);
+        }
+        self.flush()
+    }
+
+    fn flush(&self) -> Result<(), JournalError> {
+        let err = |source| JournalError { path: self.path.clone(), source };
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&serde_json::to_vec_pretty(&self.entries).expect("journal entries serialize")).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen_and_forgets_in_place() {
+        let dir = std::env::temp_dir().join(format!("fl-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut j, left) = Journal::open(&dir).unwrap();
+        assert!(left.is_empty());
+        let q = KernelObject::Qdisc { ifname: "eth0".into(), ifindex: 2, parent: u32::MAX, handle: 0xfa17_0000, kind: "htb".into() };
+        j.record("f1", q.clone()).unwrap();
+        j.record("f1", KernelObject::Ifb { name: "flifb2".into() }).unwrap();
+        drop(j);
+        let (mut j, left) = Journal::open(&dir).unwrap();
+        assert_eq!(left.len(), 2);
+        j.forget(&q).unwrap();
+        let (_, left) = Journal::open(&dir).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].object, KernelObject::Ifb { name: "flifb2".into() });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

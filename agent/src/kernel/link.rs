@@ -1,0 +1,93 @@
+//! Interfaces: what the host has (for Describe) and the IFB devices the agent owns.
+
+use std::{collections::BTreeMap, path::Path};
+
+use rtnetlink::{Handle, LinkIfb, LinkUnspec};
+
+/// IFB devices created by the agent carry this prefix and the faulted ifindex,
+/// so recovery can tell them from the user's own (`ifb0`, ...).
+pub const IFB_PREFIX: &str = "flifb";
+
+pub fn ifb_name(ifindex: u32) -> String {
+    format!("{IFB_PREFIX}{ifindex}")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub addresses: Vec<String>,
+}
+
+fn sysfs(name: &str, attr: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join(attr)).ok().map(|s| s.trim().to_owned())
+}
+
+pub fn ifindex(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
+pub fn exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Interfaces with their addresses, from getifaddrs and sysfs.
+pub fn interfaces() -> Vec<Interface> {
+    let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let flags = sysfs(&name, "flags").and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok()).unwrap_or(0);
+            by_name.insert(
+                name.clone(),
+                Interface {
+                    index: ifindex(&name).unwrap_or(0),
+                    mac: sysfs(&name, "address").unwrap_or_default(),
+                    mtu: sysfs(&name, "mtu").and_then(|m| m.parse().ok()).unwrap_or(0),
+                    up: flags & 1 != 0,
+                    name,
+                    addresses: Vec::new(),
+                },
+            );
+        }
+    }
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let (Some(addr), Some(iface)) = (a.address, by_name.get_mut(&a.interface_name)) else { continue };
+            let prefix = |m: Option<nix::sys::socket::SockaddrStorage>, v4: bool| -> u32 {
+                m.and_then(|m| {
+                    if v4 {
+                        m.as_sockaddr_in().map(|s| u32::from(s.ip()).count_ones())
+                    } else {
+                        m.as_sockaddr_in6().map(|s| u128::from(s.ip()).count_ones())
+                    }
+                })
+                .unwrap_or(if v4 { 32 } else { 128 })
+            };
+            if let Some(v4) = addr.as_sockaddr_in() {
+                iface.addresses.push(format!("{}/{}", v4.ip(), prefix(a.netmask, true)));
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                iface.addresses.push(format!("{}/{}", v6.ip(), prefix(a.netmask, false)));
+            }
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// Creates the agent's IFB device for `ifindex` and brings it up.
+pub async fn create_ifb(nl: &Handle, name: &str) -> Result<u32, rtnetlink::Error> {
+    nl.link().add(LinkIfb::new(name).up().build()).execute().await?;
+    Ok(ifindex(name).unwrap_or(0))
+}
+
+pub async fn delete_link(nl: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
+    nl.link().del(index).execute().await
+}
+
+/// Brings an existing link up (an IFB left down would swallow redirected packets).
+pub async fn set_up(nl: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
+    nl.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await
+}

@@ -1,0 +1,7 @@
+//! Everything that changes the kernel, one module per mechanism.
+
+pub mod bpf;
+pub mod caps;
+pub mod link;
+pub mod tc;
+pub mod tc_encode;

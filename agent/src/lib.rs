@@ -1,0 +1,8 @@
+//! faultline-agent: injects network faults into its own host's kernel and reverts
+//! them on time, even after a crash.
+
+pub mod engine;
+pub mod fault;
+pub mod journal;
+pub mod kernel;
+pub mod server;

@@ -1,0 +1,67 @@
+//! `faultline-agent --listen ADDR --state-dir DIR`
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use faultline_agent::{engine::Engine, server::Service};
+use faultline_proto::agent::v1::agent_service_server::AgentServiceServer;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(version, about = "faultline node agent: injects and reverts faults on this host")]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where the journal of kernel changes lives; must survive agent restarts.
+    #[arg(long, default_value = "/var/lib/faultline")]
+    state_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let args = Args::parse();
+    let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
+    tokio::spawn(conn);
+    let engine = Arc::new(Engine::start(&args.state_dir, nl).await.context("starting the fault engine")?);
+    engine.exclude_control_port(args.listen.port()).await?;
+
+    let leases = engine.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            leases.expire().await;
+        }
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(faultline_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection service")?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    info!(listen = %listener.local_addr()?, state_dir = %args.state_dir.display(), "agent ready");
+    let shutdown_engine = engine.clone();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AgentServiceServer::new(Service { engine }))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await?;
+    // A clean stop leaves nothing behind either.
+    let reverted = shutdown_engine.revert_all().await;
+    info!(?reverted, "stopped");
+    Ok(())
+}

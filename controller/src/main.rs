@@ -1,0 +1,24 @@
+//! `faultline`: the command line. Today it drives one agent directly
+//! (`faultline --agent URL ...`); the controller commands build on it.
+
+mod agent_cli;
+mod units;
+
+use anyhow::Result;
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = agent_cli::Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: agent_cli::Cli) -> Result<()> {
+    agent_cli::run(cli).await
+}

@@ -1,0 +1,10 @@
+//! faultline's wire types. Domain types live with the components; these only travel.
+
+pub mod agent {
+    pub mod v1 {
+        include!("gen/faultline.agent.v1.rs");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/descriptor.bin");

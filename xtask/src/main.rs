@@ -1,0 +1,58 @@
+//! Developer tasks: `cargo xtask setup | test | codegen | vm-test | lab`.
+
+mod codegen;
+mod lab;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::{codegen::workspace_root, setup::run_cmd};
+
+#[derive(Parser)]
+#[command(about = "faultline developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Installs everything builds and tests need (apt packages, nightly rust-src, bpf-linker, the VM kernel).
+    Setup,
+    /// Runs every test: codegen freshness, unit, privileged host tests, VM tests.
+    Test,
+    /// A local lab: two namespaced hosts, an agent, a scenario of faults, a report.
+    Lab,
+    /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
+    Codegen {
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Lab => lab::run(),
+        Task::Codegen { check } => codegen::run(check),
+        Task::Test => {
+            setup::run()?;
+            codegen::run(true)?;
+            // Host tests change network namespaces and qdiscs: they need root.
+            if !nix_is_root() {
+                anyhow::bail!("the test suite needs root (network namespaces, qdiscs, eBPF)");
+            }
+            run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
