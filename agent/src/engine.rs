@@ -139,6 +139,12 @@ impl Engine {
         if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.ifb {
             return Err(EngineError::Precondition("ingress shaping needs IFB devices (CONFIG_IFB / module ifb), which this kernel lacks".into()));
         }
+        if spec.kind.uses_qdisc() && spec.direction.ingress() && !bpf::redirect_to_ifb_works() {
+            return Err(EngineError::Precondition(format!(
+                "direction: ingress shaping needs Linux >= 6.4 (eBPF redirect into an IFB device; older kernels drop those packets), this is {}; shape the peer's egress instead",
+                nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+            )));
+        }
         let mut st = self.state.lock().await;
         if spec.kind.uses_qdisc() {
             if let Some(other) = st.faults.values().find(|f| {

@@ -3,6 +3,7 @@
 mod codegen;
 mod lab;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -24,6 +25,8 @@ enum Task {
     Setup,
     /// Runs every test: codegen freshness, unit, privileged host tests, VM tests.
     Test,
+    /// netem tests in a qemu VM running a Debian kernel (this host's kernel may lack netem).
+    VmTest,
     /// A local lab: two namespaced hosts, an agent, a scenario of faults, a report.
     Lab,
     /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Lab => lab::run(),
+        Task::VmTest => vm::run(),
         Task::Codegen { check } => codegen::run(check),
         Task::Test => {
             setup::run()?;
@@ -45,7 +49,8 @@ fn main() -> Result<()> {
             if !nix_is_root() {
                 anyhow::bail!("the test suite needs root (network namespaces, qdiscs, eBPF)");
             }
-            run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))
+            run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
+            vm::run()
         }
     }
 }

@@ -1,0 +1,170 @@
+//! `cargo xtask vm-test`: boots the Debian kernel under qemu (TCG) with an initramfs
+//! holding the agent, the CLI, iproute2, ping, iperf3 and the kernel modules, runs
+//! xtask/vm/vm-test.sh inside, and reads the verdict from the serial console.
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{codegen::workspace_root, setup::run_cmd};
+
+const MODULES: &[&str] = &["veth", "ifb", "sch_netem", "sch_htb", "sch_tbf", "sch_ingress", "cls_bpf"];
+const TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/ping", "/usr/bin/iperf3"];
+const APPLETS: &[&str] = &[
+    "sh", "mount", "mkdir", "insmod", "poweroff", "sleep", "cat", "echo", "awk", "grep", "sed", "kill", "cut", "head", "tail", "diff", "uname", "ls", "wc",
+];
+
+/// Shared libraries a binary needs, by `ldd`.
+fn libs(bin: &Path, out: &mut BTreeSet<PathBuf>) -> Result<()> {
+    let o = Command::new("ldd").arg(bin).output()?;
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            out.insert(PathBuf::from(path));
+        }
+    }
+    Ok(())
+}
+
+fn copy(src: &Path, root: &Path) -> Result<()> {
+    let dst = root.join(src.strip_prefix("/").unwrap_or(src));
+    std::fs::create_dir_all(dst.parent().unwrap())?;
+    std::fs::copy(src, &dst).with_context(|| format!("copying {}", src.display()))?;
+    Ok(())
+}
+
+fn initramfs() -> Result<PathBuf> {
+    let ws = workspace_root();
+    let vm = ws.join("target/vm");
+    let root = vm.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "proc", "sys", "tmp", "run", "var/lib", "dev", "etc"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static missing (cargo xtask setup)")?;
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
+    }
+    let mut needed = BTreeSet::new();
+    let bins = [ws.join("target/release/faultline-agent"), ws.join("target/release/faultline")];
+    for b in bins.iter().map(PathBuf::as_path).chain(TOOLS.iter().map(Path::new)) {
+        libs(b, &mut needed)?;
+        let dst = if b.starts_with(&ws) { root.join("bin").join(b.file_name().unwrap()) } else { root.join(b.strip_prefix("/")?) };
+        std::fs::copy(b, &dst).with_context(|| format!("copying {}", b.display()))?;
+    }
+    for l in &needed {
+        copy(l, &root)?;
+    }
+    // The dynamic loader may be named through a symlink; keep the path ldd printed.
+    copy(Path::new("/lib64/ld-linux-x86-64.so.2"), &root)?;
+    for dist in std::fs::read_dir("/usr/lib/x86_64-linux-gnu/tc")? {
+        let p = dist?.path();
+        if p.extension().is_some_and(|e| e == "dist") {
+            copy(&p, &root)?;
+        }
+    }
+    let kdir = ws.join("target/vm/kernel/lib/modules");
+    let release = std::fs::read_dir(&kdir)?.next().context("no kernel modules")??.path();
+    for m in MODULES {
+        let found = walk(&release.join("kernel"), &format!("{m}.ko"))?.with_context(|| format!("module {m} not in the Debian kernel"))?;
+        std::fs::copy(found, root.join("lib/modules").join(format!("{m}.ko")))?;
+    }
+    for (name, src) in [("init", "xtask/vm/init"), ("vm-test.sh", "xtask/vm/vm-test.sh")] {
+        std::fs::copy(ws.join(src), root.join(name))?;
+        std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o755))?;
+    }
+    let out = vm.join("initrd.gz");
+    run_cmd(Command::new("sh").arg("-c").arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", root.display(), out.display())))?;
+    Ok(out)
+}
+
+fn walk(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            if let Some(f) = walk(&p, name)? {
+                return Ok(Some(f));
+            }
+        } else if p.file_name().is_some_and(|n| n == name) {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+pub fn run() -> Result<()> {
+    let ws = workspace_root();
+    crate::setup::kernel()?;
+    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
+    let initrd = initramfs()?;
+    let boot = ws.join("target/vm/kernel/boot");
+    let kernel = std::fs::read_dir(&boot)?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))).context("no vmlinuz")?;
+    println!("vm-test: booting {} under qemu (TCG)", kernel.display());
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-kernel"])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu (cargo xtask setup installs qemu-system-x86)")?;
+    let stdout = qemu.stdout.take().unwrap();
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut passed, mut failed, mut done) = (0, 0, false);
+    let log = ws.join("target/vm/console.log");
+    let mut console = String::new();
+    // A ceiling so a wedged VM cannot eat CI's budget; the tests take a few minutes.
+    while start.elapsed() < Duration::from_secs(1200) {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                console.push_str(&line);
+                console.push('\n');
+                let Some(rest) = line.trim_end_matches('\r').split("vm-test: ").nth(1).map(str::to_owned) else { continue };
+                println!("vm-test: {rest}");
+                if rest.starts_with("ok ") {
+                    passed += 1;
+                } else if rest.starts_with("FAIL") {
+                    failed += 1;
+                } else if rest == "done" {
+                    done = true;
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if qemu.try_wait()?.is_some() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    std::fs::write(&log, &console)?;
+    println!("vm tests: {passed} passed, {failed} failed ({:.0} s; console in {})", start.elapsed().as_secs_f64(), log.display());
+    if !done {
+        bail!("the VM did not finish its tests; see {}", log.display());
+    }
+    if failed > 0 || passed == 0 {
+        bail!("{failed} VM tests failed");
+    }
+    Ok(())
+}
