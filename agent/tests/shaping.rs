@@ -7,28 +7,29 @@ use std::process::{Command, Stdio};
 use common::*;
 use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
 
-/// iperf3 TCP from A to B (or B to A with `reverse`), received bits/s.
+/// iperf3 TCP from A to B (or B to A with `reverse`), received bits/s. A run that
+/// fails to start (server not yet listening) or reports an error is run again.
 fn iperf(lab: &Lab, reverse: bool) -> f64 {
-    let mut server = Command::new("ip").args(["netns", "exec", &lab.b, "iperf3", "-s", "-1", "-p", "5201"]).stdout(Stdio::null()).spawn().unwrap();
-    let mut out = None;
-    for _ in 0..50 {
-        let mut args = vec!["iperf3", "-c", &*Box::leak(lab.addr(2).into_boxed_str()), "-p", "5201", "-t", "4", "-O", "1", "-J"];
+    let server_addr = lab.addr(2);
+    let mut last = String::new();
+    for _ in 0..20 {
+        let mut server = Command::new("ip").args(["netns", "exec", &lab.b, "iperf3", "-s", "-1", "-p", "5201"]).stdout(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut args = vec!["iperf3", "-c", server_addr.as_str(), "-p", "5201", "-t", "4", "-O", "1", "-J"];
         if reverse {
             args.push("-R");
         }
         let o = sh(&lab.a, &args);
-        if o.status.success() {
-            out = Some(o);
-            break;
+        let _ = server.kill();
+        let _ = server.wait();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            return bps;
         }
-        eprintln!("iperf3 client: {}", String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("error")).collect::<String>());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        last = v["error"].as_str().map_or_else(|| String::from_utf8_lossy(&o.stderr).into_owned(), str::to_owned);
+        eprintln!("iperf3 run failed ({last}); again");
     }
-    let _ = server.kill();
-    let _ = server.wait();
-    let out = out.expect("iperf3 ran");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap()
+    panic!("iperf3 never completed: {last}");
 }
 
 /// One measurement at a time: two iperf3 runs on two cores would disturb each other.

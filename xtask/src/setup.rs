@@ -8,7 +8,7 @@ use crate::codegen::workspace_root;
 
 /// Debian packages the builds, tests and labs use.
 const APT: &[&str] = &[
-    "iproute2", "iputils-ping", "bpftool", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace",
+    "iproute2", "iputils-ping", "bpftool", "iptables", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace",
 ];
 /// The Debian kernel the VM tests boot (it has netem, unlike many CI kernels).
 pub const KERNEL_PKG: &str = "linux-image-6.1.0-56-amd64";

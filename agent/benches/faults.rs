@@ -1,0 +1,148 @@
+//! `cargo bench -p faultline-agent --bench faults` (or `cargo xtask bench`), as root.
+//! Side by side with what a user would otherwise run: the `tc` and `iptables` CLIs.
+//! Prints markdown tables for docs/benchmarks.md.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
+
+const CYCLES: usize = 1000;
+
+fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn row(what: &str, apply: Vec<Duration>, revert: Vec<Duration>) {
+    println!(
+        "| {what} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        pct(apply.clone(), 0.5),
+        pct(apply, 0.99),
+        pct(revert.clone(), 0.5),
+        pct(revert, 0.99)
+    );
+}
+
+fn faultline_cycles(lab: &Lab, kind: Kind) -> (Vec<Duration>, Vec<Duration>) {
+    lab.grpc(async |mut c| {
+        let (mut apply, mut revert) = (Vec::new(), Vec::new());
+        for _ in 0..CYCLES {
+            let t = Instant::now();
+            let f = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(kind.clone())) }).await.unwrap().into_inner().fault.unwrap();
+            apply.push(t.elapsed());
+            let t = Instant::now();
+            c.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();
+            revert.push(t.elapsed());
+        }
+        (apply, revert)
+    })
+}
+
+fn timed(ns: &str, cmds: &[&[&str]]) -> Duration {
+    let t = Instant::now();
+    for c in cmds {
+        let ok = Command::new("ip").args(["netns", "exec", ns]).args(*c).status().unwrap().success();
+        assert!(ok, "{c:?}");
+    }
+    t.elapsed()
+}
+
+fn iperf(lab: &Lab) -> f64 {
+    let mut server = Command::new("ip").args(["netns", "exec", &lab.b, "iperf3", "-s", "-1"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sh_ok(&lab.a, &["iperf3", "-c", &lab.addr(2), "-t", "5", "-O", "1", "-J"]);
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9
+}
+
+/// `n` distinct /32 peers in 172.16.0.0/12, none of them the iperf3 peer.
+fn peers(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("172.{}.{}.{}/32", 16 + i / 65536, (i / 256) % 256, i % 256)).collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes; nothing to list.
+    }
+    let lab = Lab::new(91);
+    println!("## apply and revert latency ({CYCLES} cycles, ms)\n");
+    println!("| change | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
+    let (a, r) = faultline_cycles(&lab, Kind::Bandwidth(pb::Bandwidth { rate_bps: 10_000_000, burst_bytes: 0 }));
+    row("faultline bandwidth 10mbit (htb + class + classifier, journaled), gRPC", a, r);
+    let (mut a, mut r) = (Vec::new(), Vec::new());
+    for _ in 0..CYCLES {
+        a.push(timed(&lab.a, &[&["tc", "qdisc", "add", "dev", "ta", "root", "handle", "1:", "htb", "default", "1"], &[
+            "tc", "class", "add", "dev", "ta", "parent", "1:", "classid", "1:1", "htb", "rate", "10mbit",
+        ]]));
+        r.push(timed(&lab.a, &[&["tc", "qdisc", "del", "dev", "ta", "root"]]));
+    }
+    row("tc CLI: htb qdisc + class (2 execs) / qdisc del", a, r);
+    let (a, r) = faultline_cycles(&lab, Kind::Drop(pb::Drop { percent: 10.0 }));
+    row("faultline eBPF drop 10%, gRPC", a, r);
+    let have_iptables = Command::new("ip").args(["netns", "exec", &lab.a, "iptables", "-L"]).output().is_ok_and(|o| o.status.success());
+    if have_iptables {
+        let (mut a, mut r) = (Vec::new(), Vec::new());
+        for _ in 0..CYCLES {
+            a.push(timed(&lab.a, &[&["iptables", "-A", "OUTPUT", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"]]));
+            r.push(timed(&lab.a, &[&["iptables", "-D", "OUTPUT", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"]]));
+        }
+        row("iptables CLI: statistic 10% DROP rule", a, r);
+    }
+
+    println!("\n## TCP throughput A→B across the veth pair (iperf3, Gbit/s)\n");
+    println!("| peers in the partition | faultline (eBPF LPM trie) | iptables (one rule per peer) |\n|---|---|---|");
+    let base = iperf(&lab);
+    println!("| none (baseline) | {base:.2} | {base:.2} |");
+    for n in [1_000, 10_000] {
+        let list = peers(n);
+        let s = pb::FaultSpec {
+            r#match: Some(pb::TrafficMatch { peers: list.clone(), ..Default::default() }),
+            direction: pb::Direction::Both as i32,
+            ..spec(Kind::Partition(pb::Partition {}))
+        };
+        let f = lab.apply(s).unwrap();
+        let fl = iperf(&lab);
+        lab.revert(&f.id);
+        let ipt = if have_iptables {
+            let rules: String = list.iter().map(|p| format!("-A OUTPUT -d {p} -j DROP\n-A INPUT -s {p} -j DROP\n")).collect();
+            let file = std::env::temp_dir().join("faultline-bench.rules");
+            std::fs::write(&file, format!("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{rules}COMMIT\n")).unwrap();
+            sh_ok(&lab.a, &["iptables-restore", file.to_str().unwrap()]);
+            let v = iperf(&lab);
+            sh_ok(&lab.a, &["iptables", "-F"]);
+            format!("{v:.2}")
+        } else {
+            "iptables not installed".into()
+        };
+        println!("| {n} | {fl:.2} | {ipt} |");
+    }
+
+    println!("\n## agent footprint\n");
+    let pid = lab.agent.as_ref().unwrap().id();
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = (cpu_ticks(pid) - t0) as f64 / 100.0 / 10.0 * 100.0;
+    println!("| measure | value |\n|---|---|");
+    println!("| RSS, idle after the runs above | {} KiB |", rss_kib(pid));
+    println!("| CPU, idle over 10 s | {idle:.2} % of one core |");
+}
