@@ -1,6 +1,9 @@
 //! Installs what building and testing faultline needs. Idempotent: each step checks first.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -8,10 +11,8 @@ use crate::codegen::workspace_root;
 
 /// Debian packages the builds, tests and labs use.
 const APT: &[&str] = &[
-    "iproute2", "iputils-ping", "bpftool", "iptables", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace",
+    "iproute2", "iputils-ping", "bpftool", "iptables", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace", "xz-utils",
 ];
-/// The Debian kernel the VM tests boot (it has netem, unlike many CI kernels).
-pub const KERNEL_PKG: &str = "linux-image-6.1.0-56-amd64";
 
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
@@ -66,28 +67,60 @@ pub fn run() -> Result<()> {
                 .env("LLVM_PREFIX", &prefix),
         )?;
     }
-    kernel()?;
+    for (label, suite) in KERNELS {
+        kernel(label, suite)?;
+    }
     println!("setup: done");
     Ok(())
 }
 
-/// Downloads and unpacks the Debian kernel for VM tests into target/vm/kernel.
-pub fn kernel() -> Result<()> {
-    let dir = workspace_root().join("target/vm/kernel");
+/// Debian kernels the VM tests boot, each with netem: the stable one (cls_bpf attach,
+/// no bpf redirect into IFB) and the backports one (TCX, everything).
+pub const KERNELS: &[(&str, &str)] = &[("debian-stable", "bookworm"), ("debian-backports", "bookworm-backports")];
+
+/// The Debian mirror this machine already uses (no host is written into faultline).
+fn debian_uri() -> Result<String> {
+    let deb822 = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let classic = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    deb822
+        .lines()
+        .find_map(|l| l.strip_prefix("URIs:").map(|u| u.split_whitespace().next().unwrap_or("").to_owned()))
+        .or_else(|| classic.lines().find(|l| l.starts_with("deb ")).and_then(|l| l.split_whitespace().nth(1).map(str::to_owned)))
+        .filter(|u| !u.is_empty())
+        .context("no Debian mirror in /etc/apt/sources.list(.d)")
+}
+
+/// Downloads and unpacks the kernel of `suite` into target/vm/<label>; returns that directory.
+pub fn kernel(label: &str, suite: &str) -> Result<PathBuf> {
+    let dir = workspace_root().join("target/vm").join(label);
     if dir.join("boot").exists() {
-        return Ok(());
+        return Ok(dir);
     }
-    let dl = workspace_root().join("target/vm/dl");
+    // A private apt state, so the host's own sources stay as they are.
+    let apt = workspace_root().join("target/vm/apt").join(label);
+    std::fs::create_dir_all(apt.join("lists/partial"))?;
+    std::fs::write(apt.join("sources.list"), format!("deb {} {suite} main\n", debian_uri()?))?;
+    let opts = [
+        format!("-oDir::Etc::SourceList={}", apt.join("sources.list").display()),
+        "-oDir::Etc::SourceParts=/dev/null".to_owned(),
+        format!("-oDir::State::Lists={}", apt.join("lists").display()),
+    ];
+    run_cmd(Command::new("apt-get").args(&opts).args(["update", "-q"]))?;
+    let deps = Command::new("apt-cache").args(&opts).args(["depends", "linux-image-amd64"]).output()?;
+    let pkg = String::from_utf8_lossy(&deps.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_owned))
+        .filter(|p| p.starts_with("linux-image-"))
+        .with_context(|| format!("no linux-image-amd64 in {suite}"))?;
+    println!("setup: fetching {pkg} ({suite}) for VM tests");
+    let dl = apt.join("dl");
+    let _ = std::fs::remove_dir_all(&dl);
     std::fs::create_dir_all(&dl)?;
-    println!("setup: fetching {KERNEL_PKG}");
-    if !ok(Command::new("apt-get").args(["download", KERNEL_PKG]).current_dir(&dl)) {
-        run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-        run_cmd(Command::new("apt-get").args(["download", KERNEL_PKG]).current_dir(&dl))?;
-    }
+    run_cmd(Command::new("apt-get").args(&opts).args(["download", &pkg]).current_dir(&dl))?;
     let deb = std::fs::read_dir(&dl)?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "deb")).context("kernel .deb missing")?;
-    let tmp = workspace_root().join("target/vm/kernel.tmp");
+    let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
     std::fs::rename(&tmp, &dir)?;
-    Ok(())
+    Ok(dir)
 }

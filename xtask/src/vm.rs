@@ -40,10 +40,9 @@ fn copy(src: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn initramfs() -> Result<PathBuf> {
+fn initramfs(kernel_dir: &Path) -> Result<PathBuf> {
     let ws = workspace_root();
-    let vm = ws.join("target/vm");
-    let root = vm.join("root");
+    let root = kernel_dir.join("initramfs");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "proc", "sys", "tmp", "run", "var/lib", "dev", "etc"] {
         std::fs::create_dir_all(root.join(d))?;
@@ -70,17 +69,23 @@ fn initramfs() -> Result<PathBuf> {
             copy(&p, &root)?;
         }
     }
-    let kdir = ws.join("target/vm/kernel/lib/modules");
-    let release = std::fs::read_dir(&kdir)?.next().context("no kernel modules")??.path();
+    let release = std::fs::read_dir(kernel_dir.join("lib/modules"))?.next().context("no kernel modules")??.path();
     for m in MODULES {
-        let found = walk(&release.join("kernel"), &format!("{m}.ko"))?.with_context(|| format!("module {m} not in the Debian kernel"))?;
-        std::fs::copy(found, root.join("lib/modules").join(format!("{m}.ko")))?;
+        let dst = root.join("lib/modules").join(format!("{m}.ko"));
+        if let Some(found) = walk(&release.join("kernel"), &format!("{m}.ko"))? {
+            std::fs::copy(found, dst)?;
+        } else {
+            // Newer Debian kernels ship xz-compressed modules; busybox insmod wants them plain.
+            let xz = walk(&release.join("kernel"), &format!("{m}.ko.xz"))?.with_context(|| format!("module {m} not in {}", release.display()))?;
+            let out = Command::new("xz").arg("-dc").arg(&xz).output().context("xz (xz-utils)")?;
+            std::fs::write(dst, out.stdout)?;
+        }
     }
     for (name, src) in [("init", "xtask/vm/init"), ("vm-test.sh", "xtask/vm/vm-test.sh")] {
         std::fs::copy(ws.join(src), root.join(name))?;
         std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o755))?;
     }
-    let out = vm.join("initrd.gz");
+    let out = kernel_dir.join("initrd.gz");
     run_cmd(Command::new("sh").arg("-c").arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", root.display(), out.display())))?;
     Ok(out)
 }
@@ -101,10 +106,24 @@ fn walk(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
 
 pub fn run() -> Result<()> {
     let ws = workspace_root();
-    crate::setup::kernel()?;
     run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
-    let initrd = initramfs()?;
-    let boot = ws.join("target/vm/kernel/boot");
+    let mut failures = Vec::new();
+    for (label, suite) in crate::setup::KERNELS {
+        let dir = crate::setup::kernel(label, suite)?;
+        if let Err(e) = boot(&dir, label) {
+            println!("vm-test: {label}: {e:#}");
+            failures.push(label);
+        }
+    }
+    if !failures.is_empty() {
+        bail!("VM tests failed on {failures:?}");
+    }
+    Ok(())
+}
+
+fn boot(kernel_dir: &Path, label: &str) -> Result<()> {
+    let initrd = initramfs(kernel_dir)?;
+    let boot = kernel_dir.join("boot");
     let kernel = std::fs::read_dir(&boot)?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))).context("no vmlinuz")?;
     println!("vm-test: booting {} under qemu (TCG)", kernel.display());
     let mut qemu = Command::new("qemu-system-x86_64")
@@ -129,7 +148,7 @@ pub fn run() -> Result<()> {
         }
     });
     let (mut passed, mut failed, mut done) = (0, 0, false);
-    let log = ws.join("target/vm/console.log");
+    let log = kernel_dir.join("console.log");
     let mut console = String::new();
     // A ceiling so a wedged VM cannot eat CI's budget; the tests take a few minutes.
     while start.elapsed() < Duration::from_secs(1200) {
@@ -159,7 +178,7 @@ pub fn run() -> Result<()> {
     let _ = qemu.kill();
     let _ = qemu.wait();
     std::fs::write(&log, &console)?;
-    println!("vm tests: {passed} passed, {failed} failed ({:.0} s; console in {})", start.elapsed().as_secs_f64(), log.display());
+    println!("vm tests ({label}): {passed} passed, {failed} failed ({:.0} s; console in {})", start.elapsed().as_secs_f64(), log.display());
     if !done {
         bail!("the VM did not finish its tests; see {}", log.display());
     }
