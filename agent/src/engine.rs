@@ -31,6 +31,9 @@ pub const SHAPED_CLASS: u32 = 0xFA17_0001;
 pub const LEAF_HANDLE: u32 = 0xFA18_0000;
 /// The unshaped class rate for netem-only faults: far above any NIC, so only netem shapes.
 const UNLIMITED_BPS: u64 = 400_000_000_000;
+/// How long an unused TCX classifier stays attached, so that fault cycles on one
+/// interface do not pay two RCU grace periods each.
+const IDLE_DETACH: Duration = Duration::from_secs(2);
 /// Journal owner of objects shared by several faults (classifier attachments).
 const SHARED: &str = "shared";
 
@@ -332,6 +335,10 @@ impl Engine {
             if !b.is_attached(&f.spec.interface, ingress) {
                 continue;
             }
+            if b.mode == AttachMode::Tcx {
+                b.mark_idle(&f.spec.interface, ingress);
+                continue;
+            }
             if let Err(e) = b.detach(&f.spec.interface, ingress) {
                 warn!("{e}");
             }
@@ -385,11 +392,18 @@ impl Engine {
                 done.push(id);
             }
         }
+        if let Some(b) = self.state.lock().await.bpf.as_mut() {
+            b.sweep(Duration::ZERO);
+        }
         done
     }
 
-    /// Reverts every fault whose lease has run out; returns their ids.
+    /// Reverts every fault whose lease has run out, and detaches classifiers idle for
+    /// `IDLE_DETACH`; returns the reverted ids.
     pub async fn expire(&self) -> Vec<String> {
+        if let Some(b) = self.state.lock().await.bpf.as_mut() {
+            b.sweep(IDLE_DETACH);
+        }
         let now = Instant::now();
         let ids: Vec<String> = self.state.lock().await.faults.values().filter(|f| f.expires <= now).map(|f| f.id.clone()).collect();
         for id in &ids {

@@ -45,14 +45,15 @@ async fn main() -> Result<()> {
         .build_v1()
         .context("building reflection service")?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    info!(listen = %listener.local_addr()?, state_dir = %args.state_dir.display(), "agent ready");
+    // Without TCP_NODELAY, small gRPC replies wait on Nagle and the client's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::bind(args.listen).with_context(|| format!("binding {}", args.listen))?.with_nodelay(Some(true));
+    info!(listen = %args.listen, state_dir = %args.state_dir.display(), "agent ready");
     let shutdown_engine = engine.clone();
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AgentServiceServer::new(Service { engine }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -5,8 +5,13 @@ mod common;
 use common::*;
 use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
 
+/// Rate measurements run one at a time: on two cores, parallel floods from other tests
+/// can overflow a receiver's socket buffer, and that loss is not the fault's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn drop_rates_lie_in_the_binomial_interval_and_are_silent_to_the_sender() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = Lab::new(11);
     let to = format!("{}:9000", lab.addr(2)).parse().unwrap();
     // Baseline: the path itself loses nothing at this pace.
@@ -22,7 +27,7 @@ fn drop_rates_lie_in_the_binomial_interval_and_are_silent_to_the_sender() {
             let counters = lab.list().into_iter().find(|s| s.id == f.id).unwrap().counters.unwrap();
             lab.revert(&f.id);
             assert_eq!(r.send_errors, 0, "loss must be silent: sendto failed {} times at {percent}%", r.send_errors);
-            assert_eq!(counters.dropped_packets, u64::from(n - r.received), "the counter must equal what the receiver missed");
+            assert_eq!(counters.dropped_packets, u64::from(n - r.received), "the drop counter must equal what the receiver missed ({r:?})");
             assert!(counters.matched_packets >= u64::from(n));
             1.0 - f64::from(r.received) / f64::from(n)
         };
@@ -34,6 +39,7 @@ fn drop_rates_lie_in_the_binomial_interval_and_are_silent_to_the_sender() {
 
 #[test]
 fn ingress_drop_loses_packets_from_the_peer() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = Lab::new(12);
     let to = format!("{}:9000", lab.addr(1)).parse().unwrap();
     let n = 10_000;

@@ -27,6 +27,8 @@ enum Task {
     Test,
     /// netem tests in a qemu VM running a Debian kernel (this host's kernel may lack netem).
     VmTest,
+    /// Benchmarks side by side with tc and iptables; prints the tables of docs/benchmarks.md.
+    Bench,
     /// A local lab: two namespaced hosts, an agent, a scenario of faults, a report.
     Lab,
     /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
@@ -40,6 +42,10 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Lab => lab::run(),
+        Task::Bench => {
+            setup::run()?;
+            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))
+        }
         Task::VmTest => vm::run(),
         Task::Codegen { check } => codegen::run(check),
         Task::Test => {

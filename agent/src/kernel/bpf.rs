@@ -69,6 +69,8 @@ pub struct Classifier {
     used: [bool; MAX_RULES as usize],
     /// (ifname, ingress) -> link, while any slot needs it.
     links: StdHashMap<(String, bool), SchedClassifierLinkId>,
+    /// Links no fault uses any more, and since when: TCX detaches lazily (see `sweep`).
+    idle: StdHashMap<(String, bool), std::time::Instant>,
     pub mode: AttachMode,
 }
 
@@ -104,6 +106,7 @@ impl Classifier {
             control,
             used: [false; MAX_RULES as usize],
             links: StdHashMap::new(),
+            idle: StdHashMap::new(),
             mode: AttachMode::detect(),
         })
     }
@@ -162,6 +165,7 @@ impl Classifier {
     }
 
     pub fn attach(&mut self, ifname: &str, ingress: bool) -> Result<(), BpfError> {
+        self.idle.remove(&(ifname.to_owned(), ingress));
         if self.is_attached(ifname, ingress) {
             return Ok(());
         }
@@ -174,7 +178,26 @@ impl Classifier {
         Ok(())
     }
 
+    /// Marks a TCX link unused. Attaching and detaching each wait for an RCU grace
+    /// period (about 15 ms here), so back-to-back faults on one interface would pay it
+    /// twice per cycle; an idle link with no rule costs a few ns per packet and is
+    /// invisible to tc. `sweep` detaches it once it has been idle for `IDLE_DETACH`.
+    pub fn mark_idle(&mut self, ifname: &str, ingress: bool) {
+        self.idle.entry((ifname.to_owned(), ingress)).or_insert_with(std::time::Instant::now);
+    }
+
+    pub fn sweep(&mut self, older_than: std::time::Duration) {
+        let due: Vec<(String, bool)> = self.idle.iter().filter(|(_, t)| t.elapsed() >= older_than).map(|(k, _)| k.clone()).collect();
+        for (ifname, ingress) in due {
+            self.idle.remove(&(ifname.clone(), ingress));
+            if let Err(e) = self.detach(&ifname, ingress) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
     pub fn detach(&mut self, ifname: &str, ingress: bool) -> Result<(), BpfError> {
+        self.idle.remove(&(ifname.to_owned(), ingress));
         let Some(id) = self.links.remove(&(ifname.to_owned(), ingress)) else { return Ok(()) };
         let name = if ingress { PROG_INGRESS } else { PROG_EGRESS };
         let prog: &mut SchedClassifier = self.ebpf.program_mut(name).expect("loaded").try_into().expect("classifier");

@@ -186,6 +186,7 @@ pub fn with_peers(mut s: pb::FaultSpec, peers: &[&str]) -> pb::FaultSpec {
     s
 }
 
+#[derive(Debug)]
 pub struct UdpRun {
     pub sent: u32,
     pub send_errors: u32,
