@@ -294,8 +294,10 @@ impl Engine {
 
     /// Attaches the classifier to one side of an interface, unless already there.
     async fn attach(&self, st: &mut State, ifname: &str, ifindex: u32, ingress: bool) -> Result<(), EngineError> {
-        let bpf = st.bpf.as_ref().expect("checked");
+        let bpf = st.bpf.as_mut().expect("checked");
         if bpf.is_attached(ifname, ingress) {
+            // Also cancels a pending idle detach of this link.
+            bpf.attach(ifname, ingress)?;
             return Ok(());
         }
         if bpf.mode == AttachMode::Netlink {

@@ -23,7 +23,7 @@ pub enum KernelObject {
     ClsBpf { ifname: String, ingress: bool },
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub fault: String,
     pub object: KernelObject,
@@ -41,12 +41,6 @@ pub struct JournalError {
 pub struct Journal {
     path: PathBuf,
     entries: Vec<Entry>,
-}
-
-impl Default for KernelObject {
-    fn default() -> Self {
-        Self::Ifb { name: String::new() }
-    }
 }
 
 impl Journal {

@@ -130,3 +130,17 @@ fn control_channel_survives_a_total_drop() {
     // The lease ends it without any help.
     eventually("lease expiry reverts the fault", || lab.list().iter().all(|s| s.id != f.id));
 }
+
+#[test]
+fn a_fault_applied_right_after_a_revert_outlives_the_idle_detach() {
+    // A reverted fault leaves its TCX link idle for 2 s; a new fault in that window
+    // must keep the link, not lose it to the pending detach.
+    let lab = Lab::new(16);
+    let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
+    lab.revert(&f.id);
+    let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = udp_run(&lab.a, &lab.b, format!("{}:9000", lab.addr(2)).parse().unwrap(), 500);
+    lab.revert(&f.id);
+    assert_eq!(r.received, 0, "the second fault stopped dropping once the first one's link was swept");
+}

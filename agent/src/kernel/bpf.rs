@@ -146,10 +146,6 @@ impl Classifier {
         Ok(())
     }
 
-    pub fn release_slot(&mut self, slot: u32) {
-        self.used[slot as usize] = false;
-    }
-
     pub fn counters(&self, slot: u32) -> Result<Counters, BpfError> {
         let per_cpu = self.counters.get(&slot, 0).map_err(map_err("COUNTERS"))?;
         Ok(per_cpu.iter().fold(Counters::default(), |mut acc, c| {

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use rtnetlink::{Handle, LinkIfb, LinkUnspec};
+use rtnetlink::{Handle, LinkIfb};
 
 /// IFB devices created by the agent carry this prefix and the faulted ifindex,
 /// so recovery can tell them from the user's own (`ifb0`, ...).
@@ -85,9 +85,4 @@ pub async fn create_ifb(nl: &Handle, name: &str) -> Result<u32, rtnetlink::Error
 
 pub async fn delete_link(nl: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
     nl.link().del(index).execute().await
-}
-
-/// Brings an existing link up (an IFB left down would swallow redirected packets).
-pub async fn set_up(nl: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
-    nl.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await
 }
