@@ -159,7 +159,8 @@ m_reorder() {
 for p in 1 10 50 90; do
 	rate "netem loss $p%" "$p/100" m_loss netem -i ta --loss $p%
 done
-rate "ebpf drop 50% (cls_bpf on this kernel)" 0.5 m_loss drop -i ta --loss 50%
+ATTACH=$($FL info | awk -F'attach=' '/attach=/{split($2,a," "); print a[1]}')
+rate "ebpf drop 50% (attach mode $ATTACH)" 0.5 m_loss drop -i ta --loss 50%
 
 # Gilbert-Elliott p=5% r=50%: bad-state share 0.05/0.55, every bad packet lost.
 apply netem -i ta --gemodel 5,50,100,0
