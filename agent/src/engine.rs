@@ -294,13 +294,8 @@ impl Engine {
 
     /// Attaches the classifier to one side of an interface, unless already there.
     async fn attach(&self, st: &mut State, ifname: &str, ifindex: u32, ingress: bool) -> Result<(), EngineError> {
-        let bpf = st.bpf.as_mut().expect("checked");
-        if bpf.is_attached(ifname, ingress) {
-            // Also cancels a pending idle detach of this link.
-            bpf.attach(ifname, ingress)?;
-            return Ok(());
-        }
-        if bpf.mode == AttachMode::Netlink {
+        let bpf = st.bpf.as_ref().expect("checked");
+        if bpf.mode == AttachMode::Netlink && !bpf.is_attached(ifname, ingress) {
             let qdiscs = tc::list_qdiscs(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))?;
             if !qdiscs.iter().any(|q| q.parent == TC_H_CLSACT) {
                 st.journal.record(SHARED, KernelObject::Qdisc { ifname: ifname.to_owned(), ifindex, parent: TC_H_CLSACT, handle: 0xFFFF_0000, kind: "clsact".into() })?;
@@ -308,6 +303,7 @@ impl Engine {
             }
             st.journal.record(SHARED, KernelObject::ClsBpf { ifname: ifname.to_owned(), ingress })?;
         }
+        // Keeps a link that is already there, cancelling its idle detach.
         st.bpf.as_mut().expect("checked").attach(ifname, ingress)?;
         Ok(())
     }
@@ -344,29 +340,15 @@ impl Engine {
             if let Err(e) = b.detach(&f.spec.interface, ingress) {
                 warn!("{e}");
             }
-            if b.mode == AttachMode::Netlink {
-                let shared: Vec<KernelObject> = st
-                    .journal
-                    .entries()
-                    .iter()
-                    .filter(|e| e.fault == SHARED && matches!(&e.object, KernelObject::ClsBpf { ifname, ingress: i } if *ifname == f.spec.interface && *i == ingress))
-                    .map(|e| e.object.clone())
-                    .collect();
-                for o in shared {
-                    let _ = st.journal.forget(&o);
-                }
+            let filters = shared_objects(&st.journal, |o| matches!(o, KernelObject::ClsBpf { ifname, ingress: i } if *ifname == f.spec.interface && *i == ingress));
+            for o in filters {
+                let _ = st.journal.forget(&o);
             }
         }
         // A clsact the agent added goes once neither side of the interface is attached.
         if let Some(b) = st.bpf.as_ref() {
             if b.mode == AttachMode::Netlink && !b.is_attached(&f.spec.interface, true) && !b.is_attached(&f.spec.interface, false) {
-                let ours: Vec<KernelObject> = st
-                    .journal
-                    .entries()
-                    .iter()
-                    .filter(|e| e.fault == SHARED && matches!(&e.object, KernelObject::Qdisc { ifname, kind, .. } if *ifname == f.spec.interface && kind == "clsact"))
-                    .map(|e| e.object.clone())
-                    .collect();
+                let ours = shared_objects(&st.journal, |o| matches!(o, KernelObject::Qdisc { ifname, kind, .. } if *ifname == f.spec.interface && kind == "clsact"));
                 for o in ours {
                     undo(&self.nl, &o).await;
                     let _ = st.journal.forget(&o);
@@ -483,6 +465,11 @@ fn netem_options(n: &NetemSpec) -> Result<Vec<u8>, EngineError> {
         }
     };
     Ok(tc_encode::netem_options(n, table.as_deref()))
+}
+
+/// Journaled objects shared by the faults of an interface (classifier attachments) that `pick` selects.
+fn shared_objects(journal: &Journal, pick: impl Fn(&KernelObject) -> bool) -> Vec<KernelObject> {
+    journal.entries().iter().filter(|e| e.fault == SHARED && pick(&e.object)).map(|e| e.object.clone()).collect()
 }
 
 /// Removes one object the agent created, after checking it is still the agent's.
