@@ -18,11 +18,16 @@ use crate::{
     kernel::{
         bpf::{self, AttachMode, Classifier},
         caps::{self, Capabilities},
+        cgroup::Cgroup,
         link,
+        procfs::{self, ProcId, Stat},
         tc::{self, Qdisc, TC_H_CLSACT, TC_H_ROOT},
         tc_encode,
     },
+    process::{self, ProcessFault},
 };
+
+mod procs;
 
 /// Major handle of the htb root the agent installs; `fa17:1` is the shaped class.
 pub const ROOT_HANDLE: u32 = 0xFA17_0000;
@@ -69,11 +74,26 @@ impl From<bpf::BpfError> for EngineError {
 pub struct Active {
     pub id: String,
     pub request: pb::FaultSpec,
-    pub spec: FaultSpec,
-    pub slot: u32,
     pub applied_at: SystemTime,
     pub expires: Instant,
+    pub lease: Duration,
     pub objects: Vec<KernelObject>,
+    pub applied: Applied,
+}
+
+/// What a fault acts through: the network classifier slot, or processes.
+pub enum Applied {
+    Net { spec: FaultSpec, slot: u32 },
+    Process { spec: ProcessFault, processes: Vec<Stat>, cgroup: Option<Cgroup>, notes: Vec<String> },
+}
+
+impl Active {
+    fn net(&self) -> Option<&FaultSpec> {
+        match &self.applied {
+            Applied::Net { spec, .. } => Some(spec),
+            Applied::Process { .. } => None,
+        }
+    }
 }
 
 struct State {
@@ -128,6 +148,9 @@ impl Engine {
     }
 
     pub async fn apply(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        if process::is_process_kind(request.kind.as_ref()) {
+            return self.apply_process(request).await;
+        }
         let spec = FaultSpec::try_from(&request)?;
         let Some(ifindex) = link::ifindex(&spec.interface) else {
             let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
@@ -150,17 +173,15 @@ impl Engine {
         }
         let mut st = self.state.lock().await;
         if spec.kind.uses_qdisc() {
-            if let Some(other) = st.faults.values().find(|f| {
-                f.spec.kind.uses_qdisc()
-                    && f.spec.interface == spec.interface
-                    && ((f.spec.direction.egress() && spec.direction.egress()) || (f.spec.direction.ingress() && spec.direction.ingress()))
+            if let Some((other, o)) = st.faults.values().filter_map(|f| Some((f, f.net()?))).find(|(_, o)| {
+                o.kind.uses_qdisc() && o.interface == spec.interface && ((o.direction.egress() && spec.direction.egress()) || (o.direction.ingress() && spec.direction.ingress()))
             }) {
                 return Err(EngineError::Conflict(format!(
                     "{} {} is already shaped by fault {} ({}); revert it first, or put every impairment in one netem fault",
                     spec.interface,
-                    if other.spec.direction.egress() && spec.direction.egress() { "egress" } else { "ingress" },
+                    if o.direction.egress() && spec.direction.egress() { "egress" } else { "ingress" },
                     other.id,
-                    other.spec.kind.name()
+                    o.kind.name()
                 )));
             }
             if spec.direction.egress() {
@@ -182,13 +203,13 @@ impl Engine {
         let mut active = Active {
             id: id.clone(),
             request,
-            spec: spec.clone(),
-            slot,
             applied_at: SystemTime::now(),
             expires: Instant::now() + spec.lease,
+            lease: spec.lease,
             objects: Vec::new(),
+            applied: Applied::Net { spec: spec.clone(), slot },
         };
-        match self.build(&mut st, &mut active, ifindex).await {
+        match self.build(&mut st, &mut active, &spec, slot, ifindex).await {
             Ok(()) => {
                 info!(id, kind = spec.kind.name(), interface = spec.interface, "applied");
                 let status = status(&st, &active);
@@ -203,8 +224,7 @@ impl Engine {
         }
     }
 
-    async fn build(&self, st: &mut State, f: &mut Active, ifindex: u32) -> Result<(), EngineError> {
-        let spec = f.spec.clone();
+    async fn build(&self, st: &mut State, f: &mut Active, spec: &FaultSpec, slot: u32, ifindex: u32) -> Result<(), EngineError> {
         let mut rule = Rule {
             ifindex,
             directions: (if spec.direction.egress() { DIR_EGRESS } else { 0 }) | (if spec.direction.ingress() { DIR_INGRESS } else { 0 }),
@@ -261,7 +281,7 @@ impl Engine {
                 self.attach(st, &spec.interface, ifindex, ingress).await?;
             }
         }
-        st.bpf.as_mut().expect("checked").install(f.slot, rule, &spec.matcher.peers)?;
+        st.bpf.as_mut().expect("checked").install(slot, rule, &spec.matcher.peers)?;
         Ok(())
     }
 
@@ -311,8 +331,8 @@ impl Engine {
     /// Undoes one fault: the rule first (traffic stops being touched at once), then
     /// its kernel objects newest first, then classifier attachments nobody needs.
     async fn teardown(&self, st: &mut State, f: &Active) {
-        if let Some(b) = st.bpf.as_mut() {
-            if let Err(e) = b.remove(f.slot, &f.spec.matcher.peers) {
+        if let (Applied::Net { spec, slot }, Some(b)) = (&f.applied, st.bpf.as_mut()) {
+            if let Err(e) = b.remove(*slot, &spec.matcher.peers) {
                 warn!(id = f.id, "clearing eBPF slot: {e}");
             }
         }
@@ -322,33 +342,34 @@ impl Engine {
                 warn!("{e}");
             }
         }
+        let Some(spec) = f.net() else { return };
         for ingress in [false, true] {
-            let used = st.faults.values().any(|o| {
-                o.id != f.id && o.spec.interface == f.spec.interface && if ingress { o.spec.direction.ingress() } else { o.spec.direction.egress() }
+            let used = st.faults.values().filter(|o| o.id != f.id).filter_map(Active::net).any(|o| {
+                o.interface == spec.interface && if ingress { o.direction.ingress() } else { o.direction.egress() }
             });
             if used {
                 continue;
             }
             let Some(b) = st.bpf.as_mut() else { continue };
-            if !b.is_attached(&f.spec.interface, ingress) {
+            if !b.is_attached(&spec.interface, ingress) {
                 continue;
             }
             if b.mode == AttachMode::Tcx {
-                b.mark_idle(&f.spec.interface, ingress);
+                b.mark_idle(&spec.interface, ingress);
                 continue;
             }
-            if let Err(e) = b.detach(&f.spec.interface, ingress) {
+            if let Err(e) = b.detach(&spec.interface, ingress) {
                 warn!("{e}");
             }
-            let filters = shared_objects(&st.journal, |o| matches!(o, KernelObject::ClsBpf { ifname, ingress: i } if *ifname == f.spec.interface && *i == ingress));
+            let filters = shared_objects(&st.journal, |o| matches!(o, KernelObject::ClsBpf { ifname, ingress: i } if *ifname == spec.interface && *i == ingress));
             for o in filters {
                 let _ = st.journal.forget(&o);
             }
         }
         // A clsact the agent added goes once neither side of the interface is attached.
         if let Some(b) = st.bpf.as_ref() {
-            if b.mode == AttachMode::Netlink && !b.is_attached(&f.spec.interface, true) && !b.is_attached(&f.spec.interface, false) {
-                let ours = shared_objects(&st.journal, |o| matches!(o, KernelObject::Qdisc { ifname, kind, .. } if *ifname == f.spec.interface && kind == "clsact"));
+            if b.mode == AttachMode::Netlink && !b.is_attached(&spec.interface, true) && !b.is_attached(&spec.interface, false) {
+                let ours = shared_objects(&st.journal, |o| matches!(o, KernelObject::Qdisc { ifname, kind, .. } if *ifname == spec.interface && kind == "clsact"));
                 for o in ours {
                     undo(&self.nl, &o).await;
                     let _ = st.journal.forget(&o);
@@ -414,7 +435,7 @@ impl Engine {
         let keys: Vec<String> = if ids.is_empty() { st.faults.keys().cloned().collect() } else { ids.to_vec() };
         for id in keys {
             let f = st.faults.get_mut(&id).expect("checked");
-            f.expires = now + lease.unwrap_or(f.spec.lease);
+            f.expires = now + lease.unwrap_or(f.lease);
         }
         for id in st.faults.keys() {
             if ids.is_empty() || ids.contains(id) {
@@ -431,24 +452,50 @@ impl Engine {
 }
 
 fn status(st: &State, f: &Active) -> pb::FaultStatus {
-    let c = st.bpf.as_ref().and_then(|b| b.counters(f.slot).ok()).unwrap_or_default();
+    let c = match &f.applied {
+        Applied::Net { slot, .. } => st.bpf.as_ref().and_then(|b| b.counters(*slot).ok()),
+        Applied::Process { .. } => None,
+    };
     let left = f.expires.saturating_duration_since(Instant::now());
     pb::FaultStatus {
         id: f.id.clone(),
         spec: Some(f.request.clone()),
         applied_at_unix_ms: unix_ms(f.applied_at),
         lease_expires_at_unix_ms: unix_ms(SystemTime::now() + left),
-        engine: if f.spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() },
-        kernel_objects: f
-            .objects
-            .iter()
-            .map(|o| match o {
-                KernelObject::Qdisc { ifname, handle, kind, .. } => format!("qdisc {kind} {} on {ifname}", tc::fmt_handle(*handle)),
-                KernelObject::Ifb { name } => format!("ifb {name}"),
-                KernelObject::ClsBpf { ifname, ingress } => format!("cls_bpf {} on {ifname}", if *ingress { "ingress" } else { "egress" }),
-            })
-            .collect(),
-        counters: Some(pb::Counters { matched_packets: c.matched_packets, matched_bytes: c.matched_bytes, dropped_packets: c.dropped_packets }),
+        engine: match &f.applied {
+            Applied::Net { spec, .. } if spec.kind.uses_qdisc() => "tc".into(),
+            Applied::Net { .. } => "ebpf".into(),
+            Applied::Process { .. } => "process".into(),
+        },
+        kernel_objects: f.objects.iter().map(describe).chain(notes(f)).collect(),
+        counters: c.map(|c| pb::Counters { matched_packets: c.matched_packets, matched_bytes: c.matched_bytes, dropped_packets: c.dropped_packets }),
+        processes: match &f.applied {
+            Applied::Process { processes, .. } => processes.iter().map(|p| pb::Process { pid: p.id.pid, start_time: p.id.start_time, name: p.comm.clone() }).collect(),
+            Applied::Net { .. } => Vec::new(),
+        },
+        cgroup: match &f.applied {
+            Applied::Process { cgroup: Some(c), .. } => c.rel.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+fn notes(f: &Active) -> Vec<String> {
+    match &f.applied {
+        Applied::Process { notes, .. } => notes.clone(),
+        Applied::Net { .. } => Vec::new(),
+    }
+}
+
+fn describe(o: &KernelObject) -> String {
+    match o {
+        KernelObject::Qdisc { ifname, handle, kind, .. } => format!("qdisc {kind} {} on {ifname}", tc::fmt_handle(*handle)),
+        KernelObject::Ifb { name } => format!("ifb {name}"),
+        KernelObject::ClsBpf { ifname, ingress } => format!("cls_bpf {} on {ifname}", if *ingress { "ingress" } else { "egress" }),
+        KernelObject::CgroupFreeze { dir } => format!("cgroup.freeze=1 in {}", dir.display()),
+        KernelObject::Stopped { pid, .. } => format!("SIGSTOP pid {pid}"),
+        KernelObject::Child { pid, .. } => format!("stress worker pid {pid}"),
+        KernelObject::CpuMax { dir, ours, previous } => format!("cpu.max {ours} (was {previous}) in {}", dir.display()),
     }
 }
 
@@ -503,6 +550,32 @@ async fn undo(nl: &Handle, obj: &KernelObject) {
                 if let Err(e) = bpf::detach_leftover(ifname, *ingress) {
                     warn!("{ifname}: removing leftover cls_bpf: {e}");
                 }
+            }
+        }
+        KernelObject::CgroupFreeze { dir } => {
+            if let Err(e) = std::fs::write(dir.join("cgroup.freeze"), "0") {
+                // A cgroup removed meanwhile took its frozen tasks' state with it.
+                warn!("thawing {}: {e}", dir.display());
+            }
+        }
+        KernelObject::Stopped { pid, start_time } => match procfs::signal(ProcId { pid: *pid, start_time: *start_time }, libc::SIGCONT) {
+            Ok(()) | Err(procfs::SignalError::Gone(_)) => {}
+            Err(e) => warn!("{e}"),
+        },
+        KernelObject::Child { pid, start_time } => match procfs::signal(ProcId { pid: *pid, start_time: *start_time }, libc::SIGKILL) {
+            Ok(()) | Err(procfs::SignalError::Gone(_)) => {}
+            Err(e) => warn!("{e}"),
+        },
+        KernelObject::CpuMax { dir, previous, ours } => {
+            let file = dir.join("cpu.max");
+            match std::fs::read_to_string(&file) {
+                Ok(now) if now.trim() == ours => {
+                    if let Err(e) = std::fs::write(&file, previous) {
+                        warn!("restoring {}: {e}", file.display());
+                    }
+                }
+                Ok(now) => warn!("{} reads {:?} now, not our {ours:?}; leaving it", file.display(), now.trim()),
+                Err(e) => warn!("{}: {e}", file.display()),
             }
         }
     }

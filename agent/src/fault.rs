@@ -327,6 +327,7 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
                 }
                 FaultKind::Partition
             }
+            Some(_) => return Err(invalid("kind", "a process fault, not a network fault")),
         };
         Ok(Self {
             interface: s.interface.clone(),

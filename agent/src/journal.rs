@@ -21,6 +21,15 @@ pub enum KernelObject {
     /// cls_bpf filters named after our programs on a clsact qdisc (kernels without
     /// TCX). TCX links and map slots need no record: they die with the agent.
     ClsBpf { ifname: String, ingress: bool },
+    /// A cgroup the agent froze (it was not frozen before); undone by writing 0.
+    CgroupFreeze { dir: PathBuf },
+    /// A process the agent stopped with SIGSTOP; undone by SIGCONT to the same
+    /// (pid, start time), never to a process that reused the pid.
+    Stopped { pid: u32, start_time: u64 },
+    /// A stress worker the agent started; undone by SIGKILL to the same process.
+    Child { pid: u32, start_time: u64 },
+    /// cpu.max the agent set; restored to `previous` only if it still reads `ours`.
+    CpuMax { dir: PathBuf, previous: String, ours: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,4 +5,5 @@ pub mod engine;
 pub mod fault;
 pub mod journal;
 pub mod kernel;
+pub mod process;
 pub mod server;

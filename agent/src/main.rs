@@ -19,8 +19,17 @@ struct Args {
     state_dir: PathBuf,
 }
 
+fn main() -> Result<()> {
+    // The agent re-executes itself as a stress worker for cpu_stress and memory_pressure.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("__stress") {
+        faultline_agent::process::run_stress(&argv[2..]);
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn serve() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let args = Args::parse();
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;

@@ -50,6 +50,8 @@ impl AgentService for Service {
                 tc_attach_mode: e.attach_mode.name().into(),
                 cgroup_v2_freeze: e.caps.cgroup_v2_freeze,
                 ebpf_detail: e.ebpf_detail.clone(),
+                cgroup_v2_cpu: e.caps.cgroup_v2_cpu,
+                systemd: e.caps.systemd,
             }),
         }))
     }

@@ -54,12 +54,30 @@ enum FaultCmd {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum KindArg {
     Netem,
     Bandwidth,
     Drop,
     Partition,
+    Freeze,
+    Kill,
+    Restart,
+    CpuStress,
+    MemoryPressure,
+    CpuThrottle,
+}
+
+impl KindArg {
+    fn is_process(self) -> bool {
+        !matches!(self, Self::Netem | Self::Bandwidth | Self::Drop | Self::Partition)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FreezeArg {
+    Cgroup,
+    Sigstop,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,14 +105,15 @@ enum DistArg {
 #[derive(Args)]
 struct Apply {
     kind: KindArg,
-    /// Interface on the agent's host.
+    /// Interface on the agent's host (network faults).
     #[arg(long, short = 'i')]
-    interface: String,
+    interface: Option<String>,
     #[arg(long, value_enum, default_value = "egress")]
     direction: DirArg,
-    /// How long the fault lasts unless renewed (required: every fault ends by itself).
+    /// How long the fault lasts unless renewed (required except for kill and restart:
+    /// every fault ends by itself).
     #[arg(long, value_parser = units::duration)]
-    lease: Duration,
+    lease: Option<Duration>,
     /// Only traffic to/from these CIDRs (repeatable).
     #[arg(long = "peer")]
     peers: Vec<String>,
@@ -141,6 +160,97 @@ struct Apply {
     burst: Option<u32>,
     #[arg(long)]
     limit: Option<u32>,
+    /// Process faults: a cgroup v2 path ("/app/db").
+    #[arg(long, help_heading = "Process target")]
+    cgroup: Option<String>,
+    /// Process faults: a systemd unit.
+    #[arg(long, help_heading = "Process target")]
+    unit: Option<String>,
+    #[arg(long, help_heading = "Process target")]
+    pid: Option<u32>,
+    /// Process faults: a regular expression on the process name (like pgrep).
+    #[arg(long, help_heading = "Process target")]
+    name: Option<String>,
+    /// With --name: match the whole command line (like pgrep -f).
+    #[arg(long, help_heading = "Process target")]
+    full: bool,
+    /// With --pid or --name: the processes' descendants too.
+    #[arg(long, help_heading = "Process target")]
+    tree: bool,
+    /// freeze: cgroup.freeze or SIGSTOP (default: by target).
+    #[arg(long, value_enum)]
+    method: Option<FreezeArg>,
+    /// kill, restart: a signal number or name (TERM, KILL, ...).
+    #[arg(long, value_parser = units::signal)]
+    signal: Option<i32>,
+    /// restart: how long the old processes get to exit before SIGKILL.
+    #[arg(long, value_parser = units::duration)]
+    grace: Option<Duration>,
+    /// cpu-stress: busy threads.
+    #[arg(long)]
+    threads: Option<u32>,
+    /// memory-pressure: bytes to allocate and keep touching, e.g. 512m.
+    #[arg(long, value_parser = units::bytes)]
+    bytes: Option<u64>,
+    /// cpu-throttle: CPUs' worth of time per period, e.g. 0.2.
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(long, value_parser = units::duration)]
+    period: Option<Duration>,
+    /// restart: the command that replaces the killed processes (after --).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn target(a: &Apply) -> Result<Option<pb::ProcessTarget>> {
+    use pb::process_target::Selector;
+    let given: Vec<Selector> = [
+        a.cgroup.clone().map(Selector::Cgroup),
+        a.unit.clone().map(Selector::SystemdUnit),
+        a.pid.map(Selector::Pid),
+        a.name.clone().map(Selector::NameRegex),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        bail!("give one target: --cgroup, --unit, --pid or --name");
+    }
+    Ok(given.into_iter().next().map(|s| pb::ProcessTarget { selector: Some(s), full_command_line: a.full, include_children: a.tree }))
+}
+
+fn process_spec(a: &Apply) -> Result<pb::FaultSpec> {
+    let kind = match a.kind {
+        KindArg::Freeze => Kind::Freeze(pb::Freeze {
+            method: match a.method {
+                None => pb::FreezeMethod::Auto,
+                Some(FreezeArg::Cgroup) => pb::FreezeMethod::Cgroup,
+                Some(FreezeArg::Sigstop) => pb::FreezeMethod::Sigstop,
+            } as i32,
+        }),
+        KindArg::Kill => Kind::Kill(pb::Kill { signal: a.signal.unwrap_or(0) }),
+        KindArg::Restart => Kind::Restart(pb::Restart { command: a.command.clone(), signal: a.signal.unwrap_or(0), grace_ms: a.grace.map_or(0, |d| d.as_millis() as u64) }),
+        KindArg::CpuStress => Kind::CpuStress(pb::CpuStress { threads: a.threads.context("cpu-stress needs --threads N")? }),
+        KindArg::MemoryPressure => Kind::MemoryPressure(pb::MemoryPressure { bytes: a.bytes.context("memory-pressure needs --bytes, e.g. --bytes 512m")? }),
+        KindArg::CpuThrottle => Kind::CpuThrottle(pb::CpuThrottle {
+            cpus: a.cpus.context("cpu-throttle needs --cpus, e.g. --cpus 0.2")?,
+            period_us: a.period.map_or(0, |d| d.as_micros() as u64),
+        }),
+        _ => unreachable!("network kinds are built by spec()"),
+    };
+    if a.interface.is_some() {
+        bail!("--interface is for network faults; process faults take --cgroup, --unit, --pid or --name");
+    }
+    if a.lease.is_none() && !matches!(a.kind, KindArg::Kill | KindArg::Restart) {
+        bail!("--lease is required (e.g. --lease 30s): every fault ends by itself");
+    }
+    Ok(pb::FaultSpec {
+        lease_ms: a.lease.map_or(0, |d| d.as_millis() as u64),
+        label: a.label.clone(),
+        kind: Some(kind),
+        target: target(a)?,
+        ..Default::default()
+    })
 }
 
 fn port_range(s: &str) -> Result<pb::PortRange> {
@@ -150,6 +260,9 @@ fn port_range(s: &str) -> Result<pb::PortRange> {
 }
 
 fn spec(a: &Apply) -> Result<pb::FaultSpec> {
+    if a.kind.is_process() {
+        return process_spec(a);
+    }
     let kind = match a.kind {
         KindArg::Netem => {
             let gilbert_elliott = match &a.gemodel {
@@ -190,9 +303,12 @@ fn spec(a: &Apply) -> Result<pb::FaultSpec> {
         }),
         KindArg::Drop => Kind::Drop(pb::Drop { percent: a.loss.context("drop needs --loss, e.g. --loss 10%")? }),
         KindArg::Partition => Kind::Partition(pb::Partition {}),
+        _ => unreachable!("process kinds are built by process_spec()"),
     };
+    let Some(interface) = a.interface.clone() else { bail!("network faults need --interface (see `faultline info` for this host's)") };
+    let Some(lease) = a.lease else { bail!("--lease is required (e.g. --lease 30s): every fault ends by itself") };
     Ok(pb::FaultSpec {
-        interface: a.interface.clone(),
+        interface,
         direction: match a.direction {
             DirArg::Egress => pb::Direction::Egress,
             DirArg::Ingress => pb::Direction::Ingress,
@@ -208,10 +324,11 @@ fn spec(a: &Apply) -> Result<pb::FaultSpec> {
                 Some(ProtoArg::Icmp) => pb::Protocol::Icmp,
             } as i32,
         }),
-        lease_ms: a.lease.as_millis() as u64,
+        lease_ms: lease.as_millis() as u64,
         include_control_traffic: a.include_control,
         label: a.label.clone(),
         kind: Some(kind),
+        target: None,
     })
 }
 
@@ -223,6 +340,12 @@ fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
         Some(Kind::Bandwidth(_)) => "bandwidth",
         Some(Kind::Drop(_)) => "drop",
         Some(Kind::Partition(_)) => "partition",
+        Some(Kind::Freeze(_)) => "freeze",
+        Some(Kind::Kill(_)) => "kill",
+        Some(Kind::Restart(_)) => "restart",
+        Some(Kind::CpuStress(_)) => "cpu_stress",
+        Some(Kind::MemoryPressure(_)) => "memory_pressure",
+        Some(Kind::CpuThrottle(_)) => "cpu_throttle",
         None => "",
     };
     json!({
@@ -238,6 +361,8 @@ fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
         "engine": f.engine,
         "kernel_objects": f.kernel_objects,
         "counters": { "matched_packets": c.matched_packets, "matched_bytes": c.matched_bytes, "dropped_packets": c.dropped_packets },
+        "processes": f.processes.iter().map(|p| json!({"pid": p.pid, "start_time": p.start_time, "name": p.name})).collect::<Vec<_>>(),
+        "cgroup": f.cgroup,
     })
 }
 
@@ -253,7 +378,11 @@ fn print_status(f: &pb::FaultStatus) {
         left as f64 / 1000.0,
         j["counters"]["matched_packets"],
         j["counters"]["dropped_packets"],
-        j["peers"].as_array().map(|p| p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+        if f.processes.is_empty() && f.cgroup.is_empty() {
+            j["peers"].as_array().map(|p| p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        } else {
+            format!("{} pids {}", f.cgroup, f.processes.iter().map(|p| format!("{}({})", p.pid, p.name)).collect::<Vec<_>>().join(","))
+        },
     );
 }
 
@@ -289,7 +418,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Fault(FaultCmd::Apply(a)) => {
             let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?) }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+            // The id alone on the first line, for scripts: `id=$(faultline fault apply ...)`.
             println!("{}", f.id);
+            for p in &f.processes {
+                eprintln!("  pid {} ({})", p.pid, p.name);
+            }
+            for note in f.kernel_objects.iter().filter(|_| a.kind.is_process()) {
+                eprintln!("  {note}");
+            }
         }
         Cmd::Fault(FaultCmd::List { json }) => {
             let faults = client.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;

@@ -47,15 +47,46 @@ pub fn percent(s: &str) -> Result<f64, String> {
     s.trim().trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage (like 5%)"))
 }
 
-/// `1500`, `15k`, `2m`: bytes.
-pub fn size(s: &str) -> Result<u32, String> {
+/// `1500`, `15k`, `2m`, `1g` (binary multiples): bytes.
+pub fn bytes(s: &str) -> Result<u64, String> {
     let s = s.trim().to_ascii_lowercase();
-    let (num, mult) = match s.strip_suffix(['k', 'm']) {
-        Some(n) if s.ends_with('k') => (n, 1024),
-        Some(n) => (n, 1024 * 1024),
-        None => (s.trim_end_matches('b'), 1),
+    let t = s.trim_end_matches("ib").trim_end_matches('b');
+    let (num, mult) = match t.strip_suffix(['k', 'm', 'g']) {
+        Some(n) if t.ends_with('k') => (n, 1u64 << 10),
+        Some(n) if t.ends_with('m') => (n, 1 << 20),
+        Some(n) => (n, 1 << 30),
+        None => (t, 1),
     };
-    num.parse::<u32>().map(|v| v * mult).map_err(|_| format!("{s:?} is not a size (like 15k)"))
+    num.parse::<u64>().ok().and_then(|v| v.checked_mul(mult)).ok_or_else(|| format!("{s:?} is not a size (like 15k or 512m)"))
+}
+
+/// A size that fits a 32-bit field (burst).
+pub fn size(s: &str) -> Result<u32, String> {
+    bytes(s).and_then(|v| u32::try_from(v).map_err(|_| format!("{s:?} is too large (at most 4g)")))
+}
+
+/// `9`, `KILL` or `SIGKILL`.
+pub fn signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.trim().to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    let n = match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ABRT" => 6,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        _ => return Err(format!("{s:?} is not a signal (a number, or HUP INT QUIT ABRT KILL USR1 SEGV USR2 TERM CONT STOP)")),
+    };
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -75,5 +106,11 @@ mod tests {
         assert!(rate("fast").is_err());
         assert_eq!(percent("5%").unwrap(), 5.0);
         assert_eq!(size("15k").unwrap(), 15360);
+        assert!(size("8g").is_err());
+        assert!(size("99999999999m").is_err());
+        assert_eq!(bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(signal("term").unwrap(), 15);
+        assert_eq!(signal("SIGKILL").unwrap(), 9);
+        assert!(signal("SIGFOO").is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! faultline's wire types. Domain types live with the components; these only travel.
 
 pub mod agent {
+    // Generated: its doc comments are the .proto's, not written for rustdoc lints.
+    #[allow(clippy::pedantic)]
     pub mod v1 {
         include!("gen/faultline.agent.v1.rs");
     }

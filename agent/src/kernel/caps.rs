@@ -10,6 +10,8 @@ pub struct Capabilities {
     pub tbf: bool,
     pub ifb: bool,
     pub cgroup_v2_freeze: bool,
+    pub cgroup_v2_cpu: bool,
+    pub systemd: bool,
 }
 
 /// Where a kernel feature was found: built in, loaded, or loadable as a module.
@@ -52,7 +54,7 @@ pub const NETEM_MISSING: &str = "this kernel has no netem qdisc (sch_netem): `mo
 pub fn detect() -> Capabilities {
     let config = kernel_config();
     let netem = feature(&config, "CONFIG_NET_SCH_NETEM", "sch_netem");
-    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| l.contains(" - cgroup2 "));
+    let cgroup2 = super::cgroup::mount();
     Capabilities {
         netem: netem.is_some(),
         netem_detail: netem.unwrap_or_else(|| NETEM_MISSING.to_owned()),
@@ -60,6 +62,9 @@ pub fn detect() -> Capabilities {
         tbf: feature(&config, "CONFIG_NET_SCH_TBF", "sch_tbf").is_some(),
         ifb: feature(&config, "CONFIG_IFB", "ifb").is_some(),
         // cgroup.freeze exists in every non-root cgroup2 directory since 5.2.
-        cgroup_v2_freeze: cgroup2,
+        cgroup_v2_freeze: cgroup2.is_some(),
+        // Children of the root can be throttled when the root delegates cpu to them.
+        cgroup_v2_cpu: cgroup2.is_some_and(|m| std::fs::read_to_string(m.join("cgroup.subtree_control")).is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu"))),
+        systemd: super::cgroup::systemd_booted(),
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod bpf;
 pub mod caps;
+pub mod cgroup;
 pub mod link;
+pub mod procfs;
 pub mod tc;
 pub mod tc_encode;

@@ -59,6 +59,12 @@ pub struct Capabilities {
     /// Why eBPF is unavailable, when it is.
     #[prost(string, tag = "9")]
     pub ebpf_detail: ::prost::alloc::string::String,
+    /// cgroup v2 cpu controller enabled where the agent can create and throttle cgroups.
+    #[prost(bool, tag = "10")]
+    pub cgroup_v2_cpu: bool,
+    /// systemd is PID 1 (unit targets, unit restarts).
+    #[prost(bool, tag = "11")]
+    pub systemd: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -157,6 +163,90 @@ pub struct Drop {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Partition {}
+/// Which processes a process fault acts on. Exactly one selector is set.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProcessTarget {
+    /// With name_regex: match the whole command line instead (pgrep -f).
+    #[prost(bool, tag = "5")]
+    pub full_command_line: bool,
+    /// With pid or name_regex: the processes' descendants too.
+    #[prost(bool, tag = "6")]
+    pub include_children: bool,
+    #[prost(oneof = "process_target::Selector", tags = "1, 2, 3, 4")]
+    pub selector: ::core::option::Option<process_target::Selector>,
+}
+/// Nested message and enum types in `ProcessTarget`.
+pub mod process_target {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Selector {
+        /// A cgroup v2 directory: relative to the cgroup2 mount ("/app/db") or absolute.
+        #[prost(string, tag = "1")]
+        Cgroup(::prost::alloc::string::String),
+        /// A systemd unit ("redis-server.service"); its cgroup is the target.
+        #[prost(string, tag = "2")]
+        SystemdUnit(::prost::alloc::string::String),
+        #[prost(uint32, tag = "3")]
+        Pid(u32),
+        /// A regular expression matched against the process name (comm), like pgrep.
+        #[prost(string, tag = "4")]
+        NameRegex(::prost::alloc::string::String),
+    }
+}
+/// The target makes no progress until the fault is reverted (thawed or SIGCONT).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Freeze {
+    #[prost(enumeration = "FreezeMethod", tag = "1")]
+    pub method: i32,
+}
+/// Sends a signal once. Holds no lease: there is nothing to revert.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Kill {
+    /// 0 means SIGKILL (9).
+    #[prost(int32, tag = "1")]
+    pub signal: i32,
+}
+/// Restarts once: a systemd unit (target.systemd_unit) through systemctl, or the
+/// selected processes killed and `command` started in their place.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Restart {
+    #[prost(string, repeated, tag = "1")]
+    pub command: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Signal for the kill step; 0 means SIGTERM (15), then SIGKILL after grace_ms.
+    #[prost(int32, tag = "2")]
+    pub signal: i32,
+    /// 0 means 5000.
+    #[prost(uint64, tag = "3")]
+    pub grace_ms: u64,
+}
+/// Busy threads, in the target's cgroup when a cgroup or unit target is given.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CpuStress {
+    #[prost(uint32, tag = "1")]
+    pub threads: u32,
+}
+/// A process that allocates and keeps touching this much memory.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MemoryPressure {
+    #[prost(uint64, tag = "1")]
+    pub bytes: u64,
+}
+/// cgroup v2 cpu.max on a cgroup or unit target: the cgroup gets `cpus` CPUs' worth.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct CpuThrottle {
+    #[prost(double, tag = "1")]
+    pub cpus: f64,
+    /// 0 means 100000 (the kernel's default period).
+    #[prost(uint64, tag = "2")]
+    pub period_us: u64,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FaultSpec {
@@ -175,13 +265,16 @@ pub struct FaultSpec {
     /// Free text kept with the fault (who asked, why).
     #[prost(string, tag = "6")]
     pub label: ::prost::alloc::string::String,
-    #[prost(oneof = "fault_spec::Kind", tags = "10, 11, 12, 13")]
+    /// Process faults act on a target instead of an interface.
+    #[prost(message, optional, tag = "7")]
+    pub target: ::core::option::Option<ProcessTarget>,
+    #[prost(oneof = "fault_spec::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub kind: ::core::option::Option<fault_spec::Kind>,
 }
 /// Nested message and enum types in `FaultSpec`.
 pub mod fault_spec {
     #[allow(clippy::all)]
-    #[derive(Clone, Copy, PartialEq, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Kind {
         #[prost(message, tag = "10")]
         Netem(super::Netem),
@@ -191,6 +284,18 @@ pub mod fault_spec {
         Drop(super::Drop),
         #[prost(message, tag = "13")]
         Partition(super::Partition),
+        #[prost(message, tag = "14")]
+        Freeze(super::Freeze),
+        #[prost(message, tag = "15")]
+        Kill(super::Kill),
+        #[prost(message, tag = "16")]
+        Restart(super::Restart),
+        #[prost(message, tag = "17")]
+        CpuStress(super::CpuStress),
+        #[prost(message, tag = "18")]
+        MemoryPressure(super::MemoryPressure),
+        #[prost(message, tag = "19")]
+        CpuThrottle(super::CpuThrottle),
     }
 }
 #[allow(clippy::all)]
@@ -223,6 +328,23 @@ pub struct FaultStatus {
     pub kernel_objects: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(message, optional, tag = "7")]
     pub counters: ::core::option::Option<Counters>,
+    /// Processes a process fault acts on (or acted on, for kill and restart).
+    #[prost(message, repeated, tag = "8")]
+    pub processes: ::prost::alloc::vec::Vec<Process>,
+    /// A cgroup a process fault acts on, as a path under the cgroup2 mount.
+    #[prost(string, tag = "9")]
+    pub cgroup: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Process {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    /// In clock ticks since boot (/proc/PID/stat field 22): with pid, the identity.
+    #[prost(uint64, tag = "2")]
+    pub start_time: u64,
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -374,6 +496,37 @@ impl Distribution {
             "DISTRIBUTION_NORMAL" => Some(Self::Normal),
             "DISTRIBUTION_PARETO" => Some(Self::Pareto),
             "DISTRIBUTION_PARETONORMAL" => Some(Self::Paretonormal),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum FreezeMethod {
+    /// cgroup.freeze for cgroup and unit targets, SIGSTOP for pid and name targets.
+    Auto = 0,
+    Cgroup = 1,
+    Sigstop = 2,
+}
+impl FreezeMethod {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Auto => "FREEZE_METHOD_AUTO",
+            Self::Cgroup => "FREEZE_METHOD_CGROUP",
+            Self::Sigstop => "FREEZE_METHOD_SIGSTOP",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FREEZE_METHOD_AUTO" => Some(Self::Auto),
+            "FREEZE_METHOD_CGROUP" => Some(Self::Cgroup),
+            "FREEZE_METHOD_SIGSTOP" => Some(Self::Sigstop),
             _ => None,
         }
     }

@@ -1,0 +1,273 @@
+//! Process faults in the engine: freeze, kill, restart, stress, cpu.max. Same ids,
+//! leases, journal and revert path as network faults.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use faultline_proto::agent::v1 as pb;
+use tracing::{info, warn};
+
+use super::{Active, Applied, Engine, EngineError, State, status};
+use crate::{
+    journal::KernelObject,
+    kernel::{
+        cgroup::{self, Cgroup},
+        procfs::{self, SignalError, Stat},
+    },
+    process::{self, FreezeMethod, Guard, ProcessFault, ProcessKind, Resolved, Target, TargetError},
+};
+
+impl From<TargetError> for EngineError {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::NotFound(m) => Self::NotFound(m),
+            TargetError::Refused(m) => Self::Precondition(m),
+            TargetError::Cgroup(cgroup::CgroupError::Missing(..)) => Self::NotFound(e.to_string()),
+            TargetError::Cgroup(cgroup::CgroupError::Io { .. }) => Self::Kernel(e.to_string()),
+            TargetError::Cgroup(other) => Self::Precondition(other.to_string()),
+        }
+    }
+}
+
+impl From<cgroup::CgroupError> for EngineError {
+    fn from(e: cgroup::CgroupError) -> Self {
+        TargetError::from(e).into()
+    }
+}
+
+/// How long a freeze may take to complete before the fault reports it pending:
+/// a task in uninterruptible sleep is frozen only when it wakes.
+const FREEZE_WAIT: Duration = Duration::from_secs(1);
+
+impl Engine {
+    pub(super) async fn apply_process(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        let spec = ProcessFault::try_from(&request)?;
+        let guard = Guard::new();
+        let resolved = spec.target.as_ref().map(|t| process::resolve(t, &guard)).transpose()?;
+        let mut f = Active {
+            id: String::new(),
+            request,
+            applied_at: SystemTime::now(),
+            expires: Instant::now() + spec.lease,
+            lease: spec.lease,
+            objects: Vec::new(),
+            applied: Applied::Process { spec: spec.clone(), processes: Vec::new(), cgroup: None, notes: Vec::new() },
+        };
+        // Kill and restart change nothing that could be reverted, so they hold no
+        // lock while they wait for processes to exit.
+        if spec.kind.one_shot() {
+            f.id = self.next_id().await;
+            let target = spec.target.as_ref().expect("validated: needs a target");
+            let (processes, cgroup, notes) = one_shot(&spec.kind, target, resolved.expect("resolved with the target")).await?;
+            info!(id = f.id, kind = spec.kind.name(), pids = ?processes.iter().map(|p| p.id.pid).collect::<Vec<_>>(), "done");
+            f.applied = Applied::Process { spec, processes, cgroup, notes };
+            let st = self.state.lock().await;
+            return Ok(status(&st, &f));
+        }
+        let mut st = self.state.lock().await;
+        st.next_id += 1;
+        f.id = format!("f-{}", st.next_id);
+        match act(&mut st, &mut f, &spec.kind, resolved) {
+            Ok(()) => {
+                info!(id = f.id, kind = spec.kind.name(), "applied");
+                let s = status(&st, &f);
+                st.faults.insert(f.id.clone(), f);
+                Ok(s)
+            }
+            Err(e) => {
+                warn!(id = f.id, "apply failed, rolling back: {e}");
+                self.teardown(&mut st, &f).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn next_id(&self) -> String {
+        let mut st = self.state.lock().await;
+        st.next_id += 1;
+        format!("f-{}", st.next_id)
+    }
+}
+
+fn set(f: &mut Active, processes: Vec<Stat>, cgroup: Option<Cgroup>, note: Option<String>) {
+    if let Applied::Process { processes: p, cgroup: c, notes, .. } = &mut f.applied {
+        *p = processes;
+        *c = cgroup;
+        notes.extend(note);
+    }
+}
+
+fn record(st: &mut State, f: &mut Active, obj: KernelObject) -> Result<(), EngineError> {
+    st.journal.record(&f.id, obj.clone())?;
+    f.objects.push(obj);
+    Ok(())
+}
+
+/// Applies a fault that lasts until reverted; every change journaled first.
+fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Resolved>) -> Result<(), EngineError> {
+    match (kind, resolved) {
+        (ProcessKind::Freeze(FreezeMethod::Cgroup), Some(Resolved::Cgroup(c))) => {
+            if let Some(other) = st.faults.values().find(|o| o.objects.contains(&KernelObject::CgroupFreeze { dir: c.dir.clone() })) {
+                return Err(EngineError::Conflict(format!("cgroup {} is already frozen by fault {}", c.rel, other.id)));
+            }
+            if c.freeze_requested()? {
+                return Err(EngineError::Precondition(format!("cgroup {} is already frozen, not by faultline; it is left as it is", c.rel)));
+            }
+            record(st, f, KernelObject::CgroupFreeze { dir: c.dir.clone() })?;
+            let done = c.set_frozen(true, FREEZE_WAIT)?;
+            let note = (!done).then(|| format!("freeze of {} still completing after {} ms (a task is in uninterruptible sleep)", c.rel, FREEZE_WAIT.as_millis()));
+            set(f, process::members(&c), Some(c), note);
+        }
+        (ProcessKind::Freeze(FreezeMethod::Sigstop), Some(resolved)) => {
+            let (targets, cgroup) = match resolved {
+                Resolved::Processes(p) => (p, None),
+                Resolved::Cgroup(c) => (process::members(&c), Some(c)),
+            };
+            if let Some(p) = targets.iter().find(|p| matches!(p.state, 'T' | 't')) {
+                return Err(EngineError::Precondition(format!("process {} ({}) is already stopped, not by this fault; it is left as it is", p.id.pid, p.comm)));
+            }
+            let mut stopped = Vec::new();
+            for p in targets {
+                let obj = KernelObject::Stopped { pid: p.id.pid, start_time: p.id.start_time };
+                record(st, f, obj.clone())?;
+                match procfs::signal(p.id, libc::SIGSTOP) {
+                    Ok(()) => stopped.push(p),
+                    Err(SignalError::Gone(_)) => {
+                        f.objects.pop();
+                        st.journal.forget(&obj)?;
+                    }
+                    Err(e) => return Err(EngineError::Kernel(e.to_string())),
+                }
+            }
+            if stopped.is_empty() {
+                return Err(EngineError::NotFound("every selected process exited before it could be stopped".into()));
+            }
+            // A signal is delivered when the task next runs: report the fault applied
+            // once the kernel shows every process stopped.
+            let deadline = Instant::now() + FREEZE_WAIT;
+            let pending = loop {
+                let pending: Vec<u32> = stopped.iter().filter(|p| procfs::stat(p.id.pid).is_some_and(|s| s.id == p.id && !matches!(s.state, 'T' | 't'))).map(|p| p.id.pid).collect();
+                if pending.is_empty() || Instant::now() >= deadline {
+                    break pending;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            let note = (!pending.is_empty()).then(|| format!("SIGSTOP sent but not yet in effect after {} ms for pids {pending:?}", FREEZE_WAIT.as_millis()));
+            set(f, stopped, cgroup, note);
+        }
+        (ProcessKind::CpuStress { threads }, resolved) => stress(st, f, &["cpu".into(), threads.to_string()], resolved)?,
+        (ProcessKind::MemoryPressure { bytes }, resolved) => stress(st, f, &["memory".into(), bytes.to_string()], resolved)?,
+        (ProcessKind::CpuThrottle { cpus, period_us }, Some(Resolved::Cgroup(c))) => {
+            if !c.has_controller("cpu") {
+                return Err(EngineError::Precondition(format!(
+                    "cgroup {}: the cgroup v2 cpu controller is not enabled for it (its parent's cgroup.subtree_control lacks \"cpu\"; on a hybrid host cpu may be bound to cgroup v1)",
+                    c.rel
+                )));
+            }
+            if let Some(other) = st.faults.values().find(|o| o.objects.iter().any(|x| matches!(x, KernelObject::CpuMax { dir, .. } if *dir == c.dir))) {
+                return Err(EngineError::Conflict(format!("cgroup {} is already throttled by fault {}", c.rel, other.id)));
+            }
+            let previous = c.cpu_max()?;
+            let ours = cgroup::cpu_max_value(*cpus, *period_us);
+            record(st, f, KernelObject::CpuMax { dir: c.dir.clone(), previous, ours: ours.clone() })?;
+            c.set_cpu_max(&ours)?;
+            set(f, process::members(&c), Some(c), None);
+        }
+        (k, _) => return Err(EngineError::Invalid(crate::fault::InvalidField { field: "target".into(), reason: format!("{} cannot act on this target", k.name()) })),
+    }
+    Ok(())
+}
+
+fn stress(st: &mut State, f: &mut Active, args: &[String], resolved: Option<Resolved>) -> Result<(), EngineError> {
+    let cgroup = match resolved {
+        None => None,
+        Some(Resolved::Cgroup(c)) => Some(c),
+        Some(Resolved::Processes(_)) => unreachable!("validated: stress targets are cgroups"),
+    };
+    let mut child = process::spawn_stress(args).map_err(|e| EngineError::Kernel(format!("starting the stress worker: {e}")))?;
+    let pid = child.id();
+    // Reaped when it is killed at revert.
+    std::thread::spawn(move || child.wait());
+    // The worker dies with the agent (PDEATHSIG), so it is journaled right after
+    // it exists: there is no pid to record before.
+    let Some(stat) = procfs::stat(pid) else { return Err(EngineError::Kernel(format!("stress worker {pid} exited at once"))) };
+    record(st, f, KernelObject::Child { pid, start_time: stat.id.start_time })?;
+    if let Some(c) = &cgroup {
+        c.add_process(pid)?;
+    }
+    set(f, vec![stat], cgroup, None);
+    Ok(())
+}
+
+/// Kill or restart: signal, wait, and (restart) start the replacement.
+async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Result<(Vec<Stat>, Option<Cgroup>, Vec<String>), EngineError> {
+    let (targets, cgroup) = match resolved {
+        Resolved::Processes(p) => (p, None),
+        Resolved::Cgroup(c) => (process::members(&c), Some(c)),
+    };
+    match kind {
+        ProcessKind::Kill { signal } => {
+            let hit = send(&targets, *signal)?;
+            Ok((hit, cgroup, Vec::new()))
+        }
+        ProcessKind::Restart { command, signal, grace } => {
+            if let (true, Target::Unit(unit)) = (command.is_empty(), target) {
+                let out = tokio::process::Command::new("systemctl")
+                    .args(["restart", "--", unit])
+                    .output()
+                    .await
+                    .map_err(|e| EngineError::Kernel(format!("running systemctl: {e}")))?;
+                if !out.status.success() {
+                    return Err(EngineError::Kernel(format!("systemctl restart {unit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+                }
+                return Ok((targets, cgroup, vec![format!("systemctl restart {unit}")]));
+            }
+            let hit = send(&targets, *signal)?;
+            let mut notes = Vec::new();
+            if !wait_gone(&hit, *grace).await {
+                notes.push(format!("still running after {} ms: SIGKILL", grace.as_millis()));
+                send_quiet(&hit, libc::SIGKILL);
+                if !wait_gone(&hit, Duration::from_secs(5)).await {
+                    return Err(EngineError::Kernel("the old processes survived SIGKILL (uninterruptible sleep?); the command was not started".into()));
+                }
+            }
+            let pid = process::spawn_detached(command).map_err(|e| EngineError::Invalid(crate::fault::InvalidField { field: "restart.command".into(), reason: format!("starting {:?}: {e}", command[0]) }))?;
+            notes.push(format!("started pid {pid}: {}", command.join(" ")));
+            Ok((hit, cgroup, notes))
+        }
+        _ => unreachable!("only kill and restart are one-shot"),
+    }
+}
+
+fn send(targets: &[Stat], signal: i32) -> Result<Vec<Stat>, EngineError> {
+    let mut hit = Vec::new();
+    for p in targets {
+        match procfs::signal(p.id, signal) {
+            Ok(()) => hit.push(p.clone()),
+            Err(SignalError::Gone(_)) => {}
+            Err(e) => return Err(EngineError::Kernel(e.to_string())),
+        }
+    }
+    if hit.is_empty() {
+        return Err(EngineError::NotFound("every selected process had already exited".into()));
+    }
+    Ok(hit)
+}
+
+fn send_quiet(targets: &[Stat], signal: i32) {
+    for p in targets {
+        let _ = procfs::signal(p.id, signal);
+    }
+}
+
+async fn wait_gone(targets: &[Stat], within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if targets.iter().all(|p| !procfs::is_alive(p.id)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

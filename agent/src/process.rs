@@ -1,0 +1,457 @@
+//! Process faults: domain types validated from the wire, target resolution and the
+//! guards that keep the agent from freezing or killing what keeps the host alive.
+
+use std::time::Duration;
+
+use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
+
+use crate::{
+    fault::{InvalidField, MAX_LEASE},
+    kernel::{
+        cgroup::{self, Cgroup},
+        procfs::{self, Stat},
+    },
+};
+
+fn invalid(field: &str, reason: impl Into<String>) -> InvalidField {
+    InvalidField { field: field.to_owned(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Cgroup(String),
+    Unit(String),
+    Pid { pid: u32, children: bool },
+    Name { regex: regex_lite::Regex, full: bool, children: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeMethod {
+    Cgroup,
+    Sigstop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessKind {
+    Freeze(FreezeMethod),
+    Kill { signal: i32 },
+    Restart { command: Vec<String>, signal: i32, grace: Duration },
+    CpuStress { threads: u32 },
+    MemoryPressure { bytes: u64 },
+    CpuThrottle { cpus: f64, period_us: u64 },
+}
+
+impl ProcessKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Freeze(_) => "freeze",
+            Self::Kill { .. } => "kill",
+            Self::Restart { .. } => "restart",
+            Self::CpuStress { .. } => "cpu_stress",
+            Self::MemoryPressure { .. } => "memory_pressure",
+            Self::CpuThrottle { .. } => "cpu_throttle",
+        }
+    }
+    /// Kill and restart act once and leave nothing to revert.
+    pub fn one_shot(&self) -> bool {
+        matches!(self, Self::Kill { .. } | Self::Restart { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessFault {
+    pub target: Option<Target>,
+    pub kind: ProcessKind,
+    pub lease: Duration,
+}
+
+pub fn is_process_kind(kind: Option<&Kind>) -> bool {
+    matches!(kind, Some(Kind::Freeze(_) | Kind::Kill(_) | Kind::Restart(_) | Kind::CpuStress(_) | Kind::MemoryPressure(_) | Kind::CpuThrottle(_)))
+}
+
+fn signal(field: &str, v: i32, default: i32) -> Result<i32, InvalidField> {
+    match v {
+        0 => Ok(default),
+        1..=64 => Ok(v),
+        _ => Err(invalid(field, format!("{v} is not a signal number (1..=64)"))),
+    }
+}
+
+fn target(t: &pb::ProcessTarget) -> Result<Target, InvalidField> {
+    use pb::process_target::Selector;
+    let children = t.include_children;
+    let cgroupish = |what| if children { Err(invalid("target.include_children", format!("applies to pid and name targets; a {what} already holds every descendant"))) } else { Ok(()) };
+    Ok(match &t.selector {
+        None => return Err(invalid("target", "set one of cgroup, systemd_unit, pid, name_regex")),
+        Some(Selector::Cgroup(c)) if c.is_empty() => return Err(invalid("target.cgroup", "empty")),
+        Some(Selector::Cgroup(c)) if c.split('/').any(|x| x == "..") => return Err(invalid("target.cgroup", format!("{c:?}: '..' is not allowed"))),
+        Some(Selector::Cgroup(c)) => {
+            cgroupish("cgroup")?;
+            Target::Cgroup(c.clone())
+        }
+        Some(Selector::SystemdUnit(u)) if u.is_empty() => return Err(invalid("target.systemd_unit", "empty")),
+        Some(Selector::SystemdUnit(u)) => {
+            cgroupish("unit")?;
+            Target::Unit(u.clone())
+        }
+        Some(Selector::Pid(0)) => return Err(invalid("target.pid", "0 is not a process")),
+        Some(Selector::Pid(p)) => Target::Pid { pid: *p, children },
+        Some(Selector::NameRegex(r)) => {
+            if r.is_empty() {
+                return Err(invalid("target.name_regex", "empty: it would match every process"));
+            }
+            let regex = regex_lite::Regex::new(r).map_err(|e| invalid("target.name_regex", e.to_string()))?;
+            Target::Name { regex, full: t.full_command_line, children }
+        }
+    })
+}
+
+impl TryFrom<&pb::FaultSpec> for ProcessFault {
+    type Error = InvalidField;
+
+    fn try_from(s: &pb::FaultSpec) -> Result<Self, InvalidField> {
+        if !s.interface.is_empty() || s.r#match.is_some() {
+            return Err(invalid("interface", "process faults act on a target, not on an interface or traffic match"));
+        }
+        let target = s.target.as_ref().map(target).transpose()?;
+        let kind = match s.kind.as_ref() {
+            Some(Kind::Freeze(f)) => ProcessKind::Freeze(match pb::FreezeMethod::try_from(f.method) {
+                Ok(pb::FreezeMethod::Auto) => match target {
+                    Some(Target::Cgroup(_) | Target::Unit(_)) => FreezeMethod::Cgroup,
+                    _ => FreezeMethod::Sigstop,
+                },
+                Ok(pb::FreezeMethod::Cgroup) => {
+                    if !matches!(target, Some(Target::Cgroup(_) | Target::Unit(_)) | None) {
+                        return Err(invalid("freeze.method", "cgroup freezing needs a cgroup or systemd_unit target"));
+                    }
+                    FreezeMethod::Cgroup
+                }
+                Ok(pb::FreezeMethod::Sigstop) => FreezeMethod::Sigstop,
+                Err(_) => return Err(invalid("freeze.method", format!("unknown value {}", f.method))),
+            }),
+            Some(Kind::Kill(k)) => ProcessKind::Kill { signal: signal("kill.signal", k.signal, libc::SIGKILL)? },
+            Some(Kind::Restart(r)) => {
+                if r.command.is_empty() && !matches!(target, Some(Target::Unit(_))) {
+                    return Err(invalid("restart.command", "required unless the target is a systemd unit"));
+                }
+                if r.command.first().is_some_and(String::is_empty) {
+                    return Err(invalid("restart.command[0]", "empty program name"));
+                }
+                let grace = Duration::from_millis(if r.grace_ms == 0 { 5000 } else { r.grace_ms });
+                if grace > Duration::from_secs(600) {
+                    return Err(invalid("restart.grace_ms", "at most 600000"));
+                }
+                ProcessKind::Restart { command: r.command.clone(), signal: signal("restart.signal", r.signal, libc::SIGTERM)?, grace }
+            }
+            Some(Kind::CpuStress(c)) => {
+                let max = 4 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u32;
+                if c.threads == 0 || c.threads > max {
+                    return Err(invalid("cpu_stress.threads", format!("{} is not in 1..={max} (4 per CPU)", c.threads)));
+                }
+                ProcessKind::CpuStress { threads: c.threads }
+            }
+            Some(Kind::MemoryPressure(m)) => {
+                let total = std::fs::read_to_string("/proc/meminfo")
+                    .ok()
+                    .and_then(|t| t.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+                    .map_or(u64::MAX, |kb| kb * 1024);
+                if m.bytes == 0 || m.bytes > total {
+                    return Err(invalid("memory_pressure.bytes", format!("{} is not in 1..={total} (this host's memory)", m.bytes)));
+                }
+                ProcessKind::MemoryPressure { bytes: m.bytes }
+            }
+            Some(Kind::CpuThrottle(c)) => {
+                let period_us = if c.period_us == 0 { 100_000 } else { c.period_us };
+                if !(1000..=1_000_000).contains(&period_us) {
+                    return Err(invalid("cpu_throttle.period_us", "must be 1000..=1000000 (the kernel's limits)"));
+                }
+                if !c.cpus.is_finite() || c.cpus <= 0.0 || c.cpus > 4096.0 {
+                    return Err(invalid("cpu_throttle.cpus", format!("{} is not a CPU count > 0", c.cpus)));
+                }
+                ProcessKind::CpuThrottle { cpus: c.cpus, period_us }
+            }
+            _ => return Err(invalid("kind", "not a process fault")),
+        };
+        match (&kind, &target) {
+            (ProcessKind::Freeze(_) | ProcessKind::Kill { .. } | ProcessKind::Restart { .. }, None) => {
+                return Err(invalid("target", format!("{} needs a target", kind.name())));
+            }
+            (ProcessKind::CpuThrottle { .. }, t) if !matches!(t, Some(Target::Cgroup(_) | Target::Unit(_))) => {
+                return Err(invalid("target", "cpu_throttle needs a cgroup or systemd_unit target (cpu.max is per cgroup)"));
+            }
+            (ProcessKind::CpuStress { .. } | ProcessKind::MemoryPressure { .. }, Some(Target::Pid { .. } | Target::Name { .. })) => {
+                return Err(invalid("target", "stress runs inside a cgroup or systemd_unit target, or on its own without one"));
+            }
+            _ => {}
+        }
+        let lease = Duration::from_millis(s.lease_ms);
+        if !kind.one_shot() {
+            if s.lease_ms == 0 {
+                return Err(invalid("lease_ms", "required and > 0: every fault must end by itself"));
+            }
+            if lease > MAX_LEASE {
+                return Err(invalid("lease_ms", format!("at most {} s", MAX_LEASE.as_secs())));
+            }
+        }
+        Ok(Self { target, kind, lease })
+    }
+}
+
+/// Why a target was refused or could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+}
+
+/// What a target resolves to right now.
+pub enum Resolved {
+    Cgroup(Cgroup),
+    Processes(Vec<Stat>),
+}
+
+/// The processes the agent never touches, and why.
+pub struct Guard {
+    me: u32,
+    parent: u32,
+    /// The agent's own cgroup when it is a service of its own (not the root).
+    own_cgroup: Option<String>,
+}
+
+impl Guard {
+    pub fn new() -> Self {
+        let me = std::process::id();
+        let own_cgroup = procfs::cgroup(me).filter(|c| c != "/");
+        Self { me, parent: std::os::unix::process::parent_id(), own_cgroup }
+    }
+
+    fn why(&self, p: &Stat) -> Option<String> {
+        let pid = p.id.pid;
+        if pid == 1 {
+            return Some("it is PID 1 (init); the host would stop".into());
+        }
+        if pid == self.me {
+            return Some("it is this agent; nobody would be left to revert the fault".into());
+        }
+        if pid == self.parent && self.parent != 1 {
+            return Some("it is the agent's parent (its supervisor)".into());
+        }
+        if let Some(own) = &self.own_cgroup {
+            if procfs::cgroup(pid).as_deref() == Some(own.as_str()) {
+                return Some(format!("it is in the agent's own service cgroup {own}"));
+            }
+        }
+        None
+    }
+
+    pub fn check_process(&self, p: &Stat) -> Result<(), TargetError> {
+        match self.why(p) {
+            Some(why) => Err(TargetError::Refused(format!("refusing process {} ({}): {why}; this cannot be forced", p.id.pid, p.comm))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn check_cgroup(&self, c: &Cgroup) -> Result<(), TargetError> {
+        let refuse = |why: String| Err(TargetError::Refused(format!("refusing cgroup {}: {why}; this cannot be forced", c.rel)));
+        if c.rel == "/" {
+            return refuse("it is the root cgroup (every process on the host)".into());
+        }
+        let mut keep = vec![(1, "PID 1 (init)"), (self.me, "this agent")];
+        if self.parent != 1 {
+            keep.push((self.parent, "the agent's parent"));
+        }
+        for (pid, who) in keep {
+            if procfs::cgroup(pid).is_some_and(|g| c.contains(&g)) {
+                return refuse(format!("it holds {who} (pid {pid})"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn resolve(target: &Target, guard: &Guard) -> Result<Resolved, TargetError> {
+    match target {
+        Target::Cgroup(path) => {
+            let c = cgroup::resolve(path)?;
+            guard.check_cgroup(&c)?;
+            Ok(Resolved::Cgroup(c))
+        }
+        Target::Unit(unit) => {
+            let c = cgroup::unit_cgroup(unit)?;
+            guard.check_cgroup(&c)?;
+            Ok(Resolved::Cgroup(c))
+        }
+        Target::Pid { pid, children } => {
+            let root = procfs::stat(*pid).ok_or_else(|| TargetError::NotFound(format!("target.pid: no process {pid}")))?;
+            let set = if *children { procfs::with_descendants(&[root], &procfs::all()) } else { vec![root] };
+            checked(set, guard)
+        }
+        Target::Name { regex, full, children } => {
+            let everyone = procfs::all();
+            let hits: Vec<Stat> = everyone
+                .iter()
+                .filter(|p| p.state != 'Z' && regex.is_match(&if *full { procfs::cmdline(p.id.pid) } else { p.comm.clone() }))
+                .cloned()
+                .collect();
+            if hits.is_empty() {
+                return Err(TargetError::NotFound(format!(
+                    "target.name_regex: no process {} matches {:?}",
+                    if *full { "command line" } else { "name" },
+                    regex.as_str()
+                )));
+            }
+            let set = if *children { procfs::with_descendants(&hits, &everyone) } else { hits };
+            checked(set, guard)
+        }
+    }
+}
+
+fn checked(set: Vec<Stat>, guard: &Guard) -> Result<Resolved, TargetError> {
+    for p in &set {
+        guard.check_process(p)?;
+    }
+    Ok(Resolved::Processes(set))
+}
+
+/// The processes of a cgroup as stats (those that still exist).
+pub fn members(c: &Cgroup) -> Vec<Stat> {
+    c.pids().unwrap_or_default().into_iter().filter_map(procfs::stat).collect()
+}
+
+/// Starts the agent's own binary as a stress worker (`__stress cpu N` or
+/// `__stress memory BYTES`). It dies with the agent (PDEATHSIG), so a crash
+/// between spawning and journaling it cannot leave it running.
+pub fn spawn_stress(args: &[String]) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg("__stress").args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    // SAFETY: prctl is async-signal-safe; the closure runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Starts a restart command detached from the agent (own session, no pipes): the
+/// restarted service must outlive the agent.
+pub fn spawn_detached(command: &[String]) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    // Reap it whenever it ends, so it never lingers as a zombie of the agent.
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
+}
+
+/// The stress worker's body: never returns.
+pub fn run_stress(args: &[String]) -> ! {
+    match (args.first().map(String::as_str), args.get(1).and_then(|v| v.parse::<u64>().ok())) {
+        (Some("cpu"), Some(n)) => {
+            for _ in 1..n {
+                std::thread::spawn(spin);
+            }
+            spin()
+        }
+        (Some("memory"), Some(bytes)) => {
+            let page = 4096;
+            let mut block = vec![0u8; usize::try_from(bytes).unwrap_or(usize::MAX)];
+            // Touch every page again each second: the memory stays resident and
+            // keeps competing for the page cache.
+            let mut round = 1u8;
+            loop {
+                for i in (0..block.len()).step_by(page) {
+                    block[i] = round;
+                }
+                std::hint::black_box(&block);
+                round = round.wrapping_add(1);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        _ => {
+            eprintln!("usage: faultline-agent __stress cpu THREADS | memory BYTES");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: Kind, target: Option<pb::ProcessTarget>) -> pb::FaultSpec {
+        pb::FaultSpec { lease_ms: 1000, kind: Some(kind), target, ..Default::default() }
+    }
+    fn by(sel: pb::process_target::Selector) -> Option<pb::ProcessTarget> {
+        Some(pb::ProcessTarget { selector: Some(sel), ..Default::default() })
+    }
+    use pb::process_target::Selector;
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let err = |s: pb::FaultSpec| ProcessFault::try_from(&s).unwrap_err().field;
+        assert_eq!(err(spec(Kind::Freeze(pb::Freeze::default()), None)), "target");
+        assert_eq!(err(spec(Kind::Kill(pb::Kill { signal: 99 }), by(Selector::Pid(5)))), "kill.signal");
+        assert_eq!(err(spec(Kind::Kill(pb::Kill::default()), by(Selector::NameRegex("(".into())))), "target.name_regex");
+        assert_eq!(err(spec(Kind::Restart(pb::Restart::default()), by(Selector::Pid(5)))), "restart.command");
+        assert_eq!(err(spec(Kind::CpuThrottle(pb::CpuThrottle { cpus: 0.5, period_us: 0 }), by(Selector::Pid(5)))), "target");
+        assert_eq!(err(spec(Kind::CpuThrottle(pb::CpuThrottle { cpus: -1.0, period_us: 0 }), by(Selector::Cgroup("/x".into())))), "cpu_throttle.cpus");
+        assert_eq!(err(spec(Kind::CpuStress(pb::CpuStress { threads: 0 }), None)), "cpu_stress.threads");
+        assert_eq!(err(pb::FaultSpec { lease_ms: 0, ..spec(Kind::CpuStress(pb::CpuStress { threads: 1 }), None) }), "lease_ms");
+        assert_eq!(err(pb::FaultSpec { interface: "eth0".into(), ..spec(Kind::CpuStress(pb::CpuStress { threads: 1 }), None) }), "interface");
+        let mut t = by(Selector::Cgroup("/x".into()));
+        t.as_mut().unwrap().include_children = true;
+        assert_eq!(err(spec(Kind::Freeze(pb::Freeze::default()), t)), "target.include_children");
+    }
+
+    #[test]
+    fn kill_needs_no_lease_and_auto_freeze_picks_by_target() {
+        let k = ProcessFault::try_from(&pb::FaultSpec { lease_ms: 0, ..spec(Kind::Kill(pb::Kill::default()), by(Selector::Pid(5))) }).unwrap();
+        assert_eq!(k.kind, ProcessKind::Kill { signal: libc::SIGKILL });
+        let f = ProcessFault::try_from(&spec(Kind::Freeze(pb::Freeze::default()), by(Selector::Cgroup("/a".into())))).unwrap();
+        assert_eq!(f.kind, ProcessKind::Freeze(FreezeMethod::Cgroup));
+        let f = ProcessFault::try_from(&spec(Kind::Freeze(pb::Freeze::default()), by(Selector::Pid(7)))).unwrap();
+        assert_eq!(f.kind, ProcessKind::Freeze(FreezeMethod::Sigstop));
+    }
+
+    #[test]
+    fn the_guard_refuses_init_and_the_agent() {
+        let g = Guard::new();
+        let init = procfs::stat(1).unwrap();
+        assert!(matches!(g.check_process(&init), Err(TargetError::Refused(m)) if m.contains("PID 1")));
+        let me = procfs::stat(std::process::id()).unwrap();
+        assert!(matches!(g.check_process(&me), Err(TargetError::Refused(m)) if m.contains("this agent")));
+    }
+}
