@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use faultline_ebpf_common::{ACTION_DROP, ACTION_STEER, DIR_EGRESS, DIR_INGRESS, PortRange, Rule};
+use faultline_ebpf_common::{Hist, ACTION_DROP, ACTION_STEER, DIR_EGRESS, DIR_INGRESS, PortRange, Rule};
 use faultline_proto::agent::v1 as pb;
 use rtnetlink::Handle;
 use tokio::sync::Mutex;
@@ -21,6 +21,7 @@ use crate::{
         cgroup::Cgroup,
         link,
         procfs::{self, ProcId, Stat},
+        trace::{self, Snapshot, Tracer},
         tc::{self, Qdisc, TC_H_CLSACT, TC_H_ROOT},
         tc_encode,
     },
@@ -83,7 +84,8 @@ pub struct Active {
 
 /// What a fault acts through: the network classifier slot, or processes.
 pub enum Applied {
-    Net { spec: FaultSpec, slot: u32 },
+    /// `rtt_before`: TCP's RTT samples to the fault's peers up to the moment it began.
+    Net { spec: FaultSpec, slot: u32, rtt_before: Option<Hist> },
     Process { spec: ProcessFault, processes: Vec<Stat>, cgroup: Option<Cgroup>, notes: Vec<String> },
 }
 
@@ -99,6 +101,7 @@ impl Active {
 struct State {
     journal: Journal,
     bpf: Option<Classifier>,
+    tracer: Option<Tracer>,
     faults: BTreeMap<String, Active>,
     next_id: u64,
 }
@@ -108,6 +111,8 @@ pub struct Engine {
     nl: Handle,
     pub caps: Capabilities,
     pub ebpf_detail: String,
+    /// Why the kernel metrics programs are not running; empty when they are.
+    pub trace_detail: String,
     pub attach_mode: AttachMode,
 }
 
@@ -117,7 +122,7 @@ fn unix_ms(t: SystemTime) -> i64 {
 
 impl Engine {
     /// Opens the journal, undoes whatever a previous agent left, loads the classifier.
-    pub async fn start(state_dir: &std::path::Path, nl: Handle) -> Result<Self, EngineError> {
+    pub async fn start(state_dir: &std::path::Path, nl: Handle, kernel_metrics: bool) -> Result<Self, EngineError> {
         let (mut journal, leftover) = Journal::open(state_dir)?;
         if !leftover.is_empty() {
             info!(objects = leftover.len(), "reverting what a previous agent left");
@@ -131,8 +136,26 @@ impl Engine {
             }
         };
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
+        let (tracer, trace_detail) = if kernel_metrics {
+            match trace::ensure_tracefs().and_then(|_| Tracer::load()) {
+                Ok(t) => (Some(t), String::new()),
+                Err(e) => {
+                    warn!("kernel metrics unavailable: {e}");
+                    (None, e.to_string())
+                }
+            }
+        } else {
+            (None, "disabled (--no-kernel-metrics)".to_owned())
+        };
         let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
-        Ok(Self { state: Mutex::new(State { journal, bpf, faults: BTreeMap::new(), next_id }), nl, caps: caps::detect(), ebpf_detail, attach_mode })
+        Ok(Self {
+            state: Mutex::new(State { journal, bpf, tracer, faults: BTreeMap::new(), next_id }),
+            nl,
+            caps: caps::detect(),
+            ebpf_detail,
+            trace_detail,
+            attach_mode,
+        })
     }
 
     pub fn ebpf_available(&self) -> bool {
@@ -207,7 +230,7 @@ impl Engine {
             expires: Instant::now() + spec.lease,
             lease: spec.lease,
             objects: Vec::new(),
-            applied: Applied::Net { spec: spec.clone(), slot },
+            applied: Applied::Net { spec: spec.clone(), slot, rtt_before: rtt_to(&st, &spec) },
         };
         match self.build(&mut st, &mut active, &spec, slot, ifindex).await {
             Ok(()) => {
@@ -331,7 +354,7 @@ impl Engine {
     /// Undoes one fault: the rule first (traffic stops being touched at once), then
     /// its kernel objects newest first, then classifier attachments nobody needs.
     async fn teardown(&self, st: &mut State, f: &Active) {
-        if let (Applied::Net { spec, slot }, Some(b)) = (&f.applied, st.bpf.as_mut()) {
+        if let (Applied::Net { spec, slot, .. }, Some(b)) = (&f.applied, st.bpf.as_mut()) {
             if let Err(e) = b.remove(*slot, &spec.matcher.peers) {
                 warn!(id = f.id, "clearing eBPF slot: {e}");
             }
@@ -449,6 +472,77 @@ impl Engine {
         let st = self.state.lock().await;
         st.faults.values().map(|f| status(&st, f)).collect()
     }
+
+    /// The kernel metrics (when running) and every active fault, read together.
+    pub async fn metrics(&self) -> (Option<Snapshot>, Vec<pb::FaultStatus>) {
+        let st = self.state.lock().await;
+        (st.tracer.as_ref().map(Tracer::snapshot), st.faults.values().map(|f| status(&st, f)).collect())
+    }
+}
+
+/// TCP's RTT samples to the peers of a netem delay fault, summed (None when the
+/// fault has no delay or no peers, or metrics are off).
+fn rtt_to(st: &State, spec: &FaultSpec) -> Option<Hist> {
+    let FaultKind::Netem(n) = &spec.kind else { return None };
+    if n.delay.is_zero() || spec.matcher.peers.is_empty() {
+        return None;
+    }
+    let snap = st.tracer.as_ref()?.snapshot();
+    let mut sum = Hist::default();
+    for (addr, h) in &snap.rtt {
+        let key = match addr {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => a.octets(),
+        };
+        if spec.matcher.peers.iter().any(|c| c.contains(&key)) {
+            for b in 0..faultline_ebpf_common::HIST_BUCKETS {
+                sum.buckets[b] += h.buckets[b];
+            }
+            sum.count += h.count;
+            sum.sum_us += h.sum_us;
+        }
+    }
+    Some(sum)
+}
+
+fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common::Counters>) -> Option<pb::Observed> {
+    let Applied::Net { spec, rtt_before, .. } = &f.applied else { return None };
+    let configured = match &spec.kind {
+        FaultKind::Drop { probability } => Some(probability * 100.0),
+        FaultKind::Partition => Some(100.0),
+        _ => None,
+    };
+    if let (Some(configured), Some(c)) = (configured, c) {
+        let measured = if c.matched_packets == 0 { 0.0 } else { c.dropped_packets as f64 * 100.0 / c.matched_packets as f64 };
+        return Some(pb::Observed {
+            summary: format!("dropped {measured:.2} % of {} matched packets (asked {configured} %)", c.matched_packets),
+            configured,
+            measured,
+            unit: "percent".into(),
+            samples: c.matched_packets,
+        });
+    }
+    match &spec.kind {
+        FaultKind::Netem(n) => {
+            let before = rtt_before.as_ref()?;
+            let now = rtt_to(st, spec)?;
+            let during_n = now.count.saturating_sub(before.count);
+            let during_sum = now.sum_us.saturating_sub(before.sum_us);
+            let configured = n.delay.as_secs_f64() * 1000.0;
+            if during_n == 0 {
+                return Some(pb::Observed { summary: "no TCP RTT samples to the fault's peers yet".into(), configured, unit: "ms".into(), ..Default::default() });
+            }
+            let during = during_sum as f64 / during_n as f64 / 1000.0;
+            let (measured, summary) = if before.count == 0 {
+                (during, format!("TCP smoothed RTT to the peers {during:.1} ms over {during_n} samples (none before the fault to compare; asked +{configured} ms)"))
+            } else {
+                let base = before.sum_us as f64 / before.count as f64 / 1000.0;
+                (during - base, format!("TCP smoothed RTT to the peers {base:.1} ms before, {during:.1} ms during: +{:.1} ms (asked +{configured} ms)", during - base))
+            };
+            Some(pb::Observed { summary, configured, measured, unit: "ms".into(), samples: during_n })
+        }
+        _ => None,
+    }
 }
 
 fn status(st: &State, f: &Active) -> pb::FaultStatus {
@@ -477,6 +571,7 @@ fn status(st: &State, f: &Active) -> pb::FaultStatus {
             Applied::Process { cgroup: Some(c), .. } => c.rel.clone(),
             _ => String::new(),
         },
+        observed: observed(st, f, c.as_ref()),
     }
 }
 

@@ -87,6 +87,15 @@ impl FromStr for Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether an address (IPv6, or IPv4-mapped) lies in this network.
+    pub fn contains(&self, addr: &[u8; 16]) -> bool {
+        let full = usize::from(self.prefix / 8);
+        let rest = self.prefix % 8;
+        addr[..full] == self.addr[..full] && (rest == 0 || (addr[full] ^ self.addr[full]) >> (8 - rest) == 0)
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v6 = std::net::Ipv6Addr::from(self.addr);
@@ -358,6 +367,12 @@ mod tests {
         assert_eq!(c.to_string(), "fd00::1/128");
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("banana".parse::<Cidr>().is_err());
+        let net: Cidr = "10.1.0.0/17".parse().unwrap();
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped().octets();
+        assert!(net.contains(&ip("10.1.127.255")));
+        assert!(!net.contains(&ip("10.1.128.0")));
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(&ip("192.0.2.1")));
+        assert!("fd00::1".parse::<Cidr>().unwrap().contains(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets()));
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod engine;
 pub mod fault;
 pub mod journal;
 pub mod kernel;
+pub mod metrics;
 pub mod process;
 pub mod server;

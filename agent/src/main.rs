@@ -4,7 +4,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use faultline_agent::{engine::Engine, server::Service};
+use faultline_agent::{
+    engine::Engine,
+    metrics::{self, Host},
+    server::Service,
+};
 use faultline_proto::agent::v1::agent_service_server::AgentServiceServer;
 use tracing::info;
 
@@ -17,6 +21,12 @@ struct Args {
     /// Where the journal of kernel changes lives; must survive agent restarts.
     #[arg(long, default_value = "/var/lib/faultline")]
     state_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Do not load the eBPF tracepoint programs behind the kernel metrics.
+    #[arg(long)]
+    no_kernel_metrics: bool,
 }
 
 fn main() -> Result<()> {
@@ -34,7 +44,21 @@ async fn serve() -> Result<()> {
     let args = Args::parse();
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
     tokio::spawn(conn);
-    let engine = Arc::new(Engine::start(&args.state_dir, nl).await.context("starting the fault engine")?);
+    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics).await.context("starting the fault engine")?);
+    let host = Arc::new(Host::new());
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?;
+        let (engine, host) = (engine.clone(), host.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(async move || {
+                let text = metrics::prometheus(&metrics::sample(&engine, &host).await);
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+            }),
+        );
+        info!(%addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
     engine.exclude_control_port(args.listen.port()).await?;
 
     let leases = engine.clone();
@@ -61,7 +85,7 @@ async fn serve() -> Result<()> {
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AgentServiceServer::new(Service { engine }))
+        .add_service(AgentServiceServer::new(Service { engine, host }))
         .serve_with_incoming_shutdown(incoming, async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {

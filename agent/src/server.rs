@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     engine::{Engine, EngineError},
     kernel::link,
+    metrics::{self, Host},
 };
 
 impl From<EngineError> for Status {
@@ -25,10 +26,41 @@ impl From<EngineError> for Status {
 
 pub struct Service {
     pub engine: Arc<Engine>,
+    pub host: Arc<Host>,
 }
+
+/// The longest and shortest sampling intervals a subscriber may ask for.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+type SampleStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::MetricsSample, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for Service {
+    type WatchMetricsStream = SampleStream;
+
+    async fn get_metrics(&self, _: Request<pb::GetMetricsRequest>) -> Result<Response<pb::MetricsSample>, Status> {
+        Ok(Response::new(metrics::sample(&self.engine, &self.host).await))
+    }
+
+    async fn watch_metrics(&self, req: Request<pb::WatchMetricsRequest>) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        let ms = req.into_inner().interval_ms;
+        let every = if ms == 0 { Duration::from_secs(1) } else { Duration::from_millis(ms) };
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&every) {
+            return Err(Status::invalid_argument(format!("interval_ms: {ms} is not in {}..={}", MIN_INTERVAL.as_millis(), MAX_INTERVAL.as_millis())));
+        }
+        let mut tick = tokio::time::interval(every);
+        // A slow reader gets the latest sample, not a backlog.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let (engine, host) = (self.engine.clone(), self.host.clone());
+        let stream = futures_util::stream::unfold((tick, engine, host), |(mut tick, engine, host)| async move {
+            tick.tick().await;
+            let s = metrics::sample(&engine, &host).await;
+            Some((Ok(s), (tick, engine, host)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn describe(&self, _: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
         let uts = nix::sys::utsname::uname().map_err(|e| Status::internal(e.to_string()))?;
         let e = &self.engine;
@@ -52,6 +84,8 @@ impl AgentService for Service {
                 ebpf_detail: e.ebpf_detail.clone(),
                 cgroup_v2_cpu: e.caps.cgroup_v2_cpu,
                 systemd: e.caps.systemd,
+                kernel_metrics: e.trace_detail.is_empty(),
+                kernel_metrics_detail: e.trace_detail.clone(),
             }),
         }))
     }

@@ -29,6 +29,19 @@ enum Cmd {
     /// Apply, list, renew and revert faults.
     #[command(subcommand)]
     Fault(FaultCmd),
+    /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
+    Metrics {
+        /// Only these remote peers (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Print a new view every --interval until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, value_parser = units::duration, default_value = "1s")]
+        interval: Duration,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -361,6 +374,7 @@ fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
         "engine": f.engine,
         "kernel_objects": f.kernel_objects,
         "counters": { "matched_packets": c.matched_packets, "matched_bytes": c.matched_bytes, "dropped_packets": c.dropped_packets },
+        "observed": f.observed.as_ref().map(|o| json!({"summary": o.summary, "configured": o.configured, "measured": o.measured, "unit": o.unit, "samples": o.samples})),
         "processes": f.processes.iter().map(|p| json!({"pid": p.pid, "start_time": p.start_time, "name": p.name})).collect::<Vec<_>>(),
         "cgroup": f.cgroup,
     })
@@ -386,6 +400,84 @@ fn print_status(f: &pb::FaultStatus) {
     );
 }
 
+fn print_observed(f: &pb::FaultStatus) {
+    if let Some(o) = &f.observed {
+        let unit = if o.unit == "percent" { "%" } else { o.unit.as_str() };
+        println!("    observed: measured={:.2}{unit} configured={}{unit} samples={}  {}", o.measured, o.configured, o.samples, o.summary);
+    }
+}
+
+/// The upper bound (ms) of the log2 bucket holding quantile `q`.
+fn quantile_ms(h: &pb::Histogram, q: f64) -> f64 {
+    let want = (h.count as f64 * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, n) in h.buckets.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return (1u64 << (b + 1)) as f64 / 1000.0;
+        }
+    }
+    f64::INFINITY
+}
+
+fn mean_ms(h: &pb::Histogram) -> f64 {
+    if h.count == 0 { 0.0 } else { h.sum_us as f64 / h.count as f64 / 1000.0 }
+}
+
+fn sample_json(s: &pb::MetricsSample) -> serde_json::Value {
+    let hist = |h: &Option<pb::Histogram>| h.as_ref().map(|h| json!({"buckets": h.buckets, "count": h.count, "sum_us": h.sum_us}));
+    let host = s.host.clone().unwrap_or_default();
+    json!({
+        "unix_ms": s.unix_ms,
+        "kernel_metrics_detail": s.kernel_metrics_detail,
+        "peers": s.peers.iter().map(|p| json!({"peer": p.peer, "srtt": hist(&p.srtt), "connect": hist(&p.connect), "connects": p.connects,
+            "connect_failures": p.connect_failures, "retransmits": p.retransmits})).collect::<Vec<_>>(),
+        "drops": s.drops.iter().map(|d| json!({"reason": d.reason, "value": d.value, "count": d.count})).collect::<Vec<_>>(),
+        "host": {"cpu_percent": host.cpu_percent, "memory_used_bytes": host.memory_used_bytes, "memory_total_bytes": host.memory_total_bytes,
+            "load1": host.load1, "load5": host.load5, "load15": host.load15,
+            "interfaces": host.interfaces.iter().map(|i| json!({"name": i.name, "rx_bytes": i.rx_bytes, "tx_bytes": i.tx_bytes, "rx_packets": i.rx_packets,
+                "tx_packets": i.tx_packets, "rx_errors": i.rx_errors, "tx_errors": i.tx_errors})).collect::<Vec<_>>()},
+        "faults": s.faults.iter().map(status_json).collect::<Vec<_>>(),
+    })
+}
+
+fn print_sample(s: &pb::MetricsSample) {
+    let h = s.host.clone().unwrap_or_default();
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    println!("host  cpu {:.1} %  memory {:.1}/{:.1} GiB  load {:.2} {:.2} {:.2}", h.cpu_percent, gib(h.memory_used_bytes), gib(h.memory_total_bytes), h.load1, h.load5, h.load15);
+    if !s.kernel_metrics_detail.is_empty() {
+        println!("kernel metrics unavailable: {}", s.kernel_metrics_detail);
+    }
+    // Quantiles are log2 bucket upper bounds: "p50<=" 262.1 means the median lies in (131.1, 262.1] ms.
+    println!("{:<28} {:>8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}", "peer", "srtt_n", "p50<=ms", "p99<=ms", "mean_ms", "conn_n", "conn_p50", "fail", "retrans");
+    for p in &s.peers {
+        let srtt = p.srtt.clone().unwrap_or_default();
+        let conn = p.connect.clone().unwrap_or_default();
+        let q = |h: &pb::Histogram, x| if h.count == 0 { "-".to_owned() } else { format!("{:.3}", quantile_ms(h, x)) };
+        println!(
+            "{:<28} {:>8} {:>10} {:>10} {:>10.3} {:>8} {:>10} {:>6} {:>8}",
+            p.peer,
+            srtt.count,
+            q(&srtt, 0.5),
+            q(&srtt, 0.99),
+            mean_ms(&srtt),
+            conn.count,
+            q(&conn, 0.5),
+            p.connect_failures,
+            p.retransmits
+        );
+    }
+    if !s.drops.is_empty() {
+        let mut drops = s.drops.clone();
+        drops.sort_by(|a, b| b.count.cmp(&a.count));
+        println!("kernel drops: {}", drops.iter().map(|d| format!("{} {}", d.reason, d.count)).collect::<Vec<_>>().join(", "));
+    }
+    for f in &s.faults {
+        print_status(f);
+        print_observed(f);
+    }
+}
+
 fn explain(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
@@ -404,13 +496,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "{}",
                     json!({"hostname": d.hostname, "kernel": d.kernel_release, "agent_version": d.agent_version, "interfaces": ifaces,
                         "capabilities": {"netem": c.netem, "netem_detail": c.netem_detail, "htb": c.htb, "tbf": c.tbf, "ifb": c.ifb, "ebpf": c.ebpf,
-                        "ebpf_detail": c.ebpf_detail, "tc_attach_mode": c.tc_attach_mode, "cgroup_v2_freeze": c.cgroup_v2_freeze}})
+                        "ebpf_detail": c.ebpf_detail, "tc_attach_mode": c.tc_attach_mode, "cgroup_v2_freeze": c.cgroup_v2_freeze,
+                        "cgroup_v2_cpu": c.cgroup_v2_cpu, "systemd": c.systemd, "kernel_metrics": c.kernel_metrics, "kernel_metrics_detail": c.kernel_metrics_detail}})
                 );
             } else {
                 println!("host {} kernel {} agent {}", d.hostname, d.kernel_release, d.agent_version);
                 println!("netem: {} ({})", c.netem, c.netem_detail);
                 println!("ebpf: {} attach={} {}", c.ebpf, c.tc_attach_mode, c.ebpf_detail);
-                println!("htb: {}  tbf: {}  ifb: {}  cgroup v2 freeze: {}", c.htb, c.tbf, c.ifb, c.cgroup_v2_freeze);
+                println!("htb: {}  tbf: {}  ifb: {}  cgroup v2 freeze: {}  cgroup v2 cpu: {}  systemd: {}", c.htb, c.tbf, c.ifb, c.cgroup_v2_freeze, c.cgroup_v2_cpu, c.systemd);
+                println!("kernel metrics: {} {}", c.kernel_metrics, c.kernel_metrics_detail);
                 for i in d.interfaces {
                     println!("  {:>3} {:<16} {:<5} mtu {:<6} {}", i.index, i.name, if i.up { "up" } else { "down" }, i.mtu, i.addresses.join(" "));
                 }
@@ -434,7 +528,34 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else if faults.is_empty() {
                 println!("no active faults");
             } else {
-                faults.iter().for_each(print_status);
+                for f in &faults {
+                    print_status(f);
+                    print_observed(f);
+                }
+            }
+        }
+        Cmd::Metrics { peers, watch, interval, json } => {
+            let keep = |mut s: pb::MetricsSample| {
+                if !peers.is_empty() {
+                    s.peers.retain(|p| peers.contains(&p.peer));
+                }
+                s
+            };
+            let show = |s: &pb::MetricsSample| if json { println!("{}", sample_json(s)) } else { print_sample(s) };
+            if watch {
+                let mut stream = client
+                    .watch_metrics(pb::WatchMetricsRequest { interval_ms: interval.as_millis() as u64 })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                while let Some(s) = stream.message().await.map_err(explain)? {
+                    if !json {
+                        println!();
+                    }
+                    show(&keep(s));
+                }
+            } else {
+                show(&keep(client.get_metrics(pb::GetMetricsRequest {}).await.map_err(explain)?.into_inner()));
             }
         }
         Cmd::Fault(FaultCmd::Revert { id, all }) => {

@@ -12,6 +12,8 @@ use crate::codegen::workspace_root;
 /// Debian packages the builds, tests and labs use.
 const APT: &[&str] = &[
     "iproute2", "iputils-ping", "bpftool", "iptables", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace", "xz-utils",
+    // promtool checks the agent's /metrics output.
+    "prometheus",
 ];
 
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {

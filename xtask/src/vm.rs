@@ -108,7 +108,12 @@ pub fn run() -> Result<()> {
     let ws = workspace_root();
     run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
     let mut failures = Vec::new();
+    // FAULTLINE_VM_ONLY=debian-backports boots one kernel (for quick iterations).
+    let only = std::env::var("FAULTLINE_VM_ONLY").ok();
     for (label, suite) in crate::setup::KERNELS {
+        if only.as_deref().is_some_and(|o| o != *label) {
+            continue;
+        }
         let dir = crate::setup::kernel(label, suite)?;
         if let Err(e) = boot(&dir, label) {
             println!("vm-test: {label}: {e:#}");

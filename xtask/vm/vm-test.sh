@@ -113,6 +113,24 @@ near "netem delay to peer v4" "$d2 - $BASE" 200 4
 near "netem delay to peer v6" "$d6 - $BASE" 200 4
 check "netem delay spares other peers" "$d3 < $BASE + 1" "other peer ${d3} ms"
 
+# Kernel metrics: TCP's smoothed RTT to a delayed peer lands in the log2 bucket of the
+# delay, and the fault reports the RTT change it caused next to the one asked for.
+# A few samples before the fault (the baseline), many during it.
+ip netns exec b iperf3 -s -D -p 5202 >/dev/null 2>&1
+sleep 0.5
+iperf3 -c 10.0.0.2 -p 5202 -t 1 -b 50k >/dev/null 2>&1
+apply netem -i ta --delay 200ms --peer 10.0.0.2/32
+iperf3 -c 10.0.0.2 -p 5202 -t 4 -b 400k >/dev/null 2>&1
+OBS=$($FL fault list | awk -F'measured=' '/observed:/{split($2,a,"ms"); print a[1]}')
+MET=$($FL metrics --peer 10.0.0.2)
+revert
+echo "$MET" | sed 's/^/vm-test: metrics: /'
+P50=$(echo "$MET" | awk '$1 == "10.0.0.2" {print $3}')
+P99=$(echo "$MET" | awk '$1 == "10.0.0.2" {print $4}')
+check "srtt to a peer 200ms away: p50 and p99 in the (131,262] ms bucket" "\"$P50\" == \"262.144\" && \"$P99\" == \"262.144\"" "p50<=$P50 p99<=$P99 ms"
+[ -z "$OBS" ] && OBS=0
+near "the delay fault observes the added TCP RTT" "$OBS" 200 20
+
 # Jitter: uniform +-10 ms has sd 10/sqrt(3) = 5.8 ms; normal has sd 10 ms.
 apply netem -i ta --delay 40ms --jitter 10ms
 pingrun 400 0.02 10.0.0.2
@@ -188,6 +206,25 @@ bps=$(awk -F: '/"bits_per_second"/{v=$2} END{gsub(/[ \t,]/,"",v); print v}' /tmp
 [ -z "$bps" ] && { bps=0; head -c 600 /tmp/iperf.json | sed 's/^/vm-test: iperf3: /'; }
 revert
 near "netem rate 5mbit: iperf3 goodput" "$bps" "5000000*1448/1514" "0.05*5000000*1448/1514"
+
+# cpu.max: a busy loop in a cgroup throttled to 0.2 CPU gets about 0.4 s of CPU in 2 s.
+if mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null && echo +cpu > /sys/fs/cgroup/cgroup.subtree_control; then
+	mkdir -p /sys/fs/cgroup/work
+	sh -c 'echo $$ > /sys/fs/cgroup/work/cgroup.procs; while :; do :; done' &
+	LOOP=$!
+	usage() { awk '/^usage_usec/{print $2}' /sys/fs/cgroup/work/cpu.stat; }
+	ID=$($FL fault apply cpu-throttle --cgroup /work --cpus 0.2 --lease 60s 2>/tmp/err) || bad "cpu-throttle: $(cat /tmp/err)"
+	CPUMAX=$(cat /sys/fs/cgroup/work/cpu.max)
+	u0=$(usage); sleep 2; u1=$(usage)
+	revert
+	RESTORED=$(cat /sys/fs/cgroup/work/cpu.max)
+	u2=$(usage); sleep 1; u3=$(usage)
+	kill $LOOP
+	check "cpu-throttle 0.2 CPU: CPU time in 2 s" "($u1 - $u0) >= 250000 && ($u1 - $u0) <= 600000" "$((u1 - u0)) us (cpu.max $CPUMAX)"
+	check "cpu-throttle reverted: cpu.max restored, loop runs free" "\"$RESTORED\" == \"max 100000\" && ($u3 - $u2) >= 700000" "cpu.max $RESTORED, $((u3 - u2)) us in 1 s"
+else
+	bad "cgroup v2 with the cpu controller should exist on $(uname -r)"
+fi
 
 AFTER=$(tcstate)
 if [ "$BEFORE" = "$AFTER" ]; then ok "tc state byte-for-byte after reverts"; else bad "tc state differs"; echo "$BEFORE" > /tmp/b; echo "$AFTER" > /tmp/a; diff /tmp/b /tmp/a; fi

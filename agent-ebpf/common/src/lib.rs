@@ -72,8 +72,67 @@ pub struct PeerKey {
     pub addr: [u8; 16],
 }
 
+/// log2 buckets of a latency histogram: bucket `b` holds values in
+/// `[2^b, 2^(b+1))` microseconds (bucket 0 also holds 0); the last one is open.
+pub const HIST_BUCKETS: usize = 32;
+
+/// A latency histogram in microseconds, per CPU in the kernel, summed by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hist {
+    pub buckets: [u64; HIST_BUCKETS],
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self { buckets: [0; HIST_BUCKETS], count: 0, sum_us: 0 }
+    }
+}
+
+/// Per remote peer TCP events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerCounters {
+    pub retransmits: u64,
+    /// SYN_SENT -> ESTABLISHED.
+    pub connects: u64,
+    /// SYN_SENT -> CLOSE: refused (RST) or timed out.
+    pub connect_failures: u64,
+}
+
+/// Remote peers tracked per metric map (LRU: the least recent ones are evicted).
+pub const MAX_METRIC_PEERS: u32 = 4096;
+/// Slots of the drop-reason counter array (enum skb_drop_reason has ~120 values in 6.18).
+pub const MAX_DROP_REASONS: u32 = 512;
+
+/// Indices into the tracer's OFFSETS array: tracepoint field offsets, read by the
+/// agent from tracefs at load, because they differ between kernel versions.
+pub mod off {
+    pub const PROBE_FAMILY: u32 = 0;
+    pub const PROBE_DADDR: u32 = 1;
+    pub const PROBE_SRTT: u32 = 2;
+    pub const STATE_SKADDR: u32 = 3;
+    pub const STATE_OLD: u32 = 4;
+    pub const STATE_NEW: u32 = 5;
+    pub const STATE_FAMILY: u32 = 6;
+    pub const STATE_PROTOCOL: u32 = 7;
+    pub const STATE_DADDR: u32 = 8;
+    pub const STATE_DADDR6: u32 = 9;
+    pub const RETR_FAMILY: u32 = 10;
+    pub const RETR_DADDR: u32 = 11;
+    pub const RETR_DADDR6: u32 = 12;
+    pub const KFREE_REASON: u32 = 13;
+    pub const COUNT: u32 = 14;
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: as for the types below: plain `#[repr(C)]` integers.
+    unsafe impl aya::Pod for super::Hist {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PeerCounters {}
     // SAFETY: plain `#[repr(C)]` data with no padding-dependent invariants; any bit pattern is valid.
     unsafe impl aya::Pod for super::Rule {}
     // SAFETY: as above.

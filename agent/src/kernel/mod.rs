@@ -7,3 +7,4 @@ pub mod link;
 pub mod procfs;
 pub mod tc;
 pub mod tc_encode;
+pub mod trace;

@@ -76,10 +76,36 @@ impl Lab {
         format!("{}:7070", self.addr(1))
     }
 
+    pub fn metrics_listen(&self) -> String {
+        format!("{}:9464", self.addr(1))
+    }
+
+    /// GET /metrics from inside A.
+    pub fn prometheus(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self.metrics_listen();
+        self.in_a(|| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect to /metrics");
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "{}", out.lines().next().unwrap_or(""));
+            out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+        })
+    }
+
+    pub fn metrics(&self) -> pb::MetricsSample {
+        self.grpc(async |mut c| c.get_metrics(pb::GetMetricsRequest {}).await.expect("metrics").into_inner())
+    }
+
+    pub fn peer_metrics(&self, peer: &str) -> pb::PeerMetrics {
+        self.metrics().peers.into_iter().find(|p| p.peer == peer).unwrap_or_default()
+    }
+
     pub fn start_agent(&mut self) {
         let log = File::create(self.state.with_extension("log")).expect("agent log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--state-dir"])
+            .args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--metrics-listen", &self.metrics_listen(), "--state-dir"])
             .arg(&self.state)
             .stdout(log.try_clone().unwrap())
             .stderr(log)

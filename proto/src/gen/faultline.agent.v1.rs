@@ -65,6 +65,12 @@ pub struct Capabilities {
     /// systemd is PID 1 (unit targets, unit restarts).
     #[prost(bool, tag = "11")]
     pub systemd: bool,
+    /// The eBPF tracepoint programs behind the kernel metrics run.
+    #[prost(bool, tag = "12")]
+    pub kernel_metrics: bool,
+    /// Why not, when they do not.
+    #[prost(string, tag = "13")]
+    pub kernel_metrics_detail: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -334,6 +340,28 @@ pub struct FaultStatus {
     /// A cgroup a process fault acts on, as a path under the cgroup2 mount.
     #[prost(string, tag = "9")]
     pub cgroup: ::prost::alloc::string::String,
+    /// Drop and partition: from the fault's counters; netem delay with peers: TCP's
+    /// smoothed RTT to those peers during the fault vs before it.
+    #[prost(message, optional, tag = "10")]
+    pub observed: ::core::option::Option<Observed>,
+}
+/// What the agent's own metrics show a fault doing, next to what was asked.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Observed {
+    /// One line for people, e.g. "dropped 10.2 % of 20000 matched packets (asked 10 %)".
+    #[prost(string, tag = "1")]
+    pub summary: ::prost::alloc::string::String,
+    #[prost(double, tag = "2")]
+    pub configured: f64,
+    #[prost(double, tag = "3")]
+    pub measured: f64,
+    /// "percent" or "ms".
+    #[prost(string, tag = "4")]
+    pub unit: ::prost::alloc::string::String,
+    /// Samples the measurement rests on (packets, RTT samples); 0 means none yet.
+    #[prost(uint64, tag = "5")]
+    pub samples: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -397,6 +425,115 @@ pub struct RenewLeasesRequest {
 pub struct RenewLeasesResponse {
     #[prost(message, repeated, tag = "1")]
     pub faults: ::prost::alloc::vec::Vec<FaultStatus>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetMetricsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchMetricsRequest {
+    /// 0 means 1000.
+    #[prost(uint64, tag = "1")]
+    pub interval_ms: u64,
+}
+/// log2 buckets: buckets\[i\] counts values in \[2^i, 2^(i+1)) microseconds (i = 0 also
+/// holds 0; the last bucket is open-ended).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Histogram {
+    #[prost(uint64, repeated, tag = "1")]
+    pub buckets: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+    #[prost(uint64, tag = "3")]
+    pub sum_us: u64,
+}
+/// TCP as the kernel sees it for one remote address, counted since the agent started.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PeerMetrics {
+    #[prost(string, tag = "1")]
+    pub peer: ::prost::alloc::string::String,
+    /// Smoothed RTT (tcp:tcp_probe), one sample per received segment.
+    #[prost(message, optional, tag = "2")]
+    pub srtt: ::core::option::Option<Histogram>,
+    /// SYN_SENT -> ESTABLISHED (sock:inet_sock_set_state).
+    #[prost(message, optional, tag = "3")]
+    pub connect: ::core::option::Option<Histogram>,
+    #[prost(uint64, tag = "4")]
+    pub connects: u64,
+    /// SYN_SENT -> CLOSE: refused or timed out.
+    #[prost(uint64, tag = "5")]
+    pub connect_failures: u64,
+    /// tcp:tcp_retransmit_skb.
+    #[prost(uint64, tag = "6")]
+    pub retransmits: u64,
+}
+/// skb:kfree_skb by the kernel's drop reason.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DropReason {
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub value: u32,
+    #[prost(uint64, tag = "3")]
+    pub count: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InterfaceMetrics {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub rx_bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub tx_bytes: u64,
+    #[prost(uint64, tag = "4")]
+    pub rx_packets: u64,
+    #[prost(uint64, tag = "5")]
+    pub tx_packets: u64,
+    #[prost(uint64, tag = "6")]
+    pub rx_errors: u64,
+    #[prost(uint64, tag = "7")]
+    pub tx_errors: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HostMetrics {
+    /// Busy share of all CPUs since the previous sample.
+    #[prost(double, tag = "1")]
+    pub cpu_percent: f64,
+    #[prost(uint64, tag = "2")]
+    pub memory_used_bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub memory_total_bytes: u64,
+    #[prost(double, tag = "4")]
+    pub load1: f64,
+    #[prost(double, tag = "5")]
+    pub load5: f64,
+    #[prost(double, tag = "6")]
+    pub load15: f64,
+    #[prost(message, repeated, tag = "7")]
+    pub interfaces: ::prost::alloc::vec::Vec<InterfaceMetrics>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MetricsSample {
+    #[prost(int64, tag = "1")]
+    pub unix_ms: i64,
+    #[prost(message, repeated, tag = "2")]
+    pub peers: ::prost::alloc::vec::Vec<PeerMetrics>,
+    #[prost(message, repeated, tag = "3")]
+    pub drops: ::prost::alloc::vec::Vec<DropReason>,
+    #[prost(message, optional, tag = "4")]
+    pub host: ::core::option::Option<HostMetrics>,
+    /// Active faults with their counters and observed effect.
+    #[prost(message, repeated, tag = "5")]
+    pub faults: ::prost::alloc::vec::Vec<FaultStatus>,
+    /// Empty when the kernel metrics programs run; otherwise why not.
+    #[prost(string, tag = "6")]
+    pub kernel_metrics_detail: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -754,6 +891,57 @@ pub mod agent_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The kernel's and the host's metrics now.
+        pub async fn get_metrics(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetMetricsRequest>,
+        ) -> std::result::Result<tonic::Response<super::MetricsSample>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/faultline.agent.v1.AgentService/GetMetrics",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("faultline.agent.v1.AgentService", "GetMetrics"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// A sample every interval until the caller goes away.
+        pub async fn watch_metrics(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchMetricsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::MetricsSample>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/faultline.agent.v1.AgentService/WatchMetrics",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("faultline.agent.v1.AgentService", "WatchMetrics"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -806,6 +994,25 @@ pub mod agent_service_server {
             request: tonic::Request<super::RenewLeasesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RenewLeasesResponse>,
+            tonic::Status,
+        >;
+        /// The kernel's and the host's metrics now.
+        async fn get_metrics(
+            &self,
+            request: tonic::Request<super::GetMetricsRequest>,
+        ) -> std::result::Result<tonic::Response<super::MetricsSample>, tonic::Status>;
+        /// Server streaming response type for the WatchMetrics method.
+        type WatchMetricsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::MetricsSample, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// A sample every interval until the caller goes away.
+        async fn watch_metrics(
+            &self,
+            request: tonic::Request<super::WatchMetricsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchMetricsStream>,
             tonic::Status,
         >;
     }
@@ -1106,6 +1313,97 @@ pub mod agent_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/faultline.agent.v1.AgentService/GetMetrics" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMetricsSvc<T: AgentService>(pub Arc<T>);
+                    impl<
+                        T: AgentService,
+                    > tonic::server::UnaryService<super::GetMetricsRequest>
+                    for GetMetricsSvc<T> {
+                        type Response = super::MetricsSample;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetMetricsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AgentService>::get_metrics(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMetricsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/faultline.agent.v1.AgentService/WatchMetrics" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchMetricsSvc<T: AgentService>(pub Arc<T>);
+                    impl<
+                        T: AgentService,
+                    > tonic::server::ServerStreamingService<super::WatchMetricsRequest>
+                    for WatchMetricsSvc<T> {
+                        type Response = super::MetricsSample;
+                        type ResponseStream = T::WatchMetricsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchMetricsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AgentService>::watch_metrics(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchMetricsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -1,0 +1,125 @@
+//! Kernel-level metrics from the tracepoint programs, checked against traffic the
+//! test makes itself across a veth pair: connects, refusals, retransmits, drops.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
+
+/// Tracepoints see every namespace at once: tests that count drop reasons run alone.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn prometheus_endpoint_passes_promtool_with_cumulative_buckets() {
+    let lab = Lab::new(51);
+    // Some TCP towards B so that per-peer histograms exist.
+    let port = 8051;
+    let peer = lab.addr(2);
+    let listener = lab.in_b(|| TcpListener::bind(format!("{peer}:{port}")).unwrap());
+    lab.in_a(|| {
+        let mut s = TcpStream::connect(format!("{peer}:{port}")).unwrap();
+        s.write_all(&[7u8; 100_000]).unwrap();
+    });
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut sink = Vec::new();
+    conn.read_to_end(&mut sink).unwrap();
+    let text = lab.prometheus();
+    let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (apt: prometheus)");
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Buckets of one series never decrease and end in +Inf == _count.
+    let series = format!("faultline_tcp_srtt_seconds_bucket{{peer=\"{peer}\",");
+    let values: Vec<u64> = text.lines().filter(|l| l.starts_with(&series)).map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
+    assert!(values.len() > 2, "no RTT histogram for {peer}:\n{text}");
+    assert!(values.windows(2).all(|w| w[0] <= w[1]), "buckets not cumulative: {values:?}");
+    let count: u64 = text.lines().find_map(|l| l.strip_prefix(&format!("faultline_tcp_srtt_seconds_count{{peer=\"{peer}\"}} "))).unwrap().parse().unwrap();
+    assert_eq!(*values.last().unwrap(), count);
+    assert!(text.contains("faultline_host_memory_total_bytes"), "host metrics are served too");
+}
+
+#[test]
+fn connect_latency_and_refusals_are_counted_per_peer() {
+    let lab = Lab::new(52);
+    let peer = lab.addr(2);
+    let listener = lab.in_b(|| TcpListener::bind(format!("{peer}:8052")).unwrap());
+    let before = lab.peer_metrics(&peer);
+    lab.in_a(|| {
+        for _ in 0..5 {
+            TcpStream::connect(format!("{peer}:8052")).expect("open port");
+        }
+        for _ in 0..3 {
+            let e = TcpStream::connect(format!("{peer}:8053")).expect_err("closed port");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+    });
+    drop(listener);
+    let after = lab.peer_metrics(&peer);
+    assert_eq!(after.connects - before.connects, 5, "{after:?}");
+    assert_eq!(after.connect_failures - before.connect_failures, 3, "{after:?}");
+    let h = after.connect.unwrap();
+    assert_eq!(h.count - before.connect.map_or(0, |b| b.count), 5);
+    // A veth round trip inside one host: well under 10 ms (bucket 13 ends at 16.4 ms).
+    assert!(h.buckets[13..].iter().all(|b| *b == 0), "connect latency buckets: {:?}", h.buckets);
+    // The other peer saw nothing.
+    assert_eq!(lab.peer_metrics(&lab.addr(3)).connects, 0);
+}
+
+#[test]
+fn retransmits_appear_under_ebpf_loss_and_the_fault_reports_what_it_did() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = Lab::new(53);
+    let peer = lab.addr(2);
+    let listener = lab.in_b(|| TcpListener::bind(format!("{peer}:8054")).unwrap());
+    let before = lab.peer_metrics(&peer).retransmits;
+    let f = lab
+        .apply(with_peers(spec(Kind::Drop(pb::Drop { percent: 20.0 })), &[&format!("{peer}/32")]))
+        .expect("drop");
+    let reader = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        c.read_to_end(&mut sink).unwrap();
+        sink.len()
+    });
+    lab.in_a(|| {
+        let mut s = TcpStream::connect(format!("{peer}:8054")).unwrap();
+        s.write_all(&vec![1u8; 2 << 20]).unwrap();
+    });
+    assert_eq!(reader.join().unwrap(), 2 << 20, "TCP delivers everything despite the loss");
+    let status = lab.list().into_iter().find(|s| s.id == f.id).unwrap();
+    lab.revert(&f.id);
+    let retransmits = lab.peer_metrics(&peer).retransmits - before;
+    assert!(retransmits > 0, "20 % loss caused no retransmits");
+    let c = status.counters.unwrap();
+    let o = status.observed.expect("a drop fault reports its observed effect");
+    assert_eq!(o.unit, "percent");
+    assert_eq!(o.configured, 20.0);
+    assert_eq!(o.samples, c.matched_packets);
+    let (lo, hi) = binomial_99(0.2, c.matched_packets as u32);
+    assert!((lo * 100.0..=hi * 100.0).contains(&o.measured), "{}", o.summary);
+}
+
+#[test]
+fn drop_reasons_name_the_kernel_reason() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = Lab::new(54);
+    let no_socket = |lab: &Lab| lab.metrics().drops.into_iter().find(|d| d.reason == "NO_SOCKET").map_or(0, |d| d.count);
+    let before = no_socket(&lab);
+    // Datagrams to a port nobody listens on: B's kernel frees them as NO_SOCKET.
+    let to = format!("{}:9", lab.addr(2));
+    lab.in_a(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..200 {
+            s.send_to(b"x", &to).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    eventually("NO_SOCKET drops counted", || no_socket(&lab) - before >= 200);
+}
