@@ -80,11 +80,30 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// Per-run cost of each tracepoint program, from the kernel's own BPF statistics
+/// (kernel.bpf_stats_enabled, switched on for the measurement and restored).
+fn per_event_cost(lab: &Lab) {
+    let before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf stats");
+    let gbit = iperf(lab);
+    let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool");
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", before.trim()).ok();
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    println!("\n| program (during one iperf3 run, {gbit:.2} Gbit/s) | runs | ns per run |\n|---|---|---|");
+    for p in progs.as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("");
+        let (ns, cnt) = (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0));
+        if name.starts_with("faultline_") && cnt > 0 {
+            println!("| {name} | {cnt} | {:.0} |", ns as f64 / cnt as f64);
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` probes; nothing to list.
     }
-    let lab = Lab::new(91);
+    let mut lab = Lab::new(91);
     println!("## apply and revert latency ({CYCLES} cycles, ms)\n");
     println!("| change | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
     let (a, r) = faultline_cycles(&lab, Kind::Bandwidth(pb::Bandwidth { rate_bps: 10_000_000, burst_bytes: 0 }));
@@ -136,6 +155,39 @@ fn main() {
         };
         println!("| {n} | {fl:.2} | {ipt} |");
     }
+
+    println!("\n## kernel metrics overhead (tracepoint programs attached vs not)\n");
+    // Alternating runs, so drift on a shared machine hits both sides alike.
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let mut rss = (0, 0);
+    for round in 0..6 {
+        let metrics = round % 2 == 0;
+        lab.kill_agent();
+        lab.agent_args = if metrics { Vec::new() } else { vec!["--no-kernel-metrics".into()] };
+        lab.start_agent();
+        let v = iperf(&lab);
+        let r = rss_kib(lab.agent.as_ref().unwrap().id());
+        if metrics {
+            on.push(v);
+            rss.0 = r;
+        } else {
+            off.push(v);
+            rss.1 = r;
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m_on, m_off) = (median(on.clone()), median(off.clone()));
+    println!("| agent | iperf3 Gbit/s, 3 runs | median | agent RSS |\n|---|---|---|---|");
+    println!("| kernel metrics on | {on:.2?} | {m_on:.2} | {} KiB |", rss.0);
+    println!("| --no-kernel-metrics | {off:.2?} | {m_off:.2} | {} KiB |", rss.1);
+    println!("\nthroughput with metrics: {:+.1} % vs without", (m_on / m_off - 1.0) * 100.0);
+    lab.kill_agent();
+    lab.agent_args.clear();
+    lab.start_agent();
+    per_event_cost(&lab);
 
     println!("\n## agent footprint\n");
     let pid = lab.agent.as_ref().unwrap().id();

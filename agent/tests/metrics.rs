@@ -123,3 +123,20 @@ fn drop_reasons_name_the_kernel_reason() {
     });
     eventually("NO_SOCKET drops counted", || no_socket(&lab) - before >= 200);
 }
+
+#[test]
+fn watch_metrics_streams_samples_and_refuses_a_silly_interval() {
+    let lab = Lab::new(55);
+    let (first, second) = lab.grpc(async |mut c| {
+        let mut s = c.watch_metrics(pb::WatchMetricsRequest { interval_ms: 200 }).await.expect("watch").into_inner();
+        let a = s.message().await.unwrap().expect("first sample");
+        let b = s.message().await.unwrap().expect("second sample");
+        (a, b)
+    });
+    assert!(second.unix_ms > first.unix_ms, "samples are taken anew: {} then {}", first.unix_ms, second.unix_ms);
+    assert!(first.host.as_ref().is_some_and(|h| h.memory_total_bytes > 0));
+    assert_eq!(first.kernel_metrics_detail, "", "the tracepoint programs run on this kernel");
+    let e = lab.grpc(async |mut c| c.watch_metrics(pb::WatchMetricsRequest { interval_ms: 5 }).await.map(|_| ()).unwrap_err());
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("interval_ms"), "{}", e.message());
+}

@@ -22,6 +22,8 @@ pub struct Lab {
     pub b: String,
     pub state: PathBuf,
     pub agent: Option<Child>,
+    /// Extra agent flags for the next `start_agent`.
+    pub agent_args: Vec<String>,
 }
 
 pub fn sh(ns: &str, cmd: &[&str]) -> std::process::Output {
@@ -59,7 +61,7 @@ impl Lab {
         ip(&["-n", &b, "addr", "add", &format!("10.200.{id}.3/24"), "dev", "tb"]);
         let state = std::env::temp_dir().join(format!("faultline-test-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
-        let mut lab = Self { id, a, b, state, agent: None };
+        let mut lab = Self { id, a, b, state, agent: None, agent_args: Vec::new() };
         lab.start_agent();
         lab
     }
@@ -107,6 +109,7 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--metrics-listen", &self.metrics_listen(), "--state-dir"])
             .arg(&self.state)
+            .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
