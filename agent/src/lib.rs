@@ -6,5 +6,6 @@ pub mod fault;
 pub mod journal;
 pub mod kernel;
 pub mod metrics;
+pub mod otlp;
 pub mod process;
 pub mod server;

@@ -27,6 +27,12 @@ struct Args {
     /// Do not load the eBPF tracepoint programs behind the kernel metrics.
     #[arg(long)]
     no_kernel_metrics: bool,
+    /// Export metrics over OTLP/gRPC to this collector, e.g. http://collector:4317.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// How often metrics are exported over OTLP, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    otlp_interval_ms: u64,
 }
 
 fn main() -> Result<()> {
@@ -46,6 +52,13 @@ async fn serve() -> Result<()> {
     tokio::spawn(conn);
     let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics).await.context("starting the fault engine")?);
     let host = Arc::new(Host::new());
+    let _otlp = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            info!(endpoint, "exporting metrics over OTLP");
+            Some(faultline_agent::otlp::start(endpoint, Duration::from_millis(args.otlp_interval_ms), engine.clone(), host.clone())?)
+        }
+        None => None,
+    };
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?;
         let (engine, host) = (engine.clone(), host.clone());

@@ -44,6 +44,10 @@ fn ip(args: &[&str]) {
 impl Lab {
     /// `id` must be unique per test (it picks names and subnets).
     pub fn new(id: u8) -> Self {
+        Self::with_agent_args(id, &[])
+    }
+
+    pub fn with_agent_args(id: u8, agent_args: &[&str]) -> Self {
         let a = format!("flt{id}a");
         let b = format!("flt{id}b");
         for ns in [&a, &b] {
@@ -61,7 +65,7 @@ impl Lab {
         ip(&["-n", &b, "addr", "add", &format!("10.200.{id}.3/24"), "dev", "tb"]);
         let state = std::env::temp_dir().join(format!("faultline-test-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
-        let mut lab = Self { id, a, b, state, agent: None, agent_args: Vec::new() };
+        let mut lab = Self { id, a, b, state, agent: None, agent_args: agent_args.iter().map(|s| (*s).to_owned()).collect() };
         lab.start_agent();
         lab
     }
