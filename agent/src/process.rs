@@ -347,6 +347,16 @@ pub fn spawn_stress(args: &[String]) -> std::io::Result<std::process::Child> {
     cmd.spawn()
 }
 
+/// Whether `program` names an executable file, directly or through PATH (as exec would).
+pub fn executable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return runnable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(program))))
+}
+
 /// Starts a restart command detached from the agent (own session, no pipes): the
 /// restarted service must outlive the agent.
 pub fn spawn_detached(command: &[String]) -> std::io::Result<u32> {

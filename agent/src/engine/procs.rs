@@ -221,6 +221,13 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                 }
                 return Ok((targets, cgroup, vec![format!("systemctl restart {unit}")]));
             }
+            // Kill nothing unless the replacement can be started.
+            if !process::executable(&command[0]) {
+                return Err(EngineError::Invalid(crate::fault::InvalidField {
+                    field: "restart.command[0]".into(),
+                    reason: format!("{:?} is not an executable file here (nor in PATH); nothing was killed", command[0]),
+                }));
+            }
             let hit = send(&targets, *signal)?;
             let mut notes = Vec::new();
             if !wait_gone(&hit, *grace).await {
