@@ -14,6 +14,8 @@ use common::*;
 use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
 
 const CYCLES: usize = 1000;
+/// iperf3 runs per side (metrics on, metrics off), alternating.
+const ROUNDS: usize = 5;
 
 fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
     v.sort();
@@ -104,9 +106,19 @@ fn main() {
         return; // `cargo test --benches` probes; nothing to list.
     }
     let mut lab = Lab::new(91);
+    // FAULTLINE_BENCH_ONLY=metrics runs only the kernel-metrics section.
+    let all = std::env::var("FAULTLINE_BENCH_ONLY").map_or(true, |v| v != "metrics");
+    if all {
+        latency_and_partitions(&lab);
+    }
+    kernel_metrics_overhead(&mut lab);
+    footprint(&lab);
+}
+
+fn latency_and_partitions(lab: &Lab) {
     println!("## apply and revert latency ({CYCLES} cycles, ms)\n");
     println!("| change | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
-    let (a, r) = faultline_cycles(&lab, Kind::Bandwidth(pb::Bandwidth { rate_bps: 10_000_000, burst_bytes: 0 }));
+    let (a, r) = faultline_cycles(lab, Kind::Bandwidth(pb::Bandwidth { rate_bps: 10_000_000, burst_bytes: 0 }));
     row("faultline bandwidth 10mbit (htb + class + classifier, journaled), gRPC", a, r);
     let (mut a, mut r) = (Vec::new(), Vec::new());
     for _ in 0..CYCLES {
@@ -116,7 +128,7 @@ fn main() {
         r.push(timed(&lab.a, &[&["tc", "qdisc", "del", "dev", "ta", "root"]]));
     }
     row("tc CLI: htb qdisc + class (2 execs) / qdisc del", a, r);
-    let (a, r) = faultline_cycles(&lab, Kind::Drop(pb::Drop { percent: 10.0 }));
+    let (a, r) = faultline_cycles(lab, Kind::Drop(pb::Drop { percent: 10.0 }));
     row("faultline eBPF drop 10%, gRPC", a, r);
     let have_iptables = Command::new("ip").args(["netns", "exec", &lab.a, "iptables", "-L"]).output().is_ok_and(|o| o.status.success());
     if have_iptables {
@@ -130,7 +142,7 @@ fn main() {
 
     println!("\n## TCP throughput A→B across the veth pair (iperf3, Gbit/s)\n");
     println!("| peers in the partition | faultline (eBPF LPM trie) | iptables (one rule per peer) |\n|---|---|---|");
-    let base = iperf(&lab);
+    let base = iperf(lab);
     println!("| none (baseline) | {base:.2} | {base:.2} |");
     for n in [1_000, 10_000] {
         let list = peers(n);
@@ -140,14 +152,14 @@ fn main() {
             ..spec(Kind::Partition(pb::Partition {}))
         };
         let f = lab.apply(s).unwrap();
-        let fl = iperf(&lab);
+        let fl = iperf(lab);
         lab.revert(&f.id);
         let ipt = if have_iptables {
             let rules: String = list.iter().map(|p| format!("-A OUTPUT -d {p} -j DROP\n-A INPUT -s {p} -j DROP\n")).collect();
             let file = std::env::temp_dir().join("faultline-bench.rules");
             std::fs::write(&file, format!("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{rules}COMMIT\n")).unwrap();
             sh_ok(&lab.a, &["iptables-restore", file.to_str().unwrap()]);
-            let v = iperf(&lab);
+            let v = iperf(lab);
             sh_ok(&lab.a, &["iptables", "-F"]);
             format!("{v:.2}")
         } else {
@@ -156,16 +168,19 @@ fn main() {
         println!("| {n} | {fl:.2} | {ipt} |");
     }
 
+}
+
+fn kernel_metrics_overhead(lab: &mut Lab) {
     println!("\n## kernel metrics overhead (tracepoint programs attached vs not)\n");
     // Alternating runs, so drift on a shared machine hits both sides alike.
     let (mut on, mut off) = (Vec::new(), Vec::new());
     let mut rss = (0, 0);
-    for round in 0..6 {
+    for round in 0..ROUNDS * 2 {
         let metrics = round % 2 == 0;
         lab.kill_agent();
         lab.agent_args = if metrics { Vec::new() } else { vec!["--no-kernel-metrics".into()] };
         lab.start_agent();
-        let v = iperf(&lab);
+        let v = iperf(lab);
         let r = rss_kib(lab.agent.as_ref().unwrap().id());
         if metrics {
             on.push(v);
@@ -180,15 +195,18 @@ fn main() {
         v[v.len() / 2]
     };
     let (m_on, m_off) = (median(on.clone()), median(off.clone()));
-    println!("| agent | iperf3 Gbit/s, 3 runs | median | agent RSS |\n|---|---|---|---|");
+    println!("| agent | iperf3 Gbit/s, {ROUNDS} runs | median | agent RSS |\n|---|---|---|---|");
     println!("| kernel metrics on | {on:.2?} | {m_on:.2} | {} KiB |", rss.0);
     println!("| --no-kernel-metrics | {off:.2?} | {m_off:.2} | {} KiB |", rss.1);
     println!("\nthroughput with metrics: {:+.1} % vs without", (m_on / m_off - 1.0) * 100.0);
     lab.kill_agent();
     lab.agent_args.clear();
     lab.start_agent();
-    per_event_cost(&lab);
+    per_event_cost(lab);
 
+}
+
+fn footprint(lab: &Lab) {
     println!("\n## agent footprint\n");
     let pid = lab.agent.as_ref().unwrap().id();
     let t0 = cpu_ticks(pid);
