@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod otlp;
 pub mod process;
 pub mod server;
+pub mod session;

@@ -30,9 +30,25 @@ struct Args {
     /// Export metrics over OTLP/gRPC to this collector, e.g. http://collector:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Register with this controller and keep a session open, e.g. http://10.0.0.1:7080.
+    #[arg(long, env = "FAULTLINE_CONTROLLER")]
+    controller: Option<String>,
+    /// This agent's name at the controller (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// A label the controller can select this agent by, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = label)]
+    labels: Vec<(String, String)>,
+    /// The URL the controller reaches this agent at (default: http://LISTEN).
+    #[arg(long)]
+    advertise: Option<String>,
     /// How often metrics are exported over OTLP, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     otlp_interval_ms: u64,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn main() -> Result<()> {
@@ -52,6 +68,21 @@ async fn serve() -> Result<()> {
     tokio::spawn(conn);
     let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics).await.context("starting the fault engine")?);
     let host = Arc::new(Host::new());
+    if let Some(url) = &args.controller {
+        if args.listen.ip().is_unspecified() && args.advertise.is_none() {
+            anyhow::bail!("--advertise: required with --controller when --listen is {} (the controller needs an address it can reach)", args.listen);
+        }
+        let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).with_context(|| format!("--controller {url}: give the port, e.g. http://10.0.0.1:7080"))?;
+        // The session with the controller is control traffic: no fault may cut it.
+        engine.exclude_control_port(port).await?;
+        let me = faultline_agent::session::Registration {
+            controller: url.clone(),
+            name: args.name.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()),
+            url: args.advertise.clone().unwrap_or_else(|| format!("http://{}", args.listen)),
+            labels: args.labels.iter().cloned().collect(),
+        };
+        tokio::spawn(me.keep());
+    }
     let _otlp = match &args.otlp_endpoint {
         Some(endpoint) => {
             info!(endpoint, "exporting metrics over OTLP");

@@ -15,12 +15,16 @@ pub struct Cli {
     /// The agent to talk to, e.g. http://10.0.0.5:7070.
     #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "http://127.0.0.1:7070")]
     agent: String,
+    /// Go through this controller instead of one agent: fault commands then target
+    /// agents by --select / --agents.
+    #[arg(long, global = true, env = "FAULTLINE_CONTROLLER")]
+    pub controller: Option<String>,
     #[command(subcommand)]
-    cmd: Cmd,
+    pub cmd: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Cmd {
+pub enum Cmd {
     /// The agent's host: kernel, interfaces, capabilities.
     Info {
         #[arg(long)]
@@ -29,6 +33,12 @@ enum Cmd {
     /// Apply, list, renew and revert faults.
     #[command(subcommand)]
     Fault(FaultCmd),
+    /// Run the controller daemon.
+    #[command(subcommand)]
+    Controller(crate::controller_cli::ControllerCmd),
+    /// The controller's agents (needs --controller).
+    #[command(subcommand)]
+    Agents(crate::controller_cli::AgentsCmd),
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -45,7 +55,7 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
-enum FaultCmd {
+pub enum FaultCmd {
     /// Apply a fault: netem, bandwidth, drop or partition.
     Apply(Apply),
     List {
@@ -115,8 +125,16 @@ enum DistArg {
     Paretonormal,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    All,
+    One,
+    Fixed,
+    Percent,
+}
+
 #[derive(Args)]
-struct Apply {
+pub struct Apply {
     kind: KindArg,
     /// Interface on the agent's host (network faults).
     #[arg(long, short = 'i')]
@@ -210,6 +228,20 @@ struct Apply {
     cpus: Option<f64>,
     #[arg(long, value_parser = units::duration)]
     period: Option<Duration>,
+    /// With --controller: agents with these labels, e.g. role=db,zone=a.
+    #[arg(long, help_heading = "Controller targeting")]
+    pub select: Option<String>,
+    /// With --controller: these agents by name (repeatable).
+    #[arg(long = "on", help_heading = "Controller targeting")]
+    pub on: Vec<String>,
+    #[arg(long, value_enum, default_value = "all", help_heading = "Controller targeting")]
+    pub mode: ModeArg,
+    /// With --mode fixed: how many of the selected agents.
+    #[arg(long, help_heading = "Controller targeting")]
+    pub count: Option<u32>,
+    /// With --mode percent: which share of the selected agents (rounded up).
+    #[arg(long, value_parser = units::percent, help_heading = "Controller targeting")]
+    pub percent: Option<f64>,
     /// restart: the command that replaces the killed processes (after --).
     #[arg(last = true)]
     command: Vec<String>,
@@ -272,7 +304,7 @@ fn port_range(s: &str) -> Result<pb::PortRange> {
     Ok(pb::PortRange { first: parse(a)?, last: parse(b)? })
 }
 
-fn spec(a: &Apply) -> Result<pb::FaultSpec> {
+pub fn spec(a: &Apply) -> Result<pb::FaultSpec> {
     if a.kind.is_process() {
         return process_spec(a);
     }
@@ -478,11 +510,20 @@ fn print_sample(s: &pb::MetricsSample) {
     }
 }
 
-fn explain(e: tonic::Status) -> anyhow::Error {
+pub fn explain(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Controller(c) = &cli.cmd {
+        return crate::controller_cli::serve(c).await;
+    }
+    if let Some(url) = cli.controller.clone() {
+        return crate::controller_cli::run(&url, cli.cmd).await;
+    }
+    if matches!(cli.cmd, Cmd::Agents(_)) {
+        bail!("`agents` asks a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
+    }
     let mut client = AgentServiceClient::connect(cli.agent.clone())
         .await
         .with_context(|| format!("cannot reach the agent at {} (is faultline-agent running? set --agent)", cli.agent))?;
@@ -534,6 +575,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Controller(_) | Cmd::Agents(_) => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

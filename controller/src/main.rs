@@ -1,7 +1,10 @@
-//! `faultline`: the command line. Today it drives one agent directly
-//! (`faultline --agent URL ...`); the controller commands build on it.
+//! `faultline`: the command line and the controller daemon. It drives one agent
+//! directly (`faultline --agent URL ...`) or many through a controller
+//! (`faultline --controller URL ...`, `faultline controller serve`).
 
 mod agent_cli;
+mod controller_cli;
+mod server;
 mod units;
 
 use anyhow::Result;

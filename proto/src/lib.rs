@@ -8,5 +8,12 @@ pub mod agent {
     }
 }
 
+pub mod controller {
+    #[allow(clippy::pedantic)]
+    pub mod v1 {
+        include!("gen/faultline.controller.v1.rs");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/descriptor.bin");

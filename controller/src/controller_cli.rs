@@ -1,0 +1,178 @@
+//! Commands through a controller, and `faultline controller serve`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
+use serde_json::json;
+
+use crate::{
+    agent_cli::{Apply, Cmd, FaultCmd, ModeArg, explain, spec},
+    server,
+};
+
+#[derive(Subcommand)]
+pub enum ControllerCmd {
+    /// Serve the controller API (agents register here; the CLI and other tools call it).
+    Serve {
+        /// Address to serve gRPC on (overrides the config's `listen`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// TOML: listen, heartbeat_ms, [[agents]] name/url/labels (a static inventory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCmd {
+    /// Each agent: host, labels, capabilities, health, last heartbeat, active faults.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn serve(c: &ControllerCmd) -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let ControllerCmd::Serve { listen, config } = c;
+    let config = match config {
+        Some(p) => server::Config::load(p)?,
+        None => server::Config::default(),
+    };
+    let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
+    server::serve(listen, config).await
+}
+
+fn target(a: &Apply) -> pb::Target {
+    pb::Target {
+        agents: a.on.clone(),
+        selector: a.select.clone().unwrap_or_default(),
+        mode: match a.mode {
+            ModeArg::All => pb::Mode::All,
+            ModeArg::One => pb::Mode::One,
+            ModeArg::Fixed => pb::Mode::Fixed,
+            ModeArg::Percent => pb::Mode::Percent,
+        } as i32,
+        count: a.count.unwrap_or(0),
+        percent: a.percent.unwrap_or(0.0),
+    }
+}
+
+fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
+    json!({
+        "id": f.id,
+        "kind": f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", kind_name),
+        "placements": f.placements.iter().map(|p| json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id})).collect::<Vec<_>>(),
+        "applied_at_unix_ms": f.applied_at_unix_ms,
+        "expires_at_unix_ms": f.expires_at_unix_ms,
+    })
+}
+
+fn kind_name(k: &faultline_proto::agent::v1::fault_spec::Kind) -> &'static str {
+    use faultline_proto::agent::v1::fault_spec::Kind;
+    match k {
+        Kind::Netem(_) => "netem",
+        Kind::Bandwidth(_) => "bandwidth",
+        Kind::Drop(_) => "drop",
+        Kind::Partition(_) => "partition",
+        Kind::Freeze(_) => "freeze",
+        Kind::Kill(_) => "kill",
+        Kind::Restart(_) => "restart",
+        Kind::CpuStress(_) => "cpu_stress",
+        Kind::MemoryPressure(_) => "memory_pressure",
+        Kind::CpuThrottle(_) => "cpu_throttle",
+    }
+}
+
+pub async fn run(url: &str, cmd: Cmd) -> Result<()> {
+    let mut c = ControllerServiceClient::connect(url.to_owned())
+        .await
+        .with_context(|| format!("cannot reach the controller at {url} (is `faultline controller serve` running? set --controller)"))?;
+    match cmd {
+        Cmd::Agents(AgentsCmd::List { json }) => {
+            let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
+            if json {
+                let v: Vec<_> = agents
+                    .iter()
+                    .map(|a| {
+                        let caps = a.capabilities.clone().unwrap_or_default();
+                        json!({"name": a.name, "url": a.url, "labels": a.labels, "source": a.source, "healthy": a.healthy,
+                            "last_heartbeat_unix_ms": a.last_heartbeat_unix_ms, "hostname": a.hostname, "kernel": a.kernel_release,
+                            "addresses": a.addresses, "active_faults": a.active_faults, "error": a.error,
+                            "capabilities": {"netem": caps.netem, "ebpf": caps.ebpf, "cgroup_v2_freeze": caps.cgroup_v2_freeze, "kernel_metrics": caps.kernel_metrics}})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                println!("{:<12} {:<8} {:<14} {:<24} {:>6} {:>7}  {:<22} caps", "name", "health", "host", "labels", "faults", "hb_ago", "address");
+                for a in agents {
+                    let caps = a.capabilities.unwrap_or_default();
+                    let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    labels.sort();
+                    let hb = if a.last_heartbeat_unix_ms == 0 { "-".into() } else { format!("{:.1}s", (now - a.last_heartbeat_unix_ms) as f64 / 1000.0) };
+                    let caps: Vec<&str> = [(caps.netem, "netem"), (caps.ebpf, "ebpf"), (caps.cgroup_v2_freeze, "freeze"), (caps.kernel_metrics, "metrics")]
+                        .into_iter()
+                        .filter_map(|(on, n)| on.then_some(n))
+                        .collect();
+                    println!(
+                        "{:<12} {:<8} {:<14} {:<24} {:>6} {:>7}  {:<22} {}{}",
+                        a.name,
+                        if a.healthy { "up" } else { "DOWN" },
+                        a.hostname,
+                        labels.join(","),
+                        a.active_faults,
+                        hb,
+                        a.addresses.iter().find(|x| !x.starts_with("127.") && !x.starts_with("::1")).cloned().unwrap_or_default(),
+                        caps.join(","),
+                        if a.error.is_empty() { String::new() } else { format!("  ({})", a.error) }
+                    );
+                }
+            }
+        }
+        Cmd::Fault(FaultCmd::Apply(a)) => {
+            let f = c
+                .apply_fault(pb::ApplyFaultRequest { target: Some(target(&a)), spec: Some(spec(&a)?) })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .fault
+                .unwrap_or_default();
+            println!("{}", f.id);
+            for p in &f.placements {
+                eprintln!("  {} {}", p.agent, p.agent_fault_id);
+            }
+        }
+        Cmd::Fault(FaultCmd::List { json }) => {
+            let faults = c.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;
+            if json {
+                println!("{}", serde_json::Value::Array(faults.iter().map(fault_json).collect()));
+            } else if faults.is_empty() {
+                println!("no active faults");
+            } else {
+                for f in &faults {
+                    let j = fault_json(f);
+                    println!("{:<12} {:<10} on {}", f.id, j["kind"].as_str().unwrap_or(""), f.placements.iter().map(|p| p.agent.as_str()).collect::<Vec<_>>().join(","));
+                }
+            }
+        }
+        Cmd::Fault(FaultCmd::Revert { id, all }) => {
+            if id.is_none() && !all {
+                bail!("give a fault id, or --all");
+            }
+            let r = c.revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all }).await.map_err(explain)?.into_inner();
+            for id in r.reverted {
+                println!("reverted {id}");
+            }
+            for f in r.failures {
+                eprintln!("  {}: {}", f.agent, f.error);
+            }
+        }
+        Cmd::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
+        Cmd::Info { .. } | Cmd::Metrics { .. } => bail!("`info` and `metrics` ask one agent: give --agent URL, not --controller"),
+        Cmd::Controller(_) => unreachable!("served before connecting"),
+    }
+    Ok(())
+}

@@ -1,0 +1,526 @@
+//! `faultline controller serve`: knows the agents (registered or listed), fans faults
+//! out to them at once, and keeps their short leases alive while it lives.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use faultline_proto::{
+    agent::v1::{self as apb, agent_service_client::AgentServiceClient},
+    controller::v1::{self as pb, controller_service_server::ControllerService},
+};
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// The controller's config file (TOML).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    /// How often the controller heartbeats agents and renews leases.
+    pub heartbeat_ms: Option<u64>,
+    /// Agents the controller reaches without their registering.
+    #[serde(default)]
+    pub agents: Vec<StaticAgent>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAgent {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: not a valid controller config", path.display()))
+    }
+}
+
+struct AgentEntry {
+    name: String,
+    url: String,
+    labels: BTreeMap<String, String>,
+    source: &'static str,
+    healthy: bool,
+    last_heartbeat: Option<SystemTime>,
+    describe: Option<apb::DescribeResponse>,
+    error: String,
+    client: AgentServiceClient<Channel>,
+    /// Bumped on every registration, so an old session's end does not mark a new one down.
+    session: u64,
+}
+
+struct Fault {
+    id: String,
+    spec: apb::FaultSpec,
+    /// (agent, its fault id)
+    placements: Vec<(String, String)>,
+    applied_at: SystemTime,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    agents: BTreeMap<String, AgentEntry>,
+    faults: BTreeMap<String, Fault>,
+    next_id: u64,
+}
+
+#[derive(Clone)]
+pub struct Controller {
+    state: Arc<Mutex<State>>,
+    heartbeat: Duration,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn client(url: &str) -> Result<AgentServiceClient<Channel>, Status> {
+    let ch = Channel::from_shared(url.to_owned())
+        .map_err(|e| Status::invalid_argument(format!("url: {url:?} is not a URL: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    Ok(AgentServiceClient::new(ch))
+}
+
+impl Controller {
+    pub fn new(config: &Config) -> Result<Self> {
+        let heartbeat = Duration::from_millis(config.heartbeat_ms.unwrap_or(1000));
+        anyhow::ensure!(heartbeat >= Duration::from_millis(100), "heartbeat_ms: at least 100");
+        let mut st = State { next_id: SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000, ..State::default() };
+        for a in &config.agents {
+            anyhow::ensure!(!st.agents.contains_key(&a.name), "agents: {:?} is listed twice", a.name);
+            st.agents.insert(
+                a.name.clone(),
+                AgentEntry {
+                    name: a.name.clone(),
+                    url: a.url.clone(),
+                    labels: a.labels.clone(),
+                    source: "inventory",
+                    healthy: false,
+                    last_heartbeat: None,
+                    describe: None,
+                    error: "not yet reached".into(),
+                    client: client(&a.url).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message()))?,
+                    session: 0,
+                },
+            );
+        }
+        Ok(Self { state: Arc::new(Mutex::new(st)), heartbeat })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The lease agents hold: two heartbeats, so one lost renewal does not end a fault.
+    fn agent_lease(&self) -> Duration {
+        self.heartbeat * 2
+    }
+
+    /// Every heartbeat: renew the leases of live faults, revert expired ones, and
+    /// check inventory agents (registered ones heartbeat through their session).
+    pub async fn tick_forever(self) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.tick().await;
+        }
+    }
+
+    async fn tick(&self) {
+        let now = Instant::now();
+        let (expired, live): (Vec<_>, Vec<_>) = {
+            let st = self.lock();
+            st.faults.values().map(|f| (f.id.clone(), f.placements.clone(), f.expires <= now)).partition(|(_, _, e)| *e)
+        };
+        for (id, _, _) in expired {
+            let _ = self.revert(&id).await;
+        }
+        let lease = self.agent_lease().as_millis() as u64;
+        let mut renewals = Vec::new();
+        for (_, placements, _) in live {
+            for (agent, fid) in placements {
+                if let Some(mut c) = self.lock().agents.get(&agent).map(|a| a.client.clone()) {
+                    renewals.push(async move { (agent, c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid], lease_ms: lease }).await) });
+                }
+            }
+        }
+        for (agent, r) in futures_util::future::join_all(renewals).await {
+            if let Err(e) = r {
+                tracing::warn!(agent, "renewing lease: {}", e.message());
+            }
+        }
+        let inventory: Vec<(String, AgentServiceClient<Channel>)> =
+            self.lock().agents.values().filter(|a| a.source == "inventory").map(|a| (a.name.clone(), a.client.clone())).collect();
+        for (name, mut c) in inventory {
+            let r = c.describe(apb::DescribeRequest {}).await;
+            let mut st = self.lock();
+            if let Some(a) = st.agents.get_mut(&name) {
+                match r {
+                    Ok(d) => {
+                        a.healthy = true;
+                        a.error.clear();
+                        a.last_heartbeat = Some(SystemTime::now());
+                        a.describe = Some(d.into_inner());
+                    }
+                    Err(e) => {
+                        a.healthy = false;
+                        a.error = e.message().to_owned();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The agents a target names, or NotFound listing what exists.
+    fn select(&self, t: &pb::Target) -> Result<Vec<String>, Status> {
+        let st = self.lock();
+        for n in &t.agents {
+            if !st.agents.contains_key(n) {
+                return Err(Status::not_found(format!("target.agents: no agent {n:?} (known: {:?})", st.agents.keys().collect::<Vec<_>>())));
+            }
+        }
+        let selector = parse_selector(&t.selector)?;
+        let mut picked: Vec<String> = st
+            .agents
+            .values()
+            .filter(|a| t.agents.is_empty() || t.agents.contains(&a.name))
+            .filter(|a| selector.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+            .map(|a| a.name.clone())
+            .collect();
+        if picked.is_empty() {
+            let labels: Vec<String> = st.agents.values().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
+            return Err(Status::not_found(format!("target: no agent matches selector {:?} (agents: {})", t.selector, labels.join("; "))));
+        }
+        let n = picked.len();
+        let keep = match pb::Mode::try_from(t.mode) {
+            Ok(pb::Mode::All) => n,
+            Ok(pb::Mode::One) => 1,
+            Ok(pb::Mode::Fixed) if t.count == 0 || t.count as usize > n => {
+                return Err(Status::invalid_argument(format!("target.count: {} is not in 1..={n} (agents selected)", t.count)));
+            }
+            Ok(pb::Mode::Fixed) => t.count as usize,
+            Ok(pb::Mode::Percent) if !(t.percent > 0.0 && t.percent <= 100.0) => {
+                return Err(Status::invalid_argument(format!("target.percent: {} is not in (0, 100]", t.percent)));
+            }
+            Ok(pb::Mode::Percent) => ((n as f64 * t.percent / 100.0).ceil() as usize).clamp(1, n),
+            Err(_) => return Err(Status::invalid_argument(format!("target.mode: unknown value {}", t.mode))),
+        };
+        // A random subset (Fisher-Yates with a time-seeded xorshift: no need for a crypto RNG).
+        let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+        for i in (1..n).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            picked.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        picked.truncate(keep);
+        picked.sort();
+        Ok(picked)
+    }
+
+    async fn revert(&self, id: &str) -> Result<Vec<pb::AgentResult>, Status> {
+        let Some(f) = self.lock().faults.remove(id) else {
+            let known: Vec<String> = self.lock().faults.keys().cloned().collect();
+            return Err(Status::not_found(format!("id: no active fault {id:?} (active: {known:?})")));
+        };
+        let failures = self.revert_placements(&f.placements).await;
+        tracing::info!(id, "reverted");
+        Ok(failures)
+    }
+
+    async fn revert_placements(&self, placements: &[(String, String)]) -> Vec<pb::AgentResult> {
+        let calls = placements.iter().filter_map(|(agent, fid)| {
+            let mut c = self.lock().agents.get(agent)?.client.clone();
+            let (agent, fid) = (agent.clone(), fid.clone());
+            Some(async move {
+                let r = c.revert_fault(apb::RevertFaultRequest { id: fid.clone(), all: false }).await;
+                (agent, fid, r)
+            })
+        });
+        let mut failures = Vec::new();
+        for (agent, fid, r) in futures_util::future::join_all(calls).await {
+            // NotFound: the agent's lease already ended it.
+            if let Err(e) = r.as_ref().map_err(|e| (e.code(), e.message().to_owned())) {
+                if e.0 != tonic::Code::NotFound {
+                    failures.push(pb::AgentResult { agent, ok: false, error: format!("{:?}: {} (its lease will end the fault)", e.0, e.1), agent_fault_id: fid });
+                }
+            }
+        }
+        failures
+    }
+
+    fn status(&self, f: &Fault) -> pb::ControllerFault {
+        let left = f.expires.saturating_duration_since(Instant::now());
+        pb::ControllerFault {
+            id: f.id.clone(),
+            spec: Some(f.spec.clone()),
+            placements: f.placements.iter().map(|(a, fid)| pb::AgentResult { agent: a.clone(), ok: true, error: String::new(), agent_fault_id: fid.clone() }).collect(),
+            applied_at_unix_ms: unix_ms(f.applied_at),
+            expires_at_unix_ms: unix_ms(SystemTime::now() + left),
+        }
+    }
+}
+
+/// `role=db,zone=a` -> [(role, db), (zone, a)].
+pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, Status> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| Status::invalid_argument(format!("target.selector: {p:?} is not key=value")))
+        })
+        .collect()
+}
+
+/// Marks a registered agent down when its session stream is dropped.
+struct SessionGuard {
+    state: Arc<Mutex<State>>,
+    name: String,
+    session: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = st.agents.get_mut(&self.name) {
+            if a.session == self.session {
+                a.healthy = false;
+                a.error = "session closed".into();
+                tracing::info!(agent = self.name, "session ended");
+            }
+        }
+    }
+}
+
+type HeartbeatStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::Heartbeat, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ControllerService for Controller {
+    type RegisterStream = HeartbeatStream;
+
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<Self::RegisterStream>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("name: required"));
+        }
+        let mut c = client(&r.url)?;
+        // Registration means the controller can reach the agent back.
+        let d = c.describe(apb::DescribeRequest {}).await.map_err(|e| Status::unavailable(format!("url: cannot reach the agent at {}: {}", r.url, e.message())))?.into_inner();
+        let session = {
+            let mut st = self.lock();
+            if st.agents.get(&r.name).is_some_and(|a| a.source == "inventory") {
+                return Err(Status::already_exists(format!("name: {:?} is a static inventory agent", r.name)));
+            }
+            let session = st.agents.get(&r.name).map_or(1, |a| a.session + 1);
+            st.agents.insert(
+                r.name.clone(),
+                AgentEntry {
+                    name: r.name.clone(),
+                    url: r.url.clone(),
+                    labels: r.labels.into_iter().collect(),
+                    source: "registered",
+                    healthy: true,
+                    last_heartbeat: Some(SystemTime::now()),
+                    describe: Some(d),
+                    error: String::new(),
+                    client: c,
+                    session,
+                },
+            );
+            session
+        };
+        tracing::info!(agent = r.name, url = r.url, session, "registered");
+        let guard = SessionGuard { state: self.state.clone(), name: r.name, session };
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval_ms = self.heartbeat.as_millis() as u64;
+        let stream = futures_util::stream::unfold((tick, guard), move |(mut tick, guard)| async move {
+            tick.tick().await;
+            let now = SystemTime::now();
+            if let Some(a) = guard.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.get_mut(&guard.name) {
+                if a.session == guard.session {
+                    a.last_heartbeat = Some(now);
+                }
+            }
+            Some((Ok(pb::Heartbeat { unix_ms: unix_ms(now), interval_ms }), (tick, guard)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let st = self.lock();
+        let agents = st
+            .agents
+            .values()
+            .map(|a| {
+                let d = a.describe.clone().unwrap_or_default();
+                pb::Agent {
+                    name: a.name.clone(),
+                    url: a.url.clone(),
+                    labels: a.labels.clone().into_iter().collect(),
+                    source: a.source.into(),
+                    healthy: a.healthy,
+                    last_heartbeat_unix_ms: a.last_heartbeat.map_or(0, unix_ms),
+                    hostname: d.hostname,
+                    kernel_release: d.kernel_release,
+                    capabilities: d.capabilities,
+                    addresses: d.interfaces.into_iter().flat_map(|i| i.addresses).collect(),
+                    active_faults: st.faults.values().filter(|f| f.placements.iter().any(|(n, _)| *n == a.name)).count() as u32,
+                    error: a.error.clone(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn apply_fault(&self, req: Request<pb::ApplyFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        let r = req.into_inner();
+        let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
+        if spec.lease_ms == 0 {
+            return Err(Status::invalid_argument("spec.lease_ms: required and > 0: every fault must end by itself"));
+        }
+        let names = self.select(&r.target.unwrap_or_default())?;
+        let mut calls = Vec::new();
+        {
+            let st = self.lock();
+            for n in &names {
+                let a = &st.agents[n];
+                if !a.healthy {
+                    return Err(Status::unavailable(format!("agent {n} is down ({}); nothing was applied", a.error)));
+                }
+                if matches!(spec.kind, Some(apb::fault_spec::Kind::Netem(_))) && !a.describe.as_ref().and_then(|d| d.capabilities.as_ref()).is_some_and(|c| c.netem) {
+                    let host = a.describe.as_ref().map_or("?", |d| d.hostname.as_str());
+                    return Err(Status::failed_precondition(format!("agent {n} (host {host}) has no netem; nothing was applied")));
+                }
+            }
+            let lease = self.agent_lease().as_millis() as u64;
+            for n in &names {
+                let mut c = st.agents[n].client.clone();
+                let s = apb::FaultSpec { lease_ms: lease, ..spec.clone() };
+                let n = n.clone();
+                calls.push(async move {
+                    let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s) }).await;
+                    (n, r)
+                });
+            }
+        }
+        let results = futures_util::future::join_all(calls).await;
+        let placements: Vec<(String, String)> =
+            results.iter().filter_map(|(n, r)| r.as_ref().ok().map(|ok| (n.clone(), ok.get_ref().fault.as_ref().map(|f| f.id.clone()).unwrap_or_default()))).collect();
+        if placements.len() < results.len() {
+            // All or nothing: a fault that holds on some agents only is not the one asked for.
+            let undo_failures = self.revert_placements(&placements).await;
+            let detail: Vec<String> = results
+                .iter()
+                .map(|(n, r)| match r {
+                    Ok(_) => format!("{n}: applied, then reverted"),
+                    Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
+                })
+                .chain(undo_failures.iter().map(|f| format!("{}: revert failed: {}", f.agent, f.error)))
+                .collect();
+            return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
+        }
+        let mut st = self.lock();
+        st.next_id += 1;
+        let f = Fault {
+            id: format!("c-{}", st.next_id),
+            spec: spec.clone(),
+            placements,
+            applied_at: SystemTime::now(),
+            expires: Instant::now() + Duration::from_millis(spec.lease_ms),
+        };
+        tracing::info!(id = f.id, agents = ?names, "applied");
+        let status = self.status(&f);
+        st.faults.insert(f.id.clone(), f);
+        Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
+    }
+
+    async fn list_faults(&self, _: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
+        let st = self.lock();
+        Ok(Response::new(pb::ListFaultsResponse { faults: st.faults.values().map(|f| self.status(f)).collect() }))
+    }
+
+    async fn revert_fault(&self, req: Request<pb::RevertFaultRequest>) -> Result<Response<pb::RevertFaultResponse>, Status> {
+        let r = req.into_inner();
+        let ids: Vec<String> = match (r.all, r.id.is_empty()) {
+            (true, true) => self.lock().faults.keys().cloned().collect(),
+            (false, false) => vec![r.id],
+            (true, false) => return Err(Status::invalid_argument("id: give an id or all, not both")),
+            (false, true) => return Err(Status::invalid_argument("id: required unless all is set")),
+        };
+        let mut failures = Vec::new();
+        for id in &ids {
+            failures.extend(self.revert(id).await?);
+        }
+        Ok(Response::new(pb::RevertFaultResponse { reverted: ids, failures }))
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn serve(listen: SocketAddr, config: Config) -> Result<()> {
+    let ctl = Controller::new(&config)?;
+    let on_stop = ctl.clone();
+    tokio::spawn(ctl.clone().tick_forever());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::controller_service_server::ControllerServiceServer<Controller>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(faultline_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection service")?;
+    let incoming = tonic::transport::server::TcpIncoming::bind(listen).with_context(|| format!("binding {listen}"))?.with_nodelay(Some(true));
+    tracing::info!(%listen, "controller ready");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(pb::controller_service_server::ControllerServiceServer::new(ctl))
+        .serve_with_incoming_shutdown(incoming, async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await?;
+    // A clean stop leaves no fault behind; a killed controller leaves them to the leases.
+    let ids: Vec<String> = on_stop.lock().faults.keys().cloned().collect();
+    for id in ids {
+        let _ = on_stop.revert(&id).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_and_bad_ones_name_the_field() {
+        assert_eq!(parse_selector("role=db, zone=a").unwrap(), vec![("role".into(), "db".into()), ("zone".into(), "a".into())]);
+        assert!(parse_selector("").unwrap().is_empty());
+        let e = parse_selector("role").unwrap_err();
+        assert!(e.message().starts_with("target.selector"));
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        assert!(toml::from_str::<Config>("heartbeat_ms = 500\n[[agents]]\nname = \"a\"\nurl = \"http://10.0.0.1:7070\"\nlabels = { role = \"db\" }\n").is_ok());
+        assert!(toml::from_str::<Config>("heartbeet_ms = 500\n").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The controller with real agents: three "hosts" (network namespaces on a bridge),
+//! each with a faultline-agent that registers itself; the real CLI drives it all.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const BRIDGE: &str = "flcbr";
+const CTL: &str = "10.201.0.254:7080";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_faultline")).with_file_name(name);
+    assert!(p.exists(), "{} missing: build the workspace (cargo test --workspace builds it)", p.display());
+    p
+}
+
+struct Hosts {
+    n: u8,
+    agents: Vec<Option<Child>>,
+    controller: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Hosts {
+    fn new(n: u8) -> Self {
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).stderr(Stdio::null()).status();
+        ip(&["link", "add", BRIDGE, "type", "bridge"]);
+        ip(&["addr", "add", "10.201.0.254/24", "dev", BRIDGE]);
+        ip(&["link", "set", BRIDGE, "up"]);
+        for i in 1..=n {
+            let ns = format!("flc{i}");
+            let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+            ip(&["netns", "add", &ns]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&["link", "add", &format!("flc{i}h"), "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            ip(&["link", "set", &format!("flc{i}h"), "master", BRIDGE, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("10.201.0.{i}/24"), "dev", "eth0"]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        }
+        let dir = std::env::temp_dir().join(format!("faultline-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("controller.toml"), format!("listen = \"{CTL}\"\nheartbeat_ms = 300\n")).unwrap();
+        let mut h = Self { n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
+        h.start_controller();
+        for i in 1..=n {
+            h.start_agent(i);
+        }
+        h
+    }
+
+    fn start_controller(&mut self) {
+        let log = std::fs::File::create(self.dir.join("controller.log")).unwrap();
+        self.controller = Some(
+            Command::new(bin("faultline"))
+                .args(["controller", "serve", "--config"])
+                .arg(self.dir.join("controller.toml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn start_agent(&mut self, i: u8) {
+        let log = std::fs::File::create(self.dir.join(format!("agent{i}.log"))).unwrap();
+        let role = if i == 1 { "role=db" } else { "role=web" };
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("flc{i}")])
+            .arg(bin("faultline-agent"))
+            .args(["--listen", &format!("10.201.0.{i}:7070"), "--controller", &format!("http://{CTL}"), "--name", &format!("h{i}"), "--label", role, "--label", "zone=a"])
+            .arg("--state-dir")
+            .arg(self.dir.join(format!("state{i}")))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agents[usize::from(i - 1)] = Some(child);
+    }
+
+    fn kill(child: &mut Option<Child>) {
+        if let Some(mut c) = child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("faultline")).args(["--controller", &format!("http://{CTL}")]).args(args).output().unwrap()
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "faultline {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn agents(&self) -> serde_json::Value {
+        let out = self.cli(&["agents", "list", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn healthy(&self) -> Vec<String> {
+        self.agents().as_array().into_iter().flatten().filter(|a| a["healthy"] == true).map(|a| a["name"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Datagrams from host `from` to host `to` that arrive, of `n`.
+    fn udp(&self, from: u8, to: u8, n: u32) -> u32 {
+        let port = 9100 + u16::from(from) * 10 + u16::from(to);
+        let dst: SocketAddr = format!("10.201.0.{to}:{port}").parse().unwrap();
+        let rx = in_ns(&format!("flc{to}"), || UdpSocket::bind(dst).unwrap());
+        rx.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        in_ns(&format!("flc{from}"), || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..n {
+                s.send_to(b"x", dst).unwrap();
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        });
+        let mut got = 0;
+        let mut buf = [0u8; 8];
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        Self::kill(&mut self.controller);
+        for a in &mut self.agents {
+            Self::kill(a);
+        }
+        for i in 1..=self.n {
+            let _ = Command::new("ip").args(["netns", "del", &format!("flc{i}")]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Polls until true; the ceiling only keeps a broken test from hanging.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("never happened: {what}");
+}
+
+#[test]
+fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
+    let mut h = Hosts::new(3);
+    eventually("three agents registered and healthy", || h.healthy().len() == 3);
+    let agents = h.agents();
+    let h1 = agents.as_array().unwrap().iter().find(|a| a["name"] == "h1").unwrap();
+    assert_eq!(h1["labels"]["role"], "db");
+    assert!(h1["addresses"].as_array().unwrap().iter().any(|a| a == "10.201.0.1/24"), "{h1}");
+    assert_eq!(h.udp(1, 2, 200), 200, "baseline");
+
+    // Label targeting: only the db host drops.
+    let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select", "role=db"]).trim().to_owned();
+    assert!(id.starts_with("c-"), "{id}");
+    assert_eq!(h.udp(1, 2, 200), 0, "the db host's egress is cut");
+    assert_eq!(h.udp(2, 3, 200), 200, "web hosts are untouched");
+    let list = h.cli_ok(&["fault", "list", "--json"]);
+    let faults: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(faults[0]["placements"].as_array().unwrap().len(), 1);
+    assert_eq!(faults[0]["placements"][0]["agent"], "h1");
+
+    // Unknown labels and names say what exists.
+    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "5%", "--lease", "60s", "--select", "role=cache"]);
+    assert!(!bad.status.success());
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(msg.contains("NotFound") && msg.contains("h1") && msg.contains("role"), "{msg}");
+    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "5%", "--lease", "60s", "--on", "h9"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no agent \"h9\""));
+
+    // All or nothing: an interface missing on one host fails the fault everywhere.
+    ip(&["-n", "flc3", "link", "set", "eth0", "name", "eth9"]);
+    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select", "role=web"]);
+    ip(&["-n", "flc3", "link", "set", "eth9", "name", "eth0"]);
+    ip(&["-n", "flc3", "link", "set", "eth0", "up"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(msg.contains("applied on 1 of 2 agents") && msg.contains("h2: applied, then reverted") && msg.contains("h3: InvalidArgument"), "{msg}");
+    eventually("the route on h3 is back", || h.udp(2, 3, 50) == 50);
+    assert_eq!(h.udp(2, 1, 100), 100, "h2 holds no leftover fault");
+
+    // Dead man's switch: the controller dies, the agents' short leases end the fault.
+    Hosts::kill(&mut h.controller);
+    eventually("h1's fault reverted by its lease", || h.udp(1, 2, 50) == 50);
+
+    // A restarted controller finds its agents again (they re-register).
+    h.start_controller();
+    eventually("agents re-registered", || h.healthy().len() == 3);
+
+    // A dead agent is reported, and faults that need it are refused whole.
+    Hosts::kill(&mut h.agents[2]);
+    eventually("h3 reported down", || !h.healthy().contains(&"h3".to_owned()));
+    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "10%", "--lease", "60s", "--select", "role=web"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(msg.contains("agent h3 is down") && msg.contains("nothing was applied"), "{msg}");
+    h.start_agent(3);
+    eventually("h3 back", || h.healthy().len() == 3);
+}
