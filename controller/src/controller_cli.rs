@@ -25,6 +25,40 @@ pub enum ControllerCmd {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ShapeArg {
+    /// --group A,B --group C ...
+    Groups,
+    /// One agent (--node, or random) against the rest.
+    Isolate,
+    /// A random minority against the majority.
+    Halves,
+    /// Each agent sees a different majority (>= 5 agents).
+    MajoritiesRing,
+    /// Two sides that reach one agent (--node, or random) but not each other.
+    Bridge,
+}
+
+#[derive(clap::Args)]
+pub struct PartitionArgs {
+    shape: ShapeArg,
+    /// Agents taking part, by label (default: all).
+    #[arg(long)]
+    select: Option<String>,
+    /// A group of agent names, comma-separated (repeatable; shape groups).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// The isolated or bridging agent.
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long, value_parser = crate::units::duration)]
+    lease: std::time::Duration,
+    #[arg(long, default_value = "")]
+    label: String,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 pub enum AgentsCmd {
     /// Each agent: host, labels, capabilities, health, last heartbeat, active faults.
@@ -168,6 +202,34 @@ pub async fn run(url: &str, cmd: Cmd) -> Result<()> {
             }
             for f in r.failures {
                 eprintln!("  {}: {}", f.agent, f.error);
+            }
+        }
+        Cmd::Partition(p) => {
+            let req = pb::PartitionRequest {
+                selector: p.select.unwrap_or_default(),
+                shape: match p.shape {
+                    ShapeArg::Groups => pb::Shape::Groups,
+                    ShapeArg::Isolate => pb::Shape::Isolate,
+                    ShapeArg::Halves => pb::Shape::Halves,
+                    ShapeArg::MajoritiesRing => pb::Shape::MajoritiesRing,
+                    ShapeArg::Bridge => pb::Shape::Bridge,
+                } as i32,
+                groups: p.groups.iter().map(|g| pb::Group { agents: g.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect() }).collect(),
+                node: p.node.unwrap_or_default(),
+                lease_ms: p.lease.as_millis() as u64,
+                label: p.label,
+            };
+            let f = c.partition(req).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+            if p.json {
+                let cut: serde_json::Map<String, serde_json::Value> = f.cut_from.iter().map(|(a, g)| (a.clone(), json!(g.agents))).collect();
+                println!("{}", json!({"id": f.id, "cut_from": cut, "placements": fault_json(&f)["placements"]}));
+            } else {
+                println!("{}", f.id);
+                let mut cut: Vec<_> = f.cut_from.iter().collect();
+                cut.sort_by(|x, y| x.0.cmp(y.0));
+                for (a, g) in cut {
+                    eprintln!("  {a} cut from {}", if g.agents.is_empty() { "nobody".into() } else { g.agents.join(",") });
+                }
             }
         }
         Cmd::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),

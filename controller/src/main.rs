@@ -4,6 +4,7 @@
 
 mod agent_cli;
 mod controller_cli;
+mod partition;
 mod server;
 mod units;
 

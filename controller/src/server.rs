@@ -16,6 +16,8 @@ use faultline_proto::{
 };
 use tonic::{Request, Response, Status, transport::Channel};
 
+use crate::partition;
+
 /// The controller's config file (TOML).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +65,8 @@ struct Fault {
     spec: apb::FaultSpec,
     /// (agent, its fault id)
     placements: Vec<(String, String)>,
+    /// Partitions: agent -> the agents it was cut from.
+    cut_from: BTreeMap<String, Vec<String>>,
     applied_at: SystemTime,
     expires: Instant,
 }
@@ -218,14 +222,7 @@ impl Controller {
             Ok(pb::Mode::Percent) => ((n as f64 * t.percent / 100.0).ceil() as usize).clamp(1, n),
             Err(_) => return Err(Status::invalid_argument(format!("target.mode: unknown value {}", t.mode))),
         };
-        // A random subset (Fisher-Yates with a time-seeded xorshift: no need for a crypto RNG).
-        let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
-        for i in (1..n).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            picked.swap(i, (seed % (i as u64 + 1)) as usize);
-        }
+        partition::shuffle(&mut picked, self.seed());
         picked.truncate(keep);
         picked.sort();
         Ok(picked)
@@ -262,6 +259,80 @@ impl Controller {
         failures
     }
 
+    fn seed(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    }
+
+    /// Refuses up front when a selected agent is down or lacks what the fault needs.
+    fn check_ready(&self, names: &[String], kind: Option<&apb::fault_spec::Kind>) -> Result<(), Status> {
+        let st = self.lock();
+        for n in names {
+            let a = &st.agents[n];
+            if !a.healthy {
+                return Err(Status::unavailable(format!("agent {n} is down ({}); nothing was applied", a.error)));
+            }
+            let caps = a.describe.as_ref().and_then(|d| d.capabilities.clone()).unwrap_or_default();
+            let host = a.describe.as_ref().map_or("?", |d| d.hostname.as_str());
+            let missing = match kind {
+                Some(apb::fault_spec::Kind::Netem(_)) if !caps.netem => Some("netem"),
+                Some(apb::fault_spec::Kind::Drop(_) | apb::fault_spec::Kind::Partition(_)) if !caps.ebpf => Some("ebpf"),
+                Some(apb::fault_spec::Kind::Freeze(_)) if !caps.cgroup_v2_freeze => Some("cgroup_v2_freeze"),
+                _ => None,
+            };
+            if let Some(cap) = missing {
+                return Err(Status::failed_precondition(format!("agent {n} (host {host}) lacks {cap}; nothing was applied")));
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, spec: apb::FaultSpec, placements: Vec<(String, String)>, cut_from: BTreeMap<String, Vec<String>>) -> pb::ControllerFault {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let f = Fault {
+            id: format!("c-{}", st.next_id),
+            expires: Instant::now() + Duration::from_millis(spec.lease_ms),
+            spec,
+            placements,
+            cut_from,
+            applied_at: SystemTime::now(),
+        };
+        tracing::info!(id = f.id, agents = ?f.placements.iter().map(|p| &p.0).collect::<Vec<_>>(), "applied");
+        let status = self.status(&f);
+        st.faults.insert(f.id.clone(), f);
+        status
+    }
+
+    /// Applies one spec per agent, concurrently. All or nothing: if any agent refuses,
+    /// the others are reverted and the error lists every agent's result.
+    async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Vec<(String, String)>, Status> {
+        let mut calls = Vec::new();
+        for (n, s) in plan {
+            let Some(mut c) = self.lock().agents.get(&n).map(|a| a.client.clone()) else { continue };
+            calls.push(async move {
+                let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s) }).await;
+                (n, r)
+            });
+        }
+        let results = futures_util::future::join_all(calls).await;
+        let placements: Vec<(String, String)> =
+            results.iter().filter_map(|(n, r)| r.as_ref().ok().map(|ok| (n.clone(), ok.get_ref().fault.as_ref().map(|f| f.id.clone()).unwrap_or_default()))).collect();
+        if placements.len() < results.len() {
+            // A fault that holds on some agents only is not the one asked for.
+            let undo_failures = self.revert_placements(&placements).await;
+            let detail: Vec<String> = results
+                .iter()
+                .map(|(n, r)| match r {
+                    Ok(_) => format!("{n}: applied, then reverted"),
+                    Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
+                })
+                .chain(undo_failures.iter().map(|f| format!("{}: revert failed: {}", f.agent, f.error)))
+                .collect();
+            return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
+        }
+        Ok(placements)
+    }
+
     fn status(&self, f: &Fault) -> pb::ControllerFault {
         let left = f.expires.saturating_duration_since(Instant::now());
         pb::ControllerFault {
@@ -270,6 +341,7 @@ impl Controller {
             placements: f.placements.iter().map(|(a, fid)| pb::AgentResult { agent: a.clone(), ok: true, error: String::new(), agent_fault_id: fid.clone() }).collect(),
             applied_at_unix_ms: unix_ms(f.applied_at),
             expires_at_unix_ms: unix_ms(SystemTime::now() + left),
+            cut_from: f.cut_from.iter().map(|(a, b)| (a.clone(), pb::Group { agents: b.clone() })).collect(),
         }
     }
 }
@@ -396,58 +468,56 @@ impl ControllerService for Controller {
             return Err(Status::invalid_argument("spec.lease_ms: required and > 0: every fault must end by itself"));
         }
         let names = self.select(&r.target.unwrap_or_default())?;
-        let mut calls = Vec::new();
+        self.check_ready(&names, spec.kind.as_ref())?;
+        let lease = self.agent_lease().as_millis() as u64;
+        let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
+        let placements = self.fan_out(plan).await?;
+        let status = self.record(spec, placements, BTreeMap::new());
+        Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
+    }
+
+    async fn partition(&self, req: Request<pb::PartitionRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        let r = req.into_inner();
+        if r.lease_ms == 0 {
+            return Err(Status::invalid_argument("lease_ms: required and > 0: every fault must end by itself"));
+        }
+        let names = self.select(&pb::Target { selector: r.selector.clone(), ..Default::default() })?;
+        let shape = pb::Shape::try_from(r.shape).map_err(|_| Status::invalid_argument(format!("shape: unknown value {}", r.shape)))?;
+        let groups: Vec<Vec<String>> = r.groups.iter().map(|g| g.agents.clone()).collect();
+        let cut = partition::cut(&names, shape, &groups, &r.node, self.seed()).map_err(Status::invalid_argument)?;
+        let kind = apb::fault_spec::Kind::Partition(apb::Partition {});
+        self.check_ready(&cut.keys().cloned().collect::<Vec<_>>(), Some(&kind))?;
+        let lease = self.agent_lease().as_millis() as u64;
+        let mut plan = Vec::new();
         {
             let st = self.lock();
-            for n in &names {
-                let a = &st.agents[n];
-                if !a.healthy {
-                    return Err(Status::unavailable(format!("agent {n} is down ({}); nothing was applied", a.error)));
+            for (agent, blocked) in &cut {
+                if blocked.is_empty() {
+                    continue;
                 }
-                if matches!(spec.kind, Some(apb::fault_spec::Kind::Netem(_))) && !a.describe.as_ref().and_then(|d| d.capabilities.as_ref()).is_some_and(|c| c.netem) {
-                    let host = a.describe.as_ref().map_or("?", |d| d.hostname.as_str());
-                    return Err(Status::failed_precondition(format!("agent {n} (host {host}) has no netem; nothing was applied")));
-                }
-            }
-            let lease = self.agent_lease().as_millis() as u64;
-            for n in &names {
-                let mut c = st.agents[n].client.clone();
-                let s = apb::FaultSpec { lease_ms: lease, ..spec.clone() };
-                let n = n.clone();
-                calls.push(async move {
-                    let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s) }).await;
-                    (n, r)
-                });
+                let iface = |n: &str| st.agents[n].describe.clone().unwrap_or_default().interfaces;
+                let peers: Vec<String> = blocked.iter().flat_map(|b| iface(b)).flat_map(|i| i.addresses).filter_map(|a| partition::host_address(&a)).collect();
+                let interface = partition::interface_towards(&iface(agent), &peers).ok_or_else(|| {
+                    Status::failed_precondition(format!("agent {agent}: no interface has an address in the network of its peers {peers:?}"))
+                })?;
+                plan.push((
+                    agent.clone(),
+                    apb::FaultSpec {
+                        interface,
+                        direction: apb::Direction::Both as i32,
+                        r#match: Some(apb::TrafficMatch { peers, ..Default::default() }),
+                        lease_ms: lease,
+                        label: r.label.clone(),
+                        kind: Some(kind.clone()),
+                        ..Default::default()
+                    },
+                ));
             }
         }
-        let results = futures_util::future::join_all(calls).await;
-        let placements: Vec<(String, String)> =
-            results.iter().filter_map(|(n, r)| r.as_ref().ok().map(|ok| (n.clone(), ok.get_ref().fault.as_ref().map(|f| f.id.clone()).unwrap_or_default()))).collect();
-        if placements.len() < results.len() {
-            // All or nothing: a fault that holds on some agents only is not the one asked for.
-            let undo_failures = self.revert_placements(&placements).await;
-            let detail: Vec<String> = results
-                .iter()
-                .map(|(n, r)| match r {
-                    Ok(_) => format!("{n}: applied, then reverted"),
-                    Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
-                })
-                .chain(undo_failures.iter().map(|f| format!("{}: revert failed: {}", f.agent, f.error)))
-                .collect();
-            return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
-        }
-        let mut st = self.lock();
-        st.next_id += 1;
-        let f = Fault {
-            id: format!("c-{}", st.next_id),
-            spec: spec.clone(),
-            placements,
-            applied_at: SystemTime::now(),
-            expires: Instant::now() + Duration::from_millis(spec.lease_ms),
-        };
-        tracing::info!(id = f.id, agents = ?names, "applied");
-        let status = self.status(&f);
-        st.faults.insert(f.id.clone(), f);
+        let placements = self.fan_out(plan).await?;
+        let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
+        let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
+        let status = self.record(spec, placements, cut_from);
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }
 

@@ -8,8 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-const BRIDGE: &str = "flcbr";
-const CTL: &str = "10.201.0.254:7080";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
@@ -23,6 +21,8 @@ fn bin(name: &str) -> PathBuf {
 }
 
 struct Hosts {
+    /// Picks names and the subnet 10.201.ID.0/24, so tests can run side by side.
+    id: u8,
     n: u8,
     agents: Vec<Option<Child>>,
     controller: Option<Child>,
@@ -30,25 +30,26 @@ struct Hosts {
 }
 
 impl Hosts {
-    fn new(n: u8) -> Self {
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).stderr(Stdio::null()).status();
-        ip(&["link", "add", BRIDGE, "type", "bridge"]);
-        ip(&["addr", "add", "10.201.0.254/24", "dev", BRIDGE]);
-        ip(&["link", "set", BRIDGE, "up"]);
+    fn new(id: u8, n: u8) -> Self {
+        let bridge = format!("flcbr{id}");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("10.201.{id}.254/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
         for i in 1..=n {
-            let ns = format!("flc{i}");
+            let ns = format!("flc{id}h{i}");
             let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
             ip(&["netns", "add", &ns]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&["link", "add", &format!("flc{i}h"), "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-            ip(&["link", "set", &format!("flc{i}h"), "master", BRIDGE, "up"]);
-            ip(&["-n", &ns, "addr", "add", &format!("10.201.0.{i}/24"), "dev", "eth0"]);
+            ip(&["link", "add", &format!("flc{id}v{i}"), "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            ip(&["link", "set", &format!("flc{id}v{i}"), "master", &bridge, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("10.201.{id}.{i}/24"), "dev", "eth0"]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         }
-        let dir = std::env::temp_dir().join(format!("faultline-e2e-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("faultline-e2e-{id}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("controller.toml"), format!("listen = \"{CTL}\"\nheartbeat_ms = 300\n")).unwrap();
-        let mut h = Self { n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
+        std::fs::write(dir.join("controller.toml"), format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = 300\n")).unwrap();
+        let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
         h.start_controller();
         for i in 1..=n {
             h.start_agent(i);
@@ -69,13 +70,21 @@ impl Hosts {
         );
     }
 
+    fn ctl(&self) -> String {
+        format!("10.201.{}.254:7080", self.id)
+    }
+
+    fn ns(&self, i: u8) -> String {
+        format!("flc{}h{i}", self.id)
+    }
+
     fn start_agent(&mut self, i: u8) {
         let log = std::fs::File::create(self.dir.join(format!("agent{i}.log"))).unwrap();
         let role = if i == 1 { "role=db" } else { "role=web" };
         let child = Command::new("ip")
-            .args(["netns", "exec", &format!("flc{i}")])
+            .args(["netns", "exec", &self.ns(i)])
             .arg(bin("faultline-agent"))
-            .args(["--listen", &format!("10.201.0.{i}:7070"), "--controller", &format!("http://{CTL}"), "--name", &format!("h{i}"), "--label", role, "--label", "zone=a"])
+            .args(["--listen", &format!("10.201.{}.{i}:7070", self.id), "--controller", &format!("http://{}", self.ctl()), "--name", &format!("h{i}"), "--label", role, "--label", "zone=a"])
             .arg("--state-dir")
             .arg(self.dir.join(format!("state{i}")))
             .stdout(log.try_clone().unwrap())
@@ -93,7 +102,7 @@ impl Hosts {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("faultline")).args(["--controller", &format!("http://{CTL}")]).args(args).output().unwrap()
+        Command::new(bin("faultline")).args(["--controller", &format!("http://{}", self.ctl())]).args(args).output().unwrap()
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
@@ -114,10 +123,10 @@ impl Hosts {
     /// Datagrams from host `from` to host `to` that arrive, of `n`.
     fn udp(&self, from: u8, to: u8, n: u32) -> u32 {
         let port = 9100 + u16::from(from) * 10 + u16::from(to);
-        let dst: SocketAddr = format!("10.201.0.{to}:{port}").parse().unwrap();
-        let rx = in_ns(&format!("flc{to}"), || UdpSocket::bind(dst).unwrap());
+        let dst: SocketAddr = format!("10.201.{}.{to}:{port}", self.id).parse().unwrap();
+        let rx = in_ns(&self.ns(to), || UdpSocket::bind(dst).unwrap());
         rx.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        in_ns(&format!("flc{from}"), || {
+        in_ns(&self.ns(from), || {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
             for _ in 0..n {
                 s.send_to(b"x", dst).unwrap();
@@ -140,9 +149,9 @@ impl Drop for Hosts {
             Self::kill(a);
         }
         for i in 1..=self.n {
-            let _ = Command::new("ip").args(["netns", "del", &format!("flc{i}")]).status();
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(i)]).status();
         }
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+        let _ = Command::new("ip").args(["link", "del", &format!("flcbr{}", self.id)]).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -173,12 +182,12 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
-    let mut h = Hosts::new(3);
+    let mut h = Hosts::new(1, 3);
     eventually("three agents registered and healthy", || h.healthy().len() == 3);
     let agents = h.agents();
     let h1 = agents.as_array().unwrap().iter().find(|a| a["name"] == "h1").unwrap();
     assert_eq!(h1["labels"]["role"], "db");
-    assert!(h1["addresses"].as_array().unwrap().iter().any(|a| a == "10.201.0.1/24"), "{h1}");
+    assert!(h1["addresses"].as_array().unwrap().iter().any(|a| a == "10.201.1.1/24"), "{h1}");
     assert_eq!(h.udp(1, 2, 200), 200, "baseline");
 
     // Label targeting: only the db host drops.
@@ -200,10 +209,10 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no agent \"h9\""));
 
     // All or nothing: an interface missing on one host fails the fault everywhere.
-    ip(&["-n", "flc3", "link", "set", "eth0", "name", "eth9"]);
+    ip(&["-n", &h.ns(3), "link", "set", "eth0", "name", "eth9"]);
     let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select", "role=web"]);
-    ip(&["-n", "flc3", "link", "set", "eth9", "name", "eth0"]);
-    ip(&["-n", "flc3", "link", "set", "eth0", "up"]);
+    ip(&["-n", &h.ns(3), "link", "set", "eth9", "name", "eth0"]);
+    ip(&["-n", &h.ns(3), "link", "set", "eth0", "up"]);
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains("applied on 1 of 2 agents") && msg.contains("h2: applied, then reverted") && msg.contains("h3: InvalidArgument"), "{msg}");
     eventually("the route on h3 is back", || h.udp(2, 3, 50) == 50);
@@ -225,4 +234,50 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert!(msg.contains("agent h3 is down") && msg.contains("nothing was applied"), "{msg}");
     h.start_agent(3);
     eventually("h3 back", || h.healthy().len() == 3);
+}
+
+/// Which ordered pairs of hosts can exchange datagrams.
+fn reach(h: &Hosts) -> Vec<(u8, u8)> {
+    let mut ok = Vec::new();
+    for a in 1..=h.n {
+        for b in 1..=h.n {
+            if a != b && h.udp(a, b, 20) == 20 {
+                ok.push((a, b));
+            }
+        }
+    }
+    ok
+}
+
+#[test]
+fn partition_shapes_cut_exactly_the_computed_pairs() {
+    let h = Hosts::new(2, 5);
+    eventually("five agents registered", || h.healthy().len() == 5);
+    let all: Vec<(u8, u8)> = (1..=5).flat_map(|a| (1..=5).filter(move |b| *b != a).map(move |b| (a, b))).collect();
+    assert_eq!(reach(&h), all, "baseline: everyone reaches everyone");
+    for (args, name) in [
+        (vec!["isolate", "--node", "h2"], "isolate"),
+        (vec!["bridge", "--node", "h3"], "bridge"),
+        (vec!["halves"], "halves"),
+        (vec!["majorities-ring"], "majorities-ring"),
+        (vec!["groups", "--group", "h1,h2", "--group", "h3,h4,h5"], "groups"),
+    ] {
+        let mut cmd = vec!["partition"];
+        cmd.extend(args);
+        cmd.extend(["--lease", "60s", "--json"]);
+        let out: serde_json::Value = serde_json::from_str(&h.cli_ok(&cmd)).unwrap();
+        let cut = &out["cut_from"];
+        // Expected: every pair except those the controller says are cut, in both directions.
+        let cut_pair = |a: u8, b: u8| cut[format!("h{a}")].as_array().is_some_and(|v| v.iter().any(|x| x == &format!("h{b}")));
+        let want: Vec<(u8, u8)> = all.iter().copied().filter(|(a, b)| !cut_pair(*a, *b)).collect();
+        assert!(want.len() < all.len(), "{name}: nothing was cut: {out}");
+        assert_eq!(reach(&h), want, "{name}: traffic differs from the computed cut {cut}");
+        h.cli_ok(&["fault", "revert", out["id"].as_str().unwrap()]);
+        assert_eq!(reach(&h), all, "{name}: healed at once after revert");
+    }
+    // The isolated node is the one asked for, and shapes that cannot exist say why.
+    let bad = h.cli(&["partition", "isolate", "--node", "h9", "--lease", "10s"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("node: \"h9\""), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = h.cli(&["partition", "majorities-ring", "--select", "role=web", "--lease", "10s"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 5 agents"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
