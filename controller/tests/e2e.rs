@@ -281,3 +281,35 @@ fn partition_shapes_cut_exactly_the_computed_pairs() {
     let bad = h.cli(&["partition", "majorities-ring", "--select", "role=web", "--lease", "10s"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 5 agents"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+#[test]
+fn a_python_client_generated_from_the_protos_drives_the_controller() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let python = root.join("target/pyenv/bin/python");
+    assert!(python.exists(), "{} missing: `cargo xtask setup` creates it (grpcio from PyPI)", python.display());
+    let stubs = std::env::temp_dir().join(format!("faultline-pystubs-{}", std::process::id()));
+    std::fs::create_dir_all(&stubs).unwrap();
+    let protos = root.join("proto/proto");
+    let generated = Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&protos)
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .args(["faultline/agent/v1/agent.proto", "faultline/controller/v1/controller.proto"])
+        .current_dir(&protos)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "grpc_tools.protoc: {}", String::from_utf8_lossy(&generated.stderr));
+    let h = Hosts::new(3, 2);
+    eventually("two agents registered", || h.healthy().len() == 2);
+    let out = Command::new(&python).arg(root.join("controller/tests/python/client.py")).arg(&stubs).arg(h.ctl()).arg("eth0").output().unwrap();
+    let _ = std::fs::remove_dir_all(&stubs);
+    assert!(out.status.success(), "client.py: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["agents"], serde_json::json!(["h1", "h2"]));
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["applied_on"], serde_json::json!(["h1", "h2"]));
+    assert_eq!(v["listed"], serde_json::json!([v["applied_id"]]));
+    assert_eq!(v["reverted"], serde_json::json!([v["applied_id"]]));
+    assert_eq!(v["error"]["code"], "NOT_FOUND", "{v}");
+}

@@ -44,7 +44,10 @@ fn main() -> Result<()> {
         Task::Lab => lab::run(),
         Task::Bench => {
             setup::run()?;
-            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))
+            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))?;
+            // The fan-out bench starts the release binaries itself.
+            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(workspace_root()))?;
+            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "fanout"]).current_dir(workspace_root()))
         }
         Task::VmTest => vm::run(),
         Task::Codegen { check } => codegen::run(check),

@@ -28,6 +28,22 @@ fn ok(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+/// grpcio from PyPI in a venv of its own (the host's Python stays as it is): the
+/// controller's API is tested from a Python client generated from our .proto files.
+pub const PY_VENV: &str = "target/pyenv";
+const PY_PACKAGES: &[&str] = &["grpcio==1.76.0", "grpcio-tools==1.76.0"];
+
+fn python_client_env() -> Result<()> {
+    let venv = workspace_root().join(PY_VENV);
+    let python = venv.join("bin/python");
+    if ok(Command::new(&python).args(["-c", "import grpc, grpc_tools"])) {
+        return Ok(());
+    }
+    println!("setup: python venv {} with {}", venv.display(), PY_PACKAGES.join(" "));
+    run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_cmd(Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(PY_PACKAGES))
+}
+
 pub fn run() -> Result<()> {
     let missing: Vec<&str> = APT.iter().copied().filter(|p| !ok(Command::new("dpkg").args(["-s", p]))).collect();
     if !missing.is_empty() {
@@ -69,6 +85,7 @@ pub fn run() -> Result<()> {
                 .env("LLVM_PREFIX", &prefix),
         )?;
     }
+    python_client_env()?;
     for (label, suite) in KERNELS {
         kernel(label, suite)?;
     }
