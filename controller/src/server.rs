@@ -154,16 +154,29 @@ impl Controller {
         }
         let lease = self.agent_lease().as_millis() as u64;
         let mut renewals = Vec::new();
-        for (_, placements, _) in live {
+        for (id, placements, _) in live {
             for (agent, fid) in placements {
                 if let Some(mut c) = self.lock().agents.get(&agent).map(|a| a.client.clone()) {
-                    renewals.push(async move { (agent, c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid], lease_ms: lease }).await) });
+                    let id = id.clone();
+                    renewals.push(async move {
+                        let r = c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid.clone()], lease_ms: lease }).await;
+                        (id, agent, fid, r)
+                    });
                 }
             }
         }
-        for (agent, r) in futures_util::future::join_all(renewals).await {
-            if let Err(e) = r {
-                tracing::warn!(agent, "renewing lease: {}", e.message());
+        for (id, agent, fid, r) in futures_util::future::join_all(renewals).await {
+            match r {
+                Ok(_) => {}
+                // The agent no longer holds it (restarted, or its lease ran out while it
+                // was cut off): the fault is gone there, so stop claiming it.
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    tracing::warn!(id, agent, "the agent no longer holds its part of the fault");
+                    if let Some(f) = self.lock().faults.get_mut(&id) {
+                        f.placements.retain(|(a, x)| !(*a == agent && *x == fid));
+                    }
+                }
+                Err(e) => tracing::warn!(agent, "renewing lease: {}", e.message()),
             }
         }
         let inventory: Vec<(String, AgentServiceClient<Channel>)> =
@@ -464,7 +477,8 @@ impl ControllerService for Controller {
     async fn apply_fault(&self, req: Request<pb::ApplyFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
         let r = req.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
-        if spec.lease_ms == 0 {
+        let one_shot = matches!(spec.kind, Some(apb::fault_spec::Kind::Kill(_) | apb::fault_spec::Kind::Restart(_)));
+        if spec.lease_ms == 0 && !one_shot {
             return Err(Status::invalid_argument("spec.lease_ms: required and > 0: every fault must end by itself"));
         }
         let names = self.select(&r.target.unwrap_or_default())?;
@@ -472,6 +486,12 @@ impl ControllerService for Controller {
         let lease = self.agent_lease().as_millis() as u64;
         let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
         let placements = self.fan_out(plan).await?;
+        // Kill and restart act once on each agent: nothing stays to renew or revert.
+        if matches!(spec.kind, Some(apb::fault_spec::Kind::Kill(_) | apb::fault_spec::Kind::Restart(_))) {
+            let mut status = self.status(&Fault { id: String::new(), spec, placements, cut_from: BTreeMap::new(), applied_at: SystemTime::now(), expires: Instant::now() });
+            status.id = "done".into();
+            return Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }));
+        }
         let status = self.record(spec, placements, BTreeMap::new());
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }

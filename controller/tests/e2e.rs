@@ -218,6 +218,15 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     eventually("the route on h3 is back", || h.udp(2, 3, 50) == 50);
     assert_eq!(h.udp(2, 1, 100), 100, "h2 holds no leftover fault");
 
+    // Kill acts once: reported per agent, and nothing stays active to renew.
+    let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = victim.id().to_string();
+    let out = h.cli_ok(&["fault", "apply", "kill", "--pid", &pid, "--signal", "TERM", "--on", "h2"]);
+    assert_eq!(out.trim(), "done");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&victim.wait().unwrap()), Some(15));
+    let list: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "only the drop fault is active: {list}");
+
     // Dead man's switch: the controller dies, the agents' short leases end the fault.
     Hosts::kill(&mut h.controller);
     eventually("h1's fault reverted by its lease", || h.udp(1, 2, 50) == 50);
