@@ -147,7 +147,7 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
         let _ = writeln!(o, "faultline_kernel_drops_total{{reason=\"{}\"}} {}", escape(&d.reason), d.count);
     }
     let fault = |f: &pb::FaultStatus| {
-        let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", kind_name);
+        let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", pb::fault_spec::Kind::name);
         format!("fault=\"{}\",kind=\"{kind}\"", escape(&f.id))
     };
     for (name, help, get) in [
@@ -192,21 +192,6 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
     o
 }
 
-pub fn kind_name(k: &pb::fault_spec::Kind) -> &'static str {
-    use pb::fault_spec::Kind;
-    match k {
-        Kind::Netem(_) => "netem",
-        Kind::Bandwidth(_) => "bandwidth",
-        Kind::Drop(_) => "drop",
-        Kind::Partition(_) => "partition",
-        Kind::Freeze(_) => "freeze",
-        Kind::Kill(_) => "kill",
-        Kind::Restart(_) => "restart",
-        Kind::CpuStress(_) => "cpu_stress",
-        Kind::MemoryPressure(_) => "memory_pressure",
-        Kind::CpuThrottle(_) => "cpu_throttle",
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -133,7 +133,7 @@ fn instruments(m: &Meter, latest: &Latest) {
         .with_callback(move |o: &dyn AsyncInstrument<u64>| {
             for f in &read(&l).faults {
                 if let Some(c) = &f.counters {
-                    let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", metrics::kind_name);
+                    let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", pb::fault_spec::Kind::name);
                     o.observe(c.dropped_packets, &[KeyValue::new("fault", f.id.clone()), KeyValue::new("kind", kind)]);
                 }
             }

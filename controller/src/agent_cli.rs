@@ -382,19 +382,7 @@ pub fn spec(a: &Apply) -> Result<pb::FaultSpec> {
 fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
     let s = f.spec.clone().unwrap_or_default();
     let c = f.counters.unwrap_or_default();
-    let kind = match &s.kind {
-        Some(Kind::Netem(_)) => "netem",
-        Some(Kind::Bandwidth(_)) => "bandwidth",
-        Some(Kind::Drop(_)) => "drop",
-        Some(Kind::Partition(_)) => "partition",
-        Some(Kind::Freeze(_)) => "freeze",
-        Some(Kind::Kill(_)) => "kill",
-        Some(Kind::Restart(_)) => "restart",
-        Some(Kind::CpuStress(_)) => "cpu_stress",
-        Some(Kind::MemoryPressure(_)) => "memory_pressure",
-        Some(Kind::CpuThrottle(_)) => "cpu_throttle",
-        None => "",
-    };
+    let kind = s.kind.as_ref().map_or("", Kind::name);
     json!({
         "id": f.id,
         "kind": kind,

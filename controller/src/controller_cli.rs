@@ -97,28 +97,13 @@ fn target(a: &Apply) -> pb::Target {
 fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
     json!({
         "id": f.id,
-        "kind": f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", kind_name),
+        "kind": f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", faultline_proto::agent::v1::fault_spec::Kind::name),
         "placements": f.placements.iter().map(|p| json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id})).collect::<Vec<_>>(),
         "applied_at_unix_ms": f.applied_at_unix_ms,
         "expires_at_unix_ms": f.expires_at_unix_ms,
     })
 }
 
-fn kind_name(k: &faultline_proto::agent::v1::fault_spec::Kind) -> &'static str {
-    use faultline_proto::agent::v1::fault_spec::Kind;
-    match k {
-        Kind::Netem(_) => "netem",
-        Kind::Bandwidth(_) => "bandwidth",
-        Kind::Drop(_) => "drop",
-        Kind::Partition(_) => "partition",
-        Kind::Freeze(_) => "freeze",
-        Kind::Kill(_) => "kill",
-        Kind::Restart(_) => "restart",
-        Kind::CpuStress(_) => "cpu_stress",
-        Kind::MemoryPressure(_) => "memory_pressure",
-        Kind::CpuThrottle(_) => "cpu_throttle",
-    }
-}
 
 pub async fn run(url: &str, cmd: Cmd) -> Result<()> {
     let mut c = ControllerServiceClient::connect(url.to_owned())
