@@ -102,8 +102,10 @@ fn retransmits_appear_under_ebpf_loss_and_the_fault_reports_what_it_did() {
     assert_eq!(o.unit, "percent");
     assert_eq!(o.configured, 20.0);
     assert_eq!(o.samples, c.matched_packets);
-    let (lo, hi) = binomial_99(0.2, c.matched_packets as u32);
-    assert!((lo * 100.0..=hi * 100.0).contains(&o.measured), "{}", o.summary);
+    // The observed share is the counters' own ratio (the drop rate's statistics are tested
+    // in ebpf.rs; a single 99 % check here would fail one run in a hundred).
+    assert_eq!(o.measured, c.dropped_packets as f64 * 100.0 / c.matched_packets as f64, "{}", o.summary);
+    assert!((10.0..=30.0).contains(&o.measured), "{}", o.summary);
 }
 
 #[test]
