@@ -36,6 +36,10 @@ pub enum Cmd {
     /// Run the controller daemon.
     #[command(subcommand)]
     Controller(crate::controller_cli::ControllerCmd),
+    /// Print a shell completion script, e.g. `faultline completions bash > /etc/bash_completion.d/faultline`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// The controller's agents (needs --controller).
     #[command(subcommand)]
     Agents(crate::controller_cli::AgentsCmd),
@@ -508,6 +512,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Controller(c) = &cli.cmd {
         return crate::controller_cli::serve(c).await;
     }
+    if let Cmd::Completions { shell } = cli.cmd {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut cmd, "faultline", &mut std::io::stdout());
+        return Ok(());
+    }
+    // Bad flags are reported before any connection is tried: a typo should not read
+    // as "cannot reach the agent".
+    if let Cmd::Fault(FaultCmd::Apply(a)) = &cli.cmd {
+        spec(a)?;
+    }
     if let Some(url) = cli.controller.clone() {
         return crate::controller_cli::run(&url, cli.cmd).await;
     }
@@ -565,7 +579,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Agents(_) | Cmd::Partition(_) => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {
