@@ -487,22 +487,7 @@ fn rtt_to(st: &State, spec: &FaultSpec) -> Option<Hist> {
     if n.delay.is_zero() || spec.matcher.peers.is_empty() {
         return None;
     }
-    let snap = st.tracer.as_ref()?.snapshot();
-    let mut sum = Hist::default();
-    for (addr, h) in &snap.rtt {
-        let key = match addr {
-            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(a) => a.octets(),
-        };
-        if spec.matcher.peers.iter().any(|c| c.contains(&key)) {
-            for b in 0..faultline_ebpf_common::HIST_BUCKETS {
-                sum.buckets[b] += h.buckets[b];
-            }
-            sum.count += h.count;
-            sum.sum_us += h.sum_us;
-        }
-    }
-    Some(sum)
+    Some(st.tracer.as_ref()?.rtt_of(|key| spec.matcher.peers.iter().any(|c| c.contains(key))))
 }
 
 fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common::Counters>) -> Option<pb::Observed> {

@@ -166,13 +166,7 @@ impl Tracer {
             let mut out = BTreeMap::new();
             for (k, per_cpu) in m.iter().filter_map(Result::ok) {
                 let mut sum = Hist::default();
-                for h in per_cpu.iter() {
-                    for b in 0..HIST_BUCKETS {
-                        sum.buckets[b] += h.buckets[b];
-                    }
-                    sum.count += h.count;
-                    sum.sum_us += h.sum_us;
-                }
+                per_cpu.iter().for_each(|h| add(&mut sum, h));
                 out.insert(addr(k), sum);
             }
             out
@@ -197,6 +191,28 @@ impl Tracer {
         }
         s
     }
+}
+
+impl Tracer {
+    /// The RTT samples of the peers `pick` selects (keys as the kernel stores them),
+    /// summed: reads the RTT map alone, not the whole snapshot.
+    pub fn rtt_of(&self, pick: impl Fn(&[u8; 16]) -> bool) -> Hist {
+        let mut sum = Hist::default();
+        for (k, per_cpu) in self.rtt.iter().filter_map(Result::ok) {
+            if pick(&k) {
+                per_cpu.iter().for_each(|h| add(&mut sum, h));
+            }
+        }
+        sum
+    }
+}
+
+pub fn add(sum: &mut Hist, h: &Hist) {
+    for b in 0..HIST_BUCKETS {
+        sum.buckets[b] += h.buckets[b];
+    }
+    sum.count += h.count;
+    sum.sum_us += h.sum_us;
 }
 
 /// IPv4-mapped keys back to IPv4.
