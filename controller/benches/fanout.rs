@@ -72,7 +72,8 @@ fn main() {
     let ctl = "10.202.255.254:7080";
     lab.children.push(
         Command::new(bin.join("faultline"))
-            .args(["controller", "serve", "--listen", ctl])
+            .args(["controller", "serve", "--listen", ctl, "--state"])
+            .arg(dir.join("controller.db"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -45,6 +45,8 @@ pub enum Cmd {
     Agents(crate::controller_cli::AgentsCmd),
     /// Cut agents into groups that cannot reach each other (needs --controller).
     Partition(crate::controller_cli::PartitionArgs),
+    /// What the controller did and saw, oldest first; --follow keeps watching (needs --controller).
+    Events(crate::controller_cli::EventsArgs),
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -525,8 +527,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Some(url) = cli.controller.clone() {
         return crate::controller_cli::run(&url, cli.cmd).await;
     }
-    if matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_)) {
-        bail!("`agents` and `partition` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
+    if matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_)) {
+        bail!("`agents`, `partition` and `events` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
     }
     let mut client = AgentServiceClient::connect(cli.agent.clone())
         .await
@@ -579,7 +581,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

@@ -19,10 +19,30 @@ pub enum ControllerCmd {
         /// Address to serve gRPC on (overrides the config's `listen`).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// TOML: listen, heartbeat_ms, [[agents]] name/url/labels (a static inventory).
+        /// TOML: listen, heartbeat_ms, state, [[agents]] name/url/labels (a static inventory).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// SQLite file for agents, faults and events (overrides the config's `state`;
+        /// default /var/lib/faultline/controller.db).
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    /// Keep watching for new events until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+    /// Only events after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Only the latest N stored events (0: all).
+    #[arg(long, default_value_t = 0)]
+    last: u32,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -70,11 +90,14 @@ pub enum AgentsCmd {
 
 pub async fn serve(c: &ControllerCmd) -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
-    let ControllerCmd::Serve { listen, config } = c;
-    let config = match config {
+    let ControllerCmd::Serve { listen, config, state } = c;
+    let mut config = match config {
         Some(p) => server::Config::load(p)?,
         None => server::Config::default(),
     };
+    if let Some(s) = state {
+        config.state = Some(s.clone());
+    }
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
     server::serve(listen, config).await
 }
@@ -92,6 +115,12 @@ fn target(a: &Apply) -> pb::Target {
         count: a.count.unwrap_or(0),
         percent: a.percent.unwrap_or(0.0),
     }
+}
+
+/// `HH:MM:SS.mmm` UTC: events are read against other logs, which are mostly UTC.
+fn clock(unix_ms: i64) -> String {
+    let ms = unix_ms.rem_euclid(86_400_000);
+    format!("{:02}:{:02}:{:02}.{:03}Z", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
 }
 
 fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
@@ -214,6 +243,21 @@ pub async fn run(url: &str, cmd: Cmd) -> Result<()> {
                 cut.sort_by(|x, y| x.0.cmp(y.0));
                 for (a, g) in cut {
                     eprintln!("  {a} cut from {}", if g.agents.is_empty() { "nobody".into() } else { g.agents.join(",") });
+                }
+            }
+        }
+        Cmd::Events(a) => {
+            let mut stream = c
+                .watch_events(pb::WatchEventsRequest { after_seq: a.after, follow: a.follow, last: a.last })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            while let Some(e) = stream.message().await.map_err(explain)? {
+                let kind = pb::EventKind::try_from(e.kind).map_or_else(|_| format!("kind {}", e.kind), |k| k.as_str_name().to_ascii_lowercase());
+                if a.json {
+                    println!("{}", json!({"seq": e.seq, "unix_ms": e.unix_ms, "kind": kind, "fault_id": e.fault_id, "agents": e.agents, "message": e.message}));
+                } else {
+                    println!("{:>6} {} {:<18} {:<10} {:<16} {}", e.seq, clock(e.unix_ms), kind, e.fault_id, e.agents.join(","), e.message);
                 }
             }
         }

@@ -6,6 +6,7 @@ mod agent_cli;
 mod controller_cli;
 mod partition;
 mod server;
+mod store;
 mod units;
 
 use anyhow::Result;

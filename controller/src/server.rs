@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -16,7 +16,10 @@ use faultline_proto::{
 };
 use tonic::{Request, Response, Status, transport::Channel};
 
-use crate::partition;
+use crate::{
+    partition,
+    store::{Store, StoredAgent, StoredFault},
+};
 
 /// The controller's config file (TOML).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -25,6 +28,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// How often the controller heartbeats agents and renews leases.
     pub heartbeat_ms: Option<u64>,
+    /// The SQLite file holding agents, faults and events across restarts.
+    pub state: Option<PathBuf>,
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,
@@ -82,10 +87,20 @@ struct State {
 pub struct Controller {
     state: Arc<Mutex<State>>,
     heartbeat: Duration,
+    store: Arc<Store>,
+    events: tokio::sync::broadcast::Sender<pb::Event>,
+    /// Held while an event gets its seq and is sent, so watchers see seqs in order.
+    event_order: Arc<Mutex<()>>,
 }
+
+pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
 
 fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
 }
 
 fn client(url: &str) -> Result<AgentServiceClient<Channel>, Status> {
@@ -98,10 +113,13 @@ fn client(url: &str) -> Result<AgentServiceClient<Channel>, Status> {
 }
 
 impl Controller {
-    pub fn new(config: &Config) -> Result<Self> {
+    /// Opens the state database and takes up where the last run stopped: agents it
+    /// knew (down until they register again) and faults still active, whose leases it
+    /// renews again if the agents still hold them.
+    pub fn new(config: &Config, store: Store) -> Result<Self> {
         let heartbeat = Duration::from_millis(config.heartbeat_ms.unwrap_or(1000));
         anyhow::ensure!(heartbeat >= Duration::from_millis(100), "heartbeat_ms: at least 100");
-        let mut st = State { next_id: SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000, ..State::default() };
+        let mut st = State { next_id: store.max_fault_number()?, ..State::default() };
         for a in &config.agents {
             anyhow::ensure!(!st.agents.contains_key(&a.name), "agents: {:?} is listed twice", a.name);
             st.agents.insert(
@@ -120,7 +138,82 @@ impl Controller {
                 },
             );
         }
-        Ok(Self { state: Arc::new(Mutex::new(st)), heartbeat })
+        for a in store.agents()? {
+            if st.agents.contains_key(&a.name) || a.source != "registered" {
+                continue;
+            }
+            let Ok(c) = client(&a.url) else { continue };
+            st.agents.insert(
+                a.name.clone(),
+                AgentEntry {
+                    name: a.name,
+                    url: a.url,
+                    labels: a.labels,
+                    source: "registered",
+                    healthy: false,
+                    last_heartbeat: Some(UNIX_EPOCH + Duration::from_millis(a.last_seen_ms.max(0) as u64)),
+                    describe: None,
+                    error: "not registered since the controller started".into(),
+                    client: c,
+                    session: 0,
+                },
+            );
+        }
+        let now = now_ms();
+        for f in store.active_faults()? {
+            let left = Duration::from_millis((f.expires_ms - now).max(0) as u64);
+            st.faults.insert(
+                f.id.clone(),
+                Fault {
+                    id: f.id,
+                    spec: f.spec,
+                    placements: f.placements,
+                    cut_from: f.cut_from,
+                    applied_at: UNIX_EPOCH + Duration::from_millis(f.applied_ms.max(0) as u64),
+                    expires: Instant::now() + left,
+                },
+            );
+        }
+        Ok(Self {
+            state: Arc::new(Mutex::new(st)),
+            heartbeat,
+            store: Arc::new(store),
+            events: tokio::sync::broadcast::channel(1024).0,
+            event_order: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Records an event and tells the watchers. A database that fails is logged, not
+    /// fatal: the faults still end by their leases.
+    fn event(&self, kind: pb::EventKind, fault_id: &str, agents: &[String], message: impl Into<String>) {
+        let e = pb::Event { seq: 0, unix_ms: now_ms(), kind: kind as i32, fault_id: fault_id.into(), agents: agents.to_vec(), message: message.into() };
+        let _order = self.event_order.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.store.append_event(e) {
+            Ok(e) => {
+                let _ = self.events.send(e);
+            }
+            Err(err) => tracing::error!("{err}"),
+        }
+    }
+
+    fn persist(&self, f: &Fault) {
+        let stored = StoredFault {
+            id: f.id.clone(),
+            spec: f.spec.clone(),
+            placements: f.placements.clone(),
+            cut_from: f.cut_from.clone(),
+            applied_ms: unix_ms(f.applied_at),
+            expires_ms: now_ms() + f.expires.saturating_duration_since(Instant::now()).as_millis() as i64,
+        };
+        if let Err(e) = self.store.put_fault(&stored) {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn end(&self, id: &str, reason: &str) {
+        if let Err(e) = self.store.end_fault(id, now_ms(), reason) {
+            tracing::error!("{e}");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -150,7 +243,7 @@ impl Controller {
             st.faults.values().map(|f| (f.id.clone(), f.placements.clone(), f.expires <= now)).partition(|(_, _, e)| *e)
         };
         for (id, _, _) in expired {
-            let _ = self.revert(&id).await;
+            let _ = self.revert(&id, pb::EventKind::FaultExpired).await;
         }
         let lease = self.agent_lease().as_millis() as u64;
         let mut renewals = Vec::new();
@@ -172,8 +265,20 @@ impl Controller {
                 // was cut off): the fault is gone there, so stop claiming it.
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     tracing::warn!(id, agent, "the agent no longer holds its part of the fault");
-                    if let Some(f) = self.lock().faults.get_mut(&id) {
+                    let left = {
+                        let mut st = self.lock();
+                        let Some(f) = st.faults.get_mut(&id) else { continue };
                         f.placements.retain(|(a, x)| !(*a == agent && *x == fid));
+                        self.persist(f);
+                        let left = f.placements.len();
+                        if left == 0 {
+                            st.faults.remove(&id);
+                        }
+                        left
+                    };
+                    self.event(pb::EventKind::FaultLost, &id, &[agent.clone()], format!("{agent} no longer holds its part ({left} agents still do)"));
+                    if left == 0 {
+                        self.end(&id, "lost");
                     }
                 }
                 Err(e) => tracing::warn!(agent, "renewing lease: {}", e.message()),
@@ -183,8 +288,10 @@ impl Controller {
             self.lock().agents.values().filter(|a| a.source == "inventory").map(|a| (a.name.clone(), a.client.clone())).collect();
         for (name, mut c) in inventory {
             let r = c.describe(apb::DescribeRequest {}).await;
-            let mut st = self.lock();
-            if let Some(a) = st.agents.get_mut(&name) {
+            let change = {
+                let mut st = self.lock();
+                let Some(a) = st.agents.get_mut(&name) else { continue };
+                let was = a.healthy;
                 match r {
                     Ok(d) => {
                         a.healthy = true;
@@ -197,6 +304,12 @@ impl Controller {
                         a.error = e.message().to_owned();
                     }
                 }
+                (was != a.healthy || a.last_heartbeat.is_none()).then(|| (a.healthy, a.url.clone(), a.error.clone()))
+            };
+            match change {
+                Some((true, url, _)) => self.event(pb::EventKind::AgentUp, "", &[name], format!("answers at {url}")),
+                Some((false, _, error)) => self.event(pb::EventKind::AgentDown, "", &[name], error),
+                None => {}
             }
         }
     }
@@ -241,13 +354,19 @@ impl Controller {
         Ok(picked)
     }
 
-    async fn revert(&self, id: &str) -> Result<Vec<pb::AgentResult>, Status> {
+    /// Ends a fault everywhere; `why` is FaultReverted (asked) or FaultExpired.
+    async fn revert(&self, id: &str, why: pb::EventKind) -> Result<Vec<pb::AgentResult>, Status> {
         let Some(f) = self.lock().faults.remove(id) else {
             let known: Vec<String> = self.lock().faults.keys().cloned().collect();
             return Err(Status::not_found(format!("id: no active fault {id:?} (active: {known:?})")));
         };
         let failures = self.revert_placements(&f.placements).await;
-        tracing::info!(id, "reverted");
+        let reason = if why == pb::EventKind::FaultExpired { "expired" } else { "reverted" };
+        self.end(id, reason);
+        let agents: Vec<String> = f.placements.iter().map(|p| p.0.clone()).collect();
+        let detail = if failures.is_empty() { String::new() } else { format!("; not reached: {}", failures.iter().map(|f| format!("{}: {}", f.agent, f.error)).collect::<Vec<_>>().join("; ")) };
+        self.event(why, id, &agents, format!("{reason} on {} agents{detail}", agents.len()));
+        tracing::info!(id, reason, "ended");
         Ok(failures)
     }
 
@@ -270,6 +389,20 @@ impl Controller {
             }
         }
         failures
+    }
+
+    /// Checks readiness, then applies the plan on every agent (all or nothing).
+    async fn apply_planned(&self, names: &[String], kind: Option<&apb::fault_spec::Kind>, plan: Vec<(String, apb::FaultSpec)>) -> Result<Vec<(String, String)>, Status> {
+        self.check_ready(names, kind)?;
+        self.fan_out(plan).await
+    }
+
+    /// Passes a result through, recording a refusal as an event.
+    fn refusing<T>(&self, names: &[String], r: Result<T, Status>) -> Result<T, Status> {
+        if let Err(e) = &r {
+            self.event(pb::EventKind::FaultRefused, "", names, format!("{:?}: {}", e.code(), e.message()));
+        }
+        r
     }
 
     fn seed(&self) -> u64 {
@@ -312,7 +445,12 @@ impl Controller {
         };
         tracing::info!(id = f.id, agents = ?f.placements.iter().map(|p| &p.0).collect::<Vec<_>>(), "applied");
         let status = self.status(&f);
+        self.persist(&f);
+        let (id, agents) = (f.id.clone(), f.placements.iter().map(|p| p.0.clone()).collect::<Vec<_>>());
         st.faults.insert(f.id.clone(), f);
+        drop(st);
+        let kind = status.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("?", apb::fault_spec::Kind::name);
+        self.event(pb::EventKind::FaultApplied, &id, &agents, format!("{kind} on {}", agents.join(",")));
         status
     }
 
@@ -375,29 +513,38 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, Status> {
 
 /// Marks a registered agent down when its session stream is dropped.
 struct SessionGuard {
-    state: Arc<Mutex<State>>,
+    ctl: Controller,
     name: String,
     session: u64,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(a) = st.agents.get_mut(&self.name) {
-            if a.session == self.session {
-                a.healthy = false;
-                a.error = "session closed".into();
-                tracing::info!(agent = self.name, "session ended");
+        let ended = {
+            let mut st = self.ctl.lock();
+            match st.agents.get_mut(&self.name) {
+                Some(a) if a.session == self.session => {
+                    a.healthy = false;
+                    a.error = "session closed".into();
+                    true
+                }
+                _ => false,
             }
+        };
+        if ended {
+            tracing::info!(agent = self.name, "session ended");
+            self.ctl.event(pb::EventKind::AgentDown, "", &[self.name.clone()], "session closed");
         }
     }
 }
 
 type HeartbeatStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::Heartbeat, Status>> + Send>>;
+type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ControllerService for Controller {
     type RegisterStream = HeartbeatStream;
+    type WatchEventsStream = EventStream;
 
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<Self::RegisterStream>, Status> {
         let r = req.into_inner();
@@ -431,14 +578,20 @@ impl ControllerService for Controller {
             session
         };
         tracing::info!(agent = r.name, url = r.url, session, "registered");
-        let guard = SessionGuard { state: self.state.clone(), name: r.name, session };
+        let labels = self.lock().agents[&r.name].labels.clone();
+        let stored = StoredAgent { name: r.name.clone(), url: r.url.clone(), labels, source: "registered".into(), last_seen_ms: now_ms() };
+        if let Err(e) = self.store.put_agent(&stored) {
+            tracing::error!("{e}");
+        }
+        self.event(pb::EventKind::AgentRegistered, "", &[r.name.clone()], format!("at {}", r.url));
+        let guard = SessionGuard { ctl: self.clone(), name: r.name, session };
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let interval_ms = self.heartbeat.as_millis() as u64;
         let stream = futures_util::stream::unfold((tick, guard), move |(mut tick, guard)| async move {
             tick.tick().await;
             let now = SystemTime::now();
-            if let Some(a) = guard.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.get_mut(&guard.name) {
+            if let Some(a) = guard.ctl.lock().agents.get_mut(&guard.name) {
                 if a.session == guard.session {
                     a.last_heartbeat = Some(now);
                 }
@@ -482,12 +635,13 @@ impl ControllerService for Controller {
             return Err(Status::invalid_argument("spec.lease_ms: required and > 0: every fault must end by itself"));
         }
         let names = self.select(&r.target.unwrap_or_default())?;
-        self.check_ready(&names, spec.kind.as_ref())?;
         let lease = self.agent_lease().as_millis() as u64;
         let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
-        let placements = self.fan_out(plan).await?;
+        let placements = self.refusing(&names, self.apply_planned(&names, spec.kind.as_ref(), plan).await)?;
         // Kill and restart act once on each agent: nothing stays to renew or revert.
-        if matches!(spec.kind, Some(apb::fault_spec::Kind::Kill(_) | apb::fault_spec::Kind::Restart(_))) {
+        if one_shot {
+            let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
+            self.event(pb::EventKind::FaultOneShot, "", &names, format!("{kind} on {}", names.join(",")));
             let mut status = self.status(&Fault { id: String::new(), spec, placements, cut_from: BTreeMap::new(), applied_at: SystemTime::now(), expires: Instant::now() });
             status.id = "done".into();
             return Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }));
@@ -506,7 +660,6 @@ impl ControllerService for Controller {
         let groups: Vec<Vec<String>> = r.groups.iter().map(|g| g.agents.clone()).collect();
         let cut = partition::cut(&names, shape, &groups, &r.node, self.seed()).map_err(Status::invalid_argument)?;
         let kind = apb::fault_spec::Kind::Partition(apb::Partition {});
-        self.check_ready(&cut.keys().cloned().collect::<Vec<_>>(), Some(&kind))?;
         let lease = self.agent_lease().as_millis() as u64;
         let mut plan = Vec::new();
         {
@@ -534,7 +687,7 @@ impl ControllerService for Controller {
                 ));
             }
         }
-        let placements = self.fan_out(plan).await?;
+        let placements = self.refusing(&names, self.apply_planned(&names, Some(&kind), plan).await)?;
         let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
         let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
         let status = self.record(spec, placements, cut_from);
@@ -543,7 +696,10 @@ impl ControllerService for Controller {
 
     async fn list_faults(&self, _: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
         let st = self.lock();
-        Ok(Response::new(pb::ListFaultsResponse { faults: st.faults.values().map(|f| self.status(f)).collect() }))
+        let mut faults: Vec<&Fault> = st.faults.values().collect();
+        // Oldest first; ids compare as numbers (c-9 before c-10).
+        faults.sort_by_key(|f| (f.applied_at, f.id.len(), f.id.clone()));
+        Ok(Response::new(pb::ListFaultsResponse { faults: faults.into_iter().map(|f| self.status(f)).collect() }))
     }
 
     async fn revert_fault(&self, req: Request<pb::RevertFaultRequest>) -> Result<Response<pb::RevertFaultResponse>, Status> {
@@ -556,15 +712,52 @@ impl ControllerService for Controller {
         };
         let mut failures = Vec::new();
         for id in &ids {
-            failures.extend(self.revert(id).await?);
+            failures.extend(self.revert(id, pb::EventKind::FaultReverted).await?);
         }
         Ok(Response::new(pb::RevertFaultResponse { reverted: ids, failures }))
+    }
+
+    async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let r = req.into_inner();
+        // Subscribe before reading the history, so nothing falls between the two.
+        let rx = self.events.subscribe();
+        let history = self.store.events(r.after_seq, r.last).map_err(|e| Status::internal(e.to_string()))?;
+        let seen = history.last().map_or(r.after_seq, |e| e.seq);
+        let history = futures_util::stream::iter(history.into_iter().map(Ok));
+        if !r.follow {
+            return Ok(Response::new(Box::pin(history)));
+        }
+        let live = futures_util::stream::unfold(Some((rx, seen)), |st| async move {
+            let (mut rx, seen) = st?;
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.seq <= seen => {}
+                    Ok(e) => {
+                        let seq = e.seq;
+                        return Some((Ok(e), Some((rx, seq))));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let msg = format!("this watcher fell {n} events behind; watch again with after_seq={seen}");
+                        return Some((Err(Status::data_loss(msg)), None));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(futures_util::StreamExt::chain(history, live))))
     }
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn serve(listen: SocketAddr, config: Config) -> Result<()> {
-    let ctl = Controller::new(&config)?;
+    let path = config.state.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
+    let ctl = Controller::new(&config, Store::open(&path)?)?;
+    let (agents, faults) = {
+        let st = ctl.lock();
+        (st.agents.len(), st.faults.len())
+    };
+    tracing::info!(state = %path.display(), agents, faults, "state loaded");
+    ctl.event(pb::EventKind::ControllerStarted, "", &[], format!("listening on {listen}; state {}: {agents} agents, {faults} active faults", path.display()));
     let on_stop = ctl.clone();
     tokio::spawn(ctl.clone().tick_forever());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -590,9 +783,10 @@ pub async fn serve(listen: SocketAddr, config: Config) -> Result<()> {
         .await?;
     // A clean stop leaves no fault behind; a killed controller leaves them to the leases.
     let ids: Vec<String> = on_stop.lock().faults.keys().cloned().collect();
-    for id in ids {
-        let _ = on_stop.revert(&id).await;
+    for id in &ids {
+        let _ = on_stop.revert(id, pb::EventKind::FaultReverted).await;
     }
+    on_stop.event(pb::EventKind::ControllerStopped, "", &[], format!("stopped cleanly; reverted {} faults", ids.len()));
     Ok(())
 }
 

@@ -31,6 +31,10 @@ struct Hosts {
 
 impl Hosts {
     fn new(id: u8, n: u8) -> Self {
+        Self::with_heartbeat(id, n, 300)
+    }
+
+    fn with_heartbeat(id: u8, n: u8, heartbeat_ms: u64) -> Self {
         let bridge = format!("flcbr{id}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
         ip(&["link", "add", &bridge, "type", "bridge"]);
@@ -48,7 +52,8 @@ impl Hosts {
         }
         let dir = std::env::temp_dir().join(format!("faultline-e2e-{id}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("controller.toml"), format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = 300\n")).unwrap();
+        let state = dir.join("controller.db");
+        std::fs::write(dir.join("controller.toml"), format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\n", state.display().to_string())).unwrap();
         let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
         h.start_controller();
         for i in 1..=n {
@@ -231,9 +236,13 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     Hosts::kill(&mut h.controller);
     eventually("h1's fault reverted by its lease", || h.udp(1, 2, 50) == 50);
 
-    // A restarted controller finds its agents again (they re-register).
+    // A restarted controller finds its agents again (they re-register), and learns
+    // from its state database that the fault it left is gone from the agent.
     h.start_controller();
     eventually("agents re-registered", || h.healthy().len() == 3);
+    eventually("the stale fault is dropped", || h.cli_ok(&["fault", "list", "--json"]).trim() == "[]");
+    let events = h.events(&[]);
+    assert!(events.iter().any(|e| e["kind"] == "fault_lost" && e["fault_id"] == id.as_str() && e["agents"][0] == "h1"), "{events:?}");
 
     // A dead agent is reported, and faults that need it are refused whole.
     Hosts::kill(&mut h.agents[2]);
@@ -243,6 +252,94 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert!(msg.contains("agent h3 is down") && msg.contains("nothing was applied"), "{msg}");
     h.start_agent(3);
     eventually("h3 back", || h.healthy().len() == 3);
+}
+
+impl Hosts {
+    fn events(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["events", "--json"];
+        all.extend(args);
+        self.cli_ok(&all).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+#[test]
+fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
+    // Heartbeat 2 s: agents hold 4 s leases, time enough for a restart to renew them.
+    let mut h = Hosts::with_heartbeat(4, 2, 2000);
+    eventually("two agents registered", || h.healthy().len() == 2);
+    let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "10m", "--on", "h1"]).trim().to_owned();
+    let other = h.cli_ok(&["partition", "isolate", "--node", "h2", "--lease", "10m"]).lines().next().unwrap().trim().to_owned();
+    assert_eq!(h.udp(1, 2, 100), 0, "the fault holds");
+
+    // A watcher started before the crash sees events as they happen.
+    let mut watcher = Command::new(bin("faultline"))
+        .args(["--controller", &format!("http://{}", h.ctl()), "events", "--follow", "--json", "--last", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the latest stored event is replayed");
+    assert_eq!(first["kind"], "fault_applied");
+    assert_eq!(first["fault_id"], other.as_str());
+
+    Hosts::kill(&mut h.controller);
+    h.start_controller();
+    eventually("the controller answers again", || h.cli(&["fault", "list"]).status.success());
+    let listed: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str(), other.as_str()], "the restarted controller knows its faults");
+    assert_eq!(h.udp(1, 2, 100), 0, "and they still hold");
+    // Renewed by the new controller: they outlive the 4 s agent lease.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(h.udp(1, 2, 100), 0, "renewed past the agents' lease by the restarted controller");
+
+    let out = h.cli_ok(&["fault", "revert", "--all"]);
+    assert!(out.contains(&format!("reverted {id}")) && out.contains(&format!("reverted {other}")), "{out}");
+    assert_eq!(h.udp(1, 2, 100), 100, "reverted at once");
+    assert_eq!(h.udp(2, 1, 100), 100, "the partition too");
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]");
+
+    // The history spans both runs, in order, and says who did what.
+    let events = h.events(&[]);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "controller_started").count(), 2, "{kinds:?}");
+    let pos = |kind: &str, fid: &str| events.iter().position(|e| e["kind"] == kind && e["fault_id"] == fid).unwrap_or_else(|| panic!("no {kind} {fid}: {kinds:?}"));
+    assert!(pos("fault_applied", &id) < pos("fault_reverted", &id));
+    assert!(pos("fault_applied", &other) < pos("fault_reverted", &other));
+    assert!(events.iter().any(|e| e["kind"] == "agent_registered" && e["agents"][0] == "h2"));
+    assert_eq!(h.events(&["--last", "2"]).len(), 2);
+
+    // The first watcher's stream ended with the controller it watched; a new one
+    // picks up after the last event it saw.
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let mut follow = Command::new(bin("faultline"))
+        .args(["--controller", &format!("http://{}", h.ctl()), "events", "--follow", "--json", "--after", &seqs.last().unwrap().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        }
+    });
+    let again = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "1%", "--lease", "1m", "--on", "h2"]).trim().to_owned();
+    let e = rx.recv_timeout(Duration::from_secs(30)).expect("a live event");
+    assert_eq!((e["kind"].as_str(), e["fault_id"].as_str()), (Some("fault_applied"), Some(again.as_str())), "{e}");
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
 
 /// Which ordered pairs of hosts can exchange datagrams.
@@ -321,4 +418,6 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
     assert_eq!(v["listed"], serde_json::json!([v["applied_id"]]));
     assert_eq!(v["reverted"], serde_json::json!([v["applied_id"]]));
     assert_eq!(v["error"]["code"], "NOT_FOUND", "{v}");
+    let id = &v["applied_id"];
+    assert_eq!(v["events"], serde_json::json!([["FAULT_APPLIED", id], ["FAULT_REVERTED", id]]), "{v}");
 }

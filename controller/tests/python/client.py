@@ -1,7 +1,8 @@
 """A controller client in Python, from stubs generated out of faultline's .proto files.
 
 usage: client.py STUB_DIR CONTROLLER_ADDR INTERFACE
-Lists agents, applies a drop fault to all of them, lists faults, reverts it; prints one
+Lists agents, applies a drop fault to all of them, lists faults, reverts it, reads the
+event history; prints one
 JSON object with what it saw, for the Rust test to check.
 """
 import json
@@ -31,6 +32,9 @@ with grpc.insecure_channel(addr) as channel:
         error = None
     except grpc.RpcError as e:
         error = {"code": e.code().name, "details": e.details()}
+    # The last two stored events: the apply and the revert above (a refusal by
+    # selector is the caller's typo, not an event).
+    events = list(ctl.WatchEvents(controller_pb2.WatchEventsRequest(last=2)))
     print(json.dumps({
         "agents": sorted(a.name for a in agents),
         "healthy": all(a.healthy for a in agents),
@@ -39,4 +43,5 @@ with grpc.insecure_channel(addr) as channel:
         "applied_id": applied.id,
         "reverted": list(reverted),
         "error": error,
+        "events": [[controller_pb2.EventKind.Name(e.kind), e.fault_id] for e in events],
     }))
