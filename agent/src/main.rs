@@ -9,7 +9,10 @@ use faultline_agent::{
     metrics::{self, Host},
     server::Service,
 };
-use faultline_proto::agent::v1::agent_service_server::AgentServiceServer;
+use faultline_proto::{
+    agent::v1::agent_service_server::AgentServiceServer,
+    transport::{Role, Security},
+};
 use tracing::info;
 
 #[derive(Parser)]
@@ -18,6 +21,14 @@ struct Args {
     /// Address to serve gRPC on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// ca.pem, agent.pem and agent-key.pem: callers must present a certificate from
+    /// this CA (`faultline certs init DIR` makes a lab set).
+    #[arg(long, env = "FAULTLINE_TLS_DIR", default_value = faultline_proto::transport::DEFAULT_TLS_DIR)]
+    tls_dir: PathBuf,
+    /// Serve and call in plaintext, without TLS: refused unless --listen and
+    /// --controller are loopback addresses.
+    #[arg(long)]
+    insecure: bool,
     /// Where the journal of kernel changes lives; must survive agent restarts.
     #[arg(long, default_value = "/var/lib/faultline")]
     state_dir: PathBuf,
@@ -30,7 +41,7 @@ struct Args {
     /// Export metrics over OTLP/gRPC to this collector, e.g. http://collector:4317.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
-    /// Register with this controller and keep a session open, e.g. http://10.0.0.1:7080.
+    /// Register with this controller and keep a session open, e.g. https://10.0.0.1:7080.
     #[arg(long, env = "FAULTLINE_CONTROLLER")]
     controller: Option<String>,
     /// This agent's name at the controller (default: the hostname).
@@ -39,7 +50,7 @@ struct Args {
     /// A label the controller can select this agent by, KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = label)]
     labels: Vec<(String, String)>,
-    /// The URL the controller reaches this agent at (default: http://LISTEN).
+    /// The URL the controller reaches this agent at (default: https://LISTEN).
     #[arg(long)]
     advertise: Option<String>,
     /// How often metrics are exported over OTLP, in milliseconds.
@@ -64,6 +75,12 @@ fn main() -> Result<()> {
 async fn serve() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let args = Args::parse();
+    // Checked before any kernel state is touched: a refused setup changes nothing.
+    let security = Security::from_flags(args.insecure, Some(&args.tls_dir), Role::Agent)?;
+    let server = security.server(args.listen)?;
+    if let Some(url) = &args.controller {
+        security.endpoint("--controller", url, faultline_proto::transport::CONTROLLER_NAME)?;
+    }
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
     tokio::spawn(conn);
     let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics).await.context("starting the fault engine")?);
@@ -72,14 +89,15 @@ async fn serve() -> Result<()> {
         if args.listen.ip().is_unspecified() && args.advertise.is_none() {
             anyhow::bail!("--advertise: required with --controller when --listen is {} (the controller needs an address it can reach)", args.listen);
         }
-        let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).with_context(|| format!("--controller {url}: give the port, e.g. http://10.0.0.1:7080"))?;
+        let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).with_context(|| format!("--controller {url}: give the port, e.g. https://10.0.0.1:7080"))?;
         // The session with the controller is control traffic: no fault may cut it.
         engine.exclude_control_port(port).await?;
         let me = faultline_agent::session::Registration {
             controller: url.clone(),
             name: args.name.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()),
-            url: args.advertise.clone().unwrap_or_else(|| format!("http://{}", args.listen)),
+            url: args.advertise.clone().unwrap_or_else(|| format!("{}://{}", security.scheme(), args.listen)),
             labels: args.labels.iter().cloned().collect(),
+            security: security.clone(),
         };
         tokio::spawn(me.keep());
     }
@@ -124,9 +142,10 @@ async fn serve() -> Result<()> {
 
     // Without TCP_NODELAY, small gRPC replies wait on Nagle and the client's delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::bind(args.listen).with_context(|| format!("binding {}", args.listen))?.with_nodelay(Some(true));
-    info!(listen = %args.listen, state_dir = %args.state_dir.display(), "agent ready");
+    info!(listen = %args.listen, state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
     let shutdown_engine = engine.clone();
-    tonic::transport::Server::builder()
+    let mut server = server;
+    server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AgentServiceServer::new(Service { engine, host }))

@@ -4,7 +4,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
+use faultline_proto::{
+    controller::v1::{self as pb, controller_service_client::ControllerServiceClient},
+    transport::{CONTROLLER_NAME, Security},
+};
 use tracing::{info, warn};
 
 pub struct Registration {
@@ -12,6 +15,7 @@ pub struct Registration {
     pub name: String,
     pub url: String,
     pub labels: HashMap<String, String>,
+    pub security: Security,
 }
 
 /// Pause between attempts: short, because a controller restart should find its agents fast.
@@ -29,7 +33,8 @@ impl Registration {
     }
 
     async fn session(&self) -> Result<(), String> {
-        let mut c = ControllerServiceClient::connect(self.controller.clone()).await.map_err(|e| format!("connecting: {e}"))?;
+        let endpoint = self.security.endpoint("--controller", &self.controller, CONTROLLER_NAME).map_err(|e| e.to_string())?;
+        let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| format!("connecting: {e}: {}", source_chain(&e)))?);
         let req = pb::RegisterRequest { name: self.name.clone(), url: self.url.clone(), labels: self.labels.clone() };
         let mut stream = c.register(req).await.map_err(|e| format!("{:?}: {}", e.code(), e.message()))?.into_inner();
         info!(controller = self.controller, name = self.name, "registered");
@@ -45,4 +50,15 @@ impl Registration {
             }
         }
     }
+}
+
+/// The causes under a transport error (a TLS refusal hides two levels down).
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out.join(": ")
 }

@@ -8,10 +8,10 @@ use faultline_proto::agent::v1 as pb;
 #[test]
 fn health_reflection_and_describe_answer() {
     let lab = Lab::new(41);
-    let url = format!("http://{}", lab.listen());
+    let url = lab.url();
     let (health, services, host) = lab.in_a(|| {
         rt().block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await.unwrap();
+            let channel = channel(&url).await.unwrap();
             let mut h = tonic_health::pb::health_client::HealthClient::new(channel.clone());
             let status = h
                 .check(tonic_health::pb::HealthCheckRequest { service: "faultline.agent.v1.AgentService".into() })
@@ -47,4 +47,42 @@ fn health_reflection_and_describe_answer() {
     assert!(caps.htb && caps.ifb);
     assert!(!caps.tc_attach_mode.is_empty());
     assert!(!host.kernel_release.is_empty());
+}
+
+#[test]
+fn the_agent_serves_only_callers_with_a_certificate_from_its_ca() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let lab = Lab::new(42);
+    let url = lab.url();
+    let other = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("other-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&other);
+    faultline_proto::transport::certgen::init(&other).unwrap();
+    let read = |dir: &std::path::Path, f: &str| std::fs::read(dir.join(f)).unwrap();
+    let ca = Certificate::from_pem(read(test_certs(), "ca.pem"));
+    let ours = Identity::from_pem(read(test_certs(), "cli.pem"), read(test_certs(), "cli-key.pem"));
+    let theirs = Identity::from_pem(read(&other, "cli.pem"), read(&other, "cli-key.pem"));
+    let _ = std::fs::remove_dir_all(&other);
+    let describe = |tls: Option<ClientTlsConfig>, url: String| {
+        lab.in_a(|| {
+            rt().block_on(async move {
+                let mut e = Endpoint::from_shared(url).unwrap();
+                if let Some(tls) = tls {
+                    e = e.tls_config(tls).unwrap();
+                }
+                let ch = e.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+                let mut c = pb::agent_service_client::AgentServiceClient::new(ch);
+                c.describe(pb::DescribeRequest {}).await.map(|_| ()).map_err(|e| format!("{:?}: {}", e.code(), e.message()))
+            })
+        })
+    };
+    let tls = || ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name(faultline_proto::transport::AGENT_NAME);
+    assert_eq!(describe(Some(tls().identity(ours.clone())), url.clone()), Ok(()), "our CA's certificate is served");
+    // Refusals: no certificate, another CA's certificate, plaintext.
+    assert!(describe(Some(tls()), url.clone()).is_err(), "a caller without a certificate was served");
+    assert!(describe(Some(tls().identity(theirs)), url.clone()).is_err(), "a certificate from another CA was accepted");
+    assert!(describe(None, url.replace("https://", "http://")).is_err(), "a plaintext caller was served");
+    // A client checks the agent's name: a controller certificate is not an agent.
+    let wrong_name = ClientTlsConfig::new().ca_certificate(ca.clone()).identity(ours).domain_name(faultline_proto::transport::CONTROLLER_NAME);
+    let e = describe(Some(wrong_name), url).unwrap_err();
+    assert!(e.contains("NotValidForName") || e.contains("certificate"), "{e}");
 }

@@ -114,7 +114,7 @@ fn one_way_partition_cuts_only_that_way() {
 fn control_channel_survives_a_total_drop() {
     let lab = Lab::new(15);
     // From B, across the faulted link, like a controller would.
-    let url = format!("http://{}", lab.listen());
+    let url = lab.url();
     let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
     let data = udp_run(&lab.a, &lab.b, format!("{}:9000", lab.addr(2)).parse().unwrap(), 500);
     assert_eq!(data.received, 0, "100% drop let data through");

@@ -34,7 +34,8 @@ impl HostAgent {
         let log = std::fs::File::create(self.state.with_extension("log")).unwrap();
         self.child = Some(
             Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
-                .args(["--listen", &format!("127.0.0.1:{}", self.port), "--state-dir"])
+                // Loopback: the one place plaintext is allowed, and tested here.
+                .args(["--insecure", "--listen", &format!("127.0.0.1:{}", self.port), "--state-dir"])
                 .arg(&self.state)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

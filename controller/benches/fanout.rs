@@ -70,10 +70,15 @@ fn main() {
     ip(&["addr", "add", "10.202.255.254/16", "dev", "flbbr"]);
     ip(&["link", "set", "flbbr", "up"]);
     let ctl = "10.202.255.254:7080";
+    // Mutual TLS, as deployed: the handshake is part of what a user waits for.
+    let tls = dir.join("tls");
+    assert!(Command::new(bin.join("faultline")).args(["certs", "init"]).arg(&tls).output().unwrap().status.success());
     lab.children.push(
         Command::new(bin.join("faultline"))
             .args(["controller", "serve", "--listen", ctl, "--state"])
             .arg(dir.join("controller.db"))
+            .arg("--tls-dir")
+            .arg(&tls)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -92,7 +97,9 @@ fn main() {
             Command::new("ip")
                 .args(["netns", "exec", &ns])
                 .arg(bin.join("faultline-agent"))
-                .args(["--listen", &format!("{addr}:7070"), "--controller", &format!("http://{ctl}"), "--name", &format!("a{i}"), "--no-kernel-metrics"])
+                .args(["--listen", &format!("{addr}:7070"), "--controller", &format!("https://{ctl}"), "--name", &format!("a{i}"), "--no-kernel-metrics"])
+                .arg("--tls-dir")
+                .arg(&tls)
                 .arg("--state-dir")
                 .arg(dir.join(format!("s{i}")))
                 .stdout(Stdio::null())
@@ -101,7 +108,7 @@ fn main() {
                 .unwrap(),
         );
     }
-    let cli = |args: &[&str]| Command::new(bin.join("faultline")).args(["--controller", &format!("http://{ctl}")]).args(args).output().unwrap();
+    let cli = |args: &[&str]| Command::new(bin.join("faultline")).args(["--controller", &format!("https://{ctl}"), "--tls-dir"]).arg(&tls).args(args).output().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = cli(&["agents", "list", "--json"]);

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use faultline_proto::agent::v1::{self as pb, agent_service_client::AgentServiceClient, fault_spec::Kind};
+use faultline_proto::{
+    agent::v1::{self as pb, agent_service_client::AgentServiceClient, fault_spec::Kind},
+    transport::{AGENT_NAME, Role, Security},
+};
 use serde_json::json;
 
 use crate::units;
@@ -12,9 +15,16 @@ use crate::units;
 #[derive(Parser)]
 #[command(name = "faultline", version, about = "faultline: inject network faults and see what they do")]
 pub struct Cli {
-    /// The agent to talk to, e.g. http://10.0.0.5:7070.
-    #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "http://127.0.0.1:7070")]
+    /// The agent to talk to, e.g. https://10.0.0.5:7070.
+    #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "https://127.0.0.1:7070")]
     agent: String,
+    /// ca.pem and this side's certificate: cli.pem/cli-key.pem, or controller.pem/
+    /// controller-key.pem for `controller serve` (default /etc/faultline/tls).
+    #[arg(long, global = true, env = "FAULTLINE_TLS_DIR")]
+    tls_dir: Option<std::path::PathBuf>,
+    /// Plaintext instead of mutual TLS: only to and from loopback addresses.
+    #[arg(long, global = true)]
+    insecure: bool,
     /// Go through this controller instead of one agent: fault commands then target
     /// agents by --select / --agents.
     #[arg(long, global = true, env = "FAULTLINE_CONTROLLER")]
@@ -36,6 +46,9 @@ pub enum Cmd {
     /// Run the controller daemon.
     #[command(subcommand)]
     Controller(crate::controller_cli::ControllerCmd),
+    /// Certificates for mutual TLS between controller, agents and CLI.
+    #[command(subcommand)]
+    Certs(CertsCmd),
     /// Print a shell completion script, e.g. `faultline completions bash > /etc/bash_completion.d/faultline`.
     Completions {
         shell: clap_complete::Shell,
@@ -60,6 +73,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CertsCmd {
+    /// Create a lab CA and certificates for agents, the controller and the CLI in DIR
+    /// (ca.pem, agent.pem, controller.pem, cli.pem and their -key.pem files).
+    Init { dir: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -506,13 +526,44 @@ fn print_sample(s: &pb::MetricsSample) {
     }
 }
 
+/// Why a connection failed, with the cause a TLS refusal hides under "transport error".
+pub fn unreachable_error(what: &str, url: &str, e: &tonic::transport::Error) -> anyhow::Error {
+    let mut causes = Vec::new();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        causes.push(c.to_string());
+        cur = c.source();
+    }
+    causes.dedup();
+    let hint = match what {
+        "agent" => "is faultline-agent running there? set --agent",
+        _ => "is `faultline controller serve` running there? set --controller",
+    };
+    let tls = causes.iter().any(|c| c.contains("certificate") || c.contains("alert") || c.contains("tls") || c.contains("TLS"));
+    let tls_hint = if tls { "; TLS refused: both sides need certificates from the same CA (--tls-dir)" } else { "" };
+    anyhow::anyhow!("cannot reach the {what} at {url} ({hint}{tls_hint}): {}", causes.join(": "))
+}
+
 pub fn explain(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+    // A plaintext client talking to a TLS server sees only a broken HTTP/2 stream.
+    let hint = if e.message().ends_with("h2 protocol error: http2 error") { " (is the server using TLS? then use https:// and --tls-dir instead of --insecure)" } else { "" };
+    anyhow::anyhow!("{:?}: {}{hint}", e.code(), e.message())
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Controller(c) = &cli.cmd {
-        return crate::controller_cli::serve(c).await;
+        return crate::controller_cli::serve(c, cli.insecure, cli.tls_dir.as_deref()).await;
+    }
+    if let Cmd::Certs(CertsCmd::Init { dir }) = &cli.cmd {
+        let files = faultline_proto::transport::certgen::init(dir)?;
+        for f in files {
+            println!("{}", f.display());
+        }
+        eprintln!(
+            "give agents --tls-dir {d} (agent.pem), the controller --tls-dir {d} (controller.pem), the CLI --tls-dir {d} or FAULTLINE_TLS_DIR (cli.pem); copy ca.pem and each host's pair to it, and keep ca-key.pem off the hosts",
+            d = dir.display()
+        );
+        return Ok(());
     }
     if let Cmd::Completions { shell } = cli.cmd {
         let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -524,15 +575,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Fault(FaultCmd::Apply(a)) = &cli.cmd {
         spec(a)?;
     }
-    if let Some(url) = cli.controller.clone() {
-        return crate::controller_cli::run(&url, cli.cmd).await;
-    }
-    if matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_)) {
+    if cli.controller.is_none() && matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_)) {
         bail!("`agents`, `partition` and `events` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
     }
-    let mut client = AgentServiceClient::connect(cli.agent.clone())
-        .await
-        .with_context(|| format!("cannot reach the agent at {} (is faultline-agent running? set --agent)", cli.agent))?;
+    let security = Security::from_flags(cli.insecure, cli.tls_dir.as_deref(), Role::Cli)?;
+    if let Some(url) = cli.controller.clone() {
+        return crate::controller_cli::run(&url, &security, cli.cmd).await;
+    }
+    let endpoint = security.endpoint("--agent", &cli.agent, AGENT_NAME)?;
+    let mut client = AgentServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("agent", &cli.agent, &e))?);
     match cli.cmd {
         Cmd::Info { json } => {
             let d = client.describe(pb::DescribeRequest {}).await.map_err(explain)?.into_inner();
@@ -581,7 +632,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

@@ -2,13 +2,16 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
-use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
+use faultline_proto::{
+    controller::v1::{self as pb, controller_service_client::ControllerServiceClient},
+    transport::{CONTROLLER_NAME, Role, Security},
+};
 use serde_json::json;
 
 use crate::{
-    agent_cli::{Apply, Cmd, FaultCmd, ModeArg, explain, spec},
+    agent_cli::{Apply, Cmd, FaultCmd, ModeArg, explain, spec, unreachable_error},
     server,
 };
 
@@ -88,7 +91,7 @@ pub enum AgentsCmd {
     },
 }
 
-pub async fn serve(c: &ControllerCmd) -> Result<()> {
+pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let ControllerCmd::Serve { listen, config, state } = c;
     let mut config = match config {
@@ -99,7 +102,9 @@ pub async fn serve(c: &ControllerCmd) -> Result<()> {
         config.state = Some(s.clone());
     }
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
-    server::serve(listen, config).await
+    let dir = tls_dir.or(config.tls_dir.as_deref());
+    let security = Security::from_flags(insecure, dir, Role::Controller)?;
+    server::serve(listen, config, security).await
 }
 
 fn target(a: &Apply) -> pb::Target {
@@ -134,10 +139,9 @@ fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
 }
 
 
-pub async fn run(url: &str, cmd: Cmd) -> Result<()> {
-    let mut c = ControllerServiceClient::connect(url.to_owned())
-        .await
-        .with_context(|| format!("cannot reach the controller at {url} (is `faultline controller serve` running? set --controller)"))?;
+pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
+    let endpoint = security.endpoint("--controller", url, CONTROLLER_NAME)?;
+    let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?);
     match cmd {
         Cmd::Agents(AgentsCmd::List { json }) => {
             let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
@@ -263,7 +267,7 @@ pub async fn run(url: &str, cmd: Cmd) -> Result<()> {
         }
         Cmd::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
         Cmd::Info { .. } | Cmd::Metrics { .. } => bail!("`info` and `metrics` ask one agent: give --agent URL, not --controller"),
-        Cmd::Controller(_) | Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use faultline_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
     controller::v1::{self as pb, controller_service_server::ControllerService},
 };
+use faultline_proto::transport::{AGENT_NAME, Security};
 use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
@@ -30,6 +31,8 @@ pub struct Config {
     pub heartbeat_ms: Option<u64>,
     /// The SQLite file holding agents, faults and events across restarts.
     pub state: Option<PathBuf>,
+    /// ca.pem, controller.pem, controller-key.pem (default /etc/faultline/tls).
+    pub tls_dir: Option<PathBuf>,
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,
@@ -91,6 +94,7 @@ pub struct Controller {
     events: tokio::sync::broadcast::Sender<pb::Event>,
     /// Held while an event gets its seq and is sent, so watchers see seqs in order.
     event_order: Arc<Mutex<()>>,
+    security: Security,
 }
 
 pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
@@ -103,12 +107,8 @@ fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
-fn client(url: &str) -> Result<AgentServiceClient<Channel>, Status> {
-    let ch = Channel::from_shared(url.to_owned())
-        .map_err(|e| Status::invalid_argument(format!("url: {url:?} is not a URL: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
+fn client(security: &Security, url: &str) -> Result<AgentServiceClient<Channel>, Status> {
+    let ch = security.endpoint("url", url, AGENT_NAME).map_err(|e| Status::invalid_argument(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
     Ok(AgentServiceClient::new(ch))
 }
 
@@ -116,7 +116,7 @@ impl Controller {
     /// Opens the state database and takes up where the last run stopped: agents it
     /// knew (down until they register again) and faults still active, whose leases it
     /// renews again if the agents still hold them.
-    pub fn new(config: &Config, store: Store) -> Result<Self> {
+    pub fn new(config: &Config, store: Store, security: Security) -> Result<Self> {
         let heartbeat = Duration::from_millis(config.heartbeat_ms.unwrap_or(1000));
         anyhow::ensure!(heartbeat >= Duration::from_millis(100), "heartbeat_ms: at least 100");
         let mut st = State { next_id: store.max_fault_number()?, ..State::default() };
@@ -133,7 +133,7 @@ impl Controller {
                     last_heartbeat: None,
                     describe: None,
                     error: "not yet reached".into(),
-                    client: client(&a.url).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message()))?,
+                    client: client(&security, &a.url).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message()))?,
                     session: 0,
                 },
             );
@@ -142,7 +142,7 @@ impl Controller {
             if st.agents.contains_key(&a.name) || a.source != "registered" {
                 continue;
             }
-            let Ok(c) = client(&a.url) else { continue };
+            let Ok(c) = client(&security, &a.url) else { continue };
             st.agents.insert(
                 a.name.clone(),
                 AgentEntry {
@@ -180,6 +180,7 @@ impl Controller {
             store: Arc::new(store),
             events: tokio::sync::broadcast::channel(1024).0,
             event_order: Arc::new(Mutex::new(())),
+            security,
         })
     }
 
@@ -551,7 +552,7 @@ impl ControllerService for Controller {
         if r.name.is_empty() {
             return Err(Status::invalid_argument("name: required"));
         }
-        let mut c = client(&r.url)?;
+        let mut c = client(&self.security, &r.url)?;
         // Registration means the controller can reach the agent back.
         let d = c.describe(apb::DescribeRequest {}).await.map_err(|e| Status::unavailable(format!("url: cannot reach the agent at {}: {}", r.url, e.message())))?.into_inner();
         let session = {
@@ -749,9 +750,10 @@ impl ControllerService for Controller {
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn serve(listen: SocketAddr, config: Config) -> Result<()> {
+pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Result<()> {
+    let mut server = security.server(listen)?;
     let path = config.state.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
-    let ctl = Controller::new(&config, Store::open(&path)?)?;
+    let ctl = Controller::new(&config, Store::open(&path)?, security)?;
     let (agents, faults) = {
         let st = ctl.lock();
         (st.agents.len(), st.faults.len())
@@ -768,8 +770,8 @@ pub async fn serve(listen: SocketAddr, config: Config) -> Result<()> {
         .build_v1()
         .context("building reflection service")?;
     let incoming = tonic::transport::server::TcpIncoming::bind(listen).with_context(|| format!("binding {listen}"))?.with_nodelay(Some(true));
-    tracing::info!(%listen, "controller ready");
-    tonic::transport::Server::builder()
+    tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
+    server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(pb::controller_service_server::ControllerServiceServer::new(ctl))

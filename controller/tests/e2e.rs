@@ -52,8 +52,15 @@ impl Hosts {
         }
         let dir = std::env::temp_dir().join(format!("faultline-e2e-{id}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        // Mutual TLS as a user sets it up: `faultline certs init`.
+        let certs = Command::new(bin("faultline")).args(["certs", "init"]).arg(dir.join("tls")).output().unwrap();
+        assert!(certs.status.success(), "certs init: {}", String::from_utf8_lossy(&certs.stderr));
         let state = dir.join("controller.db");
-        std::fs::write(dir.join("controller.toml"), format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\n", state.display().to_string())).unwrap();
+        std::fs::write(
+            dir.join("controller.toml"),
+            format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\ntls_dir = {:?}\n", state.display().to_string(), dir.join("tls").display().to_string()),
+        )
+        .unwrap();
         let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
         h.start_controller();
         for i in 1..=n {
@@ -79,6 +86,17 @@ impl Hosts {
         format!("10.201.{}.254:7080", self.id)
     }
 
+    fn ctl_url(&self) -> String {
+        format!("https://{}", self.ctl())
+    }
+
+    /// The CLI as a user runs it: the controller's URL and the CLI's certificate.
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("faultline"));
+        c.args(["--controller", &self.ctl_url(), "--tls-dir"]).arg(self.dir.join("tls"));
+        c
+    }
+
     fn ns(&self, i: u8) -> String {
         format!("flc{}h{i}", self.id)
     }
@@ -89,7 +107,9 @@ impl Hosts {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(i)])
             .arg(bin("faultline-agent"))
-            .args(["--listen", &format!("10.201.{}.{i}:7070", self.id), "--controller", &format!("http://{}", self.ctl()), "--name", &format!("h{i}"), "--label", role, "--label", "zone=a"])
+            .args(["--listen", &format!("10.201.{}.{i}:7070", self.id), "--controller", &self.ctl_url(), "--name", &format!("h{i}"), "--label", role, "--label", "zone=a"])
+            .arg("--tls-dir")
+            .arg(self.dir.join("tls"))
             .arg("--state-dir")
             .arg(self.dir.join(format!("state{i}")))
             .stdout(log.try_clone().unwrap())
@@ -107,7 +127,7 @@ impl Hosts {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("faultline")).args(["--controller", &format!("http://{}", self.ctl())]).args(args).output().unwrap()
+        self.cmd().args(args).output().unwrap()
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
@@ -195,6 +215,16 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert!(h1["addresses"].as_array().unwrap().iter().any(|a| a == "10.201.1.1/24"), "{h1}");
     assert_eq!(h.udp(1, 2, 200), 200, "baseline");
 
+    // mTLS: the CLI with certificates from another CA is refused, and says why.
+    let other = h.dir.join("other-ca");
+    assert!(Command::new(bin("faultline")).args(["certs", "init"]).arg(&other).output().unwrap().status.success());
+    let out = Command::new(bin("faultline")).args(["--controller", &h.ctl_url(), "--tls-dir"]).arg(&other).args(["agents", "list"]).output().unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && msg.contains("TLS refused"), "{msg}");
+    let out = Command::new(bin("faultline")).args(["--controller", &format!("http://{}", h.ctl()), "--insecure", "agents", "list"]).output().unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && msg.contains("not a loopback address"), "{msg}");
+
     // Label targeting: only the db host drops.
     let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select", "role=db"]).trim().to_owned();
     assert!(id.starts_with("c-"), "{id}");
@@ -272,9 +302,12 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
     assert_eq!(h.udp(1, 2, 100), 0, "the fault holds");
 
     // A watcher started before the crash sees events as they happen.
-    let mut watcher = Command::new(bin("faultline"))
-        .args(["--controller", &format!("http://{}", h.ctl()), "events", "--follow", "--json", "--last", "1"])
+    let mut watcher = h
+        .cmd()
+        .args(["events", "--follow", "--json", "--last", "1"])
         .stdout(Stdio::piped())
+        // It ends with an error when the controller is killed below.
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -322,8 +355,9 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
     // picks up after the last event it saw.
     let _ = watcher.kill();
     let _ = watcher.wait();
-    let mut follow = Command::new(bin("faultline"))
-        .args(["--controller", &format!("http://{}", h.ctl()), "events", "--follow", "--json", "--after", &seqs.last().unwrap().to_string()])
+    let mut follow = h
+        .cmd()
+        .args(["events", "--follow", "--json", "--after", &seqs.last().unwrap().to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -408,7 +442,7 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
     assert!(generated.status.success(), "grpc_tools.protoc: {}", String::from_utf8_lossy(&generated.stderr));
     let h = Hosts::new(3, 2);
     eventually("two agents registered", || h.healthy().len() == 2);
-    let out = Command::new(&python).arg(root.join("controller/tests/python/client.py")).arg(&stubs).arg(h.ctl()).arg("eth0").output().unwrap();
+    let out = Command::new(&python).arg(root.join("controller/tests/python/client.py")).arg(&stubs).arg(h.ctl()).arg("eth0").arg(h.dir.join("tls")).output().unwrap();
     let _ = std::fs::remove_dir_all(&stubs);
     assert!(out.status.success(), "client.py: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -418,6 +452,9 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
     assert_eq!(v["listed"], serde_json::json!([v["applied_id"]]));
     assert_eq!(v["reverted"], serde_json::json!([v["applied_id"]]));
     assert_eq!(v["error"]["code"], "NOT_FOUND", "{v}");
+    // mTLS: a caller without a certificate, or without TLS, gets nothing.
+    assert_eq!(v["refused"]["no_cert"], "UNAVAILABLE", "{v}");
+    assert_eq!(v["refused"]["plaintext"], "UNAVAILABLE", "{v}");
     let id = &v["applied_id"];
     assert_eq!(v["events"], serde_json::json!([["FAULT_APPLIED", id], ["FAULT_REVERTED", id]]), "{v}");
 }

@@ -1,4 +1,7 @@
-//! faultline's wire types. Domain types live with the components; these only travel.
+//! faultline's wire types, and the transport every side uses to carry them. Domain
+//! types live with the components; these only travel.
+
+pub mod transport;
 
 pub mod agent {
     // Generated: its doc comments are the .proto's, not written for rustdoc lints.

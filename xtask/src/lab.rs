@@ -32,13 +32,18 @@ impl Drop for Lab {
     }
 }
 
+/// The lab's CA and certificates (mutual TLS, as everywhere else).
+fn tls_dir() -> std::path::PathBuf {
+    workspace_root().join("target/lab/tls")
+}
+
 fn ip(args: &[&str]) -> Result<()> {
     run_cmd(Command::new("ip").args(args))
 }
 
 fn cli(args: &[&str]) -> Result<String> {
     let bin = workspace_root().join("target/release/faultline");
-    let out = Command::new("ip").args(["netns", "exec", NS_A]).arg(bin).args(["--agent", "http://10.99.0.1:7070"]).args(args).output()?;
+    let out = Command::new("ip").args(["netns", "exec", NS_A]).arg(bin).args(["--agent", "https://10.99.0.1:7070", "--tls-dir"]).arg(tls_dir()).args(args).output()?;
     if !out.status.success() {
         bail!("faultline {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
@@ -82,6 +87,8 @@ pub fn run() -> Result<()> {
     let state = workspace_root().join("target/lab/state");
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
+    let _ = std::fs::remove_dir_all(tls_dir());
+    run_cmd(Command::new(workspace_root().join("target/release/faultline")).args(["certs", "init"]).arg(tls_dir()))?;
     let log = std::fs::File::create(workspace_root().join("target/lab/agent.log"))?;
     lab.agent = Some(
         Command::new("ip")
@@ -89,6 +96,8 @@ pub fn run() -> Result<()> {
             .arg(workspace_root().join("target/release/faultline-agent"))
             .args(["--listen", "10.99.0.1:7070", "--state-dir"])
             .arg(&state)
+            .arg("--tls-dir")
+            .arg(tls_dir())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -1,7 +1,7 @@
 #!/bin/sh
 # netem fidelity and cleanup, measured with ping and iperf3 inside a VM running a
 # Debian kernel. Host A is the root namespace (agent on ta), host B is netns "b".
-FL="faultline --agent http://127.0.0.1:7070"
+FL="faultline --insecure --agent http://127.0.0.1:7070"
 # busybox's shell runs its own applets before PATH: name the real tools.
 ip() { /usr/sbin/ip "$@"; }
 tc() { /usr/sbin/tc "$@"; }
@@ -28,7 +28,7 @@ ip -n b link set tb up
 ip -n b link set lo up
 
 start_agent() {
-	faultline-agent --listen 127.0.0.1:7070 --state-dir /var/lib/faultline >>/tmp/agent.log 2>&1 &
+	faultline-agent --insecure --listen 127.0.0.1:7070 --state-dir /var/lib/faultline >>/tmp/agent.log 2>&1 &
 	AGENT=$!
 	i=0
 	while ! $FL info >/dev/null 2>&1; do

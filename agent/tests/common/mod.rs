@@ -82,6 +82,11 @@ impl Lab {
         format!("{}:7070", self.addr(1))
     }
 
+    /// The agent's gRPC URL (mutual TLS, as in production).
+    pub fn url(&self) -> String {
+        format!("https://{}", self.listen())
+    }
+
     pub fn metrics_listen(&self) -> String {
         format!("{}:9464", self.addr(1))
     }
@@ -113,6 +118,8 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--metrics-listen", &self.metrics_listen(), "--state-dir"])
             .arg(&self.state)
+            .arg("--tls-dir")
+            .arg(test_certs())
             .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -122,7 +129,7 @@ impl Lab {
         // Ready when it answers; no timing assumption beyond a generous ceiling.
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.in_a(|| rt().block_on(async { client(&format!("http://{}", self.listen())).await.is_ok() })) {
+            if self.in_a(|| rt().block_on(async { client(&self.url()).await.is_ok() })) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -149,7 +156,7 @@ impl Lab {
 
     /// Runs an async gRPC body from inside namespace A.
     pub fn grpc<T: Send>(&self, f: impl AsyncFnOnce(AgentServiceClient<Channel>) -> T + Send) -> T {
-        let url = format!("http://{}", self.listen());
+        let url = self.url();
         self.in_a(|| rt().block_on(async { f(client(&url).await.expect("connect to agent")).await }))
     }
 
@@ -193,8 +200,27 @@ pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// Certificates for every lab in this test process: `faultline certs init`'s code, in
+/// cargo's scratch directory.
+pub fn test_certs() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        faultline_proto::transport::certgen::init(&dir).expect("lab certificates");
+        dir
+    })
+}
+
+/// A channel as the CLI makes one: mTLS with the test CA for https://, plaintext for http://.
+pub async fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    use faultline_proto::transport::{AGENT_NAME, Role, Security};
+    let security = if url.starts_with("https://") { Security::load(test_certs(), Role::Cli).expect("test certificates") } else { Security::Insecure };
+    security.endpoint("url", url, AGENT_NAME).expect("a valid test URL").connect().await
+}
+
 pub async fn client(url: &str) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
-    AgentServiceClient::connect(url.to_owned()).await
+    Ok(AgentServiceClient::new(channel(url).await?))
 }
 
 /// Runs `f` on a thread that has joined network namespace `ns`; sockets it opens live there.

@@ -1,7 +1,8 @@
 """A controller client in Python, from stubs generated out of faultline's .proto files.
 
-usage: client.py STUB_DIR CONTROLLER_ADDR INTERFACE
-Lists agents, applies a drop fault to all of them, lists faults, reverts it, reads the
+usage: client.py STUB_DIR CONTROLLER_ADDR INTERFACE TLS_DIR
+Connects with mutual TLS (the CLI's certificate from TLS_DIR); checks that callers
+without a certificate, or without TLS, are refused. Lists agents, applies a drop fault to all of them, lists faults, reverts it, reads the
 event history; prints one
 JSON object with what it saw, for the Rust test to check.
 """
@@ -14,8 +15,33 @@ import grpc  # noqa: E402
 from faultline.agent.v1 import agent_pb2  # noqa: E402
 from faultline.controller.v1 import controller_pb2, controller_pb2_grpc  # noqa: E402
 
-addr, interface = sys.argv[2], sys.argv[3]
-with grpc.insecure_channel(addr) as channel:
+addr, interface, tls = sys.argv[2], sys.argv[3], sys.argv[4]
+
+
+def read(name):
+    with open(f"{tls}/{name}", "rb") as f:
+        return f.read()
+
+
+# The controller's certificate names its role, not its address.
+name = [("grpc.ssl_target_name_override", "controller.faultline")]
+
+
+def refused(channel):
+    try:
+        controller_pb2_grpc.ControllerServiceStub(channel).ListAgents(controller_pb2.ListAgentsRequest(), timeout=10)
+        return None
+    except grpc.RpcError as e:
+        return e.code().name
+
+
+with grpc.secure_channel(addr, grpc.ssl_channel_credentials(root_certificates=read("ca.pem")), options=name) as c:
+    no_cert = refused(c)
+with grpc.insecure_channel(addr) as c:
+    plaintext = refused(c)
+
+creds = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"), private_key=read("cli-key.pem"), certificate_chain=read("cli.pem"))
+with grpc.secure_channel(addr, creds, options=name) as channel:
     ctl = controller_pb2_grpc.ControllerServiceStub(channel)
     agents = ctl.ListAgents(controller_pb2.ListAgentsRequest()).agents
     spec = agent_pb2.FaultSpec(
@@ -43,5 +69,6 @@ with grpc.insecure_channel(addr) as channel:
         "applied_id": applied.id,
         "reverted": list(reverted),
         "error": error,
+        "refused": {"no_cert": no_cert, "plaintext": plaintext},
         "events": [[controller_pb2.EventKind.Name(e.kind), e.fault_id] for e in events],
     }))
