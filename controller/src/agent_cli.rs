@@ -259,8 +259,8 @@ pub struct Apply {
     /// With --controller: agents with these labels, e.g. role=db,zone=a.
     #[arg(long, help_heading = "Controller targeting")]
     pub select: Option<String>,
-    /// With --controller: these agents by name (repeatable).
-    #[arg(long = "on", help_heading = "Controller targeting")]
+    /// With --controller: these agents by name (repeatable, or comma-separated).
+    #[arg(long = "on", value_delimiter = ',', help_heading = "Controller targeting")]
     pub on: Vec<String>,
     #[arg(long, value_enum, default_value = "all", help_heading = "Controller targeting")]
     pub mode: ModeArg,

@@ -29,6 +29,12 @@ pub enum ControllerCmd {
         /// default /var/lib/faultline/controller.db).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Serve Prometheus metrics about the controller at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Export tracing spans (one per fault request, one per agent call) over OTLP/gRPC.
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
     },
 }
 
@@ -92,19 +98,24 @@ pub enum AgentsCmd {
 }
 
 pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
-    let ControllerCmd::Serve { listen, config, state } = c;
+    let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint } = c;
     let mut config = match config {
         Some(p) => server::Config::load(p)?,
         None => server::Config::default(),
     };
-    if let Some(s) = state {
-        config.state = Some(s.clone());
-    }
+    config.state = state.clone().or(config.state);
+    config.metrics_listen = metrics_listen.or(config.metrics_listen);
+    config.otlp_endpoint = otlp_endpoint.clone().or(config.otlp_endpoint);
+    let tracer = crate::observe::init_tracing(config.otlp_endpoint.as_deref())?;
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
     let dir = tls_dir.or(config.tls_dir.as_deref());
     let security = Security::from_flags(insecure, dir, Role::Controller)?;
-    server::serve(listen, config, security).await
+    let served = server::serve(listen, config, security).await;
+    if let Some(t) = tracer {
+        // Flushes the spans still batched.
+        let _ = t.shutdown();
+    }
+    served
 }
 
 fn target(a: &Apply) -> pb::Target {

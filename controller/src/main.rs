@@ -4,6 +4,7 @@
 
 mod agent_cli;
 mod controller_cli;
+mod observe;
 mod partition;
 mod server;
 mod store;

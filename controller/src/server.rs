@@ -17,7 +17,10 @@ use faultline_proto::{
 use faultline_proto::transport::{AGENT_NAME, Security};
 use tonic::{Request, Response, Status, transport::Channel};
 
+use tracing::Instrument;
+
 use crate::{
+    observe::{self, Stats},
     partition,
     store::{Store, StoredAgent, StoredFault},
 };
@@ -33,6 +36,10 @@ pub struct Config {
     pub state: Option<PathBuf>,
     /// ca.pem, controller.pem, controller-key.pem (default /etc/faultline/tls).
     pub tls_dir: Option<PathBuf>,
+    /// Serve Prometheus text at http://ADDR/metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export tracing spans over OTLP/gRPC to this collector, e.g. http://collector:4317.
+    pub otlp_endpoint: Option<String>,
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,
@@ -95,6 +102,7 @@ pub struct Controller {
     /// Held while an event gets its seq and is sent, so watchers see seqs in order.
     event_order: Arc<Mutex<()>>,
     security: Security,
+    stats: Arc<Stats>,
 }
 
 pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
@@ -181,6 +189,7 @@ impl Controller {
             events: tokio::sync::broadcast::channel(1024).0,
             event_order: Arc::new(Mutex::new(())),
             security,
+            stats: Arc::default(),
         })
     }
 
@@ -260,6 +269,8 @@ impl Controller {
             }
         }
         for (id, agent, fid, r) in futures_util::future::join_all(renewals).await {
+            let counter = if r.is_ok() { &self.stats.renewals_ok } else { &self.stats.renewals_failed };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match r {
                 Ok(_) => {}
                 // The agent no longer holds it (restarted, or its lease ran out while it
@@ -280,6 +291,7 @@ impl Controller {
                     self.event(pb::EventKind::FaultLost, &id, &[agent.clone()], format!("{agent} no longer holds its part ({left} agents still do)"));
                     if left == 0 {
                         self.end(&id, "lost");
+                        self.stats.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 Err(e) => tracing::warn!(agent, "renewing lease: {}", e.message()),
@@ -361,8 +373,11 @@ impl Controller {
             let known: Vec<String> = self.lock().faults.keys().cloned().collect();
             return Err(Status::not_found(format!("id: no active fault {id:?} (active: {known:?})")));
         };
-        let failures = self.revert_placements(&f.placements).await;
         let reason = if why == pb::EventKind::FaultExpired { "expired" } else { "reverted" };
+        let span = tracing::info_span!("revert_fault", fault_id = id, reason, agents = f.placements.len());
+        let failures = self.revert_placements(&f.placements).instrument(span).await;
+        let counter = if why == pb::EventKind::FaultExpired { &self.stats.expired } else { &self.stats.reverted };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.end(id, reason);
         let agents: Vec<String> = f.placements.iter().map(|p| p.0.clone()).collect();
         let detail = if failures.is_empty() { String::new() } else { format!("; not reached: {}", failures.iter().map(|f| format!("{}: {}", f.agent, f.error)).collect::<Vec<_>>().join("; ")) };
@@ -375,10 +390,14 @@ impl Controller {
         let calls = placements.iter().filter_map(|(agent, fid)| {
             let mut c = self.lock().agents.get(agent)?.client.clone();
             let (agent, fid) = (agent.clone(), fid.clone());
-            Some(async move {
-                let r = c.revert_fault(apb::RevertFaultRequest { id: fid.clone(), all: false }).await;
-                (agent, fid, r)
-            })
+            let span = tracing::info_span!("agent.revert_fault", agent = %agent, agent_fault_id = %fid);
+            Some(
+                async move {
+                    let r = c.revert_fault(apb::RevertFaultRequest { id: fid.clone(), all: false }).await;
+                    (agent, fid, r)
+                }
+                .instrument(span),
+            )
         });
         let mut failures = Vec::new();
         for (agent, fid, r) in futures_util::future::join_all(calls).await {
@@ -393,17 +412,47 @@ impl Controller {
     }
 
     /// Checks readiness, then applies the plan on every agent (all or nothing).
-    async fn apply_planned(&self, names: &[String], kind: Option<&apb::fault_spec::Kind>, plan: Vec<(String, apb::FaultSpec)>) -> Result<Vec<(String, String)>, Status> {
-        self.check_ready(names, kind)?;
+    async fn apply_planned(&self, names: &[String], spec: &apb::FaultSpec, plan: Vec<(String, apb::FaultSpec)>) -> Result<Vec<(String, String)>, Status> {
+        self.check_ready(names, spec)?;
         self.fan_out(plan).await
     }
 
-    /// Passes a result through, recording a refusal as an event.
-    fn refusing<T>(&self, names: &[String], r: Result<T, Status>) -> Result<T, Status> {
-        if let Err(e) = &r {
-            self.event(pb::EventKind::FaultRefused, "", names, format!("{:?}: {}", e.code(), e.message()));
+    /// Passes a fan-out's result through: counts it, times it, and records a refusal
+    /// as an event.
+    fn refusing<T>(&self, names: &[String], started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &r {
+            Ok(_) => {
+                self.stats.observe_apply(started.elapsed());
+                self.stats.applied.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                self.stats.refused.fetch_add(1, Relaxed);
+                tracing::warn!(code = ?e.code(), "refused: {}", e.message());
+                self.event(pb::EventKind::FaultRefused, "", names, format!("{:?}: {}", e.code(), e.message()));
+            }
         }
         r
+    }
+
+    /// What /metrics shows, read under the lock.
+    fn snapshot(&self) -> observe::Snapshot {
+        let st = self.lock();
+        let now = SystemTime::now();
+        let agents = st
+            .agents
+            .values()
+            .map(|a| {
+                let host = a.describe.as_ref().map_or(String::new(), |d| d.hostname.clone());
+                let age = a.last_heartbeat.and_then(|t| now.duration_since(t).ok()).map_or(-1.0, |d| d.as_secs_f64());
+                (a.name.clone(), host, a.healthy, age)
+            })
+            .collect();
+        let mut active: BTreeMap<String, u64> = BTreeMap::new();
+        for f in st.faults.values() {
+            *active.entry(f.spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name).to_owned()).or_default() += 1;
+        }
+        observe::Snapshot { agents, active: active.into_iter().collect() }
     }
 
     fn seed(&self) -> u64 {
@@ -411,7 +460,7 @@ impl Controller {
     }
 
     /// Refuses up front when a selected agent is down or lacks what the fault needs.
-    fn check_ready(&self, names: &[String], kind: Option<&apb::fault_spec::Kind>) -> Result<(), Status> {
+    fn check_ready(&self, names: &[String], spec: &apb::FaultSpec) -> Result<(), Status> {
         let st = self.lock();
         for n in names {
             let a = &st.agents[n];
@@ -420,13 +469,7 @@ impl Controller {
             }
             let caps = a.describe.as_ref().and_then(|d| d.capabilities.clone()).unwrap_or_default();
             let host = a.describe.as_ref().map_or("?", |d| d.hostname.as_str());
-            let missing = match kind {
-                Some(apb::fault_spec::Kind::Netem(_)) if !caps.netem => Some("netem"),
-                Some(apb::fault_spec::Kind::Drop(_) | apb::fault_spec::Kind::Partition(_)) if !caps.ebpf => Some("ebpf"),
-                Some(apb::fault_spec::Kind::Freeze(_)) if !caps.cgroup_v2_freeze => Some("cgroup_v2_freeze"),
-                _ => None,
-            };
-            if let Some(cap) = missing {
+            if let Some(cap) = missing_capability(spec, &caps) {
                 return Err(Status::failed_precondition(format!("agent {n} (host {host}) lacks {cap}; nothing was applied")));
             }
         }
@@ -461,10 +504,18 @@ impl Controller {
         let mut calls = Vec::new();
         for (n, s) in plan {
             let Some(mut c) = self.lock().agents.get(&n).map(|a| a.client.clone()) else { continue };
-            calls.push(async move {
-                let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s) }).await;
-                (n, r)
-            });
+            let span = tracing::info_span!("agent.apply_fault", agent = %n, ok = tracing::field::Empty);
+            calls.push(
+                async move {
+                    let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s) }).await;
+                    tracing::Span::current().record("ok", r.is_ok());
+                    if let Err(e) = &r {
+                        tracing::warn!(code = ?e.code(), "{}", e.message());
+                    }
+                    (n, r)
+                }
+                .instrument(span),
+            );
         }
         let results = futures_util::future::join_all(calls).await;
         let placements: Vec<(String, String)> =
@@ -476,13 +527,23 @@ impl Controller {
                 .iter()
                 .map(|(n, r)| match r {
                     Ok(_) => format!("{n}: applied, then reverted"),
-                    Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
+                    Err(e) => {
+                        // An agent names the fault in the way by its own id; say which of ours it is.
+                        let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
+                        format!("{n}: {:?}: {}{ours}", e.code(), e.message())
+                    }
                 })
                 .chain(undo_failures.iter().map(|f| format!("{}: revert failed: {}", f.agent, f.error)))
                 .collect();
             return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
         }
         Ok(placements)
+    }
+
+    /// The controller fault whose part on `agent` is named in `message`.
+    fn owner_of(&self, agent: &str, message: &str) -> Option<String> {
+        let st = self.lock();
+        st.faults.values().find(|f| f.placements.iter().any(|(a, fid)| a == agent && mentions(message, fid))).map(|f| f.id.clone())
     }
 
     fn status(&self, f: &Fault) -> pb::ControllerFault {
@@ -496,6 +557,36 @@ impl Controller {
             cut_from: f.cut_from.iter().map(|(a, b)| (a.clone(), pb::Group { agents: b.clone() })).collect(),
         }
     }
+}
+
+/// Whether `text` names `id` as a whole word (f-1 is not in f-12).
+fn mentions(text: &str, id: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    text.match_indices(id).any(|(i, _)| !word(text[..i].chars().next_back()) && !word(text[i + id.len()..].chars().next()))
+}
+
+/// The capability an agent must report for `spec`, if it lacks it.
+fn missing_capability(spec: &apb::FaultSpec, caps: &apb::Capabilities) -> Option<&'static str> {
+    use apb::{fault_spec::Kind, process_target::Selector};
+    let selector = spec.target.as_ref().and_then(|t| t.selector.as_ref());
+    let ingress = matches!(apb::Direction::try_from(spec.direction), Ok(apb::Direction::Ingress | apb::Direction::Both));
+    let needs: &[(bool, &'static str)] = match &spec.kind {
+        Some(Kind::Netem(_)) => &[(caps.netem, "netem"), (!ingress || caps.ifb, "ifb")],
+        Some(Kind::Bandwidth(_)) => &[(caps.htb, "htb"), (!ingress || caps.ifb, "ifb")],
+        Some(Kind::Drop(_) | Kind::Partition(_)) => &[(caps.ebpf, "ebpf")],
+        Some(Kind::Freeze(f)) => {
+            let cgroup = match apb::FreezeMethod::try_from(f.method) {
+                Ok(apb::FreezeMethod::Cgroup) => true,
+                Ok(apb::FreezeMethod::Sigstop) => false,
+                _ => matches!(selector, Some(Selector::Cgroup(_) | Selector::SystemdUnit(_))),
+            };
+            &[(!cgroup || caps.cgroup_v2_freeze, "cgroup_v2_freeze")]
+        }
+        Some(Kind::CpuThrottle(_)) => &[(caps.cgroup_v2_cpu, "cgroup_v2_cpu")],
+        _ => &[],
+    };
+    let unit = (!matches!(selector, Some(Selector::SystemdUnit(_))) || caps.systemd, "systemd");
+    needs.iter().chain([&unit]).find(|(ok, _)| !ok).map(|(_, cap)| *cap)
 }
 
 /// `role=db,zone=a` -> [(role, db), (zone, a)].
@@ -635,10 +726,13 @@ impl ControllerService for Controller {
         if spec.lease_ms == 0 && !one_shot {
             return Err(Status::invalid_argument("spec.lease_ms: required and > 0: every fault must end by itself"));
         }
+        let started = Instant::now();
         let names = self.select(&r.target.unwrap_or_default())?;
         let lease = self.agent_lease().as_millis() as u64;
         let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
-        let placements = self.refusing(&names, self.apply_planned(&names, spec.kind.as_ref(), plan).await)?;
+        let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
+        let span = tracing::info_span!("apply_fault", kind, agents = names.len(), fault_id = tracing::field::Empty);
+        let placements = self.refusing(&names, started, self.apply_planned(&names, &spec, plan).instrument(span.clone()).await)?;
         // Kill and restart act once on each agent: nothing stays to renew or revert.
         if one_shot {
             let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
@@ -648,10 +742,12 @@ impl ControllerService for Controller {
             return Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }));
         }
         let status = self.record(spec, placements, BTreeMap::new());
+        span.record("fault_id", status.id.as_str());
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }
 
     async fn partition(&self, req: Request<pb::PartitionRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        let started = Instant::now();
         let r = req.into_inner();
         if r.lease_ms == 0 {
             return Err(Status::invalid_argument("lease_ms: required and > 0: every fault must end by itself"));
@@ -688,10 +784,12 @@ impl ControllerService for Controller {
                 ));
             }
         }
-        let placements = self.refusing(&names, self.apply_planned(&names, Some(&kind), plan).await)?;
+        let span = tracing::info_span!("partition", shape = shape.as_str_name(), agents = plan.len(), fault_id = tracing::field::Empty);
+        let placements = self.refusing(&names, started, self.apply_planned(&names, &apb::FaultSpec { kind: Some(kind.clone()), ..Default::default() }, plan).instrument(span.clone()).await)?;
         let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
         let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
         let status = self.record(spec, placements, cut_from);
+        span.record("fault_id", status.id.as_str());
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }
 
@@ -769,6 +867,19 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building reflection service")?;
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
+        let c = ctl.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(async move || {
+                let text = observe::prometheus(&c.snapshot(), &c.stats);
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+            }),
+        );
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
     let incoming = tonic::transport::server::TcpIncoming::bind(listen).with_context(|| format!("binding {listen}"))?.with_nodelay(Some(true));
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
     server
@@ -802,6 +913,38 @@ mod tests {
         assert!(parse_selector("").unwrap().is_empty());
         let e = parse_selector("role").unwrap_err();
         assert!(e.message().starts_with("target.selector"));
+    }
+
+    #[test]
+    fn ids_are_found_as_whole_words() {
+        assert!(mentions("eth0 is already shaped by fault f-1 (bandwidth)", "f-1"));
+        assert!(!mentions("eth0 is already shaped by fault f-12", "f-1"));
+        assert!(mentions("f-1", "f-1"));
+    }
+
+    #[test]
+    fn each_kind_needs_its_capability() {
+        use apb::{fault_spec::Kind, process_target::Selector};
+        let spec = |kind: Kind, selector: Option<Selector>, direction: apb::Direction| apb::FaultSpec {
+            kind: Some(kind),
+            target: selector.map(|s| apb::ProcessTarget { selector: Some(s), ..Default::default() }),
+            direction: direction as i32,
+            ..Default::default()
+        };
+        let none = apb::Capabilities::default();
+        let netem = Kind::Netem(apb::Netem::default());
+        assert_eq!(missing_capability(&spec(netem.clone(), None, apb::Direction::Egress), &none), Some("netem"));
+        let only_netem = apb::Capabilities { netem: true, ..Default::default() };
+        assert_eq!(missing_capability(&spec(netem.clone(), None, apb::Direction::Egress), &only_netem), None);
+        assert_eq!(missing_capability(&spec(netem, None, apb::Direction::Both), &only_netem), Some("ifb"));
+        let freeze = |method: apb::FreezeMethod| Kind::Freeze(apb::Freeze { method: method as i32 });
+        // SIGSTOP needs no cgroup freezer; a cgroup or unit target does.
+        assert_eq!(missing_capability(&spec(freeze(apb::FreezeMethod::Auto), Some(Selector::Pid(7)), apb::Direction::Egress), &none), None);
+        assert_eq!(missing_capability(&spec(freeze(apb::FreezeMethod::Auto), Some(Selector::Cgroup("/a".into())), apb::Direction::Egress), &none), Some("cgroup_v2_freeze"));
+        let freezer = apb::Capabilities { cgroup_v2_freeze: true, ..Default::default() };
+        assert_eq!(missing_capability(&spec(freeze(apb::FreezeMethod::Auto), Some(Selector::SystemdUnit("x.service".into())), apb::Direction::Egress), &freezer), Some("systemd"));
+        assert_eq!(missing_capability(&spec(Kind::CpuThrottle(apb::CpuThrottle::default()), Some(Selector::Cgroup("/a".into())), apb::Direction::Egress), &freezer), Some("cgroup_v2_cpu"));
+        assert_eq!(missing_capability(&spec(Kind::Kill(apb::Kill::default()), Some(Selector::Pid(7)), apb::Direction::Egress), &none), None);
     }
 
     #[test]

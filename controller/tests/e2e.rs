@@ -35,6 +35,11 @@ impl Hosts {
     }
 
     fn with_heartbeat(id: u8, n: u8, heartbeat_ms: u64) -> Self {
+        Self::with_config(id, n, heartbeat_ms, "")
+    }
+
+    /// `extra`: more lines for controller.toml.
+    fn with_config(id: u8, n: u8, heartbeat_ms: u64, extra: &str) -> Self {
         let bridge = format!("flcbr{id}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
         ip(&["link", "add", &bridge, "type", "bridge"]);
@@ -58,7 +63,7 @@ impl Hosts {
         let state = dir.join("controller.db");
         std::fs::write(
             dir.join("controller.toml"),
-            format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\ntls_dir = {:?}\n", state.display().to_string(), dir.join("tls").display().to_string()),
+            format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\ntls_dir = {:?}\n{extra}", state.display().to_string(), dir.join("tls").display().to_string()),
         )
         .unwrap();
         let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
@@ -75,6 +80,8 @@ impl Hosts {
             Command::new(bin("faultline"))
                 .args(["controller", "serve", "--config"])
                 .arg(self.dir.join("controller.toml"))
+                // Spans leave in batches; a short delay keeps the trace test quick.
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
@@ -252,6 +259,13 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert!(msg.contains("applied on 1 of 2 agents") && msg.contains("h2: applied, then reverted") && msg.contains("h3: InvalidArgument"), "{msg}");
     eventually("the route on h3 is back", || h.udp(2, 3, 50) == 50);
     assert_eq!(h.udp(2, 1, 100), 100, "h2 holds no leftover fault");
+
+    // A conflicting fault is refused, naming the controller fault in the way.
+    let first = h.cli_ok(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "10mbit", "--lease", "60s", "--on", "h2"]).trim().to_owned();
+    let bad = h.cli(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "5mbit", "--lease", "60s", "--on", "h2,h3"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(msg.contains(&format!("(that is controller fault {first})")) && msg.contains("h3: applied, then reverted"), "{msg}");
+    h.cli_ok(&["fault", "revert", &first]);
 
     // Kill acts once: reported per agent, and nothing stays active to renew.
     let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
@@ -457,4 +471,104 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
     assert_eq!(v["refused"]["plaintext"], "UNAVAILABLE", "{v}");
     let id = &v["applied_id"];
     assert_eq!(v["events"], serde_json::json!([["FAULT_APPLIED", id], ["FAULT_REVERTED", id]]), "{v}");
+}
+
+/// An OTLP/gRPC trace receiver (the collector's service, from opentelemetry-proto).
+#[derive(Clone, Default)]
+struct Traces {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Traces {
+    async fn export(
+        &self,
+        req: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            Value::BoolValue(b) => b.to_string(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{}", out.lines().next().unwrap_or(""));
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+#[test]
+fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
+    let otlp = "127.0.0.1:14317";
+    let metrics = "127.0.0.1:19465";
+    let traces = Traces::default();
+    let r = traces.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            tonic::transport::Server::builder()
+                .add_service(opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(r))
+                .serve(otlp.parse().unwrap())
+                .await
+                .unwrap();
+        });
+    });
+    let h = Hosts::with_config(5, 2, 300, &format!("metrics_listen = \"{metrics}\"\notlp_endpoint = \"http://{otlp}\"\n"));
+    eventually("two agents registered", || h.healthy().len() == 2);
+    let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s"]).trim().to_owned();
+    assert!(!h.cli(&["fault", "apply", "drop", "-i", "nosuch0", "--loss", "1%", "--lease", "60s"]).status.success());
+
+    let text = scrape(metrics);
+    let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (apt: prometheus)");
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "faultline_controller_agents{health=\"up\"} 2",
+        "faultline_controller_active_faults{kind=\"drop\"} 1",
+        "faultline_controller_apply_seconds_count 1",
+        "faultline_controller_faults_total{outcome=\"applied\"} 1",
+        "faultline_controller_faults_total{outcome=\"refused\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(text.contains("faultline_controller_agent_up{agent=\"h1\""), "{text}");
+    h.cli_ok(&["fault", "revert", &id]);
+    eventually("renewals counted", || scrape(metrics).lines().any(|l| l.starts_with("faultline_controller_lease_renewals_total{result=\"ok\"} ") && !l.ends_with(" 0")));
+    assert!(scrape(metrics).lines().any(|l| l == "faultline_controller_faults_total{outcome=\"reverted\"} 1"));
+
+    // One trace per request: the apply span, and under it one span per agent call.
+    let spans = || traces.spans.lock().unwrap().clone();
+    eventually("the apply span is exported", || spans().iter().any(|s| s.name == "apply_fault" && attr(s, "fault_id") == id));
+    eventually("and the per-agent spans", || spans().iter().filter(|s| s.name == "agent.apply_fault").count() >= 2);
+    let all = spans();
+    let apply = all.iter().find(|s| s.name == "apply_fault" && attr(s, "fault_id") == id).unwrap();
+    assert_eq!(attr(apply, "kind"), "drop");
+    let mut children: Vec<String> = all.iter().filter(|s| s.name == "agent.apply_fault" && s.parent_span_id == apply.span_id).map(|s| attr(s, "agent")).collect();
+    children.sort();
+    assert_eq!(children, ["h1", "h2"], "per-agent spans share the apply's trace: {all:?}");
+    assert!(all.iter().filter(|s| s.parent_span_id == apply.span_id).all(|s| s.trace_id == apply.trace_id && attr(s, "ok") == "true"));
+    eventually("the revert is traced too", || spans().iter().any(|s| s.name == "revert_fault" && attr(s, "fault_id") == id));
 }
