@@ -95,9 +95,13 @@ pub enum FaultCmd {
         id: Option<String>,
         #[arg(long)]
         all: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Renew leases (all faults unless ids are given).
     Renew {
+        #[arg(long)]
+        json: bool,
         ids: Vec<String>,
         /// New lease from now; default: each fault's own.
         #[arg(long, value_parser = units::duration)]
@@ -164,6 +168,9 @@ pub enum ModeArg {
 #[derive(Args)]
 pub struct Apply {
     kind: KindArg,
+    /// Print the applied fault as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
     /// Interface on the agent's host (network faults).
     #[arg(long, short = 'i')]
     interface: Option<String>,
@@ -610,6 +617,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Fault(FaultCmd::Apply(a)) => {
             let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?) }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+            if a.json {
+                println!("{}", status_json(&f));
+                return Ok(());
+            }
             // The id alone on the first line, for scripts: `id=$(faultline fault apply ...)`.
             println!("{}", f.id);
             for p in &f.processes {
@@ -657,22 +668,30 @@ pub async fn run(cli: Cli) -> Result<()> {
                 show(&keep(client.get_metrics(pb::GetMetricsRequest {}).await.map_err(explain)?.into_inner()));
             }
         }
-        Cmd::Fault(FaultCmd::Revert { id, all }) => {
+        Cmd::Fault(FaultCmd::Revert { id, all, json }) => {
             if id.is_none() && !all {
                 bail!("give a fault id, or --all");
             }
             let r = client.revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all }).await.map_err(explain)?.into_inner();
-            for id in r.reverted {
-                println!("reverted {id}");
+            if json {
+                println!("{}", json!({"reverted": r.reverted}));
+            } else {
+                for id in r.reverted {
+                    println!("reverted {id}");
+                }
             }
         }
-        Cmd::Fault(FaultCmd::Renew { ids, lease }) => {
+        Cmd::Fault(FaultCmd::Renew { ids, lease, json }) => {
             let r = client
                 .renew_leases(pb::RenewLeasesRequest { ids, lease_ms: lease.map_or(0, |d| d.as_millis() as u64) })
                 .await
                 .map_err(explain)?
                 .into_inner();
-            r.faults.iter().for_each(print_status);
+            if json {
+                println!("{}", serde_json::Value::Array(r.faults.iter().map(status_json).collect()));
+            } else {
+                r.faults.iter().for_each(print_status);
+            }
         }
     }
     Ok(())

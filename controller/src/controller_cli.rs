@@ -203,6 +203,10 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 .into_inner()
                 .fault
                 .unwrap_or_default();
+            if a.json {
+                println!("{}", fault_json(&f));
+                return Ok(());
+            }
             println!("{}", f.id);
             for p in &f.placements {
                 eprintln!("  {} {}", p.agent, p.agent_fault_id);
@@ -221,11 +225,16 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 }
             }
         }
-        Cmd::Fault(FaultCmd::Revert { id, all }) => {
+        Cmd::Fault(FaultCmd::Revert { id, all, json }) => {
             if id.is_none() && !all {
                 bail!("give a fault id, or --all");
             }
             let r = c.revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all }).await.map_err(explain)?.into_inner();
+            if json {
+                let failures: Vec<_> = r.failures.iter().map(|f| json!({"agent": f.agent, "agent_fault_id": f.agent_fault_id, "error": f.error})).collect();
+                println!("{}", json!({"reverted": r.reverted, "failures": failures}));
+                return Ok(());
+            }
             for id in r.reverted {
                 println!("reverted {id}");
             }

@@ -261,11 +261,14 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert_eq!(h.udp(2, 1, 100), 100, "h2 holds no leftover fault");
 
     // A conflicting fault is refused, naming the controller fault in the way.
-    let first = h.cli_ok(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "10mbit", "--lease", "60s", "--on", "h2"]).trim().to_owned();
+    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "10mbit", "--lease", "60s", "--on", "h2", "--json"])).unwrap();
+    assert_eq!((applied["kind"].as_str(), applied["placements"][0]["agent"].as_str()), (Some("bandwidth"), Some("h2")), "{applied}");
+    let first = applied["id"].as_str().unwrap().to_owned();
     let bad = h.cli(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "5mbit", "--lease", "60s", "--on", "h2,h3"]);
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains(&format!("(that is controller fault {first})")) && msg.contains("h3: applied, then reverted"), "{msg}");
-    h.cli_ok(&["fault", "revert", &first]);
+    let reverted: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "revert", &first, "--json"])).unwrap();
+    assert_eq!(reverted, serde_json::json!({"reverted": [first], "failures": []}));
 
     // Kill acts once: reported per agent, and nothing stays active to renew.
     let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
