@@ -558,8 +558,9 @@ fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
     assert!(text.contains("faultline_controller_agent_up{agent=\"h1\""), "{text}");
-    h.cli_ok(&["fault", "revert", &id]);
+    // Renewals happen while the fault is active (every heartbeat), so look before reverting.
     eventually("renewals counted", || scrape(metrics).lines().any(|l| l.starts_with("faultline_controller_lease_renewals_total{result=\"ok\"} ") && !l.ends_with(" 0")));
+    h.cli_ok(&["fault", "revert", &id]);
     assert!(scrape(metrics).lines().any(|l| l == "faultline_controller_faults_total{outcome=\"reverted\"} 1"));
 
     // One trace per request: the apply span, and under it one span per agent call.
