@@ -60,6 +60,8 @@ pub enum Cmd {
     Partition(crate::controller_cli::PartitionArgs),
     /// What the controller did and saw, oldest first; --follow keeps watching (needs --controller).
     Events(crate::controller_cli::EventsArgs),
+    /// Send load (HTTP/1.1, h2c) on an open-loop schedule, or closed loop like wrk; print a summary.
+    Load(crate::load_cli::LoadArgs),
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -561,6 +563,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Controller(c) = &cli.cmd {
         return crate::controller_cli::serve(c, cli.insecure, cli.tls_dir.as_deref()).await;
     }
+    if let Cmd::Load(a) = &cli.cmd {
+        return crate::load_cli::run(a).await;
+    }
     if let Cmd::Certs(CertsCmd::Init { dir }) = &cli.cmd {
         let files = faultline_proto::transport::certgen::init(dir)?;
         for f in files {
@@ -643,7 +648,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

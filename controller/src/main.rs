@@ -4,6 +4,8 @@
 
 mod agent_cli;
 mod controller_cli;
+mod load;
+mod load_cli;
 mod observe;
 mod partition;
 mod server;

@@ -47,7 +47,8 @@ fn main() -> Result<()> {
             run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))?;
             // The fan-out bench starts the release binaries itself.
             run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(workspace_root()))?;
-            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "fanout"]).current_dir(workspace_root()))
+            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "fanout"]).current_dir(workspace_root()))?;
+            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "load"]).current_dir(workspace_root()))
         }
         Task::VmTest => vm::run(),
         Task::Codegen { check } => codegen::run(check),

@@ -14,7 +14,34 @@ const APT: &[&str] = &[
     "iproute2", "iputils-ping", "bpftool", "iptables", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace", "xz-utils",
     // promtool checks the agent's /metrics output.
     "prometheus",
+    // Systems under test and the load tool faultline is compared with.
+    "nginx", "wrk",
 ];
+
+/// Keeps apt from starting the services it installs (nginx, prometheus): tests run their
+/// own instances with their own configs. Removed afterwards unless it was already there.
+struct NoServiceStart(bool);
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl NoServiceStart {
+    fn new() -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(Self(false));
+        }
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# faultline setup: no service starts during install\nexit 101\n")?;
+        std::fs::set_permissions(POLICY_RC_D, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(Self(true))
+    }
+}
+
+impl Drop for NoServiceStart {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
 
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
@@ -49,6 +76,7 @@ pub fn run() -> Result<()> {
     if !missing.is_empty() {
         println!("setup: apt-get install {}", missing.join(" "));
         run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+        let _guard = NoServiceStart::new()?;
         run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {

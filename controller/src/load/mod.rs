@@ -1,0 +1,194 @@
+//! `faultline load`: open-loop load with a known shape, every outcome recorded against
+//! the time the request was meant to start.
+//!
+//! A dispatcher releases each intended start time at that time into a queue that free
+//! connections take from. When the system under test slows, starts queue up and their
+//! wait counts in the (corrected) latency, instead of the schedule slowing down with it
+//! (coordinated omission). A closed-loop mode (`--concurrency`, no rate) behaves like wrk.
+
+pub mod http;
+pub mod record;
+pub mod schedule;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use record::{Failure, Outcome, Recorder};
+use schedule::Shape;
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Http(http::HttpTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub target: Target,
+    /// None: closed loop, each connection sends its next request when the last one ends.
+    pub shape: Option<Shape>,
+    pub duration: Duration,
+    /// Connections (open loop: the most requests in flight at once).
+    pub connections: usize,
+    pub timeout: Duration,
+    pub seed: u64,
+}
+
+impl LoadSpec {
+    pub fn check(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("connections: at least 1".into());
+        }
+        if self.duration.is_zero() {
+            return Err("duration: must be longer than 0".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("timeout: must be longer than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A finished (or interrupted) run.
+pub struct Run {
+    pub recorder: Recorder,
+    pub started_unix_ms: i64,
+    /// Wall time from the first intended start to the last answer.
+    pub elapsed: Duration,
+    /// Requests the schedule asked for (open loop).
+    pub scheduled: Option<u64>,
+    pub target_rate: Option<f64>,
+}
+
+type Shared = Arc<Mutex<Recorder>>;
+
+fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Recorder> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn call(target: &Target, conn: &mut Option<http::Conn>, n: u64) -> Outcome {
+    match target {
+        Target::Http(t) => http::call(t, conn, n).await,
+    }
+}
+
+/// Runs the load; `progress` is called about once a second with the recorder so far.
+pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) + Send) -> Run {
+    let rec: Shared = Arc::default();
+    let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + spec.duration;
+    let (scheduled, target_rate, workers) = match &spec.shape {
+        Some(shape) => {
+            let arrivals = shape.arrivals(spec.duration, spec.seed);
+            let n = arrivals.len() as u64;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Duration)>();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let workers: Vec<_> = (0..spec.connections)
+                .map(|_| {
+                    let (rx, rec, target, timeout) = (rx.clone(), rec.clone(), spec.target.clone(), spec.timeout);
+                    tokio::spawn(async move {
+                        let mut conn = None;
+                        loop {
+                            let Some((n, at)) = rx.lock().await.recv().await else { break };
+                            let now = Instant::now();
+                            let lag = now.saturating_duration_since(start + at);
+                            // Still queued when the run and its grace are over: never sent, and said so.
+                            if now > end + timeout {
+                                lock(&rec).record(at, lag, Duration::ZERO, Outcome::Failed(Failure::NotStarted));
+                                continue;
+                            }
+                            let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
+                                conn = None;
+                                Outcome::Failed(Failure::Timeout)
+                            });
+                            lock(&rec).record(at, lag, now.elapsed(), outcome);
+                        }
+                    })
+                })
+                .collect();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while i < arrivals.len() {
+                    // Release every start that is due, then sleep until the next one.
+                    let now = Instant::now();
+                    while i < arrivals.len() && start + arrivals[i] <= now {
+                        let _ = tx.send((i as u64, arrivals[i]));
+                        i += 1;
+                    }
+                    if i < arrivals.len() {
+                        tokio::time::sleep_until((start + arrivals[i]).into()).await;
+                    }
+                }
+            });
+            let rate = match shape {
+                Shape::Constant { rate } | Shape::Poisson { rate } => Some(*rate),
+                _ => Some(n as f64 / spec.duration.as_secs_f64()),
+            };
+            (Some(n), rate, workers)
+        }
+        None => {
+            let workers: Vec<_> = (0..spec.connections)
+                .map(|w| {
+                    let (rec, target, timeout, stride) = (rec.clone(), spec.target.clone(), spec.timeout, spec.connections as u64);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(start.into()).await;
+                        let mut conn = None;
+                        let mut n = w as u64;
+                        while Instant::now() < end {
+                            let sent = Instant::now();
+                            let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
+                                conn = None;
+                                Outcome::Failed(Failure::Timeout)
+                            });
+                            lock(&rec).record(sent - start, Duration::ZERO, sent.elapsed(), outcome);
+                            n += stride;
+                        }
+                    })
+                })
+                .collect();
+            (None, None, workers)
+        }
+    };
+    let all = futures_util::future::join_all(workers);
+    tokio::pin!(all);
+    let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut all => break,
+            _ = tick.tick() => progress(&lock(&rec), start.elapsed()),
+        }
+    }
+    let elapsed = start.elapsed();
+    let recorder = std::mem::take(&mut *lock(&rec));
+    Run { recorder, started_unix_ms, elapsed, scheduled, target_rate }
+}
+
+/// The numbers a person reads after a run, and the JSON scripts read.
+pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
+    let t = &run.recorder.total;
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(p) as f64 / 1000.0 };
+    let requests = t.requests();
+    let failures: serde_json::Map<String, serde_json::Value> =
+        Failure::ALL.iter().zip(t.failures).filter(|(_, n)| *n > 0).map(|(f, n)| (f.name().to_owned(), n.into())).collect();
+    let status: serde_json::Map<String, serde_json::Value> =
+        t.status.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, (*n).into())).collect();
+    serde_json::json!({
+        "started_unix_ms": run.started_unix_ms,
+        "requests": requests,
+        "scheduled": run.scheduled,
+        "duration_s": duration.as_secs_f64(),
+        "elapsed_s": run.elapsed.as_secs_f64(),
+        "rate": requests as f64 / duration.as_secs_f64(),
+        "target_rate": run.target_rate,
+        "errors": t.errors(),
+        "error_rate": if requests == 0 { 0.0 } else { t.errors() as f64 / requests as f64 },
+        "status": status,
+        "failures": failures,
+        "late_starts": t.late,
+        "max_start_lag_ms": run.recorder.max_lag.as_secs_f64() * 1000.0,
+        "latency_ms": {"p50": q(&t.corrected, 0.5), "p90": q(&t.corrected, 0.9), "p99": q(&t.corrected, 0.99), "p999": q(&t.corrected, 0.999), "max": q(&t.corrected, 1.0)},
+        "uncorrected_latency_ms": {"p50": q(&t.uncorrected, 0.5), "p99": q(&t.uncorrected, 0.99), "max": q(&t.uncorrected, 1.0)},
+    })
+}

@@ -1,0 +1,139 @@
+//! `faultline load` against real servers: nginx from Debian, and a server in the test
+//! that stalls on purpose to show the coordinated-omission correction.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command},
+    time::Duration,
+};
+
+fn load(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline")).arg("load").args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "faultline load {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// HTTP/1.1 on `port`, h2c (prior knowledge) on `port + 1`, loopback only.
+    fn start(port: u16) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{port}; listen 127.0.0.1:{} http2; location / {{ return 200 \"ok\\n\"; }} location /missing {{ return 404; }} }} }}\n",
+            port + 1
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log")).spawn().expect("nginx (apt: nginx)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, dir };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn an_open_loop_run_sends_exactly_the_schedule_to_nginx() {
+    let _nginx = Nginx::start(18080);
+    let s = load(&["http://127.0.0.1:18080/", "--rate", "500", "--duration", "2s"]);
+    assert_eq!(s["requests"], 1000, "{s}");
+    assert_eq!(s["scheduled"], 1000);
+    assert_eq!(s["status"], serde_json::json!({"2xx": 1000}));
+    assert_eq!(s["errors"], 0);
+    // Status classes count as errors from 4xx on, and URLs are used in turn.
+    let s = load(&["http://127.0.0.1:18080/", "http://127.0.0.1:18080/missing", "--rate", "100", "--duration", "1s"]);
+    assert_eq!(s["status"], serde_json::json!({"2xx": 50, "4xx": 50}), "{s}");
+    assert_eq!(s["error_rate"], 0.5);
+    // HTTP/2 (h2c) and a Poisson schedule.
+    let s = load(&["http://127.0.0.1:18081/", "--http2", "--rate", "300", "--shape", "poisson", "--duration", "2s", "--seed", "7"]);
+    assert_eq!(s["errors"], 0, "{s}");
+    assert_eq!(s["requests"], s["scheduled"]);
+    // Closed loop: as fast as 4 connections go.
+    let s = load(&["http://127.0.0.1:18080/", "--concurrency", "4", "--duration", "1s"]);
+    assert!(s["requests"].as_u64().unwrap() > 100 && s["errors"] == 0, "{s}");
+    // A closed port: every request fails to connect, and is counted.
+    let s = load(&["http://127.0.0.1:18099/", "--rate", "50", "--duration", "1s"]);
+    assert_eq!(s["failures"], serde_json::json!({"connect": 50}), "{s}");
+}
+
+/// Answers `HTTP/1.1 200` to each request, but sleeps `stall` before answering request
+/// number `stall_at`.
+fn stalling_server(stall_at: usize, stall: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for conn in l.incoming() {
+            let conn = conn.unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line == "\r\n" {
+                    n += 1;
+                    if n == stall_at {
+                        std::thread::sleep(stall);
+                    }
+                    w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+                }
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn latency_counts_from_the_intended_start_when_the_server_stalls() {
+    // 100 requests/s on one connection; the server stalls 1 s on request 50. The ~100
+    // requests meant to start during the stall wait, and that wait is their latency.
+    let port = stalling_server(50, Duration::from_secs(1));
+    let s = load(&[&format!("http://127.0.0.1:{port}/"), "--rate", "100", "--duration", "3s", "--connections", "1"]);
+    assert_eq!(s["requests"], 300, "nothing is skipped: {s}");
+    assert_eq!(s["errors"], 0);
+    let corrected_p90 = s["latency_ms"]["p90"].as_f64().unwrap();
+    let uncorrected_p99 = s["uncorrected_latency_ms"]["p99"].as_f64().unwrap();
+    assert!(corrected_p90 > 200.0, "the stall must show in the corrected p90: {s}");
+    assert!(uncorrected_p99 < 100.0, "measured from the actual send, only one request was slow: {s}");
+    assert!(s["late_starts"].as_u64().unwrap() >= 50, "{s}");
+    assert!(s["latency_ms"]["max"].as_f64().unwrap() >= 900.0, "{s}");
+}
+
+#[test]
+fn bad_load_flags_name_the_flag() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_faultline")).arg("load").args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["http://127.0.0.1:1/"]).contains("give --rate"));
+    assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--shape", "ramp:0..x/1s"]).contains("--shape"));
+    assert!(run(&["https://127.0.0.1:1/", "--rate", "10"]).contains("https"));
+    assert!(run(&["http://localhost:1/", "--rate", "10"]).contains("IP address"));
+    assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--connections", "0"]).contains("connections"));
+}
