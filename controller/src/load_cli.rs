@@ -5,13 +5,14 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::{
-    load::{self, LoadSpec, Target, http::HttpTarget, record::Recorder, schedule::Shape},
+    load::{self, LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::Recorder, redis::RedisTarget, schedule::Shape, tcp::TcpTarget},
     units,
 };
 
 #[derive(clap::Args)]
 pub struct LoadArgs {
-    /// http://IP:PORT/PATH (several: used in turn; one host and port).
+    /// http://IP:PORT/PATH (several: used in turn; one host and port), tcp://IP:PORT,
+    /// redis://IP:PORT, or grpc://IP:PORT[/SERVICE] (the standard health check).
     #[arg(required = true)]
     urls: Vec<String>,
     /// Requests per second (open loop): the constant rate, or the base of --shape.
@@ -44,6 +45,24 @@ pub struct LoadArgs {
     /// A new connection for every request.
     #[arg(long)]
     no_reuse: bool,
+    /// tcp://: bytes to send per request (with \r \n \t \\ escapes); without it a request is a connect.
+    #[arg(long)]
+    send: Option<String>,
+    /// tcp://: read until these bytes arrive (default: any answer).
+    #[arg(long, default_value = "")]
+    expect: String,
+    /// redis://: percent of requests that are SET (the rest GET).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    redis_set_percent: u32,
+    /// redis://: keys faultline:0..N.
+    #[arg(long, default_value_t = 1000)]
+    redis_keys: u64,
+    /// redis://: bytes per SET value.
+    #[arg(long, default_value_t = 100)]
+    redis_value_size: usize,
+    /// Also write summary.json and seconds.csv (one row per second) here.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     /// Seed for Poisson arrivals (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -53,12 +72,31 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
+    fn target(&self, body: Vec<u8>) -> Result<Target> {
+        let first = &self.urls[0];
+        let (scheme, rest) = first.split_once("://").ok_or_else(|| anyhow::anyhow!("url: {first:?}: give SCHEME://IP:PORT (http, tcp, redis, grpc)"))?;
+        if scheme != "http" && self.urls.len() > 1 {
+            bail!("url: several URLs are for http:// only");
+        }
+        let addr = || -> Result<std::net::SocketAddr> {
+            let hostport = rest.split('/').next().unwrap_or("");
+            hostport.parse().map_err(|_| anyhow::anyhow!("url: {first:?}: give an IP address and a port, e.g. {scheme}://10.0.0.5:6379"))
+        };
+        Ok(match scheme {
+            "http" => Target::Http(HttpTarget::new(&self.urls, self.http2, &self.method, &self.headers, body.into(), !self.no_reuse).map_err(anyhow::Error::msg)?),
+            "tcp" => Target::Tcp(TcpTarget { addr: addr()?, send: self.send.as_deref().map(unescape), expect: unescape(&self.expect), reuse: !self.no_reuse }),
+            "redis" => Target::Redis(RedisTarget { addr: addr()?, set_percent: self.redis_set_percent, keys: self.redis_keys, value: vec![b'x'; self.redis_value_size] }),
+            "grpc" => Target::Grpc(GrpcTarget { addr: addr()?, service: rest.split_once('/').map_or("", |(_, s)| s).to_owned() }),
+            other => bail!("url: {first:?}: unknown scheme {other:?} (http, tcp, redis, grpc)"),
+        })
+    }
+
     pub fn spec(&self) -> Result<LoadSpec> {
         let body = match self.body.strip_prefix('@') {
             Some(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("--body: reading {path}: {e}"))?,
             None => self.body.clone().into_bytes(),
         };
-        let target = HttpTarget::new(&self.urls, self.http2, &self.method, &self.headers, body.into(), !self.no_reuse).map_err(anyhow::Error::msg)?;
+        let target = self.target(body)?;
         if self.rate.is_none() && self.concurrency.is_none() {
             bail!("give --rate R (open loop) or --concurrency N (closed loop)");
         }
@@ -72,10 +110,32 @@ impl LoadArgs {
             (rate, None) => (Some(Shape::parse(&self.shape, rate)?), self.connections),
         };
         let seed = self.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
-        let spec = LoadSpec { target: Target::Http(target), shape, duration: self.duration, connections, timeout: self.timeout, seed };
+        let spec = LoadSpec { target, shape, duration: self.duration, connections, timeout: self.timeout, seed };
         spec.check().map_err(anyhow::Error::msg)?;
         Ok(spec)
     }
+}
+
+/// `\r`, `\n`, `\t` and `\\` in a command-line string.
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        let c = if c == '\\' {
+            match chars.next() {
+                Some('r') => '\r',
+                Some('n') => '\n',
+                Some('t') => '\t',
+                Some(other) => other,
+                None => '\\',
+            }
+        } else {
+            c
+        };
+        let mut utf8 = [0; 4];
+        out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+    }
+    out
 }
 
 fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
@@ -102,13 +162,24 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
     let spec = a.spec()?;
     let target_rate = a.rate;
     let quiet = a.json;
-    let run = load::run(&spec, move |rec, elapsed| {
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let run = load::run(&spec, stop, move |rec, elapsed| {
         if !quiet {
             progress_line(rec, elapsed, target_rate);
         }
     })
     .await;
     let s = load::summary(&run, run.elapsed.min(spec.duration).max(Duration::from_millis(1)));
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
+        std::fs::write(dir.join("summary.json"), format!("{s:#}\n"))?;
+        std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
+    }
+    if run.interrupted {
+        eprintln!("interrupted: the summary covers what was answered until then");
+    }
     if a.json {
         println!("{s}");
         return Ok(());
@@ -127,4 +198,14 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
     println!("latency from actual start (ms):   p50 {} p99 {} max {}", u["p50"], u["p99"], u["max"]);
     println!("late starts (> 5 ms) {}  max start lag {:.1} ms", s["late_starts"], s["max_start_lag_ms"].as_f64().unwrap_or(0.0));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_become_bytes() {
+        assert_eq!(super::unescape("PING\\r\\n"), b"PING\r\n");
+        assert_eq!(super::unescape("a\\\\b\\"), b"a\\b\\");
+        assert_eq!(super::unescape("é"), "é".as_bytes());
+    }
 }

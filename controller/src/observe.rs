@@ -97,7 +97,8 @@ pub fn init_tracing(otlp: Option<&str>) -> Result<Option<opentelemetry_sdk::trac
     use opentelemetry_otlp::WithExportConfig;
     use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt::layer();
+    // Logs go to stderr, like any daemon's; stdout stays for command output.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let Some(endpoint) = otlp else {
         tracing_subscriber::registry().with(filter).with(fmt).init();
         return Ok(None);

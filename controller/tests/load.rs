@@ -137,3 +137,104 @@ fn bad_load_flags_name_the_flag() {
     assert!(run(&["http://localhost:1/", "--rate", "10"]).contains("IP address"));
     assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--connections", "0"]).contains("connections"));
 }
+
+struct Daemon(Child, Option<PathBuf>);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if let Some(d) = &self.1 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+#[test]
+fn redis_tcp_and_grpc_targets_against_real_servers() {
+    // A real redis-server (Debian), no persistence.
+    let port = 16379;
+    let redis = Daemon(Command::new("redis-server").args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).stdout(std::process::Stdio::null()).spawn().expect("redis-server (apt: redis-server)"), None);
+    wait_port(port);
+    let s = load(&[&format!("redis://127.0.0.1:{port}"), "--rate", "400", "--duration", "1s", "--redis-set-percent", "50", "--redis-keys", "50"]);
+    assert_eq!((s["requests"].as_u64(), s["errors"].as_u64()), (Some(400), Some(0)), "{s}");
+    // The SETs happened: the keys are there.
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "dbsize"]).output().unwrap();
+    let keys: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(keys > 0 && keys <= 50, "dbsize {keys}");
+    // Raw TCP: send-and-expect (Redis inline PING), and connect-only.
+    let s = load(&[&format!("tcp://127.0.0.1:{port}"), "--send", "PING\\r\\n", "--expect", "+PONG", "--rate", "100", "--duration", "1s"]);
+    assert_eq!((s["requests"].as_u64(), s["errors"].as_u64()), (Some(100), Some(0)), "{s}");
+    let s = load(&[&format!("tcp://127.0.0.1:{port}"), "--rate", "100", "--duration", "1s"]);
+    assert_eq!(s["errors"], 0, "{s}");
+    drop(redis);
+    let s = load(&[&format!("tcp://127.0.0.1:{port}"), "--rate", "20", "--duration", "1s"]);
+    assert_eq!(s["failures"], serde_json::json!({"connect": 20}), "{s}");
+
+    // gRPC health against a real gRPC server: faultline's controller (plaintext on loopback).
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("grpc-target-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let gport = 17381;
+    let _ctl = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(["--insecure", "controller", "serve", "--listen", &format!("127.0.0.1:{gport}"), "--state"])
+            .arg(dir.join("c.db"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        Some(dir),
+    );
+    wait_port(gport);
+    let s = load(&[&format!("grpc://127.0.0.1:{gport}/faultline.controller.v1.ControllerService"), "--rate", "100", "--duration", "1s"]);
+    assert_eq!((s["requests"].as_u64(), s["errors"].as_u64()), (Some(100), Some(0)), "{s}");
+    let s = load(&[&format!("grpc://127.0.0.1:{gport}/no.such.Service"), "--rate", "10", "--duration", "1s"]);
+    assert_eq!(s["failures"], serde_json::json!({"rejected": 10}), "{s}");
+}
+
+#[test]
+fn out_writes_a_summary_and_one_csv_row_per_second() {
+    let _nginx = Nginx::start(18090);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("load-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = load(&["http://127.0.0.1:18090/", "--rate", "50", "--shape", "ramp:50..150/3s", "--duration", "3s", "--out", dir.to_str().unwrap()]);
+    let csv = std::fs::read_to_string(dir.join("seconds.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    let per_second: Vec<u64> = rows.iter().map(|r| r[1].parse().unwrap()).collect();
+    // 50 -> 150 over 3 s: about 67, 100, 133 per second; the ramp shows.
+    assert!(per_second[0] < per_second[1] && per_second[1] < per_second[2], "{per_second:?}");
+    assert_eq!(per_second.iter().sum::<u64>(), s["requests"].as_u64().unwrap());
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["requests"], s["requests"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_prints_what_was_recorded() {
+    let _nginx = Nginx::start(18095);
+    let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["load", "http://127.0.0.1:18095/", "--rate", "100", "--duration", "60s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["interrupted"], true, "{s}");
+    let n = s["requests"].as_u64().unwrap();
+    assert!(n > 0 && n < 6000 && s["errors"] == 0, "{s}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+}

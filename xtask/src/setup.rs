@@ -15,7 +15,7 @@ const APT: &[&str] = &[
     // promtool checks the agent's /metrics output.
     "prometheus",
     // Systems under test and the load tool faultline is compared with.
-    "nginx", "wrk",
+    "nginx", "wrk", "redis-server",
 ];
 
 /// Keeps apt from starting the services it installs (nginx, prometheus): tests run their

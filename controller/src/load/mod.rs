@@ -6,9 +6,12 @@
 //! wait counts in the (corrected) latency, instead of the schedule slowing down with it
 //! (coordinated omission). A closed-loop mode (`--concurrency`, no rate) behaves like wrk.
 
+pub mod grpc;
 pub mod http;
 pub mod record;
+pub mod redis;
 pub mod schedule;
+pub mod tcp;
 
 use std::{
     sync::{Arc, Mutex},
@@ -21,6 +24,24 @@ use schedule::Shape;
 #[derive(Debug, Clone)]
 pub enum Target {
     Http(http::HttpTarget),
+    Tcp(tcp::TcpTarget),
+    Redis(redis::RedisTarget),
+    Grpc(grpc::GrpcTarget),
+}
+
+/// A worker's connection, of whichever kind its target uses.
+#[derive(Default)]
+struct Conns {
+    http: Option<http::Conn>,
+    tcp: Option<tcp::TcpConn>,
+    redis: Option<redis::RedisConn>,
+    grpc: Option<grpc::GrpcConn>,
+}
+
+impl Conns {
+    fn drop_all(&mut self) {
+        *self = Self::default();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +80,8 @@ pub struct Run {
     /// Requests the schedule asked for (open loop).
     pub scheduled: Option<u64>,
     pub target_rate: Option<f64>,
+    /// Stopped before the schedule's end.
+    pub interrupted: bool,
 }
 
 type Shared = Arc<Mutex<Recorder>>;
@@ -67,14 +90,18 @@ fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Recorder> {
     r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn call(target: &Target, conn: &mut Option<http::Conn>, n: u64) -> Outcome {
+async fn call(target: &Target, conns: &mut Conns, n: u64) -> Outcome {
     match target {
-        Target::Http(t) => http::call(t, conn, n).await,
+        Target::Http(t) => http::call(t, &mut conns.http, n).await,
+        Target::Tcp(t) => tcp::call(t, &mut conns.tcp).await,
+        Target::Redis(t) => redis::call(t, &mut conns.redis, n).await,
+        Target::Grpc(t) => grpc::call(t, &mut conns.grpc).await,
     }
 }
 
-/// Runs the load; `progress` is called about once a second with the recorder so far.
-pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) + Send) -> Run {
+/// Runs the load until its schedule is done or `stop` completes (Ctrl-C: what was
+/// recorded so far is kept); `progress` is called about once a second.
+pub async fn run(spec: &LoadSpec, stop: impl std::future::Future<Output = ()>, mut progress: impl FnMut(&Recorder, Duration) + Send) -> Run {
     let rec: Shared = Arc::default();
     let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let start = Instant::now() + Duration::from_millis(20);
@@ -89,7 +116,7 @@ pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) 
                 .map(|_| {
                     let (rx, rec, target, timeout) = (rx.clone(), rec.clone(), spec.target.clone(), spec.timeout);
                     tokio::spawn(async move {
-                        let mut conn = None;
+                        let mut conn = Conns::default();
                         loop {
                             let Some((n, at)) = rx.lock().await.recv().await else { break };
                             let now = Instant::now();
@@ -100,7 +127,7 @@ pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) 
                                 continue;
                             }
                             let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
-                                conn = None;
+                                conn.drop_all();
                                 Outcome::Failed(Failure::Timeout)
                             });
                             lock(&rec).record(at, lag, now.elapsed(), outcome);
@@ -108,7 +135,7 @@ pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) 
                     })
                 })
                 .collect();
-            tokio::spawn(async move {
+            let dispatcher = tokio::spawn(async move {
                 let mut i = 0;
                 while i < arrivals.len() {
                     // Release every start that is due, then sleep until the next one.
@@ -126,6 +153,8 @@ pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) 
                 Shape::Constant { rate } | Shape::Poisson { rate } => Some(*rate),
                 _ => Some(n as f64 / spec.duration.as_secs_f64()),
             };
+            let mut workers = workers;
+            workers.push(dispatcher);
             (Some(n), rate, workers)
         }
         None => {
@@ -134,12 +163,12 @@ pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) 
                     let (rec, target, timeout, stride) = (rec.clone(), spec.target.clone(), spec.timeout, spec.connections as u64);
                     tokio::spawn(async move {
                         tokio::time::sleep_until(start.into()).await;
-                        let mut conn = None;
+                        let mut conn = Conns::default();
                         let mut n = w as u64;
                         while Instant::now() < end {
                             let sent = Instant::now();
                             let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
-                                conn = None;
+                                conn.drop_all();
                                 Outcome::Failed(Failure::Timeout)
                             });
                             lock(&rec).record(sent - start, Duration::ZERO, sent.elapsed(), outcome);
@@ -151,18 +180,27 @@ pub async fn run(spec: &LoadSpec, mut progress: impl FnMut(&Recorder, Duration) 
             (None, None, workers)
         }
     };
+    let aborts: Vec<_> = workers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     let all = futures_util::future::join_all(workers);
     tokio::pin!(all);
+    tokio::pin!(stop);
     let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let mut interrupted = false;
     loop {
         tokio::select! {
             _ = &mut all => break,
+            () = &mut stop => {
+                // Requests in flight are cut off unrecorded; everything answered is kept.
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
+                interrupted = true;
+                break;
+            }
             _ = tick.tick() => progress(&lock(&rec), start.elapsed()),
         }
     }
     let elapsed = start.elapsed();
     let recorder = std::mem::take(&mut *lock(&rec));
-    Run { recorder, started_unix_ms, elapsed, scheduled, target_rate }
+    Run { recorder, started_unix_ms, elapsed, scheduled, target_rate, interrupted }
 }
 
 /// The numbers a person reads after a run, and the JSON scripts read.
@@ -176,6 +214,7 @@ pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
         t.status.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, (*n).into())).collect();
     serde_json::json!({
         "started_unix_ms": run.started_unix_ms,
+        "interrupted": run.interrupted,
         "requests": requests,
         "scheduled": run.scheduled,
         "duration_s": duration.as_secs_f64(),
@@ -191,4 +230,36 @@ pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
         "latency_ms": {"p50": q(&t.corrected, 0.5), "p90": q(&t.corrected, 0.9), "p99": q(&t.corrected, 0.99), "p999": q(&t.corrected, 0.999), "max": q(&t.corrected, 1.0)},
         "uncorrected_latency_ms": {"p50": q(&t.uncorrected, 0.5), "p99": q(&t.uncorrected, 0.99), "max": q(&t.uncorrected, 1.0)},
     })
+}
+
+/// Per second of intended starts, one CSV row: counts, latency percentiles (ms, corrected
+/// and uncorrected), status classes and failure classes. Columns are stable for pandas.
+pub fn seconds_csv(rec: &Recorder) -> String {
+    use std::fmt::Write as _;
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { String::new() } else { format!("{:.3}", h.value_at_quantile(p) as f64 / 1000.0) };
+    let mut o = String::from("second,requests,errors,late,p50_ms,p90_ms,p99_ms,max_ms,uncorrected_p50_ms,uncorrected_p99_ms,ok,1xx,2xx,3xx,4xx,5xx");
+    for f in Failure::ALL {
+        let _ = write!(o, ",{}", f.name());
+    }
+    o.push('\n');
+    for (i, s) in rec.seconds.iter().enumerate() {
+        let _ = write!(
+            o,
+            "{i},{},{},{},{},{},{},{},{},{}",
+            s.requests(),
+            s.errors(),
+            s.late,
+            q(&s.corrected, 0.5),
+            q(&s.corrected, 0.9),
+            q(&s.corrected, 0.99),
+            q(&s.corrected, 1.0),
+            q(&s.uncorrected, 0.5),
+            q(&s.uncorrected, 0.99)
+        );
+        for n in s.status.iter().chain(&s.failures) {
+            let _ = write!(o, ",{n}");
+        }
+        o.push('\n');
+    }
+    o
 }

@@ -15,13 +15,16 @@ pub enum Failure {
     Io,
     /// The answer did not parse or did not match.
     Protocol,
+    /// The server answered with an error of its protocol (Redis -ERR, gRPC health not
+    /// SERVING or unknown service).
+    Rejected,
     /// Its intended start passed the end of the run plus the timeout while every
     /// connection was busy: it was never sent.
     NotStarted,
 }
 
 impl Failure {
-    pub const ALL: [Self; 5] = [Self::Connect, Self::Timeout, Self::Io, Self::Protocol, Self::NotStarted];
+    pub const ALL: [Self; 6] = [Self::Connect, Self::Timeout, Self::Io, Self::Protocol, Self::Rejected, Self::NotStarted];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,6 +32,7 @@ impl Failure {
             Self::Timeout => "timeout",
             Self::Io => "io",
             Self::Protocol => "protocol",
+            Self::Rejected => "rejected",
             Self::NotStarted => "not_started",
         }
     }
