@@ -62,6 +62,8 @@ pub enum Cmd {
     Events(crate::controller_cli::EventsArgs),
     /// Send load (HTTP/1.1, h2c) on an open-loop schedule, or closed loop like wrk; print a summary.
     Load(crate::load_cli::LoadArgs),
+    /// Run a scenario (load, faults on a schedule, guardrails) through a controller; write a run directory.
+    Run(crate::scenario_run::RunArgs),
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -587,8 +589,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Fault(FaultCmd::Apply(a)) = &cli.cmd {
         spec(a)?;
     }
-    if cli.controller.is_none() && matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_)) {
-        bail!("`agents`, `partition` and `events` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
+    // A scenario is checked whole before anything connects.
+    if let Cmd::Run(r) = &cli.cmd {
+        crate::scenario::load(r.scenario())?;
+    }
+    if cli.controller.is_none() && matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Run(_)) {
+        bail!("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
     }
     let security = Security::from_flags(cli.insecure, cli.tls_dir.as_deref(), Role::Cli)?;
     if let Some(url) = cli.controller.clone() {
@@ -648,7 +654,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

@@ -118,7 +118,7 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     served
 }
 
-fn target(a: &Apply) -> pb::Target {
+pub fn target(a: &Apply) -> pb::Target {
     pb::Target {
         agents: a.on.clone(),
         selector: a.select.clone().unwrap_or_default(),
@@ -154,6 +154,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
     let endpoint = security.endpoint("--controller", url, CONTROLLER_NAME)?;
     let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?);
     match cmd {
+        Cmd::Run(r) => return crate::scenario_run::run(&r, c).await,
         Cmd::Agents(AgentsCmd::List { json }) => {
             let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
             if json {

@@ -165,7 +165,7 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let run = load::run(&spec, stop, move |rec, elapsed| {
+    let run = load::run(&spec, std::time::Instant::now() + Duration::from_millis(20), stop, move |rec, elapsed| {
         if !quiet {
             progress_line(rec, elapsed, target_rate);
         }

@@ -8,6 +8,8 @@ mod load;
 mod load_cli;
 mod observe;
 mod partition;
+mod scenario;
+mod scenario_run;
 mod server;
 mod store;
 mod units;

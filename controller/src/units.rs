@@ -42,9 +42,13 @@ pub fn rate(s: &str) -> Result<u64, String> {
     Ok((v * mult).round() as u64)
 }
 
-/// `5%` or `5`: a percentage (validated by the agent).
+/// `5%` or `5`: a percentage, 0 to 100 (the agent checks again).
 pub fn percent(s: &str) -> Result<f64, String> {
-    s.trim().trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage (like 5%)"))
+    let v: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage (like 5%)"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?} is not between 0% and 100%"));
+    }
+    Ok(v)
 }
 
 /// `1500`, `15k`, `2m`, `1g` (binary multiples): bytes.

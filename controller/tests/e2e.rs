@@ -9,6 +9,8 @@ use std::{
 };
 
 
+mod common;
+
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -575,4 +577,81 @@ fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
     assert_eq!(children, ["h1", "h2"], "per-agent spans share the apply's trace: {all:?}");
     assert!(all.iter().filter(|s| s.parent_span_id == apply.span_id).all(|s| s.trace_id == apply.trace_id && attr(s, "ok") == "true"));
     eventually("the revert is traced too", || spans().iter().any(|s| s.name == "revert_fault" && attr(s, "fault_id") == id));
+}
+
+fn scenario(h: &Hosts, name: &str, text: &str) -> (Output, PathBuf) {
+    let file = h.dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    let out_dir = h.dir.join(format!("run-{name}"));
+    let out = h.cmd().arg("run").arg(&file).arg("--out").arg(&out_dir).output().unwrap();
+    (out, out_dir)
+}
+
+/// Errors per second of the run, from seconds.csv.
+fn errors_per_second(dir: &std::path::Path) -> Vec<u64> {
+    let csv = std::fs::read_to_string(dir.join("seconds.csv")).unwrap();
+    csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect()
+}
+
+#[test]
+fn a_scenario_runs_load_and_faults_on_one_clock_and_guardrails_abort_it() {
+    let h = Hosts::new(6, 2);
+    eventually("two agents registered", || h.healthy().len() == 2);
+    // The system under test: nginx on the db host (h1).
+    let _nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.6.1", 8080);
+    let base = "name: web drop
+load:
+  target: http://10.201.6.1:8080/
+  rate: 50
+  timeout: 300ms
+hypothesis:
+  - error_rate < 1%
+  - p99 < 250ms
+phases:
+  warmup: 1s
+  baseline: 3s
+  fault: 3s
+  recovery: 3s
+faults:
+  - at: 0s
+    for: 2s
+    kind: drop
+    interface: eth0
+    loss: 100%
+    select: role=db
+";
+    let (out, dir) = scenario(&h, "drop", base);
+    assert!(out.status.success(), "faultline run: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for f in ["scenario.yaml", "summary.json", "seconds.csv", "faults.csv"] {
+        assert!(dir.join(f).exists(), "{f} missing in the run directory");
+    }
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["aborted"], serde_json::Value::Null, "{s}");
+    let f = &s["faults"][0];
+    let (applied, reverted) = (f["applied_at_s"].as_f64().unwrap(), f["reverted_at_s"].as_f64().unwrap());
+    assert_eq!(f["agents"], serde_json::json!(["h1"]));
+    assert!((applied - 4.0).abs() < 1.0 && (reverted - applied - 2.0).abs() < 1.0, "timeline on the run's clock: {f}");
+    // Errors only while the fault held: none in the baseline, some in every whole second of the fault.
+    let errors = errors_per_second(&dir);
+    assert!(errors[1..4].iter().all(|e| *e == 0), "baseline had errors: {errors:?}");
+    let (a, r) = (applied.ceil() as usize, reverted.floor() as usize);
+    assert!(a < r && errors[a..r].iter().all(|e| *e > 0), "fault seconds {a}..{r} without errors: {errors:?}");
+    assert!(errors[8..].iter().all(|e| *e == 0), "recovery had errors: {errors:?}");
+    assert!(s["hypothesis"].as_array().unwrap().iter().all(|v| v["holds"] == true), "{s}");
+
+    // A guardrail aborts the run at once and every fault is reverted.
+    let guarded = base.replace("    for: 2s\n", "    for: 3s\n") + "guardrails:\n  - error_rate > 50% for 1s\n";
+    let (out, dir) = scenario(&h, "guarded", &guarded);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("run aborted") && stderr.contains("guardrail"), "{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let f = &s["faults"][0];
+    assert!(f["reverted_at_s"].as_f64().unwrap() < f["planned_end_s"].as_f64().unwrap(), "reverted early: {f}");
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
+    assert_eq!(h.udp(1, 2, 50), 50, "traffic flows again");
+
+    // A scenario is checked whole before anything runs: a selector that matches nothing.
+    let (out, _) = scenario(&h, "bad", &base.replace("role=db", "role=cache"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("bad.yaml: faults[0]: selector") && stderr.contains("matches no agent"), "{stderr}");
 }

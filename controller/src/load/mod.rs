@@ -101,10 +101,10 @@ async fn call(target: &Target, conns: &mut Conns, n: u64) -> Outcome {
 
 /// Runs the load until its schedule is done or `stop` completes (Ctrl-C: what was
 /// recorded so far is kept); `progress` is called about once a second.
-pub async fn run(spec: &LoadSpec, stop: impl std::future::Future<Output = ()>, mut progress: impl FnMut(&Recorder, Duration) + Send) -> Run {
+/// Intended starts count from `start` (a scenario shares it with its fault schedule).
+pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future<Output = ()>, mut progress: impl FnMut(&Recorder, Duration) + Send) -> Run {
     let rec: Shared = Arc::default();
-    let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let start = Instant::now() + Duration::from_millis(20);
+    let started_unix_ms = (std::time::SystemTime::now() + start.saturating_duration_since(Instant::now())).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let end = start + spec.duration;
     let (scheduled, target_rate, workers) = match &spec.shape {
         Some(shape) => {

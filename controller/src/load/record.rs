@@ -100,7 +100,6 @@ impl Second {
         self.status[4] + self.status[5] + self.failures.iter().sum::<u64>()
     }
 
-    #[cfg(test)]
     pub fn add(&mut self, other: &Self) {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.corrected.add(&other.corrected);

@@ -1,0 +1,469 @@
+//! Scenario files (YAML): the load, the steady-state hypothesis, the phases, the fault
+//! schedule and the guardrails, all checked before anything runs. Errors name the
+//! file, the line and the field.
+//!
+//! A fault entry uses the CLI's own flag names and units (`kind: drop`, `loss: 100%`,
+//! `peer: [10.0.0.2/32]`): it is turned into `fault apply` arguments and parsed by the
+//! same code, so a scenario and a command line cannot disagree.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use clap::Parser;
+use faultline_proto::controller::v1 as pb;
+use serde::Deserialize;
+
+use crate::{agent_cli, units};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub load: Load,
+    #[serde(default)]
+    pub hypothesis: Vec<String>,
+    pub phases: Phases,
+    #[serde(default)]
+    pub faults: Vec<BTreeMap<String, serde_norway::Value>>,
+    #[serde(default)]
+    pub guardrails: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Arguments of `faultline load` as a map (target, rate, shape, connections, ...).
+    pub target: String,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub shape: Option<String>,
+    #[serde(default)]
+    pub connections: Option<usize>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phases {
+    #[serde(default = "zero")]
+    pub warmup: String,
+    pub baseline: String,
+    pub fault: String,
+    pub recovery: String,
+}
+
+fn zero() -> String {
+    "0s".into()
+}
+
+/// A comparison on a window's measurements: `p99 < 200ms`, `error_rate < 1%`, `rate > 90`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub metric: Metric,
+    pub less: bool,
+    /// Milliseconds for latencies, a fraction for error_rate, requests/s for rate.
+    pub value: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    P50,
+    P90,
+    P99,
+    ErrorRate,
+    Rate,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guardrail {
+    pub condition: Condition,
+    /// Breached for this many consecutive seconds.
+    pub seconds: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    pub index: usize,
+    /// From the start of the fault phase.
+    pub at: Duration,
+    pub length: Duration,
+    pub request: FaultRequest,
+    /// For reports: what the entry says.
+    pub describe: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum FaultRequest {
+    Apply(pb::ApplyFaultRequest),
+    Partition(pb::PartitionRequest),
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub load_args: Vec<String>,
+    pub hypothesis: Vec<Condition>,
+    pub warmup: Duration,
+    pub baseline: Duration,
+    pub fault: Duration,
+    pub recovery: Duration,
+    pub faults: Vec<FaultPlan>,
+    pub guardrails: Vec<Guardrail>,
+}
+
+impl Scenario {
+    pub fn total(&self) -> Duration {
+        self.warmup + self.baseline + self.fault + self.recovery
+    }
+
+    pub fn fault_start(&self) -> Duration {
+        self.warmup + self.baseline
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {field}: {problem}", line.map_or(String::new(), |l| format!(":{l}")))]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: String,
+    pub problem: String,
+}
+
+pub fn parse_condition(s: &str) -> Result<Condition, String> {
+    let (op_at, less) = match (s.find('<'), s.find('>')) {
+        (Some(i), None) => (i, true),
+        (None, Some(i)) => (i, false),
+        _ => return Err(format!("{s:?} is not METRIC < VALUE or METRIC > VALUE")),
+    };
+    let (m, v) = (s[..op_at].trim(), s[op_at + 1..].trim());
+    let metric = match m {
+        "p50" => Metric::P50,
+        "p90" => Metric::P90,
+        "p99" => Metric::P99,
+        "error_rate" => Metric::ErrorRate,
+        "rate" => Metric::Rate,
+        other => return Err(format!("{s:?}: unknown metric {other:?} (p50, p90, p99, error_rate, rate)")),
+    };
+    let value = match metric {
+        Metric::P50 | Metric::P90 | Metric::P99 => units::duration(v).map_err(|e| format!("{s:?}: {e}"))?.as_secs_f64() * 1000.0,
+        Metric::ErrorRate => units::percent(v).map_err(|e| format!("{s:?}: {e}"))? / 100.0,
+        Metric::Rate => v.parse::<f64>().map_err(|_| format!("{s:?}: {v:?} is not requests per second"))?,
+    };
+    Ok(Condition { metric, less, value, text: s.trim().to_owned() })
+}
+
+fn parse_guardrail(s: &str) -> Result<Guardrail, String> {
+    // "error_rate > 50% for 5s"
+    let (cond, secs) = s.rsplit_once(" for ").ok_or_else(|| format!("{s:?} is not CONDITION for DURATION (e.g. error_rate > 50% for 5s)"))?;
+    let d = units::duration(secs.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    let seconds = d.as_secs() as u32;
+    if seconds == 0 || d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: the duration is whole seconds, at least 1s"));
+    }
+    Ok(Guardrail { condition: parse_condition(cond)?, seconds })
+}
+
+/// The line where the `index`-th item of the top-level `key:` list starts.
+fn list_item_line(text: &str, key: &str, index: usize) -> Option<usize> {
+    let mut in_list = false;
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        if !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() {
+            in_list = line.trim_end() == format!("{key}:");
+            continue;
+        }
+        if in_list && line.trim_start().starts_with("- ") {
+            if seen == index {
+                return Some(i + 1);
+            }
+            seen += 1;
+        }
+    }
+    None
+}
+
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct FaultArgs {
+    #[command(flatten)]
+    apply: agent_cli::Apply,
+}
+
+fn scalar(v: &serde_norway::Value) -> Option<String> {
+    match v {
+        serde_norway::Value::String(s) => Some(s.clone()),
+        serde_norway::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A fault entry as `fault apply` or `partition` would take it.
+fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Result<FaultPlan, (String, String)> {
+    let field = |k: &str| format!("faults[{index}].{k}");
+    let get_duration = |k: &str| -> Result<Duration, (String, String)> {
+        let v = entry.get(k).and_then(scalar).ok_or_else(|| (field(k), "required (a duration such as 10s)".to_owned()))?;
+        units::duration(&v).map_err(|e| (field(k), e))
+    };
+    let at = get_duration("at")?;
+    let length = get_duration("for")?;
+    if length.is_zero() {
+        return Err((field("for"), "must be longer than 0".into()));
+    }
+    if let Some(shape) = entry.get("partition") {
+        let shape_name = scalar(shape).ok_or_else(|| (field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
+        let shape = match shape_name.as_str() {
+            "isolate" => pb::Shape::Isolate,
+            "halves" => pb::Shape::Halves,
+            "majorities-ring" => pb::Shape::MajoritiesRing,
+            "bridge" => pb::Shape::Bridge,
+            "groups" => pb::Shape::Groups,
+            other => return Err((field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
+        };
+        for k in entry.keys() {
+            if !["at", "for", "partition", "node", "select", "groups"].contains(&k.as_str()) {
+                return Err((field(k), "not a partition setting (node, select, groups)".into()));
+            }
+        }
+        let groups = match entry.get("groups") {
+            None => Vec::new(),
+            Some(serde_norway::Value::Sequence(gs)) => gs
+                .iter()
+                .map(|g| match g {
+                    serde_norway::Value::Sequence(names) => Ok(pb::Group { agents: names.iter().filter_map(scalar).collect() }),
+                    _ => Err((field("groups"), "a list of lists of agent names".to_owned())),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err((field("groups"), "a list of lists of agent names".into())),
+        };
+        let req = pb::PartitionRequest {
+            selector: entry.get("select").and_then(scalar).unwrap_or_default(),
+            shape: shape as i32,
+            groups,
+            node: entry.get("node").and_then(scalar).unwrap_or_default(),
+            lease_ms: length.as_millis() as u64,
+            label: String::new(),
+        };
+        return Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe: format!("partition {shape_name}") });
+    }
+    let kind = entry.get("kind").and_then(scalar).ok_or_else(|| (field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
+    let mut argv = vec![kind.clone()];
+    let mut command = Vec::new();
+    for (k, v) in entry {
+        if ["at", "for", "kind"].contains(&k.as_str()) {
+            continue;
+        }
+        if k == "lease" {
+            return Err((field(k), "set by `for`".into()));
+        }
+        let flag = format!("--{}", k.replace('_', "-"));
+        match v {
+            serde_norway::Value::Bool(true) => argv.push(flag),
+            serde_norway::Value::Bool(false) => {}
+            serde_norway::Value::Sequence(items) if k == "command" => command.extend(items.iter().filter_map(scalar)),
+            serde_norway::Value::Sequence(items) => {
+                for it in items {
+                    argv.push(flag.clone());
+                    argv.push(scalar(it).ok_or_else(|| (field(k), "a list of plain values".to_owned()))?);
+                }
+            }
+            other => {
+                argv.push(flag);
+                argv.push(scalar(other).ok_or_else(|| (field(k), "a plain value".to_owned()))?);
+            }
+        }
+    }
+    argv.push("--lease".into());
+    argv.push(format!("{}ms", length.as_millis()));
+    if !command.is_empty() {
+        argv.push("--".into());
+        argv.extend(command);
+    }
+    let parsed = FaultArgs::try_parse_from(&argv).map_err(|e| {
+        // clap names the flag; say it the way the file does.
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", "").to_owned();
+        (format!("faults[{index}]"), first)
+    })?;
+    let spec = agent_cli::spec(&parsed.apply).map_err(|e| (format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
+    let target = crate::controller_cli::target(&parsed.apply);
+    let describe = format!("{kind}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
+    Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe })
+}
+
+/// Reads and checks a scenario; nothing runs until all of it is valid.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let err = |line: Option<usize>, field: &str, problem: String| ScenarioError { file: file.clone(), line, field: field.to_owned(), problem };
+    let text = std::fs::read_to_string(path).map_err(|e| err(None, "file", e.to_string()))?;
+    let de = serde_norway::Deserializer::from_str(&text);
+    let f: File = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line());
+        let problem = inner.to_string();
+        // The location is already in `line`; keep the message short.
+        let problem = problem.split(" at line ").next().unwrap_or(&problem).to_owned();
+        err(line, &field, problem)
+    })?;
+    let line_of = |key: &str| text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1);
+    let dur = |key: &str, v: &str| units::duration(v).map_err(|e| err(line_of(key), &format!("phases.{key}"), e));
+    let warmup = dur("warmup", &f.phases.warmup)?;
+    let baseline = dur("baseline", &f.phases.baseline)?;
+    let fault = dur("fault", &f.phases.fault)?;
+    let recovery = dur("recovery", &f.phases.recovery)?;
+    for (k, d) in [("baseline", baseline), ("fault", fault), ("recovery", recovery)] {
+        if d < Duration::from_secs(1) {
+            return Err(err(line_of(k), &format!("phases.{k}"), "at least 1s: the analysis works in whole seconds".into()));
+        }
+    }
+    let hypothesis = f
+        .hypothesis
+        .iter()
+        .enumerate()
+        .map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, "hypothesis", i), &format!("hypothesis[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let guardrails = f
+        .guardrails
+        .iter()
+        .enumerate()
+        .map(|(i, g)| parse_guardrail(g).map_err(|e| err(list_item_line(&text, "guardrails", i), &format!("guardrails[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let mut faults = Vec::new();
+    for (i, entry) in f.faults.iter().enumerate() {
+        let plan = fault_plan(i, entry).map_err(|(field, problem)| err(list_item_line(&text, "faults", i), &field, problem))?;
+        if plan.at + plan.length > fault {
+            return Err(err(
+                list_item_line(&text, "faults", i),
+                &format!("faults[{i}]"),
+                format!("at {:?} + for {:?} ends after the fault phase ({fault:?}); the recovery phase must be fault-free", plan.at, plan.length),
+            ));
+        }
+        faults.push(plan);
+    }
+    let mut load_args = vec![f.load.target.clone()];
+    let mut push = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            load_args.push(format!("--{k}"));
+            load_args.push(v);
+        }
+    };
+    push("rate", f.load.rate.map(|r| r.to_string()));
+    push("shape", f.load.shape.clone());
+    push("connections", f.load.connections.map(|c| c.to_string()));
+    push("timeout", f.load.timeout.clone());
+    push("method", f.load.method.clone());
+    if f.load.rate.is_none() {
+        return Err(err(line_of("load"), "load.rate", "required: scenarios run open-loop load".into()));
+    }
+    Ok(Scenario { name: f.name, description: f.description, load_args, hypothesis, warmup, baseline, fault, recovery, faults, guardrails })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_proto::agent::v1 as apb;
+
+    fn write(text: &str) -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!("faultline-scenario-{}-{}.yaml", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = "name: db drop
+load:
+  target: http://10.0.0.5:8080/
+  rate: 200
+hypothesis:
+  - p99 < 200ms
+  - error_rate < 1%
+phases:
+  warmup: 2s
+  baseline: 10s
+  fault: 20s
+  recovery: 10s
+faults:
+  - at: 0s
+    for: 10s
+    kind: drop
+    interface: eth0
+    loss: 100%
+    select: role=db
+  - at: 5s
+    for: 10s
+    partition: isolate
+    node: h1
+guardrails:
+  - error_rate > 50% for 5s
+";
+
+    #[test]
+    fn a_good_scenario_parses_into_requests() {
+        let s = load(&write(GOOD)).unwrap();
+        assert_eq!(s.total(), Duration::from_secs(42));
+        assert_eq!(s.fault_start(), Duration::from_secs(12));
+        assert_eq!(s.hypothesis[0], Condition { metric: Metric::P99, less: true, value: 200.0, text: "p99 < 200ms".into() });
+        assert!((s.hypothesis[1].value - 0.01).abs() < 1e-12);
+        assert_eq!(s.guardrails[0].seconds, 5);
+        let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
+        assert_eq!(r.target.as_ref().unwrap().selector, "role=db");
+        let spec = r.spec.as_ref().unwrap();
+        assert_eq!((spec.interface.as_str(), spec.lease_ms), ("eth0", 10_000));
+        assert!(matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 100.0).abs() < 1e-9));
+        let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
+        assert_eq!((p.node.as_str(), p.lease_ms), ("h1", 10_000));
+        assert_eq!(s.load_args, ["http://10.0.0.5:8080/", "--rate", "200"]);
+    }
+
+    #[test]
+    fn the_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "examples/ holds {n} scenarios");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let bad = |from: &str, to: &str| load(&write(&GOOD.replace(from, to))).unwrap_err();
+        let e = bad("kind: drop", "kind: dorp");
+        assert_eq!((e.line, e.field.as_str()), (Some(14), "faults[0]"), "{e}");
+        assert!(e.problem.contains("dorp"), "{e}");
+        let e = bad("loss: 100%", "loss: 140%");
+        assert_eq!(e.field, "faults[0]");
+        assert!(e.to_string().contains(".yaml:14: faults[0]:"), "{e}");
+        let e = bad("    for: 10s\n    partition", "    for: 20s\n    partition");
+        assert!(e.problem.contains("ends after the fault phase"), "{e}");
+        assert_eq!(e.line, Some(20));
+        let e = bad("  baseline: 10s", "  baseline: 10 s");
+        assert_eq!(e.field, "phases.baseline");
+        assert_eq!(e.line, Some(10));
+        let e = bad("  rate: 200", "  rate: 200\n  rat: 5");
+        assert_eq!(e.field, "load.rat");
+        assert!(e.problem.contains("rat"), "{e}");
+        assert!(e.line.is_some());
+        let e = bad("  - p99 < 200ms", "  - p98 < 200ms");
+        assert_eq!((e.field.as_str(), e.line), ("hypothesis[0]", Some(6)));
+        let e = bad("error_rate > 50% for 5s", "error_rate > 50%");
+        assert_eq!(e.field, "guardrails[0]");
+        let e = bad("    node: h1", "    node: h1\n    loss: 5%");
+        assert_eq!(e.field, "faults[1].loss");
+        let e = bad("    for: 10s\n    kind", "    kind");
+        assert_eq!(e.field, "faults[0].for");
+    }
+}

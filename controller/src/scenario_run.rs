@@ -1,0 +1,316 @@
+//! `faultline run SCENARIO`: load and faults on one clock, guardrails watching, and a
+//! run directory with everything measured. The load runs here, in the CLI process; the
+//! faults go through the controller.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::{
+    load::{self, record::Recorder},
+    load_cli::LoadArgs,
+    scenario::{Condition, FaultPlan, FaultRequest, Metric, Scenario},
+};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The scenario file (YAML; see examples/).
+    scenario: PathBuf,
+    /// The run directory (default: runs/NAME-YYYYMMDDTHHMMSSZ).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn scenario(&self) -> &Path {
+        &self.scenario
+    }
+}
+
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct LoadOnly {
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// One fault's life on the run's clock (seconds from the load's start).
+#[derive(Debug, Clone, Default)]
+struct Timeline {
+    index: usize,
+    describe: String,
+    planned_at: f64,
+    planned_end: f64,
+    applied_at: Option<f64>,
+    reverted_at: Option<f64>,
+    id: String,
+    agents: Vec<String>,
+    error: String,
+}
+
+/// The agents a target or partition names, checked against what the controller knows.
+fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<()> {
+    let names: Vec<String> = agents.iter().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
+    for f in &s.faults {
+        let (selector, named): (String, Vec<String>) = match &f.request {
+            FaultRequest::Apply(r) => {
+                let t = r.target.clone().unwrap_or_default();
+                (t.selector, t.agents)
+            }
+            FaultRequest::Partition(p) => (p.selector.clone(), if p.node.is_empty() { vec![] } else { vec![p.node.clone()] }),
+        };
+        let sel = crate::server::parse_selector(&selector).map_err(|e| anyhow::anyhow!("{}: faults[{}]: {}", file.display(), f.index, e.message()))?;
+        for n in &named {
+            if !agents.iter().any(|a| &a.name == n) {
+                bail!("{}: faults[{}]: no agent {n:?} (agents: {})", file.display(), f.index, names.join("; "));
+            }
+        }
+        if !agents.iter().any(|a| sel.iter().all(|(k, v)| a.labels.get(k) == Some(v))) {
+            bail!("{}: faults[{}]: selector {selector:?} matches no agent (agents: {})", file.display(), f.index, names.join("; "));
+        }
+    }
+    Ok(())
+}
+
+/// Measurements over whole seconds [from, to) of the recorder.
+struct Window {
+    requests: u64,
+    errors: u64,
+    seconds: u64,
+    corrected: hdrhistogram::Histogram<u64>,
+}
+
+fn window(rec: &Recorder, from: u64, to: u64) -> Window {
+    let mut sum = load::record::Second::default();
+    for s in rec.seconds.iter().take(to as usize).skip(from as usize) {
+        sum.add(s);
+    }
+    Window { requests: sum.requests(), errors: sum.errors(), seconds: to.saturating_sub(from).max(1), corrected: sum.corrected }
+}
+
+impl Window {
+    fn value(&self, m: Metric) -> f64 {
+        let q = |p| if self.corrected.is_empty() { 0.0 } else { self.corrected.value_at_quantile(p) as f64 / 1000.0 };
+        match m {
+            Metric::P50 => q(0.5),
+            Metric::P90 => q(0.9),
+            Metric::P99 => q(0.99),
+            Metric::ErrorRate => if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 },
+            Metric::Rate => self.requests as f64 / self.seconds as f64,
+        }
+    }
+
+    fn holds(&self, c: &Condition) -> (bool, f64) {
+        let v = self.value(c.metric);
+        (if c.less { v < c.value } else { v > c.value }, v)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"requests": self.requests, "errors": self.errors, "rate": self.value(Metric::Rate), "error_rate": self.value(Metric::ErrorRate),
+               "p50_ms": self.value(Metric::P50), "p90_ms": self.value(Metric::P90), "p99_ms": self.value(Metric::P99)})
+    }
+}
+
+fn slug(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect::<String>().split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+async fn apply(c: &mut ControllerServiceClient<Channel>, f: &FaultPlan) -> Result<pb::ControllerFault, tonic::Status> {
+    let r = match &f.request {
+        FaultRequest::Apply(r) => c.apply_fault(r.clone()).await?,
+        FaultRequest::Partition(p) => c.partition(p.clone()).await?,
+    };
+    Ok(r.into_inner().fault.unwrap_or_default())
+}
+
+pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>) -> Result<()> {
+    let s = crate::scenario::load(&args.scenario)?;
+    let mut load_argv = s.load_args.clone();
+    load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
+    let spec = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", args.scenario.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec()?;
+    let mut c = client;
+    let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(crate::agent_cli::explain)?.into_inner().agents;
+    check_targets(&s, &args.scenario, &agents)?;
+    let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp())));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
+    std::fs::copy(&args.scenario, dir.join("scenario.yaml")).with_context(|| format!("copying {}", args.scenario.display()))?;
+    eprintln!("run {}: {} s ({} warmup, {} baseline, {} fault, {} recovery), {} faults, into {}", s.name, s.total().as_secs_f64(), s.warmup.as_secs_f64(), s.baseline.as_secs_f64(), s.fault.as_secs_f64(), s.recovery.as_secs_f64(), s.faults.len(), dir.display());
+
+    let start = Instant::now() + Duration::from_millis(300);
+    let secs_since = move || Instant::now().saturating_duration_since(start).as_secs_f64();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<String>);
+    let timeline: Arc<Mutex<Vec<Timeline>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for f in s.faults.clone() {
+        let (mut c, mut stop, stop_tx, timeline) = (c.clone(), stop_rx.clone(), stop_tx.clone(), timeline.clone());
+        let begin = start + s.fault_start() + f.at;
+        let end = begin + f.length;
+        tasks.push(tokio::spawn(async move {
+            let mut t = Timeline { index: f.index, describe: f.describe.clone(), planned_at: (begin - start).as_secs_f64(), planned_end: (end - start).as_secs_f64(), ..Timeline::default() };
+            tokio::select! {
+                () = tokio::time::sleep_until(begin.into()) => {}
+                _ = stop.wait_for(Option::is_some) => {
+                    timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t);
+                    return;
+                }
+            }
+            match apply(&mut c, &f).await {
+                Ok(fault) => {
+                    t.applied_at = Some(secs_since());
+                    t.id = fault.id.clone();
+                    t.agents = fault.placements.iter().map(|p| p.agent.clone()).collect();
+                    eprintln!("[{:>6.1}s] fault {} applied: {} on {}", t.applied_at.unwrap_or(0.0), t.id, f.describe, t.agents.join(","));
+                    tokio::select! {
+                        () = tokio::time::sleep_until(end.into()) => {}
+                        _ = stop.wait_for(Option::is_some) => {}
+                    }
+                    // Kill and restart act once; everything else is reverted here (its lease
+                    // would end it anyway, a moment later).
+                    if fault.id != "done" {
+                        if let Err(e) = c.revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false }).await {
+                            if e.code() != tonic::Code::NotFound {
+                                t.error = format!("revert: {:?}: {}", e.code(), e.message());
+                            }
+                        }
+                    }
+                    t.reverted_at = Some(secs_since());
+                    eprintln!("[{:>6.1}s] fault {} reverted", t.reverted_at.unwrap_or(0.0), t.id);
+                }
+                Err(e) => {
+                    t.error = format!("{:?}: {}", e.code(), e.message());
+                    let _ = stop_tx.send(Some(format!("faults[{}] ({}) could not be applied: {}", f.index, f.describe, t.error)));
+                }
+            }
+            timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t);
+        }));
+    }
+
+    // Guardrails: checked on each finished second of load.
+    let guardrails = s.guardrails.clone();
+    let guard_tx = stop_tx.clone();
+    let progress = move |rec: &Recorder, elapsed: Duration| {
+        let done = elapsed.as_secs().saturating_sub(1) as usize;
+        if let Some(sec) = rec.seconds.get(done) {
+            eprintln!("[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}", done + 1, sec.requests(), if sec.corrected.is_empty() { 0.0 } else { sec.corrected.value_at_quantile(0.99) as f64 / 1000.0 }, sec.errors());
+        }
+        for g in &guardrails {
+            let n = g.seconds as usize;
+            if done + 1 < n {
+                continue;
+            }
+            let breached = (done + 1 - n..=done).all(|i| {
+                let w = window(rec, i as u64, i as u64 + 1);
+                w.requests > 0 && w.holds(&g.condition).0
+            });
+            if breached && guard_tx.borrow().is_none() {
+                let _ = guard_tx.send(Some(format!("guardrail {:?} held for {} s", g.condition.text, g.seconds)));
+            }
+        }
+    };
+    let mut stop = stop_rx.clone();
+    let stopped = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = stop.wait_for(Option::is_some) => {}
+        }
+    };
+    let run = load::run(&spec, start, stopped, progress).await;
+    if run.interrupted && stop_tx.borrow().is_none() {
+        let _ = stop_tx.send(Some("interrupted (Ctrl-C)".into()));
+    }
+    // Every fault task reverts on stop; wait for them all.
+    let _ = stop_tx.send_if_modified(|v| {
+        if v.is_none() {
+            *v = Some(String::new());
+            true
+        } else {
+            false
+        }
+    });
+    for t in tasks {
+        let _ = t.await;
+    }
+    let aborted = stop_tx.borrow().clone().filter(|r| !r.is_empty());
+    let mut timeline = timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    timeline.sort_by_key(|t| t.index);
+
+    // Analysis of the steady state before the faults and after recovery.
+    let secs = |d: Duration| d.as_secs();
+    let phases = [
+        ("warmup", 0, secs(s.warmup)),
+        ("baseline", secs(s.warmup), secs(s.warmup + s.baseline)),
+        ("fault", secs(s.fault_start()), secs(s.fault_start() + s.fault)),
+        ("recovery", secs(s.fault_start() + s.fault), secs(s.total())),
+    ];
+    let windows: BTreeMap<&str, Window> = phases.iter().map(|(n, a, b)| (*n, window(&run.recorder, *a, *b))).collect();
+    let mut verdicts = Vec::new();
+    let mut failed = Vec::new();
+    for c in &s.hypothesis {
+        for phase in ["baseline", "recovery"] {
+            let (ok, v) = windows[phase].holds(c);
+            if !ok {
+                failed.push(format!("{} in {phase} ({v:.3})", c.text));
+            }
+            verdicts.push(json!({"hypothesis": c.text, "phase": phase, "holds": ok, "value": v}));
+        }
+    }
+    let summary = json!({
+        "scenario": s.name,
+        "description": s.description,
+        "started_unix_ms": run.started_unix_ms,
+        "aborted": aborted,
+        "phases": phases.iter().map(|(n, a, b)| json!({"name": n, "from_s": a, "to_s": b, "measured": windows[n].json()})).collect::<Vec<_>>(),
+        "hypothesis": verdicts,
+        "faults": timeline.iter().map(|t| json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error})).collect::<Vec<_>>(),
+        "load": load::summary(&run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
+    });
+    std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))?;
+    std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
+    let mut csv = String::from("index,fault,id,agents,planned_at_s,planned_end_s,applied_at_s,reverted_at_s,error\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
+    for t in &timeline {
+        csv += &format!("{},{:?},{},{},{:.3},{:.3},{},{},{:?}\n", t.index, t.describe, t.id, t.agents.join(" "), t.planned_at, t.planned_end, opt(t.applied_at), opt(t.reverted_at), t.error);
+    }
+    std::fs::write(dir.join("faults.csv"), csv)?;
+
+    for (n, _, _) in &phases {
+        let w = &windows[n];
+        println!("{n:<9} {:>7} requests  {:>8.1}/s  errors {:>6.2} %  p50 {:>8.2} ms  p99 {:>8.2} ms", w.requests, w.value(Metric::Rate), w.value(Metric::ErrorRate) * 100.0, w.value(Metric::P50), w.value(Metric::P99));
+    }
+    for v in summary["hypothesis"].as_array().into_iter().flatten() {
+        println!("hypothesis {:<24} {:<9} {}", v["hypothesis"].as_str().unwrap_or(""), v["phase"].as_str().unwrap_or(""), if v["holds"] == true { "holds" } else { "FAILS" });
+    }
+    println!("run directory: {}", dir.display());
+    if let Some(reason) = aborted {
+        bail!("run aborted, all faults reverted: {reason}");
+    }
+    if !failed.is_empty() {
+        bail!("the steady-state hypothesis does not hold: {}", failed.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Helpers shared by the controller's test binaries.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+    time::Duration,
+};
+
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// HTTP/1.1 on `port`, h2c (prior knowledge) on `port + 1`, loopback only.
+    pub fn start(port: u16) -> Self {
+        Self::start_in(None, "127.0.0.1", port)
+    }
+
+    /// The same inside network namespace `ns`, listening on `addr`.
+    pub fn start_in(ns: Option<&str>, addr: &str, port: u16) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen {addr}:{port}; listen {addr}:{} http2; location / {{ return 200 \"ok\\n\"; }} location /missing {{ return 404; }} }} }}\n",
+            port + 1
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nginx"]);
+                c
+            }
+            None => Command::new("nginx"),
+        };
+        let child = cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log")).spawn().expect("nginx (apt: nginx)");
+        for _ in 0..100 {
+            let up = std::fs::read_to_string(dir.join("nginx.pid")).is_ok();
+            if up && (ns.is_some() || std::net::TcpStream::connect((addr, port)).is_ok()) {
+                return Self { child, dir };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
