@@ -64,6 +64,15 @@ pub enum Cmd {
     Load(crate::load_cli::LoadArgs),
     /// Run a scenario (load, faults on a schedule, guardrails) through a controller; write a run directory.
     Run(crate::scenario_run::RunArgs),
+    /// Analyse a run directory: phases vs baseline, anomaly windows, recovery time, verdicts.
+    Analyze {
+        run: std::path::PathBuf,
+        /// Draw the band from this run's baseline instead (e.g. a run without faults).
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -568,6 +577,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Load(a) = &cli.cmd {
         return crate::load_cli::run(a).await;
     }
+    if let Cmd::Analyze { run, baseline, json } = &cli.cmd {
+        let a = crate::analyze::analyze(run, baseline.as_deref())?;
+        if *json {
+            println!("{a}");
+        } else {
+            crate::analyze::print(&a);
+        }
+        return Ok(());
+    }
     if let Cmd::Certs(CertsCmd::Init { dir }) = &cli.cmd {
         let files = faultline_proto::transport::certgen::init(dir)?;
         for f in files {
@@ -654,7 +672,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

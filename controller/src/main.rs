@@ -3,6 +3,7 @@
 //! (`faultline --controller URL ...`, `faultline controller serve`).
 
 mod agent_cli;
+mod analyze;
 mod controller_cli;
 mod load;
 mod load_cli;

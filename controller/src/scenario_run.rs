@@ -98,6 +98,10 @@ fn window(rec: &Recorder, from: u64, to: u64) -> Window {
 }
 
 impl Window {
+    fn quantile(&self, p: f64) -> f64 {
+        if self.corrected.is_empty() { 0.0 } else { self.corrected.value_at_quantile(p) as f64 / 1000.0 }
+    }
+
     fn value(&self, m: Metric) -> f64 {
         let q = |p| if self.corrected.is_empty() { 0.0 } else { self.corrected.value_at_quantile(p) as f64 / 1000.0 };
         match m {
@@ -116,7 +120,7 @@ impl Window {
 
     fn json(&self) -> serde_json::Value {
         json!({"requests": self.requests, "errors": self.errors, "rate": self.value(Metric::Rate), "error_rate": self.value(Metric::ErrorRate),
-               "p50_ms": self.value(Metric::P50), "p90_ms": self.value(Metric::P90), "p99_ms": self.value(Metric::P99)})
+               "p50_ms": self.value(Metric::P50), "p90_ms": self.value(Metric::P90), "p95_ms": self.quantile(0.95), "p99_ms": self.value(Metric::P99)})
     }
 }
 

@@ -639,6 +639,22 @@ faults:
     assert!(errors[8..].iter().all(|e| *e == 0), "recovery had errors: {errors:?}");
     assert!(s["hypothesis"].as_array().unwrap().iter().all(|v| v["holds"] == true), "{s}");
 
+    // The analysis finds the anomaly inside the fault interval, and a recovery time.
+    let out = Command::new(bin("faultline")).arg("analyze").arg(&dir).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let an: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &an["anomaly_windows"];
+    assert_eq!(w.as_array().unwrap().len(), 1, "{an}");
+    let (from, to) = (w[0]["from_s"].as_f64().unwrap(), w[0]["to_s"].as_f64().unwrap());
+    assert!(from >= applied.floor() && to <= reverted.ceil() + 1.0, "window {from}..{to} outside the fault {applied}..{reverted}: {an}");
+    assert!(w[0]["why"].as_array().unwrap().iter().any(|x| x == "errors"), "{an}");
+    assert_eq!(an["recovered"], true, "{an}");
+    assert!(an["recovery_s"].as_f64().unwrap() < 2.0, "{an}");
+    assert_eq!(an["faults"][0]["anomaly_windows"].as_array().unwrap().len(), 1);
+    let text = Command::new(bin("faultline")).arg("analyze").arg(&dir).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("anomaly") && text.contains("recovery") && text.contains("after the last revert"), "{text}");
+
     // A guardrail aborts the run at once and every fault is reverted.
     let guarded = base.replace("    for: 2s\n", "    for: 3s\n") + "guardrails:\n  - error_rate > 50% for 1s\n";
     let (out, dir) = scenario(&h, "guarded", &guarded);

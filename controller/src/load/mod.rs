@@ -237,7 +237,7 @@ pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
 pub fn seconds_csv(rec: &Recorder) -> String {
     use std::fmt::Write as _;
     let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { String::new() } else { format!("{:.3}", h.value_at_quantile(p) as f64 / 1000.0) };
-    let mut o = String::from("second,requests,errors,late,p50_ms,p90_ms,p99_ms,max_ms,uncorrected_p50_ms,uncorrected_p99_ms,ok,1xx,2xx,3xx,4xx,5xx");
+    let mut o = String::from("second,requests,errors,late,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,uncorrected_p50_ms,uncorrected_p99_ms,ok,1xx,2xx,3xx,4xx,5xx");
     for f in Failure::ALL {
         let _ = write!(o, ",{}", f.name());
     }
@@ -245,12 +245,13 @@ pub fn seconds_csv(rec: &Recorder) -> String {
     for (i, s) in rec.seconds.iter().enumerate() {
         let _ = write!(
             o,
-            "{i},{},{},{},{},{},{},{},{},{}",
+            "{i},{},{},{},{},{},{},{},{},{},{}",
             s.requests(),
             s.errors(),
             s.late,
             q(&s.corrected, 0.5),
             q(&s.corrected, 0.9),
+            q(&s.corrected, 0.95),
             q(&s.corrected, 0.99),
             q(&s.corrected, 1.0),
             q(&s.uncorrected, 0.5),

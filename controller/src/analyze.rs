@@ -1,0 +1,321 @@
+//! `faultline analyze RUN [--baseline RUN]`: what the faults did to the service.
+//!
+//! Goodput (answers without error per second), error rate and p99 of every second are
+//! compared with a band drawn from the baseline phase (of this run, or of another run
+//! given with --baseline). The band is robust to outliers: median ± 3 scaled MADs
+//! (1.4826 × the median absolute deviation estimates one standard deviation for normal
+//! data), widened to a floor so that a perfectly flat baseline does not flag noise:
+//! goodput ± max(5 %, 1/s), error rate up to median + max(3σ, 1 point), p99 up to
+//! max(median + 3σ, 1.5 × median, median + 1 ms). Consecutive seconds outside the band
+//! form an anomaly window (a gap of one second inside is bridged). Recovery time: from
+//! the last fault's revert to the first second that starts a run of 3 seconds all inside
+//! the band.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Default)]
+pub struct Sec {
+    pub t: usize,
+    pub requests: f64,
+    pub errors: f64,
+    pub p99: Option<f64>,
+}
+
+impl Sec {
+    fn goodput(&self) -> f64 {
+        self.requests - self.errors
+    }
+
+    fn error_rate(&self) -> f64 {
+        if self.requests > 0.0 { self.errors / self.requests } else { 0.0 }
+    }
+}
+
+pub fn read_seconds(csv: &str) -> Result<Vec<Sec>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().context("seconds.csv is empty")?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).with_context(|| format!("seconds.csv has no {name} column"));
+    let (t, req, err, p99) = (col("second")?, col("requests")?, col("errors")?, col("p99_ms")?);
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let f: Vec<&str> = l.split(',').collect();
+            let num = |c: usize| f.get(c).and_then(|v| v.parse::<f64>().ok());
+            Ok(Sec {
+                t: num(t).with_context(|| format!("seconds.csv line {}: no second", i + 2))? as usize,
+                requests: num(req).unwrap_or(0.0),
+                errors: num(err).unwrap_or(0.0),
+                p99: num(p99),
+            })
+        })
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// (median, robust sigma)
+fn robust(values: &[f64]) -> (f64, f64) {
+    let mut v = values.to_vec();
+    let m = median(&mut v);
+    let mut dev: Vec<f64> = values.iter().map(|x| (x - m).abs()).collect();
+    (m, 1.4826 * median(&mut dev))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bands {
+    pub goodput: (f64, f64),
+    pub error_rate_max: f64,
+    pub p99_max: f64,
+}
+
+pub fn bands(baseline: &[Sec]) -> Bands {
+    let (g, gs) = robust(&baseline.iter().map(Sec::goodput).collect::<Vec<_>>());
+    let gh = (3.0 * gs).max(0.05 * g).max(1.0);
+    let (e, es) = robust(&baseline.iter().map(Sec::error_rate).collect::<Vec<_>>());
+    let (p, ps) = robust(&baseline.iter().filter_map(|s| s.p99).collect::<Vec<_>>());
+    Bands { goodput: (g - gh, g + gh), error_rate_max: e + (3.0 * es).max(0.01), p99_max: (p + 3.0 * ps).max(1.5 * p).max(p + 1.0) }
+}
+
+/// Why a second is outside the band (empty: inside).
+pub fn outside(s: &Sec, b: &Bands) -> Vec<&'static str> {
+    let mut why = Vec::new();
+    if s.goodput() < b.goodput.0 {
+        why.push("goodput low");
+    }
+    if s.goodput() > b.goodput.1 {
+        why.push("goodput high");
+    }
+    if s.error_rate() > b.error_rate_max {
+        why.push("errors");
+    }
+    if s.p99.is_some_and(|p| p > b.p99_max) {
+        why.push("latency");
+    }
+    why
+}
+
+/// Anomaly windows as [start, end) seconds with their reasons, over seconds >= `from`.
+pub fn windows(secs: &[Sec], b: &Bands, from: usize) -> Vec<(usize, usize, Vec<&'static str>)> {
+    let mut out: Vec<(usize, usize, Vec<&'static str>)> = Vec::new();
+    for s in secs.iter().filter(|s| s.t >= from) {
+        let why = outside(s, b);
+        if why.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            // Adjacent, or one quiet second between: the same episode.
+            Some(w) if s.t <= w.1 + 1 => {
+                w.1 = s.t + 1;
+                for r in why {
+                    if !w.2.contains(&r) {
+                        w.2.push(r);
+                    }
+                }
+            }
+            _ => out.push((s.t, s.t + 1, why)),
+        }
+    }
+    out
+}
+
+/// Seconds from `reverted_at` until the service is back inside the band for `sustain`
+/// seconds in a row; None if it never is within the run.
+pub fn recovery(secs: &[Sec], b: &Bands, reverted_at: f64, sustain: usize) -> Option<f64> {
+    let first = reverted_at.floor() as usize;
+    let inside: Vec<(usize, bool)> = secs.iter().filter(|s| s.t >= first).map(|s| (s.t, outside(s, b).is_empty())).collect();
+    for i in 0..inside.len() {
+        if inside.len() - i >= sustain && inside[i..i + sustain].iter().all(|x| x.1) {
+            return Some((inside[i].0 as f64 - reverted_at).max(0.0));
+        }
+    }
+    None
+}
+
+fn read_run(dir: &Path) -> Result<(Value, Vec<Sec>)> {
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).with_context(|| format!("{}: not a run directory (no summary.json)", dir.display()))?)
+        .with_context(|| format!("{}/summary.json", dir.display()))?;
+    let secs = read_seconds(&std::fs::read_to_string(dir.join("seconds.csv")).with_context(|| format!("{}/seconds.csv", dir.display()))?)?;
+    Ok((summary, secs))
+}
+
+fn phase(summary: &Value, name: &str) -> Option<(usize, usize)> {
+    summary["phases"].as_array()?.iter().find(|p| p["name"] == name).map(|p| (p["from_s"].as_u64().unwrap_or(0) as usize, p["to_s"].as_u64().unwrap_or(0) as usize))
+}
+
+fn change(now: f64, before: f64) -> Value {
+    if before == 0.0 { Value::Null } else { json!((now / before - 1.0) * 100.0) }
+}
+
+pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
+    let (summary, secs) = read_run(dir)?;
+    let (ref_summary, ref_secs) = match baseline {
+        Some(b) => read_run(b)?,
+        None => (summary.clone(), secs.clone()),
+    };
+    let Some((b0, b1)) = phase(&ref_summary, "baseline") else { bail!("{}: summary.json has no baseline phase", dir.display()) };
+    let base: Vec<Sec> = ref_secs.iter().filter(|s| (b0..b1).contains(&s.t)).cloned().collect();
+    if base.len() < 3 {
+        bail!("the baseline phase has {} seconds of data; at least 3 are needed for a band", base.len());
+    }
+    let b = bands(&base);
+    let (_, w1) = phase(&summary, "warmup").unwrap_or((0, 0));
+    let found = windows(&secs, &b, w1);
+    let faults = summary["faults"].as_array().cloned().unwrap_or_default();
+    let last_revert = faults.iter().filter_map(|f| f["reverted_at_s"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let recovered = last_revert.map(|r| recovery(&secs, &b, r, 3));
+    let measured = |s: &Value, name: &str| s["phases"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)).map(|p| p["measured"].clone()).unwrap_or(Value::Null);
+    let base_m = measured(&ref_summary, "baseline");
+    let mut phases = Vec::new();
+    for name in ["baseline", "fault", "recovery"] {
+        let m = measured(&summary, name);
+        let good = |v: &Value| v["rate"].as_f64().unwrap_or(0.0) * (1.0 - v["error_rate"].as_f64().unwrap_or(0.0));
+        phases.push(json!({
+            "phase": name,
+            "measured": m,
+            "vs_baseline_percent": {
+                "goodput": change(good(&m), good(&base_m)),
+                "p50": change(m["p50_ms"].as_f64().unwrap_or(0.0), base_m["p50_ms"].as_f64().unwrap_or(0.0)),
+                "p95": change(m["p95_ms"].as_f64().unwrap_or(0.0), base_m["p95_ms"].as_f64().unwrap_or(0.0)),
+                "p99": change(m["p99_ms"].as_f64().unwrap_or(0.0), base_m["p99_ms"].as_f64().unwrap_or(0.0)),
+            },
+        }));
+    }
+    // Each fault: the anomaly windows that overlap its interval.
+    let per_fault: Vec<Value> = faults
+        .iter()
+        .map(|f| {
+            let (a, r) = (f["applied_at_s"].as_f64(), f["reverted_at_s"].as_f64());
+            let overlapping: Vec<Value> = match (a, r) {
+                (Some(a), Some(r)) => found.iter().filter(|w| (w.0 as f64) < r + 1.0 && (w.1 as f64) > a).map(|w| json!([w.0, w.1])).collect(),
+                _ => Vec::new(),
+            };
+            json!({"fault": f["fault"], "id": f["id"], "applied_at_s": a, "reverted_at_s": r, "anomaly_windows": overlapping, "error": f["error"]})
+        })
+        .collect();
+    Ok(json!({
+        "run": dir.display().to_string(),
+        "baseline_from": baseline.map_or_else(|| "this run".to_owned(), |b| b.display().to_string()),
+        "band": {"goodput_per_s": [b.goodput.0, b.goodput.1], "error_rate_max": b.error_rate_max, "p99_ms_max": b.p99_max},
+        "phases": phases,
+        "anomaly_windows": found.iter().map(|w| json!({"from_s": w.0, "to_s": w.1, "why": w.2})).collect::<Vec<_>>(),
+        "recovery_s": recovered.flatten(),
+        "recovered": recovered.map(|r| r.is_some()),
+        "faults": per_fault,
+        "hypothesis": summary["hypothesis"],
+        "aborted": summary["aborted"],
+    }))
+}
+
+/// The readable form of `analyze`'s JSON.
+pub fn print(a: &Value) {
+    println!("run {} (band from {})", a["run"].as_str().unwrap_or(""), a["baseline_from"].as_str().unwrap_or(""));
+    let band = &a["band"];
+    println!(
+        "band: goodput {:.1}..{:.1}/s, error rate <= {:.2} %, p99 <= {:.2} ms",
+        band["goodput_per_s"][0].as_f64().unwrap_or(0.0),
+        band["goodput_per_s"][1].as_f64().unwrap_or(0.0),
+        band["error_rate_max"].as_f64().unwrap_or(0.0) * 100.0,
+        band["p99_ms_max"].as_f64().unwrap_or(0.0)
+    );
+    let pct = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:+.1} %"));
+    for p in a["phases"].as_array().into_iter().flatten() {
+        let m = &p["measured"];
+        let c = &p["vs_baseline_percent"];
+        println!(
+            "{:<9} goodput {:>9} p50 {:>9} p95 {:>9} p99 {:>9}  errors {:.2} %",
+            p["phase"].as_str().unwrap_or(""),
+            pct(&c["goodput"]),
+            pct(&c["p50"]),
+            pct(&c["p95"]),
+            pct(&c["p99"]),
+            m["error_rate"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    for w in a["anomaly_windows"].as_array().into_iter().flatten() {
+        println!("anomaly   {}s..{}s  {}", w["from_s"], w["to_s"], w["why"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+    }
+    match (a["recovered"].as_bool(), a["recovery_s"].as_f64()) {
+        (Some(true), Some(r)) => println!("recovery  {r:.1} s after the last revert"),
+        (Some(false), _) => println!("recovery  not within the run"),
+        _ => println!("recovery  - (no fault was reverted)"),
+    }
+    for h in a["hypothesis"].as_array().into_iter().flatten() {
+        println!("hypothesis {:<24} {:<9} {}", h["hypothesis"].as_str().unwrap_or(""), h["phase"].as_str().unwrap_or(""), if h["holds"] == true { "holds" } else { "FAILS" });
+    }
+    if let Some(r) = a["aborted"].as_str() {
+        println!("aborted: {r}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sec(t: usize, requests: f64, errors: f64, p99: f64) -> Sec {
+        Sec { t, requests, errors, p99: Some(p99) }
+    }
+
+    /// 10 quiet seconds, a fault from 10 to 15 (errors, then latency), recovery at 17.
+    fn run() -> Vec<Sec> {
+        let mut v = Vec::new();
+        for t in 0..30 {
+            let jitter = [0.0, 1.0, -1.0, 2.0, -2.0][t % 5];
+            let s = match t {
+                10..=12 => sec(t, 100.0, 60.0, 300.0),
+                13..=16 => sec(t, 100.0, 0.0, 40.0 + jitter),
+                _ => sec(t, 100.0 + jitter, 0.0, 5.0 + jitter / 10.0),
+            };
+            v.push(s);
+        }
+        v
+    }
+
+    #[test]
+    fn the_band_is_robust_and_has_floors() {
+        let mut base: Vec<Sec> = run().into_iter().take(10).collect();
+        let b = bands(&base);
+        assert!(b.goodput.0 > 90.0 && b.goodput.1 < 110.0, "{b:?}");
+        assert!((b.error_rate_max - 0.01).abs() < 1e-9, "a clean baseline allows 1 point: {b:?}");
+        // One wild second in the baseline barely moves it.
+        base[3] = sec(3, 10.0, 9.0, 900.0);
+        let b2 = bands(&base);
+        assert!(b2.goodput.0 > 85.0 && b2.p99_max < 20.0, "{b2:?}");
+    }
+
+    #[test]
+    fn windows_cover_the_fault_and_recovery_is_timed() {
+        let v = run();
+        let b = bands(&v[..10]);
+        let w = windows(&v, &b, 0);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!((w[0].0, w[0].1), (10, 17));
+        assert!(w[0].2.contains(&"errors") && w[0].2.contains(&"latency") && w[0].2.contains(&"goodput low"));
+        // Reverted at 14.5: back inside the band from second 17.
+        assert_eq!(recovery(&v, &b, 14.5, 3), Some(2.5));
+        // Never back: a run that ends in trouble.
+        let mut bad = v.clone();
+        for s in bad.iter_mut().skip(17) {
+            s.errors = 50.0;
+        }
+        assert_eq!(recovery(&bad, &b, 14.5, 3), None);
+    }
+
+    #[test]
+    fn csv_columns_are_found_by_name() {
+        let s = read_seconds("second,requests,errors,late,p50_ms,p99_ms\n0,10,1,0,1.0,2.5\n1,10,0,0,,\n").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].requests, s[0].errors, s[0].p99), (10.0, 1.0, Some(2.5)));
+        assert_eq!(s[1].p99, None);
+        assert!(read_seconds("a,b\n").is_err());
+    }
+}
