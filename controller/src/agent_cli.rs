@@ -64,6 +64,13 @@ pub enum Cmd {
     Load(crate::load_cli::LoadArgs),
     /// Run a scenario (load, faults on a schedule, guardrails) through a controller; write a run directory.
     Run(crate::scenario_run::RunArgs),
+    /// Write report.html (plots inline) and PNG plots into a run directory.
+    Report {
+        run: std::path::PathBuf,
+        /// Draw the band from this run's baseline instead.
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
+    },
     /// Analyse a run directory: phases vs baseline, anomaly windows, recovery time, verdicts.
     Analyze {
         run: std::path::PathBuf,
@@ -577,6 +584,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Load(a) = &cli.cmd {
         return crate::load_cli::run(a).await;
     }
+    if let Cmd::Report { run, baseline } = &cli.cmd {
+        for f in crate::report::write(run, baseline.as_deref())? {
+            println!("{}", f.display());
+        }
+        return Ok(());
+    }
     if let Cmd::Analyze { run, baseline, json } = &cli.cmd {
         let a = crate::analyze::analyze(run, baseline.as_deref())?;
         if *json {
@@ -672,7 +685,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

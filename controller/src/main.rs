@@ -9,6 +9,7 @@ mod load;
 mod load_cli;
 mod observe;
 mod partition;
+mod report;
 mod scenario;
 mod scenario_run;
 mod server;

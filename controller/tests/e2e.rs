@@ -611,7 +611,7 @@ phases:
   warmup: 1s
   baseline: 3s
   fault: 3s
-  recovery: 3s
+  recovery: 5s
 faults:
   - at: 0s
     for: 2s
@@ -654,6 +654,26 @@ faults:
     let text = Command::new(bin("faultline")).arg("analyze").arg(&dir).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("anomaly") && text.contains("recovery") && text.contains("after the last revert"), "{text}");
+
+    // The report: HTML with the plots inline, and the same plots as PNG.
+    let out = Command::new(bin("faultline")).arg("report").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() == 3 && html.contains("Findings") && html.contains("back inside the band"), "report.html");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(dir.join("throughput.png")).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut img = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut img).unwrap();
+    assert_eq!((info.width, info.height), (900, 300));
+    let px = |t: f64| {
+        // The plot's own geometry: 64 px left margin, 16 right, 36 top; x spans the run.
+        let x = (64.0 + t / 12.0 * (900.0 - 64.0 - 16.0)) as usize;
+        let i = (40 * info.width as usize + x) * info.color_type.samples();
+        (img[i], img[i + 1], img[i + 2])
+    };
+    let shaded = px((applied + reverted) / 2.0);
+    assert!(shaded.0 > 200 && shaded.1 < 225 && shaded.2 < 215, "the fault interval is shaded in the PNG: {shaded:?}");
+    assert_eq!(px(2.5), (255, 255, 255), "the baseline is not shaded");
 
     // A guardrail aborts the run at once and every fault is reverted.
     let guarded = base.replace("    for: 2s\n", "    for: 3s\n") + "guardrails:\n  - error_rate > 50% for 1s\n";

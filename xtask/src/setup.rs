@@ -16,6 +16,8 @@ const APT: &[&str] = &[
     "prometheus",
     // Systems under test and the load tool faultline is compared with.
     "nginx", "wrk", "redis-server",
+    // Fonts for the PNG plots of `faultline report`.
+    "fonts-dejavu-core",
 ];
 
 /// Keeps apt from starting the services it installs (nginx, prometheus): tests run their

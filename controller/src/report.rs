@@ -1,0 +1,342 @@
+//! `faultline report RUN`: a self-contained HTML report (inline SVG plots, no scripts,
+//! no network) and PNG files of the same plots, rendered from the same SVG by resvg.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::analyze::{self, Sec};
+
+const W: f64 = 900.0;
+const H: f64 = 300.0;
+const L: f64 = 64.0;
+const R: f64 = 16.0;
+const T: f64 = 36.0;
+const B: f64 = 40.0;
+/// Shades: a fault's interval, an anomaly window.
+pub const FAULT_FILL: &str = "#e4572e";
+const ANOMALY_FILL: &str = "#f3a712";
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+struct Axes {
+    x_max: f64,
+    y_min: f64,
+    y_max: f64,
+    log: bool,
+}
+
+impl Axes {
+    fn x(&self, t: f64) -> f64 {
+        L + (t / self.x_max).clamp(0.0, 1.0) * (W - L - R)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let f = if self.log { (v.max(self.y_min).log10() - self.y_min.log10()) / (self.y_max.log10() - self.y_min.log10()) } else { (v - self.y_min) / (self.y_max - self.y_min) };
+        H - B - f.clamp(0.0, 1.0) * (H - T - B)
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let mut v = Vec::new();
+            let mut t = 10f64.powf(self.y_min.log10().floor());
+            while t <= self.y_max * 1.0001 {
+                if t >= self.y_min {
+                    v.push(t);
+                }
+                t *= 10.0;
+            }
+            v
+        } else {
+            let raw = (self.y_max - self.y_min) / 5.0;
+            let mag = 10f64.powf(raw.log10().floor());
+            let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(raw);
+            (0..=((self.y_max - self.y_min) / step) as usize).map(|i| self.y_min + i as f64 * step).collect()
+        }
+    }
+}
+
+pub struct Shade {
+    pub from: f64,
+    pub to: f64,
+    pub fill: &'static str,
+    pub label: String,
+}
+
+/// A time series plot: lines over seconds, shaded intervals, phase boundaries.
+pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f64)>)], shades: &[Shade], phases: &[(f64, String)], x_max: f64, log: bool) -> String {
+    let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).filter(|v| v.is_finite());
+    let y_max_raw = values.clone().fold(0.0_f64, f64::max);
+    let (y_min, y_max) = if log {
+        let lo = values.filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+        let lo = if lo.is_finite() { 10f64.powf(lo.log10().floor()) } else { 0.1 };
+        (lo, 10f64.powf(y_max_raw.max(lo * 10.0).log10().ceil()))
+    } else {
+        (0.0, if y_max_raw > 0.0 { y_max_raw * 1.1 } else { 1.0 })
+    };
+    let a = Axes { x_max: x_max.max(1.0), y_min, y_max, log };
+    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = write!(s, r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
+    for sh in shades {
+        let (x0, x1) = (a.x(sh.from), a.x(sh.to));
+        let _ = write!(s, r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="0.25"><title>{}</title></rect>"#, (x1 - x0).max(1.0), H - T - B, sh.fill, esc(&sh.label));
+    }
+    for t in a.ticks() {
+        let y = a.y(t);
+        let label = if t >= 100.0 || t == t.round() { format!("{t:.0}") } else { format!("{t}") };
+        let _ = write!(s, r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##, W - R, L - 6.0, y + 4.0);
+    }
+    let step = if a.x_max > 120.0 { 30.0 } else if a.x_max > 30.0 { 10.0 } else { 5.0 };
+    let mut t = 0.0;
+    while t <= a.x_max {
+        let x = a.x(t);
+        let _ = write!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"#, H - B + 16.0);
+        t += step;
+    }
+    for (x, name) in phases {
+        let px = a.x(*x);
+        let _ = write!(s, r##"<line x1="{px:.1}" x2="{px:.1}" y1="{T}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##, H - B, px + 3.0, T + 12.0, esc(name));
+    }
+    let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"##, (L + W - R) / 2.0, H - 6.0, (T + H - B) / 2.0, esc(y_label));
+    let _ = write!(s, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, W - L - R, H - T - B);
+    let mut lx = W - R - 10.0;
+    // The shades' legend first (rightmost), then the lines'.
+    let mut kinds: Vec<(&str, &str)> = Vec::new();
+    for sh in shades {
+        let name = if sh.fill == FAULT_FILL { "fault" } else { "anomaly" };
+        if !kinds.iter().any(|k| k.0 == name) {
+            kinds.push((name, sh.fill));
+        }
+    }
+    for (name, fill) in kinds.iter().rev() {
+        lx -= 8.0 * name.len() as f64 + 22.0;
+        let _ = write!(s, r#"<rect x="{lx:.1}" y="8" width="14" height="12" fill="{fill}" fill-opacity="0.35"/><text x="{:.1}" y="18">{name}</text>"#, lx + 18.0);
+    }
+    for (name, color, pts) in series.iter().rev() {
+        let path: Vec<String> = pts.iter().filter(|p| p.1.is_finite() && (!log || p.1 > 0.0)).map(|(t, v)| format!("{:.1},{:.1}", a.x(*t), a.y(*v))).collect();
+        if !path.is_empty() {
+            let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.8"/>"#, path.join(" "));
+        }
+        let w = 8.0 * name.len() as f64 + 22.0;
+        lx -= w;
+        let _ = write!(s, r#"<rect x="{lx:.1}" y="12" width="14" height="4" fill="{color}"/><text x="{:.1}" y="18">{}</text>"#, lx + 18.0, esc(name));
+    }
+    s += "</svg>";
+    s
+}
+
+/// Grouped bars: one group per phase, one bar per measure.
+pub fn bars(title: &str, y_label: &str, groups: &[(String, Vec<(&str, &str, f64)>)]) -> String {
+    let y_max = groups.iter().flat_map(|g| g.1.iter().map(|b| b.2)).fold(0.0_f64, f64::max).max(1e-9) * 1.15;
+    let a = Axes { x_max: 1.0, y_min: 0.0, y_max, log: false };
+    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = write!(s, r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
+    for t in a.ticks() {
+        let y = a.y(t);
+        let _ = write!(s, r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##, W - R, L - 6.0, y + 4.0, if t == t.round() { format!("{t:.0}") } else { format!("{t:.2}") });
+    }
+    let gw = (W - L - R) / groups.len().max(1) as f64;
+    for (i, (label, bs)) in groups.iter().enumerate() {
+        let x0 = L + i as f64 * gw;
+        let bw = gw * 0.7 / bs.len().max(1) as f64;
+        for (j, (name, color, v)) in bs.iter().enumerate() {
+            let x = x0 + gw * 0.15 + j as f64 * bw;
+            let y = a.y(*v);
+            let _ = write!(s, r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{name}: {v:.3}</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.1}</text>"#, bw - 2.0, H - B - y, x + bw / 2.0, y - 3.0);
+        }
+        let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x0 + gw / 2.0, H - B + 16.0, esc(label));
+    }
+    let mut lx = W - R - 10.0;
+    if let Some((_, bs)) = groups.first() {
+        for (name, color, _) in bs.iter().rev() {
+            lx -= 8.0 * name.len() as f64 + 22.0;
+            let _ = write!(s, r#"<rect x="{lx:.1}" y="12" width="14" height="4" fill="{color}"/><text x="{:.1}" y="18">{}</text>"#, lx + 18.0, esc(name));
+        }
+    }
+    let _ = write!(s, r##"<text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text><rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/></svg>"##, (T + H - B) / 2.0, esc(y_label), W - L - R, H - T - B);
+    s
+}
+
+/// SVG to PNG with resvg, fonts from the system (DejaVu on Debian).
+pub fn png(svg: &str, path: &Path) -> Result<()> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    opt.fontdb_mut().load_system_fonts();
+    let tree = usvg::Tree::from_str(svg, &opt).context("parsing the plot's SVG")?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).context("allocating the image")?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.save_png(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Plain sentences from the analysis: what a reader should take away.
+pub fn findings(an: &Value, summary: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let f1 = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let phases = an["phases"].as_array().cloned().unwrap_or_default();
+    let get = |name: &str| phases.iter().find(|p| p["phase"] == name).cloned().unwrap_or(Value::Null);
+    let (b, f, r) = (get("baseline"), get("fault"), get("recovery"));
+    let faults: Vec<String> = summary["faults"].as_array().into_iter().flatten().map(|x| {
+        match (x["applied_at_s"].as_f64(), x["reverted_at_s"].as_f64()) {
+            (Some(a), Some(z)) => format!("{} (from {a:.1} s to {z:.1} s)", x["fault"].as_str().unwrap_or("")),
+            _ => format!("{} (not applied: {})", x["fault"].as_str().unwrap_or(""), x["error"].as_str().unwrap_or("")),
+        }
+    }).collect();
+    if !faults.is_empty() {
+        out.push(format!("Faults: {}.", faults.join("; ")));
+    }
+    if !f.is_null() {
+        let (bm, fm) = (&b["measured"], &f["measured"]);
+        out.push(format!(
+            "During the fault phase goodput changed by {} against the baseline, p99 went from {:.1} ms to {:.1} ms, and {:.1} % of requests failed (baseline {:.2} %).",
+            f["vs_baseline_percent"]["goodput"].as_f64().map_or("-".into(), |x| format!("{x:+.1} %")),
+            f1(&bm["p99_ms"]),
+            f1(&fm["p99_ms"]),
+            f1(&fm["error_rate"]) * 100.0,
+            f1(&bm["error_rate"]) * 100.0,
+        ));
+    }
+    let windows = an["anomaly_windows"].as_array().cloned().unwrap_or_default();
+    if windows.is_empty() {
+        out.push("No second left the baseline band: the service absorbed the faults.".into());
+    } else {
+        let w: Vec<String> = windows.iter().map(|w| format!("{}–{} s ({})", w["from_s"], w["to_s"], w["why"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default())).collect();
+        out.push(format!("The service left its baseline band in {} window{}: {}.", w.len(), if w.len() == 1 { "" } else { "s" }, w.join("; ")));
+    }
+    match (an["recovered"].as_bool(), an["recovery_s"].as_f64()) {
+        (Some(true), Some(x)) => out.push(format!("It was back inside the band {x:.1} s after the last fault was reverted, and stayed there for at least 3 s.")),
+        (Some(false), _) => out.push("It did not come back inside the band before the run ended.".into()),
+        _ => {}
+    }
+    if !r.is_null() {
+        out.push(format!("Recovery phase: p99 {:.1} ms, errors {:.2} %.", f1(&r["measured"]["p99_ms"]), f1(&r["measured"]["error_rate"]) * 100.0));
+    }
+    let fails: Vec<String> = an["hypothesis"].as_array().into_iter().flatten().filter(|h| h["holds"] != true).map(|h| format!("{} in {}", h["hypothesis"].as_str().unwrap_or(""), h["phase"].as_str().unwrap_or(""))).collect();
+    if an["hypothesis"].as_array().is_some_and(|v| !v.is_empty()) {
+        out.push(if fails.is_empty() { "The steady-state hypothesis held before the faults and after recovery.".into() } else { format!("The steady-state hypothesis failed: {}.", fails.join("; ")) });
+    }
+    if let Some(r) = an["aborted"].as_str() {
+        out.push(format!("The run was aborted: {r}."));
+    }
+    out
+}
+
+fn series(secs: &[Sec], f: impl Fn(&Sec) -> Option<f64>) -> Vec<(f64, f64)> {
+    secs.iter().filter_map(|s| f(s).map(|v| (s.t as f64 + 0.5, v))).collect()
+}
+
+/// Writes report.html and throughput.png, latency.png, phases.png into the run directory.
+pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
+    let an = analyze::analyze(dir, baseline)?;
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
+    let csv = std::fs::read_to_string(dir.join("seconds.csv"))?;
+    let secs = analyze::read_seconds(&csv)?;
+    let extra = analyze::read_columns(&csv, &["p50_ms", "p95_ms"])?;
+    let x_max = secs.last().map_or(1.0, |s| s.t as f64 + 1.0);
+    let mut shades: Vec<Shade> = summary["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| Some(Shade { from: f["applied_at_s"].as_f64()?, to: f["reverted_at_s"].as_f64()?, fill: FAULT_FILL, label: f["fault"].as_str().unwrap_or("").to_owned() }))
+        .collect();
+    shades.extend(an["anomaly_windows"].as_array().into_iter().flatten().map(|w| Shade {
+        from: w["from_s"].as_f64().unwrap_or(0.0),
+        to: w["to_s"].as_f64().unwrap_or(0.0),
+        fill: ANOMALY_FILL,
+        label: "anomaly".into(),
+    }));
+    let phases: Vec<(f64, String)> = summary["phases"].as_array().into_iter().flatten().filter(|p| p["to_s"].as_f64() > p["from_s"].as_f64()).map(|p| (p["from_s"].as_f64().unwrap_or(0.0), p["name"].as_str().unwrap_or("").to_owned())).collect();
+    let throughput = timeseries(
+        "Throughput (answers without error, and errors, per second)",
+        "requests/s",
+        &[("goodput", "#1b998b", series(&secs, |s| Some(s.requests - s.errors))), ("errors", "#c5283d", series(&secs, |s| Some(s.errors)))],
+        &shades,
+        &phases,
+        x_max,
+        false,
+    );
+    let lat = |col: usize| extra.iter().enumerate().filter_map(|(i, row)| row[col].map(|v| (secs.get(i).map_or(i, |s| s.t) as f64 + 0.5, v))).collect::<Vec<_>>();
+    let latency = timeseries(
+        "Latency from the intended start (p50, p95, p99 per second)",
+        "ms (log scale)",
+        &[("p50", "#2e86ab", lat(0)), ("p95", "#a23b72", lat(1)), ("p99", "#f18f01", series(&secs, |s| s.p99))],
+        &shades,
+        &phases,
+        x_max,
+        true,
+    );
+    let groups: Vec<(String, Vec<(&str, &str, f64)>)> = an["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let m = &p["measured"];
+            (p["phase"].as_str().unwrap_or("").to_owned(), vec![("p50 ms", "#2e86ab", m["p50_ms"].as_f64().unwrap_or(0.0)), ("p95 ms", "#a23b72", m["p95_ms"].as_f64().unwrap_or(0.0)), ("p99 ms", "#f18f01", m["p99_ms"].as_f64().unwrap_or(0.0))])
+        })
+        .collect();
+    let phase_bars = bars(&format!("Latency by phase (band from {})", an["baseline_from"].as_str().unwrap_or("")), "ms", &groups);
+    let mut written = Vec::new();
+    for (name, svg) in [("throughput", &throughput), ("latency", &latency), ("phases", &phase_bars)] {
+        let p = dir.join(format!("{name}.png"));
+        png(svg, &p)?;
+        written.push(p);
+    }
+    let mut html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>faultline run: {}</title><style>body{{font-family:DejaVu Sans,sans-serif;max-width:960px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}.fault{{background:{FAULT_FILL}40}}.anomaly{{background:{ANOMALY_FILL}40}}</style></head><body>",
+        esc(summary["scenario"].as_str().unwrap_or(""))
+    );
+    let _ = write!(html, "<h1>{}</h1><p>{}</p><h2>Findings</h2><ul>", esc(summary["scenario"].as_str().unwrap_or("")), esc(summary["description"].as_str().unwrap_or("")));
+    for f in findings(&an, &summary) {
+        let _ = write!(html, "<li>{}</li>", esc(&f));
+    }
+    html += "</ul><p><span class=\"fault\">&nbsp;&nbsp;&nbsp;&nbsp;</span> fault interval &nbsp; <span class=\"anomaly\">&nbsp;&nbsp;&nbsp;&nbsp;</span> anomaly window (outside the baseline band)</p>";
+    html += &throughput;
+    html += &latency;
+    html += &phase_bars;
+    html += "<h2>Phases</h2><table><tr><th>phase</th><th>requests</th><th>rate/s</th><th>errors %</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>goodput vs baseline</th></tr>";
+    for p in an["phases"].as_array().into_iter().flatten() {
+        let m = &p["measured"];
+        let g = p["vs_baseline_percent"]["goodput"].as_f64().map_or("-".into(), |x| format!("{x:+.1} %"));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{g}</td></tr>",
+            esc(p["phase"].as_str().unwrap_or("")),
+            m["requests"],
+            m["rate"].as_f64().unwrap_or(0.0),
+            m["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            m["p50_ms"].as_f64().unwrap_or(0.0),
+            m["p95_ms"].as_f64().unwrap_or(0.0),
+            m["p99_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    html += "</table><h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>agents</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
+    for f in summary["faults"].as_array().into_iter().flatten() {
+        let o = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2} s"));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            f["index"],
+            esc(f["fault"].as_str().unwrap_or("")),
+            esc(f["id"].as_str().unwrap_or("")),
+            esc(&f["agents"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
+            o(&f["planned_at_s"]),
+            o(&f["applied_at_s"]),
+            o(&f["reverted_at_s"]),
+            esc(f["error"].as_str().unwrap_or(""))
+        );
+    }
+    html += "</table><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
+    for h in an["hypothesis"].as_array().into_iter().flatten() {
+        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(h["hypothesis"].as_str().unwrap_or("")), esc(h["phase"].as_str().unwrap_or("")), h["value"].as_f64().unwrap_or(0.0), if h["holds"] == true { "holds" } else { "<b>fails</b>" });
+    }
+    html += "</table><p>Kernel metrics per peer (RTT, retransmits) are not collected by scenario runs yet.</p>";
+    let _ = write!(html, "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>; plots as PNG: throughput.png, latency.png, phases.png.</p></body></html>\n");
+    std::fs::write(dir.join("analysis.json"), format!("{an:#}\n"))?;
+    std::fs::write(dir.join("report.html"), html)?;
+    written.push(dir.join("analysis.json"));
+    written.push(dir.join("report.html"));
+    Ok(written)
+}
