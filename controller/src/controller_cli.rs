@@ -154,7 +154,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
     let endpoint = security.endpoint("--controller", url, CONTROLLER_NAME)?;
     let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?);
     match cmd {
-        Cmd::Run(r) => return crate::scenario_run::run(&r, c).await,
+        Cmd::Run(r) => return crate::scenario_run::run(&r, c, security).await,
         Cmd::Agents(AgentsCmd::List { json }) => {
             let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
             if json {

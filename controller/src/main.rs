@@ -5,6 +5,7 @@
 mod agent_cli;
 mod analyze;
 mod controller_cli;
+mod kernel_watch;
 mod load;
 mod load_cli;
 mod observe;

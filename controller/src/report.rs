@@ -12,7 +12,8 @@ const W: f64 = 900.0;
 const H: f64 = 300.0;
 const L: f64 = 64.0;
 const R: f64 = 16.0;
-const T: f64 = 36.0;
+/// Top margin: the title, then a row of legend.
+const T: f64 = 48.0;
 const B: f64 = 40.0;
 /// Shades: a fault's interval, an anomaly window.
 pub const FAULT_FILL: &str = "#e4572e";
@@ -102,8 +103,18 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
     }
     let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"##, (L + W - R) / 2.0, H - 6.0, (T + H - B) / 2.0, esc(y_label));
     let _ = write!(s, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, W - L - R, H - T - B);
-    let mut lx = W - R - 10.0;
-    // The shades' legend first (rightmost), then the lines'.
+    for (_, color, pts) in series {
+        let path: Vec<String> = pts.iter().filter(|p| p.1.is_finite() && (!log || p.1 > 0.0)).map(|(t, v)| format!("{:.1},{:.1}", a.x(*t), a.y(*v))).collect();
+        if !path.is_empty() {
+            let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.8"/>"#, path.join(" "));
+        }
+    }
+    // Legend, left to right under the title: the lines, then the shades.
+    let mut lx = L;
+    for (name, color, _) in series {
+        let _ = write!(s, r#"<rect x="{lx:.1}" y="30" width="14" height="4" fill="{color}"/><text x="{:.1}" y="36">{}</text>"#, lx + 18.0, esc(name));
+        lx += 7.5 * name.chars().count() as f64 + 30.0;
+    }
     let mut kinds: Vec<(&str, &str)> = Vec::new();
     for sh in shades {
         let name = if sh.fill == FAULT_FILL { "fault" } else { "anomaly" };
@@ -111,18 +122,9 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
             kinds.push((name, sh.fill));
         }
     }
-    for (name, fill) in kinds.iter().rev() {
-        lx -= 8.0 * name.len() as f64 + 22.0;
-        let _ = write!(s, r#"<rect x="{lx:.1}" y="8" width="14" height="12" fill="{fill}" fill-opacity="0.35"/><text x="{:.1}" y="18">{name}</text>"#, lx + 18.0);
-    }
-    for (name, color, pts) in series.iter().rev() {
-        let path: Vec<String> = pts.iter().filter(|p| p.1.is_finite() && (!log || p.1 > 0.0)).map(|(t, v)| format!("{:.1},{:.1}", a.x(*t), a.y(*v))).collect();
-        if !path.is_empty() {
-            let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.8"/>"#, path.join(" "));
-        }
-        let w = 8.0 * name.len() as f64 + 22.0;
-        lx -= w;
-        let _ = write!(s, r#"<rect x="{lx:.1}" y="12" width="14" height="4" fill="{color}"/><text x="{:.1}" y="18">{}</text>"#, lx + 18.0, esc(name));
+    for (name, fill) in kinds {
+        let _ = write!(s, r#"<rect x="{lx:.1}" y="26" width="14" height="12" fill="{fill}" fill-opacity="0.35"/><text x="{:.1}" y="36">{name}</text>"#, lx + 18.0);
+        lx += 7.5 * name.len() as f64 + 30.0;
     }
     s += "</svg>";
     s
@@ -149,11 +151,11 @@ pub fn bars(title: &str, y_label: &str, groups: &[(String, Vec<(&str, &str, f64)
         }
         let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x0 + gw / 2.0, H - B + 16.0, esc(label));
     }
-    let mut lx = W - R - 10.0;
+    let mut lx = L;
     if let Some((_, bs)) = groups.first() {
-        for (name, color, _) in bs.iter().rev() {
-            lx -= 8.0 * name.len() as f64 + 22.0;
-            let _ = write!(s, r#"<rect x="{lx:.1}" y="12" width="14" height="4" fill="{color}"/><text x="{:.1}" y="18">{}</text>"#, lx + 18.0, esc(name));
+        for (name, color, _) in bs {
+            let _ = write!(s, r#"<rect x="{lx:.1}" y="30" width="14" height="4" fill="{color}"/><text x="{:.1}" y="36">{}</text>"#, lx + 18.0, esc(name));
+            lx += 7.5 * name.chars().count() as f64 + 30.0;
         }
     }
     let _ = write!(s, r##"<text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text><rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/></svg>"##, (T + H - B) / 2.0, esc(y_label), W - L - R, H - T - B);
@@ -228,6 +230,44 @@ fn series(secs: &[Sec], f: impl Fn(&Sec) -> Option<f64>) -> Vec<(f64, f64)> {
     secs.iter().filter_map(|s| f(s).map(|v| (s.t as f64 + 0.5, v))).collect()
 }
 
+/// Retransmits per second and smoothed RTT for the (agent, peer) pairs with the most
+/// retransmits (or RTT samples), from kernel.csv; None when there is nothing to show.
+fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f64) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("kernel.csv")).ok()?;
+    // (agent -> peer) -> per-second retransmits, and (t, srtt) points.
+    let mut rt: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> = std::collections::BTreeMap::new();
+    let mut rtt: std::collections::BTreeMap<String, Vec<(f64, f64)>> = std::collections::BTreeMap::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        let (Some(t), Some(agent), Some(peer)) = (f.first().and_then(|v| v.parse::<f64>().ok()), f.get(1), f.get(2)) else { continue };
+        let key = format!("{agent} → {peer}");
+        if let Some(r) = f.get(5).and_then(|v| v.parse::<f64>().ok()) {
+            *rt.entry(key.clone()).or_default().entry(t.floor() as i64).or_default() += r;
+        }
+        if let Some(m) = f.get(4).and_then(|v| v.parse::<f64>().ok()) {
+            rtt.entry(key).or_default().push((t, m));
+        }
+    }
+    if rt.is_empty() && rtt.is_empty() {
+        return None;
+    }
+    let names: std::collections::BTreeSet<&String> = rtt.keys().chain(rt.keys()).collect();
+    let mut keys: Vec<(f64, usize, String)> = names.into_iter().map(|k| (rt.get(k).map_or(0.0, |m| m.values().sum()), rtt.get(k).map_or(0, Vec::len), k.clone())).collect();
+    keys.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+    let colors = ["#c5283d", "#2e86ab", "#1b998b", "#a23b72"];
+    let top: Vec<(&str, String)> = keys.iter().take(colors.len()).zip(colors).map(|(k, c)| (c, k.2.clone())).collect();
+    let last = x_max.floor() as i64;
+    let rt_series: Vec<(&str, &str, Vec<(f64, f64)>)> = top
+        .iter()
+        .map(|(c, k)| (k.as_str(), *c, (0..last).map(|t| (t as f64 + 0.5, rt.get(k).and_then(|m| m.get(&t)).copied().unwrap_or(0.0))).collect()))
+        .collect();
+    let rtt_series: Vec<(&str, &str, Vec<(f64, f64)>)> = top.iter().map(|(c, k)| (k.as_str(), *c, rtt.get(k).cloned().unwrap_or_default())).collect();
+    Some((
+        timeseries("Kernel: TCP retransmits per second (agent → peer)", "retransmits/s", &rt_series, shades, phases, x_max, false),
+        timeseries("Kernel: TCP smoothed RTT (agent → peer)", "ms (log scale)", &rtt_series, shades, phases, x_max, true),
+    ))
+}
+
 /// Writes report.html and throughput.png, latency.png, phases.png into the run directory.
 pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
     let an = analyze::analyze(dir, baseline)?;
@@ -278,8 +318,14 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         })
         .collect();
     let phase_bars = bars(&format!("Latency by phase (band from {})", an["baseline_from"].as_str().unwrap_or("")), "ms", &groups);
+    let kernel = kernel_plots(dir, &shades, &phases, x_max);
+    let mut plots = vec![("throughput", throughput.clone()), ("latency", latency.clone()), ("phases", phase_bars.clone())];
+    if let Some((rt, rtt)) = &kernel {
+        plots.push(("kernel_retransmits", rt.clone()));
+        plots.push(("kernel_rtt", rtt.clone()));
+    }
     let mut written = Vec::new();
-    for (name, svg) in [("throughput", &throughput), ("latency", &latency), ("phases", &phase_bars)] {
+    for (name, svg) in &plots {
         let p = dir.join(format!("{name}.png"));
         png(svg, &p)?;
         written.push(p);
@@ -332,8 +378,20 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     for h in an["hypothesis"].as_array().into_iter().flatten() {
         let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(h["hypothesis"].as_str().unwrap_or("")), esc(h["phase"].as_str().unwrap_or("")), h["value"].as_f64().unwrap_or(0.0), if h["holds"] == true { "holds" } else { "<b>fails</b>" });
     }
-    html += "</table><p>Kernel metrics per peer (RTT, retransmits) are not collected by scenario runs yet.</p>";
-    let _ = write!(html, "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>; plots as PNG: throughput.png, latency.png, phases.png.</p></body></html>\n");
+    html += "</table><h2>The kernel's view (from the agents)</h2>";
+    match &kernel {
+        Some((rt, rtt)) => {
+            html += "<p>Per agent and remote peer, from the agents' eBPF tracepoints; times corrected by each agent's measured clock offset (agents.csv).</p>";
+            html += rt;
+            html += rtt;
+        }
+        None => html += "<p>No kernel metrics in this run (kernel.csv is missing or empty: agents unreachable from the CLI, or without kernel metrics).</p>",
+    }
+    let _ = write!(
+        html,
+        "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>, <code>kernel.csv</code>, <code>drops.csv</code>, <code>host.csv</code>, <code>agents.csv</code>; plots as PNG: {}.</p></body></html>\n",
+        plots.iter().map(|(n, _)| format!("{n}.png")).collect::<Vec<_>>().join(", ")
+    );
     std::fs::write(dir.join("analysis.json"), format!("{an:#}\n"))?;
     std::fs::write(dir.join("report.html"), html)?;
     written.push(dir.join("analysis.json"));

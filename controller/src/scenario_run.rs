@@ -152,7 +152,7 @@ async fn apply(c: &mut ControllerServiceClient<Channel>, f: &FaultPlan) -> Resul
     Ok(r.into_inner().fault.unwrap_or_default())
 }
 
-pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>) -> Result<()> {
+pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<()> {
     let s = crate::scenario::load(&args.scenario)?;
     let mut load_argv = s.load_args.clone();
     load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
@@ -165,6 +165,9 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>) -> Re
     std::fs::copy(&args.scenario, dir.join("scenario.yaml")).with_context(|| format!("copying {}", args.scenario.display()))?;
     eprintln!("run {}: {} s ({} warmup, {} baseline, {} fault, {} recovery), {} faults, into {}", s.name, s.total().as_secs_f64(), s.warmup.as_secs_f64(), s.baseline.as_secs_f64(), s.fault.as_secs_f64(), s.recovery.as_secs_f64(), s.faults.len(), dir.display());
 
+    // The agents' kernel and host metrics, streamed through the run (best effort: an agent
+    // this host cannot reach is noted in agents.csv, and the run goes on).
+    let (collected, watchers) = crate::kernel_watch::start(&agents, security).await;
     let start = Instant::now() + Duration::from_millis(300);
     let secs_since = move || Instant::now().saturating_duration_since(start).as_secs_f64();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<String>);
@@ -260,6 +263,9 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>) -> Re
         let _ = t.await;
     }
     let aborted = stop_tx.borrow().clone().filter(|r| !r.is_empty());
+    tokio::time::sleep(crate::kernel_watch::LAST_SAMPLE).await;
+    watchers.iter().for_each(tokio::task::JoinHandle::abort);
+    collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&dir, run.started_unix_ms as f64)?;
     let mut timeline = timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     timeline.sort_by_key(|t| t.index);
 

@@ -186,7 +186,10 @@ impl Drop for Hosts {
             let _ = Command::new("ip").args(["netns", "del", &self.ns(i)]).status();
         }
         let _ = Command::new("ip").args(["link", "del", &format!("flcbr{}", self.id)]).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // FAULTLINE_KEEP_TEST_DIRS=1 keeps logs, run directories and reports to look at.
+        if std::env::var_os("FAULTLINE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -659,10 +662,24 @@ faults:
     let out = Command::new(bin("faultline")).arg("report").arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(html.matches("<svg").count() == 3 && html.contains("Findings") && html.contains("back inside the band"), "report.html");
+    assert!(html.matches("<svg").count() == 5 && html.contains("Findings") && html.contains("back inside the band"), "report.html");
+    assert!(dir.join("kernel_retransmits.png").exists() && dir.join("kernel_rtt.png").exists());
+    // The agents' kernel view, on the run's clock: nginx's host retransmitted its answers
+    // to the load client while its egress was dropped.
+    let agents_csv = std::fs::read_to_string(dir.join("agents.csv")).unwrap();
+    assert!(agents_csv.lines().skip(1).all(|l| l.split(',').nth(2).and_then(|o| o.parse::<f64>().ok()).is_some_and(|o| o.abs() < 1000.0)), "offsets: {agents_csv}");
+    let kernel = std::fs::read_to_string(dir.join("kernel.csv")).unwrap();
+    let retrans: f64 = kernel
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[1] == "h1" && f[2] == "10.201.6.254" && f[0].parse::<f64>().is_ok_and(|t| t > applied && t < reverted + 2.0))
+        .map(|f| f[5].parse::<f64>().unwrap())
+        .sum();
+    assert!(retrans > 0.0, "no retransmits from h1 to the client during the drop: {kernel}");
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(dir.join("throughput.png")).unwrap()));
     let mut reader = decoder.read_info().unwrap();
-    let mut img = vec![0; reader.output_buffer_size()];
+    let mut img = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut img).unwrap();
     assert_eq!((info.width, info.height), (900, 300));
     let px = |t: f64| {

@@ -1,0 +1,161 @@
+//! The agents' view during a run: each agent's kernel metrics (TCP RTT, retransmits,
+//! connects per peer; drops by reason) and host metrics, streamed once a second and put
+//! on the run's clock using each agent's measured clock offset.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use faultline_proto::{
+    agent::v1::{self as apb, agent_service_client::AgentServiceClient},
+    controller::v1 as pb,
+    transport::{AGENT_NAME, Security},
+};
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// One agent as the run saw it.
+#[derive(Debug, Clone, Default)]
+pub struct AgentClock {
+    pub name: String,
+    pub url: String,
+    /// Agent clock minus ours, ms (NTP-style, from the quickest of a few round trips).
+    pub offset_ms: Option<f64>,
+    /// Half that round trip: the offset is within ± this.
+    pub uncertainty_ms: Option<f64>,
+    pub error: String,
+}
+
+#[derive(Default)]
+pub struct Collected {
+    pub agents: Vec<AgentClock>,
+    /// (our unix ms, "agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures")
+    pub kernel: Vec<(f64, String)>,
+    /// (our unix ms, "agent,reason,drops")
+    pub drops: Vec<(f64, String)>,
+    /// (our unix ms, "agent,cpu_percent,memory_used_bytes,load1")
+    pub host: Vec<(f64, String)>,
+}
+
+async fn connect(security: &Security, url: &str) -> Result<AgentServiceClient<tonic::transport::Channel>, String> {
+    let ep = security.endpoint("url", url, AGENT_NAME).map_err(|e| e.to_string())?;
+    Ok(AgentServiceClient::new(ep.connect().await.map_err(|e| format!("connecting: {e}"))?))
+}
+
+/// Measures the agent's clock offset: agent time minus the midpoint of our send and
+/// receive, from the round trip with the least delay of five.
+async fn offset(c: &mut AgentServiceClient<tonic::transport::Channel>) -> Result<(f64, f64), String> {
+    let mut best: Option<(f64, f64)> = None;
+    for _ in 0..5 {
+        let t0 = now_ms();
+        let s = c.get_metrics(apb::GetMetricsRequest {}).await.map_err(|e| format!("{:?}: {}", e.code(), e.message()))?.into_inner();
+        let t1 = now_ms();
+        let (off, half) = (s.unix_ms as f64 - (t0 + t1) / 2.0, (t1 - t0) / 2.0);
+        if best.is_none_or(|b| half < b.1) {
+            best = Some((off, half));
+        }
+    }
+    best.ok_or_else(|| "no sample".into())
+}
+
+/// Starts streaming from every healthy agent; each sample's time is put on our clock.
+/// Abort the returned tasks to stop.
+pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Collected>>, Vec<tokio::task::JoinHandle<()>>) {
+    let out: Arc<Mutex<Collected>> = Arc::default();
+    let mut tasks = Vec::new();
+    for a in agents.iter().filter(|a| a.healthy) {
+        let mut clock = AgentClock { name: a.name.clone(), url: a.url.clone(), ..AgentClock::default() };
+        let mut c = match connect(security, &a.url).await {
+            Ok(c) => c,
+            Err(e) => {
+                clock.error = e;
+                out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.push(clock);
+                continue;
+            }
+        };
+        match offset(&mut c).await {
+            Ok((o, u)) => {
+                clock.offset_ms = Some(o);
+                clock.uncertainty_ms = Some(u);
+            }
+            Err(e) => clock.error = e,
+        }
+        let off = clock.offset_ms.unwrap_or(0.0);
+        out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.push(clock);
+        let (out, name) = (out.clone(), a.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(stream) = c.watch_metrics(apb::WatchMetricsRequest { interval_ms: 1000 }).await else { return };
+            let mut stream = stream.into_inner();
+            let mut prev: Option<apb::MetricsSample> = None;
+            while let Ok(Some(s)) = stream.message().await {
+                let t = s.unix_ms as f64 - off;
+                let mut rows = (Vec::new(), Vec::new(), Vec::new());
+                if let Some(p) = &prev {
+                    let before: BTreeMap<&str, &apb::PeerMetrics> = p.peers.iter().map(|x| (x.peer.as_str(), x)).collect();
+                    for peer in &s.peers {
+                        let old = before.get(peer.peer.as_str());
+                        let d = |f: fn(&apb::PeerMetrics) -> u64| f(peer).saturating_sub(old.map_or(0, |o| f(o)));
+                        let (n, sum) = (
+                            d(|x| x.srtt.as_ref().map_or(0, |h| h.count)),
+                            d(|x| x.srtt.as_ref().map_or(0, |h| h.sum_us)),
+                        );
+                        let (rt, conn, fail) = (d(|x| x.retransmits), d(|x| x.connects), d(|x| x.connect_failures));
+                        if n + rt + conn + fail == 0 {
+                            continue;
+                        }
+                        let mean = if n == 0 { String::new() } else { format!("{:.3}", sum as f64 / n as f64 / 1000.0) };
+                        rows.0.push((t, format!("{name},{},{n},{mean},{rt},{conn},{fail}", peer.peer)));
+                    }
+                    let dropped: BTreeMap<&str, u64> = p.drops.iter().map(|x| (x.reason.as_str(), x.count)).collect();
+                    for d in &s.drops {
+                        let n = d.count.saturating_sub(dropped.get(d.reason.as_str()).copied().unwrap_or(0));
+                        if n > 0 {
+                            rows.1.push((t, format!("{name},{},{n}", d.reason)));
+                        }
+                    }
+                }
+                if let Some(h) = &s.host {
+                    rows.2.push((t, format!("{name},{:.1},{},{:.2}", h.cpu_percent, h.memory_used_bytes, h.load1)));
+                }
+                let mut o = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                o.kernel.extend(rows.0);
+                o.drops.extend(rows.1);
+                o.host.extend(rows.2);
+                drop(o);
+                prev = Some(s);
+            }
+        }));
+    }
+    (out, tasks)
+}
+
+impl Collected {
+    /// Writes agents.csv, kernel.csv, drops.csv and host.csv, times in seconds from
+    /// `run_start_unix_ms`.
+    pub fn write(&self, dir: &std::path::Path, run_start_unix_ms: f64) -> std::io::Result<()> {
+        let mut agents = String::from("agent,url,clock_offset_ms,offset_uncertainty_ms,error\n");
+        for a in &self.agents {
+            let o = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
+            let _ = writeln!(agents, "{},{},{},{},{:?}", a.name, a.url, o(a.offset_ms), o(a.uncertainty_ms), a.error);
+        }
+        std::fs::write(dir.join("agents.csv"), agents)?;
+        let table = |head: &str, rows: &[(f64, String)]| {
+            let mut t = format!("{head}\n");
+            for (at, r) in rows {
+                let _ = writeln!(t, "{:.3},{r}", (at - run_start_unix_ms) / 1000.0);
+            }
+            t
+        };
+        std::fs::write(dir.join("kernel.csv"), table("t_s,agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures", &self.kernel))?;
+        std::fs::write(dir.join("drops.csv"), table("t_s,agent,reason,drops", &self.drops))?;
+        std::fs::write(dir.join("host.csv"), table("t_s,agent,cpu_percent,memory_used_bytes,load1", &self.host))
+    }
+}
+
+/// How long to wait after the load for each agent's last sample.
+pub const LAST_SAMPLE: Duration = Duration::from_millis(1200);
