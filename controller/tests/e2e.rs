@@ -683,9 +683,9 @@ faults:
     let info = reader.next_frame(&mut img).unwrap();
     assert_eq!((info.width, info.height), (900, 300));
     let px = |t: f64| {
-        // The plot's own geometry: 64 px left margin, 16 right, 36 top; x spans the run.
+        // The plot's own geometry: 64 px left margin, 16 right, 48 top; x spans the run.
         let x = (64.0 + t / 12.0 * (900.0 - 64.0 - 16.0)) as usize;
-        let i = (40 * info.width as usize + x) * info.color_type.samples();
+        let i = (52 * info.width as usize + x) * info.color_type.samples();
         (img[i], img[i + 1], img[i + 2])
     };
     let shaded = px((applied + reverted) / 2.0);
