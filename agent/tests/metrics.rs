@@ -105,7 +105,11 @@ fn retransmits_appear_under_ebpf_loss_and_the_fault_reports_what_it_did() {
     // The observed share is the counters' own ratio (the drop rate's statistics are tested
     // in ebpf.rs; a single 99 % check here would fail one run in a hundred).
     assert_eq!(o.measured, c.dropped_packets as f64 * 100.0 / c.matched_packets as f64, "{}", o.summary);
-    assert!((10.0..=30.0).contains(&o.measured), "{}", o.summary);
+    // And it is a 20 % loss: within 3.3 standard deviations of Binomial(n, 0.2), which
+    // fails one run in a thousand. (A fixed 10-30 % window failed CI: with TSO a 2 MiB
+    // transfer can be only 46 packets, and 3 drops of 46 is an ordinary outcome.)
+    let (n, k) = (c.matched_packets as f64, c.dropped_packets as f64);
+    assert!((k - 0.2 * n).abs() <= 3.3 * (n * 0.2 * 0.8).sqrt() + 1.0, "{}", o.summary);
 }
 
 #[test]
