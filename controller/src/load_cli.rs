@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::{
-    load::{self, LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::Recorder, redis::RedisTarget, schedule::Shape, tcp::TcpTarget},
+    load::{self, LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget},
     units,
 };
 
@@ -138,10 +138,6 @@ fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
-fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 }
-}
-
 fn progress_line(rec: &Recorder, elapsed: Duration, target: Option<f64>) {
     // The last whole second of intended starts.
     let i = elapsed.as_secs().saturating_sub(1) as usize;
@@ -151,8 +147,8 @@ fn progress_line(rec: &Recorder, elapsed: Duration, target: Option<f64>) {
         "[{:>4}s] {:>7}/s{target}  p50 {:.2} ms  p99 {:.2} ms  errors {}  late {}",
         i + 1,
         s.requests(),
-        ms(&s.corrected, 0.5),
-        ms(&s.corrected, 0.99),
+        ms_at(&s.corrected, 0.5),
+        ms_at(&s.corrected, 0.99),
         s.errors(),
         s.late
     );

@@ -99,11 +99,11 @@ fn window(rec: &Recorder, from: u64, to: u64) -> Window {
 
 impl Window {
     fn quantile(&self, p: f64) -> f64 {
-        if self.corrected.is_empty() { 0.0 } else { self.corrected.value_at_quantile(p) as f64 / 1000.0 }
+        load::record::ms_at(&self.corrected, p)
     }
 
     fn value(&self, m: Metric) -> f64 {
-        let q = |p| if self.corrected.is_empty() { 0.0 } else { self.corrected.value_at_quantile(p) as f64 / 1000.0 };
+        let q = |p| self.quantile(p);
         match m {
             Metric::P50 => q(0.5),
             Metric::P90 => q(0.9),
@@ -223,7 +223,7 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, secur
     let progress = move |rec: &Recorder, elapsed: Duration| {
         let done = elapsed.as_secs().saturating_sub(1) as usize;
         if let Some(sec) = rec.seconds.get(done) {
-            eprintln!("[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}", done + 1, sec.requests(), if sec.corrected.is_empty() { 0.0 } else { sec.corrected.value_at_quantile(0.99) as f64 / 1000.0 }, sec.errors());
+            eprintln!("[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}", done + 1, sec.requests(), load::record::ms_at(&sec.corrected, 0.99), sec.errors());
         }
         for g in &guardrails {
             let n = g.seconds as usize;

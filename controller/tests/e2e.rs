@@ -314,6 +314,19 @@ impl Hosts {
     }
 }
 
+/// Each line the child prints, parsed as JSON, as it comes.
+fn json_lines(child: &mut Child) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        }
+    });
+    rx
+}
+
 #[test]
 fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
     // Heartbeat 2 s: agents hold 4 s leases, time enough for a restart to renew them.
@@ -332,14 +345,7 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = watcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
-            let Ok(line) = line else { break };
-            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).unwrap());
-        }
-    });
+    let rx = json_lines(&mut watcher);
     let first = rx.recv_timeout(Duration::from_secs(30)).expect("the latest stored event is replayed");
     assert_eq!(first["kind"], "fault_applied");
     assert_eq!(first["fault_id"], other.as_str());
@@ -383,14 +389,7 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
-            let Ok(line) = line else { break };
-            let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).unwrap());
-        }
-    });
+    let rx = json_lines(&mut follow);
     let again = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "1%", "--lease", "1m", "--on", "h2"]).trim().to_owned();
     let e = rx.recv_timeout(Duration::from_secs(30)).expect("a live event");
     assert_eq!((e["kind"].as_str(), e["fault_id"].as_str()), (Some("fault_applied"), Some(again.as_str())), "{e}");

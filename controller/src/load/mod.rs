@@ -206,7 +206,7 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
 /// The numbers a person reads after a run, and the JSON scripts read.
 pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
     let t = &run.recorder.total;
-    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(p) as f64 / 1000.0 };
+    let q = record::ms_at;
     let requests = t.requests();
     let failures: serde_json::Map<String, serde_json::Value> =
         Failure::ALL.iter().zip(t.failures).filter(|(_, n)| *n > 0).map(|(f, n)| (f.name().to_owned(), n.into())).collect();
@@ -236,7 +236,8 @@ pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
 /// and uncorrected), status classes and failure classes. Columns are stable for pandas.
 pub fn seconds_csv(rec: &Recorder) -> String {
     use std::fmt::Write as _;
-    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { String::new() } else { format!("{:.3}", h.value_at_quantile(p) as f64 / 1000.0) };
+    // An empty second has no latency: an empty cell, not 0.
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { String::new() } else { format!("{:.3}", record::ms_at(h, p)) };
     let mut o = String::from("second,requests,errors,late,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,uncorrected_p50_ms,uncorrected_p99_ms,ok,1xx,2xx,3xx,4xx,5xx");
     for f in Failure::ALL {
         let _ = write!(o, ",{}", f.name());

@@ -46,6 +46,11 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+/// The latency at quantile `q` in milliseconds (the histograms hold µs); 0 when empty.
+pub fn ms_at(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 }
+}
+
 /// A start more than this after its intended time is counted late.
 pub const LATE: Duration = Duration::from_millis(5);
 
