@@ -36,20 +36,15 @@ impl Sec {
 }
 
 pub fn read_seconds(csv: &str) -> Result<Vec<Sec>> {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().context("seconds.csv is empty")?.split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).with_context(|| format!("seconds.csv has no {name} column"));
-    let (t, req, err, p99) = (col("second")?, col("requests")?, col("errors")?, col("p99_ms")?);
-    lines
+    read_columns(csv, &["second", "requests", "errors", "p99_ms"])?
+        .into_iter()
         .enumerate()
-        .map(|(i, l)| {
-            let f: Vec<&str> = l.split(',').collect();
-            let num = |c: usize| f.get(c).and_then(|v| v.parse::<f64>().ok());
+        .map(|(i, row)| {
             Ok(Sec {
-                t: num(t).with_context(|| format!("seconds.csv line {}: no second", i + 2))? as usize,
-                requests: num(req).unwrap_or(0.0),
-                errors: num(err).unwrap_or(0.0),
-                p99: num(p99),
+                t: row[0].with_context(|| format!("seconds.csv line {}: no second", i + 2))? as usize,
+                requests: row[1].unwrap_or(0.0),
+                errors: row[2].unwrap_or(0.0),
+                p99: row[3],
             })
         })
         .collect()

@@ -74,7 +74,7 @@ fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<()> 
                 bail!("{}: faults[{}]: no agent {n:?} (agents: {})", file.display(), f.index, names.join("; "));
             }
         }
-        if !agents.iter().any(|a| sel.iter().all(|(k, v)| a.labels.get(k) == Some(v))) {
+        if !agents.iter().any(|a| crate::server::selector_matches(&sel, |k| a.labels.get(k))) {
             bail!("{}: faults[{}]: selector {selector:?} matches no agent (agents: {})", file.display(), f.index, names.join("; "));
         }
     }

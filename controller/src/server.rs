@@ -340,7 +340,7 @@ impl Controller {
             .agents
             .values()
             .filter(|a| t.agents.is_empty() || t.agents.contains(&a.name))
-            .filter(|a| selector.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+            .filter(|a| selector_matches(&selector, |k| a.labels.get(k)))
             .map(|a| a.name.clone())
             .collect();
         if picked.is_empty() {
@@ -587,6 +587,11 @@ fn missing_capability(spec: &apb::FaultSpec, caps: &apb::Capabilities) -> Option
     };
     let unit = (!matches!(selector, Some(Selector::SystemdUnit(_))) || caps.systemd, "systemd");
     needs.iter().chain([&unit]).find(|(ok, _)| !ok).map(|(_, cap)| *cap)
+}
+
+/// Whether labels (looked up by `label`) carry every key=value of a parsed selector.
+pub fn selector_matches<'a>(selector: &[(String, String)], label: impl Fn(&str) -> Option<&'a String>) -> bool {
+    selector.iter().all(|(k, v)| label(k) == Some(v))
 }
 
 /// `role=db,zone=a` -> [(role, db), (zone, a)].
