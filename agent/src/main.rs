@@ -56,6 +56,10 @@ struct Args {
     /// How often metrics are exported over OTLP, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     otlp_interval_ms: u64,
+    /// Process faults reach only processes in the agent's own network namespace: for
+    /// labs whose hosts are network namespaces of one kernel (`faultline lab`).
+    #[arg(long)]
+    same_netns_only: bool,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -77,7 +81,10 @@ async fn serve() -> Result<()> {
     let args = Args::parse();
     // Checked before any kernel state is touched: a refused setup changes nothing.
     let security = Security::from_flags(args.insecure, Some(&args.tls_dir), Role::Agent)?;
-    let server = security.server(args.listen)?;
+    let mut server = security.server(args.listen)?;
+    if args.same_netns_only {
+        faultline_agent::process::scope_to_own_netns().context("--same-netns-only")?;
+    }
     if let Some(url) = &args.controller {
         security.endpoint("--controller", url, faultline_proto::transport::CONTROLLER_NAME)?;
     }
@@ -144,21 +151,19 @@ async fn serve() -> Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::bind(args.listen).with_context(|| format!("binding {}", args.listen))?.with_nodelay(Some(true));
     info!(listen = %args.listen, state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
     let shutdown_engine = engine.clone();
-    let mut server = server;
-    server
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(AgentServiceServer::new(Service { engine, host }))
-        .serve_with_incoming_shutdown(incoming, async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        })
-        .await?;
-    // A clean stop leaves nothing behind either.
-    let reverted = shutdown_engine.revert_all().await;
+    let engine_after = engine.clone();
+    let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host }));
+    // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
+    faultline_proto::transport::serve_until_stopped(
+        |stopping| server.serve_with_incoming_shutdown(incoming, stopping),
+        async {
+            let reverted = shutdown_engine.revert_all().await;
+            info!(?reverted, "stopping");
+        },
+    )
+    .await?;
+    // A fault applied while the server drained is reverted too.
+    let reverted = engine_after.revert_all().await;
     info!(?reverted, "stopped");
     Ok(())
 }

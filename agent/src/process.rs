@@ -214,19 +214,37 @@ pub enum Resolved {
     Processes(Vec<Stat>),
 }
 
+/// Set once at start-up (`--same-netns-only`): the agent speaks for the processes of its
+/// own network namespace only, as each host of a lab of namespaces on one kernel must.
+static SCOPE_NETNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Limits process targets to this agent's network namespace from now on.
+pub fn scope_to_own_netns() -> std::io::Result<()> {
+    let own = procfs::netns(std::process::id()).ok_or_else(|| std::io::Error::other("cannot read /proc/self/ns/net"))?;
+    let _ = SCOPE_NETNS.set(own);
+    Ok(())
+}
+
 /// The processes the agent never touches, and why.
 pub struct Guard {
     me: u32,
     parent: u32,
     /// The agent's own cgroup when it is a service of its own (not the root).
     own_cgroup: Option<String>,
+    /// Only processes of this network namespace are the agent's (see `scope_to_own_netns`).
+    netns: Option<String>,
 }
 
 impl Guard {
     pub fn new() -> Self {
         let me = std::process::id();
         let own_cgroup = procfs::cgroup(me).filter(|c| c != "/");
-        Self { me, parent: std::os::unix::process::parent_id(), own_cgroup }
+        Self { me, parent: std::os::unix::process::parent_id(), own_cgroup, netns: SCOPE_NETNS.get().cloned() }
+    }
+
+    /// Whether a process belongs to the host this agent speaks for.
+    fn in_scope(&self, pid: u32) -> bool {
+        self.netns.as_ref().is_none_or(|own| procfs::netns(pid).as_ref() == Some(own))
     }
 
     fn why(&self, p: &Stat) -> Option<String> {
@@ -239,6 +257,9 @@ impl Guard {
         }
         if pid == self.parent && self.parent != 1 {
             return Some("it is the agent's parent (its supervisor)".into());
+        }
+        if !self.in_scope(pid) {
+            return Some("it is in another network namespace, another host of this lab (the agent runs with --same-netns-only)".into());
         }
         if let Some(own) = &self.own_cgroup {
             if procfs::cgroup(pid).as_deref() == Some(own.as_str()) {
@@ -300,7 +321,7 @@ pub fn resolve(target: &Target, guard: &Guard) -> Result<Resolved, TargetError> 
             let everyone = procfs::all();
             let hits: Vec<Stat> = everyone
                 .iter()
-                .filter(|p| p.state != 'Z' && regex.is_match(&if *full { procfs::cmdline(p.id.pid) } else { p.comm.clone() }))
+                .filter(|p| p.state != 'Z' && guard.in_scope(p.id.pid) && regex.is_match(&if *full { procfs::cmdline(p.id.pid) } else { p.comm.clone() }))
                 .cloned()
                 .collect();
             if hits.is_empty() {

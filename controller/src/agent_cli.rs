@@ -64,6 +64,9 @@ pub enum Cmd {
     Load(crate::load_cli::LoadArgs),
     /// Run a scenario (load, faults on a schedule, guardrails) through a controller; write a run directory.
     Run(crate::scenario_run::RunArgs),
+    /// A lab of namespaced hosts on this machine: agents, a controller, nginx and redis.
+    #[command(subcommand)]
+    Lab(crate::lab::LabCmd),
     /// Write report.html (plots inline) and PNG plots into a run directory.
     Report {
         run: std::path::PathBuf,
@@ -584,6 +587,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Load(a) = &cli.cmd {
         return crate::load_cli::run(a).await;
     }
+    if let Cmd::Lab(l) = cli.cmd {
+        return crate::lab::run(l).await;
+    }
     if let Cmd::Report { run, baseline } = &cli.cmd {
         for f in crate::report::write(run, baseline.as_deref())? {
             println!("{}", f.display());
@@ -685,7 +691,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

@@ -288,7 +288,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
         }
         Cmd::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
         Cmd::Info { .. } | Cmd::Metrics { .. } => bail!("`info` and `metrics` ask one agent: give --agent URL, not --controller"),
-        Cmd::Controller(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Controller(_) | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod agent_cli;
 mod analyze;
 mod controller_cli;
 mod kernel_watch;
+mod lab;
 mod load;
 mod load_cli;
 mod observe;
@@ -22,6 +23,18 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
+    // `faultline events --follow | head` closes stdout under us: end quietly like other
+    // Unix tools (status 141, as if killed by SIGPIPE) instead of a panic and a backtrace.
+    // SIGPIPE itself stays ignored, or a peer resetting a TCP connection would kill us.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.payload().downcast_ref::<String>().map_or("", String::as_str);
+        // std's println! and clap_complete's writer say it in these two ways.
+        if (text.starts_with("failed printing to stdout") && text.contains("Broken pipe")) || (text.starts_with("failed to write completion") && text.contains("BrokenPipe")) {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = agent_cli::Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

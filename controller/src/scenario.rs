@@ -96,6 +96,9 @@ pub struct FaultPlan {
     pub request: FaultRequest,
     /// For reports: what the entry says.
     pub describe: String,
+    /// Skipped (and said so in the run) when a selected agent lacks the kernel
+    /// capability, instead of refusing the scenario.
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +220,11 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
     if length.is_zero() {
         return Err((field("for"), "must be longer than 0".into()));
     }
+    let optional = match entry.get("optional") {
+        None => false,
+        Some(serde_norway::Value::Bool(b)) => *b,
+        Some(_) => return Err((field("optional"), "true or false".into())),
+    };
     if let Some(shape) = entry.get("partition") {
         let shape_name = scalar(shape).ok_or_else(|| (field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
         let shape = match shape_name.as_str() {
@@ -228,7 +236,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             other => return Err((field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
         };
         for k in entry.keys() {
-            if !["at", "for", "partition", "node", "select", "groups"].contains(&k.as_str()) {
+            if !["at", "for", "optional", "partition", "node", "select", "groups"].contains(&k.as_str()) {
                 return Err((field(k), "not a partition setting (node, select, groups)".into()));
             }
         }
@@ -251,13 +259,13 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             lease_ms: length.as_millis() as u64,
             label: String::new(),
         };
-        return Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe: format!("partition {shape_name}") });
+        return Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe: format!("partition {shape_name}"), optional });
     }
     let kind = entry.get("kind").and_then(scalar).ok_or_else(|| (field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
     let mut argv = vec![kind.clone()];
     let mut command = Vec::new();
     for (k, v) in entry {
-        if ["at", "for", "kind"].contains(&k.as_str()) {
+        if ["at", "for", "kind", "optional"].contains(&k.as_str()) {
             continue;
         }
         if k == "lease" {
@@ -295,7 +303,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
     let spec = agent_cli::spec(&parsed.apply).map_err(|e| (format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
     let target = crate::controller_cli::target(&parsed.apply);
     let describe = format!("{kind}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
-    Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe })
+    Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
 }
 
 /// Reads and checks a scenario; nothing runs until all of it is valid.
@@ -435,7 +443,7 @@ guardrails:
                 n += 1;
             }
         }
-        assert!(n >= 2, "examples/ holds {n} scenarios");
+        assert!(n >= 3, "examples/ holds {n} scenarios");
     }
 
     #[test]
@@ -465,5 +473,15 @@ guardrails:
         assert_eq!(e.field, "faults[1].loss");
         let e = bad("    for: 10s\n    kind", "    kind");
         assert_eq!(e.field, "faults[0].for");
+        let e = bad("    node: h1", "    node: h1\n    optional: maybe");
+        assert_eq!((e.field.as_str(), e.problem.as_str()), ("faults[1].optional", "true or false"));
+    }
+
+    #[test]
+    fn optional_is_the_scenario_s_not_a_fault_flag() {
+        let s = load(&write(&GOOD.replace("    node: h1", "    node: h1\n    optional: true").replace("    kind: drop", "    kind: drop\n    optional: false"))).unwrap();
+        assert_eq!((s.faults[0].optional, s.faults[1].optional), (false, true));
+        let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
+        assert_eq!(p.node, "h1");
     }
 }

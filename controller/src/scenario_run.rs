@@ -31,6 +31,10 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    pub fn new(scenario: PathBuf, out: Option<PathBuf>) -> Self {
+        Self { scenario, out }
+    }
+
     pub fn scenario(&self) -> &Path {
         &self.scenario
     }
@@ -57,16 +61,19 @@ struct Timeline {
     error: String,
 }
 
-/// The agents a target or partition names, checked against what the controller knows.
-fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<()> {
+/// The agents a target or partition names, checked against what the controller knows,
+/// and the kernel capabilities each fault needs on them. Returns the optional faults to
+/// skip, with why; a fault that is not optional and cannot run refuses the scenario.
+fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<Vec<(usize, String)>> {
     let names: Vec<String> = agents.iter().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
+    let mut skip = Vec::new();
     for f in &s.faults {
-        let (selector, named): (String, Vec<String>) = match &f.request {
+        let (selector, named, spec): (String, Vec<String>, _) = match &f.request {
             FaultRequest::Apply(r) => {
                 let t = r.target.clone().unwrap_or_default();
-                (t.selector, t.agents)
+                (t.selector, t.agents, r.spec.as_ref())
             }
-            FaultRequest::Partition(p) => (p.selector.clone(), if p.node.is_empty() { vec![] } else { vec![p.node.clone()] }),
+            FaultRequest::Partition(p) => (p.selector.clone(), if p.node.is_empty() { vec![] } else { vec![p.node.clone()] }, None),
         };
         let sel = crate::server::parse_selector(&selector).map_err(|e| anyhow::anyhow!("{}: faults[{}]: {}", file.display(), f.index, e.message()))?;
         for n in &named {
@@ -74,11 +81,25 @@ fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<()> 
                 bail!("{}: faults[{}]: no agent {n:?} (agents: {})", file.display(), f.index, names.join("; "));
             }
         }
-        if !agents.iter().any(|a| crate::server::selector_matches(&sel, |k| a.labels.get(k))) {
+        let chosen: Vec<&pb::Agent> = if named.is_empty() || spec.is_none() {
+            agents.iter().filter(|a| crate::server::selector_matches(&sel, |k| a.labels.get(k))).collect()
+        } else {
+            agents.iter().filter(|a| named.contains(&a.name)).collect()
+        };
+        if chosen.is_empty() {
             bail!("{}: faults[{}]: selector {selector:?} matches no agent (agents: {})", file.display(), f.index, names.join("; "));
         }
+        let Some(spec) = spec else { continue };
+        let lacking = chosen.iter().find_map(|a| crate::server::missing_capability(spec, &a.capabilities.clone().unwrap_or_default()).map(|cap| (a, cap)));
+        if let Some((a, cap)) = lacking {
+            let why = format!("agent {} (kernel {}) lacks {cap}", a.name, a.kernel_release);
+            if !f.optional {
+                bail!("{}: faults[{}] ({}): {why}; mark the fault `optional: true` to run the scenario without it on such agents", file.display(), f.index, f.describe);
+            }
+            skip.push((f.index, why));
+        }
     }
-    Ok(())
+    Ok(skip)
 }
 
 /// Measurements over whole seconds [from, to) of the recorder.
@@ -128,7 +149,7 @@ fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect::<String>().split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
 }
 
-fn utc_stamp() -> String {
+pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -153,13 +174,18 @@ async fn apply(c: &mut ControllerServiceClient<Channel>, f: &FaultPlan) -> Resul
 }
 
 pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<()> {
+    execute(args, client, security).await?.verdict()
+}
+
+/// Runs the scenario and writes the run directory; the verdict is the caller's to judge.
+pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<Outcome> {
     let s = crate::scenario::load(&args.scenario)?;
     let mut load_argv = s.load_args.clone();
     load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
     let spec = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", args.scenario.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec()?;
     let mut c = client;
     let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(crate::agent_cli::explain)?.into_inner().agents;
-    check_targets(&s, &args.scenario, &agents)?;
+    let skipped = check_targets(&s, &args.scenario, &agents)?;
     let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
     std::fs::copy(&args.scenario, dir.join("scenario.yaml")).with_context(|| format!("copying {}", args.scenario.display()))?;
@@ -174,6 +200,13 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, secur
     let timeline: Arc<Mutex<Vec<Timeline>>> = Arc::default();
     let mut tasks = Vec::new();
     for f in s.faults.clone() {
+        if let Some((_, why)) = skipped.iter().find(|(i, _)| *i == f.index) {
+            eprintln!("fault {} ({}) skipped: {why}", f.index, f.describe);
+            let at = (s.fault_start() + f.at).as_secs_f64();
+            let t = Timeline { index: f.index, describe: f.describe.clone(), planned_at: at, planned_end: at + f.length.as_secs_f64(), error: format!("skipped: {why}"), ..Timeline::default() };
+            timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t);
+            continue;
+        }
         let (mut c, mut stop, stop_tx, timeline) = (c.clone(), stop_rx.clone(), stop_tx.clone(), timeline.clone());
         let begin = start + s.fault_start() + f.at;
         let end = begin + f.length;
@@ -316,11 +349,25 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, secur
         println!("hypothesis {:<24} {:<9} {}", v["hypothesis"].as_str().unwrap_or(""), v["phase"].as_str().unwrap_or(""), if v["holds"] == true { "holds" } else { "FAILS" });
     }
     println!("run directory: {}", dir.display());
-    if let Some(reason) = aborted {
-        bail!("run aborted, all faults reverted: {reason}");
+    Ok(Outcome { dir, aborted, failed })
+}
+
+/// A run that wrote its directory: whether it was cut short, and which hypotheses failed.
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub aborted: Option<String>,
+    pub failed: Vec<String>,
+}
+
+impl Outcome {
+    /// The run's verdict as an error: aborted, or the steady state did not hold.
+    pub fn verdict(&self) -> Result<()> {
+        if let Some(reason) = &self.aborted {
+            bail!("run aborted, all faults reverted: {reason}");
+        }
+        if !self.failed.is_empty() {
+            bail!("the steady-state hypothesis does not hold: {}", self.failed.join("; "));
+        }
+        Ok(())
     }
-    if !failed.is_empty() {
-        bail!("the steady-state hypothesis does not hold: {}", failed.join("; "));
-    }
-    Ok(())
 }

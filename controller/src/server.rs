@@ -566,7 +566,7 @@ fn mentions(text: &str, id: &str) -> bool {
 }
 
 /// The capability an agent must report for `spec`, if it lacks it.
-fn missing_capability(spec: &apb::FaultSpec, caps: &apb::Capabilities) -> Option<&'static str> {
+pub fn missing_capability(spec: &apb::FaultSpec, caps: &apb::Capabilities) -> Option<&'static str> {
     use apb::{fault_spec::Kind, process_target::Selector};
     let selector = spec.target.as_ref().and_then(|t| t.selector.as_ref());
     let ingress = matches!(apb::Direction::try_from(spec.direction), Ok(apb::Direction::Ingress | apb::Direction::Both));
@@ -887,24 +887,19 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
     }
     let incoming = tonic::transport::server::TcpIncoming::bind(listen).with_context(|| format!("binding {listen}"))?.with_nodelay(Some(true));
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
-    server
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(pb::controller_service_server::ControllerServiceServer::new(ctl))
-        .serve_with_incoming_shutdown(incoming, async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        })
-        .await?;
+    let server = server.add_service(health_service).add_service(reflection).add_service(pb::controller_service_server::ControllerServiceServer::new(ctl));
     // A clean stop leaves no fault behind; a killed controller leaves them to the leases.
-    let ids: Vec<String> = on_stop.lock().faults.keys().cloned().collect();
-    for id in &ids {
-        let _ = on_stop.revert(id, pb::EventKind::FaultReverted).await;
-    }
-    on_stop.event(pb::EventKind::ControllerStopped, "", &[], format!("stopped cleanly; reverted {} faults", ids.len()));
+    faultline_proto::transport::serve_until_stopped(
+        |stopping| server.serve_with_incoming_shutdown(incoming, stopping),
+        async {
+            let ids: Vec<String> = on_stop.lock().faults.keys().cloned().collect();
+            for id in &ids {
+                let _ = on_stop.revert(id, pb::EventKind::FaultReverted).await;
+            }
+            on_stop.event(pb::EventKind::ControllerStopped, "", &[], format!("stopped cleanly; reverted {} faults", ids.len()));
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -27,3 +27,13 @@ fn controller_commands_without_a_controller_say_what_to_do() {
     let out = faultline(&["fault", "apply", "freeze", "--pid", "1", "--interface", "eth0", "--lease", "1s"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--interface is for network faults"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    // `faultline completions bash | head -1`: the reader goes away after one line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline")).args(["completions", "bash"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
+}

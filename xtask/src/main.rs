@@ -1,7 +1,6 @@
-//! Developer tasks: `cargo xtask setup | test | codegen | vm-test | lab`.
+//! Developer tasks: `cargo xtask setup | test | demo | codegen | vm-test | bench`.
 
 mod codegen;
-mod lab;
 mod setup;
 mod vm;
 
@@ -29,8 +28,13 @@ enum Task {
     VmTest,
     /// Benchmarks side by side with tc and iptables; prints the tables of docs/benchmarks.md.
     Bench,
-    /// A local lab: two namespaced hosts, an agent, a scenario of faults, a report.
-    Lab,
+    /// README's first command: a local lab of three hosts (agents, controller, nginx, redis),
+    /// a scenario of faults under load, the run directory and report.html.
+    Demo {
+        /// Leave the lab up afterwards (`target/release/faultline lab down` removes it).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
     Codegen {
         #[arg(long)]
@@ -41,7 +45,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Lab => lab::run(),
+        Task::Demo { keep } => demo(keep),
         Task::Bench => {
             setup::run()?;
             run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))?;
@@ -60,9 +64,26 @@ fn main() -> Result<()> {
                 anyhow::bail!("the test suite needs root (network namespaces, qdiscs, eBPF)");
             }
             run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
-            vm::run()
+            vm::run()?;
+            // The project's main job, as README's first command runs it.
+            demo(false)
         }
     }
+}
+
+fn demo(keep: bool) -> Result<()> {
+    setup::run()?;
+    if !nix_is_root() {
+        anyhow::bail!("the lab needs root (network namespaces, eBPF)");
+    }
+    let ws = workspace_root();
+    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
+    let mut cmd = Command::new(ws.join("target/release/faultline"));
+    cmd.args(["lab", "demo"]).current_dir(&ws);
+    if keep {
+        cmd.arg("--keep");
+    }
+    run_cmd(&mut cmd)
 }
 
 fn nix_is_root() -> bool {

@@ -62,6 +62,11 @@ pub fn cgroup(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned))
 }
 
+/// The process's network namespace ("net:[4026531840]"), from /proc/PID/ns/net.
+pub fn netns(pid: u32) -> Option<String> {
+    fs::read_link(format!("/proc/{pid}/ns/net")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
 pub fn all() -> Vec<Stat> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter_map(stat).collect()

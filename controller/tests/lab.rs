@@ -1,0 +1,184 @@
+//! `faultline lab`: up (twice), agents registered, a partition seen in the service's
+//! traffic and in ping, a freeze that stays inside its host, then down leaves the machine
+//! as it found it. Needs root, nginx and redis-server (`cargo xtask setup`).
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-test")
+}
+
+fn faultline(args: &[&str]) -> Output {
+    let tls = dir().join("tls");
+    Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(args)
+        .env("FAULTLINE_CONTROLLER", "https://10.77.0.1:7080")
+        .env("FAULTLINE_TLS_DIR", tls)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = faultline(args);
+    assert!(out.status.success(), "faultline {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn lines(program: &str, args: &[&str]) -> BTreeSet<String> {
+    let out = Command::new(program).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Interface names, namespaces, and processes whose command line names the lab's directory.
+fn machine() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let links = lines("ip", &["-o", "link", "show"]).into_iter().map(|l| l.split(':').nth(1).unwrap_or("").trim().split('@').next().unwrap_or("").to_owned()).collect();
+    let d = dir().display().to_string();
+    let procs = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ");
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            (cmd.contains(&d) && !state.contains(") Z ")).then(|| format!("{pid} {cmd}"))
+        })
+        .collect();
+    (links, lines("ip", &["netns", "list"]), procs)
+}
+
+fn ping(ns: &str, to: &str) -> bool {
+    Command::new("ip").args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", to]).output().unwrap().status.success()
+}
+
+/// The backend that answered, from the first line of the page, through h1's balancer.
+fn backend() -> String {
+    let out = Command::new("ip").args(["netns", "exec", "fl-lab-h1", "python3", "-c", "import urllib.request as u; print(u.urlopen('http://10.77.0.11/', timeout=3).read().decode().split()[0])"]).output().unwrap();
+    assert!(out.status.success(), "GET through the balancer: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// pid -> state letter of the lab's processes named `what`, by host.
+fn states(what: &str) -> Vec<(String, char)> {
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir().join("lab.json")).unwrap()).unwrap();
+    state["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["what"] == what)
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", p["pid"])).unwrap();
+            (p["host"].as_str().unwrap().to_owned(), stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap())
+        })
+        .collect()
+}
+
+/// Takes the lab down if the test fails half-way, so the next run starts clean.
+struct Down;
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = faultline(&["lab", "down", "--dir", &dir().display().to_string()]);
+        }
+    }
+}
+
+#[test]
+fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
+    let d = dir();
+    let dir_arg = d.display().to_string();
+    ok(&["lab", "down", "--dir", &dir_arg]);
+    let before = machine();
+    let _down = Down;
+
+    let up = ok(&["lab", "up", "--dir", &dir_arg]);
+    assert!(up.contains("agent h3"), "{up}");
+    let pids = std::fs::read_to_string(d.join("lab.json")).unwrap();
+    let again = ok(&["lab", "up", "--dir", &dir_arg]);
+    assert!(again.contains("already up"), "{again}");
+    assert_eq!(std::fs::read_to_string(d.join("lab.json")).unwrap(), pids, "a second `up` changed the lab");
+    let env = ok(&["lab", "status", "--dir", &dir_arg, "--env"]);
+    assert!(env.contains("FAULTLINE_CONTROLLER=https://10.77.0.1:7080"), "{env}");
+
+    let agents: Vec<serde_json::Value> = serde_json::from_str(&ok(&["agents", "list", "--json"])).unwrap();
+    assert_eq!(agents.len(), 3, "{agents:?}");
+    assert!(agents.iter().all(|a| a["healthy"] == true), "{agents:?}");
+    assert!(agents.iter().any(|a| a["name"] == "h1" && a["labels"]["role"] == "web"), "{agents:?}");
+
+    // The service: both backends answer through the balancer.
+    let seen: BTreeSet<String> = (0..10).map(|_| backend()).collect();
+    assert_eq!(seen, ["h2", "h3"].map(str::to_owned).into(), "the balancer should use both backends");
+    assert!(ping("fl-lab-h1", "10.77.0.13"));
+
+    // h3 isolated: h1 cannot reach it, the balancer answers from h2 only.
+    let id = ok(&["partition", "isolate", "--node", "h3", "--lease", "60s"]);
+    let id = id.split_whitespace().next().unwrap().to_owned();
+    assert!(!ping("fl-lab-h1", "10.77.0.13"), "h1 still reaches the isolated h3");
+    assert!(!ping("fl-lab-h2", "10.77.0.13"), "h2 still reaches the isolated h3");
+    assert!(ping("fl-lab-h1", "10.77.0.12"), "the partition cut h1 from h2 as well");
+    let during: BTreeSet<String> = (0..10).map(|_| backend()).collect();
+    assert_eq!(during, ["h2".to_owned()].into(), "with h3 isolated only h2 should answer");
+    ok(&["fault", "revert", &id]);
+    assert!(ping("fl-lab-h1", "10.77.0.13"), "reverted, yet h1 cannot reach h3");
+    // nginx takes a failed backend back after its fail_timeout (2 s): h3 serves again.
+    let mut tries = 0;
+    while backend() != "h3" {
+        tries += 1;
+        assert!(tries < 100, "h3 never served again after the partition was reverted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // A freeze by name reaches only its own host's nginx (agents run --same-netns-only).
+    let id = ok(&["fault", "apply", "freeze", "--name", "^nginx$", "--on", "h2", "--lease", "60s"]).trim().to_owned();
+    let frozen = states("nginx");
+    assert!(frozen.iter().any(|(h, s)| h == "h2" && *s == 'T'), "h2's nginx not stopped: {frozen:?}");
+    assert!(frozen.iter().filter(|(h, _)| h != "h2").all(|(_, s)| *s != 'T'), "another host's nginx was stopped: {frozen:?}");
+    let during: BTreeSet<String> = (0..5).map(|_| backend()).collect();
+    assert_eq!(during, ["h3".to_owned()].into(), "with h2 frozen only h3 should answer");
+    ok(&["fault", "revert", &id]);
+    assert!(states("nginx").iter().all(|(_, s)| *s != 'T'));
+
+    // A fault left active is reverted by its agent when the lab goes down.
+    ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--on", "h2", "--lease", "60s"]);
+    // Open streams to an agent and to the controller must not hold them up when they stop.
+    let tls = d.join("tls");
+    let mut watchers: Vec<std::process::Child> = [vec!["--agent", "https://10.77.0.11:7070", "metrics", "--watch"], vec!["--controller", "https://10.77.0.1:7080", "events", "--follow"]]
+        .iter()
+        .map(|args| {
+            Command::new(env!("CARGO_BIN_EXE_faultline"))
+                .args(args)
+                .env_remove("FAULTLINE_CONTROLLER")
+                .env("FAULTLINE_TLS_DIR", &tls)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in &mut watchers {
+        // The first line means the stream is open.
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(w.stdout.as_mut().unwrap()), &mut first).unwrap();
+        assert!(!first.is_empty());
+    }
+    let out = faultline(&["lab", "down", "--dir", &dir_arg]);
+    let (down, complaints) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && down.contains("lab down"), "{down}{complaints}");
+    assert!(!complaints.contains("ignored SIGTERM"), "a process had to be killed: {complaints}");
+    for mut w in watchers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert!(!Path::new(&d).exists(), "the lab directory is still there");
+    // Compared as "nothing new": links of an earlier test's namespaces may vanish meanwhile
+    // (the kernel frees a deleted namespace's links later).
+    let after = machine();
+    let new = |a: &BTreeSet<String>, b: &BTreeSet<String>| a.difference(b).cloned().collect::<Vec<_>>();
+    assert_eq!(new(&after.0, &before.0), Vec::<String>::new(), "interfaces left after down");
+    assert_eq!(new(&after.1, &before.1), Vec::<String>::new(), "namespaces left after down");
+    assert_eq!(new(&after.2, &before.2), Vec::<String>::new(), "lab processes left running");
+    assert!(ok(&["lab", "down", "--dir", &dir_arg]).contains("no lab"), "a second down should be a no-op");
+}
+
