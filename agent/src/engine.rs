@@ -121,6 +121,14 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 impl Engine {
+    /// Undoes what the journal in `state_dir` records and returns how many kernel objects
+    /// that was: the service manager's cleanup after an agent that died without reverting.
+    pub async fn cleanup(state_dir: &std::path::Path, nl: Handle) -> Result<usize, EngineError> {
+        let (mut journal, leftover) = Journal::open(state_dir)?;
+        recover(&nl, &mut journal, &leftover).await;
+        Ok(leftover.len())
+    }
+
     /// Opens the journal, undoes whatever a previous agent left, loads the classifier.
     pub async fn start(state_dir: &std::path::Path, nl: Handle, kernel_metrics: bool) -> Result<Self, EngineError> {
         let (mut journal, leftover) = Journal::open(state_dir)?;

@@ -50,6 +50,9 @@ pub struct JournalError {
 pub struct Journal {
     path: PathBuf,
     entries: Vec<Entry>,
+    /// Held while the journal is open: a second agent (or `--cleanup`) on the same state
+    /// directory would undo what a live agent still holds.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl Journal {
@@ -58,13 +61,19 @@ impl Journal {
         let path = state_dir.join("journal.json");
         let err = |source| JournalError { path: path.clone(), source };
         std::fs::create_dir_all(state_dir).map_err(err)?;
+        let lock_path = state_dir.join("agent.lock");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|source| JournalError { path: lock_path.clone(), source })?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| JournalError {
+            path: lock_path.clone(),
+            source: if errno == nix::errno::Errno::EWOULDBLOCK { std::io::Error::other("another agent holds this state directory") } else { errno.into() },
+        })?;
         let leftover = match std::fs::read(&path) {
             Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(&bytes).map_err(|e| err(std::io::Error::other(e)))?,
             Ok(_) => Vec::new(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(err(e)),
         };
-        Ok((Self { path, entries: leftover.clone() }, leftover))
+        Ok((Self { path, entries: leftover.clone(), _lock: lock }, leftover))
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -112,6 +121,9 @@ mod tests {
         let (mut j, left) = Journal::open(&dir).unwrap();
         assert_eq!(left.len(), 2);
         j.forget(&q).unwrap();
+        let held = Journal::open(&dir).err().expect("a second open of a held journal must fail");
+        assert!(held.to_string().contains("another agent holds this state directory"), "{held}");
+        drop(j);
         let (_, left) = Journal::open(&dir).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].object, KernelObject::Ifb { name: "flifb2".into() });

@@ -56,6 +56,10 @@ struct Args {
     /// How often metrics are exported over OTLP, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     otlp_interval_ms: u64,
+    /// Undo whatever the journal in --state-dir records, then exit: for systemd's
+    /// ExecStopPost, after an agent that was killed before it could revert.
+    #[arg(long)]
+    cleanup: bool,
     /// Process faults reach only processes in the agent's own network namespace: for
     /// labs whose hosts are network namespaces of one kernel (`faultline lab`).
     #[arg(long)]
@@ -79,6 +83,13 @@ fn main() -> Result<()> {
 async fn serve() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let args = Args::parse();
+    if args.cleanup {
+        let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
+        tokio::spawn(conn);
+        let undone = Engine::cleanup(&args.state_dir, nl).await.context("cleaning up")?;
+        info!(undone, state_dir = %args.state_dir.display(), "cleanup done");
+        return Ok(());
+    }
     // Checked before any kernel state is touched: a refused setup changes nothing.
     let security = Security::from_flags(args.insecure, Some(&args.tls_dir), Role::Agent)?;
     let mut server = security.server(args.listen)?;
@@ -154,7 +165,7 @@ async fn serve() -> Result<()> {
     let engine_after = engine.clone();
     let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host }));
     // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
-    faultline_proto::transport::serve_until_stopped(
+    faultline_proto::service::serve_until_stopped(
         |stopping| server.serve_with_incoming_shutdown(incoming, stopping),
         async {
             let reverted = shutdown_engine.revert_all().await;

@@ -889,7 +889,7 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
     let server = server.add_service(health_service).add_service(reflection).add_service(pb::controller_service_server::ControllerServiceServer::new(ctl));
     // A clean stop leaves no fault behind; a killed controller leaves them to the leases.
-    faultline_proto::transport::serve_until_stopped(
+    faultline_proto::service::serve_until_stopped(
         |stopping| server.serve_with_incoming_shutdown(incoming, stopping),
         async {
             let ids: Vec<String> = on_stop.lock().faults.keys().cloned().collect();

@@ -237,35 +237,3 @@ mod tests {
     }
 }
 
-/// How long open streams (a metrics watch, an event follow) may hold a stopping server.
-pub const DRAIN: Duration = Duration::from_secs(2);
-
-/// Serves until SIGTERM or Ctrl-C, then runs `on_stop` at once, then lets the server
-/// drain for at most [`DRAIN`]. `serve` gets the future its graceful shutdown waits on.
-/// `on_stop` runs before the drain because a client's open stream must not keep faults
-/// in the kernel (nor make systemd escalate to SIGKILL before they are reverted).
-pub async fn serve_until_stopped<S, E>(serve: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> S, on_stop: impl Future<Output = ()>) -> Result<(), E>
-where
-    S: Future<Output = Result<(), E>>,
-{
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = serve(Box::pin(async {
-        let _ = stopped.await;
-    }));
-    tokio::pin!(server);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        r = &mut server => return r,
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    on_stop.await;
-    let _ = stopping.send(());
-    match tokio::time::timeout(DRAIN, server).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::info!("streams still open after {DRAIN:?}: closing them");
-            Ok(())
-        }
-    }
-}

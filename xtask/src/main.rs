@@ -35,6 +35,12 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// Builds the release binaries and runs dist/install.sh with these arguments, e.g.
+    /// `cargo xtask install -- --role agent --tls DIR --controller https://10.0.0.1:7080`.
+    Install {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
     Codegen {
         #[arg(long)]
@@ -46,6 +52,11 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Demo { keep } => demo(keep),
+        Task::Install { args } => {
+            let ws = workspace_root();
+            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
+            run_cmd(Command::new(ws.join("dist/install.sh")).arg("--bin").arg(ws.join("target/release")).args(args))
+        }
         Task::Bench => {
             setup::run()?;
             run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))?;

@@ -18,6 +18,8 @@ const APT: &[&str] = &[
     "nginx", "wrk", "redis-server",
     // Fonts for the PNG plots of `faultline report`.
     "fonts-dejavu-core",
+    // `systemd-analyze verify` for the units; debootstrap builds the rootfs the units boot in.
+    "systemd", "debootstrap", "e2fsprogs",
 ];
 
 /// Keeps apt from starting the services it installs (nginx, prometheus): tests run their
