@@ -57,3 +57,26 @@ fn install_puts_everything_in_place_and_the_units_verify() {
     assert!(!ok && out.contains("faultline-agnt"), "a broken unit passed: {out}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn the_vagrantfile_validates_with_binaries_and_certificates_in_place() {
+    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("vagrant-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let cli = PathBuf::from(env!("CARGO_BIN_EXE_faultline"));
+    assert!(sh(Command::new(&cli).args(["certs", "init"]).arg(tmp.join("tls"))).0);
+    let validate = |tls: &str| {
+        sh(Command::new("vagrant")
+            .arg("validate")
+            .current_dir(ws.join("vagrant"))
+            .env("VAGRANT_HOME", tmp.join("home"))
+            .env("FAULTLINE_BIN", cli.parent().unwrap())
+            .env("FAULTLINE_TLS", tmp.join(tls)))
+    };
+    let (ok, out) = validate("tls");
+    assert!(ok && out.contains("validated successfully"), "vagrant validate (apt: vagrant): {out}");
+    // Provisioning without certificates is caught before any VM starts.
+    let (ok, out) = validate("no-such-dir");
+    assert!(!ok && out.contains("no-such-dir"), "{out}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -3,6 +3,7 @@
 mod codegen;
 mod setup;
 mod vm;
+mod vm_systemd;
 
 use std::process::Command;
 
@@ -26,6 +27,9 @@ enum Task {
     Test,
     /// netem tests in a qemu VM running a Debian kernel (this host's kernel may lack netem).
     VmTest,
+    /// The systemd units for real: a debootstrap'ed Debian booted under qemu with faultline
+    /// installed by dist/install.sh.
+    VmSystemd,
     /// Benchmarks side by side with tc and iptables; prints the tables of docs/benchmarks.md.
     Bench,
     /// README's first command: a local lab of three hosts (agents, controller, nginx, redis),
@@ -66,6 +70,10 @@ fn main() -> Result<()> {
             run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "load"]).current_dir(workspace_root()))
         }
         Task::VmTest => vm::run(),
+        Task::VmSystemd => {
+            setup::run()?;
+            vm_systemd::run()
+        }
         Task::Codegen { check } => codegen::run(check),
         Task::Test => {
             setup::run()?;
@@ -76,6 +84,7 @@ fn main() -> Result<()> {
             }
             run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
             vm::run()?;
+            vm_systemd::run()?;
             // The project's main job, as README's first command runs it.
             demo(false)
         }

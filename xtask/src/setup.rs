@@ -19,7 +19,9 @@ const APT: &[&str] = &[
     // Fonts for the PNG plots of `faultline report`.
     "fonts-dejavu-core",
     // `systemd-analyze verify` for the units; debootstrap builds the rootfs the units boot in.
-    "systemd", "debootstrap", "e2fsprogs",
+    "systemd", "debootstrap", "e2fsprogs", "kmod",
+    // `vagrant validate` for vagrant/Vagrantfile (no boxes are fetched).
+    "vagrant",
 ];
 
 /// Keeps apt from starting the services it installs (nginx, prometheus): tests run their
@@ -130,7 +132,7 @@ pub fn run() -> Result<()> {
 pub const KERNELS: &[(&str, &str)] = &[("debian-stable", "bookworm"), ("debian-backports", "bookworm-backports")];
 
 /// The Debian mirror this machine already uses (no host is written into faultline).
-fn debian_uri() -> Result<String> {
+pub fn debian_uri() -> Result<String> {
     let deb822 = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
     let classic = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     deb822

@@ -128,15 +128,26 @@ pub fn run() -> Result<()> {
 
 fn boot(kernel_dir: &Path, label: &str) -> Result<()> {
     let initrd = initramfs(kernel_dir)?;
-    let boot = kernel_dir.join("boot");
-    let kernel = std::fs::read_dir(&boot)?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))).context("no vmlinuz")?;
+    let kernel = vmlinuz(kernel_dir)?;
     println!("vm-test: booting {} under qemu (TCG)", kernel.display());
+    qemu(label, &kernel, &initrd, &["-smp", "2"], "console=ttyS0 quiet panic=-1", &kernel_dir.join("console.log"))
+}
+
+pub fn vmlinuz(kernel_dir: &Path) -> Result<PathBuf> {
+    let boot = kernel_dir.join("boot");
+    std::fs::read_dir(&boot)?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))).context("no vmlinuz")
+}
+
+/// Boots a VM and counts the "vm-test: ok ..." and "vm-test: FAIL ..." lines its console
+/// prints until "vm-test: done"; the console goes to `log`.
+pub fn qemu(label: &str, kernel: &Path, initrd: &Path, extra: &[&str], append: &str, log: &Path) -> Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-kernel"])
-        .arg(&kernel)
+        .args(["-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot", "-kernel"])
+        .arg(kernel)
         .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .arg(initrd)
+        .args(extra)
+        .args(["-append", append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -153,7 +164,6 @@ fn boot(kernel_dir: &Path, label: &str) -> Result<()> {
         }
     });
     let (mut passed, mut failed, mut done) = (0, 0, false);
-    let log = kernel_dir.join("console.log");
     let mut console = String::new();
     // A ceiling so a wedged VM cannot eat CI's budget; the tests take a few minutes.
     while start.elapsed() < Duration::from_secs(1200) {
@@ -182,7 +192,7 @@ fn boot(kernel_dir: &Path, label: &str) -> Result<()> {
     }
     let _ = qemu.kill();
     let _ = qemu.wait();
-    std::fs::write(&log, &console)?;
+    std::fs::write(log, &console)?;
     println!("vm tests ({label}): {passed} passed, {failed} failed ({:.0} s; console in {})", start.elapsed().as_secs_f64(), log.display());
     if !done {
         bail!("the VM did not finish its tests; see {}", log.display());
