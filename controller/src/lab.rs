@@ -72,6 +72,11 @@ pub struct Opts {
     /// Where the lab keeps certificates, configuration, logs and state.
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
+    /// Hosts are qemu VMs booted from IMAGE_DIR (disk.img, vmlinuz, stage1.gz, made by
+    /// `cargo xtask vm-lab-image`): a Debian kernel, so netem delay works even where this
+    /// machine's kernel has none. KVM when it works, TCG otherwise.
+    #[arg(long, value_name = "IMAGE_DIR")]
+    vm: Option<PathBuf>,
 }
 
 /// What the lab created, written before each thing is created.
@@ -81,6 +86,11 @@ struct State {
     bridge: Option<String>,
     netns: Vec<String>,
     processes: Vec<Proc>,
+    /// VM hosts: their tap devices.
+    #[serde(default)]
+    vm: bool,
+    #[serde(default)]
+    taps: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -278,11 +288,11 @@ async fn up(o: &Opts) -> Result<()> {
     require_root()?;
     let dir = o.dir.as_path();
     if let Some(old) = load(dir)? {
-        if old.hosts == o.hosts && !old.processes.is_empty() && old.processes.iter().all(Proc::alive) {
+        if old.hosts == o.hosts && old.vm == o.vm.is_some() && !old.processes.is_empty() && old.processes.iter().all(Proc::alive) {
             println!("the lab in {} is already up", dir.display());
             return status(dir, false).await;
         }
-        eprintln!("the lab in {} is partly up or has {} hosts: taking it down first", dir.display(), old.hosts);
+        eprintln!("the lab in {} is partly up or of another kind: taking it down first", dir.display());
         down(dir)?;
     }
     // Never take over what this lab did not create.
@@ -298,22 +308,73 @@ async fn up(o: &Opts) -> Result<()> {
     if link_exists(BRIDGE) {
         bail!("interface {BRIDGE} exists but no lab in {} created it", dir.display());
     }
-    let agent_bin = find_program("faultline-agent", "build it: cargo build --release -p faultline-agent")?;
-    let nginx = find_program("nginx", "apt install nginx")?;
-    let redis = find_program("redis-server", "apt install redis-server")?;
     let me = std::env::current_exe().context("locating the faultline executable")?;
+    let hosts = match &o.vm {
+        Some(image) => {
+            for f in ["disk.img", "vmlinuz", "stage1.gz"] {
+                if !image.join(f).is_file() {
+                    bail!("--vm {}: no {f} there (`cargo xtask vm-lab-image` builds the image)", image.display());
+                }
+            }
+            let qemu = find_program("qemu-system-x86_64", "apt install qemu-system-x86")?;
+            let accel = accel(&image.join("vmlinuz"));
+            println!("VM hosts under qemu with {accel}");
+            Hosts::Vms { image: image.clone(), qemu, accel }
+        }
+        None => Hosts::Namespaces {
+            agent: find_program("faultline-agent", "build it: cargo build --release -p faultline-agent")?,
+            nginx: find_program("nginx", "apt install nginx")?,
+            redis: find_program("redis-server", "apt install redis-server")?,
+        },
+    };
 
     std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
-    let mut lab = Lab { dir, state: State { hosts: o.hosts, ..State::default() } };
+    let mut lab = Lab { dir, state: State { hosts: o.hosts, vm: o.vm.is_some(), ..State::default() } };
     save(dir, &lab.state)?;
-    let result = build(&mut lab, &names, &agent_bin, &nginx, &redis, &me).await;
+    let result = build(&mut lab, &names, &hosts, &me).await;
     if let Err(e) = result {
         return Err(e.context(format!("the lab is partly up: logs in {}/logs; `faultline lab down --dir {}` removes it", dir.display(), dir.display())));
     }
     status(dir, false).await
 }
 
-async fn build(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Path, redis: &Path, me: &Path) -> Result<()> {
+/// What the hosts are made of.
+enum Hosts {
+    Namespaces { agent: PathBuf, nginx: PathBuf, redis: PathBuf },
+    Vms { image: PathBuf, qemu: PathBuf, accel: &'static str },
+}
+
+/// KVM if qemu can really run the kernel with it here, else TCG. /dev/kvm may exist and a
+/// VM still hang or die at its first instructions, so the probe boots `kernel` with no root
+/// disk: it prints its banner and panics at once, and qemu exits (-no-reboot).
+fn accel(kernel: &Path) -> &'static str {
+    if !Path::new("/dev/kvm").exists() {
+        return "tcg";
+    }
+    let probe = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel"])
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = probe else { return "tcg" };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            let mut out = String::new();
+            let _ = child.stdout.take().map(|mut o| o.read_to_string(&mut out));
+            return if out.contains("Linux version") { "kvm" } else { "tcg" };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    "tcg"
+}
+
+async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) -> Result<()> {
     let dir = lab.dir;
     let n = lab.state.hosts;
     if !dir.join("tls/ca.pem").exists() {
@@ -324,6 +385,91 @@ async fn build(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Pa
     ip(&["link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{CONTROLLER_IP}/24"), "dev", BRIDGE])?;
     ip(&["link", "set", BRIDGE, "up"])?;
+    let tls = dir.join("tls").display().to_string();
+    let listen = format!("{CONTROLLER_IP}:{CONTROLLER_PORT}");
+    lab.spawn("controller", "lab", None, me, &["--tls-dir".into(), tls.clone(), "controller".into(), "serve".into(), "--listen".into(), listen.clone(), "--state".into(), dir.join("controller.db").display().to_string()])?;
+    wait_for("the controller", Duration::from_secs(20), || TcpStream::connect(&listen).is_ok())?;
+    let registered = match hosts {
+        Hosts::Namespaces { agent, nginx, redis } => {
+            namespaces(lab, names, agent, nginx, redis)?;
+            Duration::from_secs(30)
+        }
+        Hosts::Vms { image, qemu, accel } => {
+            vms(lab, names, image, qemu, accel)?;
+            // Booting under TCG, several VMs on a few cores, takes a while.
+            Duration::from_secs(if *accel == "kvm" { 60 } else { 300 })
+        }
+    };
+    let deadline = Instant::now() + registered;
+    loop {
+        lab.check_alive()?;
+        let healthy = agents(dir).await.map(|a| a.iter().filter(|a| a.healthy).count()).unwrap_or(0);
+        if healthy == usize::from(n) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{healthy} of {n} agents registered with the controller after {} s", registered.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let front = format!("{}:80", host_ip(1));
+    wait_for("nginx on h1", Duration::from_secs(30), || http_ok(&front))?;
+    for i in 2..=n {
+        let addr = format!("{}:6379", host_ip(i));
+        wait_for(&format!("redis on h{i}"), Duration::from_secs(30), || ask(&addr, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")))?;
+        if i > 2 {
+            wait_for(&format!("redis replication h2 -> h{i}"), Duration::from_secs(30), || ask(&addr, b"INFO replication\r\n").is_some_and(|r| r.contains("master_link_status:up")))?;
+        }
+    }
+    lab.check_alive()
+}
+
+/// Each host a qemu VM on a tap in the bridge: its own disk (a copy-on-write overlay of the
+/// image) and a seed disk (a tar: its name and the lab's certificates).
+fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &str) -> Result<()> {
+    let dir = lab.dir;
+    for (i, tap) in (1..=lab.state.hosts).zip(names) {
+        let host = format!("h{i}");
+        lab.state.taps.push(tap.clone());
+        save(dir, &lab.state)?;
+        ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        ip(&["link", "set", tap, "master", BRIDGE, "up"])?;
+        let disk = dir.join(format!("{host}.qcow2"));
+        let out = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(image.join("disk.img").canonicalize()?).arg(&disk).output().context("qemu-img (apt: qemu-utils)")?;
+        if !out.status.success() {
+            bail!("qemu-img create {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let seed = dir.join(format!("{host}-seed"));
+        std::fs::create_dir_all(seed.join("tls"))?;
+        std::fs::write(seed.join("host.env"), format!("HOST={host}\nINDEX={i}\nHOSTS={}\nCONTROLLER={}\n", lab.state.hosts, controller_url()))?;
+        for f in ["ca.pem", "agent.pem", "agent-key.pem", "cli.pem", "cli-key.pem"] {
+            std::fs::copy(dir.join("tls").join(f), seed.join("tls").join(f))?;
+        }
+        let tar = dir.join(format!("{host}-seed.tar"));
+        let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&seed).args(["host.env", "tls"]).output()?;
+        if !out.status.success() {
+            bail!("tar: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let s = |v: &str| v.to_owned();
+        let args = vec![
+            s("-accel"), s(accel), s("-m"), s("512"), s("-smp"), s("1"), s("-nodefaults"), s("-display"), s("none"), s("-no-reboot"),
+            s("-kernel"), image.join("vmlinuz").display().to_string(), s("-initrd"), image.join("stage1.gz").display().to_string(),
+            s("-append"), s("console=ttyS0 panic=-1 quiet systemd.show_status=0"),
+            s("-drive"), format!("file={},format=qcow2,if=virtio", disk.display()),
+            s("-drive"), format!("file={},format=raw,if=virtio,readonly=on", tar.display()),
+            s("-netdev"), format!("tap,id=n0,ifname={tap},script=no,downscript=no"), s("-device"), format!("virtio-net-pci,netdev=n0,mac=52:54:00:77:00:{:02x}", 10 + i),
+            s("-serial"), format!("file:{}", dir.join("logs").join(format!("{host}-console.log")).display()),
+        ];
+        lab.spawn("vm", &host, None, qemu, &args)?;
+    }
+    Ok(())
+}
+
+/// Each host a network namespace with a veth pair into the bridge, its services and its agent.
+fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Path, redis: &Path) -> Result<()> {
+    let dir = lab.dir;
+    let n = lab.state.hosts;
+    let tls = dir.join("tls").display().to_string();
     for (i, ns) in (1..=n).zip(names) {
         lab.state.netns.push(ns.clone());
         save(dir, &lab.state)?;
@@ -334,11 +480,6 @@ async fn build(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Pa
         ip(&["-n", ns, "addr", "add", &format!("{}/24", host_ip(i)), "dev", "eth0"])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
     }
-
-    let tls = dir.join("tls").display().to_string();
-    let listen = format!("{CONTROLLER_IP}:{CONTROLLER_PORT}");
-    lab.spawn("controller", "lab", None, me, &["--tls-dir".into(), tls.clone(), "controller".into(), "serve".into(), "--listen".into(), listen.clone(), "--state".into(), dir.join("controller.db").display().to_string()])?;
-    wait_for("the controller", Duration::from_secs(20), || TcpStream::connect(&listen).is_ok())?;
 
     // Backends and redis first, so the balancer and the replicas find them.
     let s = |v: &str| v.to_owned();
@@ -381,29 +522,7 @@ async fn build(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Pa
         }
         lab.spawn("agent", &host, Some(&names[usize::from(i - 1)]), agent_bin, &args)?;
     }
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        lab.check_alive()?;
-        let healthy = agents(dir).await.map(|a| a.iter().filter(|a| a.healthy).count()).unwrap_or(0);
-        if healthy == usize::from(n) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{healthy} of {n} agents registered with the controller after 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let front = format!("{}:80", host_ip(1));
-    wait_for("nginx on h1", Duration::from_secs(10), || http_ok(&front))?;
-    for i in 2..=n {
-        let addr = format!("{}:6379", host_ip(i));
-        wait_for(&format!("redis on h{i}"), Duration::from_secs(10), || ask(&addr, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")))?;
-        if i > 2 {
-            wait_for(&format!("redis replication h2 -> h{i}"), Duration::from_secs(20), || ask(&addr, b"INFO replication\r\n").is_some_and(|r| r.contains("master_link_status:up")))?;
-        }
-    }
-    lab.check_alive()
+    Ok(())
 }
 
 fn down(dir: &Path) -> Result<()> {
@@ -426,13 +545,19 @@ fn down(dir: &Path) -> Result<()> {
             ip(&["netns", "del", ns])?;
         }
     }
+    for tap in &s.taps {
+        if link_exists(tap) {
+            ip(&["link", "del", tap])?;
+        }
+    }
     if let Some(b) = &s.bridge {
         if link_exists(b) {
             ip(&["link", "del", b])?;
         }
     }
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    println!("lab down: {} processes stopped, {} namespaces and the bridge removed, {} removed", s.processes.len(), s.netns.len(), dir.display());
+    let hosts = if s.vm { format!("{} taps", s.taps.len()) } else { format!("{} namespaces", s.netns.len()) };
+    println!("lab down: {} processes stopped, {hosts} and the bridge removed, {} removed", s.processes.len(), dir.display());
     Ok(())
 }
 
@@ -520,7 +645,7 @@ async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> 
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json"))?)?;
     for f in summary["faults"].as_array().into_iter().flatten() {
         if let Some(why) = f["error"].as_str().and_then(|e| e.strip_prefix("skipped: ")) {
-            let hint = if why.ends_with("netem") { " This kernel has no sch_netem, so it cannot delay packets; `cargo xtask vm-test` shows netem delay on a Debian kernel in qemu." } else { "" };
+            let hint = if why.ends_with("netem") { " This kernel has no sch_netem, so it cannot delay packets: `cargo xtask demo --vm` runs the same lab and scenario with each host a qemu VM on a Debian kernel, delay included." } else { "" };
             println!("note: {} was skipped: {why}.{hint}", f["fault"].as_str().unwrap_or("a fault"));
         }
     }

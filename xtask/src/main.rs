@@ -3,6 +3,7 @@
 mod codegen;
 mod setup;
 mod vm;
+mod vm_lab;
 mod vm_systemd;
 
 use std::process::Command;
@@ -38,7 +39,14 @@ enum Task {
         /// Leave the lab up afterwards (`target/release/faultline lab down` removes it).
         #[arg(long)]
         keep: bool,
+        /// Hosts are qemu VMs with a Debian kernel (netem delay included), not namespaces.
+        #[arg(long)]
+        vm: bool,
     },
+    /// The VM lab's image (Debian 12, systemd, nginx, redis, faultline) in target/vm/lab.
+    VmLabImage,
+    /// The VM lab boots, netem delay through the controller shows in ping, down cleans up.
+    VmLabTest,
     /// Builds the release binaries and runs dist/install.sh with these arguments, e.g.
     /// `cargo xtask install -- --role agent --tls DIR --controller https://10.0.0.1:7080`.
     Install {
@@ -55,7 +63,15 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Demo { keep } => demo(keep),
+        Task::Demo { keep, vm } => demo(keep, vm),
+        Task::VmLabTest => {
+            setup::run()?;
+            vm_lab::test()
+        }
+        Task::VmLabImage => {
+            setup::run()?;
+            vm_lab::build().map(|_| ())
+        }
         Task::Install { args } => {
             let ws = workspace_root();
             run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
@@ -85,13 +101,14 @@ fn main() -> Result<()> {
             run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
             vm::run()?;
             vm_systemd::run()?;
+            vm_lab::test()?;
             // The project's main job, as README's first command runs it.
-            demo(false)
+            demo(false, false)
         }
     }
 }
 
-fn demo(keep: bool) -> Result<()> {
+fn demo(keep: bool, vm: bool) -> Result<()> {
     setup::run()?;
     if !nix_is_root() {
         anyhow::bail!("the lab needs root (network namespaces, eBPF)");
@@ -100,6 +117,9 @@ fn demo(keep: bool) -> Result<()> {
     run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
     let mut cmd = Command::new(ws.join("target/release/faultline"));
     cmd.args(["lab", "demo"]).current_dir(&ws);
+    if vm {
+        cmd.arg("--vm").arg(vm_lab::build()?);
+    }
     if keep {
         cmd.arg("--keep");
     }

@@ -14,11 +14,13 @@ use anyhow::{Context, Result};
 
 use crate::{codegen::workspace_root, setup::run_cmd};
 
-/// What the test needs inside besides a minimal Debian: systemd as init, iproute2 and tc,
-/// kmod (the kernel loads sch_netem through modprobe), ping, procps.
-const PACKAGES: &str = "systemd,systemd-sysv,iproute2,kmod,iputils-ping,procps";
+/// What the VMs need besides a minimal Debian: systemd as init, iproute2 and tc, kmod
+/// (the kernel loads sch_netem through modprobe), ping, procps; nginx and redis for the
+/// VM lab's system under test.
+const PACKAGES: &str = "systemd,systemd-sysv,iproute2,kmod,iputils-ping,procps,nginx,redis-server";
 /// Stage 1 mounts the disk with these (and what they depend on); the rest is modprobe's.
-const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"];
+/// virtio_net too: without udev in the image nothing else would load it.
+const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "crc32c_generic", "ext4"];
 const STAGE1_APPLETS: &[&str] = &["sh", "mount", "umount", "insmod", "mkdir", "sleep", "echo", "switch_root", "cat"];
 
 const TEST_UNIT: &str = "[Unit]
@@ -115,50 +117,69 @@ fn stage1(modules: &Path, order: &[String], out: &Path) -> Result<()> {
     run_cmd(Command::new("sh").arg("-c").arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", root.display(), out.display())))
 }
 
-pub fn run() -> Result<()> {
+/// A VM's root file system, ready to customise: a copy of the Debian rootfs with the
+/// Debian kernel's modules indexed for modprobe. Returns (root, kernel directory).
+pub fn stage(name: &str) -> Result<(PathBuf, PathBuf)> {
     let ws = workspace_root();
     run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
     let kernel_dir = crate::setup::kernel("debian-stable", "bookworm")?;
-    let root = rootfs()?;
-    let vm = ws.join("target/vm");
-
-    // The Debian kernel's modules, indexed for modprobe inside.
+    let base = rootfs()?;
+    let root = ws.join("target/vm").join(format!("{name}-root"));
+    let _ = std::fs::remove_dir_all(&root);
+    run_cmd(Command::new("cp").arg("-a").arg(&base).arg(&root))?;
     let release = std::fs::read_dir(kernel_dir.join("lib/modules"))?.next().context("no kernel modules")??.file_name().to_string_lossy().into_owned();
-    let modules = root.join("usr/lib/modules").join(&release);
-    let _ = std::fs::remove_dir_all(&modules);
     std::fs::create_dir_all(root.join("usr/lib/modules"))?;
-    run_cmd(Command::new("cp").arg("-a").arg(kernel_dir.join("lib/modules").join(&release)).arg(&modules))?;
+    run_cmd(Command::new("cp").arg("-a").arg(kernel_dir.join("lib/modules").join(&release)).arg(root.join("usr/lib/modules").join(&release)))?;
     run_cmd(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
+    Ok((root, kernel_dir))
+}
 
-    // Installed the way a user installs it.
-    let tls = vm.join("systemd-tls");
+/// The disk image (ext4 from `root`), the stage-1 initramfs and the kernel, in `out`:
+/// disk.img, stage1.gz, vmlinuz.
+pub fn image(root: &Path, kernel_dir: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let disk = out.join("disk.img");
+    let _ = std::fs::remove_file(&disk);
+    run_cmd(Command::new("mke2fs").args(["-q", "-t", "ext4", "-d"]).arg(root).arg(&disk).arg("2G"))?;
+    let release = std::fs::read_dir(root.join("usr/lib/modules"))?.next().context("no kernel modules")??.path();
+    let order = load_order(&release.join("modules.dep"), BOOT_MODULES)?;
+    stage1(&release, &order, &out.join("stage1.gz"))?;
+    std::fs::copy(crate::vm::vmlinuz(kernel_dir)?, out.join("vmlinuz"))?;
+    Ok(())
+}
+
+/// Installs faultline into `root` the way a user does, with certificates from `tls`.
+pub fn install(root: &Path, tls: &Path, role: &str, extra: &[&str]) -> Result<()> {
+    let ws = workspace_root();
     if !tls.join("ca.pem").exists() {
-        run_cmd(Command::new(ws.join("target/release/faultline")).args(["certs", "init"]).arg(&tls))?;
+        run_cmd(Command::new(ws.join("target/release/faultline")).args(["certs", "init"]).arg(tls))?;
     }
-    let install = |role: &str, extra: &[&str]| {
-        run_cmd(Command::new(ws.join("dist/install.sh")).args(["--role", role, "--force", "--bin"]).arg(ws.join("target/release")).arg("--tls").arg(&tls).arg("--root").arg(&root).args(extra))
-    };
-    install("controller", &["--listen", "127.0.0.1:7080"])?;
-    install("agent", &["--controller", "https://127.0.0.1:7080", "--listen", "127.0.0.1:7070", "--name", "vm", "--label", "role=test"])?;
+    run_cmd(Command::new(ws.join("dist/install.sh")).args(["--role", role, "--force", "--bin"]).arg(ws.join("target/release")).arg("--tls").arg(tls).arg("--root").arg(root).args(extra))
+}
+
+pub fn systemctl(root: &Path, args: &[&str]) -> Result<()> {
+    run_cmd(Command::new("systemctl").arg(format!("--root={}", root.display())).args(args))
+}
+
+pub fn run() -> Result<()> {
+    let ws = workspace_root();
+    let vm = ws.join("target/vm");
+    let (root, kernel_dir) = stage("systemd")?;
+    let tls = vm.join("systemd-tls");
+    install(&root, &tls, "controller", &["--listen", "127.0.0.1:7080"])?;
+    install(&root, &tls, "agent", &["--controller", "https://127.0.0.1:7080", "--listen", "127.0.0.1:7070", "--name", "vm", "--label", "role=test"])?;
     std::fs::write(root.join("etc/systemd/system/faultline-vm-test.service"), TEST_UNIT)?;
     let script = root.join("usr/local/bin/faultline-systemd-test");
     std::fs::copy(ws.join("xtask/vm/systemd-test.sh"), &script)?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     std::fs::write(root.join("etc/hostname"), "faultline-vm\n")?;
-    // A fresh journal and state each boot: the image is rebuilt from this directory.
-    for d in ["var/lib/faultline", "var/lib/faultline-controller", "var/log/journal"] {
-        let _ = std::fs::remove_dir_all(root.join(d));
-    }
-    run_cmd(Command::new("systemctl").arg(format!("--root={}", root.display())).args(["enable", "faultline-agent.service", "faultline-controller.service", "faultline-vm-test.service"]))?;
-
-    let image = vm.join("systemd.img");
-    let _ = std::fs::remove_file(&image);
-    run_cmd(Command::new("mke2fs").args(["-q", "-t", "ext4", "-d"]).arg(&root).arg(&image).arg("2G"))?;
-    let order = load_order(&modules.join("modules.dep"), BOOT_MODULES)?;
-    let initrd = vm.join("systemd-stage1.gz");
-    stage1(&modules, &order, &initrd)?;
-    let kernel = crate::vm::vmlinuz(&kernel_dir)?;
-    println!("vm-systemd: booting {} with systemd from {} (TCG)", kernel.display(), image.display());
-    let drive = format!("file={},format=raw,if=virtio", image.display());
-    crate::vm::qemu("systemd", &kernel, &initrd, &["-smp", "2", "-drive", &drive], "console=ttyS0 panic=-1 quiet systemd.show_status=0", &vm.join("systemd-console.log"))
+    // The system under test of the VM lab has no part here.
+    systemctl(&root, &["disable", "nginx.service", "redis-server.service"])?;
+    systemctl(&root, &["enable", "faultline-agent.service", "faultline-controller.service", "faultline-vm-test.service"])?;
+    let out = vm.join("systemd");
+    image(&root, &kernel_dir, &out)?;
+    std::fs::remove_dir_all(&root)?;
+    println!("vm-systemd: booting the Debian kernel with systemd from {} (TCG)", out.join("disk.img").display());
+    let drive = format!("file={},format=raw,if=virtio", out.join("disk.img").display());
+    crate::vm::qemu("systemd", &out.join("vmlinuz"), &out.join("stage1.gz"), &["-smp", "2", "-drive", &drive], "console=ttyS0 panic=-1 quiet systemd.show_status=0", &out.join("console.log"))
 }
