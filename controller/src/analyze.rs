@@ -11,6 +11,12 @@
 //! form an anomaly window (a gap of one second inside is bridged). Recovery time: from
 //! the last fault's revert to the first second that starts a run of 3 seconds all inside
 //! the band.
+//!
+//! Each fault's effect as the kernel saw it: on each agent the fault was placed on, the
+//! TCP retransmits per second, the smoothed RTT (mean over its samples), kernel drops per
+//! second and failed connects while it was applied (each kernel.csv sample counts the
+//! second before it, so the window runs to one second after the revert), beside the same
+//! over the baseline phase (kernel.csv and drops.csv of the run).
 
 use std::path::Path;
 
@@ -159,6 +165,62 @@ fn phase(summary: &Value, name: &str) -> Option<(usize, usize)> {
     summary["phases"].as_array()?.iter().find(|p| p["name"] == name).map(|p| (p["from_s"].as_u64().unwrap_or(0) as usize, p["to_s"].as_u64().unwrap_or(0) as usize))
 }
 
+/// kernel.csv and drops.csv rows by column name (times in s on the run's clock).
+struct Table {
+    rows: Vec<Vec<String>>,
+    head: Vec<String>,
+}
+
+impl Table {
+    fn read(path: &Path) -> Self {
+        Self::parse(&std::fs::read_to_string(path).unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut lines = text.lines();
+        let head = lines.next().unwrap_or("").split(',').map(str::to_owned).collect();
+        Self { rows: lines.map(|l| l.split(',').map(str::to_owned).collect()).collect(), head }
+    }
+
+    fn col(&self, name: &str) -> Option<usize> {
+        self.head.iter().position(|h| h == name)
+    }
+
+    /// Rows of `agent` with from <= t < to, as (row, column lookup).
+    fn window<'a>(&'a self, agent: &'a str, from: f64, to: f64) -> impl Iterator<Item = &'a Vec<String>> + 'a {
+        let (t, a) = (self.col("t_s"), self.col("agent"));
+        self.rows.iter().filter(move |r| {
+            let time = t.and_then(|i| r.get(i)).and_then(|v| v.parse::<f64>().ok());
+            a.and_then(|i| r.get(i)).is_some_and(|v| v == agent) && time.is_some_and(|x| x >= from && x < to)
+        })
+    }
+
+    fn num(&self, row: &[String], name: &str) -> f64 {
+        self.col(name).and_then(|i| row.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    }
+}
+
+/// What the kernel of `agent` saw over [from, to).
+fn kernel_window(kernel: &Table, drops: &Table, agent: &str, from: f64, to: f64) -> Value {
+    let secs = (to - from).max(1e-9);
+    let (mut retransmits, mut samples, mut rtt_sum, mut failures) = (0.0, 0.0, 0.0, 0.0);
+    for r in kernel.window(agent, from, to) {
+        retransmits += kernel.num(r, "retransmits");
+        failures += kernel.num(r, "connect_failures");
+        let n = kernel.num(r, "srtt_samples");
+        samples += n;
+        rtt_sum += n * kernel.num(r, "srtt_mean_ms");
+    }
+    // A fold from 0.0: an empty f64 sum() is -0.0.
+    let dropped = drops.window(agent, from, to).map(|r| drops.num(r, "drops")).fold(0.0, |a, b| a + b);
+    json!({
+        "retransmits_per_s": retransmits / secs,
+        "srtt_ms": if samples > 0.0 { json!(rtt_sum / samples) } else { Value::Null },
+        "drops_per_s": dropped / secs,
+        "connect_failures": failures,
+    })
+}
+
 fn change(now: f64, before: f64) -> Value {
     if before == 0.0 { Value::Null } else { json!((now / before - 1.0) * 100.0) }
 }
@@ -197,7 +259,10 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
             },
         }));
     }
-    // Each fault: the anomaly windows that overlap its interval.
+    // Each fault: the anomaly windows that overlap its interval, and what the kernels of
+    // its agents saw then (baseline: this run's baseline phase).
+    let (kernel, drops) = (Table::read(&dir.join("kernel.csv")), Table::read(&dir.join("drops.csv")));
+    let (k0, k1) = phase(&summary, "baseline").unwrap_or((b0, b1));
     let per_fault: Vec<Value> = faults
         .iter()
         .map(|f| {
@@ -206,7 +271,17 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
                 (Some(a), Some(r)) => found.iter().filter(|w| (w.0 as f64) < r + 1.0 && (w.1 as f64) > a).map(|w| json!([w.0, w.1])).collect(),
                 _ => Vec::new(),
             };
-            json!({"fault": f["fault"], "id": f["id"], "applied_at_s": a, "reverted_at_s": r, "anomaly_windows": overlapping, "error": f["error"]})
+            let seen: Vec<Value> = match (a, r) {
+                (Some(a), Some(r)) if r > a => f["agents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(|agent| json!({"agent": agent, "baseline": kernel_window(&kernel, &drops, agent, k0 as f64, k1 as f64), "during": kernel_window(&kernel, &drops, agent, a, r + 1.0)}))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            json!({"fault": f["fault"], "id": f["id"], "applied_at_s": a, "reverted_at_s": r, "anomaly_windows": overlapping, "kernel": seen, "error": f["error"]})
         })
         .collect();
     Ok(json!({
@@ -256,6 +331,25 @@ pub fn print(a: &Value) {
         (Some(false), _) => println!("recovery  not within the run"),
         _ => println!("recovery  - (no fault was reverted)"),
     }
+    let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.1}"));
+    for f in a["faults"].as_array().into_iter().flatten() {
+        for k in f["kernel"].as_array().into_iter().flatten() {
+            let (b, d) = (&k["baseline"], &k["during"]);
+            println!(
+                "kernel    {} {} on {}: retransmits {:.1} -> {:.1}/s, srtt {} -> {} ms, drops {:.1} -> {:.1}/s, failed connects {}",
+                f["id"].as_str().unwrap_or(""),
+                f["fault"].as_str().unwrap_or(""),
+                k["agent"].as_str().unwrap_or(""),
+                b["retransmits_per_s"].as_f64().unwrap_or(0.0),
+                d["retransmits_per_s"].as_f64().unwrap_or(0.0),
+                ms(&b["srtt_ms"]),
+                ms(&d["srtt_ms"]),
+                b["drops_per_s"].as_f64().unwrap_or(0.0),
+                d["drops_per_s"].as_f64().unwrap_or(0.0),
+                d["connect_failures"]
+            );
+        }
+    }
     for h in a["hypothesis"].as_array().into_iter().flatten() {
         println!("hypothesis {:<24} {:<9} {}", h["hypothesis"].as_str().unwrap_or(""), h["phase"].as_str().unwrap_or(""), if h["holds"] == true { "holds" } else { "FAILS" });
     }
@@ -267,6 +361,25 @@ pub fn print(a: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_view_of_a_fault_is_its_agents_counters_over_its_interval() {
+        let kernel = Table::parse(
+            "t_s,agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures\n\
+             1.5,h2,10.0.0.1,10,1.000,0,3,0\n2.5,h2,10.0.0.1,10,1.000,0,0,0\n\
+             10.5,h2,10.0.0.1,10,2.000,5,0,1\n12.5,h2,10.0.0.1,30,6.000,7,0,0\n12.5,h1,10.0.0.2,50,9.000,100,0,0\n",
+        );
+        let drops = Table::parse("t_s,agent,reason,drops\n11.0,h2,NOT_SPECIFIED,8\n13.9,h2,NOT_SPECIFIED,4\n14.0,h2,NOT_SPECIFIED,99\n");
+        let during = kernel_window(&kernel, &drops, "h2", 10.0, 14.0);
+        assert_eq!(during["retransmits_per_s"], 3.0, "12 retransmits in 4 s, h1's not counted");
+        assert_eq!(during["srtt_ms"], 5.0, "the mean over samples: (10 x 2 + 30 x 6) / 40");
+        assert_eq!(during["drops_per_s"], 3.0, "12 drops in [10, 14); the one at 14.0 is outside");
+        assert_eq!(during["connect_failures"], 1.0);
+        let quiet = kernel_window(&kernel, &drops, "h2", 0.0, 3.0);
+        assert_eq!((quiet["retransmits_per_s"].as_f64(), quiet["srtt_ms"].as_f64(), quiet["drops_per_s"].as_f64()), (Some(0.0), Some(1.0), Some(0.0)));
+        assert!(quiet["drops_per_s"].as_f64().unwrap().is_sign_positive(), "prints as 0.0, not -0.0");
+        assert_eq!(kernel_window(&kernel, &drops, "h9", 0.0, 20.0)["srtt_ms"], Value::Null, "no samples: no RTT");
+    }
 
     fn sec(t: usize, requests: f64, errors: f64, p99: f64) -> Sec {
         Sec { t, requests, errors, p99: Some(p99) }

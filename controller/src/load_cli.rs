@@ -172,6 +172,7 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
         std::fs::write(dir.join("summary.json"), format!("{s:#}\n"))?;
         std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
+        std::fs::write(dir.join("latency.hlog"), load::interval_log(&run))?;
     }
     if run.interrupted {
         eprintln!("interrupted: the summary covers what was answered until then");

@@ -374,7 +374,28 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
             esc(f["error"].as_str().unwrap_or(""))
         );
     }
-    html += "</table><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
+    html += "</table><h2>Each fault as the kernel saw it</h2><table><tr><th>fault</th><th>agent</th><th>retransmits/s</th><th>smoothed RTT ms</th><th>drops/s</th><th>failed connects</th></tr>";
+    for f in an["faults"].as_array().into_iter().flatten() {
+        for k in f["kernel"].as_array().into_iter().flatten() {
+            let (b, d) = (&k["baseline"], &k["during"]);
+            let pair = |name: &str, digits: usize| {
+                let v = |x: &Value| x[name].as_f64().map_or("-".to_owned(), |n| format!("{n:.digits$}"));
+                format!("{} → <b>{}</b>", v(b), v(d))
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(f["id"].as_str().unwrap_or("")),
+                esc(f["fault"].as_str().unwrap_or("")),
+                esc(k["agent"].as_str().unwrap_or("")),
+                pair("retransmits_per_s", 1),
+                pair("srtt_ms", 1),
+                pair("drops_per_s", 1),
+                d["connect_failures"]
+            );
+        }
+    }
+    html += "</table><p>Baseline phase → while the fault was applied, on the agents it was placed on.</p><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
     for h in an["hypothesis"].as_array().into_iter().flatten() {
         let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(h["hypothesis"].as_str().unwrap_or("")), esc(h["phase"].as_str().unwrap_or("")), h["value"].as_f64().unwrap_or(0.0), if h["holds"] == true { "holds" } else { "<b>fails</b>" });
     }

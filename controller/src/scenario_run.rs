@@ -334,6 +334,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     });
     std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))?;
     std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
+    std::fs::write(dir.join("latency.hlog"), load::interval_log(&run))?;
     let mut csv = String::from("index,fault,id,agents,planned_at_s,planned_end_s,applied_at_s,reverted_at_s,error\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
     for t in &timeline {

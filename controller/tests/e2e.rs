@@ -658,6 +658,10 @@ faults:
     // Usually about 1 s; a latency blip from the busy test host can delay the 3 clean seconds.
     assert!(an["recovery_s"].as_f64().unwrap() < 5.0, "{an}");
     assert!(!an["faults"][0]["anomaly_windows"].as_array().unwrap().is_empty(), "{an}");
+    // The fault's effect in the kernel of the agent it was placed on: retransmits.
+    let seen = &an["faults"][0]["kernel"][0];
+    assert_eq!(seen["agent"], "h1", "{an}");
+    assert!(seen["during"]["retransmits_per_s"].as_f64().unwrap() > seen["baseline"]["retransmits_per_s"].as_f64().unwrap(), "{an}");
     let text = Command::new(bin("faultline")).arg("analyze").arg(&dir).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("anomaly") && text.contains("recovery") && text.contains("after the last revert"), "{text}");

@@ -181,6 +181,24 @@ fn out_writes_a_summary_and_one_csv_row_per_second() {
     assert_eq!(per_second.iter().sum::<u64>(), s["requests"].as_u64().unwrap());
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["requests"], s["requests"]);
+
+    // The raw histograms: one corrected and one uncorrected interval per second, each
+    // holding that second's requests, and the run's total.
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Deserializer, interval_log::{IntervalLogIterator, LogEntry}};
+    let log = std::fs::read(dir.join("latency.hlog")).unwrap();
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    for entry in IntervalLogIterator::new(&log) {
+        if let LogEntry::Interval(h) = entry.expect("a valid interval log") {
+            let raw = base64::engine::general_purpose::STANDARD.decode(h.encoded_histogram()).unwrap();
+            let hist: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut raw.as_slice()).unwrap();
+            counts.push((h.tag().map(|t| t.as_str().to_owned()).unwrap_or_default(), hist.len()));
+        }
+    }
+    let of = |tag: &str| counts.iter().filter(|(t, _)| t == tag).map(|(_, n)| *n).collect::<Vec<_>>();
+    assert_eq!(of("corrected"), per_second, "{counts:?}");
+    assert_eq!(of("uncorrected"), per_second, "{counts:?}");
+    assert_eq!(of("total-corrected"), vec![s["requests"].as_u64().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

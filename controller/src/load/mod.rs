@@ -232,6 +232,32 @@ pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
     })
 }
 
+/// The raw histograms, one interval per second and kind ("corrected": from the intended
+/// start; "uncorrected": from the actual send), in µs, as an HdrHistogram interval log
+/// (V2, compressed, base64) — readable by HistogramLogProcessor, HdrHistogram's Python
+/// and Go ports, and `hdrhistogram`'s IntervalLogIterator. Ends with the run's total.
+pub fn interval_log(run: &Run) -> Vec<u8> {
+    use hdrhistogram::serialization::{V2DeflateSerializer, interval_log::{IntervalLogWriterBuilder, Tag}};
+    let start = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(run.started_unix_ms).unwrap_or(0));
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder.add_comment("faultline load: latency in microseconds; tags corrected (from the intended start) and uncorrected (from the send)");
+    builder.with_start_time(start).with_base_time(start).with_max_value_divisor(1000.0);
+    let Ok(mut w) = builder.begin_log_with(&mut out, &mut serializer) else { return Vec::new() };
+    let second = Duration::from_secs(1);
+    for (i, s) in run.recorder.seconds.iter().enumerate() {
+        let at = Duration::from_secs(i as u64);
+        let _ = w.write_histogram(&s.corrected, at, second, Tag::new("corrected"));
+        let _ = w.write_histogram(&s.uncorrected, at, second, Tag::new("uncorrected"));
+    }
+    let whole = Duration::from_secs(run.recorder.seconds.len() as u64);
+    let _ = w.write_histogram(&run.recorder.total.corrected, Duration::ZERO, whole, Tag::new("total-corrected"));
+    let _ = w.write_histogram(&run.recorder.total.uncorrected, Duration::ZERO, whole, Tag::new("total-uncorrected"));
+    drop(w);
+    out
+}
+
 /// Per second of intended starts, one CSV row: counts, latency percentiles (ms, corrected
 /// and uncorrected), status classes and failure classes. Columns are stable for pandas.
 pub fn seconds_csv(rec: &Recorder) -> String {
