@@ -12,7 +12,8 @@ use crate::{
 #[derive(clap::Args)]
 pub struct LoadArgs {
     /// http://IP:PORT/PATH (several: used in turn; one host and port), tcp://IP:PORT,
-    /// redis://IP:PORT, or grpc://IP:PORT[/SERVICE] (the standard health check).
+    /// redis://IP:PORT, grpc://IP:PORT[/SERVICE] (the standard health check) or
+    /// grpc://IP:PORT/package.Service/Method (a unary call; --body @FILE: the request as protobuf bytes).
     #[arg(required = true)]
     urls: Vec<String>,
     /// Requests per second (open loop): the constant rate, or the base of --shape.
@@ -86,7 +87,7 @@ impl LoadArgs {
             "http" => Target::Http(HttpTarget::new(&self.urls, self.http2, &self.method, &self.headers, body.into(), !self.no_reuse).map_err(anyhow::Error::msg)?),
             "tcp" => Target::Tcp(TcpTarget { addr: addr()?, send: self.send.as_deref().map(unescape), expect: unescape(&self.expect), reuse: !self.no_reuse }),
             "redis" => Target::Redis(RedisTarget { addr: addr()?, set_percent: self.redis_set_percent, keys: self.redis_keys, value: vec![b'x'; self.redis_value_size] }),
-            "grpc" => Target::Grpc(GrpcTarget { addr: addr()?, service: rest.split_once('/').map_or("", |(_, s)| s).to_owned() }),
+            "grpc" => Target::Grpc(GrpcTarget::new(addr()?, rest.split_once('/').map_or("", |(_, s)| s), body.into()).map_err(anyhow::Error::msg)?),
             other => bail!("url: {first:?}: unknown scheme {other:?} (http, tcp, redis, grpc)"),
         })
     }

@@ -157,13 +157,27 @@ fn redis_tcp_and_grpc_targets_against_real_servers() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
-        Some(dir),
+        Some(dir.clone()),
     );
     wait_port(gport);
     let s = load(&[&format!("grpc://127.0.0.1:{gport}/faultline.controller.v1.ControllerService"), "--rate", "100", "--duration", "1s"]);
     assert_eq!((s["requests"].as_u64(), s["errors"].as_u64()), (Some(100), Some(0)), "{s}");
     let s = load(&[&format!("grpc://127.0.0.1:{gport}/no.such.Service"), "--rate", "10", "--duration", "1s"]);
     assert_eq!(s["failures"], serde_json::json!({"rejected": 10}), "{s}");
+
+    // A unary call described by the user: the request's protobuf bytes reach the server.
+    // RevertFault{all: true} (field 2, varint 1) is answered OK; an empty request is
+    // refused (InvalidArgument: "id: required unless all is set"); no such method.
+    let unary = format!("grpc://127.0.0.1:{gport}/faultline.controller.v1.ControllerService/RevertFault");
+    let all = dir.with_extension("revert-all.bin");
+    std::fs::write(&all, [0x10, 0x01]).unwrap();
+    let s = load(&[&unary, "--body", &format!("@{}", all.display()), "--rate", "50", "--duration", "1s"]);
+    assert_eq!((s["requests"].as_u64(), s["errors"].as_u64()), (Some(50), Some(0)), "{s}");
+    let s = load(&[&unary, "--rate", "10", "--duration", "1s"]);
+    assert_eq!(s["failures"], serde_json::json!({"rejected": 10}), "{s}");
+    let s = load(&[&format!("grpc://127.0.0.1:{gport}/faultline.controller.v1.ControllerService/NoSuchMethod"), "--rate", "10", "--duration", "1s"]);
+    assert_eq!(s["failures"], serde_json::json!({"rejected": 10}), "{s}");
+    std::fs::remove_file(&all).unwrap();
 }
 
 #[test]
