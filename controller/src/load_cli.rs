@@ -5,13 +5,13 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::{
-    load::{self, LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget},
+    load::{self, LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget, tls::TlsOptions},
     units,
 };
 
 #[derive(clap::Args)]
 pub struct LoadArgs {
-    /// http://IP:PORT/PATH (several: used in turn; one host and port), tcp://IP:PORT,
+    /// http://IP:PORT/PATH or https:// (several: used in turn; one host and port), tcp://IP:PORT,
     /// redis://IP:PORT, grpc://IP:PORT[/SERVICE] (the standard health check) or
     /// grpc://IP:PORT/package.Service/Method (a unary call; --body @FILE: the request as protobuf bytes).
     #[arg(required = true)]
@@ -58,6 +58,15 @@ pub struct LoadArgs {
     /// redis://: keys faultline:0..N.
     #[arg(long, default_value_t = 1000)]
     redis_keys: u64,
+    /// https://: trust the CA(s) in this PEM file instead of the system's.
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
+    /// https://: accept any server certificate (a self-signed test service).
+    #[arg(long)]
+    tls_no_verify: bool,
+    /// https://: the name the server's certificate must carry (default: the URL's IP).
+    #[arg(long)]
+    tls_server_name: Option<String>,
     /// redis://: bytes per SET value.
     #[arg(long, default_value_t = 100)]
     redis_value_size: usize,
@@ -76,19 +85,22 @@ impl LoadArgs {
     fn target(&self, body: Vec<u8>) -> Result<Target> {
         let first = &self.urls[0];
         let (scheme, rest) = first.split_once("://").ok_or_else(|| anyhow::anyhow!("url: {first:?}: give SCHEME://IP:PORT (http, tcp, redis, grpc)"))?;
-        if scheme != "http" && self.urls.len() > 1 {
-            bail!("url: several URLs are for http:// only");
+        if !["http", "https"].contains(&scheme) && self.urls.len() > 1 {
+            bail!("url: several URLs are for http:// and https:// only");
         }
         let addr = || -> Result<std::net::SocketAddr> {
             let hostport = rest.split('/').next().unwrap_or("");
             hostport.parse().map_err(|_| anyhow::anyhow!("url: {first:?}: give an IP address and a port, e.g. {scheme}://10.0.0.5:6379"))
         };
         Ok(match scheme {
-            "http" => Target::Http(HttpTarget::new(&self.urls, self.http2, &self.method, &self.headers, body.into(), !self.no_reuse).map_err(anyhow::Error::msg)?),
+            "http" | "https" => {
+                let tls = TlsOptions { cacert: self.cacert.clone(), no_verify: self.tls_no_verify, server_name: self.tls_server_name.clone() };
+                Target::Http(HttpTarget::new(&self.urls, self.http2, &self.method, &self.headers, body.into(), !self.no_reuse, &tls).map_err(anyhow::Error::msg)?)
+            }
             "tcp" => Target::Tcp(TcpTarget { addr: addr()?, send: self.send.as_deref().map(unescape), expect: unescape(&self.expect), reuse: !self.no_reuse }),
             "redis" => Target::Redis(RedisTarget { addr: addr()?, set_percent: self.redis_set_percent, keys: self.redis_keys, value: vec![b'x'; self.redis_value_size] }),
             "grpc" => Target::Grpc(GrpcTarget::new(addr()?, rest.split_once('/').map_or("", |(_, s)| s), body.into()).map_err(anyhow::Error::msg)?),
-            other => bail!("url: {first:?}: unknown scheme {other:?} (http, tcp, redis, grpc)"),
+            other => bail!("url: {first:?}: unknown scheme {other:?} (http, https, tcp, redis, grpc)"),
         })
     }
 

@@ -181,6 +181,31 @@ fn redis_tcp_and_grpc_targets_against_real_servers() {
 }
 
 #[test]
+fn https_targets_verify_the_server_as_asked() {
+    let (_nginx, cert) = Nginx::start_tls(18100);
+    let ca = format!("--cacert={}", cert.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--rate", "20", "--duration", "1s"];
+        args.extend_from_slice(extra);
+        load(&args)
+    };
+    let answered = |s: &serde_json::Value| (s["requests"].as_u64(), s["status"]["2xx"].as_u64());
+    let s = run(&["https://127.0.0.1:18100/", &ca]);
+    assert_eq!(answered(&s), (Some(20), Some(20)), "HTTP/1.1 over TLS: {s}");
+    let s = run(&["https://127.0.0.1:18101/", "--http2", &ca]);
+    assert_eq!(answered(&s), (Some(20), Some(20)), "h2 over TLS (ALPN): {s}");
+    let s = run(&["https://127.0.0.1:18100/", &ca, "--tls-server-name", "web.test"]);
+    assert_eq!(answered(&s), (Some(20), Some(20)), "the certificate's DNS name: {s}");
+    // Refused: a self-signed certificate the system does not trust, a name it lacks.
+    let s = run(&["https://127.0.0.1:18100/"]);
+    assert_eq!(s["failures"], serde_json::json!({"connect": 20}), "untrusted: {s}");
+    let s = run(&["https://127.0.0.1:18100/", &ca, "--tls-server-name", "other.test"]);
+    assert_eq!(s["failures"], serde_json::json!({"connect": 20}), "wrong name: {s}");
+    let s = run(&["https://127.0.0.1:18100/", "--tls-no-verify"]);
+    assert_eq!(answered(&s), (Some(20), Some(20)), "--tls-no-verify: {s}");
+}
+
+#[test]
 fn out_writes_a_summary_and_one_csv_row_per_second() {
     let _nginx = Nginx::start(18090);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("load-out-{}", std::process::id()));

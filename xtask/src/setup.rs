@@ -19,7 +19,7 @@ const APT: &[&str] = &[
     // Fonts for the PNG plots of `faultline report`.
     "fonts-dejavu-core",
     // `systemd-analyze verify` for the units; debootstrap builds the rootfs the units boot in.
-    "systemd", "debootstrap", "e2fsprogs", "kmod",
+    "systemd", "debootstrap", "e2fsprogs", "kmod", "openssl",
     // `vagrant validate` for vagrant/Vagrantfile (no boxes are fetched).
     "vagrant",
 ];

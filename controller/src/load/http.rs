@@ -12,7 +12,10 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::record::{Failure, Outcome};
+use super::{
+    record::{Failure, Outcome},
+    tls::{Stream, Tls, TlsOptions},
+};
 
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
@@ -26,24 +29,31 @@ pub struct HttpTarget {
     pub reuse: bool,
     /// HTTP/1.1 request bytes per URL, built once.
     pub raw: Vec<Vec<u8>>,
+    /// https:// targets.
+    pub tls: Option<Tls>,
 }
 
 impl HttpTarget {
     /// `urls` must all name one host:port (one connection pool).
-    pub fn new(urls: &[String], http2: bool, method: &str, headers: &[String], body: Bytes, reuse: bool) -> Result<Self, String> {
+    pub fn new(urls: &[String], http2: bool, method: &str, headers: &[String], body: Bytes, reuse: bool, tls: &TlsOptions) -> Result<Self, String> {
         let mut addr = None;
         let mut parsed = Vec::new();
+        let mut https = None;
         for u in urls {
             let uri: hyper::Uri = u.parse().map_err(|e| format!("url: {u:?}: {e}"))?;
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => return Err(format!("url: {u:?}: https targets are not supported yet; use http://")),
-                _ => return Err(format!("url: {u:?}: give http://HOST:PORT/PATH")),
+            let this = match uri.scheme_str() {
+                Some("http") => false,
+                Some("https") => true,
+                _ => return Err(format!("url: {u:?}: give http://HOST:PORT/PATH or https://")),
+            };
+            if https.is_some_and(|h| h != this) {
+                return Err(format!("url: {u:?}: every URL must use the same scheme"));
             }
+            https = Some(this);
             let auth = uri.authority().ok_or_else(|| format!("url: {u:?}: no host"))?.clone();
             let host = auth.host().trim_start_matches('[').trim_end_matches(']');
             let ip: std::net::IpAddr = host.parse().map_err(|_| format!("url: {u:?}: give an IP address, not a name (no resolver in the load loop)"))?;
-            let a = SocketAddr::new(ip, auth.port_u16().unwrap_or(80));
+            let a = SocketAddr::new(ip, auth.port_u16().unwrap_or(if this { 443 } else { 80 }));
             if addr.is_some_and(|x| x != a) {
                 return Err(format!("url: {u:?}: every URL must name the same host and port ({})", addr.unwrap_or(a)));
             }
@@ -83,7 +93,8 @@ impl HttpTarget {
                 r
             })
             .collect();
-        Ok(Self { addr, http2, method, urls: parsed, headers, body, reuse, raw })
+        let tls = if https == Some(true) { Some(Tls::new(tls, addr.ip(), if http2 { "h2" } else { "http/1.1" })?) } else { None };
+        Ok(Self { addr, http2, method, urls: parsed, headers, body, reuse, raw, tls })
     }
 }
 
@@ -97,7 +108,7 @@ pub enum Conn {
 /// request to a connection task and back, and at 100k requests/s that hop is most of
 /// the cost.
 pub struct H1 {
-    io: tokio::net::TcpStream,
+    io: Stream,
     buf: Vec<u8>,
     used: bool,
 }
@@ -172,10 +183,8 @@ fn chunked_end(b: &[u8]) -> Result<Option<usize>, Failure> {
 }
 
 impl H1 {
-    async fn connect(addr: SocketAddr) -> Result<Self, Failure> {
-        let io = tokio::net::TcpStream::connect(addr).await.map_err(|_| Failure::Connect)?;
-        let _ = io.set_nodelay(true);
-        Ok(Self { io, buf: Vec::with_capacity(4096), used: false })
+    async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> Result<Self, Failure> {
+        Ok(Self { io: open(addr, tls).await?, buf: Vec::with_capacity(4096), used: false })
     }
 
     /// Sends `req` and reads the whole answer: Ok((status, connection reusable)), or
@@ -216,13 +225,32 @@ impl H1 {
     }
 }
 
+/// TCP, then the TLS handshake for https (a failed handshake counts as a failed connect).
+async fn open(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Failure> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|_| Failure::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some(t) => match t.connector.connect(t.name.clone(), tcp).await {
+            Ok(s) => Ok(Stream::Tls(Box::new(s))),
+            Err(e) => {
+                // Counted as a failed connect like any other; the reason is said once.
+                static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("load: TLS handshake with {addr} failed: {e} (counted as connect failures; see --cacert, --tls-server-name, --tls-no-verify)");
+                }
+                Err(Failure::Connect)
+            }
+        },
+    }
+}
+
 async fn connect(t: &HttpTarget) -> Result<Conn, Failure> {
     if !t.http2 {
-        return Ok(Conn::H1(H1::connect(t.addr).await?));
+        return Ok(Conn::H1(H1::connect(t.addr, t.tls.as_ref()).await?));
     }
-    let tcp = tokio::net::TcpStream::connect(t.addr).await.map_err(|_| Failure::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.map_err(|_| Failure::Connect)?;
+    let io = open(t.addr, t.tls.as_ref()).await?;
+    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.map_err(|_| Failure::Connect)?;
     tokio::spawn(conn);
     Ok(Conn::H2(send))
 }
@@ -242,7 +270,7 @@ async fn call_h1(t: &HttpTarget, conn: &mut Option<Conn>, i: usize) -> Outcome {
     let head_request = t.method == hyper::Method::HEAD;
     for _ in 0..2 {
         if !matches!(conn, Some(Conn::H1(_))) {
-            match H1::connect(t.addr).await {
+            match H1::connect(t.addr, t.tls.as_ref()).await {
                 Ok(c) => *conn = Some(Conn::H1(c)),
                 Err(f) => return Outcome::Failed(f),
             }
@@ -265,7 +293,8 @@ async fn call_h1(t: &HttpTarget, conn: &mut Option<Conn>, i: usize) -> Outcome {
 
 async fn call_h2(t: &HttpTarget, conn: &mut Option<Conn>, i: usize) -> Outcome {
     let (path, authority) = &t.urls[i];
-    let mut b = Request::builder().method(t.method.clone()).uri(format!("http://{authority}{path}"));
+    let scheme = if t.tls.is_some() { "https" } else { "http" };
+    let mut b = Request::builder().method(t.method.clone()).uri(format!("{scheme}://{authority}{path}"));
     for (k, v) in &t.headers {
         b = b.header(k, v);
     }

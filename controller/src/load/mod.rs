@@ -12,6 +12,7 @@ pub mod record;
 pub mod redis;
 pub mod schedule;
 pub mod tcp;
+pub mod tls;
 
 use std::{
     sync::{Arc, Mutex},
