@@ -98,7 +98,8 @@ fn bad_load_flags_name_the_flag() {
     };
     assert!(run(&["http://127.0.0.1:1/"]).contains("give --rate"));
     assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--shape", "ramp:0..x/1s"]).contains("--shape"));
-    assert!(run(&["https://127.0.0.1:1/", "--rate", "10"]).contains("https"));
+    assert!(run(&["https://127.0.0.1:1/", "--rate", "10", "--cacert", "/no/such.pem"]).contains("--cacert: /no/such.pem"));
+    assert!(run(&["https://127.0.0.1:1/", "http://127.0.0.1:1/x", "--rate", "10"]).contains("same scheme"));
     assert!(run(&["http://localhost:1/", "--rate", "10"]).contains("IP address"));
     assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--connections", "0"]).contains("connections"));
 }
