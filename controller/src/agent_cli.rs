@@ -594,6 +594,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         for f in crate::report::write(run, baseline.as_deref())? {
             println!("{}", f.display());
         }
+        if let Some(md) = crate::llm::add_to_report(run).await {
+            println!("{}", md.display());
+        }
         return Ok(());
     }
     if let Cmd::Analyze { run, baseline, json } = &cli.cmd {

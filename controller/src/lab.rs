@@ -640,6 +640,7 @@ async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> 
         std::fs::copy(&p, logs.join(p.file_name().unwrap_or_default()))?;
     }
     let files = crate::report::write(&outcome.dir, None)?;
+    crate::llm::add_to_report(&outcome.dir).await;
     let analysis = crate::analyze::analyze(&outcome.dir, None)?;
     crate::analyze::print(&analysis);
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json"))?)?;

@@ -7,6 +7,7 @@ mod analyze;
 mod controller_cli;
 mod kernel_watch;
 mod lab;
+mod llm;
 mod load;
 mod load_cli;
 mod observe;

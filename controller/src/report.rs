@@ -338,7 +338,9 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     for f in findings(&an, &summary) {
         let _ = write!(html, "<li>{}</li>", esc(&f));
     }
-    html += "</ul><p><span class=\"fault\">&nbsp;&nbsp;&nbsp;&nbsp;</span> fault interval &nbsp; <span class=\"anomaly\">&nbsp;&nbsp;&nbsp;&nbsp;</span> anomaly window (outside the baseline band)</p>";
+    html += "</ul>";
+    html += crate::llm::MARKER;
+    html += "<p><span class=\"fault\">&nbsp;&nbsp;&nbsp;&nbsp;</span> fault interval &nbsp; <span class=\"anomaly\">&nbsp;&nbsp;&nbsp;&nbsp;</span> anomaly window (outside the baseline band)</p>";
     html += &throughput;
     html += &latency;
     html += &phase_bars;
