@@ -89,8 +89,15 @@ fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<Vec<
         if chosen.is_empty() {
             bail!("{}: faults[{}]: selector {selector:?} matches no agent (agents: {})", file.display(), f.index, names.join("; "));
         }
-        let Some(spec) = spec else { continue };
-        let lacking = chosen.iter().find_map(|a| crate::server::missing_capability(spec, &a.capabilities.clone().unwrap_or_default()).map(|cap| (a, cap)));
+        // A partition cuts with the eBPF classifier on every agent it involves.
+        let lacking = chosen.iter().find_map(|a| {
+            let caps = a.capabilities.clone().unwrap_or_default();
+            match spec {
+                Some(spec) => crate::server::missing_capability(spec, &caps),
+                None => (!caps.ebpf).then_some("ebpf"),
+            }
+            .map(|cap| (a, cap))
+        });
         if let Some((a, cap)) = lacking {
             let why = format!("agent {} (kernel {}) lacks {cap}", a.name, a.kernel_release);
             if !f.optional {
