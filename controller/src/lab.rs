@@ -441,12 +441,23 @@ fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &s
         }
         let seed = dir.join(format!("{host}-seed"));
         std::fs::create_dir_all(seed.join("tls"))?;
-        std::fs::write(seed.join("host.env"), format!("HOST={host}\nINDEX={i}\nHOSTS={}\nCONTROLLER={}\n", lab.state.hosts, controller_url()))?;
+        let labels: String = sut::labels(i).iter().map(|l| format!(" --label {l}")).collect();
+        std::fs::write(seed.join("host.env"), format!("HOST={host}\nIP={}\nCONTROLLER={}\nLABELS=\"{}\"\n", host_ip(i), controller_url(), labels.trim()))?;
+        let mut files = vec!["host.env", "tls", "site.conf"];
+        if i == 1 {
+            std::fs::write(seed.join("site.conf"), sut::balancer_site(lab.state.hosts))?;
+        } else {
+            std::fs::write(seed.join("site.conf"), sut::backend_site(i, "/var/www/faultline"))?;
+            std::fs::write(seed.join("index.html"), sut::page(i))?;
+            let conf: String = sut::redis(i).iter().map(|(k, v)| format!("{k} {}\n", if v.is_empty() { "\"\"" } else { v })).collect();
+            std::fs::write(seed.join("redis.conf"), conf)?;
+            files.extend(["index.html", "redis.conf"]);
+        }
         for f in ["ca.pem", "agent.pem", "agent-key.pem", "cli.pem", "cli-key.pem"] {
             std::fs::copy(dir.join("tls").join(f), seed.join("tls").join(f))?;
         }
         let tar = dir.join(format!("{host}-seed.tar"));
-        let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&seed).args(["host.env", "tls"]).output()?;
+        let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&seed).args(&files).output()?;
         if !out.status.success() {
             bail!("tar: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -463,6 +474,52 @@ fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &s
         lab.spawn("vm", &host, None, qemu, &args)?;
     }
     Ok(())
+}
+
+/// The system under test, one definition for both kinds of lab (the namespace lab runs
+/// these itself; a VM gets them on its seed disk and installs them).
+mod sut {
+    use super::host_ip;
+
+    /// nginx on h1 over the backends. Short proxy timeouts and a retry on the next backend:
+    /// the way a real balancer is tuned, and what makes a slow or dead backend visible as
+    /// latency, not only errors.
+    pub fn balancer_site(hosts: u8) -> String {
+        let upstream: String = (2..=hosts).map(|i| format!("server {}:8080 max_fails=1 fail_timeout=2s; ", host_ip(i))).collect();
+        format!(
+            "  upstream backends {{ {upstream}keepalive 32; }}\n  server {{ listen {}:80; location / {{ proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
+             proxy_connect_timeout 200ms; proxy_read_timeout 500ms; proxy_next_upstream error timeout; add_header X-Backend $upstream_addr; }} }}\n",
+            host_ip(1)
+        )
+    }
+
+    pub fn backend_site(i: u8, root: &str) -> String {
+        format!("  server {{ listen {}:8080; root {root}; }}\n", host_ip(i))
+    }
+
+    /// A 2 KiB page whose first line names the backend: big enough that a bandwidth limit
+    /// of a few hundred kbit/s is felt at the lab's 100 requests/s.
+    pub fn page(i: u8) -> String {
+        let host = format!("h{i}");
+        format!("{host}\n{}\n", "x".repeat(2044 - host.len()))
+    }
+
+    /// redis settings as (name, value): h2 the primary, the others its replicas.
+    pub fn redis(i: u8) -> Vec<(&'static str, String)> {
+        let mut v = vec![("bind", host_ip(i)), ("protected-mode", "no".into()), ("save", String::new())];
+        if i > 2 {
+            v.push(("replicaof", format!("{} 6379", host_ip(2))));
+        }
+        v
+    }
+
+    pub fn labels(i: u8) -> Vec<String> {
+        if i == 1 {
+            vec!["role=web".into()]
+        } else {
+            vec!["role=backend".into(), format!("zone={}", if i % 2 == 0 { "a" } else { "b" }), format!("redis={}", if i == 2 { "primary" } else { "replica" })]
+        }
+    }
 }
 
 /// Each host a network namespace with a veth pair into the bridge, its services and its agent.
@@ -484,31 +541,23 @@ fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Pat
     // Backends and redis first, so the balancer and the replicas find them.
     let s = |v: &str| v.to_owned();
     for i in 2..=n {
-        let (host, addr) = (format!("h{i}"), host_ip(i));
-        // A 2 KiB page whose first line names the backend: big enough that a bandwidth
-        // limit of a few hundred kbit/s is felt at the lab's 100 requests/s.
+        let host = format!("h{i}");
         let www = dir.join(format!("{host}-nginx/www"));
         std::fs::create_dir_all(&www)?;
-        std::fs::write(www.join("index.html"), format!("{host}\n{}\n", "x".repeat(2044 - host.len())))?;
-        let conf = nginx_conf(dir, &format!("{host}-nginx"), &format!("  server {{ listen {addr}:8080; root {}; }}\n", www.display()))?;
+        std::fs::write(www.join("index.html"), sut::page(i))?;
+        let conf = nginx_conf(dir, &format!("{host}-nginx"), &sut::backend_site(i, &www.display().to_string()))?;
         lab.spawn("nginx", &host, Some(&names[usize::from(i - 1)]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join(format!("{host}-nginx/error.log")).display().to_string()])?;
         let data = dir.join(format!("{host}-redis"));
         std::fs::create_dir_all(&data)?;
-        let mut args = vec![s("--bind"), addr.clone(), s("--port"), s("6379"), s("--protected-mode"), s("no"), s("--save"), s(""), s("--appendonly"), s("no"), s("--dir"), data.display().to_string()];
-        if i > 2 {
-            args.extend([s("--replicaof"), host_ip(2), s("6379")]);
+        let mut args = vec![s("--port"), s("6379"), s("--appendonly"), s("no"), s("--dir"), data.display().to_string()];
+        for (k, v) in sut::redis(i) {
+            // "replicaof" takes host and port as two arguments.
+            args.push(format!("--{k}"));
+            args.extend(if v.is_empty() { vec![v] } else { v.split(' ').map(str::to_owned).collect() });
         }
         lab.spawn("redis", &host, Some(&names[usize::from(i - 1)]), redis, &args)?;
     }
-    let upstream: String = (2..=n).map(|i| format!("server {}:8080 max_fails=1 fail_timeout=2s; ", host_ip(i))).collect();
-    // Short proxy timeouts and a retry on the next backend: the way a real balancer is
-    // tuned, and what makes a slow or dead backend visible as latency, not only errors.
-    let balancer = format!(
-        "  upstream backends {{ {upstream}keepalive 32; }}\n  server {{ listen {}:80; location / {{ proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
-         proxy_connect_timeout 200ms; proxy_read_timeout 500ms; proxy_next_upstream error timeout; add_header X-Backend $upstream_addr; }} }}\n",
-        host_ip(1)
-    );
-    let conf = nginx_conf(dir, "h1-nginx", &balancer)?;
+    let conf = nginx_conf(dir, "h1-nginx", &sut::balancer_site(n))?;
     lab.spawn("nginx", "h1", Some(&names[0]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join("h1-nginx/error.log").display().to_string()])?;
 
     let url = controller_url();
@@ -516,8 +565,7 @@ fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Pat
         let host = format!("h{i}");
         let mut args = vec![s("--listen"), format!("{}:7070", host_ip(i)), s("--controller"), url.clone(), s("--name"), host.clone(), s("--tls-dir"), tls.clone()];
         args.extend([s("--state-dir"), dir.join(format!("{host}-agent")).display().to_string(), s("--same-netns-only")]);
-        let labels = if i == 1 { vec![s("role=web")] } else { vec![s("role=backend"), format!("zone={}", if i % 2 == 0 { "a" } else { "b" }), format!("redis={}", if i == 2 { "primary" } else { "replica" })] };
-        for l in labels {
+        for l in sut::labels(i) {
             args.extend([s("--label"), l]);
         }
         lab.spawn("agent", &host, Some(&names[usize::from(i - 1)]), agent_bin, &args)?;
