@@ -693,7 +693,7 @@ async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> 
     crate::analyze::print(&analysis);
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json"))?)?;
     for f in summary["faults"].as_array().into_iter().flatten() {
-        if let Some(why) = f["error"].as_str().and_then(|e| e.strip_prefix("skipped: ")) {
+        if let Some(why) = f["skipped"].as_str() {
             let hint = if why.ends_with("netem") { " This kernel has no sch_netem, so it cannot delay packets: `cargo xtask demo --vm` runs the same lab and scenario with each host a qemu VM on a Debian kernel, delay included." } else { "" };
             println!("note: {} was skipped: {why}.{hint}", f["fault"].as_str().unwrap_or("a fault"));
         }

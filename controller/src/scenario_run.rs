@@ -59,6 +59,8 @@ struct Timeline {
     id: String,
     agents: Vec<String>,
     error: String,
+    /// Why an optional fault was not applied: its agents lack what it needs.
+    skipped: Option<String>,
 }
 
 /// The agents a target or partition names, checked against what the controller knows,
@@ -210,7 +212,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         if let Some((_, why)) = skipped.iter().find(|(i, _)| *i == f.index) {
             eprintln!("fault {} ({}) skipped: {why}", f.index, f.describe);
             let at = (s.fault_start() + f.at).as_secs_f64();
-            let t = Timeline { index: f.index, describe: f.describe.clone(), planned_at: at, planned_end: at + f.length.as_secs_f64(), error: format!("skipped: {why}"), ..Timeline::default() };
+            let t = Timeline { index: f.index, describe: f.describe.clone(), planned_at: at, planned_end: at + f.length.as_secs_f64(), error: format!("skipped: {why}"), skipped: Some(why.clone()), ..Timeline::default() };
             timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t);
             continue;
         }
@@ -336,7 +338,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         "aborted": aborted,
         "phases": phases.iter().map(|(n, a, b)| json!({"name": n, "from_s": a, "to_s": b, "measured": windows[n].json()})).collect::<Vec<_>>(),
         "hypothesis": verdicts,
-        "faults": timeline.iter().map(|t| json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error})).collect::<Vec<_>>(),
+        "faults": timeline.iter().map(|t| json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error, "skipped": t.skipped})).collect::<Vec<_>>(),
         "load": load::summary(&run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
     });
     std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))?;

@@ -715,4 +715,21 @@ faults:
     let (out, _) = scenario(&h, "bad", &base.replace("role=db", "role=cache"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("bad.yaml: faults[0]: selector") && stderr.contains("matches no agent"), "{stderr}");
+
+    // And what each fault needs from the agents' kernel: a delay where there is no netem is
+    // refused before the run, or skipped and recorded when the entry says optional.
+    let agents: Vec<serde_json::Value> = serde_json::from_str(&h.cli_ok(&["agents", "list", "--json"])).unwrap();
+    if agents.iter().any(|a| a["capabilities"]["netem"] == false) {
+        let delay = base.replace("    kind: drop\n    interface: eth0\n    loss: 100%\n", "    kind: netem\n    interface: eth0\n    delay: 10ms\n");
+        let (out, _) = scenario(&h, "no-netem", &delay);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("faults[0] (netem on role=db)") && stderr.contains("lacks netem") && stderr.contains("optional: true"), "{stderr}");
+        let (out, dir) = scenario(&h, "optional-netem", &delay.replace("    select: role=db\n", "    select: role=db\n    optional: true\n"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        let f = &s["faults"][0];
+        assert!(f["skipped"].as_str().is_some_and(|w| w.contains("lacks netem")) && f["applied_at_s"].is_null(), "{f}");
+    } else {
+        eprintln!("skipped the no-netem checks: these agents' kernel has netem (the VM tests cover netem itself)");
+    }
 }
