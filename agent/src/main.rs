@@ -162,7 +162,6 @@ async fn serve() -> Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::bind(args.listen).with_context(|| format!("binding {}", args.listen))?.with_nodelay(Some(true));
     info!(listen = %args.listen, state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
     let shutdown_engine = engine.clone();
-    let engine_after = engine.clone();
     let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host }));
     // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
     faultline_proto::service::serve_until_stopped(
@@ -174,7 +173,7 @@ async fn serve() -> Result<()> {
     )
     .await?;
     // A fault applied while the server drained is reverted too.
-    let reverted = engine_after.revert_all().await;
+    let reverted = shutdown_engine.revert_all().await;
     info!(?reverted, "stopped");
     Ok(())
 }
