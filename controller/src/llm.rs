@@ -13,7 +13,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-use crate::load::tls::{Stream, Tls, TlsOptions};
+use crate::{
+    load::tls::{Stream, Tls, TlsOptions},
+    report::esc,
+};
 
 /// Where report.html takes the summary (written there by report::write).
 pub const MARKER: &str = "<!-- faultline:llm-summary -->";
@@ -92,10 +95,6 @@ pub async fn summarize(e: &Endpoint, findings: &[String], analysis: &Value) -> R
         bail!("the model answered with an empty text");
     }
     Ok(text)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// After `report::write`: if an endpoint is configured, puts its summary (or why there is

@@ -19,7 +19,8 @@ const B: f64 = 40.0;
 pub const FAULT_FILL: &str = "#e4572e";
 const ANOMALY_FILL: &str = "#f3a712";
 
-fn esc(s: &str) -> String {
+/// Text for HTML (also the LLM summary's).
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
