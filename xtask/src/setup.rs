@@ -152,11 +152,18 @@ pub fn kernel(label: &str, suite: &str) -> Result<PathBuf> {
     // A private apt state, so the host's own sources stay as they are.
     let apt = workspace_root().join("target/vm/apt").join(label);
     std::fs::create_dir_all(apt.join("lists/partial"))?;
+    std::fs::create_dir_all(apt.join("cache/archives/partial"))?;
     std::fs::write(apt.join("sources.list"), format!("deb {} {suite} main\n", debian_uri()?))?;
+    // An empty dpkg status: the host's own installed kernel (say a newer one from
+    // bookworm-security) must not become the candidate, which `download` then cannot
+    // fetch from this suite ("Can't find a source to download version").
+    std::fs::write(apt.join("status"), "")?;
     let opts = [
         format!("-oDir::Etc::SourceList={}", apt.join("sources.list").display()),
         "-oDir::Etc::SourceParts=/dev/null".to_owned(),
         format!("-oDir::State::Lists={}", apt.join("lists").display()),
+        format!("-oDir::State::status={}", apt.join("status").display()),
+        format!("-oDir::Cache={}", apt.join("cache").display()),
     ];
     run_cmd(Command::new("apt-get").args(&opts).args(["update", "-q"]))?;
     let deps = Command::new("apt-cache").args(&opts).args(["depends", "linux-image-amd64"]).output()?;
