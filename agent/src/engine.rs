@@ -116,7 +116,7 @@ pub struct Engine {
     pub attach_mode: AttachMode,
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -242,6 +242,8 @@ impl Engine {
         };
         match self.build(&mut st, &mut active, &spec, slot, ifindex).await {
             Ok(()) => {
+                // The moment the kernel change is in place: what a run's timeline shows.
+                active.applied_at = SystemTime::now();
                 info!(id, kind = spec.kind.name(), interface = spec.interface, "applied");
                 let status = status(&st, &active);
                 st.faults.insert(id, active);

@@ -111,7 +111,7 @@ impl AgentService for Service {
             (true, false) => return Err(Status::invalid_argument("id: give an id or all, not both")),
             (false, true) => return Err(Status::invalid_argument("id: required unless all is set")),
         };
-        Ok(Response::new(pb::RevertFaultResponse { reverted }))
+        Ok(Response::new(pb::RevertFaultResponse { reverted, reverted_at_unix_ms: crate::engine::unix_ms(std::time::SystemTime::now()) }))
     }
 
     async fn renew_leases(&self, req: Request<pb::RenewLeasesRequest>) -> Result<Response<pb::RenewLeasesResponse>, Status> {

@@ -277,7 +277,15 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
                     .into_iter()
                     .flatten()
                     .filter_map(Value::as_str)
-                    .map(|agent| json!({"agent": agent, "baseline": kernel_window(&kernel, &drops, agent, k0 as f64, k1 as f64), "during": kernel_window(&kernel, &drops, agent, a, r + 1.0)}))
+                    .map(|agent| {
+                        // The agent's own apply and revert, where the run placed them on its clock.
+                        let part = f["parts"].as_array().into_iter().flatten().find(|p| p["agent"] == agent);
+                        let (a, r) = match part.map(|p| (p["applied_at_s"].as_f64(), p["reverted_at_s"].as_f64())) {
+                            Some((Some(pa), Some(pr))) if pr > pa => (pa, pr),
+                            _ => (a, r),
+                        };
+                        json!({"agent": agent, "baseline": kernel_window(&kernel, &drops, agent, k0 as f64, k1 as f64), "during": kernel_window(&kernel, &drops, agent, a, r + 1.0), "during_s": [a, r + 1.0]})
+                    })
                     .collect(),
                 _ => Vec::new(),
             };

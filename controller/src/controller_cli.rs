@@ -143,7 +143,7 @@ fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
     json!({
         "id": f.id,
         "kind": f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", faultline_proto::agent::v1::fault_spec::Kind::name),
-        "placements": f.placements.iter().map(|p| json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id})).collect::<Vec<_>>(),
+        "placements": f.placements.iter().map(|p| json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_unix_ms": p.applied_at_unix_ms})).collect::<Vec<_>>(),
         "applied_at_unix_ms": f.applied_at_unix_ms,
         "expires_at_unix_ms": f.expires_at_unix_ms,
     })
@@ -233,7 +233,8 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
             let r = c.revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all }).await.map_err(explain)?.into_inner();
             if json {
                 let failures: Vec<_> = r.failures.iter().map(|f| json!({"agent": f.agent, "agent_fault_id": f.agent_fault_id, "error": f.error})).collect();
-                println!("{}", json!({"reverted": r.reverted, "failures": failures}));
+                let agents: Vec<_> = r.agents.iter().map(|a| json!({"agent": a.agent, "agent_fault_id": a.agent_fault_id, "reverted_at_unix_ms": a.reverted_at_unix_ms})).collect();
+                println!("{}", json!({"reverted": r.reverted, "agents": agents, "failures": failures}));
                 return Ok(());
             }
             for id in r.reverted {

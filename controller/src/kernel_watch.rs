@@ -48,14 +48,16 @@ async fn connect(security: &Security, url: &str) -> Result<AgentServiceClient<to
 }
 
 /// Measures the agent's clock offset: agent time minus the midpoint of our send and
-/// receive, from the round trip with the least delay of five.
+/// receive, from the round trip with the least delay of five. The agent reports whole
+/// milliseconds, so its reading is taken as the middle of its millisecond and the
+/// uncertainty (half the round trip) grows by half a millisecond.
 async fn offset(c: &mut AgentServiceClient<tonic::transport::Channel>) -> Result<(f64, f64), String> {
     let mut best: Option<(f64, f64)> = None;
     for _ in 0..5 {
         let t0 = now_ms();
         let s = c.get_metrics(apb::GetMetricsRequest {}).await.map_err(|e| format!("{:?}: {}", e.code(), e.message()))?.into_inner();
         let t1 = now_ms();
-        let (off, half) = (s.unix_ms as f64 - (t0 + t1) / 2.0, (t1 - t0) / 2.0);
+        let (off, half) = (s.unix_ms as f64 + 0.5 - (t0 + t1) / 2.0, (t1 - t0) / 2.0);
         if best.is_none_or(|b| half < b.1) {
             best = Some((off, half));
         }
@@ -81,7 +83,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
         match offset(&mut c).await {
             Ok((o, u)) => {
                 clock.offset_ms = Some(o);
-                clock.uncertainty_ms = Some(u);
+                clock.uncertainty_ms = Some(u + 0.5);
             }
             Err(e) => clock.error = e,
         }

@@ -227,6 +227,21 @@ pub fn findings(an: &Value, summary: &Value) -> Vec<String> {
     out
 }
 
+/// A fault's agents, each with its own apply and revert on the run's clock where known.
+fn agents_cell(f: &Value) -> String {
+    let parts = f["parts"].as_array().filter(|p| !p.is_empty());
+    let Some(parts) = parts else {
+        return f["agents"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    };
+    let t = |v: &Value| v.as_f64().map_or("?".to_owned(), |x| format!("{x:.3}"));
+    let part = |p: &Value| {
+        let agent = p["agent"].as_str().unwrap_or("?");
+        // Kill and restart are never reverted: they only have a moment.
+        if p["reverted_at_s"].is_null() { format!("{agent} at {} s", t(&p["applied_at_s"])) } else { format!("{agent} {}\u{2013}{} s", t(&p["applied_at_s"]), t(&p["reverted_at_s"])) }
+    };
+    parts.iter().map(part).collect::<Vec<_>>().join(", ")
+}
+
 fn series(secs: &[Sec], f: impl Fn(&Sec) -> Option<f64>) -> Vec<(f64, f64)> {
     secs.iter().filter_map(|s| f(s).map(|v| (s.t as f64 + 0.5, v))).collect()
 }
@@ -361,7 +376,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
             m["p99_ms"].as_f64().unwrap_or(0.0)
         );
     }
-    html += "</table><h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>agents</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
+    html += "</table><h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
     for f in summary["faults"].as_array().into_iter().flatten() {
         let o = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2} s"));
         let _ = write!(
@@ -370,7 +385,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
             f["index"],
             esc(f["fault"].as_str().unwrap_or("")),
             esc(f["id"].as_str().unwrap_or("")),
-            esc(&f["agents"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
+            esc(&agents_cell(f)),
             o(&f["planned_at_s"]),
             o(&f["applied_at_s"]),
             o(&f["reverted_at_s"]),

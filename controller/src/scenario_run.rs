@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
-use serde_json::json;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::{
@@ -61,6 +61,28 @@ struct Timeline {
     error: String,
     /// Why an optional fault was not applied: its agents lack what it needs.
     skipped: Option<String>,
+    parts: Vec<Part>,
+}
+
+/// One agent's part of a fault, with its times on that agent's clock (unix ms, 0 where
+/// not known), put on the run's clock when written, by the agent's measured offset.
+#[derive(Debug, Clone, Default)]
+struct Part {
+    agent: String,
+    agent_fault_id: String,
+    applied_ms: i64,
+    reverted_ms: i64,
+}
+
+impl Part {
+    /// (applied, reverted) in seconds of the run, where the agent's offset is known.
+    fn on_run_clock(&self, clocks: &BTreeMap<String, (f64, f64)>, run_start_unix_ms: f64) -> (Option<f64>, Option<f64>) {
+        let at = |ms: i64| {
+            let (offset, _) = clocks.get(&self.agent)?;
+            (ms > 0).then(|| (ms as f64 - offset - run_start_unix_ms) / 1000.0)
+        };
+        (at(self.applied_ms), at(self.reverted_ms))
+    }
 }
 
 /// The agents a target or partition names, checked against what the controller knows,
@@ -233,6 +255,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
                     t.applied_at = Some(secs_since());
                     t.id = fault.id.clone();
                     t.agents = fault.placements.iter().map(|p| p.agent.clone()).collect();
+                    t.parts = fault.placements.iter().map(|p| Part { agent: p.agent.clone(), agent_fault_id: p.agent_fault_id.clone(), applied_ms: p.applied_at_unix_ms, reverted_ms: 0 }).collect();
                     eprintln!("[{:>6.1}s] fault {} applied: {} on {}", t.applied_at.unwrap_or(0.0), t.id, f.describe, t.agents.join(","));
                     tokio::select! {
                         () = tokio::time::sleep_until(end.into()) => {}
@@ -241,10 +264,16 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
                     // Kill and restart act once; everything else is reverted here (its lease
                     // would end it anyway, a moment later).
                     if fault.id != "done" {
-                        if let Err(e) = c.revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false }).await {
-                            if e.code() != tonic::Code::NotFound {
-                                t.error = format!("revert: {:?}: {}", e.code(), e.message());
+                        match c.revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false }).await {
+                            Ok(r) => {
+                                for a in r.into_inner().agents {
+                                    if let Some(p) = t.parts.iter_mut().find(|p| p.agent == a.agent) {
+                                        p.reverted_ms = a.reverted_at_unix_ms;
+                                    }
+                                }
                             }
+                            Err(e) if e.code() == tonic::Code::NotFound => {}
+                            Err(e) => t.error = format!("revert: {:?}: {}", e.code(), e.message()),
                         }
                     }
                     t.reverted_at = Some(secs_since());
@@ -307,7 +336,11 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     let aborted = stop_tx.borrow().clone().filter(|r| !r.is_empty());
     tokio::time::sleep(crate::kernel_watch::LAST_SAMPLE).await;
     watchers.iter().for_each(tokio::task::JoinHandle::abort);
-    collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&dir, run.started_unix_ms as f64)?;
+    let clocks: BTreeMap<String, (f64, f64)> = {
+        let c = collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.write(&dir, run.started_unix_ms as f64)?;
+        c.agents.iter().filter_map(|a| Some((a.name.clone(), (a.offset_ms?, a.uncertainty_ms.unwrap_or(0.0))))).collect()
+    };
     let mut timeline = timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     timeline.sort_by_key(|t| t.index);
 
@@ -338,7 +371,13 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         "aborted": aborted,
         "phases": phases.iter().map(|(n, a, b)| json!({"name": n, "from_s": a, "to_s": b, "measured": windows[n].json()})).collect::<Vec<_>>(),
         "hypothesis": verdicts,
-        "faults": timeline.iter().map(|t| json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error, "skipped": t.skipped})).collect::<Vec<_>>(),
+        "faults": timeline.iter().map(|t| {
+            let parts: Vec<Value> = t.parts.iter().map(|p| {
+                let (a, r) = p.on_run_clock(&clocks, run.started_unix_ms as f64);
+                json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_s": a, "reverted_at_s": r, "clock_offset_ms": clocks.get(&p.agent).map(|c| c.0), "offset_uncertainty_ms": clocks.get(&p.agent).map(|c| c.1)})
+            }).collect();
+            json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error, "skipped": t.skipped, "parts": parts})
+        }).collect::<Vec<_>>(),
         "load": load::summary(&run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
     });
     std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))?;
@@ -350,6 +389,30 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         csv += &format!("{},{:?},{},{},{:.3},{:.3},{},{},{:?}\n", t.index, t.describe, t.id, t.agents.join(" "), t.planned_at, t.planned_end, opt(t.applied_at), opt(t.reverted_at), t.error);
     }
     std::fs::write(dir.join("faults.csv"), csv)?;
+    // The same, per agent: when each agent's kernel change was in place and undone, by
+    // its own clock, and on the run's clock through its measured offset.
+    let mut csv = String::from("index,id,agent,agent_fault_id,applied_at_s,reverted_at_s,clock_offset_ms,offset_uncertainty_ms,applied_agent_unix_ms,reverted_agent_unix_ms\n");
+    let ms = |v: i64| if v > 0 { v.to_string() } else { String::new() };
+    for t in &timeline {
+        for p in &t.parts {
+            let (a, r) = p.on_run_clock(&clocks, run.started_unix_ms as f64);
+            let clock = clocks.get(&p.agent);
+            csv += &format!(
+                "{},{},{},{},{},{},{},{},{},{}\n",
+                t.index,
+                t.id,
+                p.agent,
+                p.agent_fault_id,
+                opt(a),
+                opt(r),
+                opt(clock.map(|c| c.0)),
+                opt(clock.map(|c| c.1)),
+                ms(p.applied_ms),
+                ms(p.reverted_ms)
+            );
+        }
+    }
+    std::fs::write(dir.join("fault_agents.csv"), csv)?;
 
     for (n, _, _) in &phases {
         let w = &windows[n];
@@ -379,5 +442,23 @@ impl Outcome {
             bail!("the steady-state hypothesis does not hold: {}", self.failed.join("; "));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_is_placed_on_the_run_clock_by_its_agent_offset() {
+        // The agent's clock runs 250 ms ahead of ours; the run started at 1_000_000 ms.
+        let clocks = BTreeMap::from([("h1".to_owned(), (250.0, 0.3))]);
+        let p = Part { agent: "h1".into(), agent_fault_id: "f-1".into(), applied_ms: 1_004_250, reverted_ms: 1_006_750 };
+        assert_eq!(p.on_run_clock(&clocks, 1_000_000.0), (Some(4.0), Some(6.5)));
+        // Not reverted (kill, restart), or an agent whose offset was not measured.
+        let once = Part { reverted_ms: 0, ..p.clone() };
+        assert_eq!(once.on_run_clock(&clocks, 1_000_000.0), (Some(4.0), None));
+        let unknown = Part { agent: "h2".into(), ..p };
+        assert_eq!(unknown.on_run_clock(&clocks, 1_000_000.0), (None, None));
     }
 }

@@ -84,6 +84,16 @@ struct Fault {
     cut_from: BTreeMap<String, Vec<String>>,
     applied_at: SystemTime,
     expires: Instant,
+    /// Agent -> when its part was in place, on that agent's clock. Not stored: only
+    /// the caller of the apply uses it (a run's per-agent timeline).
+    agent_applied_ms: BTreeMap<String, i64>,
+}
+
+/// What a fan-out placed: (agent, its fault id), and when each part was in place on
+/// that agent's clock.
+struct Placed {
+    ids: Vec<(String, String)>,
+    applied_ms: BTreeMap<String, i64>,
 }
 
 #[derive(Default)]
@@ -179,6 +189,7 @@ impl Controller {
                     cut_from: f.cut_from,
                     applied_at: UNIX_EPOCH + Duration::from_millis(f.applied_ms.max(0) as u64),
                     expires: Instant::now() + left,
+                    agent_applied_ms: BTreeMap::new(),
                 },
             );
         }
@@ -367,7 +378,8 @@ impl Controller {
         Ok(picked)
     }
 
-    /// Ends a fault everywhere; `why` is FaultReverted (asked) or FaultExpired.
+    /// Ends a fault everywhere; `why` is FaultReverted (asked) or FaultExpired. Returns
+    /// each agent's result.
     async fn revert(&self, id: &str, why: pb::EventKind) -> Result<Vec<pb::AgentResult>, Status> {
         let Some(f) = self.lock().faults.remove(id) else {
             let known: Vec<String> = self.lock().faults.keys().cloned().collect();
@@ -375,7 +387,8 @@ impl Controller {
         };
         let reason = if why == pb::EventKind::FaultExpired { "expired" } else { "reverted" };
         let span = tracing::info_span!("revert_fault", fault_id = id, reason, agents = f.placements.len());
-        let failures = self.revert_placements(&f.placements).instrument(span).await;
+        let results = self.revert_placements(&f.placements).instrument(span).await;
+        let failures: Vec<&pb::AgentResult> = results.iter().filter(|r| !r.ok).collect();
         let counter = if why == pb::EventKind::FaultExpired { &self.stats.expired } else { &self.stats.reverted };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.end(id, reason);
@@ -383,9 +396,10 @@ impl Controller {
         let detail = if failures.is_empty() { String::new() } else { format!("; not reached: {}", failures.iter().map(|f| format!("{}: {}", f.agent, f.error)).collect::<Vec<_>>().join("; ")) };
         self.event(why, id, &agents, format!("{reason} on {} agents{detail}", agents.len()));
         tracing::info!(id, reason, "ended");
-        Ok(failures)
+        Ok(results)
     }
 
+    /// Reverts each agent's part; an agent not reached is a result with ok false.
     async fn revert_placements(&self, placements: &[(String, String)]) -> Vec<pb::AgentResult> {
         let calls = placements.iter().filter_map(|(agent, fid)| {
             let mut c = self.lock().agents.get(agent)?.client.clone();
@@ -399,20 +413,25 @@ impl Controller {
                 .instrument(span),
             )
         });
-        let mut failures = Vec::new();
+        let mut results = Vec::new();
         for (agent, fid, r) in futures_util::future::join_all(calls).await {
-            // NotFound: the agent's lease already ended it.
-            if let Err(e) = r.as_ref().map_err(|e| (e.code(), e.message().to_owned())) {
-                if e.0 != tonic::Code::NotFound {
-                    failures.push(pb::AgentResult { agent, ok: false, error: format!("{:?}: {} (its lease will end the fault)", e.0, e.1), agent_fault_id: fid });
+            let mut result = pb::AgentResult { agent, ok: true, agent_fault_id: fid, ..Default::default() };
+            match r {
+                Ok(r) => result.reverted_at_unix_ms = r.into_inner().reverted_at_unix_ms,
+                // The agent's lease already ended it (when, it does not say).
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    result.ok = false;
+                    result.error = format!("{:?}: {} (its lease will end the fault)", e.code(), e.message());
                 }
             }
+            results.push(result);
         }
-        failures
+        results
     }
 
     /// Checks readiness, then applies the plan on every agent (all or nothing).
-    async fn apply_planned(&self, names: &[String], spec: &apb::FaultSpec, plan: Vec<(String, apb::FaultSpec)>) -> Result<Vec<(String, String)>, Status> {
+    async fn apply_planned(&self, names: &[String], spec: &apb::FaultSpec, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, Status> {
         self.check_ready(names, spec)?;
         self.fan_out(plan).await
     }
@@ -476,16 +495,17 @@ impl Controller {
         Ok(())
     }
 
-    fn record(&self, spec: apb::FaultSpec, placements: Vec<(String, String)>, cut_from: BTreeMap<String, Vec<String>>) -> pb::ControllerFault {
+    fn record(&self, spec: apb::FaultSpec, placed: Placed, cut_from: BTreeMap<String, Vec<String>>) -> pb::ControllerFault {
         let mut st = self.lock();
         st.next_id += 1;
         let f = Fault {
             id: format!("c-{}", st.next_id),
             expires: Instant::now() + Duration::from_millis(spec.lease_ms),
             spec,
-            placements,
+            placements: placed.ids,
             cut_from,
             applied_at: SystemTime::now(),
+            agent_applied_ms: placed.applied_ms,
         };
         tracing::info!(id = f.id, agents = ?f.placements.iter().map(|p| &p.0).collect::<Vec<_>>(), "applied");
         let status = self.status(&f);
@@ -500,7 +520,7 @@ impl Controller {
 
     /// Applies one spec per agent, concurrently. All or nothing: if any agent refuses,
     /// the others are reverted and the error lists every agent's result.
-    async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Vec<(String, String)>, Status> {
+    async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, Status> {
         let mut calls = Vec::new();
         for (n, s) in plan {
             let Some(mut c) = self.lock().agents.get(&n).map(|a| a.client.clone()) else { continue };
@@ -518,11 +538,11 @@ impl Controller {
             );
         }
         let results = futures_util::future::join_all(calls).await;
-        let placements: Vec<(String, String)> =
-            results.iter().filter_map(|(n, r)| r.as_ref().ok().map(|ok| (n.clone(), ok.get_ref().fault.as_ref().map(|f| f.id.clone()).unwrap_or_default()))).collect();
+        let placed: Vec<(String, apb::FaultStatus)> = results.iter().filter_map(|(n, r)| r.as_ref().ok().map(|ok| (n.clone(), ok.get_ref().fault.clone().unwrap_or_default()))).collect();
+        let placements: Vec<(String, String)> = placed.iter().map(|(n, f)| (n.clone(), f.id.clone())).collect();
         if placements.len() < results.len() {
             // A fault that holds on some agents only is not the one asked for.
-            let undo_failures = self.revert_placements(&placements).await;
+            let undo_failures: Vec<pb::AgentResult> = self.revert_placements(&placements).await.into_iter().filter(|r| !r.ok).collect();
             let detail: Vec<String> = results
                 .iter()
                 .map(|(n, r)| match r {
@@ -537,7 +557,7 @@ impl Controller {
                 .collect();
             return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
         }
-        Ok(placements)
+        Ok(Placed { ids: placements, applied_ms: placed.into_iter().map(|(n, f)| (n, f.applied_at_unix_ms)).collect() })
     }
 
     /// The controller fault whose part on `agent` is named in `message`.
@@ -551,7 +571,17 @@ impl Controller {
         pb::ControllerFault {
             id: f.id.clone(),
             spec: Some(f.spec.clone()),
-            placements: f.placements.iter().map(|(a, fid)| pb::AgentResult { agent: a.clone(), ok: true, error: String::new(), agent_fault_id: fid.clone() }).collect(),
+            placements: f
+                .placements
+                .iter()
+                .map(|(a, fid)| pb::AgentResult {
+                    agent: a.clone(),
+                    ok: true,
+                    agent_fault_id: fid.clone(),
+                    applied_at_unix_ms: f.agent_applied_ms.get(a).copied().unwrap_or(0),
+                    ..Default::default()
+                })
+                .collect(),
             applied_at_unix_ms: unix_ms(f.applied_at),
             expires_at_unix_ms: unix_ms(SystemTime::now() + left),
             cut_from: f.cut_from.iter().map(|(a, b)| (a.clone(), pb::Group { agents: b.clone() })).collect(),
@@ -737,16 +767,24 @@ impl ControllerService for Controller {
         let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
         let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
         let span = tracing::info_span!("apply_fault", kind, agents = names.len(), fault_id = tracing::field::Empty);
-        let placements = self.refusing(&names, started, self.apply_planned(&names, &spec, plan).instrument(span.clone()).await)?;
+        let placed = self.refusing(&names, started, self.apply_planned(&names, &spec, plan).instrument(span.clone()).await)?;
         // Kill and restart act once on each agent: nothing stays to renew or revert.
         if one_shot {
             let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
             self.event(pb::EventKind::FaultOneShot, "", &names, format!("{kind} on {}", names.join(",")));
-            let mut status = self.status(&Fault { id: String::new(), spec, placements, cut_from: BTreeMap::new(), applied_at: SystemTime::now(), expires: Instant::now() });
+            let mut status = self.status(&Fault {
+                id: String::new(),
+                spec,
+                placements: placed.ids,
+                cut_from: BTreeMap::new(),
+                applied_at: SystemTime::now(),
+                expires: Instant::now(),
+                agent_applied_ms: placed.applied_ms,
+            });
             status.id = "done".into();
             return Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }));
         }
-        let status = self.record(spec, placements, BTreeMap::new());
+        let status = self.record(spec, placed, BTreeMap::new());
         span.record("fault_id", status.id.as_str());
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }
@@ -790,10 +828,10 @@ impl ControllerService for Controller {
             }
         }
         let span = tracing::info_span!("partition", shape = shape.as_str_name(), agents = plan.len(), fault_id = tracing::field::Empty);
-        let placements = self.refusing(&names, started, self.apply_planned(&names, &apb::FaultSpec { kind: Some(kind.clone()), ..Default::default() }, plan).instrument(span.clone()).await)?;
+        let placed = self.refusing(&names, started, self.apply_planned(&names, &apb::FaultSpec { kind: Some(kind.clone()), ..Default::default() }, plan).instrument(span.clone()).await)?;
         let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
         let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
-        let status = self.record(spec, placements, cut_from);
+        let status = self.record(spec, placed, cut_from);
         span.record("fault_id", status.id.as_str());
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }
@@ -814,11 +852,13 @@ impl ControllerService for Controller {
             (true, false) => return Err(Status::invalid_argument("id: give an id or all, not both")),
             (false, true) => return Err(Status::invalid_argument("id: required unless all is set")),
         };
-        let mut failures = Vec::new();
+        let (mut failures, mut agents) = (Vec::new(), Vec::new());
         for id in &ids {
-            failures.extend(self.revert(id, pb::EventKind::FaultReverted).await?);
+            let (ok, failed): (Vec<_>, Vec<_>) = self.revert(id, pb::EventKind::FaultReverted).await?.into_iter().partition(|r| r.ok);
+            agents.extend(ok);
+            failures.extend(failed);
         }
-        Ok(Response::new(pb::RevertFaultResponse { reverted: ids, failures }))
+        Ok(Response::new(pb::RevertFaultResponse { reverted: ids, failures, agents }))
     }
 
     async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {

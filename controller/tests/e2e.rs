@@ -273,7 +273,10 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains(&format!("(that is controller fault {first})")) && msg.contains("h3: applied, then reverted"), "{msg}");
     let reverted: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "revert", &first, "--json"])).unwrap();
-    assert_eq!(reverted, serde_json::json!({"reverted": [first], "failures": []}));
+    assert_eq!((&reverted["reverted"], &reverted["failures"]), (&serde_json::json!([first]), &serde_json::json!([])), "{reverted}");
+    // Each agent says when its part was in place and when it was undone, by its own clock.
+    let (on, off) = (applied["placements"][0]["applied_at_unix_ms"].as_i64().unwrap(), reverted["agents"][0]["reverted_at_unix_ms"].as_i64().unwrap());
+    assert!(reverted["agents"][0]["agent"] == "h2" && on > 0 && off >= on, "applied {applied}, reverted {reverted}");
 
     // Kill acts once: reported per agent, and nothing stays active to renew.
     let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
@@ -633,6 +636,19 @@ faults:
     let (applied, reverted) = (f["applied_at_s"].as_f64().unwrap(), f["reverted_at_s"].as_f64().unwrap());
     assert_eq!(f["agents"], serde_json::json!(["h1"]));
     assert!((applied - 4.0).abs() < 1.0 && (reverted - applied - 2.0).abs() < 1.0, "timeline on the run's clock: {f}");
+    // Per agent: h1's own apply and revert times, put on the run's clock by its measured
+    // offset, fall between the run's asking and the answer (give or take the offset's
+    // uncertainty and the agent's millisecond resolution).
+    let p = &f["parts"][0];
+    assert_eq!((f["parts"].as_array().unwrap().len(), &p["agent"]), (1, &serde_json::json!("h1")), "{f}");
+    let slack = p["offset_uncertainty_ms"].as_f64().unwrap() / 1000.0 + 0.002;
+    let (pa, pr) = (p["applied_at_s"].as_f64().unwrap(), p["reverted_at_s"].as_f64().unwrap());
+    let (asked, ended) = (f["planned_at_s"].as_f64().unwrap(), f["planned_end_s"].as_f64().unwrap());
+    assert!(asked - slack <= pa && pa <= applied + slack, "h1 applied at {pa}: asked at {asked}, answered at {applied}: {f}");
+    assert!(ended - slack <= pr && pr <= reverted + slack, "h1 reverted at {pr}: asked at {ended}, answered at {reverted}: {f}");
+    let per_agent = std::fs::read_to_string(dir.join("fault_agents.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = per_agent.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() == 1 && rows[0][2] == "h1" && rows[0][4].parse::<f64>().is_ok_and(|x| (x - pa).abs() < 0.001), "{per_agent}");
     // Errors only while the fault held: none in the baseline, some in every whole second of the fault.
     let errors = errors_per_second(&dir);
     assert!(errors[1..4].iter().all(|e| *e == 0), "baseline had errors: {errors:?}");

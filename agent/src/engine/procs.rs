@@ -60,6 +60,7 @@ impl Engine {
             let (processes, cgroup, notes) = one_shot(&spec.kind, target, resolved.expect("resolved with the target")).await?;
             info!(id = f.id, kind = spec.kind.name(), pids = ?processes.iter().map(|p| p.id.pid).collect::<Vec<_>>(), "done");
             f.applied = Applied::Process { spec, processes, cgroup, notes };
+            f.applied_at = SystemTime::now();
             let st = self.state.lock().await;
             return Ok(status(&st, &f));
         }
@@ -68,6 +69,7 @@ impl Engine {
         f.id = format!("f-{}", st.next_id);
         match act(&mut st, &mut f, &spec.kind, resolved) {
             Ok(()) => {
+                f.applied_at = SystemTime::now();
                 info!(id = f.id, kind = spec.kind.name(), "applied");
                 let s = status(&st, &f);
                 st.faults.insert(f.id.clone(), f);

@@ -409,6 +409,9 @@ pub struct RevertFaultRequest {
 pub struct RevertFaultResponse {
     #[prost(string, repeated, tag = "1")]
     pub reverted: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The agent's clock once the last of them was undone.
+    #[prost(int64, tag = "2")]
+    pub reverted_at_unix_ms: i64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -158,6 +158,13 @@ pub struct AgentResult {
     /// The fault's id on that agent.
     #[prost(string, tag = "4")]
     pub agent_fault_id: ::prost::alloc::string::String,
+    /// On that agent's own clock (0 where not known): when its kernel change was in
+    /// place, and when it was undone. A run puts them on its clock with the agent's
+    /// measured offset.
+    #[prost(int64, tag = "5")]
+    pub applied_at_unix_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub reverted_at_unix_ms: i64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -208,6 +215,9 @@ pub struct RevertFaultResponse {
     /// Agents that could not be reached; their leases end the fault there.
     #[prost(message, repeated, tag = "2")]
     pub failures: ::prost::alloc::vec::Vec<AgentResult>,
+    /// Every agent that undid its part, with the time it did.
+    #[prost(message, repeated, tag = "3")]
+    pub agents: ::prost::alloc::vec::Vec<AgentResult>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
