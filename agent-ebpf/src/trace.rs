@@ -8,11 +8,11 @@
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use faultline_ebpf_common::{
-    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_METRIC_PEERS, PeerCounters, off,
+    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_LOCAL_ADDRS, MAX_METRIC_PEERS, PeerCounters, off,
 };
 
 #[map]
@@ -32,6 +32,14 @@ static PEER_COUNTERS: LruPerCpuHashMap<[u8; 16], PeerCounters> = LruPerCpuHashMa
 /// When each socket entered SYN_SENT (socket address -> ktime ns).
 #[map]
 static SYN_START: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// With LOCAL_ONLY[0] = 1, a TCP event counts only when its local address is in LOCAL:
+/// where several hosts are network namespaces of one kernel (a lab), every agent's
+/// tracepoints fire for every namespace, and this keeps each agent to its own.
+#[map]
+static LOCAL_ONLY: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static LOCAL: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
 
 /// skb:kfree_skb by drop reason (the kernel's enum skb_drop_reason).
 #[map]
@@ -131,14 +139,36 @@ fn counters(peer: &[u8; 16]) -> Option<*mut PeerCounters> {
     PEER_COUNTERS.get_ptr_mut(peer)
 }
 
-/// The remote address of an event that carries `daddr[4]` and `daddr_v6[16]`.
+/// An address of an event that carries it as `Xaddr[4]` and `Xaddr_v6[16]`.
 #[inline(always)]
-fn remote(ctx: &TracePointContext, family: u16, v4_at: u32, v6_at: u32) -> Option<[u8; 16]> {
+fn address(ctx: &TracePointContext, family: u16, v4_at: u32, v6_at: u32) -> Option<[u8; 16]> {
     match family {
         AF_INET => Some(mapped(read::<[u8; 4]>(ctx, offset(v4_at)?)?)),
         AF_INET6 => read::<[u8; 16]>(ctx, offset(v6_at)?),
         _ => None,
     }
+}
+
+/// An address of tcp_probe, which carries a sockaddr_in or sockaddr_in6 (28 bytes):
+/// the address sits at 4 or 8.
+#[inline(always)]
+fn sockaddr(ctx: &TracePointContext, family: u16, at: u32) -> Option<[u8; 16]> {
+    let at = offset(at)?;
+    match family {
+        AF_INET => Some(mapped(read::<[u8; 4]>(ctx, at + 4)?)),
+        AF_INET6 => read::<[u8; 16]>(ctx, at + 8),
+        _ => None,
+    }
+}
+
+/// Whether an event whose local address is `local` is this agent's (see LOCAL_ONLY).
+#[inline(always)]
+fn ours(local: Option<[u8; 16]>) -> bool {
+    if LOCAL_ONLY.get(0).copied().unwrap_or(0) == 0 {
+        return true;
+    }
+    // SAFETY: only tested for presence.
+    local.is_some_and(|a| unsafe { LOCAL.get(&a) }.is_some())
 }
 
 #[tracepoint]
@@ -150,13 +180,10 @@ pub fn faultline_tcp_probe(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn tcp_probe(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::PROBE_FAMILY)?)?;
-    // daddr is a sockaddr_in or sockaddr_in6 (28 bytes): the address sits at 4 or 8.
-    let daddr = offset(off::PROBE_DADDR)?;
-    let peer = match family {
-        AF_INET => mapped(read::<[u8; 4]>(ctx, daddr + 4)?),
-        AF_INET6 => read::<[u8; 16]>(ctx, daddr + 8)?,
-        _ => return None,
-    };
+    let peer = sockaddr(ctx, family, off::PROBE_DADDR)?;
+    if !ours(sockaddr(ctx, family, off::PROBE_SADDR)) {
+        return None;
+    }
     // Already in microseconds: the tracepoint reports srtt_us >> 3.
     let srtt: u32 = read(ctx, offset(off::PROBE_SRTT)?)?;
     record(&RTT, &peer, u64::from(srtt));
@@ -188,7 +215,11 @@ fn sock_state(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let family: u16 = read(ctx, offset(off::STATE_FAMILY)?)?;
-    let peer = remote(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?;
+    let peer = address(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?;
+    if !ours(address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)) {
+        let _ = SYN_START.remove(&sk);
+        return None;
+    }
     if new == TCP_ESTABLISHED {
         // SAFETY: the value is copied out at once.
         let start = unsafe { SYN_START.get(&sk) }.copied();
@@ -221,7 +252,10 @@ pub fn faultline_retransmit(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn retransmit(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::RETR_FAMILY)?)?;
-    let peer = remote(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?;
+    let peer = address(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?;
+    if !ours(address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6)) {
+        return None;
+    }
     let c = counters(&peer)?;
     // SAFETY: per-CPU value.
     unsafe { (*c).retransmits += 1 };

@@ -145,7 +145,7 @@ impl Engine {
         };
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
         let (tracer, trace_detail) = if kernel_metrics {
-            match trace::ensure_tracefs().and_then(|_| Tracer::load()) {
+            match trace::ensure_tracefs().and_then(|_| Tracer::load(crate::process::netns_scoped())) {
                 Ok(t) => (Some(t), String::new()),
                 Err(e) => {
                     warn!("kernel metrics unavailable: {e}");

@@ -60,7 +60,8 @@ struct Args {
     /// ExecStopPost, after an agent that was killed before it could revert.
     #[arg(long)]
     cleanup: bool,
-    /// Process faults reach only processes in the agent's own network namespace: for
+    /// Process faults reach only processes in the agent's own network namespace, and
+    /// the kernel metrics count only TCP whose local address is the namespace's: for
     /// labs whose hosts are network namespaces of one kernel (`faultline lab`).
     #[arg(long)]
     same_netns_only: bool,

@@ -225,6 +225,11 @@ pub fn scope_to_own_netns() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `scope_to_own_netns` was called: the agent speaks for its namespace only.
+pub fn netns_scoped() -> bool {
+    SCOPE_NETNS.get().is_some()
+}
+
 /// The processes the agent never touches, and why.
 pub struct Guard {
     me: u32,

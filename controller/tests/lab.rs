@@ -113,6 +113,25 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     assert_eq!(seen, ["h2", "h3"].map(str::to_owned).into(), "the balancer should use both backends");
     assert!(ping("fl-lab-h1", "10.77.0.13"));
 
+    // Each agent's kernel metrics are its own host's, though all share one kernel: 20
+    // connections from h2 to h3's redis count on h2's agent, not on h1's or h3's.
+    let connects = |host: u8| -> u64 {
+        let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(["--agent", &format!("https://10.77.0.1{host}:7070"), "metrics", "--json"])
+            .env("FAULTLINE_TLS_DIR", d.join("tls"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "metrics of h{host}: {}", String::from_utf8_lossy(&out.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        m["peers"].as_array().unwrap().iter().filter(|p| p["peer"] == "10.77.0.13").map(|p| p["connects"].as_u64().unwrap()).sum()
+    };
+    let counted = [connects(1), connects(2), connects(3)];
+    let script = "import socket\nfor _ in range(20): socket.create_connection(('10.77.0.13', 6379), timeout=3).close()";
+    let out = Command::new("ip").args(["netns", "exec", "fl-lab-h2", "python3", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "connecting from h2 to h3: {}", String::from_utf8_lossy(&out.stderr));
+    let grew: Vec<u64> = (1..=3).map(|h| connects(h) - counted[usize::from(h) - 1]).collect();
+    assert!(grew[1] >= 20 && grew[0] < 20 && grew[2] < 20, "connects to 10.77.0.13 grew by {grew:?} on h1, h2, h3");
+
     // h3 isolated: h1 cannot reach it, the balancer answers from h2 only.
     let id = ok(&["partition", "isolate", "--node", "h3", "--lease", "60s"]);
     let id = id.split_whitespace().next().unwrap().to_owned();

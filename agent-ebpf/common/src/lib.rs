@@ -106,6 +106,8 @@ pub struct PeerCounters {
 pub const MAX_METRIC_PEERS: u32 = 4096;
 /// Slots of the drop-reason counter array (enum skb_drop_reason has ~120 values in 6.18).
 pub const MAX_DROP_REASONS: u32 = 512;
+/// Addresses of the agent's own network namespace the tracer keeps (`LOCAL`).
+pub const MAX_LOCAL_ADDRS: u32 = 256;
 
 /// Indices into the tracer's OFFSETS array: tracepoint field offsets, read by the
 /// agent from tracefs at load, because they differ between kernel versions.
@@ -124,7 +126,12 @@ pub mod off {
     pub const RETR_DADDR: u32 = 11;
     pub const RETR_DADDR6: u32 = 12;
     pub const KFREE_REASON: u32 = 13;
-    pub const COUNT: u32 = 14;
+    pub const PROBE_SADDR: u32 = 14;
+    pub const STATE_SADDR: u32 = 15;
+    pub const STATE_SADDR6: u32 = 16;
+    pub const RETR_SADDR: u32 = 17;
+    pub const RETR_SADDR6: u32 = 18;
+    pub const COUNT: u32 = 19;
 }
 
 #[cfg(feature = "user")]

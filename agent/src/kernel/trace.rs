@@ -1,11 +1,16 @@
 //! Kernel-side latency metrics: loads the tracepoint programs, tells them where the
 //! fields are on this kernel, and reads their per-CPU aggregates.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::Path,
+    sync::Mutex,
+};
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::TracePoint,
 };
 use faultline_ebpf_common::{HIST_BUCKETS, Hist, MAX_DROP_REASONS, PeerCounters, off};
@@ -91,6 +96,28 @@ pub struct Tracer {
     peers: PerCpuHashMap<MapData, [u8; 16], PeerCounters>,
     drops: PerCpuArray<MapData, u64>,
     reasons: BTreeMap<u32, String>,
+    /// Set when the agent speaks for its network namespace only: the addresses the
+    /// programs count TCP events for, kept in step with the namespace's own.
+    local: Option<Mutex<Local>>,
+}
+
+struct Local {
+    map: HashMap<MapData, [u8; 16], u8>,
+    known: BTreeSet<[u8; 16]>,
+}
+
+/// This network namespace's addresses, as the programs' keys (IPv4 mapped into IPv6).
+fn local_addresses() -> BTreeSet<[u8; 16]> {
+    nix::ifaddrs::getifaddrs()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let addr = a.address?;
+            addr.as_sockaddr_in()
+                .map(|v4| std::net::Ipv4Addr::from(v4.ip()).to_ipv6_mapped().octets())
+                .or_else(|| addr.as_sockaddr_in6().map(|v6| std::net::Ipv6Addr::from(v6.ip()).octets()))
+        })
+        .collect()
 }
 
 /// Makes sure tracefs is mounted (it is on most distributions; a minimal initramfs or
@@ -118,7 +145,9 @@ fn field(f: &Format, event: &str, name: &str) -> Result<u32, TraceError> {
 }
 
 impl Tracer {
-    pub fn load() -> Result<Self, TraceError> {
+    /// `local_only`: count TCP events only for this network namespace's addresses, for
+    /// an agent that is one of several namespaced hosts on one kernel.
+    pub fn load(local_only: bool) -> Result<Self, TraceError> {
         let probe = format("tcp", "tcp_probe")?;
         let state = format("sock", "inet_sock_set_state")?;
         let retr = format("tcp", "tcp_retransmit_skb")?;
@@ -138,6 +167,11 @@ impl Tracer {
             (off::RETR_DADDR, field(&retr, "tcp_retransmit_skb", "daddr")?),
             (off::RETR_DADDR6, field(&retr, "tcp_retransmit_skb", "daddr_v6")?),
             (off::KFREE_REASON, field(&kfree, "kfree_skb", "reason")?),
+            (off::PROBE_SADDR, field(&probe, "tcp_probe", "saddr")?),
+            (off::STATE_SADDR, field(&state, "inet_sock_set_state", "saddr")?),
+            (off::STATE_SADDR6, field(&state, "inet_sock_set_state", "saddr_v6")?),
+            (off::RETR_SADDR, field(&retr, "tcp_retransmit_skb", "saddr")?),
+            (off::RETR_SADDR6, field(&retr, "tcp_retransmit_skb", "saddr_v6")?),
         ];
         let load = |e: &dyn std::fmt::Display| TraceError::Load(e.to_string());
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load(&e))?;
@@ -157,10 +191,27 @@ impl Tracer {
         let connect = PerCpuHashMap::try_from(take("CONNECT")?).map_err(|e| load(&e))?;
         let peers = PerCpuHashMap::try_from(take("PEER_COUNTERS")?).map_err(|e| load(&e))?;
         let drops = PerCpuArray::try_from(take("DROPS")?).map_err(|e| load(&e))?;
-        Ok(Self { _ebpf: ebpf, rtt, connect, peers, drops, reasons: drop_reason_names(&kfree.print_fmt) })
+        let local = if local_only {
+            let mut local = Local { map: HashMap::try_from(take("LOCAL")?).map_err(|e| load(&e))?, known: BTreeSet::new() };
+            local.refresh();
+            // Filled first, then switched on: no event of ours is ever left out.
+            let mut only: Array<_, u32> = Array::try_from(ebpf.map_mut("LOCAL_ONLY").ok_or_else(|| load(&"map LOCAL_ONLY missing"))?).map_err(|e| load(&e))?;
+            only.set(0, 1, 0).map_err(|e| load(&e))?;
+            Some(Mutex::new(local))
+        } else {
+            None
+        };
+        Ok(Self { _ebpf: ebpf, rtt, connect, peers, drops, reasons: drop_reason_names(&kfree.print_fmt), local })
+    }
+
+    fn refresh_local(&self) {
+        if let Some(local) = &self.local {
+            local.lock().unwrap_or_else(std::sync::PoisonError::into_inner).refresh();
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        self.refresh_local();
         let mut s = Snapshot::default();
         let hists = |m: &PerCpuHashMap<MapData, [u8; 16], Hist>| {
             let mut out = BTreeMap::new();
@@ -204,6 +255,27 @@ impl Tracer {
             }
         }
         sum
+    }
+}
+
+impl Local {
+    /// Brings LOCAL in step with the namespace's addresses (they may change after the
+    /// agent starts, as when a lab host is given its address).
+    fn refresh(&mut self) {
+        let Self { map, known } = self;
+        let now = local_addresses();
+        if now == *known {
+            return;
+        }
+        for gone in known.difference(&now) {
+            let _ = map.remove(gone);
+        }
+        for new in now.difference(known) {
+            if let Err(e) = map.insert(new, 1, 0) {
+                tracing::warn!("kernel metrics: cannot track local address {}: {e}", addr(*new));
+            }
+        }
+        *known = now;
     }
 }
 
