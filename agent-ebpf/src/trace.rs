@@ -161,14 +161,15 @@ fn sockaddr(ctx: &TracePointContext, family: u16, at: u32) -> Option<[u8; 16]> {
     }
 }
 
-/// Whether an event whose local address is `local` is this agent's (see LOCAL_ONLY).
+/// Whether an event is this agent's (see LOCAL_ONLY). `local` reads the event's local
+/// address, only when the filter is on: tcp_probe fires for every ACK.
 #[inline(always)]
-fn ours(local: Option<[u8; 16]>) -> bool {
+fn ours(local: impl FnOnce() -> Option<[u8; 16]>) -> bool {
     if LOCAL_ONLY.get(0).copied().unwrap_or(0) == 0 {
         return true;
     }
     // SAFETY: only tested for presence.
-    local.is_some_and(|a| unsafe { LOCAL.get(&a) }.is_some())
+    local().is_some_and(|a| unsafe { LOCAL.get(&a) }.is_some())
 }
 
 #[tracepoint]
@@ -181,7 +182,7 @@ pub fn faultline_tcp_probe(ctx: TracePointContext) -> u32 {
 fn tcp_probe(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::PROBE_FAMILY)?)?;
     let peer = sockaddr(ctx, family, off::PROBE_DADDR)?;
-    if !ours(sockaddr(ctx, family, off::PROBE_SADDR)) {
+    if !ours(|| sockaddr(ctx, family, off::PROBE_SADDR)) {
         return None;
     }
     // Already in microseconds: the tracepoint reports srtt_us >> 3.
@@ -216,7 +217,7 @@ fn sock_state(ctx: &TracePointContext) -> Option<()> {
     }
     let family: u16 = read(ctx, offset(off::STATE_FAMILY)?)?;
     let peer = address(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?;
-    if !ours(address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)) {
+    if !ours(|| address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)) {
         let _ = SYN_START.remove(&sk);
         return None;
     }
@@ -253,7 +254,7 @@ pub fn faultline_retransmit(ctx: TracePointContext) -> u32 {
 fn retransmit(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::RETR_FAMILY)?)?;
     let peer = address(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?;
-    if !ours(address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6)) {
+    if !ours(|| address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6)) {
         return None;
     }
     let c = counters(&peer)?;

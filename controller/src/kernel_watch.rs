@@ -62,7 +62,7 @@ async fn offset(c: &mut AgentServiceClient<tonic::transport::Channel>) -> Result
             best = Some((off, half));
         }
     }
-    best.ok_or_else(|| "no sample".into())
+    best.map(|(off, half)| (off, half + 0.5)).ok_or_else(|| "no sample".into())
 }
 
 /// Starts streaming from every healthy agent; each sample's time is put on our clock.
@@ -83,7 +83,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
         match offset(&mut c).await {
             Ok((o, u)) => {
                 clock.offset_ms = Some(o);
-                clock.uncertainty_ms = Some(u + 0.5);
+                clock.uncertainty_ms = Some(u);
             }
             Err(e) => clock.error = e,
         }

@@ -74,14 +74,20 @@ struct Part {
     reverted_ms: i64,
 }
 
+/// A part's times in seconds of the run, and the agent's (offset, uncertainty) in ms
+/// that put them there; None where the offset or the time is not known.
+#[derive(Debug, PartialEq)]
+struct OnRunClock {
+    applied_s: Option<f64>,
+    reverted_s: Option<f64>,
+    clock: Option<(f64, f64)>,
+}
+
 impl Part {
-    /// (applied, reverted) in seconds of the run, where the agent's offset is known.
-    fn on_run_clock(&self, clocks: &BTreeMap<String, (f64, f64)>, run_start_unix_ms: f64) -> (Option<f64>, Option<f64>) {
-        let at = |ms: i64| {
-            let (offset, _) = clocks.get(&self.agent)?;
-            (ms > 0).then(|| (ms as f64 - offset - run_start_unix_ms) / 1000.0)
-        };
-        (at(self.applied_ms), at(self.reverted_ms))
+    fn on_run_clock(&self, clocks: &BTreeMap<String, (f64, f64)>, run_start_unix_ms: f64) -> OnRunClock {
+        let clock = clocks.get(&self.agent).copied();
+        let at = |ms: i64| clock.filter(|_| ms > 0).map(|(offset, _)| (ms as f64 - offset - run_start_unix_ms) / 1000.0);
+        OnRunClock { applied_s: at(self.applied_ms), reverted_s: at(self.reverted_ms), clock }
     }
 }
 
@@ -343,6 +349,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     };
     let mut timeline = timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     timeline.sort_by_key(|t| t.index);
+    let placed: Vec<Vec<OnRunClock>> = timeline.iter().map(|t| t.parts.iter().map(|p| p.on_run_clock(&clocks, run.started_unix_ms as f64)).collect()).collect();
 
     // Analysis of the steady state before the faults and after recovery.
     let secs = |d: Duration| d.as_secs();
@@ -371,10 +378,9 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         "aborted": aborted,
         "phases": phases.iter().map(|(n, a, b)| json!({"name": n, "from_s": a, "to_s": b, "measured": windows[n].json()})).collect::<Vec<_>>(),
         "hypothesis": verdicts,
-        "faults": timeline.iter().map(|t| {
-            let parts: Vec<Value> = t.parts.iter().map(|p| {
-                let (a, r) = p.on_run_clock(&clocks, run.started_unix_ms as f64);
-                json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_s": a, "reverted_at_s": r, "clock_offset_ms": clocks.get(&p.agent).map(|c| c.0), "offset_uncertainty_ms": clocks.get(&p.agent).map(|c| c.1)})
+        "faults": timeline.iter().zip(&placed).map(|(t, placed)| {
+            let parts: Vec<Value> = t.parts.iter().zip(placed).map(|(p, c)| {
+                json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_s": c.applied_s, "reverted_at_s": c.reverted_s, "clock_offset_ms": c.clock.map(|c| c.0), "offset_uncertainty_ms": c.clock.map(|c| c.1)})
             }).collect();
             json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error, "skipped": t.skipped, "parts": parts})
         }).collect::<Vec<_>>(),
@@ -393,20 +399,18 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     // its own clock, and on the run's clock through its measured offset.
     let mut csv = String::from("index,id,agent,agent_fault_id,applied_at_s,reverted_at_s,clock_offset_ms,offset_uncertainty_ms,applied_agent_unix_ms,reverted_agent_unix_ms\n");
     let ms = |v: i64| if v > 0 { v.to_string() } else { String::new() };
-    for t in &timeline {
-        for p in &t.parts {
-            let (a, r) = p.on_run_clock(&clocks, run.started_unix_ms as f64);
-            let clock = clocks.get(&p.agent);
+    for (t, placed) in timeline.iter().zip(&placed) {
+        for (p, c) in t.parts.iter().zip(placed) {
             csv += &format!(
                 "{},{},{},{},{},{},{},{},{},{}\n",
                 t.index,
                 t.id,
                 p.agent,
                 p.agent_fault_id,
-                opt(a),
-                opt(r),
-                opt(clock.map(|c| c.0)),
-                opt(clock.map(|c| c.1)),
+                opt(c.applied_s),
+                opt(c.reverted_s),
+                opt(c.clock.map(|c| c.0)),
+                opt(c.clock.map(|c| c.1)),
                 ms(p.applied_ms),
                 ms(p.reverted_ms)
             );
@@ -454,11 +458,12 @@ mod tests {
         // The agent's clock runs 250 ms ahead of ours; the run started at 1_000_000 ms.
         let clocks = BTreeMap::from([("h1".to_owned(), (250.0, 0.3))]);
         let p = Part { agent: "h1".into(), agent_fault_id: "f-1".into(), applied_ms: 1_004_250, reverted_ms: 1_006_750 };
-        assert_eq!(p.on_run_clock(&clocks, 1_000_000.0), (Some(4.0), Some(6.5)));
+        let clock = Some((250.0, 0.3));
+        assert_eq!(p.on_run_clock(&clocks, 1_000_000.0), OnRunClock { applied_s: Some(4.0), reverted_s: Some(6.5), clock });
         // Not reverted (kill, restart), or an agent whose offset was not measured.
         let once = Part { reverted_ms: 0, ..p.clone() };
-        assert_eq!(once.on_run_clock(&clocks, 1_000_000.0), (Some(4.0), None));
+        assert_eq!(once.on_run_clock(&clocks, 1_000_000.0), OnRunClock { applied_s: Some(4.0), reverted_s: None, clock });
         let unknown = Part { agent: "h2".into(), ..p };
-        assert_eq!(unknown.on_run_clock(&clocks, 1_000_000.0), (None, None));
+        assert_eq!(unknown.on_run_clock(&clocks, 1_000_000.0), OnRunClock { applied_s: None, reverted_s: None, clock: None });
     }
 }

@@ -538,8 +538,15 @@ impl Controller {
             );
         }
         let results = futures_util::future::join_all(calls).await;
-        let placed: Vec<(String, apb::FaultStatus)> = results.iter().filter_map(|(n, r)| r.as_ref().ok().map(|ok| (n.clone(), ok.get_ref().fault.clone().unwrap_or_default()))).collect();
-        let placements: Vec<(String, String)> = placed.iter().map(|(n, f)| (n.clone(), f.id.clone())).collect();
+        let mut applied_ms = BTreeMap::new();
+        let mut placements: Vec<(String, String)> = Vec::new();
+        for (n, r) in &results {
+            if let Ok(r) = r {
+                let f = r.get_ref().fault.as_ref();
+                placements.push((n.clone(), f.map(|f| f.id.clone()).unwrap_or_default()));
+                applied_ms.insert(n.clone(), f.map_or(0, |f| f.applied_at_unix_ms));
+            }
+        }
         if placements.len() < results.len() {
             // A fault that holds on some agents only is not the one asked for.
             let undo_failures: Vec<pb::AgentResult> = self.revert_placements(&placements).await.into_iter().filter(|r| !r.ok).collect();
@@ -557,7 +564,7 @@ impl Controller {
                 .collect();
             return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
         }
-        Ok(Placed { ids: placements, applied_ms: placed.into_iter().map(|(n, f)| (n, f.applied_at_unix_ms)).collect() })
+        Ok(Placed { ids: placements, applied_ms })
     }
 
     /// The controller fault whose part on `agent` is named in `message`.

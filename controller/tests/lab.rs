@@ -12,14 +12,15 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-test")
 }
 
+/// The CLI with the lab's certificates and no controller of its own: for `--agent URL`.
+fn cli(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_faultline"));
+    c.args(args).env_remove("FAULTLINE_CONTROLLER").env("FAULTLINE_TLS_DIR", dir().join("tls"));
+    c
+}
+
 fn faultline(args: &[&str]) -> Output {
-    let tls = dir().join("tls");
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .env("FAULTLINE_CONTROLLER", "https://10.77.0.1:7080")
-        .env("FAULTLINE_TLS_DIR", tls)
-        .output()
-        .unwrap()
+    cli(args).env("FAULTLINE_CONTROLLER", "https://10.77.0.1:7080").output().unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
@@ -116,11 +117,7 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     // Each agent's kernel metrics are its own host's, though all share one kernel: 20
     // connections from h2 to h3's redis count on h2's agent, not on h1's or h3's.
     let connects = |host: u8| -> u64 {
-        let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
-            .args(["--agent", &format!("https://10.77.0.1{host}:7070"), "metrics", "--json"])
-            .env("FAULTLINE_TLS_DIR", d.join("tls"))
-            .output()
-            .unwrap();
+        let out = cli(&["--agent", &format!("https://10.77.0.1{host}:7070"), "metrics", "--json"]).output().unwrap();
         assert!(out.status.success(), "metrics of h{host}: {}", String::from_utf8_lossy(&out.stderr));
         let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         m["peers"].as_array().unwrap().iter().filter(|p| p["peer"] == "10.77.0.13").map(|p| p["connects"].as_u64().unwrap()).sum()
@@ -163,18 +160,9 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     // A fault left active is reverted by its agent when the lab goes down.
     ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--on", "h2", "--lease", "60s"]);
     // Open streams to an agent and to the controller must not hold them up when they stop.
-    let tls = d.join("tls");
     let mut watchers: Vec<std::process::Child> = [vec!["--agent", "https://10.77.0.11:7070", "metrics", "--watch"], vec!["--controller", "https://10.77.0.1:7080", "events", "--follow"]]
         .iter()
-        .map(|args| {
-            Command::new(env!("CARGO_BIN_EXE_faultline"))
-                .args(args)
-                .env_remove("FAULTLINE_CONTROLLER")
-                .env("FAULTLINE_TLS_DIR", &tls)
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|args| cli(args).stdout(std::process::Stdio::piped()).spawn().unwrap())
         .collect();
     for w in &mut watchers {
         // The first line means the stream is open.
