@@ -7,7 +7,7 @@ use std::{
 };
 
 use faultline_ebpf_common::{Hist, ACTION_DROP, ACTION_STEER, DIR_EGRESS, DIR_INGRESS, PortRange, Rule};
-use faultline_proto::agent::v1 as pb;
+use faultline_proto::{agent::v1 as pb, doctor::feature};
 use rtnetlink::Handle;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -109,15 +109,32 @@ struct State {
 pub struct Engine {
     state: Mutex<State>,
     nl: Handle,
+    /// Every probe of what this host can do (`faultline_proto::doctor`).
     pub caps: Capabilities,
-    pub ebpf_detail: String,
-    /// Why the kernel metrics programs are not running; empty when they are.
-    pub trace_detail: String,
     pub attach_mode: AttachMode,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Loads the tc classifier and (unless disabled) the tracepoint programs, and probes the
+/// host with the outcome: what `Describe` reports and `faultline-agent --doctor` prints.
+pub fn load_programs(kernel_metrics: bool) -> (Option<Classifier>, Option<Tracer>, Capabilities) {
+    let bpf = Classifier::load().map_err(|e| {
+        warn!("eBPF unavailable: {e}");
+        e.to_string()
+    });
+    let tracer = if kernel_metrics {
+        trace::ensure_tracefs().and_then(|_| Tracer::load(crate::process::netns_scoped())).map_err(|e| {
+            warn!("kernel metrics unavailable: {e}");
+            e.to_string()
+        })
+    } else {
+        Err("disabled (--no-kernel-metrics)".to_owned())
+    };
+    let caps = caps::detect(&bpf.as_ref().map(|b| b.mode).map_err(Clone::clone), &tracer.as_ref().map(|_| ()).map_err(Clone::clone));
+    (bpf.ok(), tracer.ok(), caps)
 }
 
 impl Engine {
@@ -136,38 +153,24 @@ impl Engine {
             info!(objects = leftover.len(), "reverting what a previous agent left");
             recover(&nl, &mut journal, &leftover).await;
         }
-        let (bpf, ebpf_detail) = match Classifier::load() {
-            Ok(c) => (Some(c), String::new()),
-            Err(e) => {
-                warn!("eBPF unavailable: {e}");
-                (None, e.to_string())
-            }
-        };
+        let (bpf, tracer, caps) = load_programs(kernel_metrics);
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
-        let (tracer, trace_detail) = if kernel_metrics {
-            match trace::ensure_tracefs().and_then(|_| Tracer::load(crate::process::netns_scoped())) {
-                Ok(t) => (Some(t), String::new()),
-                Err(e) => {
-                    warn!("kernel metrics unavailable: {e}");
-                    (None, e.to_string())
-                }
-            }
-        } else {
-            (None, "disabled (--no-kernel-metrics)".to_owned())
-        };
         let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
         Ok(Self {
             state: Mutex::new(State { journal, bpf, tracer, faults: BTreeMap::new(), next_id }),
             nl,
-            caps: caps::detect(),
-            ebpf_detail,
-            trace_detail,
+            caps,
             attach_mode,
         })
     }
 
     pub fn ebpf_available(&self) -> bool {
-        self.ebpf_detail.is_empty()
+        self.caps.has(feature::EBPF)
+    }
+
+    /// Why the kernel metrics programs are not running; empty when they are.
+    pub fn kernel_metrics_detail(&self) -> String {
+        self.caps.probe(feature::TRACEPOINTS).filter(|p| !p.ok).map(|p| p.detail.clone()).unwrap_or_default()
     }
 
     /// Keeps the agent's own connections on `port` out of every fault by default.
@@ -188,19 +191,16 @@ impl Engine {
             return Err(InvalidField { field: "interface".into(), reason: format!("no interface {:?} on this host (it has: {})", spec.interface, names.join(", ")) }.into());
         };
         if !self.ebpf_available() {
-            return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.ebpf_detail)));
+            return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.caps.why_not(feature::EBPF))));
         }
-        if matches!(spec.kind, FaultKind::Netem(_)) && !self.caps.netem {
-            return Err(EngineError::Precondition(caps::NETEM_MISSING.to_owned()));
+        if matches!(spec.kind, FaultKind::Netem(_)) && !self.caps.has(feature::NETEM) {
+            return Err(EngineError::Precondition(format!("this kernel has no netem qdisc: {}", self.caps.why_not(feature::NETEM))));
         }
-        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.ifb {
-            return Err(EngineError::Precondition("ingress shaping needs IFB devices (CONFIG_IFB / module ifb), which this kernel lacks".into()));
+        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.has(feature::IFB) {
+            return Err(EngineError::Precondition(format!("ingress shaping needs IFB devices: {}", self.caps.why_not(feature::IFB))));
         }
-        if spec.kind.uses_qdisc() && spec.direction.ingress() && !bpf::redirect_to_ifb_works() {
-            return Err(EngineError::Precondition(format!(
-                "direction: ingress shaping needs Linux >= 6.4 (eBPF redirect into an IFB device; older kernels drop those packets), this is {}; shape the peer's egress instead",
-                nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
-            )));
+        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.has(feature::INGRESS_REDIRECT) {
+            return Err(EngineError::Precondition(format!("direction: {}", self.caps.why_not(feature::INGRESS_REDIRECT))));
         }
         let mut st = self.state.lock().await;
         if spec.kind.uses_qdisc() {
@@ -336,7 +336,7 @@ impl Engine {
             let q = Qdisc { ifindex, parent: SHAPED_CLASS, handle: LEAF_HANDLE, kind: "netem".into() };
             tc::add_qdisc(&self.nl, &q, opts).await.map_err(|e| {
                 if e.errno() == Some(libc::ENOENT) {
-                    EngineError::Precondition(caps::NETEM_MISSING.to_owned())
+                    EngineError::Precondition(format!("this kernel has no netem qdisc: {}", self.caps.why_not(feature::NETEM)))
                 } else {
                     kerr(e)
                 }

@@ -65,6 +65,14 @@ struct Args {
     /// labs whose hosts are network namespaces of one kernel (`faultline lab`).
     #[arg(long)]
     same_netns_only: bool,
+    /// Print what this host supports (kernel features, eBPF, tracepoints, cgroups,
+    /// capabilities, container runtimes; per fault kind) with what to do where something
+    /// is missing, then exit. The same probes the running agent reports to the controller.
+    #[arg(long)]
+    doctor: bool,
+    /// With --doctor: JSON instead of text.
+    #[arg(long, requires = "doctor")]
+    json: bool,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -82,8 +90,27 @@ fn main() -> Result<()> {
 
 #[tokio::main]
 async fn serve() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let args = Args::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
+    if args.doctor {
+        // stdout carries the report (JSON with --json): logs go elsewhere.
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
+    if args.doctor {
+        // Loads the programs as the agent would (and unloads them on exit): a probe that
+        // only read files could say yes where the agent then fails.
+        let (_, _, caps) = faultline_agent::engine::load_programs(!args.no_kernel_metrics);
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let kernel = faultline_agent::kernel::caps::release();
+        if args.json {
+            println!("{}", faultline_proto::doctor::json(&host, &kernel, &caps.probes));
+        } else {
+            print!("{}", faultline_proto::doctor::render(&host, &kernel, &caps.probes));
+        }
+        return Ok(());
+    }
     if args.cleanup {
         let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
         tokio::spawn(conn);

@@ -90,7 +90,7 @@ pub async fn sample(engine: &Engine, host: &Host) -> pb::MetricsSample {
         drops: snap.map(|s| s.drops.into_iter().map(|(value, reason, count)| pb::DropReason { reason, value, count }).collect()).unwrap_or_default(),
         host: Some(host.read()),
         faults,
-        kernel_metrics_detail: engine.trace_detail.clone(),
+        kernel_metrics_detail: engine.kernel_metrics_detail(),
     }
 }
 

@@ -72,21 +72,7 @@ impl AgentService for Service {
                 .into_iter()
                 .map(|i| pb::Interface { name: i.name, index: i.index, mac: i.mac, mtu: i.mtu, up: i.up, addresses: i.addresses })
                 .collect(),
-            capabilities: Some(pb::Capabilities {
-                netem: e.caps.netem,
-                netem_detail: e.caps.netem_detail.clone(),
-                htb: e.caps.htb,
-                tbf: e.caps.tbf,
-                ifb: e.caps.ifb,
-                ebpf: e.ebpf_available(),
-                tc_attach_mode: e.attach_mode.name().into(),
-                cgroup_v2_freeze: e.caps.cgroup_v2_freeze,
-                ebpf_detail: e.ebpf_detail.clone(),
-                cgroup_v2_cpu: e.caps.cgroup_v2_cpu,
-                systemd: e.caps.systemd,
-                kernel_metrics: e.trace_detail.is_empty(),
-                kernel_metrics_detail: e.trace_detail.clone(),
-            }),
+            capabilities: Some(capabilities(e)),
         }))
     }
 
@@ -118,5 +104,27 @@ impl AgentService for Service {
         let r = req.into_inner();
         let lease = (r.lease_ms > 0).then(|| Duration::from_millis(r.lease_ms));
         Ok(Response::new(pb::RenewLeasesResponse { faults: self.engine.renew(&r.ids, lease).await? }))
+    }
+}
+
+/// The wire form of the engine's probes; the booleans are read from the same probes.
+pub fn capabilities(e: &crate::engine::Engine) -> pb::Capabilities {
+    use faultline_proto::doctor::feature as f;
+    let c = &e.caps;
+    pb::Capabilities {
+        netem: c.has(f::NETEM),
+        netem_detail: c.probe(f::NETEM).map(|p| if p.ok { p.detail.clone() } else { c.why_not(f::NETEM) }).unwrap_or_default(),
+        htb: c.has(f::HTB),
+        tbf: c.has(f::TBF),
+        ifb: c.has(f::IFB),
+        ebpf: c.has(f::EBPF),
+        tc_attach_mode: e.attach_mode.name().into(),
+        cgroup_v2_freeze: c.has(f::CGROUP_FREEZE),
+        ebpf_detail: if c.has(f::EBPF) { String::new() } else { c.why_not(f::EBPF) },
+        cgroup_v2_cpu: c.has(f::CGROUP_CPU),
+        systemd: c.has(f::SYSTEMD),
+        kernel_metrics: c.has(f::TRACEPOINTS),
+        kernel_metrics_detail: e.kernel_metrics_detail(),
+        probes: c.probes.clone(),
     }
 }

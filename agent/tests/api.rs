@@ -86,3 +86,33 @@ fn the_agent_serves_only_callers_with_a_certificate_from_its_ca() {
     let e = describe(Some(wrong_name), url).unwrap_err();
     assert!(e.contains("NotValidForName") || e.contains("certificate"), "{e}");
 }
+
+/// `faultline-agent --doctor` (what `faultline doctor` runs), `Describe` (what the controller
+/// checks faults against) and the kernel itself agree on what this host can do.
+#[test]
+fn the_doctor_agrees_with_describe_and_with_the_kernel() {
+    let lab = Lab::new(43);
+    let url = lab.url();
+    let probes = lab.in_a(|| rt().block_on(async { client(&url).await.unwrap().describe(pb::DescribeRequest {}).await.unwrap().into_inner() })).capabilities.unwrap().probes;
+    // Where the agent runs: `ip netns exec` also gives it a fresh /sys (so no cgroup2 mount).
+    let out = sh(&lab.a, &[env!("CARGO_BIN_EXE_faultline-agent"), "--doctor", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doctor: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--doctor --json prints JSON only");
+    let features: Vec<(String, bool)> = doctor["features"].as_array().unwrap().iter().map(|f| (f["feature"].as_str().unwrap().to_owned(), f["ok"].as_bool().unwrap())).collect();
+    let described: Vec<(String, bool)> = probes.iter().map(|p| (p.feature.clone(), p.ok)).collect();
+    assert_eq!(features, described);
+    // The kernel's own answer: can a netem qdisc be created (in a scratch namespace)?
+    use std::process::Command;
+    let ns = format!("fl-doctor-{}", std::process::id());
+    assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    let netem = Command::new("ip").args(["netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]).output().unwrap();
+    Command::new("ip").args(["netns", "del", &ns]).status().unwrap();
+    let probe = probes.iter().find(|p| p.feature == "netem").unwrap();
+    assert_eq!(probe.ok, netem.status.success(), "doctor says netem {}, tc says: {}", probe.ok, String::from_utf8_lossy(&netem.stderr));
+    if !probe.ok {
+        // The way out is named, not only the lack.
+        assert!(probe.remedy.contains("modprobe sch_netem") && probe.remedy.contains("faultline lab up --vm"), "{probe:?}");
+        let kind = doctor["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "netem").unwrap();
+        assert_eq!(kind["missing"], "netem", "{kind}");
+    }
+}

@@ -35,8 +35,15 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// The agent's host: kernel, interfaces, capabilities.
+    /// The agent's host: kernel, interfaces, and what it can do (the doctor's probes).
     Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What this host supports, per feature and per fault kind, with what to do where
+    /// something is missing: runs `faultline-agent --doctor` (the probes a running agent
+    /// reports). For a remote agent's view: `faultline --agent URL info`.
+    Doctor {
         #[arg(long)]
         json: bool,
     },
@@ -580,6 +587,23 @@ pub fn explain(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}{hint}", e.code(), e.message())
 }
 
+/// `faultline doctor`: the agent binary probes (it holds the eBPF programs whose loading is
+/// part of the answer); this one only finds it and passes its report on.
+fn doctor(json: bool) -> Result<()> {
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("faultline-agent"))).filter(|p| p.exists());
+    let agent = beside.unwrap_or_else(|| "faultline-agent".into());
+    let mut cmd = std::process::Command::new(&agent);
+    cmd.arg("--doctor");
+    if json {
+        cmd.arg("--json");
+    }
+    let status = cmd.status().with_context(|| format!("running {} --doctor (faultline doctor needs faultline-agent beside faultline or on PATH)", agent.display()))?;
+    if !status.success() {
+        bail!("{} --doctor failed: {status}", agent.display());
+    }
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     if let Cmd::Controller(c) = &cli.cmd {
         return crate::controller_cli::serve(c, cli.insecure, cli.tls_dir.as_deref()).await;
@@ -619,6 +643,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    if let Cmd::Doctor { json } = cli.cmd {
+        return doctor(json);
+    }
     if let Cmd::Completions { shell } = cli.cmd {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(shell, &mut cmd, "faultline", &mut std::io::stdout());
@@ -653,14 +680,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                     json!({"hostname": d.hostname, "kernel": d.kernel_release, "agent_version": d.agent_version, "interfaces": ifaces,
                         "capabilities": {"netem": c.netem, "netem_detail": c.netem_detail, "htb": c.htb, "tbf": c.tbf, "ifb": c.ifb, "ebpf": c.ebpf,
                         "ebpf_detail": c.ebpf_detail, "tc_attach_mode": c.tc_attach_mode, "cgroup_v2_freeze": c.cgroup_v2_freeze,
-                        "cgroup_v2_cpu": c.cgroup_v2_cpu, "systemd": c.systemd, "kernel_metrics": c.kernel_metrics, "kernel_metrics_detail": c.kernel_metrics_detail}})
+                        "cgroup_v2_cpu": c.cgroup_v2_cpu, "systemd": c.systemd, "kernel_metrics": c.kernel_metrics, "kernel_metrics_detail": c.kernel_metrics_detail},
+                        "doctor": faultline_proto::doctor::json(&d.hostname, &d.kernel_release, &c.probes)})
                 );
             } else {
-                println!("host {} kernel {} agent {}", d.hostname, d.kernel_release, d.agent_version);
-                println!("netem: {} ({})", c.netem, c.netem_detail);
-                println!("ebpf: {} attach={} {}", c.ebpf, c.tc_attach_mode, c.ebpf_detail);
-                println!("htb: {}  tbf: {}  ifb: {}  cgroup v2 freeze: {}  cgroup v2 cpu: {}  systemd: {}", c.htb, c.tbf, c.ifb, c.cgroup_v2_freeze, c.cgroup_v2_cpu, c.systemd);
-                println!("kernel metrics: {} {}", c.kernel_metrics, c.kernel_metrics_detail);
+                println!("agent {}", d.agent_version);
+                print!("{}", faultline_proto::doctor::render(&d.hostname, &d.kernel_release, &c.probes));
+                println!("\ninterfaces");
                 for i in d.interfaces {
                     println!("  {:>3} {:<16} {:<5} mtu {:<6} {}", i.index, i.name, if i.up { "up" } else { "down" }, i.mtu, i.addresses.join(" "));
                 }
@@ -694,7 +720,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Controller(_) | Cmd::Doctor { .. } | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
         Cmd::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {

@@ -165,7 +165,8 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                         json!({"name": a.name, "url": a.url, "labels": a.labels, "source": a.source, "healthy": a.healthy,
                             "last_heartbeat_unix_ms": a.last_heartbeat_unix_ms, "hostname": a.hostname, "kernel": a.kernel_release,
                             "addresses": a.addresses, "active_faults": a.active_faults, "error": a.error,
-                            "capabilities": {"netem": caps.netem, "ebpf": caps.ebpf, "cgroup_v2_freeze": caps.cgroup_v2_freeze, "kernel_metrics": caps.kernel_metrics}})
+                            "capabilities": {"netem": caps.netem, "ebpf": caps.ebpf, "cgroup_v2_freeze": caps.cgroup_v2_freeze, "kernel_metrics": caps.kernel_metrics},
+                            "kinds": faultline_proto::doctor::supported_kinds(&caps.probes)})
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
@@ -177,10 +178,13 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                     let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     labels.sort();
                     let hb = if a.last_heartbeat_unix_ms == 0 { "-".into() } else { format!("{:.1}s", (now - a.last_heartbeat_unix_ms) as f64 / 1000.0) };
-                    let caps: Vec<&str> = [(caps.netem, "netem"), (caps.ebpf, "ebpf"), (caps.cgroup_v2_freeze, "freeze"), (caps.kernel_metrics, "metrics")]
-                        .into_iter()
-                        .filter_map(|(on, n)| on.then_some(n))
-                        .collect();
+                    // Every kind the agent can apply (from the probes the controller checks
+                    // faults against), and whether its kernel metrics run.
+                    let mut kinds = faultline_proto::doctor::supported_kinds(&caps.probes);
+                    if caps.kernel_metrics {
+                        kinds.push("metrics");
+                    }
+                    let caps = kinds;
                     println!(
                         "{:<12} {:<8} {:<14} {:<24} {:>6} {:>7}  {:<22} {}{}",
                         a.name,
@@ -289,7 +293,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
         }
         Cmd::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
         Cmd::Info { .. } | Cmd::Metrics { .. } => bail!("`info` and `metrics` ask one agent: give --agent URL, not --controller"),
-        Cmd::Controller(_) | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Cmd::Controller(_) | Cmd::Doctor { .. } | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Completions { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
 }

@@ -121,12 +121,9 @@ fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<Vec<
         }
         // A partition cuts with the eBPF classifier on every agent it involves.
         let lacking = chosen.iter().find_map(|a| {
-            let caps = a.capabilities.clone().unwrap_or_default();
-            match spec {
-                Some(spec) => crate::server::missing_capability(spec, &caps),
-                None => (!caps.ebpf).then_some("ebpf"),
-            }
-            .map(|cap| (a, cap))
+            let probes = a.capabilities.as_ref().map(|c| c.probes.as_slice()).unwrap_or_default();
+            let partition = faultline_proto::agent::v1::FaultSpec { kind: Some(faultline_proto::agent::v1::fault_spec::Kind::Partition(faultline_proto::agent::v1::Partition {})), ..Default::default() };
+            faultline_proto::doctor::missing(spec.unwrap_or(&partition), probes).map(|cap| (a, cap))
         });
         if let Some((a, cap)) = lacking {
             let why = format!("agent {} (kernel {}) lacks {cap}", a.name, a.kernel_release);

@@ -488,8 +488,8 @@ impl Controller {
             }
             let caps = a.describe.as_ref().and_then(|d| d.capabilities.clone()).unwrap_or_default();
             let host = a.describe.as_ref().map_or("?", |d| d.hostname.as_str());
-            if let Some(cap) = missing_capability(spec, &caps) {
-                return Err(Status::failed_precondition(format!("agent {n} (host {host}) lacks {cap}; nothing was applied")));
+            if let Some(m) = faultline_proto::doctor::missing(spec, &caps.probes) {
+                return Err(Status::failed_precondition(format!("agent {n} (host {host}) lacks {m}; nothing was applied")));
             }
         }
         Ok(())
@@ -603,29 +603,6 @@ fn mentions(text: &str, id: &str) -> bool {
 }
 
 /// The capability an agent must report for `spec`, if it lacks it.
-pub fn missing_capability(spec: &apb::FaultSpec, caps: &apb::Capabilities) -> Option<&'static str> {
-    use apb::{fault_spec::Kind, process_target::Selector};
-    let selector = spec.target.as_ref().and_then(|t| t.selector.as_ref());
-    let ingress = matches!(apb::Direction::try_from(spec.direction), Ok(apb::Direction::Ingress | apb::Direction::Both));
-    let needs: &[(bool, &'static str)] = match &spec.kind {
-        Some(Kind::Netem(_)) => &[(caps.netem, "netem"), (!ingress || caps.ifb, "ifb")],
-        Some(Kind::Bandwidth(_)) => &[(caps.htb, "htb"), (!ingress || caps.ifb, "ifb")],
-        Some(Kind::Drop(_) | Kind::Partition(_)) => &[(caps.ebpf, "ebpf")],
-        Some(Kind::Freeze(f)) => {
-            let cgroup = match apb::FreezeMethod::try_from(f.method) {
-                Ok(apb::FreezeMethod::Cgroup) => true,
-                Ok(apb::FreezeMethod::Sigstop) => false,
-                _ => matches!(selector, Some(Selector::Cgroup(_) | Selector::SystemdUnit(_))),
-            };
-            &[(!cgroup || caps.cgroup_v2_freeze, "cgroup_v2_freeze")]
-        }
-        Some(Kind::CpuThrottle(_)) => &[(caps.cgroup_v2_cpu, "cgroup_v2_cpu")],
-        _ => &[],
-    };
-    let unit = (!matches!(selector, Some(Selector::SystemdUnit(_))) || caps.systemd, "systemd");
-    needs.iter().chain([&unit]).find(|(ok, _)| !ok).map(|(_, cap)| *cap)
-}
-
 /// Whether labels (looked up by `label`) carry every key=value of a parsed selector.
 pub fn selector_matches<'a>(selector: &[(String, String)], label: impl Fn(&str) -> Option<&'a String>) -> bool {
     selector.iter().all(|(k, v)| label(k) == Some(v))
@@ -967,31 +944,6 @@ mod tests {
         assert!(mentions("eth0 is already shaped by fault f-1 (bandwidth)", "f-1"));
         assert!(!mentions("eth0 is already shaped by fault f-12", "f-1"));
         assert!(mentions("f-1", "f-1"));
-    }
-
-    #[test]
-    fn each_kind_needs_its_capability() {
-        use apb::{fault_spec::Kind, process_target::Selector};
-        let spec = |kind: Kind, selector: Option<Selector>, direction: apb::Direction| apb::FaultSpec {
-            kind: Some(kind),
-            target: selector.map(|s| apb::ProcessTarget { selector: Some(s), ..Default::default() }),
-            direction: direction as i32,
-            ..Default::default()
-        };
-        let none = apb::Capabilities::default();
-        let netem = Kind::Netem(apb::Netem::default());
-        assert_eq!(missing_capability(&spec(netem.clone(), None, apb::Direction::Egress), &none), Some("netem"));
-        let only_netem = apb::Capabilities { netem: true, ..Default::default() };
-        assert_eq!(missing_capability(&spec(netem.clone(), None, apb::Direction::Egress), &only_netem), None);
-        assert_eq!(missing_capability(&spec(netem, None, apb::Direction::Both), &only_netem), Some("ifb"));
-        let freeze = |method: apb::FreezeMethod| Kind::Freeze(apb::Freeze { method: method as i32 });
-        // SIGSTOP needs no cgroup freezer; a cgroup or unit target does.
-        assert_eq!(missing_capability(&spec(freeze(apb::FreezeMethod::Auto), Some(Selector::Pid(7)), apb::Direction::Egress), &none), None);
-        assert_eq!(missing_capability(&spec(freeze(apb::FreezeMethod::Auto), Some(Selector::Cgroup("/a".into())), apb::Direction::Egress), &none), Some("cgroup_v2_freeze"));
-        let freezer = apb::Capabilities { cgroup_v2_freeze: true, ..Default::default() };
-        assert_eq!(missing_capability(&spec(freeze(apb::FreezeMethod::Auto), Some(Selector::SystemdUnit("x.service".into())), apb::Direction::Egress), &freezer), Some("systemd"));
-        assert_eq!(missing_capability(&spec(Kind::CpuThrottle(apb::CpuThrottle::default()), Some(Selector::Cgroup("/a".into())), apb::Direction::Egress), &freezer), Some("cgroup_v2_cpu"));
-        assert_eq!(missing_capability(&spec(Kind::Kill(apb::Kill::default()), Some(Selector::Pid(7)), apb::Direction::Egress), &none), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! faultline's wire types, and the transport every side uses to carry them. Domain
 //! types live with the components; these only travel.
 
+pub mod doctor;
 pub mod service;
 pub mod transport;
 

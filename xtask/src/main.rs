@@ -1,7 +1,9 @@
-//! Developer tasks: `cargo xtask setup | test | demo | codegen | vm-test | bench`.
+//! Developer tasks: `cargo xtask setup | test | demo | codegen | vm-test | bench | fresh-check`.
 
 mod codegen;
+mod fresh_check;
 mod setup;
+mod tools;
 mod vm;
 mod vm_lab;
 mod vm_systemd;
@@ -53,6 +55,17 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// README's commands as on a fresh machine: `.ci/run` in a clean clone of HEAD (no
+    /// target/); --purge first removes what setup installs that the fresh image lacks.
+    FreshCheck {
+        /// apt-get purge the packages setup installs (those the fresh image lacks) and remove
+        /// bpf-linker first, so setup must install everything again. Changes this machine.
+        #[arg(long)]
+        purge: bool,
+        /// The fresh image's package list (`apt<TAB>package<TAB>version` lines).
+        #[arg(long, default_value = fresh_check::FRESH_LIST)]
+        fresh_list: std::path::PathBuf,
+    },
     /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
     Codegen {
         #[arg(long)]
@@ -91,6 +104,7 @@ fn main() -> Result<()> {
             vm_systemd::run()
         }
         Task::Codegen { check } => codegen::run(check),
+        Task::FreshCheck { purge, fresh_list } => fresh_check::run(purge, &fresh_list),
         Task::Test => {
             setup::run()?;
             codegen::run(true)?;

@@ -7,22 +7,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::codegen::workspace_root;
-
-/// Debian packages the builds, tests and labs use.
-const APT: &[&str] = &[
-    "iproute2", "iputils-ping", "bpftool", "iptables", "iperf3", "protobuf-compiler", "qemu-system-x86", "busybox-static", "cpio", "strace", "xz-utils",
-    // promtool checks the agent's /metrics output.
-    "prometheus",
-    // Systems under test and the load tool faultline is compared with.
-    "nginx", "wrk", "redis-server",
-    // Fonts for the PNG plots of `faultline report`.
-    "fonts-dejavu-core",
-    // `systemd-analyze verify` for the units; debootstrap builds the rootfs the units boot in.
-    "systemd", "debootstrap", "e2fsprogs", "kmod", "openssl",
-    // `vagrant validate` for vagrant/Vagrantfile (no boxes are fetched).
-    "vagrant",
-];
+use crate::{codegen::workspace_root, tools};
 
 /// Keeps apt from starting the services it installs (nginx, prometheus): tests run their
 /// own instances with their own configs. Removed afterwards unless it was already there.
@@ -77,14 +62,51 @@ fn python_client_env() -> Result<()> {
     run_cmd(Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(PY_PACKAGES))
 }
 
-pub fn run() -> Result<()> {
-    let missing: Vec<&str> = APT.iter().copied().filter(|p| !ok(Command::new("dpkg").args(["-s", p]))).collect();
-    if !missing.is_empty() {
-        println!("setup: apt-get install {}", missing.join(" "));
-        run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-        let _guard = NoServiceStart::new()?;
-        run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+/// The codename of this Debian release (bookworm), to ask apt for the release's own build.
+fn codename() -> Option<String> {
+    let os = std::fs::read_to_string("/etc/os-release").ok()?;
+    os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|c| c.trim_matches('"').to_owned()).filter(|c| !c.is_empty())
+}
+
+fn apt_install(packages: &[String]) -> Result<()> {
+    let _guard = NoServiceStart::new()?;
+    run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Installs the packages of every program in `tools::TOOLS` that is missing, then checks
+/// each is really there. A plain install can remove a program that was present: a newer
+/// qemu-utils from backports conflicts with the release's qemu-system-x86, and apt resolves
+/// that by removing qemu-utils. So a program missing after the first install is installed
+/// again pinned to the release (`qemu-utils/bookworm`), and setup fails loudly, naming
+/// program and package, if anything is still missing.
+fn apt_packages() -> Result<()> {
+    let extra = || -> Vec<String> { tools::APT_EXTRA.iter().filter(|(p, _)| !ok(Command::new("dpkg").args(["-s", p]))).map(|(p, _)| (*p).to_owned()).collect() };
+    let mut wanted: Vec<String> = tools::missing_apt().into_iter().map(|(_, pkg)| pkg.to_owned()).chain(extra()).collect();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Ok(());
     }
+    println!("setup: apt-get install {}", wanted.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    apt_install(&wanted)?;
+    let mut again: Vec<String> = tools::missing_apt().into_iter().map(|(_, pkg)| pkg.to_owned()).collect();
+    again.dedup();
+    if !again.is_empty() {
+        let release = codename().context("no VERSION_CODENAME in /etc/os-release")?;
+        let pinned: Vec<String> = again.iter().map(|p| format!("{p}/{release}")).collect();
+        println!("setup: still missing after install, installing the release's build: {}", pinned.join(" "));
+        apt_install(&pinned)?;
+    }
+    let missing: Vec<String> = tools::missing_apt().into_iter().map(|(t, pkg)| format!("{} (apt: {pkg}; for {})", t.program, t.why)).chain(extra()).collect();
+    if !missing.is_empty() {
+        bail!("setup: still missing after apt-get install: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    apt_packages()?;
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         println!("setup: installing the nightly toolchain");
         run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;

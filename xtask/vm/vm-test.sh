@@ -70,6 +70,8 @@ near() { check "$1" "(($2) - ($3)) * (($2) - ($3)) <= ($4) * ($4)" "$2 vs $3 +- 
 
 start_agent || exit 0
 $FL info | sed 's/^/vm-test: info /' | head -4
+# `faultline doctor` (which runs faultline-agent --doctor) on a Debian kernel: netem is there.
+if faultline doctor | grep -q '^  ok   netem '; then ok "doctor: netem present"; else bad "doctor: netem present: $(faultline doctor 2>&1 | grep netem | head -2)"; fi
 BEFORE=$(tcstate)
 
 pingrun 100 0.01 10.0.0.2

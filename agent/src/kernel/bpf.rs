@@ -53,13 +53,6 @@ impl AttachMode {
     }
 }
 
-/// Whether `bpf_redirect()` into an IFB device works: before Linux 6.4 the kernel did
-/// not mark such packets as redirected and ifb dropped every one of them
-/// (commit "bpf: Set skb redirect and from_ingress info in __bpf_tx_skb").
-pub fn redirect_to_ifb_works() -> bool {
-    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 4, 0))
-}
-
 pub struct Classifier {
     ebpf: Ebpf,
     rules: Array<MapData, Rule>,

@@ -34,7 +34,7 @@ pub struct Interface {
     pub addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Capabilities {
     /// sch_netem is built in, loaded or loadable.
     #[prost(bool, tag = "1")]
@@ -71,6 +71,27 @@ pub struct Capabilities {
     /// Why not, when they do not.
     #[prost(string, tag = "13")]
     pub kernel_metrics_detail: ::prost::alloc::string::String,
+    /// Every probe the agent ran, by feature name (faultline_proto::doctor::feature): the
+    /// booleans above are read from the same probes; `faultline doctor` shows them and the
+    /// controller refuses a fault whose needed features are not ok.
+    #[prost(message, repeated, tag = "14")]
+    pub probes: ::prost::alloc::vec::Vec<Probe>,
+}
+/// One thing the host can or cannot do, and what to do about it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Probe {
+    /// "sch_netem", "ebpf", "cap_net_admin", ... (faultline_proto::doctor::feature).
+    #[prost(string, tag = "1")]
+    pub feature: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub ok: bool,
+    /// How it was found ("built in (CONFIG_NET_SCH_NETEM=y)"), or why it is missing.
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
+    /// When missing: what a user can do ("load the module: modprobe sch_netem; or ...").
+    #[prost(string, tag = "4")]
+    pub remedy: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
