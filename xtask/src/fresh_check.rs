@@ -51,10 +51,11 @@ pub fn run(purge: bool, fresh_list: &Path) -> Result<()> {
     if purge {
         let fresh = fresh_packages(fresh_list)?;
         let installed: Vec<&str> = purgeable(&fresh).into_iter().filter(|p| Command::new("dpkg").args(["-s", p]).output().is_ok_and(|o| o.status.success())).collect();
+        // Their dependencies stay (no autoremove): an orphan the fresh image had as automatic
+        // must not vanish, and a dependency kept cannot stand in for a listed program.
         if !installed.is_empty() {
             println!("fresh-check: apt-get purge {}", installed.join(" "));
             run_cmd(Command::new("apt-get").args(["purge", "-y", "-q"]).args(&installed).env("DEBIAN_FRONTEND", "noninteractive"))?;
-            run_cmd(Command::new("apt-get").args(["autoremove", "--purge", "-y", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
         }
         let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
         let linker = Path::new(&home).join(".cargo/bin/bpf-linker");
