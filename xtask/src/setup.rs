@@ -73,29 +73,57 @@ fn apt_install(packages: &[String]) -> Result<()> {
     run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Listed packages installed at a version none of apt's sources offers: a build from
+/// elsewhere (the machine image's qemu-utils from backports), which may conflict with the
+/// release's packages that setup installs.
+fn foreign_listed() -> Vec<String> {
+    let mut out: Vec<String> = tools::TOOLS
+        .iter()
+        .filter_map(|t| match t.source {
+            tools::Source::Apt(p) => Some(p),
+            _ => None,
+        })
+        .filter(|p| {
+            let installed = Command::new("dpkg-query").args(["-W", "-f=${Version}", p]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+            let offered = Command::new("apt-cache").args(["madison", p]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            !installed.is_empty() && !offered.lines().any(|l| l.split('|').nth(1).is_some_and(|v| v.trim() == installed))
+        })
+        .map(str::to_owned)
+        .collect();
+    out.dedup();
+    out
+}
+
 /// Installs the packages of every program in `tools::TOOLS` that is missing, then checks
-/// each is really there. A plain install can remove a program that was present: a newer
-/// qemu-utils from backports conflicts with the release's qemu-system-x86, and apt resolves
-/// that by removing qemu-utils. So a program missing after the first install is installed
-/// again pinned to the release (`qemu-utils/bookworm`), and setup fails loudly, naming
-/// program and package, if anything is still missing.
+/// each is really there. A machine image may carry a newer build of a listed package that
+/// conflicts with the release's others: this one's qemu-utils from backports breaks
+/// Debian's qemu-system-x86, and apt then either removes qemu-utils (the program is gone
+/// after a "successful" install) or gives up. Either way the second attempt installs the
+/// still-missing packages and those foreign builds pinned to the release
+/// (`qemu-utils/bookworm`); setup fails loudly, naming program and package, if anything is
+/// still missing after that.
 fn apt_packages() -> Result<()> {
     let extra = || -> Vec<String> { tools::APT_EXTRA.iter().filter(|(p, _)| !ok(Command::new("dpkg").args(["-s", p]))).map(|(p, _)| (*p).to_owned()).collect() };
-    let mut wanted: Vec<String> = tools::missing_apt().into_iter().map(|(_, pkg)| pkg.to_owned()).chain(extra()).collect();
-    wanted.sort();
-    wanted.dedup();
-    if wanted.is_empty() {
+    let wanted = || -> Vec<String> {
+        let mut w: Vec<String> = tools::missing_apt().into_iter().map(|(_, pkg)| pkg.to_owned()).chain(extra()).collect();
+        w.sort();
+        w.dedup();
+        w
+    };
+    let first = wanted();
+    if first.is_empty() {
         return Ok(());
     }
-    println!("setup: apt-get install {}", wanted.join(" "));
+    println!("setup: apt-get install {}", first.join(" "));
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-    apt_install(&wanted)?;
-    let mut again: Vec<String> = tools::missing_apt().into_iter().map(|(_, pkg)| pkg.to_owned()).collect();
-    again.dedup();
-    if !again.is_empty() {
+    let installed = apt_install(&first);
+    let again = wanted();
+    if installed.is_err() || !again.is_empty() {
         let release = codename().context("no VERSION_CODENAME in /etc/os-release")?;
-        let pinned: Vec<String> = again.iter().map(|p| format!("{p}/{release}")).collect();
-        println!("setup: still missing after install, installing the release's build: {}", pinned.join(" "));
+        let mut pinned: Vec<String> = again.iter().chain(&foreign_listed()).map(|p| format!("{p}/{release}")).collect();
+        pinned.dedup();
+        let why = installed.err().map_or_else(|| "still missing after install".to_owned(), |e| format!("{e:#}"));
+        println!("setup: {why}; installing the release's builds: {}", pinned.join(" "));
         apt_install(&pinned)?;
     }
     let missing: Vec<String> = tools::missing_apt().into_iter().map(|(t, pkg)| format!("{} (apt: {pkg}; for {})", t.program, t.why)).chain(extra()).collect();

@@ -74,6 +74,7 @@ pub const TOOLS: &[Tool] = &[
     essential("kill", "procps", "tests signal processes"),
     apt("git", "git", "fresh-check clones HEAD"),
     essential("dpkg", "dpkg", "setup checks packages"),
+    essential("dpkg-query", "dpkg", "setup finds builds no apt source offers"),
     essential("dpkg-deb", "dpkg", "setup unpacks the VM kernels"),
     essential("apt-get", "apt", "setup installs packages and downloads the VM kernels"),
     essential("apt-cache", "apt", "setup finds the VM kernels' package names"),
