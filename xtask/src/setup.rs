@@ -68,9 +68,14 @@ fn codename() -> Option<String> {
     os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|c| c.trim_matches('"').to_owned()).filter(|c| !c.is_empty())
 }
 
-fn apt_install(packages: &[String]) -> Result<()> {
+fn apt_install(packages: &[String], allow_downgrades: bool) -> Result<()> {
     let _guard = NoServiceStart::new()?;
-    run_cmd(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["install", "-y", "-q", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive");
+    if allow_downgrades {
+        cmd.arg("--allow-downgrades");
+    }
+    run_cmd(&mut cmd)
 }
 
 /// Listed packages installed at a version none of apt's sources offers: a build from
@@ -98,10 +103,11 @@ fn foreign_listed() -> Vec<String> {
 /// each is really there. A machine image may carry a newer build of a listed package that
 /// conflicts with the release's others: this one's qemu-utils from backports breaks
 /// Debian's qemu-system-x86, and apt then either removes qemu-utils (the program is gone
-/// after a "successful" install) or gives up. Either way the second attempt installs the
-/// still-missing packages and those foreign builds pinned to the release
-/// (`qemu-utils/bookworm`); setup fails loudly, naming program and package, if anything is
-/// still missing after that.
+/// after a "successful" install) or gives up. So: what is still missing after the first
+/// attempt is installed again, and if apt gave up, together with the one foreign build
+/// whose release version makes apt's plan work without removing anything (tried by simulation; `qemu-utils/bookworm`,
+/// a downgrade). Setup fails loudly, naming program and package, if anything is still
+/// missing after that.
 fn apt_packages() -> Result<()> {
     let extra = || -> Vec<String> { tools::APT_EXTRA.iter().filter(|(p, _)| !ok(Command::new("dpkg").args(["-s", p]))).map(|(p, _)| (*p).to_owned()).collect() };
     let wanted = || -> Vec<String> {
@@ -116,15 +122,29 @@ fn apt_packages() -> Result<()> {
     }
     println!("setup: apt-get install {}", first.join(" "));
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-    let installed = apt_install(&first);
-    let again = wanted();
-    if installed.is_err() || !again.is_empty() {
+    let attempt = apt_install(&first, false);
+    let mut again = wanted();
+    if let Err(e) = attempt {
         let release = codename().context("no VERSION_CODENAME in /etc/os-release")?;
-        let mut pinned: Vec<String> = again.iter().chain(&foreign_listed()).map(|p| format!("{p}/{release}")).collect();
-        pinned.dedup();
-        let why = installed.err().map_or_else(|| "still missing after install".to_owned(), |e| format!("{e:#}"));
-        println!("setup: {why}; installing the release's builds: {}", pinned.join(" "));
-        apt_install(&pinned)?;
+        let foreign = foreign_listed();
+        let fix = foreign.iter().map(|f| format!("{f}/{release}")).find(|pin| {
+            let plan: Vec<&str> = again.iter().map(String::as_str).chain([pin.as_str()]).collect();
+            // A plan that works by removing something is no fix.
+            Command::new("apt-get")
+                .args(["install", "-s", "-q", "--no-install-recommends", "--allow-downgrades"])
+                .args(&plan)
+                .output()
+                .is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("Remv ")))
+        });
+        let Some(fix) = fix else {
+            bail!("{e:#}; no release build of the foreign packages ({}) resolves it", foreign.join(", "));
+        };
+        println!("setup: apt gave up; {fix} (a build from elsewhere is installed) resolves it");
+        again.push(fix);
+    }
+    if !again.is_empty() {
+        println!("setup: apt-get install {}", again.join(" "));
+        apt_install(&again, true)?;
     }
     let missing: Vec<String> = tools::missing_apt().into_iter().map(|(t, pkg)| format!("{} (apt: {pkg}; for {})", t.program, t.why)).chain(extra()).collect();
     if !missing.is_empty() {
