@@ -7,7 +7,10 @@
 #   install.sh --role controller --bin DIR --tls DIR [--listen 0.0.0.0:7080]
 #
 # --bin: where faultline-agent and faultline are (target/release). --tls: a directory made
-# by `faultline certs init` (ca.pem and the role's pair are copied; never ca-key.pem).
+# by `faultline certs init` (ca.pem and the role's pair are copied; never ca-key.pem). An
+# agent with --name NAME gets agent-NAME.pem when the directory has it (`faultline certs
+# issue agent NAME --dir DIR`): a controller lets an agent register only under the name
+# its certificate carries.
 # --root DIR installs into DIR instead of / (packaging, tests) and starts nothing.
 # Existing configuration files are kept unless --force. Safe to run again.
 set -eu
@@ -51,8 +54,14 @@ chmod 0755 "$root/etc/faultline"
 chmod 0700 "$root/etc/faultline/tls"
 install -m 0644 "$tls/ca.pem" "$root/etc/faultline/tls/ca.pem"
 for who in "$role" cli; do
-    install -m 0644 "$tls/$who.pem" "$root/etc/faultline/tls/$who.pem"
-    install -m 0600 "$tls/$who-key.pem" "$root/etc/faultline/tls/$who-key.pem"
+    from=$who
+    if [ "$who" = agent ] && [ -n "$name" ] && [ -f "$tls/agent-$name.pem" ]; then
+        from=agent-$name
+    elif [ "$who" = agent ] && [ -n "$controller" ]; then
+        echo "install.sh: warning: $tls/agent-$name.pem missing; agent.pem names no agent, so the controller will refuse to register it (faultline certs issue agent ${name:-NAME} --dir $tls)" >&2
+    fi
+    install -m 0644 "$tls/$from.pem" "$root/etc/faultline/tls/$who.pem"
+    install -m 0600 "$tls/$from-key.pem" "$root/etc/faultline/tls/$who-key.pem"
 done
 
 write() { # write FILE CONTENT: keeps an existing file unless --force

@@ -20,7 +20,7 @@ use crate::{
         caps::{self, Capabilities},
         cgroup::Cgroup,
         link,
-        procfs::{self, ProcId, Stat},
+        procfs::Stat,
         trace::{self, Snapshot, Tracer},
         tc::{self, Qdisc, TC_H_CLSACT, TC_H_ROOT},
         tc_encode,
@@ -29,6 +29,7 @@ use crate::{
 };
 
 mod procs;
+mod undo;
 
 /// Major handle of the htb root the agent installs; `fa17:1` is the shaped class.
 pub const ROOT_HANDLE: u32 = 0xFA17_0000;
@@ -55,6 +56,9 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     Kernel(String),
+    /// A bounded table (fault slots, peers) is full.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl From<crate::journal::JournalError> for EngineError {
@@ -66,7 +70,7 @@ impl From<crate::journal::JournalError> for EngineError {
 impl From<bpf::BpfError> for EngineError {
     fn from(e: bpf::BpfError) -> Self {
         match e {
-            bpf::BpfError::NoSlot => Self::Precondition(e.to_string()),
+            bpf::BpfError::NoSlot | bpf::BpfError::PeersFull => Self::Exhausted(e.to_string()),
             other => Self::Kernel(other.to_string()),
         }
     }
@@ -80,12 +84,28 @@ pub struct Active {
     pub lease: Duration,
     pub objects: Vec<KernelObject>,
     pub applied: Applied,
+    /// Set once a revert was tried and could not undo everything: what failed, and when
+    /// to try again. The fault stays listed (with the error) until its objects are gone.
+    pub revert_failed: Option<RevertFailed>,
+}
+
+pub struct RevertFailed {
+    pub error: String,
+    pub attempts: u32,
+    pub next_try: Instant,
+}
+
+/// The wait before retry `attempts + 1` of a failed revert: 100 ms doubling to 10 s.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempts.min(7))).min(Duration::from_secs(10))
 }
 
 /// What a fault acts through: the network classifier slot, or processes.
 pub enum Applied {
     /// `rtt_before`: TCP's RTT samples to the fault's peers up to the moment it began.
-    Net { spec: FaultSpec, slot: u32, rtt_before: Option<Hist> },
+    /// `slot_free`: the classifier slot was emptied and given back (another fault may hold
+    /// it now, so a retried revert must not touch it again).
+    Net { spec: FaultSpec, slot: u32, rtt_before: Option<Hist>, slot_free: bool },
     Process { spec: ProcessFault, processes: Vec<Stat>, cgroup: Option<Cgroup>, notes: Vec<String> },
 }
 
@@ -100,6 +120,8 @@ impl Active {
 
 struct State {
     journal: Journal,
+    /// Journal entries a previous agent left that could not be undone yet (retried).
+    leftover: Vec<Entry>,
     bpf: Option<Classifier>,
     tracer: Option<Tracer>,
     faults: BTreeMap<String, Active>,
@@ -140,24 +162,36 @@ pub fn load_programs(kernel_metrics: bool) -> (Option<Classifier>, Option<Tracer
 impl Engine {
     /// Undoes what the journal in `state_dir` records and returns how many kernel objects
     /// that was: the service manager's cleanup after an agent that died without reverting.
+    /// Anything that could not be undone is an error (and stays in the journal).
     pub async fn cleanup(state_dir: &std::path::Path, nl: Handle) -> Result<usize, EngineError> {
+        crate::kernel::fds::refill();
         let (mut journal, leftover) = Journal::open(state_dir)?;
-        recover(&nl, &mut journal, &leftover).await;
+        let failed = undo::recover(&nl, &mut journal, &leftover).await;
+        if !failed.is_empty() {
+            return Err(EngineError::Kernel(format!(
+                "could not undo {} of {} journaled objects; they stay in the journal: {}",
+                failed.len(),
+                leftover.len(),
+                failed.iter().map(|(e, why)| format!("{} ({why})", describe(&e.object))).collect::<Vec<_>>().join("; ")
+            )));
+        }
         Ok(leftover.len())
     }
 
     /// Opens the journal, undoes whatever a previous agent left, loads the classifier.
     pub async fn start(state_dir: &std::path::Path, nl: Handle, kernel_metrics: bool) -> Result<Self, EngineError> {
+        crate::kernel::fds::refill();
         let (mut journal, leftover) = Journal::open(state_dir)?;
+        let mut left = Vec::new();
         if !leftover.is_empty() {
             info!(objects = leftover.len(), "reverting what a previous agent left");
-            recover(&nl, &mut journal, &leftover).await;
+            left = undo::recover(&nl, &mut journal, &leftover).await.into_iter().map(|(e, _)| e).collect();
         }
         let (bpf, tracer, caps) = load_programs(kernel_metrics);
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
         let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
         Ok(Self {
-            state: Mutex::new(State { journal, bpf, tracer, faults: BTreeMap::new(), next_id }),
+            state: Mutex::new(State { journal, leftover: left, bpf, tracer, faults: BTreeMap::new(), next_id }),
             nl,
             caps,
             attach_mode,
@@ -188,7 +222,7 @@ impl Engine {
         let spec = FaultSpec::try_from(&request)?;
         let Some(ifindex) = link::ifindex(&spec.interface) else {
             let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
-            return Err(InvalidField { field: "interface".into(), reason: format!("no interface {:?} on this host (it has: {})", spec.interface, names.join(", ")) }.into());
+            return Err(InvalidField { field: "interface".into(), reason: format!("no interface {} on this host (it has: {})", faultline_proto::quote(&spec.interface), names.join(", ")) }.into());
         };
         if !self.ebpf_available() {
             return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.caps.why_not(feature::EBPF))));
@@ -238,7 +272,8 @@ impl Engine {
             expires: Instant::now() + spec.lease,
             lease: spec.lease,
             objects: Vec::new(),
-            applied: Applied::Net { spec: spec.clone(), slot, rtt_before: rtt_to(&st, &spec) },
+            applied: Applied::Net { spec: spec.clone(), slot, rtt_before: rtt_to(&st, &spec), slot_free: false },
+            revert_failed: None,
         };
         match self.build(&mut st, &mut active, &spec, slot, ifindex).await {
             Ok(()) => {
@@ -251,7 +286,7 @@ impl Engine {
             }
             Err(e) => {
                 warn!(id, "apply failed, rolling back: {e}");
-                self.teardown(&mut st, &active).await;
+                self.roll_back(&mut st, active).await;
                 Err(e)
             }
         }
@@ -362,19 +397,44 @@ impl Engine {
     }
 
     /// Undoes one fault: the rule first (traffic stops being touched at once), then
-    /// its kernel objects newest first, then classifier attachments nobody needs.
-    async fn teardown(&self, st: &mut State, f: &Active) {
-        if let (Applied::Net { spec, slot, .. }, Some(b)) = (&f.applied, st.bpf.as_mut()) {
-            if let Err(e) = b.remove(*slot, &spec.matcher.peers) {
-                warn!(id = f.id, "clearing eBPF slot: {e}");
+    /// its kernel objects newest first, then classifier attachments nobody needs. What
+    /// could not be undone stays in `f.objects` and in the journal; the errors are returned.
+    async fn teardown(&self, st: &mut State, f: &mut Active) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let (Applied::Net { spec, slot, slot_free, .. }, Some(b)) = (&mut f.applied, st.bpf.as_mut()) {
+            if !*slot_free {
+                match b.remove(*slot, &spec.matcher.peers) {
+                    Ok(()) => *slot_free = true,
+                    Err(e) => errors.push(format!("clearing eBPF slot {slot}: {e}")),
+                }
             }
         }
+        let mut kept = Vec::new();
         for obj in f.objects.iter().rev() {
-            undo(&self.nl, obj).await;
-            if let Err(e) = st.journal.forget(obj) {
-                warn!("{e}");
+            match undo::undo(&self.nl, obj).await {
+                Ok(()) => {
+                    if let Err(e) = st.journal.forget(obj) {
+                        // The object is gone; its entry stays until a write succeeds (a
+                        // later undo of a gone object is a no-op).
+                        errors.push(e.to_string());
+                        kept.push(obj.clone());
+                    }
+                }
+                Err(e) => {
+                    errors.push(format!("{}: {e}", describe(obj)));
+                    kept.push(obj.clone());
+                }
             }
         }
+        kept.reverse();
+        f.objects = kept;
+        self.release_attachments(st, f).await;
+        errors
+    }
+
+    /// Detaches the classifier from sides of the fault's interface no other fault uses,
+    /// and removes a clsact the agent added once neither side is attached.
+    async fn release_attachments(&self, st: &mut State, f: &Active) {
         let Some(spec) = f.net() else { return };
         for ingress in [false, true] {
             let used = st.faults.values().filter(|o| o.id != f.id).filter_map(Active::net).any(|o| {
@@ -399,27 +459,48 @@ impl Engine {
                 let _ = st.journal.forget(&o);
             }
         }
-        // A clsact the agent added goes once neither side of the interface is attached.
         if let Some(b) = st.bpf.as_ref() {
             if b.mode == AttachMode::Netlink && !b.is_attached(&spec.interface, true) && !b.is_attached(&spec.interface, false) {
                 let ours = shared_objects(&st.journal, |o| matches!(o, KernelObject::Qdisc { ifname, kind, .. } if *ifname == spec.interface && kind == "clsact"));
                 for o in ours {
-                    undo(&self.nl, &o).await;
-                    let _ = st.journal.forget(&o);
+                    if undo::undo(&self.nl, &o).await.is_ok() {
+                        let _ = st.journal.forget(&o);
+                    }
                 }
             }
         }
     }
 
+    /// Undoes a fault whose apply failed. Whatever cannot be undone now is kept as a
+    /// fault whose revert failed, so it is listed and retried like any other.
+    async fn roll_back(&self, st: &mut State, mut f: Active) {
+        let errors = self.teardown(st, &mut f).await;
+        if !errors.is_empty() {
+            warn!(id = f.id, "rollback incomplete, retrying: {}", errors.join("; "));
+            f.revert_failed = Some(RevertFailed { error: errors.join("; "), attempts: 1, next_try: Instant::now() + backoff(1) });
+            st.faults.insert(f.id.clone(), f);
+        }
+    }
+
+    /// Reverts one fault. A revert that cannot undo everything keeps the fault, with
+    /// what failed, and retries with backoff: nothing is forgotten that is still there.
     pub async fn revert(&self, id: &str) -> Result<(), EngineError> {
         let mut st = self.state.lock().await;
-        let Some(f) = st.faults.remove(id) else {
+        let Some(mut f) = st.faults.remove(id) else {
             let known: Vec<&String> = st.faults.keys().collect();
-            return Err(EngineError::NotFound(format!("no active fault {id:?} (active: {known:?})")));
+            return Err(EngineError::NotFound(format!("no active fault {} (active: {known:?})", faultline_proto::quote(id))));
         };
-        self.teardown(&mut st, &f).await;
-        info!(id, "reverted");
-        Ok(())
+        let errors = self.teardown(&mut st, &mut f).await;
+        if errors.is_empty() {
+            info!(id, "reverted");
+            return Ok(());
+        }
+        let attempts = f.revert_failed.as_ref().map_or(0, |r| r.attempts) + 1;
+        let error = errors.join("; ");
+        warn!(id, attempts, "revert incomplete, will retry: {error}");
+        f.revert_failed = Some(RevertFailed { error: error.clone(), attempts, next_try: Instant::now() + backoff(attempts) });
+        st.faults.insert(id.to_owned(), f);
+        Err(EngineError::Kernel(format!("revert of {id} incomplete: {error}; the journal keeps what is left and the agent retries")))
     }
 
     pub async fn revert_all(&self) -> Vec<String> {
@@ -436,19 +517,45 @@ impl Engine {
         done
     }
 
-    /// Reverts every fault whose lease has run out, and detaches classifiers idle for
-    /// `IDLE_DETACH`; returns the reverted ids.
+    /// Reverts every fault whose lease has run out, retries failed reverts that are due,
+    /// and detaches classifiers idle for `IDLE_DETACH`; returns the reverted ids.
     pub async fn expire(&self) -> Vec<String> {
-        if let Some(b) = self.state.lock().await.bpf.as_mut() {
-            b.sweep(IDLE_DETACH);
-        }
         let now = Instant::now();
-        let ids: Vec<String> = self.state.lock().await.faults.values().filter(|f| f.expires <= now).map(|f| f.id.clone()).collect();
-        for id in &ids {
+        let (due, retry) = {
+            let mut st = self.state.lock().await;
+            if let Some(b) = st.bpf.as_mut() {
+                b.sweep(IDLE_DETACH);
+            }
+            let due: Vec<String> = st.faults.values().filter(|f| f.revert_failed.is_none() && f.expires <= now).map(|f| f.id.clone()).collect();
+            let retry: Vec<String> = st.faults.values().filter(|f| f.revert_failed.as_ref().is_some_and(|r| r.next_try <= now)).map(|f| f.id.clone()).collect();
+            (due, retry)
+        };
+        let mut reverted = Vec::new();
+        for id in &due {
             info!(id, "lease expired");
-            let _ = self.revert(id).await;
+            if self.revert(id).await.is_ok() {
+                reverted.push(id.clone());
+            }
         }
-        ids
+        for id in &retry {
+            if self.revert(id).await.is_ok() {
+                info!(id, "reverted on retry");
+                reverted.push(id.clone());
+            }
+        }
+        self.retry_leftover().await;
+        reverted
+    }
+
+    /// Tries again what a previous agent left and could not be undone at start.
+    async fn retry_leftover(&self) {
+        let mut st = self.state.lock().await;
+        if st.leftover.is_empty() {
+            return;
+        }
+        let leftover = std::mem::take(&mut st.leftover);
+        let failed = undo::recover(&self.nl, &mut st.journal, &leftover).await;
+        st.leftover = failed.into_iter().map(|(e, _)| e).collect();
     }
 
     pub async fn renew(&self, ids: &[String], lease: Option<Duration>) -> Result<Vec<pb::FaultStatus>, EngineError> {
@@ -460,7 +567,7 @@ impl Engine {
         }
         for id in ids {
             if !st.faults.contains_key(id) {
-                return Err(EngineError::NotFound(format!("no active fault {id:?}")));
+                return Err(EngineError::NotFound(format!("no active fault {}", faultline_proto::quote(id))));
             }
         }
         let now = Instant::now();
@@ -480,7 +587,7 @@ impl Engine {
 
     pub async fn list(&self) -> Vec<pb::FaultStatus> {
         let st = self.state.lock().await;
-        st.faults.values().map(|f| status(&st, f)).collect()
+        st.faults.values().map(|f| status(&st, f)).chain(leftover_status(&st)).collect()
     }
 
     /// The kernel metrics (when running) and every active fault, read together.
@@ -567,7 +674,20 @@ fn status(st: &State, f: &Active) -> pb::FaultStatus {
             _ => String::new(),
         },
         observed: observed(st, f, c.as_ref()),
+        revert_error: f.revert_failed.as_ref().map(|r| format!("{} (attempt {}, retrying)", r.error, r.attempts)).unwrap_or_default(),
     }
+}
+
+/// What a previous agent left and this one could not undo yet, shown as one entry so
+/// `fault list` never looks clean while the kernel is not.
+fn leftover_status(st: &State) -> Option<pb::FaultStatus> {
+    (!st.leftover.is_empty()).then(|| pb::FaultStatus {
+        id: "leftover".into(),
+        engine: "journal".into(),
+        kernel_objects: st.leftover.iter().map(|e| describe(&e.object)).collect(),
+        revert_error: "left by a previous agent; undo failed, retrying".into(),
+        ..Default::default()
+    })
 }
 
 fn notes(f: &Active) -> Vec<String> {
@@ -577,7 +697,7 @@ fn notes(f: &Active) -> Vec<String> {
     }
 }
 
-fn describe(o: &KernelObject) -> String {
+pub(crate) fn describe(o: &KernelObject) -> String {
     match o {
         KernelObject::Qdisc { ifname, handle, kind, .. } => format!("qdisc {kind} {} on {ifname}", tc::fmt_handle(*handle)),
         KernelObject::Ifb { name } => format!("ifb {name}"),
@@ -607,76 +727,4 @@ fn netem_options(n: &NetemSpec) -> Result<Vec<u8>, EngineError> {
 /// Journaled objects shared by the faults of an interface (classifier attachments) that `pick` selects.
 fn shared_objects(journal: &Journal, pick: impl Fn(&KernelObject) -> bool) -> Vec<KernelObject> {
     journal.entries().iter().filter(|e| e.fault == SHARED && pick(&e.object)).map(|e| e.object.clone()).collect()
-}
-
-/// Removes one object the agent created, after checking it is still the agent's.
-async fn undo(nl: &Handle, obj: &KernelObject) {
-    match obj {
-        KernelObject::Qdisc { ifname, parent, handle, kind, .. } => {
-            // The ifindex may have changed if the device was recreated: go by name.
-            let Some(ifindex) = link::ifindex(ifname) else { return };
-            let Ok(qdiscs) = tc::list_qdiscs(nl, ifindex).await else { return };
-            let Some(q) = qdiscs.into_iter().find(|q| q.parent == *parent && (q.handle == *handle || kind == "clsact")) else { return };
-            if q.kind != *kind {
-                warn!("{ifname}: qdisc {} is {} now, not our {kind}; leaving it", tc::fmt_handle(q.handle), q.kind);
-                return;
-            }
-            if let Err(e) = tc::del_qdisc(nl, &q).await {
-                warn!("{e}");
-            }
-        }
-        KernelObject::Ifb { name } => {
-            if !name.starts_with(link::IFB_PREFIX) {
-                return;
-            }
-            if let Some(idx) = link::ifindex(name) {
-                if let Err(e) = link::delete_link(nl, idx).await {
-                    warn!("deleting {name}: {e}");
-                }
-            }
-        }
-        KernelObject::ClsBpf { ifname, ingress } => {
-            if link::exists(ifname) {
-                if let Err(e) = bpf::detach_leftover(ifname, *ingress) {
-                    warn!("{ifname}: removing leftover cls_bpf: {e}");
-                }
-            }
-        }
-        KernelObject::CgroupFreeze { dir } => {
-            if let Err(e) = std::fs::write(dir.join("cgroup.freeze"), "0") {
-                // A cgroup removed meanwhile took its frozen tasks' state with it.
-                warn!("thawing {}: {e}", dir.display());
-            }
-        }
-        KernelObject::Stopped { pid, start_time } => match procfs::signal(ProcId { pid: *pid, start_time: *start_time }, libc::SIGCONT) {
-            Ok(()) | Err(procfs::SignalError::Gone(_)) => {}
-            Err(e) => warn!("{e}"),
-        },
-        KernelObject::Child { pid, start_time } => match procfs::signal(ProcId { pid: *pid, start_time: *start_time }, libc::SIGKILL) {
-            Ok(()) | Err(procfs::SignalError::Gone(_)) => {}
-            Err(e) => warn!("{e}"),
-        },
-        KernelObject::CpuMax { dir, previous, ours } => {
-            let file = dir.join("cpu.max");
-            match std::fs::read_to_string(&file) {
-                Ok(now) if now.trim() == ours => {
-                    if let Err(e) = std::fs::write(&file, previous) {
-                        warn!("restoring {}: {e}", file.display());
-                    }
-                }
-                Ok(now) => warn!("{} reads {:?} now, not our {ours:?}; leaving it", file.display(), now.trim()),
-                Err(e) => warn!("{}: {e}", file.display()),
-            }
-        }
-    }
-}
-
-async fn recover(nl: &Handle, journal: &mut Journal, leftover: &[Entry]) {
-    for e in leftover.iter().rev() {
-        info!(fault = e.fault, object = ?e.object, "undoing");
-        undo(nl, &e.object).await;
-        if let Err(err) = journal.forget(&e.object) {
-            warn!("{err}");
-        }
-    }
 }

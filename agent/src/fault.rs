@@ -67,10 +67,10 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("{} is not an IP address or CIDR", faultline_proto::quote(s)))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let len: u8 = match len {
-            Some(l) => l.parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+            Some(l) => l.parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("{}: prefix length must be 0..={max}", faultline_proto::quote(s)))?,
             None => max,
         };
         let (mut bytes, prefix, v4) = match ip {
@@ -192,7 +192,13 @@ pub struct FaultSpec {
 }
 
 /// The longest lease an agent accepts; a controller renews well before that.
-pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_LEASE: Duration = faultline_proto::MAX_LEASE;
+/// The longest netem delay or jitter: far beyond any network, and inside netem's range.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+/// Longest interface name the kernel allows (IFNAMSIZ - 1).
+const IFNAMSIZ: usize = 15;
+/// Longest free-text label kept with a fault.
+pub const MAX_LABEL: usize = 1024;
 
 fn percent(field: &str, v: f64) -> Result<f64, InvalidField> {
     if !v.is_finite() || !(0.0..=100.0).contains(&v) {
@@ -210,6 +216,9 @@ fn chance(field: &str, p: f64, corr: f64) -> Result<Option<Chance>, InvalidField
 fn netem(n: &pb::Netem) -> Result<NetemSpec, InvalidField> {
     let delay = Duration::from_micros(n.delay_us);
     let jitter = Duration::from_micros(n.jitter_us);
+    if delay > MAX_DELAY {
+        return Err(invalid("netem.delay_us", format!("{} us is more than {} s", n.delay_us, MAX_DELAY.as_secs())));
+    }
     if n.jitter_us > 0 && n.delay_us == 0 {
         return Err(invalid("netem.jitter_us", "jitter needs a delay"));
     }
@@ -271,6 +280,12 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
         if s.interface.is_empty() {
             return Err(invalid("interface", "required"));
         }
+        if s.interface.len() > IFNAMSIZ || s.interface.contains(['/', '\0']) || s.interface.chars().any(char::is_whitespace) {
+            return Err(invalid("interface", format!("{} is not an interface name (at most {IFNAMSIZ} bytes, no '/', whitespace or NUL)", faultline_proto::quote(&s.interface))));
+        }
+        if s.label.len() > MAX_LABEL {
+            return Err(invalid("label", format!("{} bytes; at most {MAX_LABEL}", s.label.len())));
+        }
         let direction = match pb::Direction::try_from(s.direction) {
             Ok(pb::Direction::Egress | pb::Direction::Unspecified) => Direction::Egress,
             Ok(pb::Direction::Ingress) => Direction::Ingress,
@@ -285,12 +300,19 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
             return Err(invalid("lease_ms", format!("at most {} s", MAX_LEASE.as_secs())));
         }
         let m = s.r#match.clone().unwrap_or_default();
-        let peers = m
+        if m.peers.len() > faultline_ebpf_common::MAX_PEERS as usize {
+            return Err(invalid("match.peers", format!("{} peers; the eBPF peer table holds at most {}", m.peers.len(), faultline_ebpf_common::MAX_PEERS)));
+        }
+        let mut peers = m
             .peers
             .iter()
             .enumerate()
             .map(|(i, p)| p.parse::<Cidr>().map_err(|e| invalid(&format!("match.peers[{i}]"), e)))
             .collect::<Result<Vec<_>, _>>()?;
+        // One entry per network: `10.9.0.0/24` and `10.9.0.7/24` are the same key in the
+        // table, and a second insert or delete of it must not happen.
+        peers.sort_by_key(|c| (c.addr, c.prefix));
+        peers.dedup();
         if m.ports.len() > faultline_ebpf_common::MAX_PORT_RANGES {
             return Err(invalid("match.ports", format!("at most {} ranges", faultline_ebpf_common::MAX_PORT_RANGES)));
         }
@@ -399,5 +421,25 @@ mod tests {
         let FaultKind::Netem(n) = s.kind else { panic!() };
         assert_eq!(n.halved_delay().delay, Duration::from_millis(50));
         assert_eq!(n.halved_delay().jitter, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn peers_are_one_entry_per_network_and_bounded_inputs_are_refused() {
+        let mut s = spec(pb::fault_spec::Kind::Partition(pb::Partition {}));
+        s.r#match = Some(pb::TrafficMatch { peers: vec!["10.91.0.0/24".into(), "10.91.0.7/24".into(), "fd00::1".into()], ..Default::default() });
+        assert_eq!(FaultSpec::try_from(&s).unwrap().matcher.peers.len(), 2);
+        let mut long = spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 10.0 }));
+        long.interface = "x".repeat(100_000);
+        let e = FaultSpec::try_from(&long).unwrap_err();
+        assert!(e.field == "interface" && e.reason.len() < 200, "{e}");
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { delay_us: u64::MAX, ..Default::default() }))).unwrap_err();
+        assert_eq!(e.field, "netem.delay_us");
+        let mut s = spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 10.0 }));
+        s.lease_ms = u64::MAX;
+        assert_eq!(FaultSpec::try_from(&s).unwrap_err().field, "lease_ms");
+        s.lease_ms = 1000;
+        s.r#match = Some(pb::TrafficMatch { peers: vec!["1".repeat(100_000)], ..Default::default() });
+        let e = FaultSpec::try_from(&s).unwrap_err();
+        assert!(e.field == "match.peers[0]" && e.reason.len() < 200, "{e}");
     }
 }

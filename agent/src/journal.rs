@@ -21,7 +21,9 @@ pub enum KernelObject {
     /// cls_bpf filters named after our programs on a clsact qdisc (kernels without
     /// TCX). TCX links and map slots need no record: they die with the agent.
     ClsBpf { ifname: String, ingress: bool },
-    /// A cgroup the agent froze (it was not frozen before); undone by writing 0.
+    /// A cgroup the agent froze (it was not frozen before); undone by writing 0. `dir` is
+    /// relative to the cgroup2 root ("/app/db"; older journals: the absolute directory),
+    /// found again wherever cgroup2 is mounted (`cgroup::locate`).
     CgroupFreeze { dir: PathBuf },
     /// A process the agent stopped with SIGSTOP; undone by SIGCONT to the same
     /// (pid, start time), never to a process that reused the pid.
@@ -29,6 +31,7 @@ pub enum KernelObject {
     /// A stress worker the agent started; undone by SIGKILL to the same process.
     Child { pid: u32, start_time: u64 },
     /// cpu.max the agent set; restored to `previous` only if it still reads `ours`.
+    /// `dir` as for `CgroupFreeze`.
     CpuMax { dir: PathBuf, previous: String, ours: String },
 }
 
@@ -80,25 +83,33 @@ impl Journal {
         &self.entries
     }
 
-    /// Records that `object` is about to be created for `fault`.
+    /// Records that `object` is about to be created for `fault`. On an error nothing is
+    /// recorded, and the caller must not create the object.
     pub fn record(&mut self, fault: &str, object: KernelObject) -> Result<(), JournalError> {
-        self.entries.push(Entry { fault: fault.to_owned(), object });
-        self.flush()
+        let mut next = self.entries.clone();
+        next.push(Entry { fault: fault.to_owned(), object });
+        self.flush(&next)?;
+        self.entries = next;
+        Ok(())
     }
 
-    /// Forgets an object once it is gone from the kernel.
+    /// Forgets an object once it is gone from the kernel. The entry leaves memory only
+    /// once the file no longer holds it: a failed write keeps it in both, so no later
+    /// write can drop an object whose removal was never recorded.
     pub fn forget(&mut self, object: &KernelObject) -> Result<(), JournalError> {
-        if let Some(i) = self.entries.iter().rposition(|e| &e.object == object) {
-            self.entries.remove(i);
-        }
-        self.flush()
+        let Some(i) = self.entries.iter().rposition(|e| &e.object == object) else { return Ok(()) };
+        let mut next = self.entries.clone();
+        next.remove(i);
+        self.flush(&next)?;
+        self.entries = next;
+        Ok(())
     }
 
-    fn flush(&self) -> Result<(), JournalError> {
+    fn flush(&self, entries: &[Entry]) -> Result<(), JournalError> {
         let err = |source| JournalError { path: self.path.clone(), source };
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&serde_json::to_vec_pretty(&self.entries).expect("journal entries serialize")).map_err(err)?;
+        let mut f = crate::kernel::fds::retry(|| std::fs::File::create(&tmp)).map_err(err)?;
+        f.write_all(&serde_json::to_vec_pretty(entries).expect("journal entries serialize")).map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)
     }

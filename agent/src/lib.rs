@@ -3,6 +3,8 @@
 
 pub mod engine;
 pub mod fault;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod journal;
 pub mod kernel;
 pub mod metrics;

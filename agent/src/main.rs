@@ -11,7 +11,7 @@ use faultline_agent::{
 };
 use faultline_proto::{
     agent::v1::agent_service_server::AgentServiceServer,
-    transport::{Role, Security},
+    transport::Security,
 };
 use tracing::info;
 
@@ -65,6 +65,11 @@ struct Args {
     /// labs whose hosts are network namespaces of one kernel (`faultline lab`).
     #[arg(long)]
     same_netns_only: bool,
+    /// Let `restart` run a command the caller gives (as the target's user). Without it a
+    /// restart starts the killed process again exactly as it ran, or restarts its unit:
+    /// any operator certificate could otherwise run anything as root here.
+    #[arg(long)]
+    allow_restart_command: bool,
     /// Print what this host supports (kernel features, eBPF, tracepoints, cgroups,
     /// capabilities, container runtimes; per fault kind) with what to do where something
     /// is missing, then exit. The same probes the running agent reports to the controller.
@@ -73,6 +78,17 @@ struct Args {
     /// With --doctor: JSON instead of text.
     #[arg(long, requires = "doctor")]
     json: bool,
+}
+
+/// The addresses `url`'s host resolves to (none if it does not).
+async fn controller_addresses(url: &str) -> Vec<std::net::IpAddr> {
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else { return Vec::new() };
+    let Some(host) = uri.host() else { return Vec::new() };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse() {
+        return vec![ip];
+    }
+    tokio::net::lookup_host((host, uri.port_u16().unwrap_or(443))).await.map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -111,6 +127,11 @@ async fn serve() -> Result<()> {
         }
         return Ok(());
     }
+    // The unit's LimitNOFILE is the hard limit; take all of it (connections are capped far
+    // below it, and the undo path keeps a reserve).
+    if let Err(e) = faultline_agent::kernel::fds::raise_limit() {
+        tracing::warn!("raising the descriptor limit: {e}");
+    }
     if args.cleanup {
         let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
         tokio::spawn(conn);
@@ -119,8 +140,12 @@ async fn serve() -> Result<()> {
         return Ok(());
     }
     // Checked before any kernel state is touched: a refused setup changes nothing.
-    let security = Security::from_flags(args.insecure, Some(&args.tls_dir), Role::Agent)?;
+    let name = args.name.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default());
+    let security = Security::for_agent(args.insecure, &args.tls_dir, &name)?;
     let mut server = security.server(args.listen)?;
+    if args.allow_restart_command {
+        faultline_agent::process::allow_restart_command();
+    }
     if args.same_netns_only {
         faultline_agent::process::scope_to_own_netns().context("--same-netns-only")?;
     }
@@ -140,7 +165,7 @@ async fn serve() -> Result<()> {
         engine.exclude_control_port(port).await?;
         let me = faultline_agent::session::Registration {
             controller: url.clone(),
-            name: args.name.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()),
+            name,
             url: args.advertise.clone().unwrap_or_else(|| format!("{}://{}", security.scheme(), args.listen)),
             labels: args.labels.iter().cloned().collect(),
             security: security.clone(),
@@ -186,11 +211,16 @@ async fn serve() -> Result<()> {
         .build_v1()
         .context("building reflection service")?;
 
-    // Without TCP_NODELAY, small gRPC replies wait on Nagle and the client's delayed ACK.
-    let incoming = tonic::transport::server::TcpIncoming::bind(args.listen).with_context(|| format!("binding {}", args.listen))?.with_nodelay(Some(true));
+    // Bounded: a stranger's idle connections cannot take the descriptors the agent needs
+    // to revert; the controller's address is never refused for the total.
+    let mut limits = faultline_proto::listener::Limits::agent();
+    if let Some(url) = &args.controller {
+        limits.privileged = controller_addresses(url).await;
+    }
+    let incoming = security.incoming(args.listen, limits).await.with_context(|| format!("binding {}", args.listen))?;
     info!(listen = %args.listen, state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
     let shutdown_engine = engine.clone();
-    let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host }));
+    let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host, tls: security.is_tls() }));
     // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
     faultline_proto::service::serve_until_stopped(
         |stopping| server.serve_with_incoming_shutdown(incoming, stopping),

@@ -164,6 +164,8 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
     }
     o += "# HELP faultline_faults_active Faults this agent holds.\n# TYPE faultline_faults_active gauge\n";
     let _ = writeln!(o, "faultline_faults_active {}", s.faults.len());
+    o += "# HELP faultline_faults_revert_failing Faults (and leftovers of a previous agent) whose revert failed and is being retried; nonzero means the kernel still holds a fault's change.\n# TYPE faultline_faults_revert_failing gauge\n";
+    let _ = writeln!(o, "faultline_faults_revert_failing {}", s.faults.iter().filter(|f| !f.revert_error.is_empty()).count());
     if let Some(h) = &s.host {
         for (name, help, v) in [
             ("faultline_host_cpu_busy_ratio", "Busy share of all CPUs since the previous scrape.", h.cpu_percent / 100.0),

@@ -84,7 +84,7 @@ fn target(t: &pb::ProcessTarget) -> Result<Target, InvalidField> {
     Ok(match &t.selector {
         None => return Err(invalid("target", "set one of cgroup, systemd_unit, pid, name_regex")),
         Some(Selector::Cgroup(c)) if c.is_empty() => return Err(invalid("target.cgroup", "empty")),
-        Some(Selector::Cgroup(c)) if c.split('/').any(|x| x == "..") => return Err(invalid("target.cgroup", format!("{c:?}: '..' is not allowed"))),
+        Some(Selector::Cgroup(c)) if c.split('/').any(|x| x == "..") => return Err(invalid("target.cgroup", format!("{}: '..' is not allowed", faultline_proto::quote(c)))),
         Some(Selector::Cgroup(c)) => {
             cgroupish("cgroup")?;
             Target::Cgroup(c.clone())
@@ -100,7 +100,10 @@ fn target(t: &pb::ProcessTarget) -> Result<Target, InvalidField> {
             if r.is_empty() {
                 return Err(invalid("target.name_regex", "empty: it would match every process"));
             }
-            let regex = regex_lite::Regex::new(r).map_err(|e| invalid("target.name_regex", e.to_string()))?;
+            if r.len() > 4096 {
+                return Err(invalid("target.name_regex", format!("{} bytes; at most 4096", r.len())));
+            }
+            let regex = regex_lite::Regex::new(r).map_err(|e| invalid("target.name_regex", faultline_proto::quote(&e.to_string())))?;
             Target::Name { regex, full: t.full_command_line, children }
         }
     })
@@ -131,11 +134,11 @@ impl TryFrom<&pb::FaultSpec> for ProcessFault {
             }),
             Some(Kind::Kill(k)) => ProcessKind::Kill { signal: signal("kill.signal", k.signal, libc::SIGKILL)? },
             Some(Kind::Restart(r)) => {
-                if r.command.is_empty() && !matches!(target, Some(Target::Unit(_))) {
-                    return Err(invalid("restart.command", "required unless the target is a systemd unit"));
-                }
                 if r.command.first().is_some_and(String::is_empty) {
                     return Err(invalid("restart.command[0]", "empty program name"));
+                }
+                if r.command.len() > 256 || r.command.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+                    return Err(invalid("restart.command", "at most 256 arguments of at most 4096 bytes, without NUL"));
                 }
                 let grace = Duration::from_millis(if r.grace_ms == 0 { 5000 } else { r.grace_ms });
                 if grace > Duration::from_secs(600) {
@@ -214,6 +217,107 @@ pub enum Resolved {
     Processes(Vec<Stat>),
 }
 
+/// Set once at start-up (`--allow-restart-command`): `restart` may run a command the
+/// caller gives. Off by default: a caller's command run by a root agent is a root shell.
+static RESTART_COMMAND: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+pub fn allow_restart_command() {
+    let _ = RESTART_COMMAND.set(());
+}
+
+pub fn restart_command_allowed() -> bool {
+    RESTART_COMMAND.get().is_some()
+}
+
+/// How a process was started, read from /proc before it is killed, so that `restart`
+/// can start exactly it again: same executable, argv, directory, environment and user.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub pid: u32,
+    pub exe: std::path::PathBuf,
+    pub argv: Vec<std::ffi::OsString>,
+    pub cwd: std::path::PathBuf,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+fn nul_split(raw: &[u8]) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| std::ffi::OsStr::from_bytes(a).to_owned()).collect()
+}
+
+/// Reads how `pid` was launched. Refused when its executable is gone or replaced on
+/// disk (a restart would start something else) or its command line is empty (a zombie).
+pub fn capture(pid: u32) -> Result<Launch, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let exe = std::fs::read_link(proc.join("exe")).map_err(|e| format!("reading /proc/{pid}/exe: {e}"))?;
+    if exe.as_os_str().as_bytes().ends_with(b" (deleted)") {
+        return Err(format!("process {pid}'s executable {} was removed or replaced since it started; restarting it would start something else", exe.display()));
+    }
+    let argv = nul_split(&std::fs::read(proc.join("cmdline")).map_err(|e| format!("reading /proc/{pid}/cmdline: {e}"))?);
+    if argv.is_empty() {
+        return Err(format!("process {pid} has no command line (exiting, or a kernel thread)"));
+    }
+    let cwd = std::fs::read_link(proc.join("cwd")).map_err(|e| format!("reading /proc/{pid}/cwd: {e}"))?;
+    let env = nul_split(&std::fs::read(proc.join("environ")).map_err(|e| format!("reading /proc/{pid}/environ: {e}"))?)
+        .into_iter()
+        .filter_map(|kv| {
+            let b = kv.as_bytes();
+            let i = b.iter().position(|c| *c == b'=')?;
+            Some((std::ffi::OsStr::from_bytes(&b[..i]).to_owned(), std::ffi::OsStr::from_bytes(&b[i + 1..]).to_owned()))
+        })
+        .collect();
+    let status = std::fs::read_to_string(proc.join("status")).map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+    let ids = |key: &str| -> Vec<u32> { status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default() };
+    let (uid, gid) = (ids("Uid:").first().copied(), ids("Gid:").first().copied());
+    let (Some(uid), Some(gid)) = (uid, gid) else { return Err(format!("/proc/{pid}/status has no Uid/Gid")) };
+    Ok(Launch { pid, exe, argv, cwd, env, uid, gid, groups: ids("Groups:") })
+}
+
+/// Starts `launch` again (or, where allowed, `command` with its user, directory and
+/// environment), detached from the agent: own session, no pipes, the user's ids dropped
+/// to before exec. The restarted service must outlive the agent.
+pub fn relaunch(launch: &Launch, command: Option<&[String]>) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = match command {
+        Some(c) => {
+            let mut cmd = std::process::Command::new(&c[0]);
+            cmd.args(&c[1..]);
+            cmd
+        }
+        None => {
+            let mut cmd = std::process::Command::new(&launch.exe);
+            cmd.arg0(&launch.argv[0]).args(&launch.argv[1..]);
+            cmd
+        }
+    };
+    cmd.current_dir(&launch.cwd).env_clear().envs(launch.env.iter().map(|(k, v)| (k, v)));
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let (uid, gid, groups) = (launch.uid, launch.gid, launch.groups.clone());
+    // SAFETY: setsid, setgroups, setgid and setuid are async-signal-safe; the closure runs
+    // between fork and exec and allocates nothing (groups was collected before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0
+                || libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    // Reap it whenever it ends, so it never lingers as a zombie of the agent.
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
+}
+
 /// Set once at start-up (`--same-netns-only`): the agent speaks for the processes of its
 /// own network namespace only, as each host of a lab of namespaces on one kernel must.
 static SCOPE_NETNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -259,6 +363,9 @@ impl Guard {
         }
         if pid == self.me {
             return Some("it is this agent; nobody would be left to revert the fault".into());
+        }
+        if pid == 2 || procfs::is_kernel_thread(pid) {
+            return Some("it is a kernel thread: signals and cgroup moves do nothing to it".into());
         }
         if pid == self.parent && self.parent != 1 {
             return Some("it is the agent's parent (its supervisor)".into());
@@ -331,9 +438,9 @@ pub fn resolve(target: &Target, guard: &Guard) -> Result<Resolved, TargetError> 
                 .collect();
             if hits.is_empty() {
                 return Err(TargetError::NotFound(format!(
-                    "target.name_regex: no process {} matches {:?}",
+                    "target.name_regex: no process {} matches {}",
                     if *full { "command line" } else { "name" },
-                    regex.as_str()
+                    faultline_proto::quote(regex.as_str())
                 )));
             }
             let set = if *children { procfs::with_descendants(&hits, &everyone) } else { hits };
@@ -381,28 +488,6 @@ pub fn executable(program: &str) -> bool {
         return runnable(std::path::Path::new(program));
     }
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(program))))
-}
-
-/// Starts a restart command detached from the agent (own session, no pipes): the
-/// restarted service must outlive the agent.
-pub fn spawn_detached(command: &[String]) -> std::io::Result<u32> {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(&command[0]);
-    cmd.args(&command[1..]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let pid = child.id();
-    // Reap it whenever it ends, so it never lingers as a zombie of the agent.
-    std::thread::spawn(move || child.wait());
-    Ok(pid)
 }
 
 /// The stress worker's body: never returns.
@@ -461,7 +546,9 @@ mod tests {
         assert_eq!(err(spec(Kind::Freeze(pb::Freeze::default()), None)), "target");
         assert_eq!(err(spec(Kind::Kill(pb::Kill { signal: 99 }), by(Selector::Pid(5)))), "kill.signal");
         assert_eq!(err(spec(Kind::Kill(pb::Kill::default()), by(Selector::NameRegex("(".into())))), "target.name_regex");
-        assert_eq!(err(spec(Kind::Restart(pb::Restart::default()), by(Selector::Pid(5)))), "restart.command");
+        // Without a command a restart starts the process again as it ran (no field to miss).
+        assert!(ProcessFault::try_from(&spec(Kind::Restart(pb::Restart::default()), by(Selector::Pid(5)))).is_ok());
+        assert_eq!(err(spec(Kind::Restart(pb::Restart { command: vec!["x\0y".into()], ..Default::default() }), by(Selector::Pid(5)))), "restart.command");
         assert_eq!(err(spec(Kind::CpuThrottle(pb::CpuThrottle { cpus: 0.5, period_us: 0 }), by(Selector::Pid(5)))), "target");
         assert_eq!(err(spec(Kind::CpuThrottle(pb::CpuThrottle { cpus: -1.0, period_us: 0 }), by(Selector::Cgroup("/x".into())))), "cpu_throttle.cpus");
         assert_eq!(err(spec(Kind::CpuStress(pb::CpuStress { threads: 0 }), None)), "cpu_stress.threads");
@@ -489,5 +576,18 @@ mod tests {
         assert!(matches!(g.check_process(&init), Err(TargetError::Refused(m)) if m.contains("PID 1")));
         let me = procfs::stat(std::process::id()).unwrap();
         assert!(matches!(g.check_process(&me), Err(TargetError::Refused(m)) if m.contains("this agent")));
+        let kthreadd = procfs::stat(2).unwrap();
+        assert!(matches!(g.check_process(&kthreadd), Err(TargetError::Refused(m)) if m.contains("kernel thread")));
+        assert!(!procfs::is_kernel_thread(std::process::id()));
+    }
+
+    #[test]
+    fn a_launch_is_read_back_from_proc() {
+        let me = capture(std::process::id()).unwrap();
+        assert_eq!(me.exe, std::env::current_exe().unwrap());
+        assert_eq!(me.cwd, std::env::current_dir().unwrap());
+        assert!(me.env.iter().any(|(k, _)| k == "PATH"));
+        // SAFETY: getuid cannot fail.
+        assert_eq!(me.uid, unsafe { libc::getuid() });
     }
 }

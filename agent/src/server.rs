@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use faultline_proto::agent::v1::{self as pb, agent_service_server::AgentService};
+use faultline_proto::{
+    agent::v1::{self as pb, agent_service_server::AgentService},
+    identity::{self, CertRole, policy},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -20,6 +23,7 @@ impl From<EngineError> for Status {
             EngineError::Precondition(m) => Status::failed_precondition(m),
             EngineError::Conflict(m) => Status::already_exists(m),
             EngineError::Kernel(m) => Status::internal(m),
+            EngineError::Exhausted(m) => Status::resource_exhausted(m),
         }
     }
 }
@@ -27,6 +31,14 @@ impl From<EngineError> for Status {
 pub struct Service {
     pub engine: Arc<Engine>,
     pub host: Arc<Host>,
+    /// Mutual TLS (callers' certificates carry their role); plaintext admits root only.
+    pub tls: bool,
+}
+
+impl Service {
+    fn allow<T>(&self, req: &Request<T>, roles: &[CertRole], what: &str) -> Result<(), Status> {
+        identity::authorize(req, self.tls, roles, what).map(|_| ())
+    }
 }
 
 /// The longest and shortest sampling intervals a subscriber may ask for.
@@ -39,11 +51,13 @@ type SampleStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb:
 impl AgentService for Service {
     type WatchMetricsStream = SampleStream;
 
-    async fn get_metrics(&self, _: Request<pb::GetMetricsRequest>) -> Result<Response<pb::MetricsSample>, Status> {
+    async fn get_metrics(&self, req: Request<pb::GetMetricsRequest>) -> Result<Response<pb::MetricsSample>, Status> {
+        self.allow(&req, policy::AGENT_READ, "GetMetrics")?;
         Ok(Response::new(metrics::sample(&self.engine, &self.host).await))
     }
 
     async fn watch_metrics(&self, req: Request<pb::WatchMetricsRequest>) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        self.allow(&req, policy::AGENT_READ, "WatchMetrics")?;
         let ms = req.into_inner().interval_ms;
         let every = if ms == 0 { Duration::from_secs(1) } else { Duration::from_millis(ms) };
         if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&every) {
@@ -61,7 +75,8 @@ impl AgentService for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn describe(&self, _: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+    async fn describe(&self, req: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+        self.allow(&req, policy::AGENT_READ, "Describe")?;
         let uts = nix::sys::utsname::uname().map_err(|e| Status::internal(e.to_string()))?;
         let e = &self.engine;
         Ok(Response::new(pb::DescribeResponse {
@@ -77,16 +92,19 @@ impl AgentService for Service {
     }
 
     async fn apply_fault(&self, req: Request<pb::ApplyFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        self.allow(&req, policy::AGENT_WRITE, "ApplyFault")?;
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
         let fault = self.engine.apply(spec).await?;
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(fault) }))
     }
 
-    async fn list_faults(&self, _: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
+    async fn list_faults(&self, req: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
+        self.allow(&req, policy::AGENT_READ, "ListFaults")?;
         Ok(Response::new(pb::ListFaultsResponse { faults: self.engine.list().await }))
     }
 
     async fn revert_fault(&self, req: Request<pb::RevertFaultRequest>) -> Result<Response<pb::RevertFaultResponse>, Status> {
+        self.allow(&req, policy::AGENT_WRITE, "RevertFault")?;
         let r = req.into_inner();
         let reverted = match (r.all, r.id.is_empty()) {
             (true, true) => self.engine.revert_all().await,
@@ -101,6 +119,7 @@ impl AgentService for Service {
     }
 
     async fn renew_leases(&self, req: Request<pb::RenewLeasesRequest>) -> Result<Response<pb::RenewLeasesResponse>, Status> {
+        self.allow(&req, policy::AGENT_WRITE, "RenewLeases")?;
         let r = req.into_inner();
         let lease = (r.lease_ms > 0).then(|| Duration::from_millis(r.lease_ms));
         Ok(Response::new(pb::RenewLeasesResponse { faults: self.engine.renew(&r.ids, lease).await? }))

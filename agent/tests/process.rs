@@ -35,7 +35,8 @@ impl HostAgent {
         self.child = Some(
             Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
                 // Loopback: the one place plaintext is allowed, and tested here.
-                .args(["--insecure", "--listen", &format!("127.0.0.1:{}", self.port), "--state-dir"])
+                // The kill-and-restart test also runs a given command, which needs the opt-in.
+                .args(["--insecure", "--allow-restart-command", "--listen", &format!("127.0.0.1:{}", self.port), "--state-dir"])
                 .arg(&self.state)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

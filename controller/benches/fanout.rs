@@ -73,6 +73,9 @@ fn main() {
     // Mutual TLS, as deployed: the handshake is part of what a user waits for.
     let tls = dir.join("tls");
     assert!(Command::new(bin.join("faultline")).args(["certs", "init"]).arg(&tls).output().unwrap().status.success());
+    for i in 1..=n {
+        assert!(Command::new(bin.join("faultline")).args(["certs", "issue", "agent", &format!("a{i}"), "--dir"]).arg(&tls).output().unwrap().status.success());
+    }
     lab.children.push(
         Command::new(bin.join("faultline"))
             .args(["controller", "serve", "--listen", ctl, "--state"])

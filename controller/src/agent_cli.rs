@@ -107,9 +107,26 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum CertsCmd {
-    /// Create a lab CA and certificates for agents, the controller and the CLI in DIR
-    /// (ca.pem, agent.pem, controller.pem, cli.pem and their -key.pem files).
+    /// Create a CA and one certificate per role in DIR: ca.pem, agent.pem (names no agent:
+    /// serves, but cannot register with a controller), controller.pem, cli.pem (operator:
+    /// applies and reverts faults) and viewer.pem (reads only), each with its -key.pem.
     Init { dir: std::path::PathBuf },
+    /// Issue one more certificate from the CA in DIR (needs ca-key.pem there): `agent NAME`
+    /// writes agent-NAME.pem, which only that agent may register with; `operator NAME` and
+    /// `viewer NAME` write a certificate for one person or script.
+    Issue {
+        role: IssueRole,
+        name: String,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum IssueRole {
+    Agent,
+    Operator,
+    Viewer,
 }
 
 #[derive(Subcommand)]
@@ -133,8 +150,8 @@ pub enum FaultCmd {
         #[arg(long)]
         json: bool,
         ids: Vec<String>,
-        /// New lease from now; default: each fault's own.
-        #[arg(long, value_parser = units::duration)]
+        /// New lease from now (at most a week); default: each fault's own.
+        #[arg(long, value_parser = units::lease)]
         lease: Option<Duration>,
     },
 }
@@ -208,7 +225,7 @@ pub struct Apply {
     direction: DirArg,
     /// How long the fault lasts unless renewed (required except for kill and restart:
     /// every fault ends by itself).
-    #[arg(long, value_parser = units::duration)]
+    #[arg(long, value_parser = units::lease)]
     lease: Option<Duration>,
     /// Only traffic to/from these CIDRs (repeatable).
     #[arg(long = "peer")]
@@ -629,6 +646,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{a}");
         } else {
             crate::analyze::print(&a);
+        }
+        return Ok(());
+    }
+    if let Cmd::Certs(CertsCmd::Issue { role, name, dir }) = &cli.cmd {
+        use faultline_proto::identity::CertRole;
+        let role = match role {
+            IssueRole::Agent => CertRole::Agent,
+            IssueRole::Operator => CertRole::Operator,
+            IssueRole::Viewer => CertRole::Viewer,
+        };
+        for f in faultline_proto::transport::certgen::issue(dir, role, name)? {
+            println!("{}", f.display());
         }
         return Ok(());
     }

@@ -80,7 +80,7 @@ pub struct PartitionArgs {
     /// The isolated or bridging agent.
     #[arg(long)]
     node: Option<String>,
-    #[arg(long, value_parser = crate::units::duration)]
+    #[arg(long, value_parser = crate::units::lease)]
     lease: std::time::Duration,
     #[arg(long, default_value = "")]
     label: String,
@@ -95,6 +95,10 @@ pub enum AgentsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a registered agent from the controller (a live one registers again);
+    /// refused while it holds part of a fault. Down agents are forgotten by themselves
+    /// after `forget_down_after_s` (default 600).
+    Forget { name: String },
 }
 
 pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
@@ -155,6 +159,10 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
     let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?);
     match cmd {
         Cmd::Run(r) => return crate::scenario_run::run(&r, c, security).await,
+        Cmd::Agents(AgentsCmd::Forget { name }) => {
+            c.forget_agent(pb::ForgetAgentRequest { name: name.clone() }).await.map_err(explain)?;
+            println!("forgot {name}");
+        }
         Cmd::Agents(AgentsCmd::List { json }) => {
             let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
             if json {

@@ -380,6 +380,13 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     if !dir.join("tls/ca.pem").exists() {
         faultline_proto::transport::certgen::init(&dir.join("tls"))?;
     }
+    // One certificate per host, bound to its name: only h2 may register as h2.
+    for i in 1..=n {
+        let host = format!("h{i}");
+        if !dir.join(format!("tls/agent-{host}.pem")).exists() {
+            faultline_proto::transport::certgen::issue(&dir.join("tls"), faultline_proto::identity::CertRole::Agent, &host)?;
+        }
+    }
     lab.state.bridge = Some(BRIDGE.into());
     save(dir, &lab.state)?;
     ip(&["link", "add", BRIDGE, "type", "bridge"])?;
@@ -453,8 +460,9 @@ fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &s
             std::fs::write(seed.join("redis.conf"), conf)?;
             files.extend(["index.html", "redis.conf"]);
         }
-        for f in ["ca.pem", "agent.pem", "agent-key.pem", "cli.pem", "cli-key.pem"] {
-            std::fs::copy(dir.join("tls").join(f), seed.join("tls").join(f))?;
+        // The VM's own agent pair (bound to its name) becomes its agent.pem.
+        for (from, to) in [("ca.pem".to_owned(), "ca.pem"), (format!("agent-{host}.pem"), "agent.pem"), (format!("agent-{host}-key.pem"), "agent-key.pem"), ("cli.pem".into(), "cli.pem"), ("cli-key.pem".into(), "cli-key.pem")] {
+            std::fs::copy(dir.join("tls").join(&from), seed.join("tls").join(to))?;
         }
         let tar = dir.join(format!("{host}-seed.tar"));
         let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&seed).args(&files).output()?;

@@ -5,6 +5,8 @@
 mod agent_cli;
 mod analyze;
 mod controller_cli;
+#[cfg(test)]
+mod fuzz_tests;
 mod kernel_watch;
 mod lab;
 mod llm;

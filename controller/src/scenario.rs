@@ -144,7 +144,7 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
     let (op_at, less) = match (s.find('<'), s.find('>')) {
         (Some(i), None) => (i, true),
         (None, Some(i)) => (i, false),
-        _ => return Err(format!("{s:?} is not METRIC < VALUE or METRIC > VALUE")),
+        _ => return Err(format!("{} is not METRIC < VALUE or METRIC > VALUE", faultline_proto::quote(s))),
     };
     let (m, v) = (s[..op_at].trim(), s[op_at + 1..].trim());
     let metric = match m {
@@ -158,7 +158,7 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
     let value = match metric {
         Metric::P50 | Metric::P90 | Metric::P99 => units::duration(v).map_err(|e| format!("{s:?}: {e}"))?.as_secs_f64() * 1000.0,
         Metric::ErrorRate => units::percent(v).map_err(|e| format!("{s:?}: {e}"))? / 100.0,
-        Metric::Rate => v.parse::<f64>().map_err(|_| format!("{s:?}: {v:?} is not requests per second"))?,
+        Metric::Rate => v.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0).ok_or_else(|| format!("{}: {} is not requests per second (a number >= 0)", faultline_proto::quote(s), faultline_proto::quote(v)))?,
     };
     Ok(Condition { metric, less, value, text: s.trim().to_owned() })
 }
@@ -306,11 +306,28 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
     Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
 }
 
+/// `text` cut to its first 300 bytes (on a character boundary), saying how long it was.
+fn shorten(text: String) -> String {
+    const MAX: usize = 300;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
 /// Reads and checks a scenario; nothing runs until all of it is valid.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    let err = |line: Option<usize>, field: &str, problem: String| ScenarioError { file: file.clone(), line, field: field.to_owned(), problem };
-    let text = std::fs::read_to_string(path).map_err(|e| err(None, "file", e.to_string()))?;
+    // Problems quote the file's values; a huge value must not make a huge error.
+    let err = |line: Option<usize>, field: &str, problem: String| ScenarioError { file: file.clone(), line, field: field.to_owned(), problem: shorten(problem) };
+    let bytes = std::fs::read(path).map_err(|e| err(None, "file", e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| err(None, "file", format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
+    // Editors on some systems start a file with a byte-order mark; YAML has no use for it.
+    let text = text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text);
     let de = serde_norway::Deserializer::from_str(&text);
     let f: File = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -347,7 +364,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let mut faults = Vec::new();
     for (i, entry) in f.faults.iter().enumerate() {
         let plan = fault_plan(i, entry).map_err(|(field, problem)| err(list_item_line(&text, "faults", i), &field, problem))?;
-        if plan.at + plan.length > fault {
+        if plan.at.checked_add(plan.length).is_none_or(|end| end > fault) {
             return Err(err(
                 list_item_line(&text, "faults", i),
                 &format!("faults[{i}]"),
@@ -368,8 +385,13 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     push("connections", f.load.connections.map(|c| c.to_string()));
     push("timeout", f.load.timeout.clone());
     push("method", f.load.method.clone());
-    if f.load.rate.is_none() {
-        return Err(err(line_of("load"), "load.rate", "required: scenarios run open-loop load".into()));
+    match f.load.rate {
+        None => return Err(err(line_of("rate"), "load.rate", "required: scenarios run open-loop load".into())),
+        Some(r) if !(r.is_finite() && r > 0.0) => return Err(err(line_of("rate"), "load.rate", format!("{r} is not a rate > 0 requests per second"))),
+        Some(_) => {}
+    }
+    if f.load.connections == Some(0) {
+        return Err(err(line_of("connections"), "load.connections", "at least 1".into()));
     }
     Ok(Scenario { name: f.name, description: f.description, load_args, hypothesis, warmup, baseline, fault, recovery, faults, guardrails })
 }
@@ -483,5 +505,27 @@ guardrails:
         assert_eq!((s.faults[0].optional, s.faults[1].optional), (false, true));
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
         assert_eq!(p.node, "h1");
+    }
+
+    /// Values that once panicked, wrapped or passed the check (hardening, F5).
+    #[test]
+    fn huge_and_odd_values_are_named_not_panics() {
+        let bad = |from: &str, to: &str| load(&write(&GOOD.replace(from, to))).unwrap_err();
+        assert_eq!(bad("  fault: 20s", "  fault: 99999999999999999999999s").field, "phases.fault");
+        assert_eq!(bad("    for: 10s\n    kind", "    for: 10000000000000000000s\n    kind").field, "faults[0].for");
+        let e = bad("  - at: 0s", "  - at: 10000000000000000000s");
+        assert_eq!(e.field, "faults[0].at");
+        assert_eq!(bad("error_rate > 50% for 5s", "error_rate > 50% for 5000000000s").field, "guardrails[0]");
+        assert_eq!(bad("  - p99 < 200ms", "  - rate > nan").field, "hypothesis[0]");
+        assert_eq!(bad("  rate: 200", "  rate: -5").field, "load.rate");
+        assert_eq!(bad("  rate: 200", "  rate: .nan").field, "load.rate");
+        assert_eq!(bad("  rate: 200", "  rate: 200\n  connections: 0").field, "load.connections");
+        let e = bad("    loss: 100%", &format!("    loss: {}%", "9".repeat(100_000)));
+        assert!(e.to_string().len() < 400, "the error echoes the whole input: {} bytes", e.to_string().len());
+        // A byte-order mark is not part of the YAML.
+        assert!(load(&write(&format!("\u{feff}{GOOD}"))).is_ok());
+        let p = write("x");
+        std::fs::write(&p, b"name: \xff\xfe").unwrap();
+        assert_eq!(load(&p).unwrap_err().field, "file");
     }
 }

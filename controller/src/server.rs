@@ -14,7 +14,10 @@ use faultline_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
     controller::v1::{self as pb, controller_service_server::ControllerService},
 };
-use faultline_proto::transport::{AGENT_NAME, Security};
+use faultline_proto::{
+    identity::{self, policy},
+    transport::{AGENT_NAME, Security},
+};
 use tonic::{Request, Response, Status, transport::Channel};
 
 use tracing::Instrument;
@@ -43,6 +46,10 @@ pub struct Config {
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,
+    /// A registered agent down this long (session closed, not back) and holding no fault
+    /// is forgotten, so a stale registration cannot block selections for good
+    /// (default 600).
+    pub forget_down_after_s: Option<u64>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -107,6 +114,7 @@ struct State {
 pub struct Controller {
     state: Arc<Mutex<State>>,
     heartbeat: Duration,
+    forget_down_after: Duration,
     store: Arc<Store>,
     events: tokio::sync::broadcast::Sender<pb::Event>,
     /// Held while an event gets its seq and is sent, so watchers see seqs in order.
@@ -136,7 +144,9 @@ impl Controller {
     /// renews again if the agents still hold them.
     pub fn new(config: &Config, store: Store, security: Security) -> Result<Self> {
         let heartbeat = Duration::from_millis(config.heartbeat_ms.unwrap_or(1000));
-        anyhow::ensure!(heartbeat >= Duration::from_millis(100), "heartbeat_ms: at least 100");
+        anyhow::ensure!((Duration::from_millis(100)..=Duration::from_secs(60)).contains(&heartbeat), "heartbeat_ms: 100..=60000");
+        let forget_down_after = Duration::from_secs(config.forget_down_after_s.unwrap_or(600));
+        anyhow::ensure!(forget_down_after <= Duration::from_secs(365 * 24 * 3600), "forget_down_after_s: at most a year");
         let mut st = State { next_id: store.max_fault_number()?, ..State::default() };
         for a in &config.agents {
             anyhow::ensure!(!st.agents.contains_key(&a.name), "agents: {:?} is listed twice", a.name);
@@ -196,6 +206,7 @@ impl Controller {
         Ok(Self {
             state: Arc::new(Mutex::new(st)),
             heartbeat,
+            forget_down_after,
             store: Arc::new(store),
             events: tokio::sync::broadcast::channel(1024).0,
             event_order: Arc::new(Mutex::new(())),
@@ -308,6 +319,7 @@ impl Controller {
                 Err(e) => tracing::warn!(agent, "renewing lease: {}", e.message()),
             }
         }
+        self.forget_stale();
         let inventory: Vec<(String, AgentServiceClient<Channel>)> =
             self.lock().agents.values().filter(|a| a.source == "inventory").map(|a| (a.name.clone(), a.client.clone())).collect();
         for (name, mut c) in inventory {
@@ -336,6 +348,34 @@ impl Controller {
                 None => {}
             }
         }
+    }
+
+    /// Forgets registered agents down longer than `forget_down_after` that hold no fault.
+    fn forget_stale(&self) {
+        let now = SystemTime::now();
+        let stale: Vec<String> = {
+            let st = self.lock();
+            st.agents
+                .values()
+                .filter(|a| a.source == "registered" && !a.healthy)
+                .filter(|a| a.last_heartbeat.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= self.forget_down_after))
+                .filter(|a| !st.faults.values().any(|f| f.placements.iter().any(|(n, _)| *n == a.name)))
+                .map(|a| a.name.clone())
+                .collect()
+        };
+        for name in stale {
+            self.forget(&name, format!("down for more than {} s", self.forget_down_after.as_secs()));
+        }
+    }
+
+    /// Removes an agent from the registry and the store; an open session ends with it.
+    fn forget(&self, name: &str, why: String) {
+        self.lock().agents.remove(name);
+        if let Err(e) = self.store.delete_agent(name) {
+            tracing::error!("{e}");
+        }
+        tracing::info!(agent = name, why, "forgotten");
+        self.event(pb::EventKind::AgentForgotten, "", &[name.to_owned()], why);
     }
 
     /// The agents a target names, or NotFound listing what exists.
@@ -658,9 +698,23 @@ impl ControllerService for Controller {
     type WatchEventsStream = EventStream;
 
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<Self::RegisterStream>, Status> {
+        let caller = identity::authorize(&req, self.security.is_tls(), policy::REGISTER, "Register")?;
         let r = req.into_inner();
-        if r.name.is_empty() {
-            return Err(Status::invalid_argument("name: required"));
+        identity::check_agent_name(&r.name).map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+        // An agent registers only under the name its certificate carries: any other
+        // certificate from the CA could otherwise take over a name (and its faults).
+        if !caller.local_root && caller.agent_name.as_deref() != Some(r.name.as_str()) {
+            return Err(Status::permission_denied(match &caller.agent_name {
+                Some(bound) => format!("name: this agent's certificate is for {}, not {}", faultline_proto::quote(bound), faultline_proto::quote(&r.name)),
+                None => format!(
+                    "name: this agent certificate names no agent; issue one for it with `faultline certs issue agent {}` and give the agent that pair",
+                    faultline_proto::quote(&r.name)
+                ),
+            }));
+        }
+        check_labels(&r.labels)?;
+        if r.url.len() > 2048 {
+            return Err(Status::invalid_argument(format!("url: {} bytes; at most 2048", r.url.len())));
         }
         let mut c = client(&self.security, &r.url)?;
         // Registration means the controller can reach the agent back.
@@ -702,9 +756,13 @@ impl ControllerService for Controller {
         let stream = futures_util::stream::unfold((tick, guard), move |(mut tick, guard)| async move {
             tick.tick().await;
             let now = SystemTime::now();
-            if let Some(a) = guard.ctl.lock().agents.get_mut(&guard.name) {
-                if a.session == guard.session {
-                    a.last_heartbeat = Some(now);
+            {
+                let mut st = guard.ctl.lock();
+                match st.agents.get_mut(&guard.name) {
+                    Some(a) if a.session == guard.session => a.last_heartbeat = Some(now),
+                    // Forgotten, or registered again by a newer session: this one ends,
+                    // so a live agent on it registers again instead of waiting forever.
+                    _ => return None,
                 }
             }
             Some((Ok(pb::Heartbeat { unix_ms: unix_ms(now), interval_ms }), (tick, guard)))
@@ -712,7 +770,8 @@ impl ControllerService for Controller {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(&self, req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_READ, "ListAgents")?;
         let st = self.lock();
         let agents = st
             .agents
@@ -739,11 +798,15 @@ impl ControllerService for Controller {
     }
 
     async fn apply_fault(&self, req: Request<pb::ApplyFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_WRITE, "ApplyFault")?;
         let r = req.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
         let one_shot = matches!(spec.kind, Some(apb::fault_spec::Kind::Kill(_) | apb::fault_spec::Kind::Restart(_)));
         if spec.lease_ms == 0 && !one_shot {
             return Err(Status::invalid_argument("spec.lease_ms: required and > 0: every fault must end by itself"));
+        }
+        if Duration::from_millis(spec.lease_ms) > faultline_proto::MAX_LEASE {
+            return Err(Status::invalid_argument(format!("spec.lease_ms: at most {} s", faultline_proto::MAX_LEASE.as_secs())));
         }
         let started = Instant::now();
         let names = self.select(&r.target.unwrap_or_default())?;
@@ -774,10 +837,14 @@ impl ControllerService for Controller {
     }
 
     async fn partition(&self, req: Request<pb::PartitionRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_WRITE, "Partition")?;
         let started = Instant::now();
         let r = req.into_inner();
         if r.lease_ms == 0 {
             return Err(Status::invalid_argument("lease_ms: required and > 0: every fault must end by itself"));
+        }
+        if Duration::from_millis(r.lease_ms) > faultline_proto::MAX_LEASE {
+            return Err(Status::invalid_argument(format!("lease_ms: at most {} s", faultline_proto::MAX_LEASE.as_secs())));
         }
         let names = self.select(&pb::Target { selector: r.selector.clone(), ..Default::default() })?;
         let shape = pb::Shape::try_from(r.shape).map_err(|_| Status::invalid_argument(format!("shape: unknown value {}", r.shape)))?;
@@ -820,7 +887,8 @@ impl ControllerService for Controller {
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }
 
-    async fn list_faults(&self, _: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
+    async fn list_faults(&self, req: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_READ, "ListFaults")?;
         let st = self.lock();
         let mut faults: Vec<&Fault> = st.faults.values().collect();
         // Oldest first; ids compare as numbers (c-9 before c-10).
@@ -829,6 +897,7 @@ impl ControllerService for Controller {
     }
 
     async fn revert_fault(&self, req: Request<pb::RevertFaultRequest>) -> Result<Response<pb::RevertFaultResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_WRITE, "RevertFault")?;
         let r = req.into_inner();
         let ids: Vec<String> = match (r.all, r.id.is_empty()) {
             (true, true) => self.lock().faults.keys().cloned().collect(),
@@ -845,7 +914,27 @@ impl ControllerService for Controller {
         Ok(Response::new(pb::RevertFaultResponse { reverted: ids, failures, agents }))
     }
 
+    async fn forget_agent(&self, req: Request<pb::ForgetAgentRequest>) -> Result<Response<pb::ForgetAgentResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_WRITE, "ForgetAgent")?;
+        let name = req.into_inner().name;
+        {
+            let st = self.lock();
+            let Some(a) = st.agents.get(&name) else {
+                return Err(Status::not_found(format!("name: no agent {} (agents: {})", faultline_proto::quote(&name), st.agents.keys().cloned().collect::<Vec<_>>().join(", "))));
+            };
+            if a.source == "inventory" {
+                return Err(Status::failed_precondition(format!("name: {name} is listed in the controller's config; remove it there")));
+            }
+            if let Some(f) = st.faults.values().find(|f| f.placements.iter().any(|(n, _)| *n == name)) {
+                return Err(Status::failed_precondition(format!("name: {name} holds part of fault {}; revert it first", f.id)));
+            }
+        }
+        self.forget(&name, "forgotten on request".into());
+        Ok(Response::new(pb::ForgetAgentResponse {}))
+    }
+
     async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_READ, "WatchEvents")?;
         let r = req.into_inner();
         // Subscribe before reading the history, so nothing falls between the two.
         let rx = self.events.subscribe();
@@ -874,6 +963,26 @@ impl ControllerService for Controller {
         });
         Ok(Response::new(Box::pin(futures_util::StreamExt::chain(history, live))))
     }
+}
+
+/// Label counts and sizes an agent may register with.
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY: usize = 63;
+const MAX_LABEL_VALUE: usize = 255;
+
+fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if labels.len() > MAX_LABELS {
+        return Err(Status::invalid_argument(format!("labels: {} labels; at most {MAX_LABELS}", labels.len())));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY || k.contains(['=', ',']) {
+            return Err(Status::invalid_argument(format!("labels: key {} must be 1..={MAX_LABEL_KEY} bytes without '=' or ','", faultline_proto::quote(k))));
+        }
+        if v.len() > MAX_LABEL_VALUE || v.contains(',') {
+            return Err(Status::invalid_argument(format!("labels.{k}: value {} must be at most {MAX_LABEL_VALUE} bytes without ','", faultline_proto::quote(v))));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -909,7 +1018,7 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
-    let incoming = tonic::transport::server::TcpIncoming::bind(listen).with_context(|| format!("binding {listen}"))?.with_nodelay(Some(true));
+    let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller()).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
     let server = server.add_service(health_service).add_service(reflection).add_service(pb::controller_service_server::ControllerServiceServer::new(ctl));
     // A clean stop leaves no fault behind; a killed controller leaves them to the leases.

@@ -118,6 +118,11 @@ impl Store {
         Ok(())
     }
 
+    pub fn delete_agent(&self, name: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM agents WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
     pub fn agents(&self) -> Result<Vec<StoredAgent>, StoreError> {
         let conn = self.conn();
         let mut q = conn.prepare("SELECT name, url, labels, source, last_seen_ms FROM agents ORDER BY name")?;
@@ -201,7 +206,9 @@ impl Store {
             "SELECT seq, unix_ms, kind, fault_id, agents, message FROM
                (SELECT * FROM events WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
         )?;
-        let rows = q.query_map(params![after_seq as i64, limit], |r| {
+        // A seq past i64 is past every event (not -1, which would replay them all).
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let rows = q.query_map(params![after, limit], |r| {
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
         })?;
         rows.map(|r| {
@@ -269,6 +276,7 @@ mod tests {
             let e = s.append_event(pb::Event { unix_ms: i, kind: pb::EventKind::FaultApplied as i32, message: format!("e{i}"), agents: vec!["h1".into()], ..Default::default() }).unwrap();
             assert_eq!(e.seq, i as u64 + 1);
         }
+        assert!(s.events(u64::MAX, 0).unwrap().is_empty(), "a seq past the end replays nothing");
         let msgs = |v: Vec<pb::Event>| v.into_iter().map(|e| e.message).collect::<Vec<_>>();
         assert_eq!(msgs(s.events(3, 0).unwrap()), ["e3", "e4"]);
         assert_eq!(msgs(s.events(0, 2).unwrap()), ["e3", "e4"]);

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-/// `1.5s`, `100ms`, `250us`, `2m`; a bare number is milliseconds.
+/// The longest duration any flag or scenario field takes: a year. Longer values are a
+/// typo or an attack, and bounding them keeps every sum and conversion in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `1.5s`, `100ms`, `250us`, `2m`; a bare number is milliseconds. At most a year.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -17,9 +21,21 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unknown time unit {unit:?} (use us, ms, s, m, h)")),
     };
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a duration"));
+        return Err(format!("{} is not a duration", faultline_proto::quote(s)));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("{} is more than a year", faultline_proto::quote(s))),
+    }
+}
+
+/// A lease: a duration of at most a week (what the agents and the controller accept).
+pub fn lease(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d > faultline_proto::MAX_LEASE {
+        return Err(format!("{} is longer than a lease may be ({} s, a week)", faultline_proto::quote(s), faultline_proto::MAX_LEASE.as_secs()));
+    }
+    Ok(d)
 }
 
 /// Bits per second, tc style: `10mbit`, `1gbit`, `500kbit`, `100bit`; `Xbps` is bytes/s.
@@ -27,7 +43,7 @@ pub fn rate(s: &str) -> Result<u64, String> {
     let s = s.trim().to_ascii_lowercase();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a rate (like 10mbit)"))?;
+    let v: f64 = num.parse().map_err(|_| format!("{} is not a rate (like 10mbit)", faultline_proto::quote(&s)))?;
     let mult = match unit {
         "" | "bit" => 1.0,
         "kbit" => 1e3,
@@ -37,9 +53,14 @@ pub fn rate(s: &str) -> Result<u64, String> {
         "kbps" => 8e3,
         "mbps" => 8e6,
         "gbps" => 8e9,
-        _ => return Err(format!("{s:?}: unknown rate unit {unit:?} (use bit, kbit, mbit, gbit, or bps for bytes/s)")),
+        _ => return Err(format!("{}: unknown rate unit (use bit, kbit, mbit, gbit, or bps for bytes/s)", faultline_proto::quote(&s))),
     };
-    Ok((v * mult).round() as u64)
+    let bps = v * mult;
+    // Up to 1 Tbit/s: far beyond any NIC, and exact in a u64.
+    if !(bps.is_finite() && (0.0..=1e12).contains(&bps)) {
+        return Err(format!("{} is not a rate between 0 and 1000gbit", faultline_proto::quote(&s)));
+    }
+    Ok(bps.round() as u64)
 }
 
 /// `5%` or `5`: a percentage, 0 to 100 (the agent checks again).
@@ -116,5 +137,16 @@ mod tests {
         assert_eq!(signal("term").unwrap(), 15);
         assert_eq!(signal("SIGKILL").unwrap(), 9);
         assert!(signal("SIGFOO").is_err());
+    }
+
+    #[test]
+    fn huge_numbers_are_refused_not_wrapped() {
+        assert!(duration("99999999999999999999999s").is_err());
+        assert!(duration("18446744073709551615ms").is_err());
+        assert!(duration("1e400s").is_err());
+        assert_eq!(duration("365d").unwrap_err(), "\"365d\": unknown time unit \"d\" (use us, ms, s, m, h)");
+        assert!(lease("8d").is_err() && lease("169h").is_err() && lease("168h").is_ok());
+        assert!(rate("99999999999999999999gbit").is_err());
+        assert!(rate("nan").is_err());
     }
 }

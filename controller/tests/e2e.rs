@@ -62,6 +62,11 @@ impl Hosts {
         // Mutual TLS as a user sets it up: `faultline certs init`.
         let certs = Command::new(bin("faultline")).args(["certs", "init"]).arg(dir.join("tls")).output().unwrap();
         assert!(certs.status.success(), "certs init: {}", String::from_utf8_lossy(&certs.stderr));
+        // Each agent's own pair, bound to its name (`faultline certs issue agent NAME`).
+        for i in 1..=n {
+            let issue = Command::new(bin("faultline")).args(["certs", "issue", "agent", &format!("h{i}"), "--dir"]).arg(dir.join("tls")).output().unwrap();
+            assert!(issue.status.success(), "certs issue: {}", String::from_utf8_lossy(&issue.stderr));
+        }
         let state = dir.join("controller.db");
         std::fs::write(
             dir.join("controller.toml"),
@@ -748,4 +753,81 @@ faults:
     } else {
         eprintln!("skipped the no-netem checks: these agents' kernel has netem (the VM tests cover netem itself)");
     }
+}
+
+/// A controller client presenting `stem`'s certificate from the test's CA (`cli` is an
+/// operator, `viewer` reads only, `agent-NAME` an agent bound to NAME).
+async fn controller_as(h: &Hosts, stem: &str) -> faultline_proto::controller::v1::controller_service_client::ControllerServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |f: String| std::fs::read(h.dir.join("tls").join(f)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(read(format!("{stem}.pem")), read(format!("{stem}-key.pem"))))
+        .domain_name(faultline_proto::transport::CONTROLLER_NAME);
+    let ch = Endpoint::from_shared(h.ctl_url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    faultline_proto::controller::v1::controller_service_client::ControllerServiceClient::new(ch)
+}
+
+/// Hardening F2 and F3 at the controller: only an agent certificate registers, and only
+/// under the name it carries; a stale registration is forgotten; each role gets its calls.
+#[test]
+fn registrations_are_bound_to_certificates_and_roles_to_calls() {
+    use faultline_proto::{agent::v1 as apb, controller::v1 as pb};
+    let h = Hosts::with_config(7, 2, 300, "forget_down_after_s = 2\n");
+    eventually("two agents registered", || h.healthy().len() == 2);
+    for name in ["ghost", "ghost2"] {
+        h.cli_ok(&["certs", "issue", "agent", name, "--dir", h.dir.join("tls").to_str().unwrap()]);
+    }
+    let h1_url = "https://10.201.7.1:7070".to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let register = |name: &str| pb::RegisterRequest { name: name.into(), url: h1_url.clone(), labels: [("role".to_owned(), "db".to_owned())].into() };
+        let code = |r: Result<tonic::Response<tonic::codec::Streaming<pb::Heartbeat>>, tonic::Status>| r.err().map(|e| (e.code(), e.message().to_owned()));
+        // Any other certificate from the CA, or another agent's, cannot take a name.
+        let (c, m) = code(controller_as(&h, "cli").await.register(register("h1")).await).unwrap();
+        assert_eq!(c, tonic::Code::PermissionDenied, "{m}");
+        let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register("h1")).await).unwrap();
+        assert!(c == tonic::Code::PermissionDenied && m.contains("\"ghost\""), "{m}");
+        let (c, m) = code(controller_as(&h, "agent").await.register(register("h1")).await).unwrap();
+        assert!(c == tonic::Code::PermissionDenied && m.contains("certs issue agent"), "{m}");
+        let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register(&"g".repeat(1 << 20))).await).unwrap();
+        assert!(c == tonic::Code::InvalidArgument && m.len() < 300, "{c:?} {} bytes", m.len());
+        // A registration that goes away is forgotten, and no longer blocks role=db.
+        let session = controller_as(&h, "agent-ghost").await.register(register("ghost")).await.unwrap();
+        assert!(h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"));
+        drop(session);
+        eventually("ghost is forgotten", || !h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"));
+        // `agents forget` removes a live registration and ends its session.
+        let mut live = controller_as(&h, "agent-ghost2").await.register(register("ghost2")).await.unwrap().into_inner();
+        assert!(live.message().await.unwrap().is_some());
+        h.cli_ok(&["agents", "forget", "ghost2"]);
+        assert!(!h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost2"));
+        assert!(tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = live.message().await {} }).await.is_ok(), "the forgotten session goes on");
+
+        // Roles: viewers read, operators act; agent and controller certificates do neither here.
+        let apply = || pb::ApplyFaultRequest {
+            target: Some(pb::Target { agents: vec!["h1".into()], ..Default::default() }),
+            spec: Some(apb::FaultSpec { interface: "eth0".into(), lease_ms: 60_000, kind: Some(apb::fault_spec::Kind::Drop(apb::Drop { percent: 1.0 })), ..Default::default() }),
+        };
+        for (stem, read_ok, write_ok) in [("cli", true, true), ("viewer", true, false), ("agent-ghost", false, false), ("controller", false, false)] {
+            let mut c = controller_as(&h, stem).await;
+            assert_eq!(c.list_agents(pb::ListAgentsRequest {}).await.is_ok(), read_ok, "{stem} listing agents");
+            assert_eq!(c.list_faults(pb::ListFaultsRequest {}).await.is_ok(), read_ok, "{stem} listing faults");
+            let applied = c.apply_fault(apply()).await;
+            assert_eq!(applied.is_ok(), write_ok, "{stem} applying: {applied:?}");
+            if let Err(e) = &applied {
+                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{stem}: {e:?}");
+            }
+            let reverted = c.revert_fault(pb::RevertFaultRequest { all: true, id: String::new() }).await;
+            assert_eq!(reverted.is_ok(), write_ok, "{stem} reverting");
+        }
+        // The controller bounds leases as the agents do (a week), instead of passing 2^64-1 on.
+        let mut op = controller_as(&h, "cli").await;
+        let mut huge = apply();
+        huge.spec.as_mut().unwrap().lease_ms = u64::MAX;
+        assert_eq!(op.apply_fault(huge).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        // An event position past the end replays nothing.
+        let mut events = op.watch_events(pb::WatchEventsRequest { after_seq: u64::MAX, follow: false, last: 0 }).await.unwrap().into_inner();
+        assert!(events.message().await.unwrap().is_none());
+    });
 }

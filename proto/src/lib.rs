@@ -2,6 +2,9 @@
 //! types live with the components; these only travel.
 
 pub mod doctor;
+pub mod fuzzing;
+pub mod identity;
+pub mod listener;
 pub mod service;
 pub mod transport;
 
@@ -35,6 +38,35 @@ impl agent::v1::fault_spec::Kind {
             Self::MemoryPressure(_) => "memory_pressure",
             Self::CpuThrottle(_) => "cpu_throttle",
         }
+    }
+}
+
+/// The longest lease anything accepts (CLI, scenario files, controller, agent): a week.
+pub const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A caller's input inside an error message: Debug-quoted and cut to a short prefix, so
+/// an error about a 100 KB value stays small (and well inside gRPC's message limits).
+#[must_use]
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &s[..end], s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_are_short() {
+        assert_eq!(super::quote("eth0"), "\"eth0\"");
+        let long = "é".repeat(100_000);
+        let q = super::quote(&long);
+        assert!(q.len() < 100 && q.ends_with("(200000 bytes)"), "{q}");
     }
 }
 

@@ -81,6 +81,25 @@ impl Security {
         Self::load(dir.unwrap_or(Path::new(DEFAULT_TLS_DIR)), role)
     }
 
+    /// An agent's security: its own pair `agent-NAME.pem` (bound to its name, from
+    /// `faultline certs issue agent NAME`) where the directory has one, else `agent.pem`.
+    pub fn for_agent(insecure: bool, dir: &Path, name: &str) -> Result<Self, TransportError> {
+        if insecure {
+            return Ok(Self::Insecure);
+        }
+        let named = format!("agent-{name}");
+        if !name.contains('/') && dir.join(format!("{named}.pem")).exists() {
+            let read = |f: String| {
+                let path = dir.join(f);
+                std::fs::read(&path).map_err(|error| TransportError::Read { path, dir: dir.display().to_string(), error })
+            };
+            let ca = Certificate::from_pem(read("ca.pem".into())?);
+            let identity = Identity::from_pem(read(format!("{named}.pem"))?, read(format!("{named}-key.pem"))?);
+            return Ok(Self::Mtls { ca, identity });
+        }
+        Self::load(dir, Role::Agent)
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Mtls { .. })
     }
@@ -91,17 +110,29 @@ impl Security {
     }
 
     /// A server that only serves callers with a certificate from the CA, or a
-    /// plaintext one on loopback.
+    /// plaintext one on loopback. Bounded: a handshake must finish within 5 s, a peer that
+    /// stops answering HTTP/2 pings is dropped, and one connection carries at most 256
+    /// concurrent calls (the listener, `Security::incoming`, bounds the connections).
     pub fn server(&self, listen: SocketAddr) -> Result<tonic::transport::Server, TransportError> {
-        let builder = tonic::transport::Server::builder();
+        let builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(256);
         match self {
             Self::Mtls { ca, identity } => {
                 // client_ca_root without client_auth_optional: no certificate, no handshake.
-                Ok(builder.tls_config(ServerTlsConfig::new().identity(identity.clone()).client_ca_root(ca.clone()))?)
+                Ok(builder.tls_config(ServerTlsConfig::new().identity(identity.clone()).client_ca_root(ca.clone()).timeout(Duration::from_secs(5)))?)
             }
             Self::Insecure if listen.ip().is_loopback() => Ok(builder),
             Self::Insecure => Err(TransportError::NotLoopback { addr: listen.to_string() }),
         }
+    }
+
+    /// The bounded listener for `server`: in plaintext mode only root's sockets get in
+    /// (plaintext is loopback only, and a local user must not gain what root has).
+    pub async fn incoming(&self, listen: SocketAddr, mut limits: crate::listener::Limits) -> std::io::Result<impl futures_core::Stream<Item = std::io::Result<crate::listener::Conn>> + use<>> {
+        limits.root_only = !self.is_tls();
+        crate::listener::bind(listen, limits).await
     }
 
     /// An endpoint for `url` (named `field` in errors) whose server must present
@@ -132,9 +163,9 @@ impl Security {
 pub mod certgen {
     use std::path::{Path, PathBuf};
 
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
-    use super::{AGENT_NAME, CONTROLLER_NAME};
+    use crate::identity::CertRole;
 
     #[derive(Debug, thiserror::Error)]
     pub enum CertError {
@@ -144,10 +175,13 @@ pub mod certgen {
         Write { path: PathBuf, source: std::io::Error },
         #[error("generating certificates: {0}")]
         Gen(#[from] rcgen::Error),
+        #[error("{0}")]
+        Name(String),
     }
 
-    /// Writes ca.pem/ca-key.pem, agent, controller and cli certificates and keys into
-    /// `dir` (created; keys mode 0600). Returns the files written.
+    /// Writes ca.pem/ca-key.pem and a certificate and key per role into `dir` (created;
+    /// keys mode 0600): agent (bound to no name: it serves, and registers only in
+    /// plaintext labs), controller, cli (an operator) and viewer. Returns the files.
     pub fn init(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
         let existing = dir.join("ca.pem");
         if existing.exists() {
@@ -162,20 +196,45 @@ pub mod certgen {
         let ca_cert = ca.self_signed(&ca_key)?;
         let mut written = vec![write(dir, "ca.pem", &ca_cert.pem(), false)?, write(dir, "ca-key.pem", &ca_key.serialize_pem(), true)?];
         let issuer = Issuer::new(ca, ca_key);
-        // Agents and the controller are servers and also clients (agents register with
-        // the controller, the controller calls agents); the CLI is only a client.
-        for (stem, name, server) in [("agent", AGENT_NAME, true), ("controller", CONTROLLER_NAME, true), ("cli", "cli.faultline", false)] {
-            let mut p = CertificateParams::new(vec![name.to_owned()])?;
-            p.distinguished_name.push(DnType::CommonName, name);
-            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            p.extended_key_usages = if server { vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth] } else { vec![ExtendedKeyUsagePurpose::ClientAuth] };
-            p.use_authority_key_identifier_extension = true;
-            let key = KeyPair::generate()?;
-            let cert = p.signed_by(&key, &issuer)?;
-            written.push(write(dir, &format!("{stem}.pem"), &cert.pem(), false)?);
-            written.push(write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true)?);
+        for (stem, role) in [("agent", CertRole::Agent), ("controller", CertRole::Controller), ("cli", CertRole::Operator), ("viewer", CertRole::Viewer)] {
+            written.extend(sign(dir, stem, role, None, &issuer)?);
         }
         Ok(written)
+    }
+
+    /// Issues one more certificate from the CA in `dir` (ca.pem and ca-key.pem): an agent
+    /// bound to `name` (`agent-NAME.pem`: only it may register as NAME), or an operator or
+    /// viewer (`operator-NAME.pem`, `viewer-NAME.pem`, for one person or script).
+    pub fn issue(dir: &Path, role: CertRole, name: &str) -> Result<Vec<PathBuf>, CertError> {
+        crate::identity::check_agent_name(name).map_err(CertError::Name)?;
+        if role == CertRole::Controller {
+            return Err(CertError::Name("issue agent, operator or viewer certificates; `certs init` makes the controller's".into()));
+        }
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|source| CertError::Write { path: dir.join(f), source });
+        let key = KeyPair::from_pem(&read("ca-key.pem")?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read("ca.pem")?, key)?;
+        let stem = format!("{}-{name}", role.name());
+        if dir.join(format!("{stem}.pem")).exists() {
+            return Err(CertError::Exists(dir.join(format!("{stem}.pem"))));
+        }
+        sign(dir, &stem, role, (role == CertRole::Agent).then_some(name), &issuer)
+    }
+
+    /// Agents and the controller are servers and also clients (agents register with the
+    /// controller, the controller calls agents); operators and viewers only clients.
+    fn sign(dir: &Path, stem: &str, role: CertRole, agent: Option<&str>, issuer: &Issuer<'_, KeyPair>) -> Result<Vec<PathBuf>, CertError> {
+        let mut p = CertificateParams::new(vec![role.dns().to_owned()])?;
+        if let Some(name) = agent {
+            p.subject_alt_names.push(SanType::URI(format!("{}{name}", crate::identity::AGENT_URI).try_into()?));
+        }
+        p.distinguished_name.push(DnType::CommonName, agent.map_or_else(|| role.dns().to_owned(), |n| format!("{n}.{}", role.dns())));
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let server = matches!(role, CertRole::Agent | CertRole::Controller);
+        p.extended_key_usages = if server { vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth] } else { vec![ExtendedKeyUsagePurpose::ClientAuth] };
+        p.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, issuer)?;
+        Ok(vec![write(dir, &format!("{stem}.pem"), &cert.pem(), false)?, write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true)?])
     }
 
     fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<PathBuf, CertError> {
@@ -224,7 +283,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("faultline-certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let files = certgen::init(&dir).unwrap();
-        assert_eq!(files.len(), 8);
+        assert_eq!(files.len(), 10);
         for role in [Role::Agent, Role::Controller, Role::Cli] {
             let s = Security::load(&dir, role).unwrap();
             assert!(s.endpoint("url", "https://10.0.0.5:7070", AGENT_NAME).is_ok());

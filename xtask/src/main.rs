@@ -66,6 +66,12 @@ enum Task {
         #[arg(long, default_value = fresh_check::FRESH_LIST)]
         fresh_list: std::path::PathBuf,
     },
+    /// The fuzz targets (`fuzz_*` tests: parsers and request validation), each for SECONDS
+    /// (default 60), printing the inputs each reached; run by `test`.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Regenerates proto/src/gen from the .proto files (needs protoc); --check fails on a diff.
     Codegen {
         #[arg(long)]
@@ -104,6 +110,7 @@ fn main() -> Result<()> {
             vm_systemd::run()
         }
         Task::Codegen { check } => codegen::run(check),
+        Task::Fuzz { seconds } => fuzz(seconds),
         Task::FreshCheck { purge, fresh_list } => fresh_check::run(purge, &fresh_list),
         Task::Test => {
             setup::run()?;
@@ -113,6 +120,7 @@ fn main() -> Result<()> {
                 anyhow::bail!("the test suite needs root (network namespaces, qdiscs, eBPF)");
             }
             run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
+            fuzz(60)?;
             vm::run()?;
             vm_systemd::run()?;
             vm_lab::test()?;
@@ -138,6 +146,16 @@ fn demo(keep: bool, vm: bool) -> Result<()> {
         cmd.arg("--keep");
     }
     run_cmd(&mut cmd)
+}
+
+/// Every `fuzz_*` test with a budget of `seconds` each; two at a time (the machine's cores).
+fn fuzz(seconds: u32) -> Result<()> {
+    run_cmd(
+        Command::new("cargo")
+            .args(["test", "--workspace", "--lib", "--bins", "fuzz_", "--", "--nocapture", "--test-threads", "2"])
+            .env("FAULTLINE_FUZZ_SECONDS", seconds.to_string())
+            .current_dir(workspace_root()),
+    )
 }
 
 fn nix_is_root() -> bool {

@@ -65,6 +65,7 @@ pub const TOOLS: &[Tool] = &[
     apt("vagrant", "vagrant", "the install test validates vagrant/Vagrantfile"),
     apt("ldd", "libc-bin", "collecting shared libraries for initramfs images"),
     apt("taskset", "util-linux", "benchmarks pin client and server to cores"),
+    apt("runuser", "util-linux", "tests act as an unprivileged local user"),
     apt("pgrep", "procps", "tests find processes"),
     essential("cp", "coreutils", "copying trees"),
     essential("sleep", "coreutils", "a long-lived process to fault in tests"),
@@ -159,8 +160,10 @@ pub fn spawned_programs(source: &str) -> Vec<String> {
         });
     }
     // Wrappers that run the program named after them.
+    // `"exec", NS, "program"` on one line, NS being one argument (no `]`, `)` or `;`).
     after("\"exec\", ", &mut |r| {
-        if let Some(next) = r.split_once(", ").map(|(_, n)| n) {
+        let line = r.lines().next().unwrap_or("");
+        if let Some((_, next)) = line.split_once(", ").filter(|(ns, _)| !ns.contains([']', ')', ';'])) {
             found.extend(literal(next));
         }
     });

@@ -154,6 +154,12 @@ pub fn install(root: &Path, tls: &Path, role: &str, extra: &[&str]) -> Result<()
     if !tls.join("ca.pem").exists() {
         run_cmd(Command::new(ws.join("target/release/faultline")).args(["certs", "init"]).arg(tls))?;
     }
+    // An agent registers only under the name its certificate carries.
+    if let Some(name) = extra.iter().position(|a| *a == "--name").and_then(|i| extra.get(i + 1)) {
+        if role == "agent" && !tls.join(format!("agent-{name}.pem")).exists() {
+            run_cmd(Command::new(ws.join("target/release/faultline")).args(["certs", "issue", "agent", name, "--dir"]).arg(tls))?;
+        }
+    }
     run_cmd(Command::new(ws.join("dist/install.sh")).args(["--role", role, "--force", "--bin"]).arg(ws.join("target/release")).arg("--tls").arg(tls).arg("--root").arg(root).args(extra))
 }
 

@@ -51,6 +51,7 @@ impl Engine {
             lease: spec.lease,
             objects: Vec::new(),
             applied: Applied::Process { spec: spec.clone(), processes: Vec::new(), cgroup: None, notes: Vec::new() },
+            revert_failed: None,
         };
         // Kill and restart change nothing that could be reverted, so they hold no
         // lock while they wait for processes to exit.
@@ -77,7 +78,7 @@ impl Engine {
             }
             Err(e) => {
                 warn!(id = f.id, "apply failed, rolling back: {e}");
-                self.teardown(&mut st, &f).await;
+                self.roll_back(&mut st, f).await;
                 Err(e)
             }
         }
@@ -108,13 +109,15 @@ fn record(st: &mut State, f: &mut Active, obj: KernelObject) -> Result<(), Engin
 fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Resolved>) -> Result<(), EngineError> {
     match (kind, resolved) {
         (ProcessKind::Freeze(FreezeMethod::Cgroup), Some(Resolved::Cgroup(c))) => {
-            if let Some(other) = st.faults.values().find(|o| o.objects.contains(&KernelObject::CgroupFreeze { dir: c.dir.clone() })) {
+            // Journaled relative to the cgroup2 root: found again wherever it is mounted.
+            let obj = KernelObject::CgroupFreeze { dir: c.rel.clone().into() };
+            if let Some(other) = st.faults.values().find(|o| o.objects.contains(&obj)) {
                 return Err(EngineError::Conflict(format!("cgroup {} is already frozen by fault {}", c.rel, other.id)));
             }
             if c.freeze_requested()? {
                 return Err(EngineError::Precondition(format!("cgroup {} is already frozen, not by faultline; it is left as it is", c.rel)));
             }
-            record(st, f, KernelObject::CgroupFreeze { dir: c.dir.clone() })?;
+            record(st, f, obj)?;
             let done = c.set_frozen(true, FREEZE_WAIT)?;
             let note = (!done).then(|| format!("freeze of {} still completing after {} ms (a task is in uninterruptible sleep)", c.rel, FREEZE_WAIT.as_millis()));
             set(f, process::members(&c), Some(c), note);
@@ -165,12 +168,12 @@ fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Reso
                     c.rel
                 )));
             }
-            if let Some(other) = st.faults.values().find(|o| o.objects.iter().any(|x| matches!(x, KernelObject::CpuMax { dir, .. } if *dir == c.dir))) {
+            if let Some(other) = st.faults.values().find(|o| o.objects.iter().any(|x| matches!(x, KernelObject::CpuMax { dir, .. } if dir.as_path() == std::path::Path::new(&c.rel)))) {
                 return Err(EngineError::Conflict(format!("cgroup {} is already throttled by fault {}", c.rel, other.id)));
             }
             let previous = c.cpu_max()?;
             let ours = cgroup::cpu_max_value(*cpus, *period_us);
-            record(st, f, KernelObject::CpuMax { dir: c.dir.clone(), previous, ours: ours.clone() })?;
+            record(st, f, KernelObject::CpuMax { dir: c.rel.clone().into(), previous, ours: ours.clone() })?;
             c.set_cpu_max(&ours)?;
             set(f, process::members(&c), Some(c), None);
         }
@@ -223,24 +226,44 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                 }
                 return Ok((targets, cgroup, vec![format!("systemctl restart {unit}")]));
             }
-            // Kill nothing unless the replacement can be started.
-            if !process::executable(&command[0]) {
+            // A caller's command run by a root agent would be a root shell: only an agent
+            // started with --allow-restart-command runs one, and as the target's user.
+            if !command.is_empty() && !process::restart_command_allowed() {
+                return Err(EngineError::Precondition(
+                    "restart.command: this agent runs no caller-given command (start it with --allow-restart-command to allow that); leave the command out to start the process again exactly as it ran".into(),
+                ));
+            }
+            if let Some(program) = command.first().filter(|p| !process::executable(p)) {
                 return Err(EngineError::Invalid(crate::fault::InvalidField {
                     field: "restart.command[0]".into(),
-                    reason: format!("{:?} is not an executable file here (nor in PATH); nothing was killed", command[0]),
+                    reason: format!("{} is not an executable file here (nor in PATH); nothing was killed", faultline_proto::quote(program)),
                 }));
             }
+            // Kill nothing unless every replacement can be started: read how each one
+            // was launched first. Only the roots of the selected set are started again
+            // (killing an nginx master and its workers restarts the master).
+            let pids: Vec<u32> = targets.iter().map(|p| p.id.pid).collect();
+            let roots: Vec<&Stat> = targets.iter().filter(|p| !pids.contains(&p.ppid)).collect();
+            let launches = roots
+                .iter()
+                .map(|p| process::capture(p.id.pid))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EngineError::Precondition(format!("{e}; nothing was killed")))?;
             let hit = send(&targets, *signal)?;
             let mut notes = Vec::new();
             if !wait_gone(&hit, *grace).await {
                 notes.push(format!("still running after {} ms: SIGKILL", grace.as_millis()));
                 send_quiet(&hit, libc::SIGKILL);
                 if !wait_gone(&hit, Duration::from_secs(5)).await {
-                    return Err(EngineError::Kernel("the old processes survived SIGKILL (uninterruptible sleep?); the command was not started".into()));
+                    return Err(EngineError::Kernel("the old processes survived SIGKILL (uninterruptible sleep?); nothing was started".into()));
                 }
             }
-            let pid = process::spawn_detached(command).map_err(|e| EngineError::Invalid(crate::fault::InvalidField { field: "restart.command".into(), reason: format!("starting {:?}: {e}", command[0]) }))?;
-            notes.push(format!("started pid {pid}: {}", command.join(" ")));
+            let given = (!command.is_empty()).then_some(command.as_slice());
+            for l in &launches {
+                let pid = process::relaunch(l, given).map_err(|e| EngineError::Kernel(format!("starting pid {}'s replacement: {e}", l.pid)))?;
+                let what = given.map_or_else(|| l.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "), |c| c.join(" "));
+                notes.push(format!("started pid {pid}: {what} (uid {}, in {})", l.uid, l.cwd.display()));
+            }
             Ok((hit, cgroup, notes))
         }
         _ => unreachable!("only kill and restart are one-shot"),

@@ -9,7 +9,7 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
     util::KernelVersion,
 };
-use faultline_ebpf_common::{Counters, MAX_RULES, PeerKey, Rule};
+use faultline_ebpf_common::{Counters, MAX_PEERS, MAX_RULES, PeerKey, Rule};
 
 use crate::fault::Cidr;
 
@@ -30,6 +30,23 @@ pub enum BpfError {
     /// Every slot is taken by an active fault.
     #[error("all {MAX_RULES} eBPF fault slots are in use")]
     NoSlot,
+    /// The peer table (shared by every fault's peers) is full.
+    #[error("match.peers: the eBPF peer table holds at most {MAX_PEERS} entries across all active faults, and is full; revert a fault with many peers or use fewer, wider CIDRs")]
+    PeersFull,
+}
+
+/// Whether a map call failed because the key was not there.
+fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Whether a map update failed because the map is full.
+fn full(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::SyscallError(s) if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM)))
 }
 
 /// How tc programs attach on this kernel.
@@ -116,9 +133,10 @@ impl Classifier {
     }
 
     /// Fills a reserved slot: peers first, then counters, then the rule that makes it live.
+    /// On failure the caller empties the slot with `remove` (which skips peers never added).
     pub fn install(&mut self, slot: u32, rule: Rule, peers: &[Cidr]) -> Result<(), BpfError> {
         for c in peers {
-            self.peers.insert(&peer_key(slot, c), 1, 0).map_err(map_err("PEERS"))?;
+            self.peers.insert(&peer_key(slot, c), 1, 0).map_err(|e| if full(&e) { BpfError::PeersFull } else { map_err("PEERS")(e) })?;
         }
         let zero = PerCpuValues::try_from(vec![Counters::default(); aya::util::nr_cpus().map_err(|(_, e)| BpfError::Load(e.to_string()))?])
             .map_err(|e| BpfError::Load(e.to_string()))?;
@@ -126,17 +144,33 @@ impl Classifier {
         self.rules.set(slot, rule, 0).map_err(map_err("RULES"))
     }
 
-    /// Empties a slot: the rule first, so no packet sees a half-removed peer set.
+    /// Empties a slot: the rule first, so no packet sees a half-removed peer set. Every peer
+    /// is tried (one absent, say never added by a failed install, is no error); the slot is
+    /// free again only when none is left, so a later fault cannot inherit a stale peer.
     pub fn remove(&mut self, slot: u32, peers: &[Cidr]) -> Result<(), BpfError> {
         self.rules.set(slot, Rule::default(), 0).map_err(map_err("RULES"))?;
+        let mut first_error = None;
         for c in peers {
             match self.peers.remove(&peer_key(slot, c)) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("PEERS")(e)),
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => {
+                    first_error.get_or_insert(map_err("PEERS")(e));
+                }
             }
         }
-        self.used[slot as usize] = false;
-        Ok(())
+        match first_error {
+            None => {
+                self.used[slot as usize] = false;
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Slots in use, for tests and status.
+    pub fn slots_in_use(&self) -> usize {
+        self.used.iter().filter(|u| **u).count()
     }
 
     pub fn counters(&self, slot: u32) -> Result<Counters, BpfError> {

@@ -13,7 +13,8 @@ pub enum CgroupError {
     NotMounted,
     #[error("{0}")]
     Invalid(String),
-    #[error("no cgroup {0} (looked for {1})")]
+    /// The path (quoted and cut short) and the cgroup2 root it was looked for under.
+    #[error("no cgroup {0} under {1}")]
     Missing(String, PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -29,6 +30,19 @@ pub fn mount() -> Option<PathBuf> {
     info.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split_whitespace().nth(4)).map(PathBuf::from)
 }
 
+/// Where a journaled cgroup is now. The journal keeps paths relative to the cgroup2 root
+/// ("/app/db"), so a `--cleanup` whose mount namespace puts cgroup2 elsewhere finds them;
+/// older journals kept the absolute directory, which is tried as is first and then under
+/// this namespace's mount.
+pub fn locate(journaled: &Path) -> Result<PathBuf, CgroupError> {
+    let root = mount().ok_or(CgroupError::NotMounted)?;
+    if journaled.starts_with(&root) && journaled.exists() {
+        return Ok(journaled.to_owned());
+    }
+    let rel = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].iter().find_map(|m| journaled.strip_prefix(m).ok()).unwrap_or(journaled);
+    Ok(root.join(rel.strip_prefix("/").unwrap_or(rel)))
+}
+
 /// A cgroup directory: `rel` as /proc/PID/cgroup names it, `dir` on the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
@@ -42,13 +56,13 @@ pub fn resolve(path: &str) -> Result<Cgroup, CgroupError> {
     let root = mount().ok_or(CgroupError::NotMounted)?;
     let p = Path::new(path);
     if p.components().any(|c| c == Component::ParentDir) {
-        return Err(CgroupError::Invalid(format!("{path:?}: '..' is not allowed in a cgroup path")));
+        return Err(CgroupError::Invalid(format!("{}: '..' is not allowed in a cgroup path", faultline_proto::quote(path))));
     }
     let rel = p.strip_prefix(&root).unwrap_or(p);
     let rel = rel.strip_prefix("/").unwrap_or(rel);
     let dir = root.join(rel);
     if !dir.join("cgroup.procs").exists() {
-        return Err(CgroupError::Missing(path.to_owned(), dir));
+        return Err(CgroupError::Missing(faultline_proto::quote(path), root));
     }
     Ok(Cgroup { rel: format!("/{}", rel.display()).replace("//", "/"), dir })
 }
@@ -117,7 +131,7 @@ pub fn systemd_booted() -> bool {
 /// A systemd unit's cgroup, from `systemctl show`.
 pub fn unit_cgroup(unit: &str) -> Result<Cgroup, CgroupError> {
     if !systemd_booted() {
-        return Err(CgroupError::Invalid(format!("{unit:?}: systemd is not PID 1 on this host, so it has no units; target the cgroup or the processes instead")));
+        return Err(CgroupError::Invalid(format!("{}: systemd is not PID 1 on this host, so it has no units; target the cgroup or the processes instead", faultline_proto::quote(unit))));
     }
     let out = std::process::Command::new("systemctl")
         .args(["show", "--property=ControlGroup", "--value", "--", unit])
@@ -125,7 +139,7 @@ pub fn unit_cgroup(unit: &str) -> Result<Cgroup, CgroupError> {
         .map_err(io(Path::new("systemctl")))?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || path.is_empty() {
-        return Err(CgroupError::Invalid(format!("{unit:?}: systemd knows no running unit of that name (systemctl show gave no ControlGroup)")));
+        return Err(CgroupError::Invalid(format!("{}: systemd knows no running unit of that name (systemctl show gave no ControlGroup)", faultline_proto::quote(unit))));
     }
     resolve(&path)
 }

@@ -30,6 +30,16 @@ pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
+/// The index of `name`, `None` only when the kernel says there is no such device: any
+/// other failure (out of descriptors, say) is an error, never read as "gone".
+pub fn lookup(name: &str) -> std::io::Result<Option<u32>> {
+    match super::fds::retry(|| nix::net::if_::if_nametoindex(name).map_err(std::io::Error::from)) {
+        Ok(i) => Ok(Some(i)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }

@@ -3,6 +3,7 @@
 pub mod bpf;
 pub mod caps;
 pub mod cgroup;
+pub mod fds;
 pub mod link;
 pub mod procfs;
 pub mod tc;

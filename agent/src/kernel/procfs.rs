@@ -52,6 +52,26 @@ pub fn is_alive(id: ProcId) -> bool {
     stat(id.pid).is_some_and(|s| s.id == id && s.state != 'Z')
 }
 
+/// Like `is_alive`, for the undo path: `false` only when /proc says the process is gone
+/// or another one has its pid; a failed read (no descriptors left) is an error.
+pub fn alive(id: ProcId) -> std::io::Result<bool> {
+    match super::fds::retry(|| fs::read_to_string(format!("/proc/{}/stat", id.pid))) {
+        Ok(text) => Ok(parse_stat(id.pid, &text).is_some_and(|s| s.id == id && s.state != 'Z')),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the process is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags, field
+/// 9): signals and cgroup moves do nothing to those, so they are no target.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| {
+        let rest = t.get(t.rfind(')')? + 2..)?;
+        rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+    }).is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 pub fn cmdline(pid: u32) -> String {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
@@ -99,15 +119,26 @@ pub enum SignalError {
 /// Sends `signal` to exactly the process `id`: the pidfd pins the process, and the
 /// start time is checked after it is pinned.
 pub fn signal(id: ProcId, signal: i32) -> Result<(), SignalError> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, id.pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(SignalError::Gone(id.pid));
-    }
-    // SAFETY: fd is a descriptor we own from here on.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if !is_alive(id) {
-        return Err(SignalError::Gone(id.pid));
+    let fd = super::fds::retry(|| {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, id.pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a descriptor we own from here on.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    });
+    // Only the kernel's "no such process" means gone: running out of descriptors must
+    // not read as "the process exited", or a frozen process would stay frozen.
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(SignalError::Gone(id.pid)),
+        Err(source) => return Err(SignalError::Os { pid: id.pid, source }),
+    };
+    match alive(id) {
+        Ok(true) => {}
+        Ok(false) => return Err(SignalError::Gone(id.pid)),
+        Err(source) => return Err(SignalError::Os { pid: id.pid, source }),
     }
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo, no flags.
     let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0) };

@@ -24,6 +24,8 @@ pub struct Lab {
     pub agent: Option<Child>,
     /// Extra agent flags for the next `start_agent`.
     pub agent_args: Vec<String>,
+    /// The agent's descriptor limit (soft and hard), as a unit's LimitNOFILE sets it.
+    pub nofile: Option<u64>,
 }
 
 pub fn sh(ns: &str, cmd: &[&str]) -> std::process::Output {
@@ -65,7 +67,7 @@ impl Lab {
         ip(&["-n", &b, "addr", "add", &format!("10.200.{id}.3/24"), "dev", "tb"]);
         let state = std::env::temp_dir().join(format!("faultline-test-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
-        let mut lab = Self { id, a, b, state, agent: None, agent_args: agent_args.iter().map(|s| (*s).to_owned()).collect() };
+        let mut lab = Self { id, a, b, state, agent: None, agent_args: agent_args.iter().map(|s| (*s).to_owned()).collect(), nofile: None };
         lab.start_agent();
         lab
     }
@@ -114,17 +116,23 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self) {
+        use std::os::unix::process::CommandExt;
         let log = File::create(self.state.with_extension("log")).expect("agent log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--metrics-listen", &self.metrics_listen(), "--state-dir"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--metrics-listen", &self.metrics_listen(), "--state-dir"])
             .arg(&self.state)
             .arg("--tls-dir")
             .arg(test_certs())
             .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn agent");
+            .stderr(log);
+        if let Some(n) = self.nofile {
+            // SAFETY: setrlimit is async-signal-safe; the closure runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from));
+            }
+        }
+        let child = cmd.spawn().expect("spawn agent");
         self.agent = Some(child);
         // Ready when it answers; no timing assumption beyond a generous ceiling.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -217,6 +225,17 @@ pub async fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
     use faultline_proto::transport::{AGENT_NAME, Role, Security};
     let security = if url.starts_with("https://") { Security::load(test_certs(), Role::Cli).expect("test certificates") } else { Security::Insecure };
     security.endpoint("url", url, AGENT_NAME).expect("a valid test URL").connect().await
+}
+
+/// A client presenting the test CA's certificate `stem` (agent, controller, cli, viewer).
+pub async fn client_as(url: &str, stem: &str) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |f: String| std::fs::read(test_certs().join(f)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(read(format!("{stem}.pem")), read(format!("{stem}-key.pem"))))
+        .domain_name(faultline_proto::transport::AGENT_NAME);
+    Ok(AgentServiceClient::new(Endpoint::from_shared(url.to_owned()).unwrap().tls_config(tls)?.connect().await?))
 }
 
 pub async fn client(url: &str) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {

@@ -54,7 +54,11 @@ impl Shape {
     /// `burst:N/EVERY`, `sine:AMPLITUDE/PERIOD`.
     pub fn parse(spec: &str, base_rate: Option<f64>) -> Result<Self, ShapeError> {
         let (kind, args) = spec.split_once(':').unwrap_or((spec, ""));
-        let need_rate = || base_rate.ok_or_else(|| bad("--rate", format!("required with --shape {kind}")));
+        let need_rate = || match base_rate {
+            None => Err(bad("--rate", format!("required with --shape {kind}"))),
+            Some(r) if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) => Err(bad("--rate", format!("{r} is not a rate in (0, 10000000] requests per second"))),
+            Some(r) => Ok(r),
+        };
         let shape = match kind {
             "constant" => Self::Constant { rate: need_rate()? },
             "poisson" => Self::Poisson { rate: need_rate()? },

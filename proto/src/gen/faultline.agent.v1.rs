@@ -365,6 +365,10 @@ pub struct FaultStatus {
     /// smoothed RTT to those peers during the fault vs before it.
     #[prost(message, optional, tag = "10")]
     pub observed: ::core::option::Option<Observed>,
+    /// Non-empty when a revert (lease end, request, rollback) could not undo everything:
+    /// what failed. The agent keeps the journal entries and retries until it succeeds.
+    #[prost(string, tag = "11")]
+    pub revert_error: ::prost::alloc::string::String,
 }
 /// What the agent's own metrics show a fault doing, next to what was asked.
 #[allow(clippy::all)]

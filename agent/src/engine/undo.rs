@@ -1,0 +1,112 @@
+//! Undoing one journaled kernel object. The rule: only the kernel saying the object is
+//! gone (no such device, file or process) counts as gone. Any other failure — out of
+//! descriptors, a netlink error — is returned, so the caller keeps the journal entry and
+//! tries again, and never reports a revert that did not happen.
+
+use rtnetlink::Handle;
+use tracing::{info, warn};
+
+use crate::{
+    journal::{Entry, Journal, KernelObject},
+    kernel::{
+        bpf, cgroup, fds, link,
+        procfs::{self, ProcId},
+        tc,
+    },
+};
+
+fn gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV | libc::ESRCH))
+}
+
+/// A cgroup file write for the undo path, with "the cgroup is gone" told apart.
+fn write_cgroup(dir: &std::path::Path, file: &str, value: &str) -> Result<(), String> {
+    let path = cgroup::locate(dir).map_err(|e| e.to_string())?.join(file);
+    match fds::retry(|| std::fs::write(&path, value)) {
+        Ok(()) => Ok(()),
+        // A cgroup removed meanwhile took its tasks' state with it.
+        Err(e) if gone(&e) => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Signals a process the journal names; a process that is gone needs nothing.
+fn signal(pid: u32, start_time: u64, signal: i32) -> Result<(), String> {
+    match procfs::signal(ProcId { pid, start_time }, signal) {
+        Ok(()) | Err(procfs::SignalError::Gone(_)) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes one object the agent created, after checking it is still the agent's. `Ok`
+/// means it is gone now (removed, or the kernel no longer has it, or it is no longer
+/// ours and is left alone).
+pub async fn undo(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
+    match obj {
+        KernelObject::Qdisc { ifname, parent, handle, kind, .. } => {
+            // The ifindex may have changed if the device was recreated: go by name.
+            let Some(ifindex) = link::lookup(ifname).map_err(|e| format!("looking up {ifname}: {e}"))? else { return Ok(()) };
+            let qdiscs = tc::list_qdiscs(nl, ifindex).await.map_err(|e| e.to_string())?;
+            let Some(q) = qdiscs.into_iter().find(|q| q.parent == *parent && (q.handle == *handle || kind == "clsact")) else { return Ok(()) };
+            if q.kind != *kind {
+                warn!("{ifname}: qdisc {} is {} now, not our {kind}; leaving it", tc::fmt_handle(q.handle), q.kind);
+                return Ok(());
+            }
+            match tc::del_qdisc(nl, &q).await {
+                Ok(()) => Ok(()),
+                Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        KernelObject::Ifb { name } => {
+            if !name.starts_with(link::IFB_PREFIX) {
+                return Ok(());
+            }
+            let Some(idx) = link::lookup(name).map_err(|e| format!("looking up {name}: {e}"))? else { return Ok(()) };
+            link::delete_link(nl, idx).await.map_err(|e| format!("deleting {name}: {e}"))
+        }
+        KernelObject::ClsBpf { ifname, ingress } => {
+            if link::lookup(ifname).map_err(|e| format!("looking up {ifname}: {e}"))?.is_none() {
+                return Ok(());
+            }
+            bpf::detach_leftover(ifname, *ingress).map_err(|e| format!("{ifname}: removing leftover cls_bpf: {e}"))
+        }
+        KernelObject::CgroupFreeze { dir } => write_cgroup(dir, "cgroup.freeze", "0"),
+        KernelObject::Stopped { pid, start_time } => signal(*pid, *start_time, libc::SIGCONT),
+        KernelObject::Child { pid, start_time } => signal(*pid, *start_time, libc::SIGKILL),
+        KernelObject::CpuMax { dir, previous, ours } => {
+            let file = cgroup::locate(dir).map_err(|e| e.to_string())?.join("cpu.max");
+            match fds::retry(|| std::fs::read_to_string(&file)) {
+                Ok(now) if now.trim() == ours => write_cgroup(dir, "cpu.max", previous),
+                Ok(now) => {
+                    warn!("{} reads {:?} now, not our {ours:?}; leaving it", file.display(), now.trim());
+                    Ok(())
+                }
+                Err(e) if gone(&e) => Ok(()),
+                Err(e) => Err(format!("{}: {e}", file.display())),
+            }
+        }
+    }
+}
+
+/// Undoes what a previous agent left, newest first; returns what could not be undone
+/// (still in the journal) with why.
+pub async fn recover(nl: &Handle, journal: &mut Journal, leftover: &[Entry]) -> Vec<(Entry, String)> {
+    let mut failed = Vec::new();
+    for e in leftover.iter().rev() {
+        info!(fault = e.fault, object = ?e.object, "undoing");
+        match undo(nl, &e.object).await {
+            Ok(()) => {
+                if let Err(err) = journal.forget(&e.object) {
+                    failed.push((e.clone(), err.to_string()));
+                }
+            }
+            Err(why) => {
+                warn!(object = ?e.object, "could not undo, kept in the journal: {why}");
+                failed.push((e.clone(), why));
+            }
+        }
+    }
+    failed.reverse();
+    failed
+}

@@ -1,0 +1,271 @@
+//! The daemons' TCP listener, bounded: a stranger who can reach the port must not be able
+//! to pin the process's descriptors (and with them its ability to revert faults). Every
+//! connection counts against a total and a per-address cap, given back when it closes;
+//! one that has not said enough to start TLS or HTTP/2 within `first_bytes` is closed;
+//! addresses named `privileged` (an agent's controller) are exempt from the total, so the
+//! controller always gets in. In plaintext mode (loopback only) a peer must be root: the
+//! kernel's socket table says which user owns the connecting socket.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// How many connections a daemon accepts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub total: usize,
+    pub per_peer: usize,
+    /// A new connection must send this many bytes within `first_bytes` (a TLS
+    /// ClientHello, or the 24-byte HTTP/2 preface) or it is closed.
+    pub first_bytes: Duration,
+    /// Addresses exempt from `total` (still under `per_peer`).
+    pub privileged: Vec<IpAddr>,
+    /// Plaintext mode: refuse peers whose socket is not owned by root.
+    pub root_only: bool,
+}
+
+impl Limits {
+    /// An agent: a controller, a few operators and viewers; never thousands.
+    #[must_use]
+    pub fn agent() -> Self {
+        Self { total: 256, per_peer: 32, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
+    }
+    /// A controller: one session per agent plus operators and viewers.
+    #[must_use]
+    pub fn controller() -> Self {
+        Self { total: 4096, per_peer: 64, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
+    }
+}
+
+/// Bytes a client sends before anything else: the HTTP/2 preface is 24, a TLS ClientHello more.
+const OPENING: usize = 24;
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_peer: HashMap<IpAddr, usize>,
+}
+
+/// A counted connection; dropping it gives its place back.
+pub struct Conn {
+    stream: TcpStream,
+    counts: Arc<Mutex<Counts>>,
+    peer: IpAddr,
+    privileged: bool,
+    /// Bytes read so far, up to `OPENING`; then the deadline no longer applies.
+    opened: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !self.privileged {
+            c.total = c.total.saturating_sub(1);
+        }
+        if let Some(n) = c.by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Connected for Conn {
+    // The plain TCP info: tonic's TLS layer wraps it, and `Request::peer_certs` finds it.
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.opened < OPENING && self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS or HTTP/2 opening in time")));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let n = buf.filled().len() - before;
+            self.opened = self.opened.saturating_add(n);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Binds `addr` and yields the connections `limits` admits; the others are closed at once.
+pub async fn bind(addr: SocketAddr, limits: Limits) -> io::Result<impl futures_core::Stream<Item = io::Result<Conn>>> {
+    let listener = TcpListener::bind(addr).await?;
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    Ok(futures_util::stream::unfold((listener, counts, limits), |(listener, counts, limits)| async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: wait instead of spinning; connections that end
+                    // give descriptors back.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Some(conn) = admit(stream, peer, &counts, &limits) {
+                return Some((Ok(conn), (listener, counts, limits)));
+            }
+        }
+    }))
+}
+
+fn admit(stream: TcpStream, peer: SocketAddr, counts: &Arc<Mutex<Counts>>, limits: &Limits) -> Option<Conn> {
+    let ip = canonical(peer.ip());
+    if limits.root_only {
+        let local = stream.local_addr().ok()?;
+        match socket_owner(peer, local) {
+            Some(0) => {}
+            owner => {
+                tracing::warn!(%peer, ?owner, "refused: plaintext connections are for root only (use TLS and a certificate otherwise)");
+                return None;
+            }
+        }
+    }
+    let privileged = limits.privileged.iter().any(|p| canonical(*p) == ip);
+    {
+        let mut c = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = c.by_peer.get(&ip).copied().unwrap_or(0);
+        if mine >= limits.per_peer || (!privileged && c.total >= limits.total) {
+            tracing::debug!(%peer, mine, total = c.total, "connection refused: over the limit");
+            return None;
+        }
+        *c.by_peer.entry(ip).or_default() += 1;
+        if !privileged {
+            c.total += 1;
+        }
+    }
+    // Small gRPC replies must not wait on Nagle and the peer's delayed ACK.
+    let _ = stream.set_nodelay(true);
+    Some(Conn { stream, counts: counts.clone(), peer: ip, privileged, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) })
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// The uid owning the socket at `peer` connected to `local`, from /proc/net/tcp(6): the
+/// connecting process's socket, seen from this (the same) network namespace.
+pub fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let want = (hex_addr(peer), hex_addr(local));
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).ok()?;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 7 && want.0.iter().any(|w| w == f[1]) && want.1.iter().any(|w| w == f[2]) {
+                return f[7].parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// How /proc/net/tcp(6) spell an address: each 32-bit word in host order, then the port.
+/// An IPv4 peer may appear in either table (an IPv6 socket shows it v4-mapped).
+fn hex_addr(a: SocketAddr) -> Vec<String> {
+    let v6 = |octets: [u8; 16]| -> String { octets.chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).collect() };
+    match canonical(a.ip()) {
+        IpAddr::V4(v4) => vec![format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.octets()), a.port()), format!("{}:{:04X}", v6(v4.to_ipv6_mapped().octets()), a.port())],
+        IpAddr::V6(v6a) => vec![format!("{}:{:04X}", v6(v6a.octets()), a.port())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn over_the_limit_is_closed_and_a_closed_one_frees_its_place() {
+        use futures_util::StreamExt;
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let probe = std::net::TcpListener::bind(addr).unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let limits = Limits { total: 2, per_peer: 2, first_bytes: Duration::from_secs(5), privileged: Vec::new(), root_only: false };
+        let mut incoming = Box::pin(bind(addr, limits).await.unwrap());
+        let a = TcpStream::connect(addr).await.unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let _second = incoming.next().await.unwrap().unwrap();
+        // The third is closed by the listener: reading it ends at once.
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_millis(300), incoming.next()).await;
+        assert!(next.is_err(), "a third connection was admitted");
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await.unwrap().unwrap_or(0);
+        assert_eq!(n, 0);
+        drop((first, a));
+        let _d = TcpStream::connect(addr).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(2), incoming.next()).await.is_ok(), "a freed place was not given out again");
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_opening_deadline() {
+        use futures_util::StreamExt;
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let limits = Limits { first_bytes: Duration::from_millis(200), ..Limits::agent() };
+        let mut incoming = Box::pin(bind(addr, limits).await.unwrap());
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let mut conn = incoming.next().await.unwrap().unwrap();
+        let mut buf = [0u8; 8];
+        let e = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn the_owner_of_a_loopback_socket_is_found() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = TcpStream::connect(local).await.unwrap();
+        let (_server, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert_eq!(socket_owner(peer, local), Some(nix_uid()));
+    }
+
+    fn nix_uid() -> u32 {
+        std::fs::read_to_string("/proc/self/status").unwrap().lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    }
+}
