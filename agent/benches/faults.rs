@@ -37,7 +37,7 @@ fn faultline_cycles(lab: &Lab, kind: Kind) -> (Vec<Duration>, Vec<Duration>) {
         let (mut apply, mut revert) = (Vec::new(), Vec::new());
         for _ in 0..CYCLES {
             let t = Instant::now();
-            let f = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(kind.clone())) }).await.unwrap().into_inner().fault.unwrap();
+            let f = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(kind.clone())), dry_run: false }).await.unwrap().into_inner().fault.unwrap();
             apply.push(t.elapsed());
             let t = Instant::now();
             c.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();

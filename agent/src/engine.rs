@@ -219,49 +219,9 @@ impl Engine {
         if process::is_process_kind(request.kind.as_ref()) {
             return self.apply_process(request).await;
         }
-        let spec = FaultSpec::try_from(&request)?;
-        let Some(ifindex) = link::ifindex(&spec.interface) else {
-            let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
-            return Err(InvalidField { field: "interface".into(), reason: format!("no interface {} on this host (it has: {})", faultline_proto::quote(&spec.interface), names.join(", ")) }.into());
-        };
-        if !self.ebpf_available() {
-            return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.caps.why_not(feature::EBPF))));
-        }
-        if matches!(spec.kind, FaultKind::Netem(_)) && !self.caps.has(feature::NETEM) {
-            return Err(EngineError::Precondition(format!("this kernel has no netem qdisc: {}", self.caps.why_not(feature::NETEM))));
-        }
-        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.has(feature::IFB) {
-            return Err(EngineError::Precondition(format!("ingress shaping needs IFB devices: {}", self.caps.why_not(feature::IFB))));
-        }
-        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.has(feature::INGRESS_REDIRECT) {
-            return Err(EngineError::Precondition(format!("direction: {}", self.caps.why_not(feature::INGRESS_REDIRECT))));
-        }
+        let (spec, ifindex) = self.preflight_net(&request)?;
         let mut st = self.state.lock().await;
-        if spec.kind.uses_qdisc() {
-            if let Some((other, o)) = st.faults.values().filter_map(|f| Some((f, f.net()?))).find(|(_, o)| {
-                o.kind.uses_qdisc() && o.interface == spec.interface && ((o.direction.egress() && spec.direction.egress()) || (o.direction.ingress() && spec.direction.ingress()))
-            }) {
-                return Err(EngineError::Conflict(format!(
-                    "{} {} is already shaped by fault {} ({}); revert it first, or put every impairment in one netem fault",
-                    spec.interface,
-                    if o.direction.egress() && spec.direction.egress() { "egress" } else { "ingress" },
-                    other.id,
-                    o.kind.name()
-                )));
-            }
-            if spec.direction.egress() {
-                if let Some(q) = tc::root_qdisc(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))? {
-                    if q.handle != 0 {
-                        return Err(EngineError::Precondition(format!(
-                            "{} has a root qdisc {} {} that faultline did not create; it is left untouched. Remove it, or fault another interface",
-                            spec.interface,
-                            q.kind,
-                            tc::fmt_handle(q.handle)
-                        )));
-                    }
-                }
-            }
-        }
+        self.preflight_locked(&st, &spec, ifindex).await?;
         st.next_id += 1;
         let id = format!("f-{}", st.next_id);
         let slot = st.bpf.as_mut().expect("checked").reserve_slot()?;
@@ -290,6 +250,75 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Everything `apply` checks before it changes anything, and nothing more: a
+    /// controller asks every agent this first, so that a refusal on one agent never leaves
+    /// a transient effect on another. The answer lists what would be acted on.
+    pub async fn check(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        if process::is_process_kind(request.kind.as_ref()) {
+            return self.check_process(request);
+        }
+        let (spec, ifindex) = self.preflight_net(&request)?;
+        let st = self.state.lock().await;
+        self.preflight_locked(&st, &spec, ifindex).await?;
+        if !st.bpf.as_ref().is_some_and(|b| b.slots_in_use() < faultline_ebpf_common::MAX_RULES as usize) {
+            return Err(bpf::BpfError::NoSlot.into());
+        }
+        Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: if spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() }, ..Default::default() })
+    }
+
+    /// The request's own checks and what this host offers.
+    fn preflight_net(&self, request: &pb::FaultSpec) -> Result<(FaultSpec, u32), EngineError> {
+        let spec = FaultSpec::try_from(request)?;
+        let Some(ifindex) = link::ifindex(&spec.interface) else {
+            let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
+            return Err(InvalidField { field: "interface".into(), reason: format!("no interface {} on this host (it has: {})", faultline_proto::quote(&spec.interface), names.join(", ")) }.into());
+        };
+        if !self.ebpf_available() {
+            return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.caps.why_not(feature::EBPF))));
+        }
+        if matches!(spec.kind, FaultKind::Netem(_)) && !self.caps.has(feature::NETEM) {
+            return Err(EngineError::Precondition(format!("this kernel has no netem qdisc: {}", self.caps.why_not(feature::NETEM))));
+        }
+        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.has(feature::IFB) {
+            return Err(EngineError::Precondition(format!("ingress shaping needs IFB devices: {}", self.caps.why_not(feature::IFB))));
+        }
+        if spec.kind.uses_qdisc() && spec.direction.ingress() && !self.caps.has(feature::INGRESS_REDIRECT) {
+            return Err(EngineError::Precondition(format!("direction: {}", self.caps.why_not(feature::INGRESS_REDIRECT))));
+        }
+        Ok((spec, ifindex))
+    }
+
+    /// Conflicts with other faults and with qdiscs faultline did not create.
+    async fn preflight_locked(&self, st: &State, spec: &FaultSpec, ifindex: u32) -> Result<(), EngineError> {
+        if !spec.kind.uses_qdisc() {
+            return Ok(());
+        }
+        if let Some((other, o)) = st.faults.values().filter_map(|f| Some((f, f.net()?))).find(|(_, o)| {
+            o.kind.uses_qdisc() && o.interface == spec.interface && ((o.direction.egress() && spec.direction.egress()) || (o.direction.ingress() && spec.direction.ingress()))
+        }) {
+            return Err(EngineError::Conflict(format!(
+                "{} {} is already shaped by fault {} ({}); revert it first, or put every impairment in one netem fault",
+                spec.interface,
+                if o.direction.egress() && spec.direction.egress() { "egress" } else { "ingress" },
+                other.id,
+                o.kind.name()
+            )));
+        }
+        if spec.direction.egress() {
+            if let Some(q) = tc::root_qdisc(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))? {
+                if q.handle != 0 {
+                    return Err(EngineError::Precondition(format!(
+                        "{} has a root qdisc {} {} that faultline did not create; it is left untouched. Remove it, or fault another interface",
+                        spec.interface,
+                        q.kind,
+                        tc::fmt_handle(q.handle)
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn build(&self, st: &mut State, f: &mut Active, spec: &FaultSpec, slot: u32, ifindex: u32) -> Result<(), EngineError> {

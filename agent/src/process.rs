@@ -248,8 +248,8 @@ fn nul_split(raw: &[u8]) -> Vec<std::ffi::OsString> {
     raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| std::ffi::OsStr::from_bytes(a).to_owned()).collect()
 }
 
-/// Reads how `pid` was launched. Refused when its executable is gone or replaced on
-/// disk (a restart would start something else) or its command line is empty (a zombie).
+/// Reads how `pid` was launched. Refused when its executable is gone or replaced on disk
+/// (a restart would start something else).
 pub fn capture(pid: u32) -> Result<Launch, String> {
     use std::os::unix::ffi::OsStrExt;
     let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
@@ -257,10 +257,8 @@ pub fn capture(pid: u32) -> Result<Launch, String> {
     if exe.as_os_str().as_bytes().ends_with(b" (deleted)") {
         return Err(format!("process {pid}'s executable {} was removed or replaced since it started; restarting it would start something else", exe.display()));
     }
+    // May be empty (a process between fork and exec); only a re-exec needs it.
     let argv = nul_split(&std::fs::read(proc.join("cmdline")).map_err(|e| format!("reading /proc/{pid}/cmdline: {e}"))?);
-    if argv.is_empty() {
-        return Err(format!("process {pid} has no command line (exiting, or a kernel thread)"));
-    }
     let cwd = std::fs::read_link(proc.join("cwd")).map_err(|e| format!("reading /proc/{pid}/cwd: {e}"))?;
     let env = nul_split(&std::fs::read(proc.join("environ")).map_err(|e| format!("reading /proc/{pid}/environ: {e}"))?)
         .into_iter()
@@ -289,8 +287,11 @@ pub fn relaunch(launch: &Launch, command: Option<&[String]>) -> std::io::Result<
             cmd
         }
         None => {
+            let Some((arg0, rest)) = launch.argv.split_first() else {
+                return Err(std::io::Error::other(format!("process {} had no command line to start again", launch.pid)));
+            };
             let mut cmd = std::process::Command::new(&launch.exe);
-            cmd.arg0(&launch.argv[0]).args(&launch.argv[1..]);
+            cmd.arg0(arg0).args(rest);
             cmd
         }
     };

@@ -93,8 +93,9 @@ impl AgentService for Service {
 
     async fn apply_fault(&self, req: Request<pb::ApplyFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
         self.allow(&req, policy::AGENT_WRITE, "ApplyFault")?;
-        let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
-        let fault = self.engine.apply(spec).await?;
+        let r = req.into_inner();
+        let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
+        let fault = if r.dry_run { self.engine.check(spec).await? } else { self.engine.apply(spec).await? };
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(fault) }))
     }
 

@@ -82,7 +82,7 @@ fn each_certificate_role_gets_only_its_calls() {
                 out.push((who, "Describe", code(c.describe(pb::DescribeRequest {}).await.map(|_| ()))));
                 out.push((who, "ListFaults", code(c.list_faults(pb::ListFaultsRequest {}).await.map(|_| ()))));
                 out.push((who, "GetMetrics", code(c.get_metrics(pb::GetMetricsRequest {}).await.map(|_| ()))));
-                let applied = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(Kind::Drop(pb::Drop { percent: 1.0 }))) }).await;
+                let applied = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(Kind::Drop(pb::Drop { percent: 1.0 }))), dry_run: false }).await;
                 out.push((who, "ApplyFault", code(applied.as_ref().map(|_| ()).map_err(Clone::clone))));
                 let id = applied.map(|r| r.into_inner().fault.unwrap().id).unwrap_or_else(|_| "f-0".into());
                 out.push((who, "RenewLeases", code(c.renew_leases(pb::RenewLeasesRequest { ids: vec![], lease_ms: 0 }).await.map(|_| ()))));

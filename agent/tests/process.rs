@@ -65,7 +65,7 @@ impl HostAgent {
         let spec = pb::FaultSpec { lease_ms, kind: Some(kind), target, ..Default::default() };
         rt().block_on(async {
             let mut c = AgentServiceClient::connect(self.url()).await.unwrap();
-            c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec) }).await.map(|r| r.into_inner().fault.unwrap())
+            c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec), dry_run: false }).await.map(|r| r.into_inner().fault.unwrap())
         })
     }
 

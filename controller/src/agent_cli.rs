@@ -33,6 +33,25 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+impl Cli {
+    /// `--agent` and `--controller` (or their variables) decide who is asked. A flag on the
+    /// command line is a choice and the environment a default: `--agent URL` wins over an
+    /// exported FAULTLINE_CONTROLLER (which `lab status --env` suggests), and is never
+    /// silently ignored; both flags on one command line are refused.
+    pub fn settle_endpoints(&mut self, agent: Option<clap::parser::ValueSource>, controller: Option<clap::parser::ValueSource>) -> Result<()> {
+        use clap::parser::ValueSource::{CommandLine, EnvVariable};
+        match (agent, controller, self.controller.is_some()) {
+            (Some(CommandLine), Some(CommandLine), _) => bail!("give --agent URL (one agent) or --controller URL (through the controller), not both"),
+            (Some(CommandLine), _, true) => self.controller = None,
+            (Some(EnvVariable), Some(EnvVariable), _) => {
+                eprintln!("note: FAULTLINE_AGENT and FAULTLINE_CONTROLLER are both set; asking the controller (give --agent URL to ask the agent)");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
     /// The agent's host: kernel, interfaces, and what it can do (the doctor's probes).
@@ -722,7 +741,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Fault(FaultCmd::Apply(a)) => {
-            let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?) }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+            let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
             if a.json {
                 println!("{}", status_json(&f));
                 return Ok(());

@@ -68,16 +68,27 @@ pub enum ShapeArg {
     Bridge,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RestArg {
+    Untouched,
+    Isolated,
+}
+
 #[derive(clap::Args)]
 pub struct PartitionArgs {
     shape: ShapeArg,
     /// Agents taking part, by label (default: all).
     #[arg(long)]
     select: Option<String>,
-    /// A group of agent names, comma-separated (repeatable; shape groups).
+    /// A group of agent names, comma-separated (repeatable; shape groups). Agents in no
+    /// group keep every connection unless --rest isolated.
     #[arg(long = "group")]
     groups: Vec<String>,
-    /// The isolated or bridging agent.
+    /// Shape groups: selected agents named in no group stay `untouched` (default) or are
+    /// each `isolated` from every other agent.
+    #[arg(long, value_enum, default_value = "untouched")]
+    rest: RestArg,
+    /// The isolated or bridging agent (shapes isolate and bridge; default: a random one).
     #[arg(long)]
     node: Option<String>,
     #[arg(long, value_parser = crate::units::lease)]
@@ -270,13 +281,18 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 node: p.node.unwrap_or_default(),
                 lease_ms: p.lease.as_millis() as u64,
                 label: p.label,
+                rest: match p.rest {
+                    RestArg::Untouched => pb::Rest::Untouched,
+                    RestArg::Isolated => pb::Rest::Isolated,
+                } as i32,
             };
             let f = c.partition(req).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
             if p.json {
                 let cut: serde_json::Map<String, serde_json::Value> = f.cut_from.iter().map(|(a, g)| (a.clone(), json!(g.agents))).collect();
-                println!("{}", json!({"id": f.id, "cut_from": cut, "placements": fault_json(&f)["placements"]}));
+                println!("{}", json!({"id": f.id, "cut": f.cut, "cut_from": cut, "placements": fault_json(&f)["placements"]}));
             } else {
                 println!("{}", f.id);
+                eprintln!("  cut: {}", f.cut);
                 let mut cut: Vec<_> = f.cut_from.iter().collect();
                 cut.sort_by(|x, y| x.0.cmp(y.0));
                 for (a, g) in cut {

@@ -94,7 +94,10 @@ fn fuzz_selectors_and_partition_shapes() {
         let groups: Vec<Vec<String>> = parts.map(|g| g.split(',').map(str::to_owned).collect()).collect();
         let node = names.first().cloned().unwrap_or_default();
         for shape in shapes {
-            let _ = partition::cut(&names, shape, &groups, &node, s.len() as u64);
+            if let Ok(c) = partition::cut(&names, shape, &groups, &node, s.len() as u64, s.len() % 2 == 0) {
+                let _ = partition::describe(&c);
+            }
+            let _ = partition::cut(&names, shape, &[], "", s.len() as u64, false);
         }
     });
 }

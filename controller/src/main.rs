@@ -22,7 +22,6 @@ mod store;
 mod units;
 
 use anyhow::Result;
-use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
@@ -38,7 +37,12 @@ async fn main() -> std::process::ExitCode {
         }
         default_hook(info);
     }));
-    let cli = agent_cli::Cli::parse();
+    let matches = <agent_cli::Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = <agent_cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = cli.settle_endpoints(matches.value_source("agent"), matches.value_source("controller")) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -18,11 +18,23 @@ pub fn shuffle<T>(v: &mut [T], mut seed: u64) {
     }
 }
 
-/// For every agent in `names`, the agents it shares no group with.
-pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, seed: u64) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+/// For every agent in `names`, the agents it shares no group with. `--node` is for the
+/// shapes that use it (isolate, bridge) and `--group` for shape groups only: a flag a shape
+/// would ignore is refused. With shape groups, an agent named in no group keeps every
+/// connection unless `rest_isolated` (then it is cut from every other agent).
+pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, seed: u64, rest_isolated: bool) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
     let n = names.len();
     if n < 2 {
         return Err(format!("selector: a partition needs at least 2 agents, {n} selected"));
+    }
+    if !node.is_empty() && !matches!(shape, Shape::Isolate | Shape::Bridge) {
+        return Err(format!("node: the {} shape picks its own sides; --node is for isolate and bridge", shape.as_str_name().to_ascii_lowercase()));
+    }
+    if !groups.is_empty() && shape != Shape::Groups {
+        return Err("groups: --group is for the groups shape".into());
+    }
+    if rest_isolated && shape != Shape::Groups {
+        return Err("rest: --rest is for the groups shape".into());
     }
     let mut order = names.to_vec();
     shuffle(&mut order, seed);
@@ -40,11 +52,22 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
             for g in groups {
                 for a in g {
                     if !names.contains(a) {
-                        return Err(format!("groups: {a:?} is not among the selected agents {names:?}"));
+                        return Err(format!("groups: {} is not among the selected agents {names:?}", faultline_proto::quote(a)));
                     }
                 }
             }
-            groups.to_vec()
+            let rest: Vec<&String> = names.iter().filter(|a| !groups.iter().any(|g| g.contains(a))).collect();
+            if rest_isolated {
+                groups.iter().cloned().chain(rest.into_iter().map(|a| vec![a.clone()])).collect()
+            } else {
+                // Untouched: in no cut, on either side.
+                let mut out = BTreeMap::new();
+                for a in names {
+                    let blocked = if rest.contains(&a) { BTreeSet::new() } else { names.iter().filter(|b| !rest.contains(b) && *b != a && !groups.iter().any(|g| g.contains(a) && g.contains(b))).cloned().collect() };
+                    out.insert(a.clone(), blocked);
+                }
+                return Ok(out);
+            }
         }
         Shape::Isolate => {
             let x = pick("isolate")?;
@@ -84,6 +107,42 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
         out.insert(a.clone(), blocked);
     }
     Ok(out)
+}
+
+/// The cut in words: its sides ("h3 | h1 h2"), with agents no cut touches named apart
+/// ("h2 | h3 (h1 untouched)", a bridge too), or, where the shape has no sides (a
+/// majorities ring), the pairs that cannot reach each other ("h1-h3, h2-h4").
+pub fn describe(cut: &BTreeMap<String, BTreeSet<String>>) -> String {
+    let untouched: Vec<&String> = cut.iter().filter(|(a, b)| b.is_empty() && !cut.values().any(|o| o.contains(*a))).map(|(a, _)| a).collect();
+    let all: BTreeSet<&String> = cut.keys().filter(|a| !untouched.contains(a)).collect();
+    // Sides exist when "can reach" is an equivalence: each agent reaches exactly its side.
+    let side = |a: &String| -> BTreeSet<&String> { all.iter().copied().filter(|b| *b == a || !cut[a].contains(*b)).collect() };
+    let mut sides: Vec<BTreeSet<&String>> = Vec::new();
+    let mut consistent = true;
+    for a in &all {
+        let s = side(a);
+        if s.iter().any(|b| side(b) != s) {
+            consistent = false;
+            break;
+        }
+        if !sides.contains(&s) {
+            sides.push(s);
+        }
+    }
+    let rest = if untouched.is_empty() { String::new() } else { format!(" ({} untouched)", untouched.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")) };
+    if consistent {
+        sides.sort_by_key(|s| (s.len(), s.iter().next().map(|a| (*a).clone())));
+        return sides.iter().map(|s| s.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(" | ") + &rest;
+    }
+    let mut pairs = Vec::new();
+    for (a, blocked) in cut {
+        for b in blocked {
+            if a < b {
+                pairs.push(format!("{a}-{b}"));
+            }
+        }
+    }
+    pairs.join(", ") + &rest
 }
 
 fn ring_distance(i: usize, j: usize, n: usize) -> usize {
@@ -145,16 +204,16 @@ mod tests {
 
     #[test]
     fn isolate_cuts_one_from_all() {
-        let c = cut(&names(3), Shape::Isolate, &[], "h2", 7).unwrap();
+        let c = cut(&names(3), Shape::Isolate, &[], "h2", 7, false).unwrap();
         assert_eq!(c["h2"], BTreeSet::from(["h1".to_owned(), "h3".to_owned()]));
         assert_eq!(c["h1"], BTreeSet::from(["h2".to_owned()]));
         assert!(symmetric(&c));
-        assert!(cut(&names(3), Shape::Isolate, &[], "h9", 7).unwrap_err().starts_with("node"));
+        assert!(cut(&names(3), Shape::Isolate, &[], "h9", 7, false).unwrap_err().starts_with("node"));
     }
 
     #[test]
     fn halves_make_a_minority_and_a_majority() {
-        let c = cut(&names(5), Shape::Halves, &[], "", 11).unwrap();
+        let c = cut(&names(5), Shape::Halves, &[], "", 11, false).unwrap();
         let mut sizes: Vec<usize> = c.values().map(BTreeSet::len).collect();
         sizes.sort_unstable();
         // Minority members are cut from 3, majority members from 2.
@@ -164,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_bridge_reaches_both_sides() {
-        let c = cut(&names(5), Shape::Bridge, &[], "h3", 3).unwrap();
+        let c = cut(&names(5), Shape::Bridge, &[], "h3", 3, false).unwrap();
         assert!(c["h3"].is_empty());
         assert!(c.iter().filter(|(a, _)| *a != "h3").all(|(_, b)| b.len() == 2));
         assert!(symmetric(&c));
@@ -172,21 +231,44 @@ mod tests {
 
     #[test]
     fn majorities_ring_gives_each_a_distinct_majority() {
-        let c = cut(&names(5), Shape::MajoritiesRing, &[], "", 5).unwrap();
+        let c = cut(&names(5), Shape::MajoritiesRing, &[], "", 5, false).unwrap();
         let seen: BTreeSet<BTreeSet<String>> = c.values().cloned().collect();
         assert_eq!(seen.len(), 5, "no two agents see the same majority");
         assert!(c.values().all(|b| 5 - b.len() >= 3), "each sees a majority");
         assert!(symmetric(&c));
-        assert!(cut(&names(4), Shape::MajoritiesRing, &[], "", 5).is_err());
+        assert!(cut(&names(4), Shape::MajoritiesRing, &[], "", 5, false).is_err());
     }
 
     #[test]
     fn groups_are_checked_and_honoured() {
         let g = vec![vec!["h1".to_owned(), "h2".to_owned()], vec!["h2".to_owned(), "h3".to_owned()]];
-        let c = cut(&names(3), Shape::Groups, &g, "", 1).unwrap();
+        let c = cut(&names(3), Shape::Groups, &g, "", 1, false).unwrap();
         assert_eq!(c["h1"], BTreeSet::from(["h3".to_owned()]));
         assert!(c["h2"].is_empty());
-        assert!(cut(&names(3), Shape::Groups, &[vec!["h7".to_owned()], vec![]], "", 1).unwrap_err().contains("h7"));
+        assert!(cut(&names(3), Shape::Groups, &[vec!["h7".to_owned()], vec![]], "", 1, false).unwrap_err().contains("h7"));
+    }
+
+    /// Agents named in no group keep their connections unless --rest isolated; a flag the
+    /// shape would ignore is refused; the cut reads as sides or pairs.
+    #[test]
+    fn groups_leave_the_rest_untouched_and_flags_are_not_ignored() {
+        let g = vec![vec!["h2".to_owned()], vec!["h3".to_owned()]];
+        let c = cut(&names(3), Shape::Groups, &g, "", 1, false).unwrap();
+        assert!(c["h1"].is_empty() && !c["h2"].contains("h1") && !c["h3"].contains("h1"), "{c:?}");
+        assert_eq!(c["h2"], BTreeSet::from(["h3".to_owned()]));
+        assert_eq!(describe(&c), "h2 | h3 (h1 untouched)");
+        let c = cut(&names(3), Shape::Groups, &g, "", 1, true).unwrap();
+        assert_eq!(c["h1"], BTreeSet::from(["h2".to_owned(), "h3".to_owned()]));
+        assert_eq!(describe(&c), "h1 | h2 | h3");
+        assert!(cut(&names(3), Shape::Halves, &[], "h1", 1, false).unwrap_err().starts_with("node"));
+        assert!(cut(&names(3), Shape::Isolate, &g, "", 1, false).unwrap_err().starts_with("groups"));
+        assert!(cut(&names(3), Shape::Isolate, &[], "", 1, true).unwrap_err().starts_with("rest"));
+        assert_eq!(describe(&cut(&names(3), Shape::Isolate, &[], "h3", 1, false).unwrap()), "h3 | h1 h2");
+        // The bridge is in no cut: two sides and the bridge.
+        assert_eq!(describe(&cut(&names(3), Shape::Bridge, &[], "h2", 1, false).unwrap()), "h1 | h3 (h2 untouched)");
+        // A majorities ring has no sides: the pairs that cannot meet.
+        let ring = describe(&cut(&names(5), Shape::MajoritiesRing, &[], "", 5, false).unwrap());
+        assert_eq!(ring.split(", ").count(), 5, "{ring}");
     }
 
     #[test]

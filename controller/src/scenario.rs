@@ -236,8 +236,8 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             other => return Err((field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
         };
         for k in entry.keys() {
-            if !["at", "for", "optional", "partition", "node", "select", "groups"].contains(&k.as_str()) {
-                return Err((field(k), "not a partition setting (node, select, groups)".into()));
+            if !["at", "for", "optional", "partition", "node", "select", "groups", "rest"].contains(&k.as_str()) {
+                return Err((field(k), "not a partition setting (node, select, groups, rest)".into()));
             }
         }
         let groups = match entry.get("groups") {
@@ -258,6 +258,12 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             node: entry.get("node").and_then(scalar).unwrap_or_default(),
             lease_ms: length.as_millis() as u64,
             label: String::new(),
+            rest: match entry.get("rest").map(scalar) {
+                None => pb::Rest::Untouched,
+                Some(Some(r)) if r == "untouched" => pb::Rest::Untouched,
+                Some(Some(r)) if r == "isolated" => pb::Rest::Isolated,
+                Some(_) => return Err((field("rest"), "untouched or isolated".into())),
+            } as i32,
         };
         return Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe: format!("partition {shape_name}"), optional });
     }

@@ -257,6 +257,10 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
                 Ok(fault) => {
                     t.applied_at = Some(secs_since());
                     t.id = fault.id.clone();
+                    // A partition says which agents it cut from which ("h3 | h1 h2").
+                    if !fault.cut.is_empty() {
+                        t.describe = format!("{}: {}", f.describe, fault.cut);
+                    }
                     t.agents = fault.placements.iter().map(|p| p.agent.clone()).collect();
                     t.parts = fault.placements.iter().map(|p| Part { agent: p.agent.clone(), agent_fault_id: p.agent_fault_id.clone(), applied_ms: p.applied_at_unix_ms, reverted_ms: 0 }).collect();
                     eprintln!("[{:>6.1}s] fault {} applied: {} on {}", t.applied_at.unwrap_or(0.0), t.id, f.describe, t.agents.join(","));

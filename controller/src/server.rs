@@ -560,14 +560,46 @@ impl Controller {
 
     /// Applies one spec per agent, concurrently. All or nothing: if any agent refuses,
     /// the others are reverted and the error lists every agent's result.
+    /// Phase one of a fan-out to several agents: each checks the fault (targets resolved,
+    /// preconditions met) without acting. One refusal refuses it everywhere, before any
+    /// agent did anything, so a kill never happens on some hosts only and a freeze never
+    /// stops a process for a moment on agents that would then be rolled back.
+    async fn check_all(&self, plan: &[(String, apb::FaultSpec)]) -> Result<(), Status> {
+        let mut calls = Vec::new();
+        for (n, s) in plan {
+            let Some(mut c) = self.lock().agents.get(n).map(|a| a.client.clone()) else { continue };
+            let (n, s) = (n.clone(), s.clone());
+            calls.push(async move { (n, c.apply_fault(apb::ApplyFaultRequest { spec: Some(s), dry_run: true }).await) });
+        }
+        let results = futures_util::future::join_all(calls).await;
+        let refused: Vec<String> = results
+            .iter()
+            .filter_map(|(n, r)| {
+                let e = r.as_ref().err()?;
+                // An agent names the fault in the way by its own id; say which of ours it is.
+                let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
+                Some(format!("{n}: {:?}: {}{ours}", e.code(), e.message()))
+            })
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let code = results.iter().find_map(|(_, r)| r.as_ref().err().map(tonic::Status::code)).unwrap_or(tonic::Code::FailedPrecondition);
+        Err(Status::new(code, format!("refused by {} of {} agents, so nothing was done on any: {}", refused.len(), results.len(), refused.join("; "))))
+    }
+
     async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, Status> {
+        if plan.len() > 1 {
+            self.check_all(&plan).await?;
+        }
+        let one_shot = plan.first().is_some_and(|(_, s)| matches!(s.kind, Some(apb::fault_spec::Kind::Kill(_) | apb::fault_spec::Kind::Restart(_))));
         let mut calls = Vec::new();
         for (n, s) in plan {
             let Some(mut c) = self.lock().agents.get(&n).map(|a| a.client.clone()) else { continue };
             let span = tracing::info_span!("agent.apply_fault", agent = %n, ok = tracing::field::Empty);
             calls.push(
                 async move {
-                    let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s) }).await;
+                    let r = c.apply_fault(apb::ApplyFaultRequest { spec: Some(s), dry_run: false }).await;
                     tracing::Span::current().record("ok", r.is_ok());
                     if let Err(e) = &r {
                         tracing::warn!(code = ?e.code(), "{}", e.message());
@@ -586,6 +618,18 @@ impl Controller {
                 placements.push((n.clone(), f.map(|f| f.id.clone()).unwrap_or_default()));
                 applied_ms.insert(n.clone(), f.map_or(0, |f| f.applied_at_unix_ms));
             }
+        }
+        if placements.len() < results.len() && one_shot {
+            // A kill or restart that acted cannot be undone: say exactly where it acted.
+            let acted: Vec<String> = placements.iter().map(|(n, _)| n.clone()).collect();
+            if !acted.is_empty() {
+                self.event(pb::EventKind::FaultOneShot, "", &acted, format!("acted on {} (the other agents refused after checking; nothing can be undone)", acted.join(",")));
+            }
+            let detail: Vec<String> = results.iter().map(|(n, r)| match r {
+                Ok(_) => format!("{n}: done"),
+                Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
+            }).collect();
+            return Err(Status::aborted(format!("done on {} of {} agents (a one-shot fault is not rolled back): {}", acted.len(), results.len(), detail.join("; "))));
         }
         if placements.len() < results.len() {
             // A fault that holds on some agents only is not the one asked for.
@@ -632,6 +676,7 @@ impl Controller {
             applied_at_unix_ms: unix_ms(f.applied_at),
             expires_at_unix_ms: unix_ms(SystemTime::now() + left),
             cut_from: f.cut_from.iter().map(|(a, b)| (a.clone(), pb::Group { agents: b.clone() })).collect(),
+            cut: if f.cut_from.is_empty() { String::new() } else { partition::describe(&f.cut_from.iter().map(|(a, b)| (a.clone(), b.iter().cloned().collect())).collect()) },
         }
     }
 }
@@ -810,6 +855,24 @@ impl ControllerService for Controller {
         }
         let started = Instant::now();
         let names = self.select(&r.target.unwrap_or_default())?;
+        // A pid, cgroup or unit names something on one host: the same value on another host
+        // is an unrelated process (or none).
+        use apb::process_target::Selector;
+        if let Some(sel) = spec.target.as_ref().and_then(|t| t.selector.as_ref()).filter(|s| matches!(s, Selector::Pid(_) | Selector::Cgroup(_) | Selector::SystemdUnit(_))) {
+            if names.len() != 1 {
+                let what = match sel {
+                    Selector::Pid(_) => "--pid",
+                    Selector::Cgroup(_) => "--cgroup",
+                    _ => "--unit",
+                };
+                let refused = Status::invalid_argument(format!(
+                    "target: {what} names something on one host only; name one agent (--on NAME, or a selector matching one), not {} ({})",
+                    names.len(),
+                    names.join(", ")
+                ));
+                return self.refusing(&names, started, Err(refused));
+            }
+        }
         let lease = self.agent_lease().as_millis() as u64;
         let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
         let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
@@ -849,7 +912,8 @@ impl ControllerService for Controller {
         let names = self.select(&pb::Target { selector: r.selector.clone(), ..Default::default() })?;
         let shape = pb::Shape::try_from(r.shape).map_err(|_| Status::invalid_argument(format!("shape: unknown value {}", r.shape)))?;
         let groups: Vec<Vec<String>> = r.groups.iter().map(|g| g.agents.clone()).collect();
-        let cut = partition::cut(&names, shape, &groups, &r.node, self.seed()).map_err(Status::invalid_argument)?;
+        let rest = pb::Rest::try_from(r.rest).map_err(|_| Status::invalid_argument(format!("rest: unknown value {}", r.rest)))?;
+        let cut = partition::cut(&names, shape, &groups, &r.node, self.seed(), rest == pb::Rest::Isolated).map_err(Status::invalid_argument)?;
         let kind = apb::fault_spec::Kind::Partition(apb::Partition {});
         let lease = self.agent_lease().as_millis() as u64;
         let mut plan = Vec::new();
@@ -883,6 +947,7 @@ impl ControllerService for Controller {
         let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
         let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
         let status = self.record(spec, placed, cut_from);
+        tracing::info!(id = status.id, cut = status.cut, "partitioned");
         span.record("fault_id", status.id.as_str());
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }))
     }

@@ -157,6 +157,38 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     ok(&["fault", "revert", &id]);
     assert!(states("nginx").iter().all(|(_, s)| *s != 'T'));
 
+    // No surprises (issue 12). A kill by name on every host where one host has no such
+    // process is refused everywhere before any agent acts: h2's and h3's redis live on.
+    let redis_before = states("redis");
+    let pids = |s: &[(String, char)]| s.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>();
+    let out = faultline(&["fault", "apply", "kill", "--name", "^redis-server$"]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && msg.contains("h1") && msg.contains("nothing was done on any"), "{msg}");
+    assert_eq!(pids(&states("redis")), pids(&redis_before), "a refused kill killed redis somewhere");
+    let lab_state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir().join("lab.json")).unwrap()).unwrap();
+    for p in lab_state["processes"].as_array().unwrap().iter().filter(|p| p["what"] == "redis") {
+        assert!(std::path::Path::new(&format!("/proc/{}", p["pid"])).exists(), "redis on {} was killed", p["host"]);
+    }
+    // A pid means something on one host only: without --on it goes nowhere.
+    let out = faultline(&["fault", "apply", "kill", "--pid", "1234"]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && msg.contains("--pid names something on one host only"), "{msg}");
+    // Groups leave the agents they do not name alone.
+    let out = ok(&["partition", "groups", "--group", "h2", "--group", "h3", "--lease", "60s", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["cut"], "h2 | h3 (h1 untouched)", "{v}");
+    assert!(ping("fl-lab-h1", "10.77.0.12") && ping("fl-lab-h1", "10.77.0.13"), "h1, in no group, was cut");
+    assert!(!ping("fl-lab-h2", "10.77.0.13"), "h2 still reaches h3");
+    ok(&["fault", "revert", v["id"].as_str().unwrap()]);
+    let out = faultline(&["partition", "halves", "--node", "h1", "--lease", "60s"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--node is for isolate and bridge"), "{}", String::from_utf8_lossy(&out.stderr));
+    // `--agent URL` given on the command line wins over an exported FAULTLINE_CONTROLLER.
+    let info = cli(&["--agent", "https://10.77.0.13:7070", "info", "--json"]).env("FAULTLINE_CONTROLLER", "https://10.77.0.1:7080").output().unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    assert!(String::from_utf8_lossy(&info.stdout).contains("10.77.0.13"), "not h3's own view");
+    let both = cli(&["--agent", "https://10.77.0.13:7070", "--controller", "https://10.77.0.1:7080", "fault", "list"]).output().unwrap();
+    assert!(!both.status.success() && String::from_utf8_lossy(&both.stderr).contains("not both"));
+
     // A fault left active is reverted by its agent when the lab goes down.
     ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--on", "h2", "--lease", "60s"]);
     // Open streams to an agent and to the controller must not hold them up when they stop.

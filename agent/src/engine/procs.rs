@@ -84,6 +84,42 @@ impl Engine {
         }
     }
 
+    /// What `apply_process` checks before acting: the request, the target resolved and
+    /// guarded, for restart the replacement's launch readable and allowed, for a SIGSTOP
+    /// freeze no target already stopped. The answer lists the processes it would act on.
+    pub(super) fn check_process(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        let spec = ProcessFault::try_from(&request)?;
+        let resolved = spec.target.as_ref().map(|t| process::resolve(t, &Guard::new())).transpose()?;
+        let (targets, cgroup) = match resolved {
+            Some(Resolved::Processes(p)) => (p, None),
+            Some(Resolved::Cgroup(c)) => (process::members(&c), Some(c)),
+            None => (Vec::new(), None),
+        };
+        match &spec.kind {
+            ProcessKind::Restart { command, .. } if !matches!(spec.target, Some(Target::Unit(_)) if command.is_empty()) => {
+                restart_allowed(command)?;
+                let pids: Vec<u32> = targets.iter().map(|p| p.id.pid).collect();
+                for p in targets.iter().filter(|p| !pids.contains(&p.ppid)) {
+                    process::capture(p.id.pid).map_err(|e| EngineError::Precondition(format!("{e}; nothing was killed")))?;
+                }
+            }
+            ProcessKind::Freeze(FreezeMethod::Sigstop) => {
+                if let Some(p) = targets.iter().find(|p| matches!(p.state, 'T' | 't')) {
+                    return Err(EngineError::Precondition(format!("process {} ({}) is already stopped, not by this fault; it is left as it is", p.id.pid, p.comm)));
+                }
+            }
+            _ => {}
+        }
+        Ok(pb::FaultStatus {
+            id: "check".into(),
+            spec: Some(request),
+            engine: "process".into(),
+            processes: targets.iter().map(|p| pb::Process { pid: p.id.pid, start_time: p.id.start_time, name: p.comm.clone() }).collect(),
+            cgroup: cgroup.map(|c| c.rel).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
     async fn next_id(&self) -> String {
         let mut st = self.state.lock().await;
         st.next_id += 1;
@@ -226,19 +262,7 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                 }
                 return Ok((targets, cgroup, vec![format!("systemctl restart {unit}")]));
             }
-            // A caller's command run by a root agent would be a root shell: only an agent
-            // started with --allow-restart-command runs one, and as the target's user.
-            if !command.is_empty() && !process::restart_command_allowed() {
-                return Err(EngineError::Precondition(
-                    "restart.command: this agent runs no caller-given command (start it with --allow-restart-command to allow that); leave the command out to start the process again exactly as it ran".into(),
-                ));
-            }
-            if let Some(program) = command.first().filter(|p| !process::executable(p)) {
-                return Err(EngineError::Invalid(crate::fault::InvalidField {
-                    field: "restart.command[0]".into(),
-                    reason: format!("{} is not an executable file here (nor in PATH); nothing was killed", faultline_proto::quote(program)),
-                }));
-            }
+            restart_allowed(command)?;
             // Kill nothing unless every replacement can be started: read how each one
             // was launched first. Only the roots of the selected set are started again
             // (killing an nginx master and its workers restarts the master).
@@ -246,7 +270,7 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
             let roots: Vec<&Stat> = targets.iter().filter(|p| !pids.contains(&p.ppid)).collect();
             let launches = roots
                 .iter()
-                .map(|p| process::capture(p.id.pid))
+                .map(|p| process::capture(p.id.pid).and_then(|l| if command.is_empty() && l.argv.is_empty() { Err(format!("process {} has no command line to start again (exiting?)", l.pid)) } else { Ok(l) }))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| EngineError::Precondition(format!("{e}; nothing was killed")))?;
             let hit = send(&targets, *signal)?;
@@ -268,6 +292,23 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
         }
         _ => unreachable!("only kill and restart are one-shot"),
     }
+}
+
+/// A caller's command run by a root agent would be a root shell: only an agent started
+/// with --allow-restart-command runs one (as the target's user), and only if it exists.
+fn restart_allowed(command: &[String]) -> Result<(), EngineError> {
+    if !command.is_empty() && !process::restart_command_allowed() {
+        return Err(EngineError::Precondition(
+            "restart.command: this agent runs no caller-given command (start it with --allow-restart-command to allow that); leave the command out to start the process again exactly as it ran".into(),
+        ));
+    }
+    if let Some(program) = command.first().filter(|p| !process::executable(p)) {
+        return Err(EngineError::Invalid(crate::fault::InvalidField {
+            field: "restart.command[0]".into(),
+            reason: format!("{} is not an executable file here (nor in PATH); nothing was killed", faultline_proto::quote(program)),
+        }));
+    }
+    Ok(())
 }
 
 fn send(targets: &[Stat], signal: i32) -> Result<Vec<Stat>, EngineError> {

@@ -169,7 +169,7 @@ impl Lab {
     }
 
     pub fn apply(&self, spec: pb::FaultSpec) -> Result<pb::FaultStatus, tonic::Status> {
-        self.grpc(async |mut c| c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec) }).await.map(|r| r.into_inner().fault.unwrap()))
+        self.grpc(async |mut c| c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec), dry_run: false }).await.map(|r| r.into_inner().fault.unwrap()))
     }
 
     pub fn revert(&self, id: &str) {

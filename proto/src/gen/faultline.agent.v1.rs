@@ -404,6 +404,11 @@ pub struct Process {
 pub struct ApplyFaultRequest {
     #[prost(message, optional, tag = "1")]
     pub spec: ::core::option::Option<FaultSpec>,
+    /// Check only: validate, resolve the targets and every precondition, change nothing.
+    /// The answer lists what would be acted on (its id is "check"). A controller asks every
+    /// agent this first, so that one agent's refusal leaves no effect on the others.
+    #[prost(bool, tag = "2")]
+    pub dry_run: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

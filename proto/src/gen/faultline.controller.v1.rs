@@ -54,14 +54,19 @@ pub struct PartitionRequest {
     pub selector: ::prost::alloc::string::String,
     #[prost(enumeration = "Shape", tag = "2")]
     pub shape: i32,
+    /// Shape GROUPS only.
     #[prost(message, repeated, tag = "3")]
     pub groups: ::prost::alloc::vec::Vec<Group>,
+    /// Shapes ISOLATE and BRIDGE only: the isolated or bridging agent (default: a random one).
     #[prost(string, tag = "4")]
     pub node: ::prost::alloc::string::String,
     #[prost(uint64, tag = "5")]
     pub lease_ms: u64,
     #[prost(string, tag = "6")]
     pub label: ::prost::alloc::string::String,
+    /// Shape GROUPS: what happens to selected agents named in no group.
+    #[prost(enumeration = "Rest", tag = "7")]
+    pub rest: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -189,6 +194,10 @@ pub struct ControllerFault {
     /// For partitions: which agents each agent was cut from.
     #[prost(map = "string, message", tag = "6")]
     pub cut_from: ::std::collections::HashMap<::prost::alloc::string::String, Group>,
+    /// Partitions: the cut in words, e.g. "h3 | h1 h2" (sides), or "h1-h3, h2-h4" (pairs
+    /// that cannot reach each other) where the shape has no sides.
+    #[prost(string, tag = "7")]
+    pub cut: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "2")]
     pub spec: ::core::option::Option<super::super::agent::v1::FaultSpec>,
     #[prost(message, repeated, tag = "3")]
@@ -334,6 +343,35 @@ impl Shape {
             "SHAPE_HALVES" => Some(Self::Halves),
             "SHAPE_MAJORITIES_RING" => Some(Self::MajoritiesRing),
             "SHAPE_BRIDGE" => Some(Self::Bridge),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum Rest {
+    /// They keep every connection (the least surprising).
+    Untouched = 0,
+    /// Each is cut from every other agent.
+    Isolated = 1,
+}
+impl Rest {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Untouched => "REST_UNTOUCHED",
+            Self::Isolated => "REST_ISOLATED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REST_UNTOUCHED" => Some(Self::Untouched),
+            "REST_ISOLATED" => Some(Self::Isolated),
             _ => None,
         }
     }
