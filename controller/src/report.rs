@@ -219,7 +219,9 @@ pub fn findings(an: &Value, summary: &Value) -> Vec<String> {
     }
     let fails: Vec<String> = an["hypothesis"].as_array().into_iter().flatten().filter(|h| h["holds"] != true).map(|h| format!("{} in {}", h["hypothesis"].as_str().unwrap_or(""), h["phase"].as_str().unwrap_or(""))).collect();
     if an["hypothesis"].as_array().is_some_and(|v| !v.is_empty()) {
-        out.push(if fails.is_empty() { "The steady-state hypothesis held before the faults and after recovery.".into() } else { format!("The steady-state hypothesis failed: {}.", fails.join("; ")) });
+        let during = an["hypothesis"].as_array().into_iter().flatten().any(|h| h["phase"].as_str().is_some_and(|p| p.starts_with("fault")));
+        let when = if during { "before the faults, while they were active and after recovery" } else { "before the faults and after recovery" };
+        out.push(if fails.is_empty() { format!("The steady-state hypothesis held {when}.") } else { format!("The steady-state hypothesis failed: {}.", fails.join("; ")) });
     }
     if let Some(r) = an["aborted"].as_str() {
         out.push(format!("The run was aborted: {r}."));

@@ -20,31 +20,22 @@ pub struct File {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    pub load: Load,
+    /// `faultline load`'s own flags as keys (target, rate, shape, method, header, body,
+    /// connections, timeout, http2, ...): parsed by the same definition, so a scenario can
+    /// say everything the command can, and the two cannot drift apart.
+    pub load: BTreeMap<String, serde_norway::Value>,
+    /// What must hold in the baseline and again after recovery.
     #[serde(default)]
     pub hypothesis: Vec<String>,
+    /// What must hold while faults are active: over the fault phase, and over each
+    /// fault's own window (from its apply to its revert).
+    #[serde(default)]
+    pub during: Vec<String>,
     pub phases: Phases,
     #[serde(default)]
     pub faults: Vec<BTreeMap<String, serde_norway::Value>>,
     #[serde(default)]
     pub guardrails: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Load {
-    /// Arguments of `faultline load` as a map (target, rate, shape, connections, ...).
-    pub target: String,
-    #[serde(default)]
-    pub rate: Option<f64>,
-    #[serde(default)]
-    pub shape: Option<String>,
-    #[serde(default)]
-    pub connections: Option<usize>,
-    #[serde(default)]
-    pub timeout: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +104,7 @@ pub struct Scenario {
     pub description: String,
     pub load_args: Vec<String>,
     pub hypothesis: Vec<Condition>,
+    pub during: Vec<Condition>,
     pub warmup: Duration,
     pub baseline: Duration,
     pub fault: Duration,
@@ -191,6 +183,62 @@ fn list_item_line(text: &str, key: &str, index: usize) -> Option<usize> {
         }
     }
     None
+}
+
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct LoadFlags {
+    #[command(flatten)]
+    load: crate::load_cli::LoadArgs,
+}
+
+/// A scenario's `load:` as `faultline load` arguments: `target` (one URL or a list) first,
+/// then every other key as its flag (`connections: 8` is `--connections 8`, a list repeats
+/// the flag, `true` is the bare flag). `body: @FILE` is read relative to the scenario.
+fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result<Vec<String>, (String, String)> {
+    let mut argv = match load.get("target") {
+        Some(serde_norway::Value::Sequence(urls)) => urls.iter().map(scalar).collect::<Option<Vec<_>>>().ok_or_else(|| ("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
+        Some(v) => vec![scalar(v).ok_or_else(|| ("target".to_owned(), "a URL or a list of URLs".to_owned()))?],
+        None => return Err(("target".into(), "required: the URL to send load to".into())),
+    };
+    match load.get("rate").map(scalar) {
+        None => return Err(("rate".into(), "required: scenarios run open-loop load".into())),
+        Some(Some(r)) if r.parse::<f64>().is_ok_and(|r| r.is_finite() && r > 0.0) => {}
+        Some(_) => return Err(("rate".into(), "a rate > 0 requests per second".into())),
+    }
+    for (k, v) in load {
+        match k.as_str() {
+            "target" => continue,
+            "duration" => return Err((k.clone(), "set by the phases (the load runs through all of them)".into())),
+            "out" | "json" => return Err((k.clone(), "the run writes its own directory".into())),
+            "concurrency" => return Err((k.clone(), "scenarios run open-loop load (rate), not closed loop".into())),
+            _ => {}
+        }
+        let flag = format!("--{}", k.replace('_', "-"));
+        let value = |v: &serde_norway::Value| -> Result<String, (String, String)> {
+            let s = scalar(v).ok_or_else(|| (k.clone(), "a plain value".to_owned()))?;
+            // A body file is the scenario's neighbour, wherever the run starts.
+            Ok(match s.strip_prefix('@') {
+                Some(file) if k == "body" && !Path::new(file).is_absolute() => format!("@{}", dir.join(file).display()),
+                _ => s,
+            })
+        };
+        match v {
+            serde_norway::Value::Bool(true) => argv.push(flag),
+            serde_norway::Value::Bool(false) => {}
+            serde_norway::Value::Sequence(items) => {
+                for it in items {
+                    argv.push(flag.clone());
+                    argv.push(value(it)?);
+                }
+            }
+            other => {
+                argv.push(flag);
+                argv.push(value(other)?);
+            }
+        }
+    }
+    Ok(argv)
 }
 
 #[derive(Parser)]
@@ -361,6 +409,12 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         .enumerate()
         .map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, "hypothesis", i), &format!("hypothesis[{i}]"), e)))
         .collect::<Result<_, _>>()?;
+    let during = f
+        .during
+        .iter()
+        .enumerate()
+        .map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, "during", i), &format!("during[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
     let guardrails = f
         .guardrails
         .iter()
@@ -379,27 +433,26 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         }
         faults.push(plan);
     }
-    let mut load_args = vec![f.load.target.clone()];
-    let mut push = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            load_args.push(format!("--{k}"));
-            load_args.push(v);
-        }
-    };
-    push("rate", f.load.rate.map(|r| r.to_string()));
-    push("shape", f.load.shape.clone());
-    push("connections", f.load.connections.map(|c| c.to_string()));
-    push("timeout", f.load.timeout.clone());
-    push("method", f.load.method.clone());
-    match f.load.rate {
-        None => return Err(err(line_of("rate"), "load.rate", "required: scenarios run open-loop load".into())),
-        Some(r) if !(r.is_finite() && r > 0.0) => return Err(err(line_of("rate"), "load.rate", format!("{r} is not a rate > 0 requests per second"))),
-        Some(_) => {}
-    }
-    if f.load.connections == Some(0) {
-        return Err(err(line_of("connections"), "load.connections", "at least 1".into()));
-    }
-    Ok(Scenario { name: f.name, description: f.description, load_args, hypothesis, warmup, baseline, fault, recovery, faults, guardrails })
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let load_args = load_argv(&f.load, dir).map_err(|(key, problem)| err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem))?;
+    // Checked now by `faultline load`'s own parser and checks, not after connecting.
+    let mut argv = load_args.clone();
+    argv.extend(["--duration".into(), format!("{}ms", (warmup + baseline + fault + recovery).as_millis())]);
+    let parsed = LoadFlags::try_parse_from(&argv).map_err(|e| {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").to_owned();
+        // clap names the flag; say it the way the file does.
+        let key = first.split("'--").nth(1).and_then(|r| r.split([' ', '\'', '<']).next()).map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_")));
+        err(line_of("load"), &key, first.replace("--", ""))
+    })?;
+    parsed.load.spec().map_err(|e| {
+        let problem = format!("{e:#}").replace("--", "");
+        // The load's checks start with the flag they are about ("connections: at least 1").
+        let key = problem.split_once(':').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let line = key.and_then(|k| line_of(&k.replace('-', "_"))).or_else(|| line_of("load"));
+        err(line, &key.map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_"))), problem)
+    })?;
+    Ok(Scenario { name: f.name, description: f.description, load_args, hypothesis, during, warmup, baseline, fault, recovery, faults, guardrails })
 }
 
 #[cfg(test)]
@@ -533,5 +586,36 @@ guardrails:
         let p = write("x");
         std::fs::write(&p, b"name: \xff\xfe").unwrap();
         assert_eq!(load(&p).unwrap_err().field, "file");
+    }
+
+    /// Issue 12: `load:` takes what `faultline load` takes (a POST with headers and a body
+    /// from a file next to the scenario), and `during:` states what must hold under faults.
+    #[test]
+    fn load_takes_every_load_flag_and_during_is_parsed() {
+        let dir = std::env::temp_dir().join(format!("faultline-scenario-body-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("req.json"), "{}").unwrap();
+        let text = GOOD
+            .replace("  rate: 200\n", "  rate: 200\n  method: POST\n  header: [\"content-type: application/json\", \"x-a: b\"]\n  body: \"@req.json\"\n  connections: 8\n")
+            .replace("guardrails:", "during:\n  - error_rate < 5%\nguardrails:");
+        let p = dir.join("post.yaml");
+        std::fs::write(&p, text).unwrap();
+        let s = load(&p).unwrap();
+        let body = format!("@{}", dir.join("req.json").display());
+        assert_eq!(
+            s.load_args,
+            ["http://10.0.0.5:8080/", "--body", &body, "--connections", "8", "--header", "content-type: application/json", "--header", "x-a: b", "--method", "POST", "--rate", "200"]
+        );
+        assert_eq!(s.during.len(), 1);
+        assert_eq!(s.during[0].metric, Metric::ErrorRate);
+        let bad = |from: &str, to: &str| {
+            std::fs::write(&p, GOOD.replace(from, to)).unwrap();
+            load(&p).unwrap_err()
+        };
+        assert_eq!(bad("  rate: 200", "  rate: 200\n  duration: 5s").field, "load.duration");
+        assert_eq!(bad("  rate: 200", "  rate: 200\n  body: \"@missing.json\"").field, "load.body");
+        let e = bad("guardrails:", "during:\n  - p99 < fast\nguardrails:");
+        assert_eq!(e.field, "during[0]");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -372,6 +372,25 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
             verdicts.push(json!({"hypothesis": c.text, "phase": phase, "holds": ok, "value": v}));
         }
     }
+    // `during`: over the whole fault phase, and over each applied fault's own window
+    // (whole seconds from its apply to its revert, as the run's clock saw them).
+    for c in &s.during {
+        let mut check = |phase: String, w: &Window| {
+            let (ok, v) = w.holds(c);
+            if !ok {
+                failed.push(format!("{} during {phase} ({v:.3})", c.text));
+            }
+            verdicts.push(json!({"hypothesis": c.text, "phase": phase, "holds": ok, "value": v}));
+        };
+        check("fault".into(), &windows["fault"]);
+        for t in &timeline {
+            let (Some(from), Some(to)) = (t.applied_at, t.reverted_at.or(t.applied_at.map(|_| t.planned_end))) else { continue };
+            let w = window(&run.recorder, from.floor() as u64, (to.ceil() as u64).max(from.floor() as u64 + 1));
+            if w.requests > 0 {
+                check(format!("faults[{}] {}", t.index, t.describe), &w);
+            }
+        }
+    }
     let summary = json!({
         "scenario": s.name,
         "description": s.description,

@@ -754,6 +754,19 @@ faults:
     } else {
         eprintln!("skipped the no-netem checks: these agents' kernel has netem (the VM tests cover netem itself)");
     }
+
+    // Issue 12: what must hold *while* faults are active. The same run as the first, whose
+    // baseline and recovery held while the drop made errors, now also says `during:` that
+    // errors stay under 5 %: it fails, for the fault phase and for the fault's own window.
+    let during = base.replace("phases:", "during:\n  - error_rate < 5%\nphases:");
+    let (out, dir) = scenario(&h, "during", &during);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("error_rate < 5% during fault"), "{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let verdicts = s["hypothesis"].as_array().unwrap();
+    assert!(verdicts.iter().any(|v| v["phase"] == "fault" && v["holds"] == false), "{s}");
+    assert!(verdicts.iter().any(|v| v["phase"].as_str().is_some_and(|p| p.starts_with("faults[0] drop")) && v["holds"] == false), "{s}");
+    assert!(verdicts.iter().filter(|v| v["phase"] == "baseline" || v["phase"] == "recovery").all(|v| v["holds"] == true), "{s}");
 }
 
 /// A controller client presenting `stem`'s certificate from the test's CA (`cli` is an
