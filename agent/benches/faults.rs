@@ -107,12 +107,54 @@ fn main() {
     }
     let mut lab = Lab::new(91);
     // FAULTLINE_BENCH_ONLY=metrics runs only the kernel-metrics section.
-    let all = std::env::var("FAULTLINE_BENCH_ONLY").map_or(true, |v| v != "metrics");
+    let only = std::env::var("FAULTLINE_BENCH_ONLY").unwrap_or_default();
+    // FAULTLINE_BENCH_ONLY=leases runs only the lease-accuracy section.
+    if only == "leases" {
+        lease_accuracy(&lab);
+        return;
+    }
+    let all = only != "metrics";
     if all {
         latency_and_partitions(&lab);
+        lease_accuracy(&lab);
     }
     kernel_metrics_overhead(&mut lab);
     footprint(&lab);
+}
+
+/// How late a lease ends, as the agent's own clock puts it: the fault applied with a
+/// 1 s lease is polled every millisecond until it is gone; the error is the moment it
+/// disappeared minus (its applied_at + lease). Both are this host's clock.
+fn lease_accuracy(lab: &Lab) {
+    const LEASES: usize = 50;
+    let mut late = lab.grpc(async |mut c| {
+        let mut late = Vec::new();
+        for _ in 0..LEASES {
+            let f = c
+                .apply_fault(pb::ApplyFaultRequest { spec: Some(pb::FaultSpec { lease_ms: 1000, ..spec(Kind::Drop(pb::Drop { percent: 1.0 })) }), dry_run: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .fault
+                .unwrap();
+            let due = f.applied_at_unix_ms as f64 + 1000.0;
+            loop {
+                let faults = c.list_faults(pb::ListFaultsRequest {}).await.unwrap().into_inner().faults;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
+                if !faults.iter().any(|x| x.id == f.id) {
+                    late.push(now - due);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        late
+    });
+    late.sort_by(f64::total_cmp);
+    let at = |p: f64| late[((late.len() - 1) as f64 * p).round() as usize];
+    println!("\n## lease end accuracy ({LEASES} leases of 1 s, gRPC to the agent)\n");
+    println!("| after due, ms | p50 | p99 | max |\n|---|---|---|---|");
+    println!("| fault gone from the agent's list | {:.1} | {:.1} | {:.1} |", at(0.5), at(0.99), at(1.0));
 }
 
 fn latency_and_partitions(lab: &Lab) {

@@ -133,6 +133,9 @@ pub struct Engine {
     nl: Handle,
     /// Every probe of what this host can do (`faultline_proto::doctor`).
     pub caps: Capabilities,
+    /// Woken when a lease starts or changes, so the expiry loop sleeps until exactly the
+    /// next deadline instead of polling.
+    pub wake: tokio::sync::Notify,
     pub attach_mode: AttachMode,
 }
 
@@ -194,8 +197,23 @@ impl Engine {
             state: Mutex::new(State { journal, leftover: left, bpf, tracer, faults: BTreeMap::new(), next_id }),
             nl,
             caps,
+            wake: tokio::sync::Notify::new(),
             attach_mode,
         })
+    }
+
+    /// The next moment `expire` has work: a lease ending, a failed revert due for retry,
+    /// an idle classifier link to detach; at most a second away (leftovers are retried then).
+    pub async fn next_deadline(&self) -> Instant {
+        let st = self.state.lock().await;
+        let mut next = Instant::now() + Duration::from_secs(1);
+        for f in st.faults.values() {
+            next = next.min(f.revert_failed.as_ref().map_or(f.expires, |r| r.next_try));
+        }
+        if let Some(t) = st.bpf.as_ref().and_then(|b| b.next_sweep(IDLE_DETACH)) {
+            next = next.min(t);
+        }
+        next
     }
 
     pub fn ebpf_available(&self) -> bool {
@@ -242,6 +260,7 @@ impl Engine {
                 info!(id, kind = spec.kind.name(), interface = spec.interface, "applied");
                 let status = status(&st, &active);
                 st.faults.insert(id, active);
+                self.wake.notify_one();
                 Ok(status)
             }
             Err(e) => {
@@ -606,6 +625,7 @@ impl Engine {
             let f = st.faults.get_mut(&id).expect("checked");
             f.expires = now + lease.unwrap_or(f.lease);
         }
+        self.wake.notify_one();
         for id in st.faults.keys() {
             if ids.is_empty() || ids.contains(id) {
                 out.push(status(&st, &st.faults[id]));
@@ -615,15 +635,86 @@ impl Engine {
     }
 
     pub async fn list(&self) -> Vec<pb::FaultStatus> {
-        let st = self.state.lock().await;
-        st.faults.values().map(|f| status(&st, f)).chain(leftover_status(&st)).collect()
+        let (mut out, shaped) = {
+            let st = self.state.lock().await;
+            let out: Vec<pb::FaultStatus> = st.faults.values().map(|f| status(&st, f)).chain(leftover_status(&st)).collect();
+            (out, shaped(&st))
+        };
+        self.observe_bandwidth(&mut out, shaped).await;
+        out
+    }
+
+    /// A rate limit's effect, as its htb class counted it (the class is created with the
+    /// fault, so its counters are the fault's): the rate that passed on average, and the
+    /// packets held back over the limit and dropped.
+    async fn observe_bandwidth(&self, statuses: &mut [pb::FaultStatus], shaped: Vec<Shaped>) {
+        for s in shaped {
+            let mut total = tc::ClassStats::default();
+            for ifindex in &s.ifindexes {
+                if let Ok(Some(c)) = tc::class_stats(&self.nl, *ifindex, SHAPED_CLASS).await {
+                    total.bytes += c.bytes;
+                    total.packets += c.packets;
+                    total.drops += c.drops;
+                    total.overlimits += c.overlimits;
+                }
+            }
+            let secs = s.since.elapsed().unwrap_or_default().as_secs_f64().max(0.001);
+            let measured = total.bytes as f64 * 8.0 / secs;
+            if let Some(st) = statuses.iter_mut().find(|x| x.id == s.id) {
+                st.observed = Some(pb::Observed {
+                    summary: format!(
+                        "passed {:.1} kbit/s on average over {secs:.1} s (limit {:.1} kbit/s); {} packets over the limit were delayed, {} dropped",
+                        measured / 1000.0,
+                        s.rate_bps as f64 / 1000.0,
+                        total.overlimits,
+                        total.drops
+                    ),
+                    configured: s.rate_bps as f64,
+                    measured,
+                    unit: "bit/s".into(),
+                    samples: total.packets,
+                });
+            }
+        }
     }
 
     /// The kernel metrics (when running) and every active fault, read together.
     pub async fn metrics(&self) -> (Option<Snapshot>, Vec<pb::FaultStatus>) {
-        let st = self.state.lock().await;
-        (st.tracer.as_ref().map(Tracer::snapshot), st.faults.values().map(|f| status(&st, f)).collect())
+        let (snap, mut faults, shaped) = {
+            let st = self.state.lock().await;
+            (st.tracer.as_ref().map(Tracer::snapshot), st.faults.values().map(|f| status(&st, f)).collect::<Vec<_>>(), shaped(&st))
+        };
+        self.observe_bandwidth(&mut faults, shaped).await;
+        (snap, faults)
     }
+}
+
+/// A bandwidth fault's htb classes (egress, and the IFB device's for ingress).
+struct Shaped {
+    id: String,
+    ifindexes: Vec<u32>,
+    rate_bps: u64,
+    since: SystemTime,
+}
+
+fn shaped(st: &State) -> Vec<Shaped> {
+    st.faults
+        .values()
+        .filter(|f| f.revert_failed.is_none())
+        .filter_map(|f| {
+            let spec = f.net()?;
+            let FaultKind::Bandwidth { rate_bps, .. } = spec.kind else { return None };
+            let egress = link::ifindex(&spec.interface)?;
+            let mut ifindexes = Vec::new();
+            if spec.direction.egress() {
+                ifindexes.push(egress);
+            }
+            if spec.direction.ingress() {
+                ifindexes.extend(link::ifindex(&link::ifb_name(egress)));
+            }
+            Some(Shaped { id: f.id.clone(), ifindexes, rate_bps, since: f.applied_at })
+        })
+        .collect()
 }
 
 /// TCP's RTT samples to the peers of a netem delay fault, summed (None when the

@@ -194,11 +194,16 @@ async fn serve() -> Result<()> {
     }
     engine.exclude_control_port(args.listen.port()).await?;
 
+    // Leases end on time: sleep until exactly the next deadline (woken early when a
+    // fault is applied or renewed), not a polling tick that adds up to its period.
     let leases = engine.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            tick.tick().await;
+            let next = leases.next_deadline().await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next.into()) => {}
+                () = leases.wake.notified() => {}
+            }
             leases.expire().await;
         }
     });

@@ -91,6 +91,7 @@ pub async fn sample(engine: &Engine, host: &Host) -> pb::MetricsSample {
         host: Some(host.read()),
         faults,
         kernel_metrics_detail: engine.kernel_metrics_detail(),
+        drops_whole_kernel: crate::process::netns_scoped(),
     }
 }
 

@@ -40,6 +40,14 @@ fn check(lab: &Lab, direction: pb::Direction, reverse: bool) {
     let rate = 20_000_000u64;
     let f = lab.apply(pb::FaultSpec { direction: direction as i32, ..spec(Kind::Bandwidth(pb::Bandwidth { rate_bps: rate, burst_bytes: 0 })) }).unwrap();
     let got = iperf(lab, reverse);
+    // The agent says what the limit did, from its class's counters (issue 12): the rate
+    // that passed on average since the fault began (iperf3 ran most of that time), and
+    // the packets held back.
+    let observed = lab.list().into_iter().find(|x| x.id == f.id).and_then(|x| x.observed).expect("a bandwidth fault reports what it observed");
+    println!("observed: {}", observed.summary);
+    assert_eq!((observed.unit.as_str(), observed.configured), ("bit/s", rate as f64), "{observed:?}");
+    assert!(observed.measured > 0.3 * rate as f64 && observed.measured < 1.1 * rate as f64, "{observed:?}");
+    assert!(observed.samples > 1000, "{observed:?}");
     lab.revert(&f.id);
     // The limit is a wire rate, as in tc: every 1448-byte TCP segment costs 1514 bytes
     // on the link (Ethernet 14 + IP 20 + TCP with timestamps 32). iperf3 counts payload.

@@ -200,6 +200,14 @@ impl Table {
     }
 }
 
+/// The agents of agents.csv whose drop counts are the whole kernel's.
+fn whole_kernel_drops(path: &Path) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(col) = lines.next().and_then(|h| h.split(',').position(|c| c == "drops_whole_kernel")) else { return Default::default() };
+    lines.filter(|l| l.split(',').nth(col) == Some("true")).filter_map(|l| l.split(',').next().map(str::to_owned)).collect()
+}
+
 /// What the kernel of `agent` saw over [from, to).
 fn kernel_window(kernel: &Table, drops: &Table, agent: &str, from: f64, to: f64) -> Value {
     let secs = (to - from).max(1e-9);
@@ -262,6 +270,8 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
     // Each fault: the anomaly windows that overlap its interval, and what the kernels of
     // its agents saw then (baseline: this run's baseline phase).
     let (kernel, drops) = (Table::read(&dir.join("kernel.csv")), Table::read(&dir.join("drops.csv")));
+    // Agents whose drop counts are the whole kernel's (a lab of namespaces on one kernel).
+    let whole_kernel = whole_kernel_drops(&dir.join("agents.csv"));
     let (k0, k1) = phase(&summary, "baseline").unwrap_or((b0, b1));
     let per_fault: Vec<Value> = faults
         .iter()
@@ -284,7 +294,7 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
                             Some((Some(pa), Some(pr))) if pr > pa => (pa, pr),
                             _ => (a, r),
                         };
-                        json!({"agent": agent, "baseline": kernel_window(&kernel, &drops, agent, k0 as f64, k1 as f64), "during": kernel_window(&kernel, &drops, agent, a, r + 1.0), "during_s": [a, r + 1.0]})
+                        json!({"agent": agent, "baseline": kernel_window(&kernel, &drops, agent, k0 as f64, k1 as f64), "during": kernel_window(&kernel, &drops, agent, a, r + 1.0), "during_s": [a, r + 1.0], "drops_whole_kernel": whole_kernel.contains(agent)})
                     })
                     .collect(),
                 _ => Vec::new(),
@@ -344,7 +354,7 @@ pub fn print(a: &Value) {
         for k in f["kernel"].as_array().into_iter().flatten() {
             let (b, d) = (&k["baseline"], &k["during"]);
             println!(
-                "kernel    {} {} on {}: retransmits {:.1} -> {:.1}/s, srtt {} -> {} ms, drops {:.1} -> {:.1}/s, failed connects {}",
+                "kernel    {} {} on {}: retransmits {:.1} -> {:.1}/s, srtt {} -> {} ms, drops {:.1} -> {:.1}/s{}, failed connects {}",
                 f["id"].as_str().unwrap_or(""),
                 f["fault"].as_str().unwrap_or(""),
                 k["agent"].as_str().unwrap_or(""),
@@ -354,6 +364,7 @@ pub fn print(a: &Value) {
                 ms(&d["srtt_ms"]),
                 b["drops_per_s"].as_f64().unwrap_or(0.0),
                 d["drops_per_s"].as_f64().unwrap_or(0.0),
+                if k["drops_whole_kernel"] == true { " (whole kernel, not this host's alone)" } else { "" },
                 d["connect_failures"]
             );
         }

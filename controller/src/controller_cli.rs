@@ -191,31 +191,39 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 println!("{}", serde_json::Value::Array(v));
             } else {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-                println!("{:<12} {:<8} {:<14} {:<24} {:>6} {:>7}  {:<22} caps", "name", "health", "host", "labels", "faults", "hb_ago", "address");
-                for a in agents {
-                    let caps = a.capabilities.unwrap_or_default();
-                    let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    labels.sort();
-                    let hb = if a.last_heartbeat_unix_ms == 0 { "-".into() } else { format!("{:.1}s", (now - a.last_heartbeat_unix_ms) as f64 / 1000.0) };
-                    // Every kind the agent can apply (from the probes the controller checks
-                    // faults against), and whether its kernel metrics run.
-                    let mut kinds = faultline_proto::doctor::supported_kinds(&caps.probes);
-                    if caps.kernel_metrics {
-                        kinds.push("metrics");
-                    }
-                    let caps = kinds;
-                    println!(
-                        "{:<12} {:<8} {:<14} {:<24} {:>6} {:>7}  {:<22} {}{}",
-                        a.name,
-                        if a.healthy { "up" } else { "DOWN" },
-                        a.hostname,
-                        labels.join(","),
-                        a.active_faults,
-                        hb,
-                        a.addresses.iter().find(|x| !x.starts_with("127.") && !x.starts_with("::1")).cloned().unwrap_or_default(),
-                        caps.join(","),
-                        if a.error.is_empty() { String::new() } else { format!("  ({})", a.error) }
-                    );
+                // Columns as wide as their widest cell; the free-form ones (capabilities,
+                // labels, an error) last, where their length shifts nothing.
+                let rows: Vec<[String; 9]> = agents
+                    .iter()
+                    .map(|a| {
+                        let caps = a.capabilities.clone().unwrap_or_default();
+                        let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        labels.sort();
+                        let hb = if a.last_heartbeat_unix_ms == 0 { "-".into() } else { format!("{:.1}s", (now - a.last_heartbeat_unix_ms) as f64 / 1000.0) };
+                        // Every kind the agent can apply (from the probes the controller checks
+                        // faults against), and whether its kernel metrics run.
+                        let mut kinds = faultline_proto::doctor::supported_kinds(&caps.probes);
+                        if caps.kernel_metrics {
+                            kinds.push("metrics");
+                        }
+                        [
+                            a.name.clone(),
+                            if a.healthy { "up".into() } else { "DOWN".into() },
+                            a.hostname.clone(),
+                            a.active_faults.to_string(),
+                            hb,
+                            a.addresses.iter().find(|x| !x.starts_with("127.") && !x.starts_with("::1")).cloned().unwrap_or_default(),
+                            kinds.join(","),
+                            labels.join(","),
+                            if a.error.is_empty() { String::new() } else { format!("({})", a.error) },
+                        ]
+                    })
+                    .collect();
+                let head = ["name", "health", "host", "faults", "hb_ago", "address", "can apply", "labels", ""].map(str::to_owned);
+                let width: Vec<usize> = (0..9).map(|i| rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+                for r in std::iter::once(&head).chain(&rows) {
+                    let line: Vec<String> = r.iter().enumerate().map(|(i, c)| if i == 3 || i == 4 { format!("{c:>w$}", w = width[i]) } else { format!("{c:<w$}", w = width[i]) }).collect();
+                    println!("{}", line.join("  ").trim_end());
                 }
             }
         }

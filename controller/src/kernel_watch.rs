@@ -29,6 +29,8 @@ pub struct AgentClock {
     /// Half that round trip: the offset is within ± this.
     pub uncertainty_ms: Option<f64>,
     pub error: String,
+    /// Its drop counts are the whole kernel's (a namespace lab), not its host's alone.
+    pub drops_whole_kernel: bool,
 }
 
 #[derive(Default)]
@@ -121,6 +123,11 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                         }
                     }
                 }
+                if s.drops_whole_kernel {
+                    if let Some(a) = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.iter_mut().find(|a| a.name == name) {
+                        a.drops_whole_kernel = true;
+                    }
+                }
                 if let Some(h) = &s.host {
                     rows.2.push((t, format!("{name},{:.1},{},{:.2}", h.cpu_percent, h.memory_used_bytes, h.load1)));
                 }
@@ -140,10 +147,10 @@ impl Collected {
     /// Writes agents.csv, kernel.csv, drops.csv and host.csv, times in seconds from
     /// `run_start_unix_ms`.
     pub fn write(&self, dir: &std::path::Path, run_start_unix_ms: f64) -> std::io::Result<()> {
-        let mut agents = String::from("agent,url,clock_offset_ms,offset_uncertainty_ms,error\n");
+        let mut agents = String::from("agent,url,clock_offset_ms,offset_uncertainty_ms,drops_whole_kernel,error\n");
         for a in &self.agents {
             let o = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
-            let _ = writeln!(agents, "{},{},{},{},{:?}", a.name, a.url, o(a.offset_ms), o(a.uncertainty_ms), a.error);
+            let _ = writeln!(agents, "{},{},{},{},{},{:?}", a.name, a.url, o(a.offset_ms), o(a.uncertainty_ms), a.drops_whole_kernel, a.error);
         }
         std::fs::write(dir.join("agents.csv"), agents)?;
         let table = |head: &str, rows: &[(f64, String)]| {

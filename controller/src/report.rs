@@ -410,12 +410,12 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
                 esc(k["agent"].as_str().unwrap_or("")),
                 pair("retransmits_per_s", 1),
                 pair("srtt_ms", 1),
-                pair("drops_per_s", 1),
+                pair("drops_per_s", 1) + if k["drops_whole_kernel"] == true { " <small>(whole kernel)</small>" } else { "" },
                 d["connect_failures"]
             );
         }
     }
-    html += "</table><p>Baseline phase → while the fault was applied, on the agents it was placed on.</p><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
+    html += "</table><p>Baseline phase → while the fault was applied, on the agents it was placed on. Drops marked <i>whole kernel</i> come from agents that share one kernel with other hosts (a lab of network namespaces): a freed packet carries no address, so they cannot be told apart; TCP figures are each host's own.</p><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
     for h in an["hypothesis"].as_array().into_iter().flatten() {
         let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(h["hypothesis"].as_str().unwrap_or("")), esc(h["phase"].as_str().unwrap_or("")), h["value"].as_f64().unwrap_or(0.0), if h["holds"] == true { "holds" } else { "<b>fails</b>" });
     }

@@ -256,6 +256,11 @@ fn scalar(v: &serde_norway::Value) -> Option<String> {
     }
 }
 
+/// A run reverts each fault itself at the end of its `for`; the lease (the dead man's
+/// switch, should the run die) lasts this much longer, so the agent's own expiry never
+/// races the run's revert (whose answer carries the agent's revert time).
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
 /// A fault entry as `fault apply` or `partition` would take it.
 fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Result<FaultPlan, (String, String)> {
     let field = |k: &str| format!("faults[{index}].{k}");
@@ -304,7 +309,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             shape: shape as i32,
             groups,
             node: entry.get("node").and_then(scalar).unwrap_or_default(),
-            lease_ms: length.as_millis() as u64,
+            lease_ms: (length + LEASE_MARGIN).as_millis() as u64,
             label: String::new(),
             rest: match entry.get("rest").map(scalar) {
                 None => pb::Rest::Untouched,
@@ -343,7 +348,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         }
     }
     argv.push("--lease".into());
-    argv.push(format!("{}ms", length.as_millis()));
+    argv.push(format!("{}ms", (length + LEASE_MARGIN).as_millis()));
     if !command.is_empty() {
         argv.push("--".into());
         argv.extend(command);
@@ -506,10 +511,10 @@ guardrails:
         let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
         assert_eq!(r.target.as_ref().unwrap().selector, "role=db");
         let spec = r.spec.as_ref().unwrap();
-        assert_eq!((spec.interface.as_str(), spec.lease_ms), ("eth0", 10_000));
+        assert_eq!((spec.interface.as_str(), spec.lease_ms), ("eth0", 12_000));
         assert!(matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 100.0).abs() < 1e-9));
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
-        assert_eq!((p.node.as_str(), p.lease_ms), ("h1", 10_000));
+        assert_eq!((p.node.as_str(), p.lease_ms), ("h1", 12_000));
         assert_eq!(s.load_args, ["http://10.0.0.5:8080/", "--rate", "200"]);
     }
 

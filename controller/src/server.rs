@@ -277,9 +277,11 @@ impl Controller {
         for (id, _, _) in expired {
             let _ = self.revert(&id, pb::EventKind::FaultExpired).await;
         }
-        let lease = self.agent_lease().as_millis() as u64;
         let mut renewals = Vec::new();
         for (id, placements, _) in live {
+            // Never past the fault's own end: the agents then end it on time by themselves.
+            let left = self.lock().faults.get(&id).map_or(Duration::ZERO, |f| f.expires.saturating_duration_since(Instant::now()));
+            let lease = (self.agent_lease().min(left).as_millis() as u64).max(1);
             for (agent, fid) in placements {
                 if let Some(mut c) = self.lock().agents.get(&agent).map(|a| a.client.clone()) {
                     let id = id.clone();
@@ -535,6 +537,19 @@ impl Controller {
         Ok(())
     }
 
+    /// Ends fault `id` at `at` (not at the next heartbeat tick), unless it is gone or was
+    /// given another end by then.
+    fn expire_at(&self, id: String, at: Instant) {
+        let ctl = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let due = ctl.lock().faults.get(&id).is_some_and(|f| f.expires <= Instant::now());
+            if due {
+                let _ = ctl.revert(&id, pb::EventKind::FaultExpired).await;
+            }
+        });
+    }
+
     fn record(&self, spec: apb::FaultSpec, placed: Placed, cut_from: BTreeMap<String, Vec<String>>) -> pb::ControllerFault {
         let mut st = self.lock();
         st.next_id += 1;
@@ -551,15 +566,15 @@ impl Controller {
         let status = self.status(&f);
         self.persist(&f);
         let (id, agents) = (f.id.clone(), f.placements.iter().map(|p| p.0.clone()).collect::<Vec<_>>());
+        let expires = f.expires;
         st.faults.insert(f.id.clone(), f);
         drop(st);
+        self.expire_at(id.clone(), expires);
         let kind = status.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("?", apb::fault_spec::Kind::name);
         self.event(pb::EventKind::FaultApplied, &id, &agents, format!("{kind} on {}", agents.join(",")));
         status
     }
 
-    /// Applies one spec per agent, concurrently. All or nothing: if any agent refuses,
-    /// the others are reverted and the error lists every agent's result.
     /// Phase one of a fan-out to several agents: each checks the fault (targets resolved,
     /// preconditions met) without acting. One refusal refuses it everywhere, before any
     /// agent did anything, so a kill never happens on some hosts only and a freeze never
@@ -588,6 +603,9 @@ impl Controller {
         Err(Status::new(code, format!("refused by {} of {} agents, so nothing was done on any: {}", refused.len(), results.len(), refused.join("; "))))
     }
 
+    /// Applies one spec per agent, concurrently. All or nothing: every agent checks first
+    /// (`check_all`); if one still refuses when applying, the others are reverted (a
+    /// one-shot is reported where it acted) and the error lists every agent's result.
     async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, Status> {
         if plan.len() > 1 {
             self.check_all(&plan).await?;
@@ -873,7 +891,9 @@ impl ControllerService for Controller {
                 return self.refusing(&names, started, Err(refused));
             }
         }
-        let lease = self.agent_lease().as_millis() as u64;
+        // The agents hold a short lease the controller renews, never longer than the fault's
+        // own: then they end it on time even if the controller's timer is late.
+        let lease = (self.agent_lease().as_millis() as u64).min(spec.lease_ms.max(1));
         let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
         let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
         let span = tracing::info_span!("apply_fault", kind, agents = names.len(), fault_id = tracing::field::Empty);
@@ -915,7 +935,7 @@ impl ControllerService for Controller {
         let rest = pb::Rest::try_from(r.rest).map_err(|_| Status::invalid_argument(format!("rest: unknown value {}", r.rest)))?;
         let cut = partition::cut(&names, shape, &groups, &r.node, self.seed(), rest == pb::Rest::Isolated).map_err(Status::invalid_argument)?;
         let kind = apb::fault_spec::Kind::Partition(apb::Partition {});
-        let lease = self.agent_lease().as_millis() as u64;
+        let lease = (self.agent_lease().as_millis() as u64).min(r.lease_ms);
         let mut plan = Vec::new();
         {
             let st = self.lock();
@@ -1060,6 +1080,10 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         (st.agents.len(), st.faults.len())
     };
     tracing::info!(state = %path.display(), agents, faults, "state loaded");
+    let restored: Vec<(String, Instant)> = ctl.lock().faults.values().map(|f| (f.id.clone(), f.expires)).collect();
+    for (id, at) in restored {
+        ctl.expire_at(id, at);
+    }
     ctl.event(pb::EventKind::ControllerStarted, "", &[], format!("listening on {listen}; state {}: {agents} agents, {faults} active faults", path.display()));
     let on_stop = ctl.clone();
     tokio::spawn(ctl.clone().tick_forever());

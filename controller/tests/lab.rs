@@ -108,6 +108,12 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     assert_eq!(agents.len(), 3, "{agents:?}");
     assert!(agents.iter().all(|a| a["healthy"] == true), "{agents:?}");
     assert!(agents.iter().any(|a| a["name"] == "h1" && a["labels"]["role"] == "web"), "{agents:?}");
+    // `agents list` in aligned columns, labels last, and every kind each agent can apply.
+    let table = ok(&["agents", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    let at = lines[0].find("labels").expect("a labels column");
+    assert!(lines[1..].iter().all(|l| l.get(at..).is_some_and(|rest| rest.starts_with("redis=") || rest.starts_with("role="))), "{table}");
+    assert!(lines[1..].iter().all(|l| l.contains("bandwidth") && l.contains("freeze") && l.contains("drop")), "{table}");
 
     // The service: both backends answer through the balancer.
     let seen: BTreeSet<String> = (0..10).map(|_| backend()).collect();

@@ -79,6 +79,11 @@ pub fn test() -> Result<()> {
     let result = (|| -> Result<()> {
         let up = faultline(&["lab", "up", "--vm", &image.display().to_string(), "--dir", &d])?;
         check("three VM hosts registered".into(), up.matches("healthy").count() == 3);
+        // The doctor of a VM's agent (the same probes `faultline doctor` prints) on the
+        // Debian kernel: netem present, where this host's kernel has none.
+        let info = Command::new(&cli).args(["--agent", "https://10.77.0.12:7070", "info", "--json"]).env_remove("FAULTLINE_CONTROLLER").env("FAULTLINE_TLS_DIR", dir.join("tls")).output()?;
+        let info = String::from_utf8_lossy(&info.stdout);
+        check("doctor on the VM lab's Debian kernel: netem present".into(), info.contains(r#""feature":"netem","ok":true"#));
         let before = rtt("10.77.0.12").unwrap_or(f64::NAN);
         let id = faultline(&["fault", "apply", "netem", "-i", "eth0", "--delay", "100ms", "--lease", "60s", "--on", "h2"])?;
         let during = rtt("10.77.0.12").unwrap_or(f64::NAN);

@@ -74,6 +74,7 @@ impl Engine {
                 info!(id = f.id, kind = spec.kind.name(), "applied");
                 let s = status(&st, &f);
                 st.faults.insert(f.id.clone(), f);
+                self.wake.notify_one();
                 Ok(s)
             }
             Err(e) => {

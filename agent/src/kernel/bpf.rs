@@ -209,6 +209,11 @@ impl Classifier {
         self.idle.entry((ifname.to_owned(), ingress)).or_insert_with(std::time::Instant::now);
     }
 
+    /// When the next idle link is due for `sweep(older_than)`.
+    pub fn next_sweep(&self, older_than: std::time::Duration) -> Option<std::time::Instant> {
+        self.idle.values().map(|t| *t + older_than).min()
+    }
+
     pub fn sweep(&mut self, older_than: std::time::Duration) {
         let due: Vec<(String, bool)> = self.idle.iter().filter(|(_, t)| t.elapsed() >= older_than).map(|(k, _)| k.clone()).collect();
         for (ifname, ingress) in due {

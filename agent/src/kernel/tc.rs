@@ -125,6 +125,43 @@ pub async fn list_qdiscs(nl: &Handle, ifindex: u32) -> Result<Vec<Qdisc>, TcErro
         .collect())
 }
 
+/// What a class passed and held back since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    pub bytes: u64,
+    pub packets: u64,
+    pub drops: u64,
+    pub overlimits: u64,
+}
+
+/// The counters of class `classid` on an interface, if it exists.
+pub async fn class_stats(nl: &Handle, ifindex: u32, classid: u32) -> Result<Option<ClassStats>, TcError> {
+    use rtnetlink::packet_route::tc::TcStats2;
+    let op = format!("list classes of ifindex {ifindex}");
+    let msgs: Vec<TcMessage> = nl.traffic_class(ifindex as i32).get().execute().try_collect().await.map_err(|e| TcError { op, source: to_io(e) })?;
+    Ok(msgs.into_iter().find(|m| u32::from(m.header.handle) == classid).map(|m| {
+        let mut out = ClassStats::default();
+        for a in &m.attributes {
+            if let TcAttribute::Stats2(stats) = a {
+                for st in stats {
+                    match st {
+                        TcStats2::Basic(b) => {
+                            out.bytes = b.bytes;
+                            out.packets = u64::from(b.packets);
+                        }
+                        TcStats2::Queue(q) => {
+                            out.drops = u64::from(q.drops);
+                            out.overlimits = u64::from(q.overlimits);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out
+    }))
+}
+
 /// The root qdisc of an interface, if the kernel reports one.
 pub async fn root_qdisc(nl: &Handle, ifindex: u32) -> Result<Option<Qdisc>, TcError> {
     Ok(list_qdiscs(nl, ifindex).await?.into_iter().find(|q| q.parent == TC_H_ROOT))

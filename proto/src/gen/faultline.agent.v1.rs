@@ -567,6 +567,11 @@ pub struct MetricsSample {
     /// Empty when the kernel metrics programs run; otherwise why not.
     #[prost(string, tag = "6")]
     pub kernel_metrics_detail: ::prost::alloc::string::String,
+    /// The drop counts are the whole kernel's, shared with other hosts of a lab of network
+    /// namespaces (an agent run with --same-netns-only): a freed packet carries no address
+    /// to attribute it by. TCP figures are always this agent's own.
+    #[prost(bool, tag = "7")]
+    pub drops_whole_kernel: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
