@@ -408,18 +408,12 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
             return Err(err(line_of(k), &format!("phases.{k}"), "at least 1s: the analysis works in whole seconds".into()));
         }
     }
-    let hypothesis = f
-        .hypothesis
-        .iter()
-        .enumerate()
-        .map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, "hypothesis", i), &format!("hypothesis[{i}]"), e)))
-        .collect::<Result<_, _>>()?;
-    let during = f
-        .during
-        .iter()
-        .enumerate()
-        .map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, "during", i), &format!("during[{i}]"), e)))
-        .collect::<Result<_, _>>()?;
+    // A list of conditions under the top-level `key`, each error at its own line.
+    let conditions = |key: &str, list: &[String]| -> Result<Vec<Condition>, ScenarioError> {
+        list.iter().enumerate().map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, key, i), &format!("{key}[{i}]"), e))).collect()
+    };
+    let hypothesis = conditions("hypothesis", &f.hypothesis)?;
+    let during = conditions("during", &f.during)?;
     let guardrails = f
         .guardrails
         .iter()
