@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use faultline_proto::{
     agent::v1::{self as pb, agent_service_client::AgentServiceClient, fault_spec::Kind},
     transport::{AGENT_NAME, Role, Security},
@@ -16,18 +16,18 @@ use crate::units;
 #[command(name = "faultline", version, about = "faultline: inject network faults and see what they do")]
 pub struct Cli {
     /// The agent to talk to, e.g. https://10.0.0.5:7070.
-    #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "https://127.0.0.1:7070")]
+    #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "https://127.0.0.1:7070", help_heading = "Connection")]
     agent: String,
     /// ca.pem and this side's certificate: cli.pem/cli-key.pem, or controller.pem/
     /// controller-key.pem for `controller serve` (default /etc/faultline/tls).
-    #[arg(long, global = true, env = "FAULTLINE_TLS_DIR")]
+    #[arg(long, global = true, env = "FAULTLINE_TLS_DIR", help_heading = "Connection")]
     tls_dir: Option<std::path::PathBuf>,
     /// Plaintext instead of mutual TLS: only to and from loopback addresses.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Connection")]
     insecure: bool,
     /// Go through this controller instead of one agent: fault commands then target
-    /// agents by --select / --agents.
-    #[arg(long, global = true, env = "FAULTLINE_CONTROLLER")]
+    /// agents by --select / --on.
+    #[arg(long, global = true, env = "FAULTLINE_CONTROLLER", help_heading = "Connection")]
     pub controller: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -150,7 +150,7 @@ pub enum IssueRole {
 
 #[derive(Subcommand)]
 pub enum FaultCmd {
-    /// Apply a fault: netem, bandwidth, drop or partition.
+    /// Apply a fault of one kind (`faultline fault apply KIND --help` lists its flags).
     Apply(Apply),
     List {
         #[arg(long)]
@@ -175,308 +175,7 @@ pub enum FaultCmd {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum KindArg {
-    Netem,
-    Bandwidth,
-    Drop,
-    Partition,
-    Freeze,
-    Kill,
-    Restart,
-    CpuStress,
-    MemoryPressure,
-    CpuThrottle,
-}
-
-impl KindArg {
-    fn is_process(self) -> bool {
-        !matches!(self, Self::Netem | Self::Bandwidth | Self::Drop | Self::Partition)
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FreezeArg {
-    Cgroup,
-    Sigstop,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DirArg {
-    Egress,
-    Ingress,
-    Both,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtoArg {
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DistArg {
-    Uniform,
-    Normal,
-    Pareto,
-    Paretonormal,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ModeArg {
-    All,
-    One,
-    Fixed,
-    Percent,
-}
-
-#[derive(Args)]
-pub struct Apply {
-    kind: KindArg,
-    /// Print the applied fault as JSON instead of its id.
-    #[arg(long)]
-    pub json: bool,
-    /// Interface on the agent's host (network faults).
-    #[arg(long, short = 'i')]
-    interface: Option<String>,
-    #[arg(long, value_enum, default_value = "egress")]
-    direction: DirArg,
-    /// How long the fault lasts unless renewed (required except for kill and restart:
-    /// every fault ends by itself).
-    #[arg(long, value_parser = units::lease)]
-    lease: Option<Duration>,
-    /// Only traffic to/from these CIDRs (repeatable).
-    #[arg(long = "peer")]
-    peers: Vec<String>,
-    /// Only traffic with this local or remote port, or range A-B (repeatable).
-    #[arg(long = "port")]
-    ports: Vec<String>,
-    #[arg(long, value_enum)]
-    protocol: Option<ProtoArg>,
-    /// Also affect the agent's own control connections.
-    #[arg(long)]
-    include_control: bool,
-    #[arg(long, default_value = "")]
-    label: String,
-    /// netem: added round-trip delay (split between directions with --direction both).
-    #[arg(long, value_parser = units::duration)]
-    delay: Option<Duration>,
-    #[arg(long, value_parser = units::duration)]
-    jitter: Option<Duration>,
-    #[arg(long, value_parser = units::percent)]
-    delay_correlation: Option<f64>,
-    #[arg(long, value_enum)]
-    distribution: Option<DistArg>,
-    /// netem: random loss; drop: drop probability.
-    #[arg(long, value_parser = units::percent)]
-    loss: Option<f64>,
-    #[arg(long, value_parser = units::percent)]
-    loss_correlation: Option<f64>,
-    /// netem Gilbert-Elliott loss: P,R[,1-H[,1-K]] in percent.
-    #[arg(long)]
-    gemodel: Option<String>,
-    #[arg(long, value_parser = units::percent)]
-    duplicate: Option<f64>,
-    #[arg(long, value_parser = units::percent)]
-    corrupt: Option<f64>,
-    #[arg(long, value_parser = units::percent)]
-    reorder: Option<f64>,
-    #[arg(long, value_parser = units::percent)]
-    reorder_correlation: Option<f64>,
-    /// netem rate or bandwidth limit, e.g. 10mbit.
-    #[arg(long, value_parser = units::rate)]
-    rate: Option<u64>,
-    /// bandwidth: burst bytes, e.g. 32k.
-    #[arg(long, value_parser = units::size)]
-    burst: Option<u32>,
-    #[arg(long)]
-    limit: Option<u32>,
-    /// Process faults: a cgroup v2 path ("/app/db").
-    #[arg(long, help_heading = "Process target")]
-    cgroup: Option<String>,
-    /// Process faults: a systemd unit.
-    #[arg(long, help_heading = "Process target")]
-    unit: Option<String>,
-    #[arg(long, help_heading = "Process target")]
-    pid: Option<u32>,
-    /// Process faults: a regular expression on the process name (like pgrep).
-    #[arg(long, help_heading = "Process target")]
-    name: Option<String>,
-    /// With --name: match the whole command line (like pgrep -f).
-    #[arg(long, help_heading = "Process target")]
-    full: bool,
-    /// With --pid or --name: the processes' descendants too.
-    #[arg(long, help_heading = "Process target")]
-    tree: bool,
-    /// freeze: cgroup.freeze or SIGSTOP (default: by target).
-    #[arg(long, value_enum)]
-    method: Option<FreezeArg>,
-    /// kill, restart: a signal number or name (TERM, KILL, ...).
-    #[arg(long, value_parser = units::signal)]
-    signal: Option<i32>,
-    /// restart: how long the old processes get to exit before SIGKILL.
-    #[arg(long, value_parser = units::duration)]
-    grace: Option<Duration>,
-    /// cpu-stress: busy threads.
-    #[arg(long)]
-    threads: Option<u32>,
-    /// memory-pressure: bytes to allocate and keep touching, e.g. 512m.
-    #[arg(long, value_parser = units::bytes)]
-    bytes: Option<u64>,
-    /// cpu-throttle: CPUs' worth of time per period, e.g. 0.2.
-    #[arg(long)]
-    cpus: Option<f64>,
-    #[arg(long, value_parser = units::duration)]
-    period: Option<Duration>,
-    /// With --controller: agents with these labels, e.g. role=db,zone=a.
-    #[arg(long, help_heading = "Controller targeting")]
-    pub select: Option<String>,
-    /// With --controller: these agents by name (repeatable, or comma-separated).
-    #[arg(long = "on", value_delimiter = ',', help_heading = "Controller targeting")]
-    pub on: Vec<String>,
-    #[arg(long, value_enum, default_value = "all", help_heading = "Controller targeting")]
-    pub mode: ModeArg,
-    /// With --mode fixed: how many of the selected agents.
-    #[arg(long, help_heading = "Controller targeting")]
-    pub count: Option<u32>,
-    /// With --mode percent: which share of the selected agents (rounded up).
-    #[arg(long, value_parser = units::percent, help_heading = "Controller targeting")]
-    pub percent: Option<f64>,
-    /// restart: the command that replaces the killed processes (after --).
-    #[arg(last = true)]
-    command: Vec<String>,
-}
-
-fn target(a: &Apply) -> Result<Option<pb::ProcessTarget>> {
-    use pb::process_target::Selector;
-    let given: Vec<Selector> = [
-        a.cgroup.clone().map(Selector::Cgroup),
-        a.unit.clone().map(Selector::SystemdUnit),
-        a.pid.map(Selector::Pid),
-        a.name.clone().map(Selector::NameRegex),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if given.len() > 1 {
-        bail!("give one target: --cgroup, --unit, --pid or --name");
-    }
-    Ok(given.into_iter().next().map(|s| pb::ProcessTarget { selector: Some(s), full_command_line: a.full, include_children: a.tree }))
-}
-
-fn process_spec(a: &Apply) -> Result<pb::FaultSpec> {
-    let kind = match a.kind {
-        KindArg::Freeze => Kind::Freeze(pb::Freeze {
-            method: match a.method {
-                None => pb::FreezeMethod::Auto,
-                Some(FreezeArg::Cgroup) => pb::FreezeMethod::Cgroup,
-                Some(FreezeArg::Sigstop) => pb::FreezeMethod::Sigstop,
-            } as i32,
-        }),
-        KindArg::Kill => Kind::Kill(pb::Kill { signal: a.signal.unwrap_or(0) }),
-        KindArg::Restart => Kind::Restart(pb::Restart { command: a.command.clone(), signal: a.signal.unwrap_or(0), grace_ms: a.grace.map_or(0, |d| d.as_millis() as u64) }),
-        KindArg::CpuStress => Kind::CpuStress(pb::CpuStress { threads: a.threads.context("cpu-stress needs --threads N")? }),
-        KindArg::MemoryPressure => Kind::MemoryPressure(pb::MemoryPressure { bytes: a.bytes.context("memory-pressure needs --bytes, e.g. --bytes 512m")? }),
-        KindArg::CpuThrottle => Kind::CpuThrottle(pb::CpuThrottle {
-            cpus: a.cpus.context("cpu-throttle needs --cpus, e.g. --cpus 0.2")?,
-            period_us: a.period.map_or(0, |d| d.as_micros() as u64),
-        }),
-        _ => unreachable!("network kinds are built by spec()"),
-    };
-    if a.interface.is_some() {
-        bail!("--interface is for network faults; process faults take --cgroup, --unit, --pid or --name");
-    }
-    if a.lease.is_none() && !matches!(a.kind, KindArg::Kill | KindArg::Restart) {
-        bail!("--lease is required (e.g. --lease 30s): every fault ends by itself");
-    }
-    Ok(pb::FaultSpec {
-        lease_ms: a.lease.map_or(0, |d| d.as_millis() as u64),
-        label: a.label.clone(),
-        kind: Some(kind),
-        target: target(a)?,
-        ..Default::default()
-    })
-}
-
-fn port_range(s: &str) -> Result<pb::PortRange> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let parse = |x: &str| x.trim().parse::<u32>().with_context(|| format!("--port {s:?}: not a port or range A-B"));
-    Ok(pb::PortRange { first: parse(a)?, last: parse(b)? })
-}
-
-pub fn spec(a: &Apply) -> Result<pb::FaultSpec> {
-    if a.kind.is_process() {
-        return process_spec(a);
-    }
-    let kind = match a.kind {
-        KindArg::Netem => {
-            let gilbert_elliott = match &a.gemodel {
-                None => None,
-                Some(g) => {
-                    let v: Vec<f64> = g.split(',').map(units::percent).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
-                    if v.len() < 2 {
-                        bail!("--gemodel: give P,R[,1-H[,1-K]] in percent");
-                    }
-                    Some(pb::GilbertElliott { p: v[0], r: v[1], bad_loss: v.get(2).copied().unwrap_or(0.0), good_loss: v.get(3).copied().unwrap_or(0.0) })
-                }
-            };
-            Kind::Netem(pb::Netem {
-                delay_us: a.delay.map_or(0, |d| d.as_micros() as u64),
-                jitter_us: a.jitter.map_or(0, |d| d.as_micros() as u64),
-                delay_correlation: a.delay_correlation.unwrap_or(0.0),
-                distribution: match a.distribution {
-                    None | Some(DistArg::Uniform) => pb::Distribution::Uniform,
-                    Some(DistArg::Normal) => pb::Distribution::Normal,
-                    Some(DistArg::Pareto) => pb::Distribution::Pareto,
-                    Some(DistArg::Paretonormal) => pb::Distribution::Paretonormal,
-                } as i32,
-                loss_percent: a.loss.unwrap_or(0.0),
-                loss_correlation: a.loss_correlation.unwrap_or(0.0),
-                gilbert_elliott,
-                duplicate_percent: a.duplicate.unwrap_or(0.0),
-                corrupt_percent: a.corrupt.unwrap_or(0.0),
-                reorder_percent: a.reorder.unwrap_or(0.0),
-                reorder_correlation: a.reorder_correlation.unwrap_or(0.0),
-                rate_bps: a.rate.unwrap_or(0),
-                limit: a.limit.unwrap_or(0),
-                ..Default::default()
-            })
-        }
-        KindArg::Bandwidth => Kind::Bandwidth(pb::Bandwidth {
-            rate_bps: a.rate.context("bandwidth needs --rate, e.g. --rate 10mbit")?,
-            burst_bytes: a.burst.unwrap_or(0),
-        }),
-        KindArg::Drop => Kind::Drop(pb::Drop { percent: a.loss.context("drop needs --loss, e.g. --loss 10%")? }),
-        KindArg::Partition => Kind::Partition(pb::Partition {}),
-        _ => unreachable!("process kinds are built by process_spec()"),
-    };
-    let Some(interface) = a.interface.clone() else { bail!("network faults need --interface (see `faultline info` for this host's)") };
-    let Some(lease) = a.lease else { bail!("--lease is required (e.g. --lease 30s): every fault ends by itself") };
-    Ok(pb::FaultSpec {
-        interface,
-        direction: match a.direction {
-            DirArg::Egress => pb::Direction::Egress,
-            DirArg::Ingress => pb::Direction::Ingress,
-            DirArg::Both => pb::Direction::Both,
-        } as i32,
-        r#match: Some(pb::TrafficMatch {
-            peers: a.peers.clone(),
-            ports: a.ports.iter().map(|p| port_range(p)).collect::<Result<_>>()?,
-            protocol: match a.protocol {
-                None => pb::Protocol::Any,
-                Some(ProtoArg::Tcp) => pb::Protocol::Tcp,
-                Some(ProtoArg::Udp) => pb::Protocol::Udp,
-                Some(ProtoArg::Icmp) => pb::Protocol::Icmp,
-            } as i32,
-        }),
-        lease_ms: lease.as_millis() as u64,
-        include_control_traffic: a.include_control,
-        label: a.label.clone(),
-        kind: Some(kind),
-        target: None,
-    })
-}
+pub use crate::faults::{Apply, spec};
 
 fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
     let s = f.spec.clone().unwrap_or_default();
@@ -742,7 +441,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Fault(FaultCmd::Apply(a)) => {
             let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
-            if a.json {
+            if a.common().json {
                 println!("{}", status_json(&f));
                 return Ok(());
             }

@@ -11,7 +11,8 @@ use faultline_proto::{
 use serde_json::json;
 
 use crate::{
-    agent_cli::{Apply, Cmd, FaultCmd, ModeArg, explain, spec, unreachable_error},
+    agent_cli::{Cmd, FaultCmd, explain, unreachable_error},
+    faults::{spec, target},
     server,
 };
 
@@ -133,20 +134,6 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     served
 }
 
-pub fn target(a: &Apply) -> pb::Target {
-    pb::Target {
-        agents: a.on.clone(),
-        selector: a.select.clone().unwrap_or_default(),
-        mode: match a.mode {
-            ModeArg::All => pb::Mode::All,
-            ModeArg::One => pb::Mode::One,
-            ModeArg::Fixed => pb::Mode::Fixed,
-            ModeArg::Percent => pb::Mode::Percent,
-        } as i32,
-        count: a.count.unwrap_or(0),
-        percent: a.percent.unwrap_or(0.0),
-    }
-}
 
 /// `HH:MM:SS.mmm` UTC: events are read against other logs, which are mostly UTC.
 fn clock(unix_ms: i64) -> String {
@@ -235,7 +222,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 .into_inner()
                 .fault
                 .unwrap_or_default();
-            if a.json {
+            if a.common().json {
                 println!("{}", fault_json(&f));
                 return Ok(());
             }

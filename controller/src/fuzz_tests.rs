@@ -6,7 +6,7 @@
 use clap::Parser;
 use faultline_proto::{controller::v1 as pb, fuzzing};
 
-use crate::{agent_cli, controller_cli, load_cli::LoadArgs, partition, scenario, server, units};
+use crate::{agent_cli, load_cli::LoadArgs, partition, scenario, server, units};
 
 #[test]
 fn fuzz_value_parsers() {
@@ -40,8 +40,8 @@ fn fuzz_fault_apply_command_lines() {
         let argv = std::iter::once("faultline").chain(s.split_whitespace());
         if let Ok(cli) = agent_cli::Cli::try_parse_from(argv) {
             if let agent_cli::Cmd::Fault(agent_cli::FaultCmd::Apply(a)) = &cli.cmd {
-                let _ = agent_cli::spec(a);
-                let _ = controller_cli::target(a);
+                let _ = crate::faults::spec(a);
+                let _ = crate::faults::target(a);
             }
         }
     });

@@ -5,6 +5,7 @@
 mod agent_cli;
 mod analyze;
 mod controller_cli;
+mod faults;
 #[cfg(test)]
 mod fuzz_tests;
 mod kernel_watch;

@@ -12,7 +12,7 @@ use clap::Parser;
 use faultline_proto::controller::v1 as pb;
 use serde::Deserialize;
 
-use crate::{agent_cli, units};
+use crate::units;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,7 +245,7 @@ fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result
 #[command(no_binary_name = true)]
 struct FaultArgs {
     #[command(flatten)]
-    apply: agent_cli::Apply,
+    apply: crate::faults::Apply,
 }
 
 fn scalar(v: &serde_norway::Value) -> Option<String> {
@@ -359,8 +359,8 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", "").to_owned();
         (format!("faults[{index}]"), first)
     })?;
-    let spec = agent_cli::spec(&parsed.apply).map_err(|e| (format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
-    let target = crate::controller_cli::target(&parsed.apply);
+    let spec = crate::faults::spec(&parsed.apply).map_err(|e| (format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
+    let target = crate::faults::target(&parsed.apply);
     let describe = format!("{kind}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
     Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
 }
@@ -616,5 +616,14 @@ guardrails:
         let e = bad("guardrails:", "during:\n  - p99 < fast\nguardrails:");
         assert_eq!(e.field, "during[0]");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_example_scenario_loads() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let examples = std::fs::read_dir(root.join("examples")).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml"));
+        for p in examples.chain([root.join("vagrant/lab.yaml")]) {
+            load(&p).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
+        }
     }
 }

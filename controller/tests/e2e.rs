@@ -485,6 +485,7 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
     // mTLS: a caller without a certificate, or without TLS, gets nothing.
     assert_eq!(v["refused"]["no_cert"], "UNAVAILABLE", "{v}");
     assert_eq!(v["refused"]["plaintext"], "UNAVAILABLE", "{v}");
+    assert_eq!(v["invalid_utf8"], "INVALID_ARGUMENT", "{v}");
     let id = &v["applied_id"];
     assert_eq!(v["events"], serde_json::json!([["FAULT_APPLIED", id], ["FAULT_REVERTED", id]]), "{v}");
 }

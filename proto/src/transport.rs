@@ -52,6 +52,21 @@ impl Role {
     }
 }
 
+/// The layers every faultline server runs its services under.
+pub type ServerLayers = tower::layer::util::Stack<tower::util::MapResponseLayer<fn(tonic::codegen::http::Response<tonic::body::Body>) -> tonic::codegen::http::Response<tonic::body::Body>>, tower::layer::util::Identity>;
+
+/// A request tonic cannot decode (a string that is not UTF-8, a truncated field) is the
+/// caller's error: tonic answers INTERNAL, which would read as the server's. Rewritten
+/// to INVALID_ARGUMENT, message kept.
+fn decode_errors_are_invalid_argument(mut r: tonic::codegen::http::Response<tonic::body::Body>) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let h = r.headers_mut();
+    let decode = h.get("grpc-message").is_some_and(|m| m.as_bytes().starts_with(b"failed%20to%20decode") || m.as_bytes().starts_with(b"failed to decode"));
+    if decode && h.get("grpc-status").is_some_and(|s| s == "13") {
+        h.insert("grpc-status", tonic::codegen::http::HeaderValue::from_static("3"));
+    }
+    r
+}
+
 /// How this process talks: mTLS with its own identity and the CA, or plaintext.
 #[derive(Debug, Clone)]
 pub enum Security {
@@ -113,11 +128,12 @@ impl Security {
     /// plaintext one on loopback. Bounded: a handshake must finish within 5 s, a peer that
     /// stops answering HTTP/2 pings is dropped, and one connection carries at most 256
     /// concurrent calls (the listener, `Security::incoming`, bounds the connections).
-    pub fn server(&self, listen: SocketAddr) -> Result<tonic::transport::Server, TransportError> {
+    pub fn server(&self, listen: SocketAddr) -> Result<tonic::transport::Server<ServerLayers>, TransportError> {
         let builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .max_concurrent_streams(256);
+            .max_concurrent_streams(256)
+            .layer(tower::util::MapResponseLayer::new(decode_errors_are_invalid_argument as fn(_) -> _));
         match self {
             Self::Mtls { ca, identity } => {
                 // client_ca_root without client_auth_optional: no certificate, no handshake.

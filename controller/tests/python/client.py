@@ -61,6 +61,14 @@ with grpc.secure_channel(addr, creds, options=name) as channel:
     # The last two stored events: the apply and the revert above (a refusal by
     # selector is the caller's typo, not an event).
     events = list(ctl.WatchEvents(controller_pb2.WatchEventsRequest(last=2)))
+    # Bytes no protobuf library would send: spec.interface (field 2 > field 1) as invalid
+    # UTF-8. A malformed request is the caller's error, not the server's.
+    raw = channel.unary_unary("/faultline.controller.v1.ControllerService/ApplyFault")
+    try:
+        raw(b"\x12\x05\x0a\x03\xff\xfe\xfd")
+        invalid_utf8 = "OK"
+    except grpc.RpcError as e:
+        invalid_utf8 = e.code().name
     print(json.dumps({
         "agents": sorted(a.name for a in agents),
         "healthy": all(a.healthy for a in agents),
@@ -70,5 +78,6 @@ with grpc.secure_channel(addr, creds, options=name) as channel:
         "reverted": list(reverted),
         "error": error,
         "refused": {"no_cert": no_cert, "plaintext": plaintext},
+        "invalid_utf8": invalid_utf8,
         "events": [[controller_pb2.EventKind.Name(e.kind), e.fault_id] for e in events],
     }))
