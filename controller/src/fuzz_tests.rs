@@ -6,7 +6,7 @@
 use clap::Parser;
 use faultline_proto::{controller::v1 as pb, fuzzing};
 
-use crate::{agent_cli, load_cli::LoadArgs, partition, scenario, server, units};
+use crate::{cli, load::args::LoadArgs, run::scenario, targeting::{self, partition}, units};
 
 #[test]
 fn fuzz_value_parsers() {
@@ -38,8 +38,8 @@ fn fuzz_fault_apply_command_lines() {
     ];
     fuzzing::run("fault apply flags", &seeds, |s| {
         let argv = std::iter::once("faultline").chain(s.split_whitespace());
-        if let Ok(cli) = agent_cli::Cli::try_parse_from(argv) {
-            if let agent_cli::Cmd::Fault(agent_cli::FaultCmd::Apply(a)) = &cli.cmd {
+        if let Ok(cli) = cli::Cli::try_parse_from(argv) {
+            if let cli::Cmd::Fault(cli::FaultCmd::Apply(a)) = &cli.cmd {
                 let _ = crate::faults::spec(a);
                 let _ = crate::faults::target(a);
             }
@@ -88,7 +88,7 @@ fn fuzz_scenario_files() {
 fn fuzz_selectors_and_partition_shapes() {
     let shapes = [pb::Shape::Isolate, pb::Shape::Halves, pb::Shape::MajoritiesRing, pb::Shape::Bridge, pb::Shape::Groups];
     fuzzing::run("selectors and partitions", &["role=db,zone=a", "h1 h2 h3|h1,h2|h3", "a b c d e|a|b,c"], |s| {
-        let _ = server::parse_selector(s);
+        let _ = targeting::parse_selector(s);
         let mut parts = s.split('|');
         let names: Vec<String> = parts.next().unwrap_or("").split_whitespace().map(str::to_owned).collect();
         let groups: Vec<Vec<String>> = parts.map(|g| g.split(',').map(str::to_owned).collect()).collect();

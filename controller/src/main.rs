@@ -2,24 +2,19 @@
 //! directly (`faultline --agent URL ...`) or many through a controller
 //! (`faultline --controller URL ...`, `faultline controller serve`).
 
-mod agent_cli;
-mod analyze;
-mod controller_cli;
+#[cfg(test)]
+mod architecture;
+mod cli;
+mod daemon;
 mod faults;
 #[cfg(test)]
 mod fuzz_tests;
-mod kernel_watch;
 mod lab;
-mod llm;
 mod load;
-mod load_cli;
-mod observe;
-mod partition;
+mod remote;
 mod report;
-mod scenario;
-mod scenario_run;
-mod server;
-mod store;
+mod run;
+mod targeting;
 mod units;
 
 use anyhow::Result;
@@ -38,8 +33,8 @@ async fn main() -> std::process::ExitCode {
         }
         default_hook(info);
     }));
-    let matches = <agent_cli::Cli as clap::CommandFactory>::command().get_matches();
-    let mut cli = <agent_cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = cli.settle_endpoints(matches.value_source("agent"), matches.value_source("controller")) {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(2);
@@ -53,6 +48,6 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: agent_cli::Cli) -> Result<()> {
-    agent_cli::run(cli).await
+async fn run(cli: cli::Cli) -> Result<()> {
+    cli::run(cli).await
 }

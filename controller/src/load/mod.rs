@@ -6,6 +6,7 @@
 //! wait counts in the (corrected) latency, instead of the schedule slowing down with it
 //! (coordinated omission). A closed-loop mode (`--concurrency`, no rate) behaves like wrk.
 
+pub mod args;
 pub mod grpc;
 pub mod http;
 pub mod record;

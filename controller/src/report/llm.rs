@@ -13,13 +13,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-use crate::{
-    load::tls::{Stream, Tls, TlsOptions},
-    report::esc,
-};
+use super::esc;
+use crate::load::tls::{Stream, Tls, TlsOptions};
 
-/// Where report.html takes the summary (written there by report::write).
-pub const MARKER: &str = "<!-- faultline:llm-summary -->";
+use super::LLM_MARKER as MARKER;
 
 pub struct Endpoint {
     base: hyper::Uri,

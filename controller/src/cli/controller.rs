@@ -11,9 +11,10 @@ use faultline_proto::{
 use serde_json::json;
 
 use crate::{
-    agent_cli::{Cmd, FaultCmd, explain, unreachable_error},
+    cli::FaultCmd,
+    daemon,
     faults::{spec, target},
-    server,
+    remote::{explain, unreachable_error},
 };
 
 #[derive(Subcommand)]
@@ -116,17 +117,17 @@ pub enum AgentsCmd {
 pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
     let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint } = c;
     let mut config = match config {
-        Some(p) => server::Config::load(p)?,
-        None => server::Config::default(),
+        Some(p) => daemon::Config::load(p)?,
+        None => daemon::Config::default(),
     };
     config.state = state.clone().or(config.state);
     config.metrics_listen = metrics_listen.or(config.metrics_listen);
     config.otlp_endpoint = otlp_endpoint.clone().or(config.otlp_endpoint);
-    let tracer = crate::observe::init_tracing(config.otlp_endpoint.as_deref())?;
+    let tracer = crate::daemon::observe::init_tracing(config.otlp_endpoint.as_deref())?;
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
     let dir = tls_dir.or(config.tls_dir.as_deref());
     let security = Security::from_flags(insecure, dir, Role::Controller)?;
-    let served = server::serve(listen, config, security).await;
+    let served = daemon::serve(listen, config, security).await;
     if let Some(t) = tracer {
         // Flushes the spans still batched.
         let _ = t.shutdown();
@@ -152,16 +153,25 @@ fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
 }
 
 
-pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
+/// What is asked of the controller.
+pub enum Call {
+    Agents(AgentsCmd),
+    Fault(FaultCmd),
+    Partition(PartitionArgs),
+    Events(EventsArgs),
+    Run(crate::run::RunArgs),
+}
+
+pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
     let endpoint = security.endpoint("--controller", url, CONTROLLER_NAME)?;
     let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?);
-    match cmd {
-        Cmd::Run(r) => return crate::scenario_run::run(&r, c, security).await,
-        Cmd::Agents(AgentsCmd::Forget { name }) => {
+    match call {
+        Call::Run(r) => return crate::run::run(&r, c, security).await,
+        Call::Agents(AgentsCmd::Forget { name }) => {
             c.forget_agent(pb::ForgetAgentRequest { name: name.clone() }).await.map_err(explain)?;
             println!("forgot {name}");
         }
-        Cmd::Agents(AgentsCmd::List { json }) => {
+        Call::Agents(AgentsCmd::List { json }) => {
             let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
             if json {
                 let v: Vec<_> = agents
@@ -214,7 +224,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 }
             }
         }
-        Cmd::Fault(FaultCmd::Apply(a)) => {
+        Call::Fault(FaultCmd::Apply(a)) => {
             let f = c
                 .apply_fault(pb::ApplyFaultRequest { target: Some(target(&a)), spec: Some(spec(&a)?) })
                 .await
@@ -231,7 +241,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 eprintln!("  {} {}", p.agent, p.agent_fault_id);
             }
         }
-        Cmd::Fault(FaultCmd::List { json }) => {
+        Call::Fault(FaultCmd::List { json }) => {
             let faults = c.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;
             if json {
                 println!("{}", serde_json::Value::Array(faults.iter().map(fault_json).collect()));
@@ -244,7 +254,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 }
             }
         }
-        Cmd::Fault(FaultCmd::Revert { id, all, json }) => {
+        Call::Fault(FaultCmd::Revert { id, all, json }) => {
             if id.is_none() && !all {
                 bail!("give a fault id, or --all");
             }
@@ -262,7 +272,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 eprintln!("  {}: {}", f.agent, f.error);
             }
         }
-        Cmd::Partition(p) => {
+        Call::Partition(p) => {
             let req = pb::PartitionRequest {
                 selector: p.select.unwrap_or_default(),
                 shape: match p.shape {
@@ -295,7 +305,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 }
             }
         }
-        Cmd::Events(a) => {
+        Call::Events(a) => {
             let mut stream = c
                 .watch_events(pb::WatchEventsRequest { after_seq: a.after, follow: a.follow, last: a.last })
                 .await
@@ -310,9 +320,7 @@ pub async fn run(url: &str, security: &Security, cmd: Cmd) -> Result<()> {
                 }
             }
         }
-        Cmd::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
-        Cmd::Info { .. } | Cmd::Metrics { .. } => bail!("`info` and `metrics` ask one agent: give --agent URL, not --controller"),
-        Cmd::Controller(_) | Cmd::Doctor { .. } | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Completions { .. } => unreachable!("handled before connecting"),
+        Call::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
     }
     Ok(())
 }

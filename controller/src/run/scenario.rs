@@ -189,7 +189,7 @@ fn list_item_line(text: &str, key: &str, index: usize) -> Option<usize> {
 #[command(no_binary_name = true)]
 struct LoadFlags {
     #[command(flatten)]
-    load: crate::load_cli::LoadArgs,
+    load: crate::load::args::LoadArgs,
 }
 
 /// A scenario's `load:` as `faultline load` arguments: `target` (one URL or a list) first,

@@ -22,11 +22,14 @@ use tonic::{Request, Response, Status, transport::Channel};
 
 use tracing::Instrument;
 
-use crate::{
-    observe::{self, Stats},
-    partition,
+pub mod observe;
+pub mod store;
+
+use self::{
+    observe::Stats,
     store::{Store, StoredAgent, StoredFault},
 };
+use crate::targeting::{self, partition};
 
 /// The controller's config file (TOML).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -388,12 +391,12 @@ impl Controller {
                 return Err(Status::not_found(format!("target.agents: no agent {n:?} (known: {:?})", st.agents.keys().collect::<Vec<_>>())));
             }
         }
-        let selector = parse_selector(&t.selector)?;
+        let selector = targeting::parse_selector(&t.selector).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut picked: Vec<String> = st
             .agents
             .values()
             .filter(|a| t.agents.is_empty() || t.agents.contains(&a.name))
-            .filter(|a| selector_matches(&selector, |k| a.labels.get(k)))
+            .filter(|a| targeting::selector_matches(&selector, |k| a.labels.get(k)))
             .map(|a| a.name.clone())
             .collect();
         if picked.is_empty() {
@@ -703,26 +706,6 @@ impl Controller {
 fn mentions(text: &str, id: &str) -> bool {
     let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     text.match_indices(id).any(|(i, _)| !word(text[..i].chars().next_back()) && !word(text[i + id.len()..].chars().next()))
-}
-
-/// The capability an agent must report for `spec`, if it lacks it.
-/// Whether labels (looked up by `label`) carry every key=value of a parsed selector.
-pub fn selector_matches<'a>(selector: &[(String, String)], label: impl Fn(&str) -> Option<&'a String>) -> bool {
-    selector.iter().all(|(k, v)| label(k) == Some(v))
-}
-
-/// `role=db,zone=a` -> [(role, db), (zone, a)].
-pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, Status> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| Status::invalid_argument(format!("target.selector: {p:?} is not key=value")))
-        })
-        .collect()
 }
 
 /// Marks a registered agent down when its session stream is dropped.
@@ -1128,14 +1111,6 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn selectors_parse_and_bad_ones_name_the_field() {
-        assert_eq!(parse_selector("role=db, zone=a").unwrap(), vec![("role".into(), "db".into()), ("zone".into(), "a".into())]);
-        assert!(parse_selector("").unwrap().is_empty());
-        let e = parse_selector("role").unwrap_err();
-        assert!(e.message().starts_with("target.selector"));
-    }
 
     #[test]
     fn ids_are_found_as_whole_words() {

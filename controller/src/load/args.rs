@@ -4,10 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::{
-    load::{self, LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget, tls::TlsOptions},
-    units,
-};
+use super::{LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget, tls::TlsOptions};
+use crate::{load, units};
 
 #[derive(clap::Args)]
 pub struct LoadArgs {

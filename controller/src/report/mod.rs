@@ -6,7 +6,13 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::analyze::{self, Sec};
+pub mod analyze;
+pub mod llm;
+
+use analyze::Sec;
+
+/// Where report.html takes an LLM-written summary (llm.rs fills it in later).
+pub const LLM_MARKER: &str = "<!-- faultline:llm-summary -->";
 
 const W: f64 = 900.0;
 const H: f64 = 300.0;
@@ -357,7 +363,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         let _ = write!(html, "<li>{}</li>", esc(&f));
     }
     html += "</ul>";
-    html += crate::llm::MARKER;
+    html += LLM_MARKER;
     html += "<p><span class=\"fault\">&nbsp;&nbsp;&nbsp;&nbsp;</span> fault interval &nbsp; <span class=\"anomaly\">&nbsp;&nbsp;&nbsp;&nbsp;</span> anomaly window (outside the baseline band)</p>";
     html += &throughput;
     html += &latency;

@@ -15,11 +15,11 @@ use faultline_proto::controller::v1::{self as pb, controller_service_client::Con
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::{
-    load::{self, record::Recorder},
-    load_cli::LoadArgs,
-    scenario::{Condition, FaultPlan, FaultRequest, Metric, Scenario},
-};
+pub mod kernel_watch;
+pub mod scenario;
+
+use self::scenario::{Condition, FaultPlan, FaultRequest, Metric, Scenario};
+use crate::load::{self, args::LoadArgs, record::Recorder};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -105,14 +105,14 @@ fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<Vec<
             }
             FaultRequest::Partition(p) => (p.selector.clone(), if p.node.is_empty() { vec![] } else { vec![p.node.clone()] }, None),
         };
-        let sel = crate::server::parse_selector(&selector).map_err(|e| anyhow::anyhow!("{}: faults[{}]: {}", file.display(), f.index, e.message()))?;
+        let sel = crate::targeting::parse_selector(&selector).map_err(|e| anyhow::anyhow!("{}: faults[{}]: {e}", file.display(), f.index))?;
         for n in &named {
             if !agents.iter().any(|a| &a.name == n) {
                 bail!("{}: faults[{}]: no agent {n:?} (agents: {})", file.display(), f.index, names.join("; "));
             }
         }
         let chosen: Vec<&pb::Agent> = if named.is_empty() || spec.is_none() {
-            agents.iter().filter(|a| crate::server::selector_matches(&sel, |k| a.labels.get(k))).collect()
+            agents.iter().filter(|a| crate::targeting::selector_matches(&sel, |k| a.labels.get(k))).collect()
         } else {
             agents.iter().filter(|a| named.contains(&a.name)).collect()
         };
@@ -213,12 +213,12 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, secur
 
 /// Runs the scenario and writes the run directory; the verdict is the caller's to judge.
 pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<Outcome> {
-    let s = crate::scenario::load(&args.scenario)?;
+    let s = crate::run::scenario::load(&args.scenario)?;
     let mut load_argv = s.load_args.clone();
     load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
     let spec = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", args.scenario.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec()?;
     let mut c = client;
-    let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(crate::agent_cli::explain)?.into_inner().agents;
+    let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(crate::remote::explain)?.into_inner().agents;
     let skipped = check_targets(&s, &args.scenario, &agents)?;
     let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
@@ -227,7 +227,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
 
     // The agents' kernel and host metrics, streamed through the run (best effort: an agent
     // this host cannot reach is noted in agents.csv, and the run goes on).
-    let (collected, watchers) = crate::kernel_watch::start(&agents, security).await;
+    let (collected, watchers) = crate::run::kernel_watch::start(&agents, security).await;
     let start = Instant::now() + Duration::from_millis(300);
     let secs_since = move || Instant::now().saturating_duration_since(start).as_secs_f64();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<String>);
@@ -341,7 +341,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         let _ = t.await;
     }
     let aborted = stop_tx.borrow().clone().filter(|r| !r.is_empty());
-    tokio::time::sleep(crate::kernel_watch::LAST_SAMPLE).await;
+    tokio::time::sleep(crate::run::kernel_watch::LAST_SAMPLE).await;
     watchers.iter().for_each(tokio::task::JoinHandle::abort);
     let clocks: BTreeMap<String, (f64, f64)> = {
         let c = collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

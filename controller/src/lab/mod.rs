@@ -28,7 +28,7 @@ const BRIDGE: &str = "fl-lab";
 const CONTROLLER_IP: &str = "10.77.0.1";
 const CONTROLLER_PORT: u16 = 7080;
 /// The lab's own scenario, so an installed `faultline` runs the demo without the sources.
-const LAB_SCENARIO: &str = include_str!("../../examples/lab.yaml");
+const LAB_SCENARIO: &str = include_str!("../../../examples/lab.yaml");
 
 #[derive(clap::Subcommand)]
 pub enum LabCmd {
@@ -685,9 +685,9 @@ async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> 
             f
         }
     };
-    crate::scenario::load(&file)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("lab-{}", crate::scenario_run::utc_stamp())));
-    let outcome = crate::scenario_run::execute(&crate::scenario_run::RunArgs::new(file, Some(out)), controller(&o.dir).await?, &security(&o.dir)?).await?;
+    crate::run::scenario::load(&file)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("lab-{}", crate::run::utc_stamp())));
+    let outcome = crate::run::execute(&crate::run::RunArgs::new(file, Some(out)), controller(&o.dir).await?, &security(&o.dir)?).await?;
     // The lab's logs go with the run: the lab directory is removed by `down`.
     let logs = outcome.dir.join("lab-logs");
     std::fs::create_dir_all(&logs)?;
@@ -696,9 +696,9 @@ async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> 
         std::fs::copy(&p, logs.join(p.file_name().unwrap_or_default()))?;
     }
     let files = crate::report::write(&outcome.dir, None)?;
-    crate::llm::add_to_report(&outcome.dir).await;
-    let analysis = crate::analyze::analyze(&outcome.dir, None)?;
-    crate::analyze::print(&analysis);
+    crate::report::llm::add_to_report(&outcome.dir).await;
+    let analysis = crate::report::analyze::analyze(&outcome.dir, None)?;
+    crate::report::analyze::print(&analysis);
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json"))?)?;
     for f in summary["faults"].as_array().into_iter().flatten() {
         if let Some(why) = f["skipped"].as_str() {

@@ -10,7 +10,9 @@ use faultline_proto::{
 };
 use serde_json::json;
 
-use crate::units;
+pub mod controller;
+
+use crate::{remote::{explain, unreachable_error}, units};
 
 #[derive(Parser)]
 #[command(name = "faultline", version, about = "faultline: inject network faults and see what they do")]
@@ -71,7 +73,7 @@ pub enum Cmd {
     Fault(FaultCmd),
     /// Run the controller daemon.
     #[command(subcommand)]
-    Controller(crate::controller_cli::ControllerCmd),
+    Controller(crate::cli::controller::ControllerCmd),
     /// Certificates for mutual TLS between controller, agents and CLI.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -81,15 +83,15 @@ pub enum Cmd {
     },
     /// The controller's agents (needs --controller).
     #[command(subcommand)]
-    Agents(crate::controller_cli::AgentsCmd),
+    Agents(crate::cli::controller::AgentsCmd),
     /// Cut agents into groups that cannot reach each other (needs --controller).
-    Partition(crate::controller_cli::PartitionArgs),
+    Partition(crate::cli::controller::PartitionArgs),
     /// What the controller did and saw, oldest first; --follow keeps watching (needs --controller).
-    Events(crate::controller_cli::EventsArgs),
-    /// Send load (HTTP/1.1, h2c) on an open-loop schedule, or closed loop like wrk; print a summary.
-    Load(crate::load_cli::LoadArgs),
+    Events(crate::cli::controller::EventsArgs),
+    /// Send load to http(s)://, tcp://, redis:// or grpc:// on an open-loop schedule, or closed loop like wrk; print a summary.
+    Load(crate::load::args::LoadArgs),
     /// Run a scenario (load, faults on a schedule, guardrails) through a controller; write a run directory.
-    Run(crate::scenario_run::RunArgs),
+    Run(crate::run::RunArgs),
     /// A lab of namespaced hosts on this machine: agents, a controller, nginx and redis.
     #[command(subcommand)]
     Lab(crate::lab::LabCmd),
@@ -299,29 +301,6 @@ fn print_sample(s: &pb::MetricsSample) {
 }
 
 /// Why a connection failed, with the cause a TLS refusal hides under "transport error".
-pub fn unreachable_error(what: &str, url: &str, e: &tonic::transport::Error) -> anyhow::Error {
-    let mut causes = Vec::new();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        causes.push(c.to_string());
-        cur = c.source();
-    }
-    causes.dedup();
-    let hint = match what {
-        "agent" => "is faultline-agent running there? set --agent",
-        _ => "is `faultline controller serve` running there? set --controller",
-    };
-    let tls = causes.iter().any(|c| c.contains("certificate") || c.contains("alert") || c.contains("tls") || c.contains("TLS"));
-    let tls_hint = if tls { "; TLS refused: both sides need certificates from the same CA (--tls-dir)" } else { "" };
-    anyhow::anyhow!("cannot reach the {what} at {url} ({hint}{tls_hint}): {}", causes.join(": "))
-}
-
-pub fn explain(e: tonic::Status) -> anyhow::Error {
-    // A plaintext client talking to a TLS server sees only a broken HTTP/2 stream.
-    let hint = if e.message().ends_with("h2 protocol error: http2 error") { " (is the server using TLS? then use https:// and --tls-dir instead of --insecure)" } else { "" };
-    anyhow::anyhow!("{:?}: {}{hint}", e.code(), e.message())
-}
-
 /// `faultline doctor`: the agent binary probes (it holds the eBPF programs whose loading is
 /// part of the answer); this one only finds it and passes its report on.
 fn doctor(json: bool) -> Result<()> {
@@ -339,85 +318,113 @@ fn doctor(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Every command, in one exhaustive match: local work, the controller, or one agent.
 pub async fn run(cli: Cli) -> Result<()> {
-    if let Cmd::Controller(c) = &cli.cmd {
-        return crate::controller_cli::serve(c, cli.insecure, cli.tls_dir.as_deref()).await;
-    }
-    if let Cmd::Load(a) = &cli.cmd {
-        return crate::load_cli::run(a).await;
-    }
-    if let Cmd::Lab(l) = cli.cmd {
-        return crate::lab::run(l).await;
-    }
-    if let Cmd::Report { run, baseline } = &cli.cmd {
-        for f in crate::report::write(run, baseline.as_deref())? {
-            println!("{}", f.display());
+    let Cli { agent, tls_dir, insecure, controller, cmd } = cli;
+    let security = || Security::from_flags(insecure, tls_dir.as_deref(), Role::Cli);
+    let need_controller = |url: Option<String>| url.context("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
+    match cmd {
+        Cmd::Controller(c) => controller::serve(&c, insecure, tls_dir.as_deref()).await,
+        Cmd::Load(a) => crate::load::args::run(&a).await,
+        Cmd::Lab(l) => crate::lab::run(l).await,
+        Cmd::Report { run, baseline } => {
+            for f in crate::report::write(&run, baseline.as_deref())? {
+                println!("{}", f.display());
+            }
+            if let Some(md) = crate::report::llm::add_to_report(&run).await {
+                println!("{}", md.display());
+            }
+            Ok(())
         }
-        if let Some(md) = crate::llm::add_to_report(run).await {
-            println!("{}", md.display());
+        Cmd::Analyze { run, baseline, json } => {
+            let a = crate::report::analyze::analyze(&run, baseline.as_deref())?;
+            if json {
+                println!("{a}");
+            } else {
+                crate::report::analyze::print(&a);
+            }
+            Ok(())
         }
-        return Ok(());
-    }
-    if let Cmd::Analyze { run, baseline, json } = &cli.cmd {
-        let a = crate::analyze::analyze(run, baseline.as_deref())?;
-        if *json {
-            println!("{a}");
-        } else {
-            crate::analyze::print(&a);
+        Cmd::Certs(c) => certs(&c),
+        Cmd::Doctor { json } => doctor(json),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "faultline", &mut std::io::stdout());
+            Ok(())
         }
-        return Ok(());
-    }
-    if let Cmd::Certs(CertsCmd::Issue { role, name, dir }) = &cli.cmd {
-        use faultline_proto::identity::CertRole;
-        let role = match role {
-            IssueRole::Agent => CertRole::Agent,
-            IssueRole::Operator => CertRole::Operator,
-            IssueRole::Viewer => CertRole::Viewer,
-        };
-        for f in faultline_proto::transport::certgen::issue(dir, role, name)? {
-            println!("{}", f.display());
+        Cmd::Run(r) => {
+            // A scenario is checked whole before anything connects.
+            crate::run::scenario::load(r.scenario())?;
+            let url = need_controller(controller)?;
+            controller::call(&url, &security()?, controller::Call::Run(r)).await
         }
-        return Ok(());
-    }
-    if let Cmd::Certs(CertsCmd::Init { dir }) = &cli.cmd {
-        let files = faultline_proto::transport::certgen::init(dir)?;
-        for f in files {
-            println!("{}", f.display());
+        Cmd::Agents(a) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Agents(a)).await,
+        Cmd::Partition(p) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Partition(p)).await,
+        Cmd::Events(e) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Events(e)).await,
+        Cmd::Fault(f) => {
+            // Bad flags are reported before any connection is tried: a typo should not
+            // read as "cannot reach the agent".
+            if let FaultCmd::Apply(a) = &f {
+                spec(a)?;
+            }
+            match controller {
+                Some(url) => controller::call(&url, &security()?, controller::Call::Fault(f)).await,
+                None => agent_call(&agent, &security()?, AgentCall::Fault(f)).await,
+            }
         }
-        eprintln!(
-            "give agents --tls-dir {d} (agent.pem), the controller --tls-dir {d} (controller.pem), the CLI --tls-dir {d} or FAULTLINE_TLS_DIR (cli.pem); copy ca.pem and each host's pair to it, and keep ca-key.pem off the hosts",
-            d = dir.display()
-        );
-        return Ok(());
-    }
-    if let Cmd::Doctor { json } = cli.cmd {
-        return doctor(json);
-    }
-    if let Cmd::Completions { shell } = cli.cmd {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "faultline", &mut std::io::stdout());
-        return Ok(());
-    }
-    // Bad flags are reported before any connection is tried: a typo should not read
-    // as "cannot reach the agent".
-    if let Cmd::Fault(FaultCmd::Apply(a)) = &cli.cmd {
-        spec(a)?;
-    }
-    // A scenario is checked whole before anything connects.
-    if let Cmd::Run(r) = &cli.cmd {
-        crate::scenario::load(r.scenario())?;
-    }
-    if cli.controller.is_none() && matches!(cli.cmd, Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Run(_)) {
-        bail!("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
-    }
-    let security = Security::from_flags(cli.insecure, cli.tls_dir.as_deref(), Role::Cli)?;
-    if let Some(url) = cli.controller.clone() {
-        return crate::controller_cli::run(&url, &security, cli.cmd).await;
-    }
-    let endpoint = security.endpoint("--agent", &cli.agent, AGENT_NAME)?;
-    let mut client = AgentServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("agent", &cli.agent, &e))?);
-    match cli.cmd {
         Cmd::Info { json } => {
+            if controller.is_some() {
+                bail!("`info` asks one agent: give --agent URL, not --controller");
+            }
+            agent_call(&agent, &security()?, AgentCall::Info { json }).await
+        }
+        Cmd::Metrics { peers, watch, interval, json } => {
+            if controller.is_some() {
+                bail!("`metrics` asks one agent: give --agent URL, not --controller");
+            }
+            agent_call(&agent, &security()?, AgentCall::Metrics { peers, watch, interval, json }).await
+        }
+    }
+}
+
+fn certs(c: &CertsCmd) -> Result<()> {
+    match c {
+        CertsCmd::Issue { role, name, dir } => {
+            use faultline_proto::identity::CertRole;
+            let role = match role {
+                IssueRole::Agent => CertRole::Agent,
+                IssueRole::Operator => CertRole::Operator,
+                IssueRole::Viewer => CertRole::Viewer,
+            };
+            for f in faultline_proto::transport::certgen::issue(dir, role, name)? {
+                println!("{}", f.display());
+            }
+        }
+        CertsCmd::Init { dir } => {
+            for f in faultline_proto::transport::certgen::init(dir)? {
+                println!("{}", f.display());
+            }
+            eprintln!(
+                "give agents --tls-dir {d} (agent.pem; each registering agent its own: faultline certs issue agent NAME --dir {d}), the controller --tls-dir {d} (controller.pem), the CLI --tls-dir {d} or FAULTLINE_TLS_DIR (cli.pem); copy ca.pem and each host's pair to it, and keep ca-key.pem off the hosts",
+                d = dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What is asked of one agent.
+enum AgentCall {
+    Info { json: bool },
+    Fault(FaultCmd),
+    Metrics { peers: Vec<String>, watch: bool, interval: Duration, json: bool },
+}
+
+async fn agent_call(url: &str, security: &Security, call: AgentCall) -> Result<()> {
+    let endpoint = security.endpoint("--agent", url, AGENT_NAME)?;
+    let mut client = AgentServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("agent", url, &e))?);
+    match call {
+        AgentCall::Info { json } => {
             let d = client.describe(pb::DescribeRequest {}).await.map_err(explain)?.into_inner();
             let c = d.capabilities.unwrap_or_default();
             if json {
@@ -439,7 +446,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Fault(FaultCmd::Apply(a)) => {
+        AgentCall::Fault(FaultCmd::Apply(a)) => {
             let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
             if a.common().json {
                 println!("{}", status_json(&f));
@@ -454,7 +461,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 eprintln!("  {note}");
             }
         }
-        Cmd::Fault(FaultCmd::List { json }) => {
+        AgentCall::Fault(FaultCmd::List { json }) => {
             let faults = client.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;
             if json {
                 println!("{}", serde_json::Value::Array(faults.iter().map(status_json).collect()));
@@ -467,8 +474,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Controller(_) | Cmd::Doctor { .. } | Cmd::Lab(_) | Cmd::Certs(_) | Cmd::Load(_) | Cmd::Analyze { .. } | Cmd::Report { .. } | Cmd::Run(_) | Cmd::Agents(_) | Cmd::Partition(_) | Cmd::Events(_) | Cmd::Completions { .. } => unreachable!("handled above"),
-        Cmd::Metrics { peers, watch, interval, json } => {
+        AgentCall::Metrics { peers, watch, interval, json } => {
             let keep = |mut s: pb::MetricsSample| {
                 if !peers.is_empty() {
                     s.peers.retain(|p| peers.contains(&p.peer));
@@ -492,7 +498,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 show(&keep(client.get_metrics(pb::GetMetricsRequest {}).await.map_err(explain)?.into_inner()));
             }
         }
-        Cmd::Fault(FaultCmd::Revert { id, all, json }) => {
+        AgentCall::Fault(FaultCmd::Revert { id, all, json }) => {
             if id.is_none() && !all {
                 bail!("give a fault id, or --all");
             }
@@ -505,7 +511,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Fault(FaultCmd::Renew { ids, lease, json }) => {
+        AgentCall::Fault(FaultCmd::Renew { ids, lease, json }) => {
             let r = client
                 .renew_leases(pb::RenewLeasesRequest { ids, lease_ms: lease.map_or(0, |d| d.as_millis() as u64) })
                 .await
