@@ -63,7 +63,9 @@ fn classify(ctx: &TcContext, dir: u32) -> i32 {
     // SAFETY: the context pointer is valid for the whole program run.
     let (ifindex, len) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).len) };
     let is_control = pkt.protocol == IPPROTO_TCP
+        // SAFETY: a map lookup only tested for presence; the value is never read.
         && (unsafe { CONTROL_PORTS.get(&pkt.sport) }.is_some()
+            // SAFETY: as above.
             || unsafe { CONTROL_PORTS.get(&pkt.dport) }.is_some());
 
     let mut drop = false;
@@ -88,6 +90,7 @@ fn classify(ctx: &TcContext, dir: u32) -> i32 {
         }
         if rule.action == ACTION_DROP {
             // Compare as u32: a signed compare would never drop above 2^31.
+            // SAFETY: helper without arguments.
             let roll: u32 = unsafe { bpf_get_prandom_u32() };
             if rule.drop_always != 0 || roll < rule.drop_threshold {
                 if let Some(c) = COUNTERS.get_ptr_mut(slot) {

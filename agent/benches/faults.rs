@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{Lab, spec, sh_ok};
 use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
 
 const CYCLES: usize = 1000;
@@ -32,6 +32,7 @@ fn row(what: &str, apply: Vec<Duration>, revert: Vec<Duration>) {
     );
 }
 
+#[expect(clippy::needless_pass_by_value, reason = "each call site builds its kind for this one use")]
 fn faultline_cycles(lab: &Lab, kind: Kind) -> (Vec<Duration>, Vec<Duration>) {
     lab.grpc(async |mut c| {
         let (mut apply, mut revert) = (Vec::new(), Vec::new());
@@ -83,7 +84,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Per-run cost of each tracepoint program, from the kernel's own BPF statistics
-/// (kernel.bpf_stats_enabled, switched on for the measurement and restored).
+/// (`kernel.bpf_stats_enabled`, switched on for the measurement and restored).
 fn per_event_cost(lab: &Lab) {
     let before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf stats");
@@ -124,7 +125,7 @@ fn main() {
 
 /// How late a lease ends, as the agent's own clock puts it: the fault applied with a
 /// 1 s lease is polled every millisecond until it is gone; the error is the moment it
-/// disappeared minus (its applied_at + lease). Both are this host's clock.
+/// disappeared minus (its `applied_at` + lease). Both are this host's clock.
 fn lease_accuracy(lab: &Lab) {
     const LEASES: usize = 50;
     let mut late = lab.grpc(async |mut c| {

@@ -25,9 +25,11 @@ pub enum Direction {
 }
 
 impl Direction {
+    #[must_use] 
     pub fn egress(self) -> bool {
         matches!(self, Self::Egress | Self::Both)
     }
+    #[must_use] 
     pub fn ingress(self) -> bool {
         matches!(self, Self::Ingress | Self::Both)
     }
@@ -41,6 +43,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    #[must_use] 
     pub fn ip_number(self) -> u32 {
         match self {
             Self::Tcp => 6,
@@ -89,6 +92,7 @@ impl FromStr for Cidr {
 
 impl Cidr {
     /// Whether an address (IPv6, or IPv4-mapped) lies in this network.
+    #[must_use] 
     pub fn contains(&self, addr: &[u8; 16]) -> bool {
         let full = usize::from(self.prefix / 8);
         let rest = self.prefix % 8;
@@ -152,6 +156,7 @@ pub struct NetemSpec {
 impl NetemSpec {
     /// The share of this spec one direction carries when a fault covers both: the
     /// configured delay is the added round trip, so each way gets half of it.
+    #[must_use] 
     pub fn halved_delay(&self) -> Self {
         Self { delay: self.delay / 2, jitter: self.jitter / 2, ..self.clone() }
     }
@@ -166,6 +171,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    #[must_use] 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Netem(_) => "netem",
@@ -175,6 +181,7 @@ impl FaultKind {
         }
     }
     /// Netem and bandwidth shape in a qdisc; drop and partition act in the classifier.
+    #[must_use] 
     pub fn uses_qdisc(&self) -> bool {
         matches!(self, Self::Netem(_) | Self::Bandwidth { .. })
     }
@@ -194,7 +201,7 @@ pub struct FaultSpec {
 /// The longest lease an agent accepts; a controller renews well before that.
 pub const MAX_LEASE: Duration = faultline_proto::MAX_LEASE;
 /// The longest netem delay or jitter: far beyond any network, and inside netem's range.
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
+pub const MAX_DELAY: Duration = Duration::from_mins(1);
 /// Longest interface name the kernel allows (IFNAMSIZ - 1).
 const IFNAMSIZ: usize = 15;
 /// Longest free-text label kept with a fault.

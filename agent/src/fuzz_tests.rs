@@ -15,7 +15,7 @@ fn hash(s: &str) -> u64 {
 }
 
 fn u64_of(r: &mut Rng) -> u64 {
-    let random = r.next();
+    let random = r.next_u64();
     *r.pick(&[0, 1, 7, 1000, 65_535, 65_536, u64::from(u32::MAX), u64::MAX, random])
 }
 

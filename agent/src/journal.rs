@@ -18,7 +18,7 @@ pub enum KernelObject {
     Qdisc { ifname: String, ifindex: u32, parent: u32, handle: u32, kind: String },
     /// An IFB device named `flifb<ifindex>`.
     Ifb { name: String },
-    /// cls_bpf filters named after our programs on a clsact qdisc (kernels without
+    /// `cls_bpf` filters named after our programs on a clsact qdisc (kernels without
     /// TCX). TCX links and map slots need no record: they die with the agent.
     ClsBpf { ifname: String, ingress: bool },
     /// A cgroup the agent froze (it was not frozen before); undone by writing 0. `dir` is
@@ -79,6 +79,7 @@ impl Journal {
         Ok((Self { path, entries: leftover.clone(), _lock: lock }, leftover))
     }
 
+    #[must_use] 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

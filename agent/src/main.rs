@@ -32,16 +32,16 @@ struct Args {
     /// Where the journal of kernel changes lives; must survive agent restarts.
     #[arg(long, default_value = "/var/lib/faultline")]
     state_dir: PathBuf,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    /// Serve Prometheus metrics at <http://ADDR/metrics> (off unless given).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     /// Do not load the eBPF tracepoint programs behind the kernel metrics.
     #[arg(long)]
     no_kernel_metrics: bool,
-    /// Export metrics over OTLP/gRPC to this collector, e.g. http://collector:4317.
+    /// Export metrics over OTLP/gRPC to this collector, e.g. <http://collector:4317>.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
-    /// Register with this controller and keep a session open, e.g. https://10.0.0.1:7080.
+    /// Register with this controller and keep a session open, e.g. <https://10.0.0.1:7080>.
     #[arg(long, env = "FAULTLINE_CONTROLLER")]
     controller: Option<String>,
     /// This agent's name at the controller (default: the hostname).
@@ -50,14 +50,14 @@ struct Args {
     /// A label the controller can select this agent by, KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = label)]
     labels: Vec<(String, String)>,
-    /// The URL the controller reaches this agent at (default: https://LISTEN).
+    /// The URL the controller reaches this agent at (default: <https://LISTEN>).
     #[arg(long)]
     advertise: Option<String>,
     /// How often metrics are exported over OTLP, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     otlp_interval_ms: u64,
     /// Undo whatever the journal in --state-dir records, then exit: for systemd's
-    /// ExecStopPost, after an agent that was killed before it could revert.
+    /// `ExecStopPost`, after an agent that was killed before it could revert.
     #[arg(long)]
     cleanup: bool,
     /// Process faults reach only processes in the agent's own network namespace, and
@@ -105,6 +105,7 @@ fn main() -> Result<()> {
 }
 
 #[tokio::main]
+#[expect(clippy::too_many_lines, reason = "the agent's start-up, in the order it must happen, read top to bottom")]
 async fn serve() -> Result<()> {
     let args = Args::parse();
     let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));

@@ -20,6 +20,7 @@ impl Default for Host {
 }
 
 impl Host {
+    #[must_use] 
     pub fn new() -> Self {
         let mut sys = sysinfo::System::new();
         sys.refresh_cpu_usage();
@@ -62,6 +63,7 @@ fn hist(h: &Hist) -> pb::Histogram {
     pb::Histogram { buckets: h.buckets.to_vec(), count: h.count, sum_us: h.sum_us }
 }
 
+#[must_use] 
 pub fn peers(snap: &Snapshot) -> Vec<pb::PeerMetrics> {
     let mut addrs: Vec<_> = snap.rtt.keys().chain(snap.connect.keys()).chain(snap.peers.keys()).copied().collect();
     addrs.sort();
@@ -118,6 +120,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &pb::Histogram) {
 }
 
 /// Prometheus text exposition format 0.0.4.
+#[must_use] 
 pub fn prometheus(s: &pb::MetricsSample) -> String {
     let mut o = String::new();
     let peer = |p: &pb::PeerMetrics| format!("peer=\"{}\"", escape(&p.peer));

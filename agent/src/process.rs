@@ -42,6 +42,7 @@ pub enum ProcessKind {
 }
 
 impl ProcessKind {
+    #[must_use] 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Freeze(_) => "freeze",
@@ -53,6 +54,7 @@ impl ProcessKind {
         }
     }
     /// Kill and restart act once and leave nothing to revert.
+    #[must_use] 
     pub fn one_shot(&self) -> bool {
         matches!(self, Self::Kill { .. } | Self::Restart { .. })
     }
@@ -65,6 +67,7 @@ pub struct ProcessFault {
     pub lease: Duration,
 }
 
+#[must_use] 
 pub fn is_process_kind(kind: Option<&Kind>) -> bool {
     matches!(kind, Some(Kind::Freeze(_) | Kind::Kill(_) | Kind::Restart(_) | Kind::CpuStress(_) | Kind::MemoryPressure(_) | Kind::CpuThrottle(_)))
 }
@@ -141,7 +144,7 @@ impl TryFrom<&pb::FaultSpec> for ProcessFault {
                     return Err(invalid("restart.command", "at most 256 arguments of at most 4096 bytes, without NUL"));
                 }
                 let grace = Duration::from_millis(if r.grace_ms == 0 { 5000 } else { r.grace_ms });
-                if grace > Duration::from_secs(600) {
+                if grace > Duration::from_mins(10) {
                     return Err(invalid("restart.grace_ms", "at most 600000"));
                 }
                 ProcessKind::Restart { command: r.command.clone(), signal: signal("restart.signal", r.signal, libc::SIGTERM)?, grace }
@@ -280,20 +283,17 @@ pub fn capture(pid: u32) -> Result<Launch, String> {
 /// to before exec. The restarted service must outlive the agent.
 pub fn relaunch(launch: &Launch, command: Option<&[String]>) -> std::io::Result<u32> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = match command {
-        Some(c) => {
-            let mut cmd = std::process::Command::new(&c[0]);
-            cmd.args(&c[1..]);
-            cmd
-        }
-        None => {
-            let Some((arg0, rest)) = launch.argv.split_first() else {
-                return Err(std::io::Error::other(format!("process {} had no command line to start again", launch.pid)));
-            };
-            let mut cmd = std::process::Command::new(&launch.exe);
-            cmd.arg0(arg0).args(rest);
-            cmd
-        }
+    let mut cmd = if let Some(c) = command {
+        let mut cmd = std::process::Command::new(&c[0]);
+        cmd.args(&c[1..]);
+        cmd
+    } else {
+        let Some((arg0, rest)) = launch.argv.split_first() else {
+            return Err(std::io::Error::other(format!("process {} had no command line to start again", launch.pid)));
+        };
+        let mut cmd = std::process::Command::new(&launch.exe);
+        cmd.arg0(arg0).args(rest);
+        cmd
     };
     cmd.current_dir(&launch.cwd).env_clear().envs(launch.env.iter().map(|(k, v)| (k, v)));
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
@@ -374,11 +374,10 @@ impl Guard {
         if !self.in_scope(pid) {
             return Some("it is in another network namespace, another host of this lab (the agent runs with --same-netns-only)".into());
         }
-        if let Some(own) = &self.own_cgroup {
-            if procfs::cgroup(pid).as_deref() == Some(own.as_str()) {
+        if let Some(own) = &self.own_cgroup
+            && procfs::cgroup(pid).as_deref() == Some(own.as_str()) {
                 return Some(format!("it is in the agent's own service cgroup {own}"));
             }
-        }
         None
     }
 
@@ -482,6 +481,7 @@ pub fn spawn_stress(args: &[String]) -> std::io::Result<std::process::Child> {
 }
 
 /// Whether `program` names an executable file, directly or through PATH (as exec would).
+#[must_use] 
 pub fn executable(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);

@@ -43,7 +43,7 @@ impl Service {
 
 /// The longest and shortest sampling intervals a subscriber may ask for.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_INTERVAL: Duration = Duration::from_hours(1);
 
 type SampleStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::MetricsSample, Status>> + Send>>;
 

@@ -32,7 +32,7 @@ fn journal_entries(lab: &Lab) -> usize {
 }
 
 /// F1: a stranger with no certificate opens 1,100 idle connections to an agent whose
-/// descriptor limit is 1,024 (a unit without LimitNOFILE). The faults still end on time,
+/// descriptor limit is 1,024 (a unit without `LimitNOFILE`). The faults still end on time,
 /// the journal stays intact, `fault list` is honest, and the agent still answers.
 #[test]
 fn idle_connections_cannot_stop_faults_from_ending() {
@@ -84,7 +84,7 @@ fn each_certificate_role_gets_only_its_calls() {
                 out.push((who, "GetMetrics", code(c.get_metrics(pb::GetMetricsRequest {}).await.map(|_| ()))));
                 let applied = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(Kind::Drop(pb::Drop { percent: 1.0 }))), dry_run: false }).await;
                 out.push((who, "ApplyFault", code(applied.as_ref().map(|_| ()).map_err(Clone::clone))));
-                let id = applied.map(|r| r.into_inner().fault.unwrap().id).unwrap_or_else(|_| "f-0".into());
+                let id = applied.map_or_else(|_| "f-0".into(), |r| r.into_inner().fault.unwrap().id);
                 out.push((who, "RenewLeases", code(c.renew_leases(pb::RenewLeasesRequest { ids: vec![], lease_ms: 0 }).await.map(|_| ()))));
                 out.push((who, "RevertFault", code(c.revert_fault(pb::RevertFaultRequest { id, all: false }).await.map(|_| ()))));
             }

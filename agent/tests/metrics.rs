@@ -25,7 +25,7 @@ fn prometheus_endpoint_passes_promtool_with_cumulative_buckets() {
     let listener = lab.in_b(|| TcpListener::bind(format!("{peer}:{port}")).unwrap());
     lab.in_a(|| {
         let mut s = TcpStream::connect(format!("{peer}:{port}")).unwrap();
-        s.write_all(&[7u8; 100_000]).unwrap();
+        s.write_all(&vec![7u8; 100_000]).unwrap();
     });
     let (mut conn, _) = listener.accept().unwrap();
     let mut sink = Vec::new();

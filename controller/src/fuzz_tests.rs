@@ -38,12 +38,11 @@ fn fuzz_fault_apply_command_lines() {
     ];
     fuzzing::run("fault apply flags", &seeds, |s| {
         let argv = std::iter::once("faultline").chain(s.split_whitespace());
-        if let Ok(cli) = cli::Cli::try_parse_from(argv) {
-            if let cli::Cmd::Fault(cli::FaultCmd::Apply(a)) = &cli.cmd {
+        if let Ok(cli) = cli::Cli::try_parse_from(argv)
+            && let cli::Cmd::Fault(cli::FaultCmd::Apply(a)) = &cli.cmd {
                 let _ = crate::faults::spec(a);
                 let _ = crate::faults::target(a);
             }
-        }
     });
 }
 

@@ -18,6 +18,7 @@ pub fn unreachable_error(what: &str, url: &str, e: &tonic::transport::Error) -> 
     anyhow::anyhow!("cannot reach the {what} at {url} ({hint}{tls_hint}): {}", causes.join(": "))
 }
 
+#[expect(clippy::needless_pass_by_value, reason = "by value, so it serves as `map_err(explain)`")]
 pub fn explain(e: tonic::Status) -> anyhow::Error {
     // A plaintext client talking to a TLS server sees only a broken HTTP/2 stream.
     let hint = if e.message().ends_with("h2 protocol error: http2 error") { " (is the server using TLS? then use https:// and --tls-dir instead of --insecure)" } else { "" };

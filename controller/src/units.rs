@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// The longest duration any flag or scenario field takes: a year. Longer values are a
 /// typo or an attack, and bounding them keeps every sum and conversion in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const MAX_DURATION: Duration = Duration::from_hours(8760);
 
 /// `1.5s`, `100ms`, `250us`, `2m`; a bare number is milliseconds. At most a year.
 pub fn duration(s: &str) -> Result<Duration, String> {

@@ -46,7 +46,7 @@ fn run_dir(name: &str) -> std::path::PathBuf {
     let mut csv = String::from("second,requests,errors,late,p50_ms,p90_ms,p95_ms,p99_ms,max_ms\n");
     for t in 0..14 {
         let errors = if (6..9).contains(&t) { 50 } else { 0 };
-        csv += &format!("{t},100,{errors},0,1.0,1.5,2.0,3.0,4.0\n");
+        std::fmt::Write::write_fmt(&mut csv, format_args!("{t},100,{errors},0,1.0,1.5,2.0,3.0,4.0\n")).unwrap();
     }
     std::fs::write(dir.join("seconds.csv"), csv).unwrap();
     let m = serde_json::json!({"requests": 500, "errors": 0, "rate": 100.0, "error_rate": 0.0, "p50_ms": 1.0, "p90_ms": 1.5, "p95_ms": 2.0, "p99_ms": 3.0});

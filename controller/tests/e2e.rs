@@ -212,7 +212,7 @@ fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 
 /// Polls until true; the ceiling only keeps a broken test from hanging.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while Instant::now() < deadline {
         if cond() {
             return;
@@ -508,7 +508,7 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
                 spans.extend(ss.spans);
             }
         }
-        Ok(tonic::Response::new(Default::default()))
+        Ok(tonic::Response::new(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default()))
     }
 }
 
@@ -606,6 +606,7 @@ fn errors_per_second(dir: &std::path::Path) -> Vec<u64> {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one set of hosts (seconds to build) for every check of a run")]
 fn a_scenario_runs_load_and_faults_on_one_clock_and_guardrails_abort_it() {
     let h = Hosts::new(6, 2);
     eventually("two agents registered", || h.healthy().len() == 2);
@@ -719,7 +720,7 @@ faults:
         let i = (52 * info.width as usize + x) * info.color_type.samples();
         (img[i], img[i + 1], img[i + 2])
     };
-    let shaded = px((applied + reverted) / 2.0);
+    let shaded = px(f64::midpoint(applied, reverted));
     assert!(shaded.0 > 200 && shaded.1 < 225 && shaded.2 < 215, "the fault interval is shaded in the PNG: {shaded:?}");
     assert_eq!(px(2.5), (255, 255, 255), "the baseline is not shaded");
 

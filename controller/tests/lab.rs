@@ -88,6 +88,7 @@ impl Drop for Down {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one lab (seconds to build) for every check, up to down")]
 fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     let d = dir();
     let dir_arg = d.display().to_string();

@@ -14,14 +14,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
     }
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
@@ -93,15 +93,13 @@ pub fn run(name: &str, seeds: &[&str], mut target: impl FnMut(&str)) -> u64 {
             let base = rng.below(current.len());
             let input = mutate(&mut rng, &current[base]);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(&input)));
-            if result.is_err() {
-                panic!("fuzz {name}: panic on input {input:?} (FAULTLINE_FUZZ_SEED={seed})");
-            }
+            assert!(result.is_ok(), "fuzz {name}: panic on input {input:?} (FAULTLINE_FUZZ_SEED={seed})");
             iterations += 1;
             // Keep exploring from some mutants, so edits accumulate.
             if rng.chance(8) && input.len() < 20_000 {
                 current[base] = input;
             } else if rng.chance(4) {
-                current[base] = seeds[base % seeds.len()].to_owned();
+                seeds[base % seeds.len()].clone_into(&mut current[base]);
             }
         }
     }

@@ -98,7 +98,7 @@ pub fn from_der(der: &[u8]) -> Result<Caller, String> {
     }
 }
 
-/// The caller of `req`, refused with PERMISSION_DENIED unless its role is in `allowed`.
+/// The caller of `req`, refused with `PERMISSION_DENIED` unless its role is in `allowed`.
 /// `tls` says whether the server runs mutual TLS (then a certificate is always there).
 pub fn authorize<T>(req: &Request<T>, tls: bool, allowed: &[CertRole], what: &str) -> Result<Caller, Status> {
     let caller = if tls {

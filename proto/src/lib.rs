@@ -25,6 +25,7 @@ pub mod controller {
 
 impl agent::v1::fault_spec::Kind {
     /// The kind's name as the CLI, logs and metrics labels spell it.
+    #[must_use] 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Netem(_) => "netem",
@@ -42,7 +43,7 @@ impl agent::v1::fault_spec::Kind {
 }
 
 /// The longest lease anything accepts (CLI, scenario files, controller, agent): a week.
-pub const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub const MAX_LEASE: std::time::Duration = std::time::Duration::from_hours(168);
 
 /// A caller's input inside an error message: Debug-quoted and cut to a short prefix, so
 /// an error about a 100 KB value stays small (and well inside gRPC's message limits).
@@ -59,6 +60,9 @@ pub fn quote(s: &str) -> String {
     format!("{:?}... ({} bytes)", &s[..end], s.len())
 }
 
+/// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/descriptor.bin");
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -69,6 +73,3 @@ mod tests {
         assert!(q.len() < 100 && q.ends_with("(200000 bytes)"), "{q}");
     }
 }
-
-/// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/descriptor.bin");

@@ -28,7 +28,7 @@ pub struct Limits {
     pub total: usize,
     pub per_peer: usize,
     /// A new connection must send this many bytes within `first_bytes` (a TLS
-    /// ClientHello, or the 24-byte HTTP/2 preface) or it is closed.
+    /// `ClientHello`, or the 24-byte HTTP/2 preface) or it is closed.
     pub first_bytes: Duration,
     /// Addresses exempt from `total` (still under `per_peer`).
     pub privileged: Vec<IpAddr>,
@@ -49,7 +49,7 @@ impl Limits {
     }
 }
 
-/// Bytes a client sends before anything else: the HTTP/2 preface is 24, a TLS ClientHello more.
+/// Bytes a client sends before anything else: the HTTP/2 preface is 24, a TLS `ClientHello` more.
 const OPENING: usize = 24;
 
 #[derive(Default)]
@@ -187,6 +187,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The uid owning the socket at `peer` connected to `local`, from /proc/net/tcp(6): the
 /// connecting process's socket, seen from this (the same) network namespace.
+#[must_use] 
 pub fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     let want = (hex_addr(peer), hex_addr(local));
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {

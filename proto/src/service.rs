@@ -1,10 +1,10 @@
 //! A daemon's life under a service manager: readiness and stopping told to systemd
-//! (sd_notify), and a stop that undoes faults before it waits for anything.
+//! (`sd_notify`), and a stop that undoes faults before it waits for anything.
 
 use std::time::Duration;
 
 /// Tells systemd (`Type=notify`) about the service's state, e.g. "READY=1": one datagram
-/// to $NOTIFY_SOCKET. Without a service manager (no variable) it does nothing.
+/// to $`NOTIFY_SOCKET`. Without a service manager (no variable) it does nothing.
 pub fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
     let result = (|| -> std::io::Result<()> {
@@ -50,11 +50,8 @@ where
     notify("STOPPING=1");
     on_stop.await;
     let _ = stopping.send(());
-    match tokio::time::timeout(DRAIN, server).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::info!("streams still open after {DRAIN:?}: closing them");
-            Ok(())
-        }
+    if let Ok(r) = tokio::time::timeout(DRAIN, server).await { r } else {
+        tracing::info!("streams still open after {DRAIN:?}: closing them");
+        Ok(())
     }
 }

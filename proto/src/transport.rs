@@ -43,6 +43,7 @@ pub enum Role {
 }
 
 impl Role {
+    #[must_use] 
     pub fn file_stem(self) -> &'static str {
         match self {
             Self::Agent => "agent",
@@ -57,7 +58,7 @@ pub type ServerLayers = tower::layer::util::Stack<tower::util::MapResponseLayer<
 
 /// A request tonic cannot decode (a string that is not UTF-8, a truncated field) is the
 /// caller's error: tonic answers INTERNAL, which would read as the server's. Rewritten
-/// to INVALID_ARGUMENT, message kept.
+/// to `INVALID_ARGUMENT`, message kept.
 fn decode_errors_are_invalid_argument(mut r: tonic::codegen::http::Response<tonic::body::Body>) -> tonic::codegen::http::Response<tonic::body::Body> {
     let h = r.headers_mut();
     let decode = h.get("grpc-message").is_some_and(|m| m.as_bytes().starts_with(b"failed%20to%20decode") || m.as_bytes().starts_with(b"failed to decode"));
@@ -115,11 +116,13 @@ impl Security {
         Self::load(dir, Role::Agent)
     }
 
+    #[must_use] 
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Mtls { .. })
     }
 
     /// The URL scheme that goes with this mode.
+    #[must_use] 
     pub fn scheme(&self) -> &'static str {
         if self.is_tls() { "https" } else { "http" }
     }

@@ -46,7 +46,7 @@ fn ok(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// grpcio from PyPI in a venv of its own (the host's Python stays as it is): the
+/// grpcio from `PyPI` in a venv of its own (the host's Python stays as it is): the
 /// controller's API is tested from a Python client generated from our .proto files.
 pub const PY_VENV: &str = "target/pyenv";
 const PY_PACKAGES: &[&str] = &["grpcio==1.76.0", "grpcio-tools==1.76.0"];
@@ -197,7 +197,7 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Debian kernels the VM tests boot, each with netem: the stable one (cls_bpf attach,
+/// Debian kernels the VM tests boot, each with netem: the stable one (`cls_bpf` attach,
 /// no bpf redirect into IFB) and the backports one (TCX, everything).
 pub const KERNELS: &[(&str, &str)] = &[("debian-stable", "bookworm"), ("debian-backports", "bookworm-backports")];
 

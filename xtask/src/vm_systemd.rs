@@ -15,11 +15,11 @@ use anyhow::{Context, Result};
 use crate::{codegen::workspace_root, setup::run_cmd};
 
 /// What the VMs need besides a minimal Debian: systemd as init, iproute2 and tc, kmod
-/// (the kernel loads sch_netem through modprobe), ping, procps; nginx and redis for the
+/// (the kernel loads `sch_netem` through modprobe), ping, procps; nginx and redis for the
 /// VM lab's system under test.
 const PACKAGES: &str = "systemd,systemd-sysv,iproute2,kmod,iputils-ping,procps,nginx,redis-server";
 /// Stage 1 mounts the disk with these (and what they depend on); the rest is modprobe's.
-/// virtio_net too: without udev in the image nothing else would load it.
+/// `virtio_net` too: without udev in the image nothing else would load it.
 const BOOT_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "crc32c_generic", "ext4"];
 const STAGE1_APPLETS: &[&str] = &["sh", "mount", "umount", "insmod", "mkdir", "sleep", "echo", "switch_root", "cat"];
 
@@ -96,7 +96,7 @@ fn stage1(modules: &Path, order: &[String], out: &Path) -> Result<()> {
     for m in order {
         let name = Path::new(m).file_name().unwrap().to_string_lossy().trim_end_matches(".xz").to_owned();
         let src = modules.join(m);
-        if m.ends_with(".xz") {
+        if Path::new(m).extension().is_some_and(|e| e.eq_ignore_ascii_case("xz")) {
             let raw = Command::new("xz").arg("-dc").arg(&src).output().context("xz (xz-utils)")?;
             std::fs::write(root.join("modules").join(&name), raw.stdout)?;
         } else {
@@ -155,11 +155,10 @@ pub fn install(root: &Path, tls: &Path, role: &str, extra: &[&str]) -> Result<()
         run_cmd(Command::new(ws.join("target/release/faultline")).args(["certs", "init"]).arg(tls))?;
     }
     // An agent registers only under the name its certificate carries.
-    if let Some(name) = extra.iter().position(|a| *a == "--name").and_then(|i| extra.get(i + 1)) {
-        if role == "agent" && !tls.join(format!("agent-{name}.pem")).exists() {
+    if let Some(name) = extra.iter().position(|a| *a == "--name").and_then(|i| extra.get(i + 1))
+        && role == "agent" && !tls.join(format!("agent-{name}.pem")).exists() {
             run_cmd(Command::new(ws.join("target/release/faultline")).args(["certs", "issue", "agent", name, "--dir"]).arg(tls))?;
         }
-    }
     run_cmd(Command::new(ws.join("dist/install.sh")).args(["--role", role, "--force", "--bin"]).arg(ws.join("target/release")).arg("--tls").arg(tls).arg("--root").arg(root).args(extra))
 }
 

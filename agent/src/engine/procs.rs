@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use faultline_proto::agent::v1 as pb;
 use tracing::{info, warn};
 
-use super::{Active, Applied, Engine, EngineError, State, status};
+use super::{Active, Applied, Engine, EngineError, State, status::status};
 use crate::{
     journal::KernelObject,
     kernel::{

@@ -9,26 +9,11 @@ use tracing::{info, warn};
 use crate::{
     journal::{Entry, Journal, KernelObject},
     kernel::{
-        bpf, cgroup, fds, link,
+        bpf, cgroup, link,
         procfs::{self, ProcId},
         tc,
     },
 };
-
-fn gone(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV | libc::ESRCH))
-}
-
-/// A cgroup file write for the undo path, with "the cgroup is gone" told apart.
-fn write_cgroup(dir: &std::path::Path, file: &str, value: &str) -> Result<(), String> {
-    let path = cgroup::locate(dir).map_err(|e| e.to_string())?.join(file);
-    match fds::retry(|| std::fs::write(&path, value)) {
-        Ok(()) => Ok(()),
-        // A cgroup removed meanwhile took its tasks' state with it.
-        Err(e) if gone(&e) => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
 
 /// Signals a process the journal names; a process that is gone needs nothing.
 fn signal(pid: u32, start_time: u64, signal: i32) -> Result<(), String> {
@@ -71,21 +56,18 @@ pub async fn undo(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
             }
             bpf::detach_leftover(ifname, *ingress).map_err(|e| format!("{ifname}: removing leftover cls_bpf: {e}"))
         }
-        KernelObject::CgroupFreeze { dir } => write_cgroup(dir, "cgroup.freeze", "0"),
+        // A cgroup removed meanwhile took its tasks' state with it.
+        KernelObject::CgroupFreeze { dir } => cgroup::write_journaled(dir, "cgroup.freeze", "0").map(|_| ()).map_err(|e| e.to_string()),
         KernelObject::Stopped { pid, start_time } => signal(*pid, *start_time, libc::SIGCONT),
         KernelObject::Child { pid, start_time } => signal(*pid, *start_time, libc::SIGKILL),
-        KernelObject::CpuMax { dir, previous, ours } => {
-            let file = cgroup::locate(dir).map_err(|e| e.to_string())?.join("cpu.max");
-            match fds::retry(|| std::fs::read_to_string(&file)) {
-                Ok(now) if now.trim() == ours => write_cgroup(dir, "cpu.max", previous),
-                Ok(now) => {
-                    warn!("{} reads {:?} now, not our {ours:?}; leaving it", file.display(), now.trim());
-                    Ok(())
-                }
-                Err(e) if gone(&e) => Ok(()),
-                Err(e) => Err(format!("{}: {e}", file.display())),
+        KernelObject::CpuMax { dir, previous, ours } => match cgroup::read_journaled(dir, "cpu.max").map_err(|e| e.to_string())? {
+            Some(now) if now.trim() == ours => cgroup::write_journaled(dir, "cpu.max", previous).map(|_| ()).map_err(|e| e.to_string()),
+            Some(now) => {
+                warn!("{}: cpu.max reads {:?} now, not our {ours:?}; leaving it", dir.display(), now.trim());
+                Ok(())
             }
-        }
+            None => Ok(()),
+        },
     }
 }
 

@@ -52,16 +52,18 @@ fn full(e: &aya::maps::MapError) -> bool {
 /// How tc programs attach on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
-    /// bpf_mprog links (kernel >= 6.6): owned by the agent's file descriptors.
+    /// `bpf_mprog` links (kernel >= 6.6): owned by the agent's file descriptors.
     Tcx,
-    /// cls_bpf filters on a clsact qdisc: they outlive the process and are journaled.
+    /// `cls_bpf` filters on a clsact qdisc: they outlive the process and are journaled.
     Netlink,
 }
 
 impl AttachMode {
+    #[must_use] 
     pub fn detect() -> Self {
         if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) { Self::Tcx } else { Self::Netlink }
     }
+    #[must_use] 
     pub fn name(self) -> &'static str {
         match self {
             Self::Tcx => "tcx",
@@ -169,6 +171,7 @@ impl Classifier {
     }
 
     /// Slots in use, for tests and status.
+    #[must_use] 
     pub fn slots_in_use(&self) -> usize {
         self.used.iter().filter(|u| **u).count()
     }
@@ -183,6 +186,7 @@ impl Classifier {
         }))
     }
 
+    #[must_use] 
     pub fn is_attached(&self, ifname: &str, ingress: bool) -> bool {
         self.links.contains_key(&(ifname.to_owned(), ingress))
     }
@@ -210,6 +214,7 @@ impl Classifier {
     }
 
     /// When the next idle link is due for `sweep(older_than)`.
+    #[must_use] 
     pub fn next_sweep(&self, older_than: std::time::Duration) -> Option<std::time::Instant> {
         self.idle.values().map(|t| *t + older_than).min()
     }
@@ -233,7 +238,7 @@ impl Classifier {
     }
 }
 
-/// Removes cls_bpf filters a dead agent left (netlink attach mode only).
+/// Removes `cls_bpf` filters a dead agent left (netlink attach mode only).
 pub fn detach_leftover(ifname: &str, ingress: bool) -> Result<(), String> {
     let (name, kind) = if ingress { (PROG_INGRESS, TcAttachType::Ingress) } else { (PROG_EGRESS, TcAttachType::Egress) };
     match aya::programs::tc::qdisc_detach_program(ifname, kind, name) {

@@ -43,6 +43,31 @@ pub fn locate(journaled: &Path) -> Result<PathBuf, CgroupError> {
     Ok(root.join(rel.strip_prefix("/").unwrap_or(rel)))
 }
 
+fn gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV | libc::ESRCH))
+}
+
+/// For the undo path: writes `value` to `file` of a journaled cgroup (found wherever
+/// cgroup2 is mounted). `Ok(false)` when the cgroup is gone; any other failure is an error.
+pub fn write_journaled(journaled: &Path, file: &str, value: &str) -> Result<bool, CgroupError> {
+    let path = locate(journaled)?.join(file);
+    match super::fds::retry(|| fs::write(&path, value)) {
+        Ok(()) => Ok(true),
+        Err(e) if gone(&e) => Ok(false),
+        Err(source) => Err(CgroupError::Io { path, source }),
+    }
+}
+
+/// For the undo path: reads `file` of a journaled cgroup; `None` when the cgroup is gone.
+pub fn read_journaled(journaled: &Path, file: &str) -> Result<Option<String>, CgroupError> {
+    let path = locate(journaled)?.join(file);
+    match super::fds::retry(|| fs::read_to_string(&path)) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(source) => Err(CgroupError::Io { path, source }),
+    }
+}
+
 /// A cgroup directory: `rel` as /proc/PID/cgroup names it, `dir` on the filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
@@ -105,6 +130,7 @@ impl Cgroup {
         self.write("cgroup.procs", &pid.to_string())
     }
 
+    #[must_use] 
     pub fn has_controller(&self, name: &str) -> bool {
         self.read("cgroup.controllers").is_ok_and(|c| c.split_whitespace().any(|x| x == name))
     }
@@ -118,12 +144,14 @@ impl Cgroup {
     }
 
     /// Whether `other` (a rel path) is this cgroup or lies beneath it.
+    #[must_use] 
     pub fn contains(&self, other: &str) -> bool {
         self.rel == "/" || other == self.rel || other.starts_with(&format!("{}/", self.rel))
     }
 }
 
-/// Whether systemd is PID 1 (sd_booted(3)'s test).
+/// Whether systemd is PID 1 (`sd_booted(3)`'s test).
+#[must_use] 
 pub fn systemd_booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
@@ -145,6 +173,7 @@ pub fn unit_cgroup(unit: &str) -> Result<Cgroup, CgroupError> {
 }
 
 /// cpu.max for `cpus` CPUs over `period_us`: "quota period".
+#[must_use] 
 pub fn cpu_max_value(cpus: f64, period_us: u64) -> String {
     let quota = ((cpus * period_us as f64).round() as u64).max(1000);
     format!("{quota} {period_us}")

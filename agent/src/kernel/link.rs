@@ -8,6 +8,7 @@ use rtnetlink::{Handle, LinkIfb};
 /// so recovery can tell them from the user's own (`ifb0`, ...).
 pub const IFB_PREFIX: &str = "flifb";
 
+#[must_use] 
 pub fn ifb_name(ifindex: u32) -> String {
     format!("{IFB_PREFIX}{ifindex}")
 }
@@ -26,6 +27,7 @@ fn sysfs(name: &str, attr: &str) -> Option<String> {
     std::fs::read_to_string(Path::new("/sys/class/net").join(name).join(attr)).ok().map(|s| s.trim().to_owned())
 }
 
+#[must_use] 
 pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
@@ -40,11 +42,13 @@ pub fn lookup(name: &str) -> std::io::Result<Option<u32>> {
     }
 }
 
+#[must_use] 
 pub fn exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
 /// Interfaces with their addresses, from getifaddrs and sysfs.
+#[must_use] 
 pub fn interfaces() -> Vec<Interface> {
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir("/sys/class/net") {

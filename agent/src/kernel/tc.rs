@@ -22,6 +22,7 @@ pub struct TcError {
 }
 
 impl TcError {
+    #[must_use] 
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
@@ -35,6 +36,7 @@ pub struct Qdisc {
     pub kind: String,
 }
 
+#[must_use] 
 pub fn fmt_handle(h: u32) -> String {
     if h == TC_H_ROOT {
         return "root".into();
@@ -57,11 +59,10 @@ async fn send(handle: &Handle, msg: RouteNetlinkMessage, flags: u16, op: String)
         .request(req)
         .map_err(|e| TcError { op: op.clone(), source: to_io(e) })?;
     while let Some(m) = resp.next().await {
-        if let NetlinkPayload::Error(err) = m.payload {
-            if err.code.is_some() {
+        if let NetlinkPayload::Error(err) = m.payload
+            && err.code.is_some() {
                 return Err(TcError { op, source: err.to_io() });
             }
-        }
     }
     Ok(())
 }

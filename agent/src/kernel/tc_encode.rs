@@ -30,6 +30,7 @@ const TC_HTB_PROTOVER: u32 = 3;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 
 /// A probability (0..=1) as the kernel's fixed point, rounded half-to-even like tc's `rint()`.
+#[must_use] 
 pub fn prob_u32(p: f64) -> u32 {
     (p.clamp(0.0, 1.0) * f64::from(u32::MAX)).round_ties_even() as u32
 }
@@ -56,6 +57,7 @@ pub fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 
 /// The netem `TCA_OPTIONS` payload: `struct tc_netem_qopt` followed by attributes.
 /// `dist_table` is the delay distribution (tc's `.dist` file contents), when not uniform.
+#[must_use] 
 pub fn netem_options(spec: &NetemSpec, dist_table: Option<&[i16]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     let (loss, ge) = match spec.loss {
@@ -133,6 +135,7 @@ pub fn netem_options(spec: &NetemSpec, dist_table: Option<&[i16]>) -> Vec<u8> {
 }
 
 /// Whether a netem spec needs a distribution table, and its tc name.
+#[must_use] 
 pub fn dist_name(d: Distribution) -> Option<&'static str> {
     match d {
         Distribution::Uniform => None,
@@ -159,6 +162,7 @@ pub fn parse_dist(text: &str) -> Result<Vec<i16>, String> {
 
 /// htb qdisc options: `struct tc_htb_glob` and an explicit direct queue length.
 /// Packets the classifier does not steer go to htb's direct queue, unshaped.
+#[must_use] 
 pub fn htb_qdisc_options(direct_qlen: u32) -> Vec<u8> {
     let mut glob = Vec::new();
     // version, rate2quantum, defcls (0: unclassified -> direct), debug, direct_pkts
@@ -182,6 +186,7 @@ fn ratespec(bytes_per_sec: u64) -> [u8; 12] {
 }
 
 /// htb class options for a class limited to `rate_bps` with `burst` bytes of buffer.
+#[must_use] 
 pub fn htb_class_options(rate_bps: u64, burst: u32) -> Vec<u8> {
     let bps = rate_bps / 8;
     // buffer is the time to send `burst` bytes at `rate`, in ticks.
@@ -208,7 +213,7 @@ mod tests {
     use super::*;
     use crate::fault::Chance;
 
-    /// The TCA_OPTIONS payload of a netlink message captured from real `tc`
+    /// The `TCA_OPTIONS` payload of a netlink message captured from real `tc`
     /// (`strace -e write=3 tc ...`, files in agent/tests/data).
     fn tc_options(hex: &str, attr: u16) -> Vec<u8> {
         let b: Vec<u8> = (0..hex.trim().len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();

@@ -44,12 +44,13 @@ pub struct Format {
     pub print_fmt: String,
 }
 
+#[must_use] 
 pub fn parse_format(text: &str) -> Format {
     let mut f = Format::default();
     for line in text.lines() {
         let line = line.trim();
         if let Some(p) = line.strip_prefix("print fmt:") {
-            f.print_fmt = p.trim().to_owned();
+            p.trim().clone_into(&mut f.print_fmt);
             continue;
         }
         let Some(rest) = line.strip_prefix("field:") else { continue };
@@ -65,7 +66,8 @@ pub fn parse_format(text: &str) -> Format {
     f
 }
 
-/// Names of enum skb_drop_reason values, from kfree_skb's `__print_symbolic` list.
+/// Names of enum `skb_drop_reason` values, from `kfree_skb`'s `__print_symbolic` list.
+#[must_use] 
 pub fn drop_reason_names(print_fmt: &str) -> BTreeMap<u32, String> {
     let mut names = BTreeMap::new();
     let Some(start) = print_fmt.find("__print_symbolic(REC->reason") else { return names };
@@ -114,8 +116,8 @@ fn local_addresses() -> BTreeSet<[u8; 16]> {
         .filter_map(|a| {
             let addr = a.address?;
             addr.as_sockaddr_in()
-                .map(|v4| std::net::Ipv4Addr::from(v4.ip()).to_ipv6_mapped().octets())
-                .or_else(|| addr.as_sockaddr_in6().map(|v6| std::net::Ipv6Addr::from(v6.ip()).octets()))
+                .map(|v4| v4.ip().to_ipv6_mapped().octets())
+                .or_else(|| addr.as_sockaddr_in6().map(|v6| v6.ip().octets()))
         })
         .collect()
 }
@@ -234,7 +236,7 @@ impl Tracer {
             s.peers.insert(addr(k), sum);
         }
         for reason in 0..MAX_DROP_REASONS {
-            let n: u64 = self.drops.get(&reason, 0).map(|v| v.iter().sum()).unwrap_or(0);
+            let n: u64 = self.drops.get(&reason, 0).map_or(0, |v| v.iter().sum());
             if n > 0 {
                 let name = self.reasons.get(&reason).cloned().unwrap_or_else(|| format!("REASON_{reason}"));
                 s.drops.push((reason, name, n));

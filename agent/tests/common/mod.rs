@@ -1,5 +1,5 @@
 //! A lab for privileged tests: two network namespaces joined by a veth pair
-//! (`ta` in A, `tb` in B, 10.200.N.0/24 and fd00:N::/64), a real agent in A.
+//! (`ta` in A, `tb` in B, 10.200.N.0/24 and `fd00:N::/64`), a real agent in A.
 //! Everything is removed on drop, even when the test fails.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
@@ -24,7 +24,7 @@ pub struct Lab {
     pub agent: Option<Child>,
     /// Extra agent flags for the next `start_agent`.
     pub agent_args: Vec<String>,
-    /// The agent's descriptor limit (soft and hard), as a unit's LimitNOFILE sets it.
+    /// The agent's descriptor limit (soft and hard), as a unit's `LimitNOFILE` sets it.
     pub nofile: Option<u64>,
 }
 
@@ -135,7 +135,7 @@ impl Lab {
         let child = cmd.spawn().expect("spawn agent");
         self.agent = Some(child);
         // Ready when it answers; no timing assumption beyond a generous ceiling.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while Instant::now() < deadline {
             if self.in_a(|| rt().block_on(async { client(&self.url()).await.is_ok() })) {
                 return;
@@ -346,7 +346,7 @@ pub fn retry_outside(lo: f64, hi: f64, mut measure: impl FnMut() -> f64) -> f64 
 /// Polls `cond` until true or a generous ceiling passes (not a timing assertion:
 /// the ceiling only stops a broken test from hanging).
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while Instant::now() < deadline {
         if cond() {
             return;

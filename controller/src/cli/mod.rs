@@ -17,7 +17,7 @@ use crate::{remote::{explain, unreachable_error}, units};
 #[derive(Parser)]
 #[command(name = "faultline", version, about = "faultline: inject network faults and see what they do")]
 pub struct Cli {
-    /// The agent to talk to, e.g. https://10.0.0.5:7070.
+    /// The agent to talk to, e.g. <https://10.0.0.5:7070>.
     #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "https://127.0.0.1:7070", help_heading = "Connection")]
     agent: String,
     /// ca.pem and this side's certificate: cli.pem/cli-key.pem, or controller.pem/
@@ -38,7 +38,7 @@ pub struct Cli {
 impl Cli {
     /// `--agent` and `--controller` (or their variables) decide who is asked. A flag on the
     /// command line is a choice and the environment a default: `--agent URL` wins over an
-    /// exported FAULTLINE_CONTROLLER (which `lab status --env` suggests), and is never
+    /// exported `FAULTLINE_CONTROLLER` (which `lab status --env` suggests), and is never
     /// silently ignored; both flags on one command line are refused.
     pub fn settle_endpoints(&mut self, agent: Option<clap::parser::ValueSource>, controller: Option<clap::parser::ValueSource>) -> Result<()> {
         use clap::parser::ValueSource::{CommandLine, EnvVariable};
@@ -187,7 +187,7 @@ fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
         "id": f.id,
         "kind": kind,
         "interface": s.interface,
-        "direction": pb::Direction::try_from(s.direction).map(|d| d.as_str_name()).unwrap_or("?"),
+        "direction": pb::Direction::try_from(s.direction).map_or("?", |d| d.as_str_name()),
         "peers": s.r#match.map(|m| m.peers).unwrap_or_default(),
         "lease_ms": s.lease_ms,
         "label": s.label,
@@ -291,7 +291,7 @@ fn print_sample(s: &pb::MetricsSample) {
     }
     if !s.drops.is_empty() {
         let mut drops = s.drops.clone();
-        drops.sort_by(|a, b| b.count.cmp(&a.count));
+        drops.sort_by_key(|d| std::cmp::Reverse(d.count));
         println!("kernel drops: {}", drops.iter().map(|d| format!("{} {}", d.reason, d.count)).collect::<Vec<_>>().join(", "));
     }
     for f in &s.faults {
@@ -420,6 +420,7 @@ enum AgentCall {
     Metrics { peers: Vec<String>, watch: bool, interval: Duration, json: bool },
 }
 
+#[expect(clippy::too_many_lines, reason = "one arm per agent call, each a request and its rendering")]
 async fn agent_call(url: &str, security: &Security, call: AgentCall) -> Result<()> {
     let endpoint = security.endpoint("--agent", url, AGENT_NAME)?;
     let mut client = AgentServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("agent", url, &e))?);

@@ -72,7 +72,7 @@ pub struct Opts {
     /// Where the lab keeps certificates, configuration, logs and state.
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
-    /// Hosts are qemu VMs booted from IMAGE_DIR (disk.img, vmlinuz, stage1.gz, made by
+    /// Hosts are qemu VMs booted from `IMAGE_DIR` (disk.img, vmlinuz, stage1.gz, made by
     /// `cargo xtask vm-lab-image`): a Debian kernel, so netem delay works even where this
     /// machine's kernel has none. KVM when it works, TCG otherwise.
     #[arg(long, value_name = "IMAGE_DIR")]
@@ -410,7 +410,7 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     let deadline = Instant::now() + registered;
     loop {
         lab.check_alive()?;
-        let healthy = agents(dir).await.map(|a| a.iter().filter(|a| a.healthy).count()).unwrap_or(0);
+        let healthy = agents(dir).await.map_or(0, |a| a.iter().filter(|a| a.healthy).count());
         if healthy == usize::from(n) {
             break;
         }
@@ -486,49 +486,7 @@ fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &s
 
 /// The system under test, one definition for both kinds of lab (the namespace lab runs
 /// these itself; a VM gets them on its seed disk and installs them).
-mod sut {
-    use super::host_ip;
-
-    /// nginx on h1 over the backends. Short proxy timeouts and a retry on the next backend:
-    /// the way a real balancer is tuned, and what makes a slow or dead backend visible as
-    /// latency, not only errors.
-    pub fn balancer_site(hosts: u8) -> String {
-        let upstream: String = (2..=hosts).map(|i| format!("server {}:8080 max_fails=1 fail_timeout=2s; ", host_ip(i))).collect();
-        format!(
-            "  upstream backends {{ {upstream}keepalive 32; }}\n  server {{ listen {}:80; location / {{ proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
-             proxy_connect_timeout 200ms; proxy_read_timeout 500ms; proxy_next_upstream error timeout; add_header X-Backend $upstream_addr; }} }}\n",
-            host_ip(1)
-        )
-    }
-
-    pub fn backend_site(i: u8, root: &str) -> String {
-        format!("  server {{ listen {}:8080; root {root}; }}\n", host_ip(i))
-    }
-
-    /// A 2 KiB page whose first line names the backend: big enough that a bandwidth limit
-    /// of a few hundred kbit/s is felt at the lab's 100 requests/s.
-    pub fn page(i: u8) -> String {
-        let host = format!("h{i}");
-        format!("{host}\n{}\n", "x".repeat(2044 - host.len()))
-    }
-
-    /// redis settings as (name, value): h2 the primary, the others its replicas.
-    pub fn redis(i: u8) -> Vec<(&'static str, String)> {
-        let mut v = vec![("bind", host_ip(i)), ("protected-mode", "no".into()), ("save", String::new())];
-        if i > 2 {
-            v.push(("replicaof", format!("{} 6379", host_ip(2))));
-        }
-        v
-    }
-
-    pub fn labels(i: u8) -> Vec<String> {
-        if i == 1 {
-            vec!["role=web".into()]
-        } else {
-            vec!["role=backend".into(), format!("zone={}", if i % 2 == 0 { "a" } else { "b" }), format!("redis={}", if i == 2 { "primary" } else { "replica" })]
-        }
-    }
-}
+mod sut;
 
 /// Each host a network namespace with a veth pair into the bridge, its services and its agent.
 fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Path, redis: &Path) -> Result<()> {
@@ -606,11 +564,10 @@ fn down(dir: &Path) -> Result<()> {
             ip(&["link", "del", tap])?;
         }
     }
-    if let Some(b) = &s.bridge {
-        if link_exists(b) {
+    if let Some(b) = &s.bridge
+        && link_exists(b) {
             ip(&["link", "del", b])?;
         }
-    }
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     let hosts = if s.vm { format!("{} taps", s.taps.len()) } else { format!("{} namespaces", s.netns.len()) };
     println!("lab down: {} processes stopped, {hosts} and the bridge removed, {} removed", s.processes.len(), dir.display());
@@ -677,13 +634,10 @@ async fn demo(o: &Opts, keep: bool, out: Option<PathBuf>, scenario: Option<PathB
 }
 
 async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> Result<(PathBuf, PathBuf)> {
-    let file = match scenario {
-        Some(f) => f,
-        None => {
-            let f = o.dir.join("lab.yaml");
-            std::fs::write(&f, LAB_SCENARIO)?;
-            f
-        }
+    let file = if let Some(f) = scenario { f } else {
+        let f = o.dir.join("lab.yaml");
+        std::fs::write(&f, LAB_SCENARIO)?;
+        f
     };
     crate::run::scenario::load(&file)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("lab-{}", crate::run::utc_stamp())));

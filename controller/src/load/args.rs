@@ -44,16 +44,16 @@ pub struct LoadArgs {
     /// A new connection for every request.
     #[arg(long)]
     no_reuse: bool,
-    /// tcp://: bytes to send per request (with \r \n \t \\ escapes); without it a request is a connect.
+    /// <tcp://>: bytes to send per request (with \r \n \t \\ escapes); without it a request is a connect.
     #[arg(long)]
     send: Option<String>,
-    /// tcp://: read until these bytes arrive (default: any answer).
+    /// <tcp://>: read until these bytes arrive (default: any answer).
     #[arg(long, default_value = "")]
     expect: String,
-    /// redis://: percent of requests that are SET (the rest GET).
+    /// <redis://>: percent of requests that are SET (the rest GET).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
     redis_set_percent: u32,
-    /// redis://: keys faultline:0..N.
+    /// <redis://>: keys faultline:0..N.
     #[arg(long, default_value_t = 1000)]
     redis_keys: u64,
     /// https://: trust the CA(s) in this PEM file instead of the system's.
@@ -65,7 +65,7 @@ pub struct LoadArgs {
     /// https://: the name the server's certificate must carry (default: the URL's IP).
     #[arg(long)]
     tls_server_name: Option<String>,
-    /// redis://: bytes per SET value.
+    /// <redis://>: bytes per SET value.
     #[arg(long, default_value_t = 100)]
     redis_value_size: usize,
     /// Also write summary.json and seconds.csv (one row per second) here.

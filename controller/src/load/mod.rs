@@ -108,79 +108,76 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
     let rec: Shared = Arc::default();
     let started_unix_ms = (std::time::SystemTime::now() + start.saturating_duration_since(Instant::now())).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let end = start + spec.duration;
-    let (scheduled, target_rate, workers) = match &spec.shape {
-        Some(shape) => {
-            let arrivals = shape.arrivals(spec.duration, spec.seed);
-            let n = arrivals.len() as u64;
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Duration)>();
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            let workers: Vec<_> = (0..spec.connections)
-                .map(|_| {
-                    let (rx, rec, target, timeout) = (rx.clone(), rec.clone(), spec.target.clone(), spec.timeout);
-                    tokio::spawn(async move {
-                        let mut conn = Conns::default();
-                        loop {
-                            let Some((n, at)) = rx.lock().await.recv().await else { break };
-                            let now = Instant::now();
-                            let lag = now.saturating_duration_since(start + at);
-                            // Still queued when the run and its grace are over: never sent, and said so.
-                            if now > end + timeout {
-                                lock(&rec).record(at, lag, Duration::ZERO, Outcome::Failed(Failure::NotStarted));
-                                continue;
-                            }
-                            let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
-                                conn.drop_all();
-                                Outcome::Failed(Failure::Timeout)
-                            });
-                            lock(&rec).record(at, lag, now.elapsed(), outcome);
+    let (scheduled, target_rate, workers) = if let Some(shape) = &spec.shape {
+        let arrivals = shape.arrivals(spec.duration, spec.seed);
+        let n = arrivals.len() as u64;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Duration)>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers: Vec<_> = (0..spec.connections)
+            .map(|_| {
+                let (rx, rec, target, timeout) = (rx.clone(), rec.clone(), spec.target.clone(), spec.timeout);
+                tokio::spawn(async move {
+                    let mut conn = Conns::default();
+                    loop {
+                        let Some((n, at)) = rx.lock().await.recv().await else { break };
+                        let now = Instant::now();
+                        let lag = now.saturating_duration_since(start + at);
+                        // Still queued when the run and its grace are over: never sent, and said so.
+                        if now > end + timeout {
+                            lock(&rec).record(at, lag, Duration::ZERO, Outcome::Failed(Failure::NotStarted));
+                            continue;
                         }
-                    })
+                        let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
+                            conn.drop_all();
+                            Outcome::Failed(Failure::Timeout)
+                        });
+                        lock(&rec).record(at, lag, now.elapsed(), outcome);
+                    }
                 })
-                .collect();
-            let dispatcher = tokio::spawn(async move {
-                let mut i = 0;
-                while i < arrivals.len() {
-                    // Release every start that is due, then sleep until the next one.
-                    let now = Instant::now();
-                    while i < arrivals.len() && start + arrivals[i] <= now {
-                        let _ = tx.send((i as u64, arrivals[i]));
-                        i += 1;
-                    }
-                    if i < arrivals.len() {
-                        tokio::time::sleep_until((start + arrivals[i]).into()).await;
-                    }
+            })
+            .collect();
+        let dispatcher = tokio::spawn(async move {
+            let mut i = 0;
+            while i < arrivals.len() {
+                // Release every start that is due, then sleep until the next one.
+                let now = Instant::now();
+                while i < arrivals.len() && start + arrivals[i] <= now {
+                    let _ = tx.send((i as u64, arrivals[i]));
+                    i += 1;
                 }
-            });
-            let rate = match shape {
-                Shape::Constant { rate } | Shape::Poisson { rate } => Some(*rate),
-                _ => Some(n as f64 / spec.duration.as_secs_f64()),
-            };
-            let mut workers = workers;
-            workers.push(dispatcher);
-            (Some(n), rate, workers)
-        }
-        None => {
-            let workers: Vec<_> = (0..spec.connections)
-                .map(|w| {
-                    let (rec, target, timeout, stride) = (rec.clone(), spec.target.clone(), spec.timeout, spec.connections as u64);
-                    tokio::spawn(async move {
-                        tokio::time::sleep_until(start.into()).await;
-                        let mut conn = Conns::default();
-                        let mut n = w as u64;
-                        while Instant::now() < end {
-                            let sent = Instant::now();
-                            let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
-                                conn.drop_all();
-                                Outcome::Failed(Failure::Timeout)
-                            });
-                            lock(&rec).record(sent - start, Duration::ZERO, sent.elapsed(), outcome);
-                            n += stride;
-                        }
-                    })
+                if i < arrivals.len() {
+                    tokio::time::sleep_until((start + arrivals[i]).into()).await;
+                }
+            }
+        });
+        let rate = match shape {
+            Shape::Constant { rate } | Shape::Poisson { rate } => Some(*rate),
+            _ => Some(n as f64 / spec.duration.as_secs_f64()),
+        };
+        let mut workers = workers;
+        workers.push(dispatcher);
+        (Some(n), rate, workers)
+    } else {
+        let workers: Vec<_> = (0..spec.connections)
+            .map(|w| {
+                let (rec, target, timeout, stride) = (rec.clone(), spec.target.clone(), spec.timeout, spec.connections as u64);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(start.into()).await;
+                    let mut conn = Conns::default();
+                    let mut n = w as u64;
+                    while Instant::now() < end {
+                        let sent = Instant::now();
+                        let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
+                            conn.drop_all();
+                            Outcome::Failed(Failure::Timeout)
+                        });
+                        lock(&rec).record(sent - start, Duration::ZERO, sent.elapsed(), outcome);
+                        n += stride;
+                    }
                 })
-                .collect();
-            (None, None, workers)
-        }
+            })
+            .collect();
+        (None, None, workers)
     };
     let aborts: Vec<_> = workers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
     let all = futures_util::future::join_all(workers);
@@ -235,9 +232,9 @@ pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
 }
 
 /// The raw histograms, one interval per second and kind ("corrected": from the intended
-/// start; "uncorrected": from the actual send), in µs, as an HdrHistogram interval log
-/// (V2, compressed, base64) — readable by HistogramLogProcessor, HdrHistogram's Python
-/// and Go ports, and `hdrhistogram`'s IntervalLogIterator. Ends with the run's total.
+/// start; "uncorrected": from the actual send), in µs, as an `HdrHistogram` interval log
+/// (V2, compressed, base64) — readable by `HistogramLogProcessor`, `HdrHistogram`'s Python
+/// and Go ports, and `hdrhistogram`'s `IntervalLogIterator`. Ends with the run's total.
 pub fn interval_log(run: &Run) -> Vec<u8> {
     use hdrhistogram::serialization::{V2DeflateSerializer, interval_log::{IntervalLogWriterBuilder, Tag}};
     let start = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(run.started_unix_ms).unwrap_or(0));

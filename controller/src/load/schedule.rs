@@ -201,7 +201,7 @@ mod tests {
         let a = Shape::Constant { rate: 200.0 }.arrivals(s(10.0), 1);
         assert_eq!(a.len(), 2000);
         assert_eq!(a[0], Duration::ZERO);
-        let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let gaps: Vec<f64> = a.windows(2).map(|w| w[1].checked_sub(w[0]).unwrap().as_secs_f64()).collect();
         assert!(gaps.iter().all(|g| (g - 0.005).abs() < 1e-6), "{:?}", &gaps[..5]);
     }
 
@@ -239,7 +239,7 @@ mod tests {
         let n = a.len() as f64;
         // Count: Poisson(60000), sd 245; 4 sd.
         assert!((n - 60_000.0).abs() < 4.0 * 245.0, "{n}");
-        let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let gaps: Vec<f64> = a.windows(2).map(|w| w[1].checked_sub(w[0]).unwrap().as_secs_f64()).collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
         // Exponential: sd equals the mean (coefficient of variation 1; evenly spaced would be 0).

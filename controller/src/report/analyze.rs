@@ -73,7 +73,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 { v[n / 2] } else { f64::midpoint(v[n / 2 - 1], v[n / 2]) }
 }
 
 /// (median, robust sigma)
@@ -204,7 +204,7 @@ impl Table {
 fn whole_kernel_drops(path: &Path) -> std::collections::BTreeSet<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut lines = text.lines();
-    let Some(col) = lines.next().and_then(|h| h.split(',').position(|c| c == "drops_whole_kernel")) else { return Default::default() };
+    let Some(col) = lines.next().and_then(|h| h.split(',').position(|c| c == "drops_whole_kernel")) else { return std::collections::BTreeSet::new() };
     lines.filter(|l| l.split(',').nth(col) == Some("true")).filter_map(|l| l.split(',').next().map(str::to_owned)).collect()
 }
 
@@ -250,7 +250,7 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
     let faults = summary["faults"].as_array().cloned().unwrap_or_default();
     let last_revert = faults.iter().filter_map(|f| f["reverted_at_s"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let recovered = last_revert.map(|r| recovery(&secs, &b, r, 3));
-    let measured = |s: &Value, name: &str| s["phases"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)).map(|p| p["measured"].clone()).unwrap_or(Value::Null);
+    let measured = |s: &Value, name: &str| s["phases"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)).map_or(Value::Null, |p| p["measured"].clone());
     let base_m = measured(&ref_summary, "baseline");
     let mut phases = Vec::new();
     for name in ["baseline", "fault", "recovery"] {

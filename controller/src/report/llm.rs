@@ -1,6 +1,6 @@
 //! An LLM-written summary for `faultline report`, when an OpenAI-compatible endpoint is
-//! configured: FAULTLINE_LLM_URL (or OPENAI_BASE_URL), e.g. https://api.openai.com/v1 or a
-//! local llama.cpp/vLLM server; OPENAI_API_KEY if it needs one; FAULTLINE_LLM_MODEL
+//! configured: `FAULTLINE_LLM_URL` (or `OPENAI_BASE_URL`), e.g. <https://api.openai.com/v1> or a
+//! local llama.cpp/vLLM server; `OPENAI_API_KEY` if it needs one; `FAULTLINE_LLM_MODEL`
 //! (default gpt-4o-mini). The model gets the findings and the analysis (JSON) and is asked
 //! for a short account for an on-call engineer; its text goes into report.html under a
 //! label saying who wrote it, and into llm-summary.md. Without the variables nothing is
@@ -86,7 +86,7 @@ async fn post(e: &Endpoint, body: Vec<u8>) -> Result<Value> {
 /// Asks the endpoint; Ok(text) or why not.
 pub async fn summarize(e: &Endpoint, findings: &[String], analysis: &Value) -> Result<String> {
     let body = serde_json::to_vec(&request(&e.model, findings, analysis))?;
-    let answer = tokio::time::timeout(Duration::from_secs(120), post(e, body)).await.context("no answer within 120 s")??;
+    let answer = tokio::time::timeout(Duration::from_mins(2), post(e, body)).await.context("no answer within 120 s")??;
     let text = answer["choices"][0]["message"]["content"].as_str().context("the answer has no choices[0].message.content")?.trim().to_owned();
     if text.is_empty() {
         bail!("the model answered with an empty text");

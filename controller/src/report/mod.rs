@@ -108,7 +108,7 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
         let px = a.x(*x);
         let _ = write!(s, r##"<line x1="{px:.1}" x2="{px:.1}" y1="{T}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##, H - B, px + 3.0, T + 12.0, esc(name));
     }
-    let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"##, (L + W - R) / 2.0, H - 6.0, (T + H - B) / 2.0, esc(y_label));
+    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"#, (L + W - R) / 2.0, H - 6.0, (T + H - B) / 2.0, esc(y_label));
     let _ = write!(s, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, W - L - R, H - T - B);
     for (_, color, pts) in series {
         let path: Vec<String> = pts.iter().filter(|p| p.1.is_finite() && (!log || p.1 > 0.0)).map(|(t, v)| format!("{:.1},{:.1}", a.x(*t), a.y(*v))).collect();
@@ -169,7 +169,7 @@ pub fn bars(title: &str, y_label: &str, groups: &[(String, Vec<(&str, &str, f64)
     s
 }
 
-/// SVG to PNG with resvg, fonts from the system (DejaVu on Debian).
+/// SVG to PNG with resvg, fonts from the system (`DejaVu` on Debian).
 pub fn png(svg: &str, path: &Path) -> Result<()> {
     use resvg::{tiny_skia, usvg};
     let mut opt = usvg::Options::default();
@@ -293,6 +293,7 @@ fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f
 }
 
 /// Writes report.html and throughput.png, latency.png, phases.png into the run directory.
+#[expect(clippy::too_many_lines, reason = "the page top to bottom, in the order a reader sees it")]
 pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
     let an = analyze::analyze(dir, baseline)?;
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
@@ -434,9 +435,9 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         }
         None => html += "<p>No kernel metrics in this run (kernel.csv is missing or empty: agents unreachable from the CLI, or without kernel metrics).</p>",
     }
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>, <code>kernel.csv</code>, <code>drops.csv</code>, <code>host.csv</code>, <code>agents.csv</code>; plots as PNG: {}.</p></body></html>\n",
+        "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>, <code>kernel.csv</code>, <code>drops.csv</code>, <code>host.csv</code>, <code>agents.csv</code>; plots as PNG: {}.</p></body></html>",
         plots.iter().map(|(n, _)| format!("{n}.png")).collect::<Vec<_>>().join(", ")
     );
     std::fs::write(dir.join("analysis.json"), format!("{an:#}\n"))?;

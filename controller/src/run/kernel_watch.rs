@@ -36,11 +36,11 @@ pub struct AgentClock {
 #[derive(Default)]
 pub struct Collected {
     pub agents: Vec<AgentClock>,
-    /// (our unix ms, "agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures")
+    /// (our unix ms, "`agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures`")
     pub kernel: Vec<(f64, String)>,
     /// (our unix ms, "agent,reason,drops")
     pub drops: Vec<(f64, String)>,
-    /// (our unix ms, "agent,cpu_percent,memory_used_bytes,load1")
+    /// (our unix ms, "`agent,cpu_percent,memory_used_bytes,load1`")
     pub host: Vec<(f64, String)>,
 }
 
@@ -59,7 +59,7 @@ async fn offset(c: &mut AgentServiceClient<tonic::transport::Channel>) -> Result
         let t0 = now_ms();
         let s = c.get_metrics(apb::GetMetricsRequest {}).await.map_err(|e| format!("{:?}: {}", e.code(), e.message()))?.into_inner();
         let t1 = now_ms();
-        let (off, half) = (s.unix_ms as f64 + 0.5 - (t0 + t1) / 2.0, (t1 - t0) / 2.0);
+        let (off, half) = (s.unix_ms as f64 + 0.5 - f64::midpoint(t0, t1), (t1 - t0) / 2.0);
         if best.is_none_or(|b| half < b.1) {
             best = Some((off, half));
         }
@@ -123,11 +123,10 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                         }
                     }
                 }
-                if s.drops_whole_kernel {
-                    if let Some(a) = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.iter_mut().find(|a| a.name == name) {
+                if s.drops_whole_kernel
+                    && let Some(a) = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.iter_mut().find(|a| a.name == name) {
                         a.drops_whole_kernel = true;
                     }
-                }
                 if let Some(h) = &s.host {
                     rows.2.push((t, format!("{name},{:.1},{},{:.2}", h.cpu_percent, h.memory_used_bytes, h.load1)));
                 }

@@ -3,6 +3,7 @@
 //! faults go through the controller.
 
 use std::{
+    fmt::Write as _,
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -212,6 +213,7 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, secur
 }
 
 /// Runs the scenario and writes the run directory; the verdict is the caller's to judge.
+#[expect(clippy::too_many_lines, reason = "the run's timeline: load, fault tasks, guardrails and stop on one clock, in order")]
 pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<Outcome> {
     let s = crate::run::scenario::load(&args.scenario)?;
     let mut load_argv = s.load_args.clone();
@@ -352,6 +354,11 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     timeline.sort_by_key(|t| t.index);
     let placed: Vec<Vec<OnRunClock>> = timeline.iter().map(|t| t.parts.iter().map(|p| p.on_run_clock(&clocks, run.started_unix_ms as f64)).collect()).collect();
 
+    finish(&s, &run, dir, &timeline, &placed, aborted)
+}
+
+/// The run's verdicts and its directory's files, once load and faults are done.
+fn finish(s: &Scenario, run: &load::Run, dir: PathBuf, timeline: &[Timeline], placed: &[Vec<OnRunClock>], aborted: Option<String>) -> Result<Outcome> {
     // Analysis of the steady state before the faults and after recovery.
     let secs = |d: Duration| d.as_secs();
     let phases = [
@@ -383,7 +390,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
             verdicts.push(json!({"hypothesis": c.text, "phase": phase, "holds": ok, "value": v}));
         };
         check("fault".into(), &windows["fault"]);
-        for t in &timeline {
+        for t in timeline {
             let (Some(from), Some(to)) = (t.applied_at, t.reverted_at.or(t.applied_at.map(|_| t.planned_end))) else { continue };
             let w = window(&run.recorder, from.floor() as u64, (to.ceil() as u64).max(from.floor() as u64 + 1));
             if w.requests > 0 {
@@ -398,31 +405,32 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
         "aborted": aborted,
         "phases": phases.iter().map(|(n, a, b)| json!({"name": n, "from_s": a, "to_s": b, "measured": windows[n].json()})).collect::<Vec<_>>(),
         "hypothesis": verdicts,
-        "faults": timeline.iter().zip(&placed).map(|(t, placed)| {
+        "faults": timeline.iter().zip(placed).map(|(t, placed)| {
             let parts: Vec<Value> = t.parts.iter().zip(placed).map(|(p, c)| {
                 json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_s": c.applied_s, "reverted_at_s": c.reverted_s, "clock_offset_ms": c.clock.map(|c| c.0), "offset_uncertainty_ms": c.clock.map(|c| c.1)})
             }).collect();
             json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error, "skipped": t.skipped, "parts": parts})
         }).collect::<Vec<_>>(),
-        "load": load::summary(&run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
+        "load": load::summary(run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
     });
     std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))?;
     std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
-    std::fs::write(dir.join("latency.hlog"), load::interval_log(&run))?;
+    std::fs::write(dir.join("latency.hlog"), load::interval_log(run))?;
     let mut csv = String::from("index,fault,id,agents,planned_at_s,planned_end_s,applied_at_s,reverted_at_s,error\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
-    for t in &timeline {
-        csv += &format!("{},{:?},{},{},{:.3},{:.3},{},{},{:?}\n", t.index, t.describe, t.id, t.agents.join(" "), t.planned_at, t.planned_end, opt(t.applied_at), opt(t.reverted_at), t.error);
+    for t in timeline {
+        let _ = writeln!(csv, "{},{:?},{},{},{:.3},{:.3},{},{},{:?}", t.index, t.describe, t.id, t.agents.join(" "), t.planned_at, t.planned_end, opt(t.applied_at), opt(t.reverted_at), t.error);
     }
     std::fs::write(dir.join("faults.csv"), csv)?;
     // The same, per agent: when each agent's kernel change was in place and undone, by
     // its own clock, and on the run's clock through its measured offset.
     let mut csv = String::from("index,id,agent,agent_fault_id,applied_at_s,reverted_at_s,clock_offset_ms,offset_uncertainty_ms,applied_agent_unix_ms,reverted_agent_unix_ms\n");
     let ms = |v: i64| if v > 0 { v.to_string() } else { String::new() };
-    for (t, placed) in timeline.iter().zip(&placed) {
+    for (t, placed) in timeline.iter().zip(placed) {
         for (p, c) in t.parts.iter().zip(placed) {
-            csv += &format!(
-                "{},{},{},{},{},{},{},{},{},{}\n",
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{},{},{},{},{}",
                 t.index,
                 t.id,
                 p.agent,

@@ -57,7 +57,7 @@ fn zero() -> String {
 pub struct Condition {
     pub metric: Metric,
     pub less: bool,
-    /// Milliseconds for latencies, a fraction for error_rate, requests/s for rate.
+    /// Milliseconds for latencies, a fraction for `error_rate`, requests/s for rate.
     pub value: f64,
     pub text: String,
 }
@@ -356,7 +356,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
     let parsed = FaultArgs::try_parse_from(&argv).map_err(|e| {
         // clap names the flag; say it the way the file does.
         let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", "").to_owned();
+        let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", "").clone();
         (format!("faults[{index}]"), first)
     })?;
     let spec = crate::faults::spec(&parsed.apply).map_err(|e| (format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;

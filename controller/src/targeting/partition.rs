@@ -84,7 +84,7 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
             let b = pick("bridge")?;
             let rest: Vec<String> = order.iter().filter(|a| **a != b).cloned().collect();
             let (x, y) = rest.split_at(rest.len() / 2);
-            vec![[x, &[b.clone()]].concat(), [y, &[b]].concat()]
+            vec![[x, std::slice::from_ref(&b)].concat(), [y, &[b]].concat()]
         }
         Shape::MajoritiesRing => {
             if n < 5 {

@@ -1,0 +1,45 @@
+//! The controller's configuration file (TOML).
+
+use std::{collections::BTreeMap, net::SocketAddr, path::{Path, PathBuf}};
+
+use anyhow::{Context, Result};
+
+/// The controller's config file (TOML).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    /// How often the controller heartbeats agents and renews leases.
+    pub heartbeat_ms: Option<u64>,
+    /// The `SQLite` file holding agents, faults and events across restarts.
+    pub state: Option<PathBuf>,
+    /// ca.pem, controller.pem, controller-key.pem (default /etc/faultline/tls).
+    pub tls_dir: Option<PathBuf>,
+    /// Serve Prometheus text at <http://ADDR/metrics>.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export tracing spans over OTLP/gRPC to this collector, e.g. <http://collector:4317>.
+    pub otlp_endpoint: Option<String>,
+    /// Agents the controller reaches without their registering.
+    #[serde(default)]
+    pub agents: Vec<StaticAgent>,
+    /// A registered agent down this long (session closed, not back) and holding no fault
+    /// is forgotten, so a stale registration cannot block selections for good
+    /// (default 600).
+    pub forget_down_after_s: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAgent {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: not a valid controller config", path.display()))
+    }
+}
