@@ -141,9 +141,7 @@ pub struct Engine {
     pub attach_mode: AttachMode,
 }
 
-pub(crate) fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use faultline_proto::unix_ms;
 
 /// Loads the tc classifier and (unless disabled) the tracepoint programs, and probes the
 /// host with the outcome: what `Describe` reports and `faultline-agent --doctor` prints.

@@ -209,13 +209,7 @@ async fn serve() -> Result<()> {
         }
     });
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServiceServer<Service>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(faultline_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building reflection service")?;
+    let (health_service, reflection) = faultline_proto::service::health_and_reflection::<AgentServiceServer<Service>>().await.context("building reflection service")?;
 
     // Bounded: a stranger's idle connections cannot take the descriptors the agent needs
     // to revert; the controller's address is never refused for the total.

@@ -103,10 +103,6 @@ fn le(b: usize) -> String {
     format!("{}", us as f64 / 1e6)
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 fn histogram(out: &mut String, name: &str, labels: &str, h: &pb::Histogram) {
     let mut cumulative = 0;
     // The last bucket is open-ended, so it is +Inf alone.
@@ -123,7 +119,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &pb::Histogram) {
 #[must_use] 
 pub fn prometheus(s: &pb::MetricsSample) -> String {
     let mut o = String::new();
-    let peer = |p: &pb::PeerMetrics| format!("peer=\"{}\"", escape(&p.peer));
+    let peer = |p: &pb::PeerMetrics| format!("peer=\"{}\"", faultline_proto::prometheus_escape(&p.peer));
     o += "# HELP faultline_tcp_srtt_seconds TCP smoothed round-trip time per remote peer, one sample per received segment (tcp:tcp_probe).\n# TYPE faultline_tcp_srtt_seconds histogram\n";
     for p in &s.peers {
         if let Some(h) = &p.srtt {
@@ -148,11 +144,11 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
     }
     o += "# HELP faultline_kernel_drops_total Packets the kernel freed as dropped, by drop reason (skb:kfree_skb).\n# TYPE faultline_kernel_drops_total counter\n";
     for d in &s.drops {
-        let _ = writeln!(o, "faultline_kernel_drops_total{{reason=\"{}\"}} {}", escape(&d.reason), d.count);
+        let _ = writeln!(o, "faultline_kernel_drops_total{{reason=\"{}\"}} {}", faultline_proto::prometheus_escape(&d.reason), d.count);
     }
     let fault = |f: &pb::FaultStatus| {
         let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", pb::fault_spec::Kind::name);
-        format!("fault=\"{}\",kind=\"{kind}\"", escape(&f.id))
+        format!("fault=\"{}\",kind=\"{kind}\"", faultline_proto::prometheus_escape(&f.id))
     };
     for (name, help, get) in [
         ("faultline_fault_matched_packets_total", "Packets an active eBPF fault matched.", (|c: &pb::Counters| c.matched_packets) as fn(&pb::Counters) -> u64),
@@ -191,7 +187,7 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             for i in &h.interfaces {
-                let _ = writeln!(o, "{name}{{interface=\"{}\"}} {}", escape(&i.name), get(i));
+                let _ = writeln!(o, "{name}{{interface=\"{}\"}} {}", faultline_proto::prometheus_escape(&i.name), get(i));
             }
         }
     }

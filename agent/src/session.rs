@@ -54,11 +54,5 @@ impl Registration {
 
 /// The causes under a transport error (a TLS refusal hides two levels down).
 pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push(c.to_string());
-        cur = c.source();
-    }
-    out.join(": ")
+    faultline_proto::error_chain(e).join(": ")
 }

@@ -2,12 +2,7 @@
 //! (and why, TLS included) and a refused call, in words. Shared by the CLI and runs.
 
 pub fn unreachable_error(what: &str, url: &str, e: &tonic::transport::Error) -> anyhow::Error {
-    let mut causes = Vec::new();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        causes.push(c.to_string());
-        cur = c.source();
-    }
+    let mut causes = faultline_proto::error_chain(e);
     causes.dedup();
     let hint = match what {
         "agent" => "is faultline-agent running there? set --agent",

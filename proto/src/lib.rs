@@ -42,6 +42,36 @@ impl agent::v1::fault_spec::Kind {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 before it): how every side reports wall time.
+#[must_use]
+pub fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+#[must_use]
+pub fn now_unix_ms() -> i64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
+/// A Prometheus label value, escaped as the text format wants it.
+#[must_use]
+pub fn prometheus_escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The causes under an error, outermost first (a TLS refusal hides two levels down).
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 /// The longest lease anything accepts (CLI, scenario files, controller, agent): a week.
 pub const MAX_LEASE: std::time::Duration = std::time::Duration::from_hours(168);
 

@@ -55,3 +55,21 @@ where
         Ok(())
     }
 }
+
+/// The health service (reporting `S` as serving) and the reflection service that every
+/// daemon offers beside its own.
+pub async fn health_and_reflection<S: tonic::server::NamedService>() -> Result<
+    (
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let (health, service) = tonic_health::server::health_reporter();
+    health.set_serving::<S>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok((service, reflection))
+}

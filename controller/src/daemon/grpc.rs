@@ -14,7 +14,7 @@ use faultline_proto::{
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::{AgentEntry, Controller, Fault, client, now_ms, unix_ms};
+use super::{AgentEntry, Controller, Fault, ONE_SHOT_ID, Source, client, now_ms, unix_ms};
 use super::store::StoredAgent;
 use crate::targeting::partition;
 
@@ -77,7 +77,7 @@ impl ControllerService for Controller {
         let d = c.describe(apb::DescribeRequest {}).await.map_err(|e| Status::unavailable(format!("url: cannot reach the agent at {}: {}", r.url, e.message())))?.into_inner();
         let session = {
             let mut st = self.lock();
-            if st.agents.get(&r.name).is_some_and(|a| a.source == "inventory") {
+            if st.agents.get(&r.name).is_some_and(|a| a.source == Source::Inventory) {
                 return Err(Status::already_exists(format!("name: {:?} is a static inventory agent", r.name)));
             }
             let session = st.agents.get(&r.name).map_or(1, |a| a.session + 1);
@@ -87,7 +87,7 @@ impl ControllerService for Controller {
                     name: r.name.clone(),
                     url: r.url.clone(),
                     labels: r.labels.into_iter().collect(),
-                    source: "registered",
+                    source: Source::Registered,
                     healthy: true,
                     last_heartbeat: Some(SystemTime::now()),
                     describe: Some(d),
@@ -100,7 +100,7 @@ impl ControllerService for Controller {
         };
         tracing::info!(agent = r.name, url = r.url, session, "registered");
         let labels = self.lock().agents[&r.name].labels.clone();
-        let stored = StoredAgent { name: r.name.clone(), url: r.url.clone(), labels, source: "registered".into(), last_seen_ms: now_ms() };
+        let stored = StoredAgent { name: r.name.clone(), url: r.url.clone(), labels, source: Source::Registered.as_str().into(), last_seen_ms: now_ms() };
         if let Err(e) = self.store.put_agent(&stored) {
             tracing::error!("{e}");
         }
@@ -138,7 +138,7 @@ impl ControllerService for Controller {
                     name: a.name.clone(),
                     url: a.url.clone(),
                     labels: a.labels.clone().into_iter().collect(),
-                    source: a.source.into(),
+                    source: a.source.as_str().into(),
                     healthy: a.healthy,
                     last_heartbeat_unix_ms: a.last_heartbeat.map_or(0, unix_ms),
                     hostname: d.hostname,
@@ -203,7 +203,7 @@ impl ControllerService for Controller {
                 expires: Instant::now(),
                 agent_applied_ms: placed.applied_ms,
             });
-            status.id = "done".into();
+            status.id = ONE_SHOT_ID.into();
             return Ok(Response::new(pb::ApplyFaultResponse { fault: Some(status) }));
         }
         let status = self.record(spec, placed, BTreeMap::new());
@@ -299,7 +299,7 @@ impl ControllerService for Controller {
             let Some(a) = st.agents.get(&name) else {
                 return Err(Status::not_found(format!("name: no agent {} (agents: {})", faultline_proto::quote(&name), st.agents.keys().cloned().collect::<Vec<_>>().join(", "))));
             };
-            if a.source == "inventory" {
+            if a.source == Source::Inventory {
                 return Err(Status::failed_precondition(format!("name: {name} is listed in the controller's config; remove it there")));
             }
             if let Some(f) = st.faults.values().find(|f| f.placements.iter().any(|(n, _)| *n == name)) {

@@ -33,11 +33,34 @@ use self::{
 };
 use crate::targeting::{self, partition};
 
+/// How the controller knows an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Listed in the config's `[[agents]]`: polled, never forgotten.
+    Inventory,
+    /// Registered itself with a session.
+    Registered,
+}
+
+impl Source {
+    /// The name on the wire and in the state database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inventory => "inventory",
+            Self::Registered => "registered",
+        }
+    }
+}
+
+/// The id a one-shot fault (kill, restart) is answered with: it acted once, holds
+/// nothing and has no controller id to revert by.
+pub const ONE_SHOT_ID: &str = "done";
+
 struct AgentEntry {
     name: String,
     url: String,
     labels: BTreeMap<String, String>,
-    source: &'static str,
+    source: Source,
     healthy: bool,
     last_heartbeat: Option<SystemTime>,
     describe: Option<apb::DescribeResponse>,
@@ -90,13 +113,7 @@ pub struct Controller {
 
 pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
 
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn now_ms() -> i64 {
-    unix_ms(SystemTime::now())
-}
+use faultline_proto::{now_unix_ms as now_ms, unix_ms};
 
 fn client(security: &Security, url: &str) -> Result<AgentServiceClient<Channel>, Status> {
     let ch = security.endpoint("url", url, AGENT_NAME).map_err(|e| Status::invalid_argument(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
@@ -121,7 +138,7 @@ impl Controller {
                     name: a.name.clone(),
                     url: a.url.clone(),
                     labels: a.labels.clone(),
-                    source: "inventory",
+                    source: Source::Inventory,
                     healthy: false,
                     last_heartbeat: None,
                     describe: None,
@@ -132,7 +149,7 @@ impl Controller {
             );
         }
         for a in store.agents()? {
-            if st.agents.contains_key(&a.name) || a.source != "registered" {
+            if st.agents.contains_key(&a.name) || a.source != Source::Registered.as_str() {
                 continue;
             }
             let Ok(c) = client(&security, &a.url) else { continue };
@@ -142,7 +159,7 @@ impl Controller {
                     name: a.name,
                     url: a.url,
                     labels: a.labels,
-                    source: "registered",
+                    source: Source::Registered,
                     healthy: false,
                     last_heartbeat: Some(UNIX_EPOCH + Duration::from_millis(a.last_seen_ms.max(0) as u64)),
                     describe: None,
@@ -288,7 +305,7 @@ impl Controller {
         }
         self.forget_stale();
         let inventory: Vec<(String, AgentServiceClient<Channel>)> =
-            self.lock().agents.values().filter(|a| a.source == "inventory").map(|a| (a.name.clone(), a.client.clone())).collect();
+            self.lock().agents.values().filter(|a| a.source == Source::Inventory).map(|a| (a.name.clone(), a.client.clone())).collect();
         for (name, mut c) in inventory {
             let r = c.describe(apb::DescribeRequest {}).await;
             let change = {
@@ -324,7 +341,7 @@ impl Controller {
             let st = self.lock();
             st.agents
                 .values()
-                .filter(|a| a.source == "registered" && !a.healthy)
+                .filter(|a| a.source == Source::Registered && !a.healthy)
                 .filter(|a| a.last_heartbeat.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= self.forget_down_after))
                 .filter(|a| !st.faults.values().any(|f| f.placements.iter().any(|(n, _)| *n == a.name)))
                 .map(|a| a.name.clone())
@@ -515,13 +532,8 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
     ctl.event(pb::EventKind::ControllerStarted, "", &[], format!("listening on {listen}; state {}: {agents} agents, {faults} active faults", path.display()));
     let on_stop = ctl.clone();
     tokio::spawn(ctl.clone().tick_forever());
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::controller_service_server::ControllerServiceServer<Controller>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(faultline_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building reflection service")?;
+    let (health_service, reflection) =
+        faultline_proto::service::health_and_reflection::<pb::controller_service_server::ControllerServiceServer<Controller>>().await.context("building reflection service")?;
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
         let c = ctl.clone();

@@ -51,10 +51,6 @@ pub struct Snapshot {
     pub active: Vec<(String, u64)>,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 pub fn prometheus(snap: &Snapshot, st: &Stats) -> String {
     let mut o = String::new();
     let up = snap.agents.iter().filter(|a| a.2).count();
@@ -62,15 +58,15 @@ pub fn prometheus(snap: &Snapshot, st: &Stats) -> String {
     let _ = writeln!(o, "faultline_controller_agents{{health=\"up\"}} {up}\nfaultline_controller_agents{{health=\"down\"}} {}", snap.agents.len() - up);
     o += "# HELP faultline_controller_agent_up 1 if the agent answers (session open or inventory check passed).\n# TYPE faultline_controller_agent_up gauge\n";
     for (name, host, healthy, _) in &snap.agents {
-        let _ = writeln!(o, "faultline_controller_agent_up{{agent=\"{}\",host=\"{}\"}} {}", escape(name), escape(host), u8::from(*healthy));
+        let _ = writeln!(o, "faultline_controller_agent_up{{agent=\"{}\",host=\"{}\"}} {}", faultline_proto::prometheus_escape(name), faultline_proto::prometheus_escape(host), u8::from(*healthy));
     }
     o += "# HELP faultline_controller_agent_heartbeat_age_seconds Time since the agent's last heartbeat.\n# TYPE faultline_controller_agent_heartbeat_age_seconds gauge\n";
     for (name, _, _, age) in snap.agents.iter().filter(|a| a.3 >= 0.0) {
-        let _ = writeln!(o, "faultline_controller_agent_heartbeat_age_seconds{{agent=\"{}\"}} {age:.3}", escape(name));
+        let _ = writeln!(o, "faultline_controller_agent_heartbeat_age_seconds{{agent=\"{}\"}} {age:.3}", faultline_proto::prometheus_escape(name));
     }
     o += "# HELP faultline_controller_active_faults Faults the controller holds, by kind.\n# TYPE faultline_controller_active_faults gauge\n";
     for (kind, n) in &snap.active {
-        let _ = writeln!(o, "faultline_controller_active_faults{{kind=\"{}\"}} {n}", escape(kind));
+        let _ = writeln!(o, "faultline_controller_active_faults{{kind=\"{}\"}} {n}", faultline_proto::prometheus_escape(kind));
     }
     o += "# HELP faultline_controller_apply_seconds Time from a fault request to every agent's answer (fan-out).\n# TYPE faultline_controller_apply_seconds histogram\n";
     for (b, bound) in st.apply_buckets.iter().zip(BOUNDS) {

@@ -272,7 +272,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
                     }
                     // Kill and restart act once; everything else is reverted here (its lease
                     // would end it anyway, a moment later).
-                    if fault.id != "done" {
+                    if fault.id != crate::daemon::ONE_SHOT_ID {
                         match c.revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false }).await {
                             Ok(r) => {
                                 for a in r.into_inner().agents {
