@@ -1,5 +1,8 @@
 //! The controller with real agents: three "hosts" (network namespaces on a bridge),
 //! each with a faultline-agent that registers itself; the real CLI drives it all.
+//!
+//! One file past 600 lines on purpose: every test shares the `Hosts` harness above, and
+//! each is one long story on hosts that take seconds to build.
 
 use std::{
     net::{SocketAddr, UdpSocket},

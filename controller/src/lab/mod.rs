@@ -280,7 +280,7 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
         LabCmd::Up(o) => up(&o).await,
         LabCmd::Down { dir } => down(&dir),
         LabCmd::Status { dir, env } => status(&dir, env).await,
-        LabCmd::Demo { opts, keep, out, scenario } => demo(&opts, keep, out, scenario).await,
+        LabCmd::Demo { opts, keep, out, scenario } => demo::demo(&opts, keep, out, scenario).await,
     }
 }
 
@@ -317,7 +317,7 @@ async fn up(o: &Opts) -> Result<()> {
                 }
             }
             let qemu = find_program("qemu-system-x86_64", "apt install qemu-system-x86")?;
-            let accel = accel(&image.join("vmlinuz"));
+            let accel = vm::accel(&image.join("vmlinuz"));
             println!("VM hosts under qemu with {accel}");
             Hosts::Vms { image: image.clone(), qemu, accel }
         }
@@ -344,36 +344,6 @@ enum Hosts {
     Vms { image: PathBuf, qemu: PathBuf, accel: &'static str },
 }
 
-/// KVM if qemu can really run the kernel with it here, else TCG. /dev/kvm may exist and a
-/// VM still hang or die at its first instructions, so the probe boots `kernel` with no root
-/// disk: it prints its banner and panics at once, and qemu exits (-no-reboot).
-fn accel(kernel: &Path) -> &'static str {
-    if !Path::new("/dev/kvm").exists() {
-        return "tcg";
-    }
-    let probe = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel"])
-        .arg(kernel)
-        .args(["-append", "console=ttyS0 panic=-1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut child) = probe else { return "tcg" };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            let mut out = String::new();
-            let _ = child.stdout.take().map(|mut o| o.read_to_string(&mut out));
-            return if out.contains("Linux version") { "kvm" } else { "tcg" };
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    "tcg"
-}
-
 async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) -> Result<()> {
     let dir = lab.dir;
     let n = lab.state.hosts;
@@ -398,11 +368,11 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     wait_for("the controller", Duration::from_secs(20), || TcpStream::connect(&listen).is_ok())?;
     let registered = match hosts {
         Hosts::Namespaces { agent, nginx, redis } => {
-            namespaces(lab, names, agent, nginx, redis)?;
+            netns::namespaces(lab, names, agent, nginx, redis)?;
             Duration::from_secs(30)
         }
         Hosts::Vms { image, qemu, accel } => {
-            vms(lab, names, image, qemu, accel)?;
+            vm::vms(lab, names, image, qemu, accel)?;
             // Booting under TCG, several VMs on a few cores, takes a while.
             Duration::from_secs(if *accel == "kvm" { 60 } else { 300 })
         }
@@ -431,113 +401,12 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     lab.check_alive()
 }
 
-/// Each host a qemu VM on a tap in the bridge: its own disk (a copy-on-write overlay of the
-/// image) and a seed disk (a tar: its name and the lab's certificates).
-fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &str) -> Result<()> {
-    let dir = lab.dir;
-    for (i, tap) in (1..=lab.state.hosts).zip(names) {
-        let host = format!("h{i}");
-        lab.state.taps.push(tap.clone());
-        save(dir, &lab.state)?;
-        ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
-        ip(&["link", "set", tap, "master", BRIDGE, "up"])?;
-        let disk = dir.join(format!("{host}.qcow2"));
-        let out = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(image.join("disk.img").canonicalize()?).arg(&disk).output().context("qemu-img (apt: qemu-utils)")?;
-        if !out.status.success() {
-            bail!("qemu-img create {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let seed = dir.join(format!("{host}-seed"));
-        std::fs::create_dir_all(seed.join("tls"))?;
-        let labels: String = sut::labels(i).iter().map(|l| format!(" --label {l}")).collect();
-        std::fs::write(seed.join("host.env"), format!("HOST={host}\nIP={}\nCONTROLLER={}\nLABELS=\"{}\"\n", host_ip(i), controller_url(), labels.trim()))?;
-        let mut files = vec!["host.env", "tls", "site.conf"];
-        if i == 1 {
-            std::fs::write(seed.join("site.conf"), sut::balancer_site(lab.state.hosts))?;
-        } else {
-            std::fs::write(seed.join("site.conf"), sut::backend_site(i, "/var/www/faultline"))?;
-            std::fs::write(seed.join("index.html"), sut::page(i))?;
-            let conf: String = sut::redis(i).iter().map(|(k, v)| format!("{k} {}\n", if v.is_empty() { "\"\"" } else { v })).collect();
-            std::fs::write(seed.join("redis.conf"), conf)?;
-            files.extend(["index.html", "redis.conf"]);
-        }
-        // The VM's own agent pair (bound to its name) becomes its agent.pem.
-        for (from, to) in [("ca.pem".to_owned(), "ca.pem"), (format!("agent-{host}.pem"), "agent.pem"), (format!("agent-{host}-key.pem"), "agent-key.pem"), ("cli.pem".into(), "cli.pem"), ("cli-key.pem".into(), "cli-key.pem")] {
-            std::fs::copy(dir.join("tls").join(&from), seed.join("tls").join(to))?;
-        }
-        let tar = dir.join(format!("{host}-seed.tar"));
-        let out = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&seed).args(&files).output()?;
-        if !out.status.success() {
-            bail!("tar: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let s = |v: &str| v.to_owned();
-        let args = vec![
-            s("-accel"), s(accel), s("-m"), s("512"), s("-smp"), s("1"), s("-nodefaults"), s("-display"), s("none"), s("-no-reboot"),
-            s("-kernel"), image.join("vmlinuz").display().to_string(), s("-initrd"), image.join("stage1.gz").display().to_string(),
-            s("-append"), s("console=ttyS0 panic=-1 quiet systemd.show_status=0"),
-            s("-drive"), format!("file={},format=qcow2,if=virtio", disk.display()),
-            s("-drive"), format!("file={},format=raw,if=virtio,readonly=on", tar.display()),
-            s("-netdev"), format!("tap,id=n0,ifname={tap},script=no,downscript=no"), s("-device"), format!("virtio-net-pci,netdev=n0,mac=52:54:00:77:00:{:02x}", 10 + i),
-            s("-serial"), format!("file:{}", dir.join("logs").join(format!("{host}-console.log")).display()),
-        ];
-        lab.spawn("vm", &host, None, qemu, &args)?;
-    }
-    Ok(())
-}
-
 /// The system under test, one definition for both kinds of lab (the namespace lab runs
 /// these itself; a VM gets them on its seed disk and installs them).
+mod demo;
+mod netns;
 mod sut;
-
-/// Each host a network namespace with a veth pair into the bridge, its services and its agent.
-fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Path, redis: &Path) -> Result<()> {
-    let dir = lab.dir;
-    let n = lab.state.hosts;
-    let tls = dir.join("tls").display().to_string();
-    for (i, ns) in (1..=n).zip(names) {
-        lab.state.netns.push(ns.clone());
-        save(dir, &lab.state)?;
-        ip(&["netns", "add", ns])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
-        ip(&["link", "set", ns, "master", BRIDGE, "up"])?;
-        ip(&["-n", ns, "addr", "add", &format!("{}/24", host_ip(i)), "dev", "eth0"])?;
-        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-    }
-
-    // Backends and redis first, so the balancer and the replicas find them.
-    let s = |v: &str| v.to_owned();
-    for i in 2..=n {
-        let host = format!("h{i}");
-        let www = dir.join(format!("{host}-nginx/www"));
-        std::fs::create_dir_all(&www)?;
-        std::fs::write(www.join("index.html"), sut::page(i))?;
-        let conf = nginx_conf(dir, &format!("{host}-nginx"), &sut::backend_site(i, &www.display().to_string()))?;
-        lab.spawn("nginx", &host, Some(&names[usize::from(i - 1)]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join(format!("{host}-nginx/error.log")).display().to_string()])?;
-        let data = dir.join(format!("{host}-redis"));
-        std::fs::create_dir_all(&data)?;
-        let mut args = vec![s("--port"), s("6379"), s("--appendonly"), s("no"), s("--dir"), data.display().to_string()];
-        for (k, v) in sut::redis(i) {
-            // "replicaof" takes host and port as two arguments.
-            args.push(format!("--{k}"));
-            args.extend(if v.is_empty() { vec![v] } else { v.split(' ').map(str::to_owned).collect() });
-        }
-        lab.spawn("redis", &host, Some(&names[usize::from(i - 1)]), redis, &args)?;
-    }
-    let conf = nginx_conf(dir, "h1-nginx", &sut::balancer_site(n))?;
-    lab.spawn("nginx", "h1", Some(&names[0]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join("h1-nginx/error.log").display().to_string()])?;
-
-    let url = controller_url();
-    for i in 1..=n {
-        let host = format!("h{i}");
-        let mut args = vec![s("--listen"), format!("{}:7070", host_ip(i)), s("--controller"), url.clone(), s("--name"), host.clone(), s("--tls-dir"), tls.clone()];
-        args.extend([s("--state-dir"), dir.join(format!("{host}-agent")).display().to_string(), s("--same-netns-only")]);
-        for l in sut::labels(i) {
-            args.extend([s("--label"), l]);
-        }
-        lab.spawn("agent", &host, Some(&names[usize::from(i - 1)]), agent_bin, &args)?;
-    }
-    Ok(())
-}
+mod vm;
 
 fn down(dir: &Path) -> Result<()> {
     require_root()?;
@@ -619,51 +488,3 @@ async fn status(dir: &Path, env: bool) -> Result<()> {
     Ok(())
 }
 
-async fn demo(o: &Opts, keep: bool, out: Option<PathBuf>, scenario: Option<PathBuf>) -> Result<()> {
-    let started = Instant::now();
-    up(o).await?;
-    let result = demo_run(o, out, scenario).await;
-    if keep {
-        println!("the lab stays up (--keep): `faultline lab down` removes it");
-    } else {
-        down(&o.dir)?;
-    }
-    let (dir, report) = result?;
-    println!("demo done in {:.0} s: run directory {}, report {}", started.elapsed().as_secs_f64(), dir.display(), report.display());
-    Ok(())
-}
-
-async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> Result<(PathBuf, PathBuf)> {
-    let file = if let Some(f) = scenario { f } else {
-        let f = o.dir.join("lab.yaml");
-        std::fs::write(&f, LAB_SCENARIO)?;
-        f
-    };
-    crate::run::scenario::load(&file)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("lab-{}", crate::run::utc_stamp())));
-    let outcome = crate::run::execute(&crate::run::RunArgs::new(file, Some(out)), controller(&o.dir).await?, &security(&o.dir)?).await?;
-    // The lab's logs go with the run: the lab directory is removed by `down`.
-    let logs = outcome.dir.join("lab-logs");
-    std::fs::create_dir_all(&logs)?;
-    for e in std::fs::read_dir(o.dir.join("logs"))? {
-        let p = e?.path();
-        std::fs::copy(&p, logs.join(p.file_name().unwrap_or_default()))?;
-    }
-    let files = crate::report::write(&outcome.dir, None)?;
-    crate::report::llm::add_to_report(&outcome.dir).await;
-    let analysis = crate::report::analyze::analyze(&outcome.dir, None)?;
-    crate::report::analyze::print(&analysis);
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json"))?)?;
-    for f in summary["faults"].as_array().into_iter().flatten() {
-        if let Some(why) = f["skipped"].as_str() {
-            let hint = if why.ends_with("netem") { " This kernel has no sch_netem, so it cannot delay packets: `cargo xtask demo --vm` runs the same lab and scenario with each host a qemu VM on a Debian kernel, delay included." } else { "" };
-            println!("note: {} was skipped: {why}.{hint}", f["fault"].as_str().unwrap_or("a fault"));
-        }
-    }
-    // A failed hypothesis is the demo's finding, not its failure; an aborted run is.
-    if let Some(reason) = &outcome.aborted {
-        bail!("the run was aborted ({reason}); what was collected is in {}", outcome.dir.display());
-    }
-    let report = files.into_iter().find(|f| f.extension().is_some_and(|e| e == "html")).unwrap_or_else(|| outcome.dir.join("report.html"));
-    Ok((outcome.dir, report))
-}

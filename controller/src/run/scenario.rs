@@ -5,6 +5,9 @@
 //! A fault entry uses the CLI's own flag names and units (`kind: drop`, `loss: 100%`,
 //! `peer: [10.0.0.2/32]`): it is turned into `fault apply` arguments and parsed by the
 //! same code, so a scenario and a command line cannot disagree.
+//!
+//! (Past 600 lines only with its tests, which are a third of it: each error a file can
+//! hold, named by line and field.)
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
