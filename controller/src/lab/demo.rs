@@ -1,6 +1,6 @@
 //! `faultline lab demo`: up, the lab scenario under load, analysis and report, down.
 
-use super::*;
+use super::{bail, Opts, PathBuf, Result, Instant, up, down, LAB_SCENARIO, controller, security};
 
 pub(super) async fn demo(o: &Opts, keep: bool, out: Option<PathBuf>, scenario: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();

@@ -1,6 +1,6 @@
 //! The namespace lab: each host a network namespace on the bridge, with its services and agent.
 
-use super::*;
+use super::{Lab, Path, Result, save, ip, BRIDGE, host_ip, sut, nginx_conf, controller_url};
 
 /// Each host a network namespace with a veth pair into the bridge, its services and its agent.
 pub(super) fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Path, redis: &Path) -> Result<()> {

@@ -1,6 +1,6 @@
 //! The VM lab: each host a qemu VM (Debian + systemd) on a tap in the lab's bridge.
 
-use super::*;
+use super::{bail, Path, Command, Stdio, Instant, Duration, Read, Lab, Result, save, ip, BRIDGE, Context, sut, host_ip, controller_url};
 
 /// KVM if qemu can really run the kernel with it here, else TCG. /dev/kvm may exist and a
 /// VM still hang or die at its first instructions, so the probe boots `kernel` with no root
