@@ -14,6 +14,7 @@ mod load;
 mod remote;
 mod report;
 mod run;
+mod table;
 mod targeting;
 mod units;
 
@@ -33,7 +34,7 @@ async fn main() -> std::process::ExitCode {
         }
         default_hook(info);
     }));
-    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    let matches = cli::command().get_matches();
     let mut cli = <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = cli.settle_endpoints(matches.value_source("agent"), matches.value_source("controller")) {
         eprintln!("error: {e}");

@@ -318,6 +318,27 @@ fn doctor(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Commands that ask neither one agent nor a controller. clap gives a global flag to
+/// every command, so without this their help would offer `--agent` and `--controller`
+/// for nothing (`controller serve` is the controller; `lab` starts its own).
+const NO_ENDPOINT: &[&[&str]] = &[&["controller", "serve"], &["load"], &["lab"], &["report"], &["analyze"], &["certs"], &["doctor"], &["completions"]];
+
+/// The command line as `main` parses it: `Cli`, with `--agent` and `--controller` hidden
+/// where they do nothing. clap copies a global flag into each subcommand that has no
+/// flag of that id yet, so a hidden copy placed there first is what that command (and,
+/// being global itself, its own subcommands) shows.
+pub fn command() -> clap::Command {
+    fn hide(cmd: clap::Command, path: &[&str], copies: &[clap::Arg]) -> clap::Command {
+        match path {
+            [] => copies.iter().fold(cmd, |c, a| c.arg(a.clone().hide(true))),
+            [first, rest @ ..] => cmd.mut_subcommand(*first, |sub| hide(sub, rest, copies)),
+        }
+    }
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let copies: Vec<clap::Arg> = cmd.get_arguments().filter(|a| ["agent", "controller"].contains(&a.get_id().as_str())).cloned().collect();
+    NO_ENDPOINT.iter().fold(cmd, |c, path| hide(c, path, &copies))
+}
+
 /// Every command, in one exhaustive match: local work, the controller, or one agent.
 pub async fn run(cli: Cli) -> Result<()> {
     let Cli { agent, tls_dir, insecure, controller, cmd } = cli;
@@ -526,4 +547,28 @@ async fn agent_call(url: &str, security: &Security, call: AgentCall) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The help text of one command line.
+    fn help(args: &[&str]) -> String {
+        let e = super::command().try_get_matches_from(std::iter::once("faultline").chain(args.iter().copied()).chain(["--help"])).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        e.to_string()
+    }
+
+    #[test]
+    fn connection_flags_show_only_where_they_apply() {
+        for args in [&["controller", "serve"][..], &["load"], &["lab", "up"], &["certs", "init"], &["report"], &["analyze"], &["doctor"]] {
+            let h = help(args);
+            assert!(!h.contains("--agent <") && !h.contains("--controller <"), "{args:?}:\n{h}");
+        }
+        for args in [&["fault", "apply", "netem"][..], &["fault", "list"], &["info"], &["run"], &["agents", "list"], &["metrics"]] {
+            let h = help(args);
+            assert!(h.contains("--agent <") && h.contains("--controller <"), "{args:?}:\n{h}");
+        }
+        // Given anyway, a hidden flag is accepted, as before.
+        assert!(super::command().try_get_matches_from(["faultline", "--agent", "https://h:7070", "load", "http://x/"]).is_ok());
+    }
 }

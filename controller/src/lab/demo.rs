@@ -36,11 +36,11 @@ async fn demo_run(o: &Opts, out: Option<PathBuf>, scenario: Option<PathBuf>) -> 
     crate::report::llm::add_to_report(&outcome.dir).await;
     let analysis = crate::report::analyze::analyze(&outcome.dir, None)?;
     crate::report::analyze::print(&analysis);
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(outcome.dir.join("summary.json"))?)?;
-    for f in summary["faults"].as_array().into_iter().flatten() {
-        if let Some(why) = f["skipped"].as_str() {
+    let summary = crate::run::files::Summary::read(&outcome.dir)?;
+    for f in &summary.faults {
+        if let Some(why) = &f.skipped {
             let hint = if why.ends_with("netem") { " This kernel has no sch_netem, so it cannot delay packets: `cargo xtask demo --vm` runs the same lab and scenario with each host a qemu VM on a Debian kernel, delay included." } else { "" };
-            println!("note: {} was skipped: {why}.{hint}", f["fault"].as_str().unwrap_or("a fault"));
+            println!("note: {} was skipped: {why}.{hint}", f.fault);
         }
     }
     // A failed hypothesis is the demo's finding, not its failure; an aborted run is.

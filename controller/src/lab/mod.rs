@@ -95,12 +95,42 @@ struct State {
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct Proc {
-    what: String,
+    what: ProcKind,
     host: String,
     pid: u32,
     /// From /proc/PID/stat: a pid reused by another process never matches.
     start_time: u64,
     log: PathBuf,
+}
+
+/// What a lab process is: its log is HOST-WHAT.log, and agents stop first on `down`
+/// (they undo their faults while the network they undo them on still exists).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ProcKind {
+    Controller,
+    Agent,
+    Nginx,
+    Redis,
+    Vm,
+}
+
+impl ProcKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Controller => "controller",
+            Self::Agent => "agent",
+            Self::Nginx => "nginx",
+            Self::Redis => "redis",
+            Self::Vm => "vm",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 pub fn host_ip(i: u8) -> String {
@@ -183,7 +213,7 @@ struct Lab<'a> {
 impl Lab<'_> {
     /// Starts `program` in host `host`'s namespace (or this one for None), detached from
     /// this process, output to DIR/logs/HOST-WHAT.log, and records it.
-    fn spawn(&mut self, what: &str, host: &str, ns: Option<&str>, program: &Path, args: &[String]) -> Result<()> {
+    fn spawn(&mut self, what: ProcKind, host: &str, ns: Option<&str>, program: &Path, args: &[String]) -> Result<()> {
         let log = self.dir.join("logs").join(format!("{host}-{what}.log"));
         let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = match ns {
@@ -199,7 +229,7 @@ impl Lab<'_> {
         let child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
         // `ip netns exec` execs the program in place, so the pid is the program's.
         let (start_time, _) = start_time(child.id()).with_context(|| format!("{what} on {host} exited at once; see {}", log.display()))?;
-        self.state.processes.push(Proc { what: what.into(), host: host.into(), pid: child.id(), start_time, log });
+        self.state.processes.push(Proc { what, host: host.into(), pid: child.id(), start_time, log });
         save(self.dir, &self.state)
     }
 
@@ -341,7 +371,7 @@ async fn up(o: &Opts) -> Result<()> {
 /// What the hosts are made of.
 enum Hosts {
     Namespaces { agent: PathBuf, nginx: PathBuf, redis: PathBuf },
-    Vms { image: PathBuf, qemu: PathBuf, accel: &'static str },
+    Vms { image: PathBuf, qemu: PathBuf, accel: vm::Accel },
 }
 
 async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) -> Result<()> {
@@ -364,7 +394,7 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     ip(&["link", "set", BRIDGE, "up"])?;
     let tls = dir.join("tls").display().to_string();
     let listen = format!("{CONTROLLER_IP}:{CONTROLLER_PORT}");
-    lab.spawn("controller", "lab", None, me, &["--tls-dir".into(), tls.clone(), "controller".into(), "serve".into(), "--listen".into(), listen.clone(), "--state".into(), dir.join("controller.db").display().to_string()])?;
+    lab.spawn(ProcKind::Controller, "lab", None, me, &["--tls-dir".into(), tls.clone(), "controller".into(), "serve".into(), "--listen".into(), listen.clone(), "--state".into(), dir.join("controller.db").display().to_string()])?;
     wait_for("the controller", Duration::from_secs(20), || TcpStream::connect(&listen).is_ok())?;
     let registered = match hosts {
         Hosts::Namespaces { agent, nginx, redis } => {
@@ -372,9 +402,12 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
             Duration::from_secs(30)
         }
         Hosts::Vms { image, qemu, accel } => {
-            vm::vms(lab, names, image, qemu, accel)?;
+            vm::vms(lab, names, image, qemu, *accel)?;
             // Booting under TCG, several VMs on a few cores, takes a while.
-            Duration::from_secs(if *accel == "kvm" { 60 } else { 300 })
+            Duration::from_secs(match accel {
+                vm::Accel::Kvm => 60,
+                vm::Accel::Tcg => 300,
+            })
         }
     };
     let deadline = Instant::now() + registered;
@@ -415,7 +448,7 @@ fn down(dir: &Path) -> Result<()> {
         return Ok(());
     };
     // Agents first and alone: on SIGTERM each reverts the faults it holds.
-    let (agents, others): (Vec<Proc>, Vec<Proc>) = s.processes.iter().cloned().partition(|p| p.what == "agent");
+    let (agents, others): (Vec<Proc>, Vec<Proc>) = s.processes.iter().cloned().partition(|p| p.what == ProcKind::Agent);
     stop(&agents, Duration::from_secs(10));
     stop(&others, Duration::from_secs(5));
     for ns in &s.netns {

@@ -1,6 +1,6 @@
 //! The namespace lab: each host a network namespace on the bridge, with its services and agent.
 
-use super::{Lab, Path, Result, save, ip, BRIDGE, host_ip, sut, nginx_conf, controller_url};
+use super::{Lab, ProcKind, Path, Result, save, ip, BRIDGE, host_ip, sut, nginx_conf, controller_url};
 
 /// Each host a network namespace with a veth pair into the bridge, its services and its agent.
 pub(super) fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, nginx: &Path, redis: &Path) -> Result<()> {
@@ -26,7 +26,7 @@ pub(super) fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, 
         std::fs::create_dir_all(&www)?;
         std::fs::write(www.join("index.html"), sut::page(i))?;
         let conf = nginx_conf(dir, &format!("{host}-nginx"), &sut::backend_site(i, &www.display().to_string()))?;
-        lab.spawn("nginx", &host, Some(&names[usize::from(i - 1)]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join(format!("{host}-nginx/error.log")).display().to_string()])?;
+        lab.spawn(ProcKind::Nginx, &host, Some(&names[usize::from(i - 1)]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join(format!("{host}-nginx/error.log")).display().to_string()])?;
         let data = dir.join(format!("{host}-redis"));
         std::fs::create_dir_all(&data)?;
         let mut args = vec![s("--port"), s("6379"), s("--appendonly"), s("no"), s("--dir"), data.display().to_string()];
@@ -35,10 +35,10 @@ pub(super) fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, 
             args.push(format!("--{k}"));
             args.extend(if v.is_empty() { vec![v] } else { v.split(' ').map(str::to_owned).collect() });
         }
-        lab.spawn("redis", &host, Some(&names[usize::from(i - 1)]), redis, &args)?;
+        lab.spawn(ProcKind::Redis, &host, Some(&names[usize::from(i - 1)]), redis, &args)?;
     }
     let conf = nginx_conf(dir, "h1-nginx", &sut::balancer_site(n))?;
-    lab.spawn("nginx", "h1", Some(&names[0]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join("h1-nginx/error.log").display().to_string()])?;
+    lab.spawn(ProcKind::Nginx, "h1", Some(&names[0]), nginx, &[s("-c"), conf.display().to_string(), s("-e"), dir.join("h1-nginx/error.log").display().to_string()])?;
 
     let url = controller_url();
     for i in 1..=n {
@@ -48,7 +48,7 @@ pub(super) fn namespaces(lab: &mut Lab<'_>, names: &[String], agent_bin: &Path, 
         for l in sut::labels(i) {
             args.extend([s("--label"), l]);
         }
-        lab.spawn("agent", &host, Some(&names[usize::from(i - 1)]), agent_bin, &args)?;
+        lab.spawn(ProcKind::Agent, &host, Some(&names[usize::from(i - 1)]), agent_bin, &args)?;
     }
     Ok(())
 }

@@ -1,13 +1,36 @@
 //! The VM lab: each host a qemu VM (Debian + systemd) on a tap in the lab's bridge.
 
-use super::{bail, Path, Command, Stdio, Instant, Duration, Read, Lab, Result, save, ip, BRIDGE, Context, sut, host_ip, controller_url};
+use super::{bail, ProcKind, Path, Command, Stdio, Instant, Duration, Read, Lab, Result, save, ip, BRIDGE, Context, sut, host_ip, controller_url};
+
+/// How qemu runs the VMs: hardware virtualisation, or TCG's emulation (5-10x slower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// The name `qemu -accel` takes.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// KVM if qemu can really run the kernel with it here, else TCG. /dev/kvm may exist and a
 /// VM still hang or die at its first instructions, so the probe boots `kernel` with no root
 /// disk: it prints its banner and panics at once, and qemu exits (-no-reboot).
-pub(super) fn accel(kernel: &Path) -> &'static str {
+pub(super) fn accel(kernel: &Path) -> Accel {
     if !Path::new("/dev/kvm").exists() {
-        return "tcg";
+        return Accel::Tcg;
     }
     let probe = Command::new("qemu-system-x86_64")
         .args(["-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel"])
@@ -17,24 +40,24 @@ pub(super) fn accel(kernel: &Path) -> &'static str {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn();
-    let Ok(mut child) = probe else { return "tcg" };
+    let Ok(mut child) = probe else { return Accel::Tcg };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             let mut out = String::new();
             let _ = child.stdout.take().map(|mut o| o.read_to_string(&mut out));
-            return if out.contains("Linux version") { "kvm" } else { "tcg" };
+            return if out.contains("Linux version") { Accel::Kvm } else { Accel::Tcg };
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
     let _ = child.wait();
-    "tcg"
+    Accel::Tcg
 }
 
 /// Each host a qemu VM on a tap in the bridge: its own disk (a copy-on-write overlay of the
 /// image) and a seed disk (a tar: its name and the lab's certificates).
-pub(super) fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: &str) -> Result<()> {
+pub(super) fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path, accel: Accel) -> Result<()> {
     let dir = lab.dir;
     for (i, tap) in (1..=lab.state.hosts).zip(names) {
         let host = format!("h{i}");
@@ -72,7 +95,7 @@ pub(super) fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path
         }
         let s = |v: &str| v.to_owned();
         let args = vec![
-            s("-accel"), s(accel), s("-m"), s("512"), s("-smp"), s("1"), s("-nodefaults"), s("-display"), s("none"), s("-no-reboot"),
+            s("-accel"), s(accel.as_str()), s("-m"), s("512"), s("-smp"), s("1"), s("-nodefaults"), s("-display"), s("none"), s("-no-reboot"),
             s("-kernel"), image.join("vmlinuz").display().to_string(), s("-initrd"), image.join("stage1.gz").display().to_string(),
             s("-append"), s("console=ttyS0 panic=-1 quiet systemd.show_status=0"),
             s("-drive"), format!("file={},format=qcow2,if=virtio", disk.display()),
@@ -80,7 +103,7 @@ pub(super) fn vms(lab: &mut Lab<'_>, names: &[String], image: &Path, qemu: &Path
             s("-netdev"), format!("tap,id=n0,ifname={tap},script=no,downscript=no"), s("-device"), format!("virtio-net-pci,netdev=n0,mac=52:54:00:77:00:{:02x}", 10 + i),
             s("-serial"), format!("file:{}", dir.join("logs").join(format!("{host}-console.log")).display()),
         ];
-        lab.spawn("vm", &host, None, qemu, &args)?;
+        lab.spawn(ProcKind::Vm, &host, None, qemu, &args)?;
     }
     Ok(())
 }

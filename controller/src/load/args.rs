@@ -181,30 +181,29 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
     let s = load::summary(&run, run.elapsed.min(spec.duration).max(Duration::from_millis(1)));
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
-        std::fs::write(dir.join("summary.json"), format!("{s:#}\n"))?;
-        std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
+        std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&s)? + "\n")?;
+        crate::table::write(dir, &load::seconds_rows(&run.recorder))?;
         std::fs::write(dir.join("latency.hlog"), load::interval_log(&run))?;
     }
     if run.interrupted {
         eprintln!("interrupted: the summary covers what was answered until then");
     }
     if a.json {
-        println!("{s}");
+        println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
-    let l = &s["latency_ms"];
-    let u = &s["uncorrected_latency_ms"];
+    let (l, u) = (&s.latency_ms, &s.uncorrected_latency_ms);
     println!(
         "requests {} in {:.1} s: {:.1}/s{}",
-        s["requests"],
-        s["duration_s"].as_f64().unwrap_or(0.0),
-        s["rate"].as_f64().unwrap_or(0.0),
-        s["target_rate"].as_f64().map_or(String::new(), |r| format!(" (target {r:.1}/s, scheduled {})", s["scheduled"]))
+        s.requests,
+        s.duration_s,
+        s.rate,
+        s.target_rate.map_or(String::new(), |r| format!(" (target {r:.1}/s, scheduled {})", s.scheduled.map_or("-".to_owned(), |n| n.to_string())))
     );
-    println!("status {}  failures {}  error rate {:.2} %", s["status"], s["failures"], s["error_rate"].as_f64().unwrap_or(0.0) * 100.0);
-    println!("latency from intended start (ms): p50 {} p90 {} p99 {} p99.9 {} max {}", l["p50"], l["p90"], l["p99"], l["p999"], l["max"]);
-    println!("latency from actual start (ms):   p50 {} p99 {} max {}", u["p50"], u["p99"], u["max"]);
-    println!("late starts (> 5 ms) {}  max start lag {:.1} ms", s["late_starts"], s["max_start_lag_ms"].as_f64().unwrap_or(0.0));
+    println!("status {}  failures {}  error rate {:.2} %", serde_json::to_string(&s.status)?, serde_json::to_string(&s.failures)?, s.error_rate * 100.0);
+    println!("latency from intended start (ms): p50 {} p90 {} p99 {} p99.9 {} max {}", l.p50, l.p90, l.p99, l.p999, l.max);
+    println!("latency from actual start (ms):   p50 {} p99 {} max {}", u.p50, u.p99, u.max);
+    println!("late starts (> 5 ms) {}  max start lag {:.1} ms", s.late_starts, s.max_start_lag_ms);
     Ok(())
 }
 

@@ -202,33 +202,76 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
     Run { recorder, started_unix_ms, elapsed, scheduled, target_rate, interrupted }
 }
 
-/// The numbers a person reads after a run, and the JSON scripts read.
-pub fn summary(run: &Run, duration: Duration) -> serde_json::Value {
+/// The numbers a person reads after a load, and the JSON scripts read: `faultline load
+/// --json` prints it, `--out` writes it as summary.json, and a run's summary.json holds
+/// it as `load`. Readers of older files get defaults for what they lack.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub started_unix_ms: i64,
+    pub interrupted: bool,
+    pub requests: u64,
+    /// Intended starts of an open-loop schedule (none for closed loop).
+    pub scheduled: Option<u64>,
+    pub duration_s: f64,
+    pub elapsed_s: f64,
+    /// Requests per second over the nominal duration.
+    pub rate: f64,
+    pub target_rate: Option<f64>,
+    pub errors: u64,
+    pub error_rate: f64,
+    /// Answers by class ("ok" for non-HTTP successes, "2xx"...), classes seen only.
+    pub status: std::collections::BTreeMap<String, u64>,
+    /// Requests without an answer, by why (`Failure::name`), kinds seen only.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    pub late_starts: u64,
+    pub max_start_lag_ms: f64,
+    /// From the intended start (coordinated-omission corrected).
+    pub latency_ms: Latency,
+    /// From the actual send (what a closed-loop tool reports).
+    pub uncorrected_latency_ms: UncorrectedLatency,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct UncorrectedLatency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn summary(run: &Run, duration: Duration) -> Summary {
     let t = &run.recorder.total;
     let q = record::ms_at;
     let requests = t.requests();
-    let failures: serde_json::Map<String, serde_json::Value> =
-        Failure::ALL.iter().zip(t.failures).filter(|(_, n)| *n > 0).map(|(f, n)| (f.name().to_owned(), n.into())).collect();
-    let status: serde_json::Map<String, serde_json::Value> =
-        t.status.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, (*n).into())).collect();
-    serde_json::json!({
-        "started_unix_ms": run.started_unix_ms,
-        "interrupted": run.interrupted,
-        "requests": requests,
-        "scheduled": run.scheduled,
-        "duration_s": duration.as_secs_f64(),
-        "elapsed_s": run.elapsed.as_secs_f64(),
-        "rate": requests as f64 / duration.as_secs_f64(),
-        "target_rate": run.target_rate,
-        "errors": t.errors(),
-        "error_rate": if requests == 0 { 0.0 } else { t.errors() as f64 / requests as f64 },
-        "status": status,
-        "failures": failures,
-        "late_starts": t.late,
-        "max_start_lag_ms": run.recorder.max_lag.as_secs_f64() * 1000.0,
-        "latency_ms": {"p50": q(&t.corrected, 0.5), "p90": q(&t.corrected, 0.9), "p99": q(&t.corrected, 0.99), "p999": q(&t.corrected, 0.999), "max": q(&t.corrected, 1.0)},
-        "uncorrected_latency_ms": {"p50": q(&t.uncorrected, 0.5), "p99": q(&t.uncorrected, 0.99), "max": q(&t.uncorrected, 1.0)},
-    })
+    Summary {
+        started_unix_ms: run.started_unix_ms,
+        interrupted: run.interrupted,
+        requests,
+        scheduled: run.scheduled,
+        duration_s: duration.as_secs_f64(),
+        elapsed_s: run.elapsed.as_secs_f64(),
+        rate: requests as f64 / duration.as_secs_f64(),
+        target_rate: run.target_rate,
+        errors: t.errors(),
+        error_rate: if requests == 0 { 0.0 } else { t.errors() as f64 / requests as f64 },
+        status: t.status.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, *n)).collect(),
+        failures: Failure::ALL.iter().zip(t.failures).filter(|(_, n)| *n > 0).map(|(f, n)| (f.name().to_owned(), n)).collect(),
+        late_starts: t.late,
+        max_start_lag_ms: run.recorder.max_lag.as_secs_f64() * 1000.0,
+        latency_ms: Latency { p50: q(&t.corrected, 0.5), p90: q(&t.corrected, 0.9), p99: q(&t.corrected, 0.99), p999: q(&t.corrected, 0.999), max: q(&t.corrected, 1.0) },
+        uncorrected_latency_ms: UncorrectedLatency { p50: q(&t.uncorrected, 0.5), p99: q(&t.uncorrected, 0.99), max: q(&t.uncorrected, 1.0) },
+    }
 }
 
 /// The raw histograms, one interval per second and kind ("corrected": from the intended
@@ -257,36 +300,86 @@ pub fn interval_log(run: &Run) -> Vec<u8> {
     out
 }
 
-/// Per second of intended starts, one CSV row: counts, latency percentiles (ms, corrected
-/// and uncorrected), status classes and failure classes. Columns are stable for pandas.
-pub fn seconds_csv(rec: &Recorder) -> String {
-    use std::fmt::Write as _;
+/// seconds.csv: per second of intended starts, counts, latency percentiles (ms, corrected
+/// and uncorrected; empty when the second had no answer), status classes and failure
+/// classes. Columns are stable for pandas. Written by `faultline load --out` and by runs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SecondRow {
+    pub second: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub late: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub uncorrected_p50_ms: Option<f64>,
+    pub uncorrected_p99_ms: Option<f64>,
+    pub ok: u64,
+    #[serde(rename = "1xx")]
+    pub s1xx: u64,
+    #[serde(rename = "2xx")]
+    pub s2xx: u64,
+    #[serde(rename = "3xx")]
+    pub s3xx: u64,
+    #[serde(rename = "4xx")]
+    pub s4xx: u64,
+    #[serde(rename = "5xx")]
+    pub s5xx: u64,
+    // One column per `Failure`, by its name.
+    pub connect: u64,
+    pub timeout: u64,
+    pub io: u64,
+    pub protocol: u64,
+    pub rejected: u64,
+    pub not_started: u64,
+}
+
+impl crate::table::Row for SecondRow {
+    const FILE: &'static str = "seconds.csv";
+    const COLUMNS: &'static [&'static str] = &[
+        "second", "requests", "errors", "late", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "uncorrected_p50_ms", "uncorrected_p99_ms", "ok", "1xx", "2xx", "3xx", "4xx", "5xx",
+        "connect", "timeout", "io", "protocol", "rejected", "not_started",
+    ];
+    const REQUIRED: &'static [&'static str] = &["second", "requests", "errors"];
+}
+
+pub fn seconds_rows(rec: &Recorder) -> Vec<SecondRow> {
     // An empty second has no latency: an empty cell, not 0.
-    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { String::new() } else { format!("{:.3}", record::ms_at(h, p)) };
-    let mut o = String::from("second,requests,errors,late,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,uncorrected_p50_ms,uncorrected_p99_ms,ok,1xx,2xx,3xx,4xx,5xx");
-    for f in Failure::ALL {
-        let _ = write!(o, ",{}", f.name());
-    }
-    o.push('\n');
-    for (i, s) in rec.seconds.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{i},{},{},{},{},{},{},{},{},{},{}",
-            s.requests(),
-            s.errors(),
-            s.late,
-            q(&s.corrected, 0.5),
-            q(&s.corrected, 0.9),
-            q(&s.corrected, 0.95),
-            q(&s.corrected, 0.99),
-            q(&s.corrected, 1.0),
-            q(&s.uncorrected, 0.5),
-            q(&s.uncorrected, 0.99)
-        );
-        for n in s.status.iter().chain(&s.failures) {
-            let _ = write!(o, ",{n}");
-        }
-        o.push('\n');
-    }
-    o
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| (!h.is_empty()).then(|| crate::table::ms3(record::ms_at(h, p)));
+    rec.seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let [ok, s1xx, s2xx, s3xx, s4xx, s5xx] = s.status;
+            let [connect, timeout, io, protocol, rejected, not_started] = s.failures;
+            SecondRow {
+                second: i,
+                requests: s.requests(),
+                errors: s.errors(),
+                late: s.late,
+                p50_ms: q(&s.corrected, 0.5),
+                p90_ms: q(&s.corrected, 0.9),
+                p95_ms: q(&s.corrected, 0.95),
+                p99_ms: q(&s.corrected, 0.99),
+                max_ms: q(&s.corrected, 1.0),
+                uncorrected_p50_ms: q(&s.uncorrected, 0.5),
+                uncorrected_p99_ms: q(&s.uncorrected, 0.99),
+                ok,
+                s1xx,
+                s2xx,
+                s3xx,
+                s4xx,
+                s5xx,
+                connect,
+                timeout,
+                io,
+                protocol,
+                rejected,
+                not_started,
+            }
+        })
+        .collect()
 }

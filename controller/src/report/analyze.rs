@@ -20,8 +20,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
+
+use crate::{
+    run::files::{AgentRow, DropRow, KernelRow, Measured, SecondRow, Summary},
+    table,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct Sec {
@@ -41,30 +46,10 @@ impl Sec {
     }
 }
 
-pub fn read_seconds(csv: &str) -> Result<Vec<Sec>> {
-    read_columns(csv, &["second", "requests", "errors", "p99_ms"])?
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            Ok(Sec {
-                t: row[0].with_context(|| format!("seconds.csv line {}: no second", i + 2))? as usize,
-                requests: row[1].unwrap_or(0.0),
-                errors: row[2].unwrap_or(0.0),
-                p99: row[3],
-            })
-        })
-        .collect()
-}
-
-/// The named columns of seconds.csv, row by row (empty cells are None).
-pub fn read_columns(csv: &str, names: &[&str]) -> Result<Vec<Vec<Option<f64>>>> {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().context("seconds.csv is empty")?.split(',').collect();
-    let cols: Vec<usize> = names.iter().map(|n| header.iter().position(|h| h == n).with_context(|| format!("seconds.csv has no {n} column"))).collect::<Result<_>>()?;
-    Ok(lines.map(|l| {
-        let f: Vec<&str> = l.split(',').collect();
-        cols.iter().map(|c| f.get(*c).and_then(|v| v.parse().ok())).collect()
-    }).collect())
+impl From<SecondRow> for Sec {
+    fn from(r: SecondRow) -> Self {
+        Self { t: r.second, requests: r.requests as f64, errors: r.errors as f64, p99: r.p99_ms }
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -154,73 +139,34 @@ pub fn recovery(secs: &[Sec], b: &Bands, reverted_at: f64, sustain: usize) -> Op
     None
 }
 
-fn read_run(dir: &Path) -> Result<(Value, Vec<Sec>)> {
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).with_context(|| format!("{}: not a run directory (no summary.json)", dir.display()))?)
-        .with_context(|| format!("{}/summary.json", dir.display()))?;
-    let secs = read_seconds(&std::fs::read_to_string(dir.join("seconds.csv")).with_context(|| format!("{}/seconds.csv", dir.display()))?)?;
+fn read_run(dir: &Path) -> Result<(Summary, Vec<Sec>)> {
+    let summary = Summary::read(dir)?;
+    let secs = table::read::<SecondRow>(dir)?.into_iter().map(Sec::from).collect();
     Ok((summary, secs))
 }
 
-fn phase(summary: &Value, name: &str) -> Option<(usize, usize)> {
-    summary["phases"].as_array()?.iter().find(|p| p["name"] == name).map(|p| (p["from_s"].as_u64().unwrap_or(0) as usize, p["to_s"].as_u64().unwrap_or(0) as usize))
+fn phase(summary: &Summary, name: &str) -> Option<(usize, usize)> {
+    summary.phase(name).map(|p| (p.from_s as usize, p.to_s as usize))
 }
 
-/// kernel.csv and drops.csv rows by column name (times in s on the run's clock).
-struct Table {
-    rows: Vec<Vec<String>>,
-    head: Vec<String>,
-}
-
-impl Table {
-    fn read(path: &Path) -> Self {
-        Self::parse(&std::fs::read_to_string(path).unwrap_or_default())
-    }
-
-    fn parse(text: &str) -> Self {
-        let mut lines = text.lines();
-        let head = lines.next().unwrap_or("").split(',').map(str::to_owned).collect();
-        Self { rows: lines.map(|l| l.split(',').map(str::to_owned).collect()).collect(), head }
-    }
-
-    fn col(&self, name: &str) -> Option<usize> {
-        self.head.iter().position(|h| h == name)
-    }
-
-    /// Rows of `agent` with from <= t < to, as (row, column lookup).
-    fn window<'a>(&'a self, agent: &'a str, from: f64, to: f64) -> impl Iterator<Item = &'a Vec<String>> + 'a {
-        let (t, a) = (self.col("t_s"), self.col("agent"));
-        self.rows.iter().filter(move |r| {
-            let time = t.and_then(|i| r.get(i)).and_then(|v| v.parse::<f64>().ok());
-            a.and_then(|i| r.get(i)).is_some_and(|v| v == agent) && time.is_some_and(|x| x >= from && x < to)
-        })
-    }
-
-    fn num(&self, row: &[String], name: &str) -> f64 {
-        self.col(name).and_then(|i| row.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-    }
-}
-
-/// The agents of agents.csv whose drop counts are the whole kernel's.
-fn whole_kernel_drops(path: &Path) -> std::collections::BTreeSet<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut lines = text.lines();
-    let Some(col) = lines.next().and_then(|h| h.split(',').position(|c| c == "drops_whole_kernel")) else { return std::collections::BTreeSet::new() };
-    lines.filter(|l| l.split(',').nth(col) == Some("true")).filter_map(|l| l.split(',').next().map(str::to_owned)).collect()
+/// Rows of `agent` with from <= t < to.
+fn rows_of<'a, R>(rows: &'a [R], t_s: fn(&R) -> f64, of: fn(&R) -> &str, agent: &'a str, from: f64, to: f64) -> impl Iterator<Item = &'a R> + 'a {
+    rows.iter().filter(move |r| of(r) == agent && (from..to).contains(&t_s(r)))
 }
 
 /// What the kernel of `agent` saw over [from, to).
-fn kernel_window(kernel: &Table, drops: &Table, agent: &str, from: f64, to: f64) -> Value {
+fn kernel_window(kernel: &[KernelRow], drops: &[DropRow], agent: &str, from: f64, to: f64) -> Value {
     let secs = (to - from).max(1e-9);
     let (mut retransmits, mut samples, mut rtt_sum, mut failures) = (0.0, 0.0, 0.0, 0.0);
-    for r in kernel.window(agent, from, to) {
-        retransmits += kernel.num(r, "retransmits");
-        failures += kernel.num(r, "connect_failures");
-        let n = kernel.num(r, "srtt_samples");
+    for r in rows_of(kernel, |r| r.t_s, |r| &r.agent, agent, from, to) {
+        retransmits += r.retransmits as f64;
+        failures += r.connect_failures as f64;
+        let n = r.srtt_samples as f64;
         samples += n;
-        rtt_sum += n * kernel.num(r, "srtt_mean_ms");
+        rtt_sum += n * r.srtt_mean_ms.unwrap_or(0.0);
     }
     // A fold from 0.0: an empty f64 sum() is -0.0.
-    let dropped = drops.window(agent, from, to).map(|r| drops.num(r, "drops")).fold(0.0, |a, b| a + b);
+    let dropped = rows_of(drops, |r| r.t_s, |r| &r.agent, agent, from, to).map(|r| r.drops as f64).fold(0.0, |a, b| a + b);
     json!({
         "retransmits_per_s": retransmits / secs,
         "srtt_ms": if samples > 0.0 { json!(rtt_sum / samples) } else { Value::Null },
@@ -247,50 +193,47 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
     let b = bands(&base);
     let (_, w1) = phase(&summary, "warmup").unwrap_or((0, 0));
     let found = windows(&secs, &b, w1);
-    let faults = summary["faults"].as_array().cloned().unwrap_or_default();
-    let last_revert = faults.iter().filter_map(|f| f["reverted_at_s"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let last_revert = summary.faults.iter().filter_map(|f| f.reverted_at_s).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let recovered = last_revert.map(|r| recovery(&secs, &b, r, 3));
-    let measured = |s: &Value, name: &str| s["phases"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name)).map_or(Value::Null, |p| p["measured"].clone());
-    let base_m = measured(&ref_summary, "baseline");
+    let base_m = ref_summary.phase("baseline").map(|p| p.measured.clone()).unwrap_or_default();
     let mut phases = Vec::new();
     for name in ["baseline", "fault", "recovery"] {
-        let m = measured(&summary, name);
-        let good = |v: &Value| v["rate"].as_f64().unwrap_or(0.0) * (1.0 - v["error_rate"].as_f64().unwrap_or(0.0));
+        let m = summary.phase(name).map(|p| &p.measured);
+        let pct = |now: fn(&Measured) -> f64| m.map_or(Value::Null, |m| change(now(m), now(&base_m)));
         phases.push(json!({
             "phase": name,
             "measured": m,
             "vs_baseline_percent": {
-                "goodput": change(good(&m), good(&base_m)),
-                "p50": change(m["p50_ms"].as_f64().unwrap_or(0.0), base_m["p50_ms"].as_f64().unwrap_or(0.0)),
-                "p95": change(m["p95_ms"].as_f64().unwrap_or(0.0), base_m["p95_ms"].as_f64().unwrap_or(0.0)),
-                "p99": change(m["p99_ms"].as_f64().unwrap_or(0.0), base_m["p99_ms"].as_f64().unwrap_or(0.0)),
+                "goodput": pct(Measured::goodput),
+                "p50": pct(|m| m.p50_ms),
+                "p95": pct(|m| m.p95_ms),
+                "p99": pct(|m| m.p99_ms),
             },
         }));
     }
     // Each fault: the anomaly windows that overlap its interval, and what the kernels of
-    // its agents saw then (baseline: this run's baseline phase).
-    let (kernel, drops) = (Table::read(&dir.join("kernel.csv")), Table::read(&dir.join("drops.csv")));
+    // its agents saw then (baseline: this run's baseline phase). A run without kernel
+    // metrics has no kernel.csv.
+    let (kernel, drops) = (table::read_if_present::<KernelRow>(dir)?, table::read_if_present::<DropRow>(dir)?);
     // Agents whose drop counts are the whole kernel's (a lab of namespaces on one kernel).
-    let whole_kernel = whole_kernel_drops(&dir.join("agents.csv"));
+    let whole_kernel: std::collections::BTreeSet<String> = table::read_if_present::<AgentRow>(dir)?.into_iter().filter(|a| a.drops_whole_kernel).map(|a| a.agent).collect();
     let (k0, k1) = phase(&summary, "baseline").unwrap_or((b0, b1));
-    let per_fault: Vec<Value> = faults
+    let per_fault: Vec<Value> = summary
+        .faults
         .iter()
         .map(|f| {
-            let (a, r) = (f["applied_at_s"].as_f64(), f["reverted_at_s"].as_f64());
+            let (a, r) = (f.applied_at_s, f.reverted_at_s);
             let overlapping: Vec<Value> = match (a, r) {
                 (Some(a), Some(r)) => found.iter().filter(|w| (w.0 as f64) < r + 1.0 && (w.1 as f64) > a).map(|w| json!([w.0, w.1])).collect(),
                 _ => Vec::new(),
             };
             let seen: Vec<Value> = match (a, r) {
-                (Some(a), Some(r)) if r > a => f["agents"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
+                (Some(a), Some(r)) if r > a => f
+                    .agents
+                    .iter()
                     .map(|agent| {
                         // The agent's own apply and revert, where the run placed them on its clock.
-                        let part = f["parts"].as_array().into_iter().flatten().find(|p| p["agent"] == agent);
-                        let (a, r) = match part.map(|p| (p["applied_at_s"].as_f64(), p["reverted_at_s"].as_f64())) {
+                        let (a, r) = match f.part_of(agent).map(|p| (p.applied_at_s, p.reverted_at_s)) {
                             Some((Some(pa), Some(pr))) if pr > pa => (pa, pr),
                             _ => (a, r),
                         };
@@ -299,7 +242,7 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
                     .collect(),
                 _ => Vec::new(),
             };
-            json!({"fault": f["fault"], "id": f["id"], "applied_at_s": a, "reverted_at_s": r, "anomaly_windows": overlapping, "kernel": seen, "error": f["error"]})
+            json!({"fault": f.fault, "id": f.id, "applied_at_s": a, "reverted_at_s": r, "anomaly_windows": overlapping, "kernel": seen, "error": f.error})
         })
         .collect();
     Ok(json!({
@@ -311,8 +254,8 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Value> {
         "recovery_s": recovered.flatten(),
         "recovered": recovered.map(|r| r.is_some()),
         "faults": per_fault,
-        "hypothesis": summary["hypothesis"],
-        "aborted": summary["aborted"],
+        "hypothesis": summary.hypothesis,
+        "aborted": summary.aborted,
     }))
 }
 
@@ -383,12 +326,13 @@ mod tests {
 
     #[test]
     fn the_kernel_view_of_a_fault_is_its_agents_counters_over_its_interval() {
-        let kernel = Table::parse(
+        let kernel: Vec<KernelRow> = table::parse(
             "t_s,agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures\n\
              1.5,h2,10.0.0.1,10,1.000,0,3,0\n2.5,h2,10.0.0.1,10,1.000,0,0,0\n\
              10.5,h2,10.0.0.1,10,2.000,5,0,1\n12.5,h2,10.0.0.1,30,6.000,7,0,0\n12.5,h1,10.0.0.2,50,9.000,100,0,0\n",
-        );
-        let drops = Table::parse("t_s,agent,reason,drops\n11.0,h2,NOT_SPECIFIED,8\n13.9,h2,NOT_SPECIFIED,4\n14.0,h2,NOT_SPECIFIED,99\n");
+        )
+        .unwrap();
+        let drops: Vec<DropRow> = table::parse("t_s,agent,reason,drops\n11.0,h2,NOT_SPECIFIED,8\n13.9,h2,NOT_SPECIFIED,4\n14.0,h2,NOT_SPECIFIED,99\n").unwrap();
         let during = kernel_window(&kernel, &drops, "h2", 10.0, 14.0);
         assert_eq!(during["retransmits_per_s"], 3.0, "12 retransmits in 4 s, h1's not counted");
         assert_eq!(during["srtt_ms"], 5.0, "the mean over samples: (10 x 2 + 30 x 6) / 40");
@@ -451,6 +395,7 @@ mod tests {
 
     #[test]
     fn csv_columns_are_found_by_name() {
+        let read_seconds = |csv: &str| table::parse::<SecondRow>(csv).map(|rows| rows.into_iter().map(Sec::from).collect::<Vec<_>>());
         let s = read_seconds("second,requests,errors,late,p50_ms,p99_ms\n0,10,1,0,1.0,2.5\n1,10,0,0,,\n").unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].requests, s[0].errors, s[0].p99), (10.0, 1.0, Some(2.5)));

@@ -108,8 +108,8 @@ pub async fn add_to_report(dir: &Path) -> Option<std::path::PathBuf> {
     let html_path = dir.join("report.html");
     let read = || -> Result<(String, Value, Vec<String>)> {
         let html = std::fs::read_to_string(&html_path)?;
-        let an: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("analysis.json"))?)?;
-        let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
+        let an: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(crate::run::files::ANALYSIS_JSON))?)?;
+        let summary = crate::run::files::Summary::read(dir)?;
         Ok((html, an.clone(), crate::report::findings(&an, &summary)))
     };
     let Ok((html, an, findings)) = read() else { return None };

@@ -11,6 +11,11 @@ pub mod llm;
 
 use analyze::Sec;
 
+use crate::{
+    run::files::{FaultRecord, KernelRow, PartRecord, SecondRow, Summary},
+    table,
+};
+
 /// Where report.html takes an LLM-written summary (llm.rs fills it in later).
 pub const LLM_MARKER: &str = "<!-- faultline:llm-summary -->";
 
@@ -182,18 +187,20 @@ pub fn png(svg: &str, path: &Path) -> Result<()> {
 }
 
 /// Plain sentences from the analysis: what a reader should take away.
-pub fn findings(an: &Value, summary: &Value) -> Vec<String> {
+pub fn findings(an: &Value, summary: &Summary) -> Vec<String> {
     let mut out = Vec::new();
     let f1 = |v: &Value| v.as_f64().unwrap_or(0.0);
     let phases = an["phases"].as_array().cloned().unwrap_or_default();
     let get = |name: &str| phases.iter().find(|p| p["phase"] == name).cloned().unwrap_or(Value::Null);
     let (b, f, r) = (get("baseline"), get("fault"), get("recovery"));
-    let faults: Vec<String> = summary["faults"].as_array().into_iter().flatten().map(|x| {
-        match (x["applied_at_s"].as_f64(), x["reverted_at_s"].as_f64()) {
-            (Some(a), Some(z)) => format!("{} (from {a:.1} s to {z:.1} s)", x["fault"].as_str().unwrap_or("")),
-            _ => format!("{} (not applied: {})", x["fault"].as_str().unwrap_or(""), x["error"].as_str().unwrap_or("")),
-        }
-    }).collect();
+    let faults: Vec<String> = summary
+        .faults
+        .iter()
+        .map(|x| match (x.applied_at_s, x.reverted_at_s) {
+            (Some(a), Some(z)) => format!("{} (from {a:.1} s to {z:.1} s)", x.fault),
+            _ => format!("{} (not applied: {})", x.fault, x.error),
+        })
+        .collect();
     if !faults.is_empty() {
         out.push(format!("Faults: {}.", faults.join("; ")));
     }
@@ -236,18 +243,17 @@ pub fn findings(an: &Value, summary: &Value) -> Vec<String> {
 }
 
 /// A fault's agents, each with its own apply and revert on the run's clock where known.
-fn agents_cell(f: &Value) -> String {
-    let parts = f["parts"].as_array().filter(|p| !p.is_empty());
-    let Some(parts) = parts else {
-        return f["agents"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-    };
-    let t = |v: &Value| v.as_f64().map_or("?".to_owned(), |x| format!("{x:.3}"));
-    let part = |p: &Value| {
-        let agent = p["agent"].as_str().unwrap_or("?");
+fn agents_cell(f: &FaultRecord) -> String {
+    if f.parts.is_empty() {
+        return f.agents.join(", ");
+    }
+    let t = |v: Option<f64>| v.map_or("?".to_owned(), |x| format!("{x:.3}"));
+    let part = |p: &PartRecord| match p.reverted_at_s {
         // Kill and restart are never reverted: they only have a moment.
-        if p["reverted_at_s"].is_null() { format!("{agent} at {} s", t(&p["applied_at_s"])) } else { format!("{agent} {}\u{2013}{} s", t(&p["applied_at_s"]), t(&p["reverted_at_s"])) }
+        None => format!("{} at {} s", p.agent, t(p.applied_at_s)),
+        Some(r) => format!("{} {}\u{2013}{} s", p.agent, t(p.applied_at_s), t(Some(r))),
     };
-    parts.iter().map(part).collect::<Vec<_>>().join(", ")
+    f.parts.iter().map(part).collect::<Vec<_>>().join(", ")
 }
 
 fn series(secs: &[Sec], f: impl Fn(&Sec) -> Option<f64>) -> Vec<(f64, f64)> {
@@ -257,19 +263,15 @@ fn series(secs: &[Sec], f: impl Fn(&Sec) -> Option<f64>) -> Vec<(f64, f64)> {
 /// Retransmits per second and smoothed RTT for the (agent, peer) pairs with the most
 /// retransmits (or RTT samples), from kernel.csv; None when there is nothing to show.
 fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f64) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(dir.join("kernel.csv")).ok()?;
+    let rows: Vec<KernelRow> = table::read(dir).ok()?;
     // (agent -> peer) -> per-second retransmits, and (t, srtt) points.
     let mut rt: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> = std::collections::BTreeMap::new();
     let mut rtt: std::collections::BTreeMap<String, Vec<(f64, f64)>> = std::collections::BTreeMap::new();
-    for l in text.lines().skip(1) {
-        let f: Vec<&str> = l.split(',').collect();
-        let (Some(t), Some(agent), Some(peer)) = (f.first().and_then(|v| v.parse::<f64>().ok()), f.get(1), f.get(2)) else { continue };
-        let key = format!("{agent} → {peer}");
-        if let Some(r) = f.get(5).and_then(|v| v.parse::<f64>().ok()) {
-            *rt.entry(key.clone()).or_default().entry(t.floor() as i64).or_default() += r;
-        }
-        if let Some(m) = f.get(4).and_then(|v| v.parse::<f64>().ok()) {
-            rtt.entry(key).or_default().push((t, m));
+    for r in rows {
+        let key = format!("{} → {}", r.agent, r.peer);
+        *rt.entry(key.clone()).or_default().entry(r.t_s.floor() as i64).or_default() += r.retransmits as f64;
+        if let Some(m) = r.srtt_mean_ms {
+            rtt.entry(key).or_default().push((r.t_s, m));
         }
     }
     if rt.is_empty() && rtt.is_empty() {
@@ -296,16 +298,14 @@ fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f
 #[expect(clippy::too_many_lines, reason = "the page top to bottom, in the order a reader sees it")]
 pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathBuf>> {
     let an = analyze::analyze(dir, baseline)?;
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
-    let csv = std::fs::read_to_string(dir.join("seconds.csv"))?;
-    let secs = analyze::read_seconds(&csv)?;
-    let extra = analyze::read_columns(&csv, &["p50_ms", "p95_ms"])?;
+    let summary = Summary::read(dir)?;
+    let rows: Vec<SecondRow> = table::read(dir)?;
+    let secs: Vec<Sec> = rows.iter().cloned().map(Sec::from).collect();
     let x_max = secs.last().map_or(1.0, |s| s.t as f64 + 1.0);
-    let mut shades: Vec<Shade> = summary["faults"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| Some(Shade { from: f["applied_at_s"].as_f64()?, to: f["reverted_at_s"].as_f64()?, fill: FAULT_FILL, label: f["fault"].as_str().unwrap_or("").to_owned() }))
+    let mut shades: Vec<Shade> = summary
+        .faults
+        .iter()
+        .filter_map(|f| Some(Shade { from: f.applied_at_s?, to: f.reverted_at_s?, fill: FAULT_FILL, label: f.fault.clone() }))
         .collect();
     shades.extend(an["anomaly_windows"].as_array().into_iter().flatten().map(|w| Shade {
         from: w["from_s"].as_f64().unwrap_or(0.0),
@@ -313,7 +313,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         fill: ANOMALY_FILL,
         label: "anomaly".into(),
     }));
-    let phases: Vec<(f64, String)> = summary["phases"].as_array().into_iter().flatten().filter(|p| p["to_s"].as_f64() > p["from_s"].as_f64()).map(|p| (p["from_s"].as_f64().unwrap_or(0.0), p["name"].as_str().unwrap_or("").to_owned())).collect();
+    let phases: Vec<(f64, String)> = summary.phases.iter().filter(|p| p.to_s > p.from_s).map(|p| (p.from_s as f64, p.name.clone())).collect();
     let throughput = timeseries(
         "Throughput (answers without error, and errors, per second)",
         "requests/s",
@@ -323,11 +323,11 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         x_max,
         false,
     );
-    let lat = |col: usize| extra.iter().enumerate().filter_map(|(i, row)| row[col].map(|v| (secs.get(i).map_or(i, |s| s.t) as f64 + 0.5, v))).collect::<Vec<_>>();
+    let lat = |col: fn(&SecondRow) -> Option<f64>| rows.iter().filter_map(|r| col(r).map(|v| (r.second as f64 + 0.5, v))).collect::<Vec<_>>();
     let latency = timeseries(
         "Latency from the intended start (p50, p95, p99 per second)",
         "ms (log scale)",
-        &[("p50", "#2e86ab", lat(0)), ("p95", "#a23b72", lat(1)), ("p99", "#f18f01", series(&secs, |s| s.p99))],
+        &[("p50", "#2e86ab", lat(|r| r.p50_ms)), ("p95", "#a23b72", lat(|r| r.p95_ms)), ("p99", "#f18f01", series(&secs, |s| s.p99))],
         &shades,
         &phases,
         x_max,
@@ -357,9 +357,9 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     }
     let mut html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>faultline run: {}</title><style>body{{font-family:DejaVu Sans,sans-serif;max-width:960px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}.fault{{background:{FAULT_FILL}40}}.anomaly{{background:{ANOMALY_FILL}40}}</style></head><body>",
-        esc(summary["scenario"].as_str().unwrap_or(""))
+        esc(&summary.scenario)
     );
-    let _ = write!(html, "<h1>{}</h1><p>{}</p><h2>Findings</h2><ul>", esc(summary["scenario"].as_str().unwrap_or("")), esc(summary["description"].as_str().unwrap_or("")));
+    let _ = write!(html, "<h1>{}</h1><p>{}</p><h2>Findings</h2><ul>", esc(&summary.scenario), esc(&summary.description));
     for f in findings(&an, &summary) {
         let _ = write!(html, "<li>{}</li>", esc(&f));
     }
@@ -386,19 +386,19 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         );
     }
     html += "</table><h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
-    for f in summary["faults"].as_array().into_iter().flatten() {
-        let o = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2} s"));
+    for f in &summary.faults {
+        let o = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2} s"));
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            f["index"],
-            esc(f["fault"].as_str().unwrap_or("")),
-            esc(f["id"].as_str().unwrap_or("")),
+            f.index,
+            esc(&f.fault),
+            esc(&f.id),
             esc(&agents_cell(f)),
-            o(&f["planned_at_s"]),
-            o(&f["applied_at_s"]),
-            o(&f["reverted_at_s"]),
-            esc(f["error"].as_str().unwrap_or(""))
+            o(Some(f.planned_at_s)),
+            o(f.applied_at_s),
+            o(f.reverted_at_s),
+            esc(&f.error)
         );
     }
     html += "</table><h2>Each fault as the kernel saw it</h2><table><tr><th>fault</th><th>agent</th><th>retransmits/s</th><th>smoothed RTT ms</th><th>drops/s</th><th>failed connects</th></tr>";
@@ -440,9 +440,9 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>, <code>kernel.csv</code>, <code>drops.csv</code>, <code>host.csv</code>, <code>agents.csv</code>; plots as PNG: {}.</p></body></html>",
         plots.iter().map(|(n, _)| format!("{n}.png")).collect::<Vec<_>>().join(", ")
     );
-    std::fs::write(dir.join("analysis.json"), format!("{an:#}\n"))?;
+    std::fs::write(dir.join(crate::run::files::ANALYSIS_JSON), format!("{an:#}\n"))?;
     std::fs::write(dir.join("report.html"), html)?;
-    written.push(dir.join("analysis.json"));
+    written.push(dir.join(crate::run::files::ANALYSIS_JSON));
     written.push(dir.join("report.html"));
     Ok(written)
 }

@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,6 +13,9 @@ use faultline_proto::{
     controller::v1 as pb,
     transport::{AGENT_NAME, Security},
 };
+
+use super::files::{AgentRow, DropRow, HostRow, KernelRow};
+use crate::table;
 
 fn now_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
@@ -33,15 +35,13 @@ pub struct AgentClock {
     pub drops_whole_kernel: bool,
 }
 
+/// The samples so far, each with its time as our unix ms (`t_s` is set when written).
 #[derive(Default)]
 pub struct Collected {
     pub agents: Vec<AgentClock>,
-    /// (our unix ms, "`agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures`")
-    pub kernel: Vec<(f64, String)>,
-    /// (our unix ms, "agent,reason,drops")
-    pub drops: Vec<(f64, String)>,
-    /// (our unix ms, "`agent,cpu_percent,memory_used_bytes,load1`")
-    pub host: Vec<(f64, String)>,
+    pub kernel: Vec<(f64, KernelRow)>,
+    pub drops: Vec<(f64, DropRow)>,
+    pub host: Vec<(f64, HostRow)>,
 }
 
 async fn connect(security: &Security, url: &str) -> Result<AgentServiceClient<tonic::transport::Channel>, String> {
@@ -112,14 +112,15 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                         if n + rt + conn + fail == 0 {
                             continue;
                         }
-                        let mean = if n == 0 { String::new() } else { format!("{:.3}", sum as f64 / n as f64 / 1000.0) };
-                        rows.0.push((t, format!("{name},{},{n},{mean},{rt},{conn},{fail}", peer.peer)));
+                        let srtt_mean_ms = (n > 0).then(|| crate::table::ms3(sum as f64 / n as f64 / 1000.0));
+                        let row = KernelRow { t_s: 0.0, agent: name.clone(), peer: peer.peer.clone(), srtt_samples: n, srtt_mean_ms, retransmits: rt, connects: conn, connect_failures: fail };
+                        rows.0.push((t, row));
                     }
                     let dropped: BTreeMap<&str, u64> = p.drops.iter().map(|x| (x.reason.as_str(), x.count)).collect();
                     for d in &s.drops {
                         let n = d.count.saturating_sub(dropped.get(d.reason.as_str()).copied().unwrap_or(0));
                         if n > 0 {
-                            rows.1.push((t, format!("{name},{},{n}", d.reason)));
+                            rows.1.push((t, DropRow { t_s: 0.0, agent: name.clone(), reason: d.reason.clone(), drops: n }));
                         }
                     }
                 }
@@ -128,7 +129,9 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                         a.drops_whole_kernel = true;
                     }
                 if let Some(h) = &s.host {
-                    rows.2.push((t, format!("{name},{:.1},{},{:.2}", h.cpu_percent, h.memory_used_bytes, h.load1)));
+                    let round = |x: f64, digits: i32| (x * 10f64.powi(digits)).round() / 10f64.powi(digits);
+                    let row = HostRow { t_s: 0.0, agent: name.clone(), cpu_percent: round(h.cpu_percent, 1), memory_used_bytes: h.memory_used_bytes, load1: round(h.load1, 2) };
+                    rows.2.push((t, row));
                 }
                 let mut o = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 o.kernel.extend(rows.0);
@@ -145,23 +148,25 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
 impl Collected {
     /// Writes agents.csv, kernel.csv, drops.csv and host.csv, times in seconds from
     /// `run_start_unix_ms`.
-    pub fn write(&self, dir: &std::path::Path, run_start_unix_ms: f64) -> std::io::Result<()> {
-        let mut agents = String::from("agent,url,clock_offset_ms,offset_uncertainty_ms,drops_whole_kernel,error\n");
-        for a in &self.agents {
-            let o = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
-            let _ = writeln!(agents, "{},{},{},{},{},{:?}", a.name, a.url, o(a.offset_ms), o(a.uncertainty_ms), a.drops_whole_kernel, a.error);
-        }
-        std::fs::write(dir.join("agents.csv"), agents)?;
-        let table = |head: &str, rows: &[(f64, String)]| {
-            let mut t = format!("{head}\n");
-            for (at, r) in rows {
-                let _ = writeln!(t, "{:.3},{r}", (at - run_start_unix_ms) / 1000.0);
-            }
-            t
-        };
-        std::fs::write(dir.join("kernel.csv"), table("t_s,agent,peer,srtt_samples,srtt_mean_ms,retransmits,connects,connect_failures", &self.kernel))?;
-        std::fs::write(dir.join("drops.csv"), table("t_s,agent,reason,drops", &self.drops))?;
-        std::fs::write(dir.join("host.csv"), table("t_s,agent,cpu_percent,memory_used_bytes,load1", &self.host))
+    pub fn write(&self, dir: &std::path::Path, run_start_unix_ms: f64) -> anyhow::Result<()> {
+        let ms3 = |v: Option<f64>| v.map(table::ms3);
+        let agents: Vec<AgentRow> = self
+            .agents
+            .iter()
+            .map(|a| AgentRow {
+                agent: a.name.clone(),
+                url: a.url.clone(),
+                clock_offset_ms: ms3(a.offset_ms),
+                offset_uncertainty_ms: ms3(a.uncertainty_ms),
+                drops_whole_kernel: a.drops_whole_kernel,
+                error: a.error.clone(),
+            })
+            .collect();
+        table::write(dir, &agents)?;
+        let t_s = |at: f64| table::ms3((at - run_start_unix_ms) / 1000.0);
+        table::write(dir, &self.kernel.iter().map(|(at, r)| KernelRow { t_s: t_s(*at), ..r.clone() }).collect::<Vec<_>>())?;
+        table::write(dir, &self.drops.iter().map(|(at, r)| DropRow { t_s: t_s(*at), ..r.clone() }).collect::<Vec<_>>())?;
+        table::write(dir, &self.host.iter().map(|(at, r)| HostRow { t_s: t_s(*at), ..r.clone() }).collect::<Vec<_>>())
     }
 }
 

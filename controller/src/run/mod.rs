@@ -3,7 +3,6 @@
 //! faults go through the controller.
 
 use std::{
-    fmt::Write as _,
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -13,14 +12,17 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
-use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+pub mod files;
 pub mod kernel_watch;
 pub mod scenario;
 
 use self::scenario::{Condition, FaultPlan, FaultRequest, Metric, Scenario};
-use crate::load::{self, args::LoadArgs, record::Recorder};
+use crate::{
+    load::{self, args::LoadArgs, record::Recorder},
+    table,
+};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -174,9 +176,17 @@ impl Window {
         (if c.less { v < c.value } else { v > c.value }, v)
     }
 
-    fn json(&self) -> serde_json::Value {
-        json!({"requests": self.requests, "errors": self.errors, "rate": self.value(Metric::Rate), "error_rate": self.value(Metric::ErrorRate),
-               "p50_ms": self.value(Metric::P50), "p90_ms": self.value(Metric::P90), "p95_ms": self.quantile(0.95), "p99_ms": self.value(Metric::P99)})
+    fn measured(&self) -> files::Measured {
+        files::Measured {
+            requests: self.requests,
+            errors: self.errors,
+            rate: self.value(Metric::Rate),
+            error_rate: self.value(Metric::ErrorRate),
+            p50_ms: self.value(Metric::P50),
+            p90_ms: self.value(Metric::P90),
+            p95_ms: self.quantile(0.95),
+            p99_ms: self.value(Metric::P99),
+        }
     }
 }
 
@@ -224,7 +234,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     let skipped = check_targets(&s, &args.scenario, &agents)?;
     let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp())));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
-    std::fs::copy(&args.scenario, dir.join("scenario.yaml")).with_context(|| format!("copying {}", args.scenario.display()))?;
+    std::fs::copy(&args.scenario, dir.join(files::SCENARIO_YAML)).with_context(|| format!("copying {}", args.scenario.display()))?;
     eprintln!("run {}: {} s ({} warmup, {} baseline, {} fault, {} recovery), {} faults, into {}", s.name, s.total().as_secs_f64(), s.warmup.as_secs_f64(), s.baseline.as_secs_f64(), s.fault.as_secs_f64(), s.recovery.as_secs_f64(), s.faults.len(), dir.display());
 
     // The agents' kernel and host metrics, streamed through the run (best effort: an agent
@@ -370,88 +380,116 @@ fn finish(s: &Scenario, run: &load::Run, dir: PathBuf, timeline: &[Timeline], pl
     let windows: BTreeMap<&str, Window> = phases.iter().map(|(n, a, b)| (*n, window(&run.recorder, *a, *b))).collect();
     let mut verdicts = Vec::new();
     let mut failed = Vec::new();
+    let mut check = |c: &Condition, phase: String, w: &Window, how: &str| {
+        let (holds, value) = w.holds(c);
+        if !holds {
+            failed.push(format!("{} {how} {phase} ({value:.3})", c.text));
+        }
+        verdicts.push(files::Verdict { hypothesis: c.text.clone(), phase, holds, value });
+    };
     for c in &s.hypothesis {
         for phase in ["baseline", "recovery"] {
-            let (ok, v) = windows[phase].holds(c);
-            if !ok {
-                failed.push(format!("{} in {phase} ({v:.3})", c.text));
-            }
-            verdicts.push(json!({"hypothesis": c.text, "phase": phase, "holds": ok, "value": v}));
+            check(c, phase.into(), &windows[phase], "in");
         }
     }
     // `during`: over the whole fault phase, and over each applied fault's own window
     // (whole seconds from its apply to its revert, as the run's clock saw them).
     for c in &s.during {
-        let mut check = |phase: String, w: &Window| {
-            let (ok, v) = w.holds(c);
-            if !ok {
-                failed.push(format!("{} during {phase} ({v:.3})", c.text));
-            }
-            verdicts.push(json!({"hypothesis": c.text, "phase": phase, "holds": ok, "value": v}));
-        };
-        check("fault".into(), &windows["fault"]);
+        check(c, "fault".into(), &windows["fault"], "during");
         for t in timeline {
             let (Some(from), Some(to)) = (t.applied_at, t.reverted_at.or(t.applied_at.map(|_| t.planned_end))) else { continue };
             let w = window(&run.recorder, from.floor() as u64, (to.ceil() as u64).max(from.floor() as u64 + 1));
             if w.requests > 0 {
-                check(format!("faults[{}] {}", t.index, t.describe), &w);
+                check(c, format!("faults[{}] {}", t.index, t.describe), &w, "during");
             }
         }
     }
-    let summary = json!({
-        "scenario": s.name,
-        "description": s.description,
-        "started_unix_ms": run.started_unix_ms,
-        "aborted": aborted,
-        "phases": phases.iter().map(|(n, a, b)| json!({"name": n, "from_s": a, "to_s": b, "measured": windows[n].json()})).collect::<Vec<_>>(),
-        "hypothesis": verdicts,
-        "faults": timeline.iter().zip(placed).map(|(t, placed)| {
-            let parts: Vec<Value> = t.parts.iter().zip(placed).map(|(p, c)| {
-                json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_s": c.applied_s, "reverted_at_s": c.reverted_s, "clock_offset_ms": c.clock.map(|c| c.0), "offset_uncertainty_ms": c.clock.map(|c| c.1)})
-            }).collect();
-            json!({"index": t.index, "fault": t.describe, "id": t.id, "agents": t.agents, "planned_at_s": t.planned_at, "planned_end_s": t.planned_end, "applied_at_s": t.applied_at, "reverted_at_s": t.reverted_at, "error": t.error, "skipped": t.skipped, "parts": parts})
-        }).collect::<Vec<_>>(),
-        "load": load::summary(run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
-    });
-    std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))?;
-    std::fs::write(dir.join("seconds.csv"), load::seconds_csv(&run.recorder))?;
-    std::fs::write(dir.join("latency.hlog"), load::interval_log(run))?;
-    let mut csv = String::from("index,fault,id,agents,planned_at_s,planned_end_s,applied_at_s,reverted_at_s,error\n");
-    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
-    for t in timeline {
-        let _ = writeln!(csv, "{},{:?},{},{},{:.3},{:.3},{},{},{:?}", t.index, t.describe, t.id, t.agents.join(" "), t.planned_at, t.planned_end, opt(t.applied_at), opt(t.reverted_at), t.error);
-    }
-    std::fs::write(dir.join("faults.csv"), csv)?;
-    // The same, per agent: when each agent's kernel change was in place and undone, by
-    // its own clock, and on the run's clock through its measured offset.
-    let mut csv = String::from("index,id,agent,agent_fault_id,applied_at_s,reverted_at_s,clock_offset_ms,offset_uncertainty_ms,applied_agent_unix_ms,reverted_agent_unix_ms\n");
-    let ms = |v: i64| if v > 0 { v.to_string() } else { String::new() };
-    for (t, placed) in timeline.iter().zip(placed) {
-        for (p, c) in t.parts.iter().zip(placed) {
-            let _ = writeln!(
-                csv,
-                "{},{},{},{},{},{},{},{},{},{}",
-                t.index,
-                t.id,
-                p.agent,
-                p.agent_fault_id,
-                opt(c.applied_s),
-                opt(c.reverted_s),
-                opt(c.clock.map(|c| c.0)),
-                opt(c.clock.map(|c| c.1)),
-                ms(p.applied_ms),
-                ms(p.reverted_ms)
-            );
+    let parts = |t: &Timeline, placed: &[OnRunClock]| -> Vec<files::PartRecord> {
+        t.parts
+            .iter()
+            .zip(placed)
+            .map(|(p, c)| files::PartRecord {
+                agent: p.agent.clone(),
+                agent_fault_id: p.agent_fault_id.clone(),
+                applied_at_s: c.applied_s,
+                reverted_at_s: c.reverted_s,
+                clock_offset_ms: c.clock.map(|c| c.0),
+                offset_uncertainty_ms: c.clock.map(|c| c.1),
+            })
+            .collect()
+    };
+    let summary = files::Summary {
+        scenario: s.name.clone(),
+        description: s.description.clone(),
+        started_unix_ms: run.started_unix_ms,
+        aborted: aborted.clone(),
+        phases: phases.iter().map(|(n, a, b)| files::Phase { name: (*n).to_owned(), from_s: *a, to_s: *b, measured: windows[n].measured() }).collect(),
+        hypothesis: verdicts,
+        faults: timeline
+            .iter()
+            .zip(placed)
+            .map(|(t, placed)| files::FaultRecord {
+                index: t.index,
+                fault: t.describe.clone(),
+                id: t.id.clone(),
+                agents: t.agents.clone(),
+                planned_at_s: t.planned_at,
+                planned_end_s: t.planned_end,
+                applied_at_s: t.applied_at,
+                reverted_at_s: t.reverted_at,
+                error: t.error.clone(),
+                skipped: t.skipped.clone(),
+                parts: parts(t, placed),
+            })
+            .collect(),
+        load: load::summary(run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
+    };
+    summary.write(&dir)?;
+    table::write(&dir, &load::seconds_rows(&run.recorder))?;
+    std::fs::write(dir.join(files::LATENCY_HLOG), load::interval_log(run))?;
+    let ms3 = |v: Option<f64>| v.map(table::ms3);
+    let fault_rows: Vec<files::FaultRow> = summary
+        .faults
+        .iter()
+        .map(|f| files::FaultRow {
+            index: f.index,
+            fault: f.fault.clone(),
+            id: f.id.clone(),
+            agents: f.agents.join(" "),
+            planned_at_s: table::ms3(f.planned_at_s),
+            planned_end_s: table::ms3(f.planned_end_s),
+            applied_at_s: ms3(f.applied_at_s),
+            reverted_at_s: ms3(f.reverted_at_s),
+            error: f.error.clone(),
+        })
+        .collect();
+    table::write(&dir, &fault_rows)?;
+    let agent_ms = |v: i64| (v > 0).then_some(v);
+    let mut part_rows = Vec::new();
+    for (t, f) in timeline.iter().zip(&summary.faults) {
+        for (p, r) in t.parts.iter().zip(&f.parts) {
+            part_rows.push(files::FaultAgentRow {
+                index: t.index,
+                id: t.id.clone(),
+                agent: p.agent.clone(),
+                agent_fault_id: p.agent_fault_id.clone(),
+                applied_at_s: ms3(r.applied_at_s),
+                reverted_at_s: ms3(r.reverted_at_s),
+                clock_offset_ms: ms3(r.clock_offset_ms),
+                offset_uncertainty_ms: ms3(r.offset_uncertainty_ms),
+                applied_agent_unix_ms: agent_ms(p.applied_ms),
+                reverted_agent_unix_ms: agent_ms(p.reverted_ms),
+            });
         }
     }
-    std::fs::write(dir.join("fault_agents.csv"), csv)?;
+    table::write(&dir, &part_rows)?;
 
     for (n, _, _) in &phases {
         let w = &windows[n];
         println!("{n:<9} {:>7} requests  {:>8.1}/s  errors {:>6.2} %  p50 {:>8.2} ms  p99 {:>8.2} ms", w.requests, w.value(Metric::Rate), w.value(Metric::ErrorRate) * 100.0, w.value(Metric::P50), w.value(Metric::P99));
     }
-    for v in summary["hypothesis"].as_array().into_iter().flatten() {
-        println!("hypothesis {:<24} {:<9} {}", v["hypothesis"].as_str().unwrap_or(""), v["phase"].as_str().unwrap_or(""), if v["holds"] == true { "holds" } else { "FAILS" });
+    for v in &summary.hypothesis {
+        println!("hypothesis {:<24} {:<9} {}", v.hypothesis, v.phase, if v.holds { "holds" } else { "FAILS" });
     }
     println!("run directory: {}", dir.display());
     Ok(Outcome { dir, aborted, failed })

@@ -135,6 +135,17 @@ pub struct ScenarioError {
     pub problem: String,
 }
 
+/// A field of the scenario and what is wrong with it; `load` places it on its line.
+#[derive(Debug)]
+struct FieldError {
+    field: String,
+    problem: String,
+}
+
+fn bad(field: String, problem: String) -> FieldError {
+    FieldError { field, problem }
+}
+
 pub fn parse_condition(s: &str) -> Result<Condition, String> {
     let (op_at, less) = match (s.find('<'), s.find('>')) {
         (Some(i), None) => (i, true),
@@ -198,28 +209,28 @@ struct LoadFlags {
 /// A scenario's `load:` as `faultline load` arguments: `target` (one URL or a list) first,
 /// then every other key as its flag (`connections: 8` is `--connections 8`, a list repeats
 /// the flag, `true` is the bare flag). `body: @FILE` is read relative to the scenario.
-fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result<Vec<String>, (String, String)> {
+fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result<Vec<String>, FieldError> {
     let mut argv = match load.get("target") {
-        Some(serde_norway::Value::Sequence(urls)) => urls.iter().map(scalar).collect::<Option<Vec<_>>>().ok_or_else(|| ("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
-        Some(v) => vec![scalar(v).ok_or_else(|| ("target".to_owned(), "a URL or a list of URLs".to_owned()))?],
-        None => return Err(("target".into(), "required: the URL to send load to".into())),
+        Some(serde_norway::Value::Sequence(urls)) => urls.iter().map(scalar).collect::<Option<Vec<_>>>().ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
+        Some(v) => vec![scalar(v).ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?],
+        None => return Err(bad("target".into(), "required: the URL to send load to".into())),
     };
     match load.get("rate").map(scalar) {
-        None => return Err(("rate".into(), "required: scenarios run open-loop load".into())),
+        None => return Err(bad("rate".into(), "required: scenarios run open-loop load".into())),
         Some(Some(r)) if r.parse::<f64>().is_ok_and(|r| r.is_finite() && r > 0.0) => {}
-        Some(_) => return Err(("rate".into(), "a rate > 0 requests per second".into())),
+        Some(_) => return Err(bad("rate".into(), "a rate > 0 requests per second".into())),
     }
     for (k, v) in load {
         match k.as_str() {
             "target" => continue,
-            "duration" => return Err((k.clone(), "set by the phases (the load runs through all of them)".into())),
-            "out" | "json" => return Err((k.clone(), "the run writes its own directory".into())),
-            "concurrency" => return Err((k.clone(), "scenarios run open-loop load (rate), not closed loop".into())),
+            "duration" => return Err(bad(k.clone(), "set by the phases (the load runs through all of them)".into())),
+            "out" | "json" => return Err(bad(k.clone(), "the run writes its own directory".into())),
+            "concurrency" => return Err(bad(k.clone(), "scenarios run open-loop load (rate), not closed loop".into())),
             _ => {}
         }
         let flag = format!("--{}", k.replace('_', "-"));
-        let value = |v: &serde_norway::Value| -> Result<String, (String, String)> {
-            let s = scalar(v).ok_or_else(|| (k.clone(), "a plain value".to_owned()))?;
+        let value = |v: &serde_norway::Value| -> Result<String, FieldError> {
+            let s = scalar(v).ok_or_else(|| bad(k.clone(), "a plain value".to_owned()))?;
             // A body file is the scenario's neighbour, wherever the run starts.
             Ok(match s.strip_prefix('@') {
                 Some(file) if k == "body" && !Path::new(file).is_absolute() => format!("@{}", dir.join(file).display()),
@@ -265,35 +276,35 @@ fn scalar(v: &serde_norway::Value) -> Option<String> {
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// A fault entry as `fault apply` or `partition` would take it.
-fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Result<FaultPlan, (String, String)> {
+fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Result<FaultPlan, FieldError> {
     let field = |k: &str| format!("faults[{index}].{k}");
-    let get_duration = |k: &str| -> Result<Duration, (String, String)> {
-        let v = entry.get(k).and_then(scalar).ok_or_else(|| (field(k), "required (a duration such as 10s)".to_owned()))?;
-        units::duration(&v).map_err(|e| (field(k), e))
+    let get_duration = |k: &str| -> Result<Duration, FieldError> {
+        let v = entry.get(k).and_then(scalar).ok_or_else(|| bad(field(k), "required (a duration such as 10s)".to_owned()))?;
+        units::duration(&v).map_err(|e| bad(field(k), e))
     };
     let at = get_duration("at")?;
     let length = get_duration("for")?;
     if length.is_zero() {
-        return Err((field("for"), "must be longer than 0".into()));
+        return Err(bad(field("for"), "must be longer than 0".into()));
     }
     let optional = match entry.get("optional") {
         None => false,
         Some(serde_norway::Value::Bool(b)) => *b,
-        Some(_) => return Err((field("optional"), "true or false".into())),
+        Some(_) => return Err(bad(field("optional"), "true or false".into())),
     };
     if let Some(shape) = entry.get("partition") {
-        let shape_name = scalar(shape).ok_or_else(|| (field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
+        let shape_name = scalar(shape).ok_or_else(|| bad(field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
         let shape = match shape_name.as_str() {
             "isolate" => pb::Shape::Isolate,
             "halves" => pb::Shape::Halves,
             "majorities-ring" => pb::Shape::MajoritiesRing,
             "bridge" => pb::Shape::Bridge,
             "groups" => pb::Shape::Groups,
-            other => return Err((field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
+            other => return Err(bad(field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
         };
         for k in entry.keys() {
             if !["at", "for", "optional", "partition", "node", "select", "groups", "rest"].contains(&k.as_str()) {
-                return Err((field(k), "not a partition setting (node, select, groups, rest)".into()));
+                return Err(bad(field(k), "not a partition setting (node, select, groups, rest)".into()));
             }
         }
         let groups = match entry.get("groups") {
@@ -302,10 +313,10 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
                 .iter()
                 .map(|g| match g {
                     serde_norway::Value::Sequence(names) => Ok(pb::Group { agents: names.iter().filter_map(scalar).collect() }),
-                    _ => Err((field("groups"), "a list of lists of agent names".to_owned())),
+                    _ => Err(bad(field("groups"), "a list of lists of agent names".to_owned())),
                 })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err((field("groups"), "a list of lists of agent names".into())),
+            Some(_) => return Err(bad(field("groups"), "a list of lists of agent names".into())),
         };
         let req = pb::PartitionRequest {
             selector: entry.get("select").and_then(scalar).unwrap_or_default(),
@@ -318,12 +329,12 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
                 None => pb::Rest::Untouched,
                 Some(Some(r)) if r == "untouched" => pb::Rest::Untouched,
                 Some(Some(r)) if r == "isolated" => pb::Rest::Isolated,
-                Some(_) => return Err((field("rest"), "untouched or isolated".into())),
+                Some(_) => return Err(bad(field("rest"), "untouched or isolated".into())),
             } as i32,
         };
         return Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe: format!("partition {shape_name}"), optional });
     }
-    let kind = entry.get("kind").and_then(scalar).ok_or_else(|| (field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
+    let kind = entry.get("kind").and_then(scalar).ok_or_else(|| bad(field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
     let mut argv = vec![kind.clone()];
     let mut command = Vec::new();
     for (k, v) in entry {
@@ -331,7 +342,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             continue;
         }
         if k == "lease" {
-            return Err((field(k), "set by `for`".into()));
+            return Err(bad(field(k), "set by `for`".into()));
         }
         let flag = format!("--{}", k.replace('_', "-"));
         match v {
@@ -341,12 +352,12 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
             serde_norway::Value::Sequence(items) => {
                 for it in items {
                     argv.push(flag.clone());
-                    argv.push(scalar(it).ok_or_else(|| (field(k), "a list of plain values".to_owned()))?);
+                    argv.push(scalar(it).ok_or_else(|| bad(field(k), "a list of plain values".to_owned()))?);
                 }
             }
             other => {
                 argv.push(flag);
-                argv.push(scalar(other).ok_or_else(|| (field(k), "a plain value".to_owned()))?);
+                argv.push(scalar(other).ok_or_else(|| bad(field(k), "a plain value".to_owned()))?);
             }
         }
     }
@@ -360,9 +371,9 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         // clap names the flag; say it the way the file does.
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", "").clone();
-        (format!("faults[{index}]"), first)
+        bad(format!("faults[{index}]"), first)
     })?;
-    let spec = crate::faults::spec(&parsed.apply).map_err(|e| (format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
+    let spec = crate::faults::spec(&parsed.apply).map_err(|e| bad(format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
     let target = crate::faults::target(&parsed.apply);
     let describe = format!("{kind}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
     Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
@@ -425,7 +436,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         .collect::<Result<_, _>>()?;
     let mut faults = Vec::new();
     for (i, entry) in f.faults.iter().enumerate() {
-        let plan = fault_plan(i, entry).map_err(|(field, problem)| err(list_item_line(&text, "faults", i), &field, problem))?;
+        let plan = fault_plan(i, entry).map_err(|FieldError { field, problem }| err(list_item_line(&text, "faults", i), &field, problem))?;
         if plan.at.checked_add(plan.length).is_none_or(|end| end > fault) {
             return Err(err(
                 list_item_line(&text, "faults", i),
@@ -436,7 +447,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         faults.push(plan);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let load_args = load_argv(&f.load, dir).map_err(|(key, problem)| err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem))?;
+    let load_args = load_argv(&f.load, dir).map_err(|FieldError { field: key, problem }| err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem))?;
     // Checked now by `faultline load`'s own parser and checks, not after connecting.
     let mut argv = load_args.clone();
     argv.extend(["--duration".into(), format!("{}ms", (warmup + baseline + fault + recovery).as_millis())]);
