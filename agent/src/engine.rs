@@ -56,16 +56,43 @@ pub enum EngineError {
     Precondition(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    Kernel(String),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     /// A bounded table (fault slots, peers) is full.
     #[error("{0}")]
     Exhausted(String),
 }
 
+/// Why the kernel, or a program the agent runs for a fault, did not do what was asked.
+/// Each cause stays its own error, so `source()` leads down to the syscall's errno; the
+/// message reads as before (what was being done, then why).
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Tc(#[from] crate::kernel::tc::TcError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Bpf(bpf::BpfError),
+    #[error(transparent)]
+    Signal(#[from] crate::kernel::procfs::SignalError),
+    #[error(transparent)]
+    Cgroup(crate::kernel::cgroup::CgroupError),
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: rtnetlink::Error },
+    #[error("adding clsact to {ifname}: {source}")]
+    Clsact { ifname: String, source: aya::programs::TcError },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// Said without an error value: a program's stderr, processes that survived
+    /// SIGKILL, the parts of a revert that failed (each already said).
+    #[error("{0}")]
+    Refused(String),
+}
+
 impl From<crate::journal::JournalError> for EngineError {
     fn from(e: crate::journal::JournalError) -> Self {
-        Self::Kernel(e.to_string())
+        Self::Kernel(e.into())
     }
 }
 
@@ -73,8 +100,19 @@ impl From<bpf::BpfError> for EngineError {
     fn from(e: bpf::BpfError) -> Self {
         match e {
             bpf::BpfError::NoSlot | bpf::BpfError::PeersFull => Self::Exhausted(e.to_string()),
-            other => Self::Kernel(other.to_string()),
+            other => Self::Kernel(KernelError::Bpf(other)),
         }
+    }
+}
+
+impl EngineError {
+    /// The kernel (or a program) refused, with no error value to keep.
+    fn refused(what: impl Into<String>) -> Self {
+        Self::Kernel(KernelError::Refused(what.into()))
+    }
+
+    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Kernel(KernelError::Io { what: what.into(), source })
     }
 }
 
@@ -171,7 +209,7 @@ impl Engine {
         let (mut journal, leftover) = Journal::open(state_dir)?;
         let failed = undo::recover(&nl, &mut journal, &leftover).await;
         if !failed.is_empty() {
-            return Err(EngineError::Kernel(format!(
+            return Err(EngineError::refused(format!(
                 "could not undo {} of {} journaled objects; they stay in the journal: {}",
                 failed.len(),
                 leftover.len(),
@@ -316,7 +354,7 @@ impl Engine {
         warn!(id, attempts, "revert incomplete, will retry: {error}");
         f.revert_failed = Some(RevertFailed { error: error.clone(), attempts, next_try: Instant::now() + backoff(attempts) });
         st.faults.insert(id.to_owned(), f);
-        Err(EngineError::Kernel(format!("revert of {id} incomplete: {error}; the journal keeps what is left and the agent retries")))
+        Err(EngineError::refused(format!("revert of {id} incomplete: {error}; the journal keeps what is left and the agent retries")))
     }
 
     pub async fn revert_all(&self) -> Vec<String> {
@@ -403,3 +441,19 @@ impl Engine {
 }
 
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_error_reads_as_before_and_keeps_its_cause() {
+        let e = EngineError::io("starting the stress worker", std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(e.to_string().starts_with("starting the stress worker: "), "{e}");
+        // Down the chain to the errno, where a caller can tell EMFILE from ENOENT.
+        let cause = std::error::Error::source(&e).and_then(|c| c.downcast_ref::<std::io::Error>()).map(std::io::Error::raw_os_error);
+        assert_eq!(cause, Some(Some(libc::EMFILE)));
+        assert!(matches!(tonic::Status::from(e).code(), tonic::Code::Internal));
+        assert_eq!(EngineError::refused("survived SIGKILL").to_string(), "survived SIGKILL");
+    }
+}

@@ -22,7 +22,7 @@ impl From<EngineError> for Status {
             EngineError::NotFound(m) => Status::not_found(m),
             EngineError::Precondition(m) => Status::failed_precondition(m),
             EngineError::Conflict(m) => Status::already_exists(m),
-            EngineError::Kernel(m) => Status::internal(m),
+            EngineError::Kernel(k) => Status::internal(k.to_string()),
             EngineError::Exhausted(m) => Status::resource_exhausted(m),
         }
     }

@@ -90,13 +90,13 @@ mod tests {
 
     #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
     #[serde(default)]
-    struct T {
+    struct Sample {
         t_s: f64,
         name: String,
         n: Option<u64>,
     }
 
-    impl Row for T {
+    impl Row for Sample {
         const FILE: &'static str = "t.csv";
         const COLUMNS: &'static [&'static str] = &["t_s", "name", "n"];
         const REQUIRED: &'static [&'static str] = &["name"];
@@ -104,17 +104,17 @@ mod tests {
 
     #[test]
     fn rows_round_trip_by_column_name_and_the_header_stands_alone() {
-        assert_eq!(serde_header::<T>(), T::COLUMNS);
-        assert_eq!(to_string::<T>(&[]).unwrap(), "t_s,name,n\n");
-        let rows = vec![T { t_s: ms3(1.234_56), name: "a,\"b\"".into(), n: None }, T { t_s: 2.0, name: "c".into(), n: Some(7) }];
+        assert_eq!(serde_header::<Sample>(), Sample::COLUMNS);
+        assert_eq!(to_string::<Sample>(&[]).unwrap(), "t_s,name,n\n");
+        let rows = vec![Sample { t_s: ms3(1.234_56), name: "a,\"b\"".into(), n: None }, Sample { t_s: 2.0, name: "c".into(), n: Some(7) }];
         let text = to_string(&rows).unwrap();
         assert_eq!(text, "t_s,name,n\n1.235,\"a,\"\"b\"\"\",\n2.0,c,7\n");
-        assert_eq!(parse::<T>(&text).unwrap(), rows);
+        assert_eq!(parse::<Sample>(&text).unwrap(), rows);
         // Another column order, an extra column, a missing one: read by name.
-        let other = parse::<T>("n,extra,name\n3,x,d\n").unwrap();
-        assert_eq!(other, vec![T { t_s: 0.0, name: "d".into(), n: Some(3) }]);
-        let err = format!("{:#}", parse::<T>("t_s,name,n\nsoon,a,1\n").unwrap_err());
+        let other = parse::<Sample>("n,extra,name\n3,x,d\n").unwrap();
+        assert_eq!(other, vec![Sample { t_s: 0.0, name: "d".into(), n: Some(3) }]);
+        let err = format!("{:#}", parse::<Sample>("t_s,name,n\nsoon,a,1\n").unwrap_err());
         assert_eq!(err, "t.csv line 2, column t_s: invalid float literal");
-        assert_eq!(parse::<T>("t_s,n\n").unwrap_err().to_string(), "t.csv has no name column");
+        assert_eq!(parse::<Sample>("t_s,n\n").unwrap_err().to_string(), "t.csv has no name column");
     }
 }

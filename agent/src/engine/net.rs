@@ -5,7 +5,7 @@ use faultline_ebpf_common::{ACTION_DROP, ACTION_STEER, DIR_EGRESS, DIR_INGRESS, 
 use faultline_proto::{agent::v1 as pb, doctor::feature};
 use tracing::warn;
 
-use super::{Active, Applied, Engine, EngineError, LEAF_HANDLE, ROOT_HANDLE, SHARED, SHAPED_CLASS, State, UNLIMITED_BPS, describe, undo};
+use super::{Active, Applied, Engine, EngineError, KernelError, LEAF_HANDLE, ROOT_HANDLE, SHARED, SHAPED_CLASS, State, UNLIMITED_BPS, describe, undo};
 use crate::{
     fault::{FaultKind, FaultSpec, InvalidField, NetemSpec},
     journal::{Journal, KernelObject},
@@ -57,7 +57,7 @@ impl Engine {
             )));
         }
         if spec.direction.egress()
-            && let Some(q) = tc::root_qdisc(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))?
+            && let Some(q) = tc::root_qdisc(&self.nl, ifindex).await.map_err(KernelError::from)?
                 && q.handle != 0 {
                     return Err(EngineError::Precondition(format!(
                         "{} has a root qdisc {} {} that faultline did not create; it is left untouched. Remove it, or fault another interface",
@@ -114,7 +114,7 @@ impl Engine {
                     let obj = KernelObject::Ifb { name: name.clone() };
                     st.journal.record(&f.id, obj.clone())?;
                     f.objects.push(obj);
-                    let ifb = link::create_ifb(&self.nl, &name).await.map_err(|e| EngineError::Kernel(format!("creating {name}: {e}")))?;
+                    let ifb = link::create_ifb(&self.nl, &name).await.map_err(|source| KernelError::Netlink { what: format!("creating {name}"), source })?;
                     self.shape_leaf(ifb, class_rate, burst, leaf).await?;
                     rule.ingress_classid = SHAPED_CLASS;
                     rule.ingress_redirect = ifb;
@@ -140,7 +140,7 @@ impl Engine {
     }
 
     async fn shape_leaf(&self, ifindex: u32, rate: u64, burst: u32, leaf: Option<Vec<u8>>) -> Result<(), EngineError> {
-        let kerr = |e: tc::TcError| EngineError::Kernel(e.to_string());
+        let kerr = |e: tc::TcError| EngineError::Kernel(e.into());
         let root = Qdisc { ifindex, parent: TC_H_ROOT, handle: ROOT_HANDLE, kind: "htb".into() };
         tc::add_qdisc(&self.nl, &root, tc_encode::htb_qdisc_options(1000)).await.map_err(kerr)?;
         tc::add_class(&self.nl, ifindex, ROOT_HANDLE, SHAPED_CLASS, "htb", tc_encode::htb_class_options(rate, burst)).await.map_err(kerr)?;
@@ -161,10 +161,10 @@ impl Engine {
     async fn attach(&self, st: &mut State, ifname: &str, ifindex: u32, ingress: bool) -> Result<(), EngineError> {
         let bpf = st.bpf.as_ref().expect("checked");
         if bpf.mode == AttachMode::Netlink && !bpf.is_attached(ifname, ingress) {
-            let qdiscs = tc::list_qdiscs(&self.nl, ifindex).await.map_err(|e| EngineError::Kernel(e.to_string()))?;
+            let qdiscs = tc::list_qdiscs(&self.nl, ifindex).await.map_err(KernelError::from)?;
             if !qdiscs.iter().any(|q| q.parent == TC_H_CLSACT) {
                 st.journal.record(SHARED, KernelObject::Qdisc { ifname: ifname.to_owned(), ifindex, parent: TC_H_CLSACT, handle: 0xFFFF_0000, kind: "clsact".into() })?;
-                crate::kernel::bpf::add_clsact(ifname).map_err(EngineError::Kernel)?;
+                crate::kernel::bpf::add_clsact(ifname).map_err(|source| KernelError::Clsact { ifname: ifname.to_owned(), source })?;
             }
             st.journal.record(SHARED, KernelObject::ClsBpf { ifname: ifname.to_owned(), ingress })?;
         }

@@ -22,7 +22,7 @@ impl From<TargetError> for EngineError {
             TargetError::NotFound(m) => Self::NotFound(m),
             TargetError::Refused(m) => Self::Precondition(m),
             TargetError::Cgroup(cgroup::CgroupError::Missing(..)) => Self::NotFound(e.to_string()),
-            TargetError::Cgroup(cgroup::CgroupError::Io { .. }) => Self::Kernel(e.to_string()),
+            TargetError::Cgroup(io @ cgroup::CgroupError::Io { .. }) => Self::Kernel(super::KernelError::Cgroup(io)),
             TargetError::Cgroup(other) => Self::Precondition(other.to_string()),
         }
     }
@@ -177,7 +177,7 @@ fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Reso
                         f.objects.pop();
                         st.journal.forget(&obj)?;
                     }
-                    Err(e) => return Err(EngineError::Kernel(e.to_string())),
+                    Err(e) => return Err(super::KernelError::from(e).into()),
                 }
             }
             if stopped.is_empty() {
@@ -225,13 +225,13 @@ fn stress(st: &mut State, f: &mut Active, args: &[String], resolved: Option<Reso
         Some(Resolved::Cgroup(c)) => Some(c),
         Some(Resolved::Processes(_)) => unreachable!("validated: stress targets are cgroups"),
     };
-    let mut child = process::spawn_stress(args).map_err(|e| EngineError::Kernel(format!("starting the stress worker: {e}")))?;
+    let mut child = process::spawn_stress(args).map_err(|e| EngineError::io("starting the stress worker", e))?;
     let pid = child.id();
     // Reaped when it is killed at revert.
     std::thread::spawn(move || child.wait());
     // The worker dies with the agent (PDEATHSIG), so it is journaled right after
     // it exists: there is no pid to record before.
-    let Some(stat) = procfs::stat(pid) else { return Err(EngineError::Kernel(format!("stress worker {pid} exited at once"))) };
+    let Some(stat) = procfs::stat(pid) else { return Err(EngineError::refused(format!("stress worker {pid} exited at once"))) };
     record(st, f, KernelObject::Child { pid, start_time: stat.id.start_time })?;
     if let Some(c) = &cgroup {
         c.add_process(pid)?;
@@ -257,9 +257,9 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                     .args(["restart", "--", unit])
                     .output()
                     .await
-                    .map_err(|e| EngineError::Kernel(format!("running systemctl: {e}")))?;
+                    .map_err(|e| EngineError::io("running systemctl", e))?;
                 if !out.status.success() {
-                    return Err(EngineError::Kernel(format!("systemctl restart {unit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+                    return Err(EngineError::refused(format!("systemctl restart {unit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
                 }
                 return Ok((targets, cgroup, vec![format!("systemctl restart {unit}")]));
             }
@@ -280,12 +280,12 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                 notes.push(format!("still running after {} ms: SIGKILL", grace.as_millis()));
                 send_quiet(&hit, libc::SIGKILL);
                 if !wait_gone(&hit, Duration::from_secs(5)).await {
-                    return Err(EngineError::Kernel("the old processes survived SIGKILL (uninterruptible sleep?); nothing was started".into()));
+                    return Err(EngineError::refused("the old processes survived SIGKILL (uninterruptible sleep?); nothing was started"));
                 }
             }
             let given = (!command.is_empty()).then_some(command.as_slice());
             for l in &launches {
-                let pid = process::relaunch(l, given).map_err(|e| EngineError::Kernel(format!("starting pid {}'s replacement: {e}", l.pid)))?;
+                let pid = process::relaunch(l, given).map_err(|e| EngineError::io(format!("starting pid {}'s replacement", l.pid), e))?;
                 let what = given.map_or_else(|| l.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "), |c| c.join(" "));
                 notes.push(format!("started pid {pid}: {what} (uid {}, in {})", l.uid, l.cwd.display()));
             }
@@ -318,7 +318,7 @@ fn send(targets: &[Stat], signal: i32) -> Result<Vec<Stat>, EngineError> {
         match procfs::signal(p.id, signal) {
             Ok(()) => hit.push(p.clone()),
             Err(SignalError::Gone(_)) => {}
-            Err(e) => return Err(EngineError::Kernel(e.to_string())),
+            Err(e) => return Err(super::KernelError::from(e).into()),
         }
     }
     if hit.is_empty() {

@@ -249,6 +249,6 @@ pub fn detach_leftover(ifname: &str, ingress: bool) -> Result<(), String> {
 }
 
 /// Adds a clsact qdisc (netlink attach mode), for the engine, which journals it first.
-pub fn add_clsact(ifname: &str) -> Result<(), String> {
-    aya::programs::tc::qdisc_add_clsact(ifname).map_err(|e| e.to_string())
+pub fn add_clsact(ifname: &str) -> Result<(), aya::programs::TcError> {
+    aya::programs::tc::qdisc_add_clsact(ifname)
 }

@@ -4,10 +4,9 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use faultline_proto::{agent::v1 as apb, controller::v1 as pb};
-use tonic::Status;
 use tracing::Instrument;
 
-use super::{Controller, Placed, mentions};
+use super::{Controller, DaemonError, Placed, grpc::kind_of, mentions};
 
 impl Controller {
     /// Reverts each agent's part; an agent not reached is a result with ok false.
@@ -42,14 +41,14 @@ impl Controller {
     }
 
     /// Checks readiness, then applies the plan on every agent (all or nothing).
-    pub(super) async fn apply_planned(&self, names: &[String], spec: &apb::FaultSpec, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, Status> {
+    pub(super) async fn apply_planned(&self, names: &[String], spec: &apb::FaultSpec, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, DaemonError> {
         self.check_ready(names, spec)?;
         self.fan_out(plan).await
     }
 
     /// Passes a fan-out's result through: counts it, times it, and records a refusal
     /// as an event.
-    pub(super) fn refusing<T>(&self, names: &[String], started: Instant, r: Result<T, Status>) -> Result<T, Status> {
+    pub(super) fn refusing<T>(&self, names: &[String], started: Instant, r: Result<T, DaemonError>) -> Result<T, DaemonError> {
         use std::sync::atomic::Ordering::Relaxed;
         match &r {
             Ok(_) => {
@@ -58,25 +57,26 @@ impl Controller {
             }
             Err(e) => {
                 self.stats.refused.fetch_add(1, Relaxed);
-                tracing::warn!(code = ?e.code(), "refused: {}", e.message());
-                self.event(pb::EventKind::FaultRefused, "", names, format!("{:?}: {}", e.code(), e.message()));
+                let code = tonic::Status::from(e.clone()).code();
+                tracing::warn!(?code, "refused: {}", e.message);
+                self.event(pb::EventKind::FaultRefused, "", names, format!("{code:?}: {}", e.message));
             }
         }
         r
     }
 
     /// Refuses up front when a selected agent is down or lacks what the fault needs.
-    pub(super) fn check_ready(&self, names: &[String], spec: &apb::FaultSpec) -> Result<(), Status> {
+    pub(super) fn check_ready(&self, names: &[String], spec: &apb::FaultSpec) -> Result<(), DaemonError> {
         let st = self.lock();
         for n in names {
             let a = &st.agents[n];
             if !a.healthy {
-                return Err(Status::unavailable(format!("agent {n} is down ({}); nothing was applied", a.error)));
+                return Err(DaemonError::unavailable(format!("agent {n} is down ({}); nothing was applied", a.error)));
             }
             let caps = a.describe.as_ref().and_then(|d| d.capabilities.clone()).unwrap_or_default();
             let host = a.describe.as_ref().map_or("?", |d| d.hostname.as_str());
             if let Some(m) = faultline_proto::doctor::missing(spec, &caps.probes) {
-                return Err(Status::failed_precondition(format!("agent {n} (host {host}) lacks {m}; nothing was applied")));
+                return Err(DaemonError::precondition(format!("agent {n} (host {host}) lacks {m}; nothing was applied")));
             }
         }
         Ok(())
@@ -86,7 +86,7 @@ impl Controller {
     /// preconditions met) without acting. One refusal refuses it everywhere, before any
     /// agent did anything, so a kill never happens on some hosts only and a freeze never
     /// stops a process for a moment on agents that would then be rolled back.
-    pub(super) async fn check_all(&self, plan: &[(String, apb::FaultSpec)]) -> Result<(), Status> {
+    pub(super) async fn check_all(&self, plan: &[(String, apb::FaultSpec)]) -> Result<(), DaemonError> {
         let mut calls = Vec::new();
         for (n, s) in plan {
             let Some(mut c) = self.lock().agents.get(n).map(|a| a.client.clone()) else { continue };
@@ -107,13 +107,13 @@ impl Controller {
             return Ok(());
         }
         let code = results.iter().find_map(|(_, r)| r.as_ref().err().map(tonic::Status::code)).unwrap_or(tonic::Code::FailedPrecondition);
-        Err(Status::new(code, format!("refused by {} of {} agents, so nothing was done on any: {}", refused.len(), results.len(), refused.join("; "))))
+        Err(DaemonError::new(kind_of(code), format!("refused by {} of {} agents, so nothing was done on any: {}", refused.len(), results.len(), refused.join("; "))))
     }
 
     /// Applies one spec per agent, concurrently. All or nothing: every agent checks first
     /// (`check_all`); if one still refuses when applying, the others are reverted (a
     /// one-shot is reported where it acted) and the error lists every agent's result.
-    pub(super) async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, Status> {
+    pub(super) async fn fan_out(&self, plan: Vec<(String, apb::FaultSpec)>) -> Result<Placed, DaemonError> {
         if plan.len() > 1 {
             self.check_all(&plan).await?;
         }
@@ -154,7 +154,7 @@ impl Controller {
                 Ok(_) => format!("{n}: done"),
                 Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
             }).collect();
-            return Err(Status::aborted(format!("done on {} of {} agents (a one-shot fault is not rolled back): {}", acted.len(), results.len(), detail.join("; "))));
+            return Err(DaemonError::aborted(format!("done on {} of {} agents (a one-shot fault is not rolled back): {}", acted.len(), results.len(), detail.join("; "))));
         }
         if placements.len() < results.len() {
             // A fault that holds on some agents only is not the one asked for.
@@ -171,7 +171,7 @@ impl Controller {
                 })
                 .chain(undo_failures.iter().map(|f| format!("{}: revert failed: {}", f.agent, f.error)))
                 .collect();
-            return Err(Status::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
+            return Err(DaemonError::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
         }
         Ok(Placed { ids: placements, applied_ms })
     }

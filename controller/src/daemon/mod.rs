@@ -15,23 +15,27 @@ use faultline_proto::{
     controller::v1 as pb,
 };
 use faultline_proto::transport::{AGENT_NAME, Security};
-use tonic::{Status, transport::Channel};
+use tonic::transport::Channel;
 
-use tracing::Instrument;
 
 mod config;
+mod error;
 mod fanout;
 mod grpc;
+mod leases;
+mod ops;
+mod registry;
 pub mod observe;
 pub mod store;
 
 pub use config::Config;
+pub use error::{DaemonError, ErrorKind};
 
 use self::{
     observe::Stats,
     store::{Store, StoredFault},
 };
-use crate::targeting::{self, partition};
+use crate::targeting::partition;
 
 /// How the controller knows an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +119,8 @@ pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
 
 use faultline_proto::{now_unix_ms as now_ms, unix_ms};
 
-fn client(security: &Security, url: &str) -> Result<AgentServiceClient<Channel>, Status> {
-    let ch = security.endpoint("url", url, AGENT_NAME).map_err(|e| Status::invalid_argument(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
+fn client(security: &Security, url: &str) -> Result<AgentServiceClient<Channel>, DaemonError> {
+    let ch = security.endpoint("url", url, AGENT_NAME).map_err(|e| DaemonError::invalid(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
     Ok(AgentServiceClient::new(ch))
 }
 
@@ -143,7 +147,7 @@ impl Controller {
                     last_heartbeat: None,
                     describe: None,
                     error: "not yet reached".into(),
-                    client: client(&security, &a.url).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message()))?,
+                    client: client(&security, &a.url).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message))?,
                     session: 0,
                 },
             );
@@ -234,195 +238,6 @@ impl Controller {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The lease agents hold: two heartbeats, so one lost renewal does not end a fault.
-    fn agent_lease(&self) -> Duration {
-        self.heartbeat * 2
-    }
-
-    /// Every heartbeat: renew the leases of live faults, revert expired ones, and
-    /// check inventory agents (registered ones heartbeat through their session).
-    pub async fn tick_forever(self) {
-        let mut tick = tokio::time::interval(self.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.tick().await;
-        }
-    }
-
-    async fn tick(&self) {
-        let now = Instant::now();
-        let (expired, live): (Vec<_>, Vec<_>) = {
-            let st = self.lock();
-            st.faults.values().map(|f| (f.id.clone(), f.placements.clone(), f.expires <= now)).partition(|(_, _, e)| *e)
-        };
-        for (id, _, _) in expired {
-            let _ = self.revert(&id, pb::EventKind::FaultExpired).await;
-        }
-        let mut renewals = Vec::new();
-        for (id, placements, _) in live {
-            // Never past the fault's own end: the agents then end it on time by themselves.
-            let left = self.lock().faults.get(&id).map_or(Duration::ZERO, |f| f.expires.saturating_duration_since(Instant::now()));
-            let lease = (self.agent_lease().min(left).as_millis() as u64).max(1);
-            for (agent, fid) in placements {
-                if let Some(mut c) = self.lock().agents.get(&agent).map(|a| a.client.clone()) {
-                    let id = id.clone();
-                    renewals.push(async move {
-                        let r = c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid.clone()], lease_ms: lease }).await;
-                        (id, agent, fid, r)
-                    });
-                }
-            }
-        }
-        for (id, agent, fid, r) in futures_util::future::join_all(renewals).await {
-            let counter = if r.is_ok() { &self.stats.renewals_ok } else { &self.stats.renewals_failed };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match r {
-                Ok(_) => {}
-                // The agent no longer holds it (restarted, or its lease ran out while it
-                // was cut off): the fault is gone there, so stop claiming it.
-                Err(e) if e.code() == tonic::Code::NotFound => {
-                    tracing::warn!(id, agent, "the agent no longer holds its part of the fault");
-                    let left = {
-                        let mut st = self.lock();
-                        let Some(f) = st.faults.get_mut(&id) else { continue };
-                        f.placements.retain(|(a, x)| !(*a == agent && *x == fid));
-                        self.persist(f);
-                        let left = f.placements.len();
-                        if left == 0 {
-                            st.faults.remove(&id);
-                        }
-                        left
-                    };
-                    self.event(pb::EventKind::FaultLost, &id, std::slice::from_ref(&agent), format!("{agent} no longer holds its part ({left} agents still do)"));
-                    if left == 0 {
-                        self.end(&id, "lost");
-                        self.stats.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                Err(e) => tracing::warn!(agent, "renewing lease: {}", e.message()),
-            }
-        }
-        self.forget_stale();
-        let inventory: Vec<(String, AgentServiceClient<Channel>)> =
-            self.lock().agents.values().filter(|a| a.source == Source::Inventory).map(|a| (a.name.clone(), a.client.clone())).collect();
-        for (name, mut c) in inventory {
-            let r = c.describe(apb::DescribeRequest {}).await;
-            let change = {
-                let mut st = self.lock();
-                let Some(a) = st.agents.get_mut(&name) else { continue };
-                let was = a.healthy;
-                match r {
-                    Ok(d) => {
-                        a.healthy = true;
-                        a.error.clear();
-                        a.last_heartbeat = Some(SystemTime::now());
-                        a.describe = Some(d.into_inner());
-                    }
-                    Err(e) => {
-                        a.healthy = false;
-                        e.message().clone_into(&mut a.error);
-                    }
-                }
-                (was != a.healthy || a.last_heartbeat.is_none()).then(|| (a.healthy, a.url.clone(), a.error.clone()))
-            };
-            match change {
-                Some((true, url, _)) => self.event(pb::EventKind::AgentUp, "", &[name], format!("answers at {url}")),
-                Some((false, _, error)) => self.event(pb::EventKind::AgentDown, "", &[name], error),
-                None => {}
-            }
-        }
-    }
-
-    /// Forgets registered agents down longer than `forget_down_after` that hold no fault.
-    fn forget_stale(&self) {
-        let now = SystemTime::now();
-        let stale: Vec<String> = {
-            let st = self.lock();
-            st.agents
-                .values()
-                .filter(|a| a.source == Source::Registered && !a.healthy)
-                .filter(|a| a.last_heartbeat.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= self.forget_down_after))
-                .filter(|a| !st.faults.values().any(|f| f.placements.iter().any(|(n, _)| *n == a.name)))
-                .map(|a| a.name.clone())
-                .collect()
-        };
-        for name in stale {
-            self.forget(&name, format!("down for more than {} s", self.forget_down_after.as_secs()));
-        }
-    }
-
-    /// Removes an agent from the registry and the store; an open session ends with it.
-    fn forget(&self, name: &str, why: String) {
-        self.lock().agents.remove(name);
-        if let Err(e) = self.store.delete_agent(name) {
-            tracing::error!("{e}");
-        }
-        tracing::info!(agent = name, why, "forgotten");
-        self.event(pb::EventKind::AgentForgotten, "", &[name.to_owned()], why);
-    }
-
-    /// The agents a target names, or `NotFound` listing what exists.
-    fn select(&self, t: &pb::Target) -> Result<Vec<String>, Status> {
-        let st = self.lock();
-        for n in &t.agents {
-            if !st.agents.contains_key(n) {
-                return Err(Status::not_found(format!("target.agents: no agent {n:?} (known: {:?})", st.agents.keys().collect::<Vec<_>>())));
-            }
-        }
-        let selector = targeting::parse_selector(&t.selector).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut picked: Vec<String> = st
-            .agents
-            .values()
-            .filter(|a| t.agents.is_empty() || t.agents.contains(&a.name))
-            .filter(|a| targeting::selector_matches(&selector, |k| a.labels.get(k)))
-            .map(|a| a.name.clone())
-            .collect();
-        if picked.is_empty() {
-            let labels: Vec<String> = st.agents.values().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
-            return Err(Status::not_found(format!("target: no agent matches selector {:?} (agents: {})", t.selector, labels.join("; "))));
-        }
-        let n = picked.len();
-        let keep = match pb::Mode::try_from(t.mode) {
-            Ok(pb::Mode::All) => n,
-            Ok(pb::Mode::One) => 1,
-            Ok(pb::Mode::Fixed) if t.count == 0 || t.count as usize > n => {
-                return Err(Status::invalid_argument(format!("target.count: {} is not in 1..={n} (agents selected)", t.count)));
-            }
-            Ok(pb::Mode::Fixed) => t.count as usize,
-            Ok(pb::Mode::Percent) if !(t.percent > 0.0 && t.percent <= 100.0) => {
-                return Err(Status::invalid_argument(format!("target.percent: {} is not in (0, 100]", t.percent)));
-            }
-            Ok(pb::Mode::Percent) => ((n as f64 * t.percent / 100.0).ceil() as usize).clamp(1, n),
-            Err(_) => return Err(Status::invalid_argument(format!("target.mode: unknown value {}", t.mode))),
-        };
-        partition::shuffle(&mut picked, self.seed());
-        picked.truncate(keep);
-        picked.sort();
-        Ok(picked)
-    }
-
-    /// Ends a fault everywhere; `why` is `FaultReverted` (asked) or `FaultExpired`. Returns
-    /// each agent's result.
-    async fn revert(&self, id: &str, why: pb::EventKind) -> Result<Vec<pb::AgentResult>, Status> {
-        let Some(f) = self.lock().faults.remove(id) else {
-            let known: Vec<String> = self.lock().faults.keys().cloned().collect();
-            return Err(Status::not_found(format!("id: no active fault {id:?} (active: {known:?})")));
-        };
-        let reason = if why == pb::EventKind::FaultExpired { "expired" } else { "reverted" };
-        let span = tracing::info_span!("revert_fault", fault_id = id, reason, agents = f.placements.len());
-        let results = self.revert_placements(&f.placements).instrument(span).await;
-        let failures: Vec<&pb::AgentResult> = results.iter().filter(|r| !r.ok).collect();
-        let counter = if why == pb::EventKind::FaultExpired { &self.stats.expired } else { &self.stats.reverted };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.end(id, reason);
-        let agents: Vec<String> = f.placements.iter().map(|p| p.0.clone()).collect();
-        let detail = if failures.is_empty() { String::new() } else { format!("; not reached: {}", failures.iter().map(|f| format!("{}: {}", f.agent, f.error)).collect::<Vec<_>>().join("; ")) };
-        self.event(why, id, &agents, format!("{reason} on {} agents{detail}", agents.len()));
-        tracing::info!(id, reason, "ended");
-        Ok(results)
-    }
-
     /// What /metrics shows, read under the lock.
     fn snapshot(&self) -> observe::Snapshot {
         let st = self.lock();
@@ -445,19 +260,6 @@ impl Controller {
 
     fn seed(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-    }
-
-    /// Ends fault `id` at `at` (not at the next heartbeat tick), unless it is gone or was
-    /// given another end by then.
-    fn expire_at(&self, id: String, at: Instant) {
-        let ctl = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
-            let due = ctl.lock().faults.get(&id).is_some_and(|f| f.expires <= Instant::now());
-            if due {
-                let _ = ctl.revert(&id, pb::EventKind::FaultExpired).await;
-            }
-        });
     }
 
     fn record(&self, spec: apb::FaultSpec, placed: Placed, cut_from: BTreeMap<String, Vec<String>>) -> pb::ControllerFault {

@@ -1,0 +1,313 @@
+//! The controller's operations, whatever front end asks: register and forget agents,
+//! apply a fault or a partition, list, revert, read events. Each checks its input and
+//! answers a `DaemonError` naming the field; grpc.rs (and later the Web API) only
+//! checks the caller's role and translates.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime},
+};
+
+use faultline_proto::{
+    agent::v1 as apb,
+    controller::v1 as pb,
+    identity::{self, Caller},
+};
+use tracing::Instrument;
+
+use super::{AgentEntry, Controller, DaemonError, ErrorKind, Fault, ONE_SHOT_ID, Source, client, now_ms, unix_ms};
+use super::store::StoredAgent;
+use crate::targeting::partition;
+
+/// Label counts and sizes an agent may register with.
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY: usize = 63;
+const MAX_LABEL_VALUE: usize = 255;
+
+/// Events oldest first, then (following) each new one as it happens.
+pub(super) type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::Event, DaemonError>> + Send>>;
+
+impl Controller {
+    /// The events after `after_seq` (or the `last` few), and with `follow` every later
+    /// one; a watcher that falls too far behind gets a `Lagged` error saying where to
+    /// resume.
+    pub(super) fn event_stream(&self, after_seq: u64, last: u32, follow: bool) -> Result<Events, DaemonError> {
+        // Subscribe before reading the history, so nothing falls between the two.
+        let rx = self.events.subscribe();
+        let history = self.store.events(after_seq, last).map_err(|e| DaemonError::internal(e.to_string()))?;
+        let seen = history.last().map_or(after_seq, |e| e.seq);
+        let history = futures_util::stream::iter(history.into_iter().map(Ok));
+        if !follow {
+            return Ok(Box::pin(history));
+        }
+        let live = futures_util::stream::unfold(Some((rx, seen)), |st| async move {
+            let (mut rx, seen) = st?;
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.seq <= seen => {}
+                    Ok(e) => {
+                        let seq = e.seq;
+                        return Some((Ok(e), Some((rx, seq))));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let msg = format!("this watcher fell {n} events behind; watch again with after_seq={seen}");
+                        return Some((Err(DaemonError::new(ErrorKind::Lagged, msg)), None));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::StreamExt::chain(history, live)))
+    }
+
+    /// Admits an agent under the name its certificate carries and returns its session
+    /// (a newer registration under the name supersedes this one).
+    pub(super) async fn register_agent(&self, r: pb::RegisterRequest, caller: &Caller) -> Result<u64, DaemonError> {
+        identity::check_agent_name(&r.name).map_err(|e| DaemonError::invalid(format!("name: {e}")))?;
+        // An agent registers only under the name its certificate carries: any other
+        // certificate from the CA could otherwise take over a name (and its faults).
+        if !caller.local_root && caller.agent_name.as_deref() != Some(r.name.as_str()) {
+            return Err(DaemonError::denied(match &caller.agent_name {
+                Some(bound) => format!("name: this agent's certificate is for {}, not {}", faultline_proto::quote(bound), faultline_proto::quote(&r.name)),
+                None => format!(
+                    "name: this agent certificate names no agent; issue one for it with `faultline certs issue agent {}` and give the agent that pair",
+                    faultline_proto::quote(&r.name)
+                ),
+            }));
+        }
+        check_labels(&r.labels)?;
+        if r.url.len() > 2048 {
+            return Err(DaemonError::invalid(format!("url: {} bytes; at most 2048", r.url.len())));
+        }
+        let mut c = client(&self.security, &r.url)?;
+        // Registration means the controller can reach the agent back.
+        let d = c.describe(apb::DescribeRequest {}).await.map_err(|e| DaemonError::unavailable(format!("url: cannot reach the agent at {}: {}", r.url, e.message())))?.into_inner();
+        let session = {
+            let mut st = self.lock();
+            if st.agents.get(&r.name).is_some_and(|a| a.source == Source::Inventory) {
+                return Err(DaemonError::conflict(format!("name: {:?} is a static inventory agent", r.name)));
+            }
+            let session = st.agents.get(&r.name).map_or(1, |a| a.session + 1);
+            st.agents.insert(
+                r.name.clone(),
+                AgentEntry {
+                    name: r.name.clone(),
+                    url: r.url.clone(),
+                    labels: r.labels.into_iter().collect(),
+                    source: Source::Registered,
+                    healthy: true,
+                    last_heartbeat: Some(SystemTime::now()),
+                    describe: Some(d),
+                    error: String::new(),
+                    client: c,
+                    session,
+                },
+            );
+            session
+        };
+        tracing::info!(agent = r.name, url = r.url, session, "registered");
+        let labels = self.lock().agents[&r.name].labels.clone();
+        let stored = StoredAgent { name: r.name.clone(), url: r.url.clone(), labels, source: Source::Registered.as_str().into(), last_seen_ms: now_ms() };
+        if let Err(e) = self.store.put_agent(&stored) {
+            tracing::error!("{e}");
+        }
+        self.event(pb::EventKind::AgentRegistered, "", std::slice::from_ref(&r.name), format!("at {}", r.url));
+        Ok(session)
+    }
+
+    /// Every agent the controller knows, with its health and what it can do.
+    pub(super) fn agent_list(&self) -> Vec<pb::Agent> {
+        let st = self.lock();
+        st.agents
+            .values()
+            .map(|a| {
+                let d = a.describe.clone().unwrap_or_default();
+                pb::Agent {
+                    name: a.name.clone(),
+                    url: a.url.clone(),
+                    labels: a.labels.clone().into_iter().collect(),
+                    source: a.source.as_str().into(),
+                    healthy: a.healthy,
+                    last_heartbeat_unix_ms: a.last_heartbeat.map_or(0, unix_ms),
+                    hostname: d.hostname,
+                    kernel_release: d.kernel_release,
+                    capabilities: d.capabilities,
+                    addresses: d.interfaces.into_iter().flat_map(|i| i.addresses).collect(),
+                    active_faults: st.faults.values().filter(|f| f.placements.iter().any(|(n, _)| *n == a.name)).count() as u32,
+                    error: a.error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Applies a fault on the agents its target selects, all or nothing; a one-shot
+    /// (kill, restart) answers with id `ONE_SHOT_ID`.
+    pub(super) async fn apply(&self, r: pb::ApplyFaultRequest) -> Result<pb::ControllerFault, DaemonError> {
+        let spec = r.spec.ok_or_else(|| DaemonError::invalid("spec: required"))?;
+        let one_shot = matches!(spec.kind, Some(apb::fault_spec::Kind::Kill(_) | apb::fault_spec::Kind::Restart(_)));
+        if spec.lease_ms == 0 && !one_shot {
+            return Err(DaemonError::invalid("spec.lease_ms: required and > 0: every fault must end by itself"));
+        }
+        if Duration::from_millis(spec.lease_ms) > faultline_proto::MAX_LEASE {
+            return Err(DaemonError::invalid(format!("spec.lease_ms: at most {} s", faultline_proto::MAX_LEASE.as_secs())));
+        }
+        let started = Instant::now();
+        let names = self.select(&r.target.unwrap_or_default())?;
+        // A pid, cgroup or unit names something on one host: the same value on another host
+        // is an unrelated process (or none).
+        use apb::process_target::Selector;
+        if let Some(sel) = spec.target.as_ref().and_then(|t| t.selector.as_ref()).filter(|s| matches!(s, Selector::Pid(_) | Selector::Cgroup(_) | Selector::SystemdUnit(_)))
+            && names.len() != 1 {
+                let what = match sel {
+                    Selector::Pid(_) => "--pid",
+                    Selector::Cgroup(_) => "--cgroup",
+                    _ => "--unit",
+                };
+                let refused = DaemonError::invalid(format!(
+                    "target: {what} names something on one host only; name one agent (--on NAME, or a selector matching one), not {} ({})",
+                    names.len(),
+                    names.join(", ")
+                ));
+                return self.refusing(&names, started, Err(refused));
+            }
+        // The agents hold a short lease the controller renews, never longer than the fault's
+        // own: then they end it on time even if the controller's timer is late.
+        let lease = (self.agent_lease().as_millis() as u64).min(spec.lease_ms.max(1));
+        let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
+        let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
+        let span = tracing::info_span!("apply_fault", kind, agents = names.len(), fault_id = tracing::field::Empty);
+        let placed = self.refusing(&names, started, self.apply_planned(&names, &spec, plan).instrument(span.clone()).await)?;
+        // Kill and restart act once on each agent: nothing stays to renew or revert.
+        if one_shot {
+            let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
+            self.event(pb::EventKind::FaultOneShot, "", &names, format!("{kind} on {}", names.join(",")));
+            let mut status = self.status(&Fault {
+                id: String::new(),
+                spec,
+                placements: placed.ids,
+                cut_from: BTreeMap::new(),
+                applied_at: SystemTime::now(),
+                expires: Instant::now(),
+                agent_applied_ms: placed.applied_ms,
+            });
+            status.id = ONE_SHOT_ID.into();
+            return Ok(status);
+        }
+        let status = self.record(spec, placed, BTreeMap::new());
+        span.record("fault_id", status.id.as_str());
+        Ok(status)
+    }
+
+    /// Cuts the selected agents into groups by a shape, one fault over all of them.
+    pub(super) async fn cut(&self, r: pb::PartitionRequest) -> Result<pb::ControllerFault, DaemonError> {
+        let started = Instant::now();
+        if r.lease_ms == 0 {
+            return Err(DaemonError::invalid("lease_ms: required and > 0: every fault must end by itself"));
+        }
+        if Duration::from_millis(r.lease_ms) > faultline_proto::MAX_LEASE {
+            return Err(DaemonError::invalid(format!("lease_ms: at most {} s", faultline_proto::MAX_LEASE.as_secs())));
+        }
+        let names = self.select(&pb::Target { selector: r.selector.clone(), ..Default::default() })?;
+        let shape = pb::Shape::try_from(r.shape).map_err(|_| DaemonError::invalid(format!("shape: unknown value {}", r.shape)))?;
+        let groups: Vec<Vec<String>> = r.groups.iter().map(|g| g.agents.clone()).collect();
+        let rest = pb::Rest::try_from(r.rest).map_err(|_| DaemonError::invalid(format!("rest: unknown value {}", r.rest)))?;
+        let cut = partition::cut(&names, shape, &groups, &r.node, self.seed(), rest == pb::Rest::Isolated).map_err(DaemonError::invalid)?;
+        let kind = apb::fault_spec::Kind::Partition(apb::Partition {});
+        let lease = (self.agent_lease().as_millis() as u64).min(r.lease_ms);
+        let mut plan = Vec::new();
+        {
+            let st = self.lock();
+            for (agent, blocked) in &cut {
+                if blocked.is_empty() {
+                    continue;
+                }
+                let iface = |n: &str| st.agents[n].describe.clone().unwrap_or_default().interfaces;
+                let peers: Vec<String> = blocked.iter().flat_map(|b| iface(b)).flat_map(|i| i.addresses).filter_map(|a| partition::host_address(&a)).collect();
+                let interface = partition::interface_towards(&iface(agent), &peers).ok_or_else(|| {
+                    DaemonError::precondition(format!("agent {agent}: no interface has an address in the network of its peers {peers:?}"))
+                })?;
+                plan.push((
+                    agent.clone(),
+                    apb::FaultSpec {
+                        interface,
+                        direction: apb::Direction::Both as i32,
+                        r#match: Some(apb::TrafficMatch { peers, ..Default::default() }),
+                        lease_ms: lease,
+                        label: r.label.clone(),
+                        kind: Some(kind.clone()),
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+        let span = tracing::info_span!("partition", shape = shape.as_str_name(), agents = plan.len(), fault_id = tracing::field::Empty);
+        let placed = self.refusing(&names, started, self.apply_planned(&names, &apb::FaultSpec { kind: Some(kind.clone()), ..Default::default() }, plan).instrument(span.clone()).await)?;
+        let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
+        let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
+        let status = self.record(spec, placed, cut_from);
+        tracing::info!(id = status.id, cut = status.cut, "partitioned");
+        span.record("fault_id", status.id.as_str());
+        Ok(status)
+    }
+
+    /// The active faults, oldest first, with time left.
+    pub(super) fn fault_list(&self) -> Vec<pb::ControllerFault> {
+        let st = self.lock();
+        let mut faults: Vec<&Fault> = st.faults.values().collect();
+        // Oldest first; ids compare as numbers (c-9 before c-10).
+        faults.sort_by_key(|f| (f.applied_at, f.id.len(), f.id.clone()));
+        faults.into_iter().map(|f| self.status(f)).collect()
+    }
+
+    /// Ends one fault (`id`) or all of them everywhere.
+    pub(super) async fn revert_faults(&self, r: pb::RevertFaultRequest) -> Result<pb::RevertFaultResponse, DaemonError> {
+        let ids: Vec<String> = match (r.all, r.id.is_empty()) {
+            (true, true) => self.lock().faults.keys().cloned().collect(),
+            (false, false) => vec![r.id],
+            (true, false) => return Err(DaemonError::invalid("id: give an id or all, not both")),
+            (false, true) => return Err(DaemonError::invalid("id: required unless all is set")),
+        };
+        let (mut failures, mut agents) = (Vec::new(), Vec::new());
+        for id in &ids {
+            let (ok, failed): (Vec<_>, Vec<_>) = self.revert(id, pb::EventKind::FaultReverted).await?.into_iter().partition(|r| r.ok);
+            agents.extend(ok);
+            failures.extend(failed);
+        }
+        Ok(pb::RevertFaultResponse { reverted: ids, failures, agents })
+    }
+
+    /// Forgets a registered agent that holds no fault.
+    pub(super) fn forget_agent(&self, name: &str) -> Result<(), DaemonError> {
+        let name = name.to_owned();
+        {
+            let st = self.lock();
+            let Some(a) = st.agents.get(&name) else {
+                return Err(DaemonError::not_found(format!("name: no agent {} (agents: {})", faultline_proto::quote(&name), st.agents.keys().cloned().collect::<Vec<_>>().join(", "))));
+            };
+            if a.source == Source::Inventory {
+                return Err(DaemonError::precondition(format!("name: {name} is listed in the controller's config; remove it there")));
+            }
+            if let Some(f) = st.faults.values().find(|f| f.placements.iter().any(|(n, _)| *n == name)) {
+                return Err(DaemonError::precondition(format!("name: {name} holds part of fault {}; revert it first", f.id)));
+            }
+        }
+        self.forget(&name, "forgotten on request".into());
+        Ok(())
+    }
+
+}
+
+fn check_labels(labels: &std::collections::HashMap<String, String>) -> Result<(), DaemonError> {
+    if labels.len() > MAX_LABELS {
+        return Err(DaemonError::invalid(format!("labels: {} labels; at most {MAX_LABELS}", labels.len())));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY || k.contains(['=', ',']) {
+            return Err(DaemonError::invalid(format!("labels: key {} must be 1..={MAX_LABEL_KEY} bytes without '=' or ','", faultline_proto::quote(k))));
+        }
+        if v.len() > MAX_LABEL_VALUE || v.contains(',') {
+            return Err(DaemonError::invalid(format!("labels.{k}: value {} must be at most {MAX_LABEL_VALUE} bytes without ','", faultline_proto::quote(v))));
+        }
+    }
+    Ok(())
+}
