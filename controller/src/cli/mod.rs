@@ -360,7 +360,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Analyze { run, baseline, json } => {
             let a = crate::report::analyze::analyze(&run, baseline.as_deref())?;
             if json {
-                println!("{a}");
+                println!("{}", serde_json::to_string(&a)?);
             } else {
                 crate::report::analyze::print(&a);
             }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-use super::esc;
+use super::{analyze::Analysis, esc};
 use crate::load::tls::{Stream, Tls, TlsOptions};
 
 use super::LLM_MARKER as MARKER;
@@ -44,13 +44,13 @@ impl Endpoint {
 }
 
 /// The chat request: pure, so its content is checked without a server.
-pub fn request(model: &str, findings: &[String], analysis: &Value) -> Value {
+pub fn request(model: &str, findings: &[String], analysis: &Analysis) -> Value {
     let system = "You summarise the results of a chaos-engineering run for an on-call engineer. \
                   Use only the figures given; do not invent numbers or causes. In at most 150 words: \
                   did the steady-state hypothesis hold, what each fault did to the service (errors, latency, \
                   throughput) and to the kernel (retransmits, RTT, drops), how long recovery took, and one \
                   concrete thing worth checking next.";
-    let user = format!("Findings:\n- {}\n\nAnalysis (JSON):\n{}", findings.join("\n- "), analysis);
+    let user = format!("Findings:\n- {}\n\nAnalysis (JSON):\n{}", findings.join("\n- "), serde_json::to_string(analysis).unwrap_or_default());
     json!({"model": model, "temperature": 0.2, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
 }
 
@@ -84,7 +84,7 @@ async fn post(e: &Endpoint, body: Vec<u8>) -> Result<Value> {
 }
 
 /// Asks the endpoint; Ok(text) or why not.
-pub async fn summarize(e: &Endpoint, findings: &[String], analysis: &Value) -> Result<String> {
+pub async fn summarize(e: &Endpoint, findings: &[String], analysis: &Analysis) -> Result<String> {
     let body = serde_json::to_vec(&request(&e.model, findings, analysis))?;
     let answer = tokio::time::timeout(Duration::from_mins(2), post(e, body)).await.context("no answer within 120 s")??;
     let text = answer["choices"][0]["message"]["content"].as_str().context("the answer has no choices[0].message.content")?.trim().to_owned();
@@ -106,11 +106,12 @@ pub async fn add_to_report(dir: &Path) -> Option<std::path::PathBuf> {
         }
     };
     let html_path = dir.join("report.html");
-    let read = || -> Result<(String, Value, Vec<String>)> {
+    let read = || -> Result<(String, Analysis, Vec<String>)> {
         let html = std::fs::read_to_string(&html_path)?;
-        let an: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(crate::run::files::ANALYSIS_JSON))?)?;
+        let an: Analysis = serde_json::from_str(&std::fs::read_to_string(dir.join(crate::run::files::ANALYSIS_JSON))?)?;
         let summary = crate::run::files::Summary::read(dir)?;
-        Ok((html, an.clone(), crate::report::findings(&an, &summary)))
+        let findings = crate::report::findings(&an, &summary);
+        Ok((html, an, findings))
     };
     let Ok((html, an, findings)) = read() else { return None };
     let section = match summarize(&e, &findings, &an).await {
@@ -135,7 +136,7 @@ mod tests {
 
     #[test]
     fn the_request_carries_the_findings_and_the_analysis_and_asks_for_figures_only() {
-        let r = request("m1", &["Faults: drop (from 4.0 s to 6.0 s).".into()], &json!({"recovery_s": 1.0}));
+        let r = request("m1", &["Faults: drop (from 4.0 s to 6.0 s).".into()], &Analysis { recovery_s: Some(1.0), ..Analysis::default() });
         assert_eq!(r["model"], "m1");
         let msgs = r["messages"].as_array().unwrap();
         assert_eq!((msgs[0]["role"].as_str(), msgs[1]["role"].as_str()), (Some("system"), Some("user")));

@@ -4,12 +4,11 @@
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
 pub mod analyze;
 pub mod llm;
 
-use analyze::Sec;
+use analyze::{Analysis, Sec};
 
 use crate::{
     run::files::{FaultRecord, KernelRow, PartRecord, SecondRow, Summary},
@@ -187,12 +186,10 @@ pub fn png(svg: &str, path: &Path) -> Result<()> {
 }
 
 /// Plain sentences from the analysis: what a reader should take away.
-pub fn findings(an: &Value, summary: &Summary) -> Vec<String> {
+pub fn findings(an: &Analysis, summary: &Summary) -> Vec<String> {
     let mut out = Vec::new();
-    let f1 = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let phases = an["phases"].as_array().cloned().unwrap_or_default();
-    let get = |name: &str| phases.iter().find(|p| p["phase"] == name).cloned().unwrap_or(Value::Null);
-    let (b, f, r) = (get("baseline"), get("fault"), get("recovery"));
+    let phase = |name: &str| an.phases.iter().find(|p| p.phase == name);
+    let measured = |name: &str| phase(name).and_then(|p| p.measured.clone()).unwrap_or_default();
     let faults: Vec<String> = summary
         .faults
         .iter()
@@ -204,39 +201,39 @@ pub fn findings(an: &Value, summary: &Summary) -> Vec<String> {
     if !faults.is_empty() {
         out.push(format!("Faults: {}.", faults.join("; ")));
     }
-    if !f.is_null() {
-        let (bm, fm) = (&b["measured"], &f["measured"]);
+    if let Some(f) = phase("fault") {
+        let (bm, fm) = (measured("baseline"), measured("fault"));
         out.push(format!(
             "During the fault phase goodput changed by {} against the baseline, p99 went from {:.1} ms to {:.1} ms, and {:.1} % of requests failed (baseline {:.2} %).",
-            f["vs_baseline_percent"]["goodput"].as_f64().map_or("-".into(), |x| format!("{x:+.1} %")),
-            f1(&bm["p99_ms"]),
-            f1(&fm["p99_ms"]),
-            f1(&fm["error_rate"]) * 100.0,
-            f1(&bm["error_rate"]) * 100.0,
+            f.vs_baseline_percent.goodput.map_or("-".into(), |x| format!("{x:+.1} %")),
+            bm.p99_ms,
+            fm.p99_ms,
+            fm.error_rate * 100.0,
+            bm.error_rate * 100.0,
         ));
     }
-    let windows = an["anomaly_windows"].as_array().cloned().unwrap_or_default();
-    if windows.is_empty() {
+    if an.anomaly_windows.is_empty() {
         out.push("No second left the baseline band: the service absorbed the faults.".into());
     } else {
-        let w: Vec<String> = windows.iter().map(|w| format!("{}–{} s ({})", w["from_s"], w["to_s"], w["why"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default())).collect();
+        let w: Vec<String> = an.anomaly_windows.iter().map(|w| format!("{}–{} s ({})", w.from_s, w.to_s, w.why())).collect();
         out.push(format!("The service left its baseline band in {} window{}: {}.", w.len(), if w.len() == 1 { "" } else { "s" }, w.join("; ")));
     }
-    match (an["recovered"].as_bool(), an["recovery_s"].as_f64()) {
+    match (an.recovered, an.recovery_s) {
         (Some(true), Some(x)) => out.push(format!("It was back inside the band {x:.1} s after the last fault was reverted, and stayed there for at least 3 s.")),
         (Some(false), _) => out.push("It did not come back inside the band before the run ended.".into()),
         _ => {}
     }
-    if !r.is_null() {
-        out.push(format!("Recovery phase: p99 {:.1} ms, errors {:.2} %.", f1(&r["measured"]["p99_ms"]), f1(&r["measured"]["error_rate"]) * 100.0));
+    if phase("recovery").is_some() {
+        let r = measured("recovery");
+        out.push(format!("Recovery phase: p99 {:.1} ms, errors {:.2} %.", r.p99_ms, r.error_rate * 100.0));
     }
-    let fails: Vec<String> = an["hypothesis"].as_array().into_iter().flatten().filter(|h| h["holds"] != true).map(|h| format!("{} in {}", h["hypothesis"].as_str().unwrap_or(""), h["phase"].as_str().unwrap_or(""))).collect();
-    if an["hypothesis"].as_array().is_some_and(|v| !v.is_empty()) {
-        let during = an["hypothesis"].as_array().into_iter().flatten().any(|h| h["phase"].as_str().is_some_and(|p| p.starts_with("fault")));
+    let fails: Vec<String> = an.hypothesis.iter().filter(|h| !h.holds).map(|h| format!("{} in {}", h.hypothesis, h.phase)).collect();
+    if !an.hypothesis.is_empty() {
+        let during = an.hypothesis.iter().any(|h| h.phase.starts_with("fault"));
         let when = if during { "before the faults, while they were active and after recovery" } else { "before the faults and after recovery" };
         out.push(if fails.is_empty() { format!("The steady-state hypothesis held {when}.") } else { format!("The steady-state hypothesis failed: {}.", fails.join("; ")) });
     }
-    if let Some(r) = an["aborted"].as_str() {
+    if let Some(r) = &an.aborted {
         out.push(format!("The run was aborted: {r}."));
     }
     out
@@ -307,12 +304,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         .iter()
         .filter_map(|f| Some(Shade { from: f.applied_at_s?, to: f.reverted_at_s?, fill: FAULT_FILL, label: f.fault.clone() }))
         .collect();
-    shades.extend(an["anomaly_windows"].as_array().into_iter().flatten().map(|w| Shade {
-        from: w["from_s"].as_f64().unwrap_or(0.0),
-        to: w["to_s"].as_f64().unwrap_or(0.0),
-        fill: ANOMALY_FILL,
-        label: "anomaly".into(),
-    }));
+    shades.extend(an.anomaly_windows.iter().map(|w| Shade { from: w.from_s as f64, to: w.to_s as f64, fill: ANOMALY_FILL, label: "anomaly".into() }));
     let phases: Vec<(f64, String)> = summary.phases.iter().filter(|p| p.to_s > p.from_s).map(|p| (p.from_s as f64, p.name.clone())).collect();
     let throughput = timeseries(
         "Throughput (answers without error, and errors, per second)",
@@ -333,16 +325,15 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         x_max,
         true,
     );
-    let groups: Vec<(String, Vec<(&str, &str, f64)>)> = an["phases"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let groups: Vec<(String, Vec<(&str, &str, f64)>)> = an
+        .phases
+        .iter()
         .map(|p| {
-            let m = &p["measured"];
-            (p["phase"].as_str().unwrap_or("").to_owned(), vec![("p50 ms", "#2e86ab", m["p50_ms"].as_f64().unwrap_or(0.0)), ("p95 ms", "#a23b72", m["p95_ms"].as_f64().unwrap_or(0.0)), ("p99 ms", "#f18f01", m["p99_ms"].as_f64().unwrap_or(0.0))])
+            let m = p.measured.clone().unwrap_or_default();
+            (p.phase.clone(), vec![("p50 ms", "#2e86ab", m.p50_ms), ("p95 ms", "#a23b72", m.p95_ms), ("p99 ms", "#f18f01", m.p99_ms)])
         })
         .collect();
-    let phase_bars = bars(&format!("Latency by phase (band from {})", an["baseline_from"].as_str().unwrap_or("")), "ms", &groups);
+    let phase_bars = bars(&format!("Latency by phase (band from {})", an.baseline_from), "ms", &groups);
     let kernel = kernel_plots(dir, &shades, &phases, x_max);
     let mut plots = vec![("throughput", throughput.clone()), ("latency", latency.clone()), ("phases", phase_bars.clone())];
     if let Some((rt, rtt)) = &kernel {
@@ -370,19 +361,19 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     html += &latency;
     html += &phase_bars;
     html += "<h2>Phases</h2><table><tr><th>phase</th><th>requests</th><th>rate/s</th><th>errors %</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>goodput vs baseline</th></tr>";
-    for p in an["phases"].as_array().into_iter().flatten() {
-        let m = &p["measured"];
-        let g = p["vs_baseline_percent"]["goodput"].as_f64().map_or("-".into(), |x| format!("{x:+.1} %"));
+    for p in &an.phases {
+        let m = p.measured.clone().unwrap_or_default();
+        let g = p.vs_baseline_percent.goodput.map_or("-".into(), |x| format!("{x:+.1} %"));
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{g}</td></tr>",
-            esc(p["phase"].as_str().unwrap_or("")),
-            m["requests"],
-            m["rate"].as_f64().unwrap_or(0.0),
-            m["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            m["p50_ms"].as_f64().unwrap_or(0.0),
-            m["p95_ms"].as_f64().unwrap_or(0.0),
-            m["p99_ms"].as_f64().unwrap_or(0.0)
+            esc(&p.phase),
+            m.requests,
+            m.rate,
+            m.error_rate * 100.0,
+            m.p50_ms,
+            m.p95_ms,
+            m.p99_ms
         );
     }
     html += "</table><h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
@@ -402,29 +393,29 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         );
     }
     html += "</table><h2>Each fault as the kernel saw it</h2><table><tr><th>fault</th><th>agent</th><th>retransmits/s</th><th>smoothed RTT ms</th><th>drops/s</th><th>failed connects</th></tr>";
-    for f in an["faults"].as_array().into_iter().flatten() {
-        for k in f["kernel"].as_array().into_iter().flatten() {
-            let (b, d) = (&k["baseline"], &k["during"]);
-            let pair = |name: &str, digits: usize| {
-                let v = |x: &Value| x[name].as_f64().map_or("-".to_owned(), |n| format!("{n:.digits$}"));
-                format!("{} → <b>{}</b>", v(b), v(d))
+    for f in &an.faults {
+        for k in &f.kernel {
+            let (b, d) = (&k.baseline, &k.during);
+            let pair = |v: fn(&analyze::KernelWindow) -> Option<f64>| {
+                let show = |w| v(w).map_or("-".to_owned(), |n| format!("{n:.1}"));
+                format!("{} → <b>{}</b>", show(b), show(d))
             };
             let _ = write!(
                 html,
                 "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(f["id"].as_str().unwrap_or("")),
-                esc(f["fault"].as_str().unwrap_or("")),
-                esc(k["agent"].as_str().unwrap_or("")),
-                pair("retransmits_per_s", 1),
-                pair("srtt_ms", 1),
-                pair("drops_per_s", 1) + if k["drops_whole_kernel"] == true { " <small>(whole kernel)</small>" } else { "" },
-                d["connect_failures"]
+                esc(&f.id),
+                esc(&f.fault),
+                esc(&k.agent),
+                pair(|w| Some(w.retransmits_per_s)),
+                pair(|w| w.srtt_ms),
+                pair(|w| Some(w.drops_per_s)) + if k.drops_whole_kernel { " <small>(whole kernel)</small>" } else { "" },
+                d.connect_failures
             );
         }
     }
     html += "</table><p>Baseline phase → while the fault was applied, on the agents it was placed on. Drops marked <i>whole kernel</i> come from agents that share one kernel with other hosts (a lab of network namespaces): a freed packet carries no address, so they cannot be told apart; TCP figures are each host's own.</p><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
-    for h in an["hypothesis"].as_array().into_iter().flatten() {
-        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(h["hypothesis"].as_str().unwrap_or("")), esc(h["phase"].as_str().unwrap_or("")), h["value"].as_f64().unwrap_or(0.0), if h["holds"] == true { "holds" } else { "<b>fails</b>" });
+    for h in &an.hypothesis {
+        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(&h.hypothesis), esc(&h.phase), h.value, if h.holds { "holds" } else { "<b>fails</b>" });
     }
     html += "</table><h2>The kernel's view (from the agents)</h2>";
     match &kernel {
@@ -440,7 +431,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>, <code>kernel.csv</code>, <code>drops.csv</code>, <code>host.csv</code>, <code>agents.csv</code>; plots as PNG: {}.</p></body></html>",
         plots.iter().map(|(n, _)| format!("{n}.png")).collect::<Vec<_>>().join(", ")
     );
-    std::fs::write(dir.join(crate::run::files::ANALYSIS_JSON), format!("{an:#}\n"))?;
+    std::fs::write(dir.join(crate::run::files::ANALYSIS_JSON), serde_json::to_string_pretty(&an)? + "\n")?;
     std::fs::write(dir.join("report.html"), html)?;
     written.push(dir.join(crate::run::files::ANALYSIS_JSON));
     written.push(dir.join("report.html"));
