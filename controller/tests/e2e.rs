@@ -32,6 +32,8 @@ struct Hosts {
     agents: Vec<Option<Child>>,
     controller: Option<Child>,
     dir: PathBuf,
+    /// Dropped after the bridge is deleted (fields drop after `Drop::drop`).
+    _forward: common::BridgeOpen,
 }
 
 impl Hosts {
@@ -50,6 +52,7 @@ impl Hosts {
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("10.201.{id}.254/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
+        let forward = common::BridgeOpen::new(&bridge);
         for i in 1..=n {
             let ns = format!("flc{id}h{i}");
             let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
@@ -76,7 +79,7 @@ impl Hosts {
             format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\ntls_dir = {:?}\n{extra}", state.display().to_string(), dir.join("tls").display().to_string()),
         )
         .unwrap();
-        let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir };
+        let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir, _forward: forward };
         h.start_controller();
         for i in 1..=n {
             h.start_agent(i);

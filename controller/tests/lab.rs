@@ -102,6 +102,15 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     let again = ok(&["lab", "up", "--dir", &dir_arg]);
     assert!(again.contains("already up"), "{again}");
     assert_eq!(std::fs::read_to_string(d.join("lab.json")).unwrap(), pids, "a second `up` changed the lab");
+    // The lab's one firewall change: its bridge's frames pass FORWARD. Under `cargo xtask
+    // test` Docker's engine runs and (on a host where it turned forwarding on) its
+    // `FORWARD DROP` policy is in force: then the rest of this test (pings, the balancer,
+    // partitions) is the proof the lab works with it.
+    let forward = || lines("iptables", &["-w", "-S", "FORWARD"]);
+    let ours: Vec<String> = forward().into_iter().filter(|l| l.contains("faultline lab")).collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert!(ours[0].contains("-i fl-lab -o fl-lab") && ours[0].ends_with("-j ACCEPT"), "{ours:?}");
+    eprintln!("lab test: FORWARD policy {}", if forward().contains("-P FORWARD DROP") { "DROP (Docker's)" } else { "ACCEPT" });
     let env = ok(&["lab", "status", "--dir", &dir_arg, "--env"]);
     assert!(env.contains("FAULTLINE_CONTROLLER=https://10.77.0.1:7080"), "{env}");
 
@@ -225,6 +234,8 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     assert_eq!(new(&after.0, &before.0), Vec::<String>::new(), "interfaces left after down");
     assert_eq!(new(&after.1, &before.1), Vec::<String>::new(), "namespaces left after down");
     assert_eq!(new(&after.2, &before.2), Vec::<String>::new(), "lab processes left running");
+    let left: Vec<String> = forward().into_iter().filter(|l| l.contains("faultline lab")).collect();
+    assert!(left.is_empty(), "the lab's FORWARD rule left after down: {left:?}");
     assert!(ok(&["lab", "down", "--dir", &dir_arg]).contains("no lab"), "a second down should be a no-op");
 }
 

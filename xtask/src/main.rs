@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | test | demo | codegen | vm-test | bench | fresh-check`.
 
 mod codegen;
+mod docker;
 mod fresh_check;
 mod setup;
 mod tools;
@@ -119,6 +120,8 @@ fn main() -> Result<()> {
             if !nix_is_root() {
                 anyhow::bail!("the test suite needs root (network namespaces, qdiscs, eBPF)");
             }
+            // Everything from here on runs with Docker's engine (and its firewall) in place.
+            let _docker = docker::start()?;
             run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
             fuzz(60)?;
             vm::run()?;

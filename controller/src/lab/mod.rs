@@ -89,6 +89,9 @@ struct State {
     /// VM hosts: their tap devices.
     #[serde(default)]
     vm: bool,
+    /// The firewall tools (iptables, ip6tables) that got the lab's FORWARD rule.
+    #[serde(default)]
+    firewall: Vec<String>,
     #[serde(default)]
     taps: Vec<String>,
 }
@@ -392,6 +395,15 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     ip(&["link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{CONTROLLER_IP}/24"), "dev", BRIDGE])?;
     ip(&["link", "set", BRIDGE, "up"])?;
+    for tool in firewall::tools() {
+        lab.state.firewall.push(tool.to_owned());
+        save(dir, &lab.state)?;
+        if let Err(e) = firewall::open(tool, BRIDGE) {
+            lab.state.firewall.pop();
+            save(dir, &lab.state)?;
+            eprintln!("warning: {e:#}: if this host's firewall drops forwarded traffic, the lab's hosts cannot reach each other");
+        }
+    }
     let tls = dir.join("tls").display().to_string();
     let listen = format!("{CONTROLLER_IP}:{CONTROLLER_PORT}");
     lab.spawn(ProcKind::Controller, "lab", None, me, &["--tls-dir".into(), tls.clone(), "controller".into(), "serve".into(), "--listen".into(), listen.clone(), "--state".into(), dir.join("controller.db").display().to_string()])?;
@@ -437,6 +449,7 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
 /// The system under test, one definition for both kinds of lab (the namespace lab runs
 /// these itself; a VM gets them on its seed disk and installs them).
 mod demo;
+mod firewall;
 mod netns;
 mod sut;
 mod vm;
@@ -465,6 +478,9 @@ fn down(dir: &Path) -> Result<()> {
         if link_exists(tap) {
             ip(&["link", "del", tap])?;
         }
+    }
+    for tool in &s.firewall {
+        firewall::close(tool, s.bridge.as_deref().unwrap_or(BRIDGE))?;
     }
     if let Some(b) = &s.bridge
         && link_exists(b) {

@@ -21,24 +21,11 @@ fn now_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// One agent as the run saw it.
-#[derive(Debug, Clone, Default)]
-pub struct AgentClock {
-    pub name: String,
-    pub url: String,
-    /// Agent clock minus ours, ms (NTP-style, from the quickest of a few round trips).
-    pub offset_ms: Option<f64>,
-    /// Half that round trip: the offset is within ± this.
-    pub uncertainty_ms: Option<f64>,
-    pub error: String,
-    /// Its drop counts are the whole kernel's (a namespace lab), not its host's alone.
-    pub drops_whole_kernel: bool,
-}
-
 /// The samples so far, each with its time as our unix ms (`t_s` is set when written).
 #[derive(Default)]
 pub struct Collected {
-    pub agents: Vec<AgentClock>,
+    /// Each healthy agent as the run saw it: its measured clock offset, or why none.
+    pub agents: Vec<AgentRow>,
     pub kernel: Vec<(f64, KernelRow)>,
     pub drops: Vec<(f64, DropRow)>,
     pub host: Vec<(f64, HostRow)>,
@@ -73,7 +60,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
     let out: Arc<Mutex<Collected>> = Arc::default();
     let mut tasks = Vec::new();
     for a in agents.iter().filter(|a| a.healthy) {
-        let mut clock = AgentClock { name: a.name.clone(), url: a.url.clone(), ..AgentClock::default() };
+        let mut clock = AgentRow { agent: a.name.clone(), url: a.url.clone(), ..AgentRow::default() };
         let mut c = match connect(security, &a.url).await {
             Ok(c) => c,
             Err(e) => {
@@ -84,12 +71,12 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
         };
         match offset(&mut c).await {
             Ok((o, u)) => {
-                clock.offset_ms = Some(o);
-                clock.uncertainty_ms = Some(u);
+                clock.clock_offset_ms = Some(o);
+                clock.offset_uncertainty_ms = Some(u);
             }
             Err(e) => clock.error = e,
         }
-        let off = clock.offset_ms.unwrap_or(0.0);
+        let off = clock.clock_offset_ms.unwrap_or(0.0);
         out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.push(clock);
         let (out, name) = (out.clone(), a.name.clone());
         tasks.push(tokio::spawn(async move {
@@ -125,7 +112,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                     }
                 }
                 if s.drops_whole_kernel
-                    && let Some(a) = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.iter_mut().find(|a| a.name == name) {
+                    && let Some(a) = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.iter_mut().find(|a| a.agent == name) {
                         a.drops_whole_kernel = true;
                     }
                 if let Some(h) = &s.host {
@@ -150,17 +137,11 @@ impl Collected {
     /// `run_start_unix_ms`.
     pub fn write(&self, dir: &std::path::Path, run_start_unix_ms: f64) -> anyhow::Result<()> {
         let ms3 = |v: Option<f64>| v.map(table::ms3);
+        // Full precision while the run places parts on its clock; milliseconds in the file.
         let agents: Vec<AgentRow> = self
             .agents
             .iter()
-            .map(|a| AgentRow {
-                agent: a.name.clone(),
-                url: a.url.clone(),
-                clock_offset_ms: ms3(a.offset_ms),
-                offset_uncertainty_ms: ms3(a.uncertainty_ms),
-                drops_whole_kernel: a.drops_whole_kernel,
-                error: a.error.clone(),
-            })
+            .map(|a| AgentRow { clock_offset_ms: ms3(a.clock_offset_ms), offset_uncertainty_ms: ms3(a.offset_uncertainty_ms), ..a.clone() })
             .collect();
         table::write(dir, &agents)?;
         let t_s = |at: f64| table::ms3((at - run_start_unix_ms) / 1000.0);

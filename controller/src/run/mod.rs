@@ -131,7 +131,7 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     let clocks: BTreeMap<String, (f64, f64)> = {
         let c = collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         c.write(&p.dir, run.started_unix_ms as f64)?;
-        c.agents.iter().filter_map(|a| Some((a.name.clone(), (a.offset_ms?, a.uncertainty_ms.unwrap_or(0.0))))).collect()
+        c.agents.iter().filter_map(|a| Some((a.agent.clone(), (a.clock_offset_ms?, a.offset_uncertainty_ms.unwrap_or(0.0))))).collect()
     };
     let mut timeline = timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     timeline.sort_by_key(|t| t.index);

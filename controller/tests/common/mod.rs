@@ -99,3 +99,29 @@ impl Drop for Nginx {
     }
 }
 
+
+/// Lets frames between the hosts on a test's bridge through the FORWARD chain, as the lab
+/// does for its own (see controller/src/lab/firewall.rs): with Docker's `FORWARD DROP` and
+/// `bridge-nf-call-iptables` = 1 they would be dropped. Deleted again on drop; the rule
+/// names only this bridge.
+pub struct BridgeOpen {
+    bridge: String,
+}
+
+impl BridgeOpen {
+    fn rule(bridge: &str) -> [&str; 10] {
+        ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", "faultline test: its hosts on its bridge", "-j", "ACCEPT"]
+    }
+
+    pub fn new(bridge: &str) -> Self {
+        let out = std::process::Command::new("iptables").args(["-w", "-I", "FORWARD"]).args(Self::rule(bridge)).output().unwrap();
+        assert!(out.status.success(), "iptables -I FORWARD for {bridge}: {}", String::from_utf8_lossy(&out.stderr));
+        Self { bridge: bridge.to_owned() }
+    }
+}
+
+impl Drop for BridgeOpen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables").args(["-w", "-D", "FORWARD"]).args(Self::rule(&self.bridge)).output();
+    }
+}
