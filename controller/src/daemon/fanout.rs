@@ -57,6 +57,8 @@ impl Controller {
             }
             Err(e) => {
                 self.stats.refused.fetch_add(1, Relaxed);
+                // The event names a refusal by its gRPC code ("FailedPrecondition: ..."), the
+                // words `faultline events` has always shown, whichever front end was asked.
                 let code = tonic::Status::from(e.clone()).code();
                 tracing::warn!(?code, "refused: {}", e.message);
                 self.event(pb::EventKind::FaultRefused, "", names, format!("{code:?}: {}", e.message));
