@@ -65,7 +65,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
             Ok(c) => c,
             Err(e) => {
                 clock.error = e;
-                out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.push(clock);
+                super::lock(&out).agents.push(clock);
                 continue;
             }
         };
@@ -77,7 +77,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
             Err(e) => clock.error = e,
         }
         let off = clock.clock_offset_ms.unwrap_or(0.0);
-        out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.push(clock);
+        super::lock(&out).agents.push(clock);
         let (out, name) = (out.clone(), a.name.clone());
         tasks.push(tokio::spawn(async move {
             let Ok(stream) = c.watch_metrics(apb::WatchMetricsRequest { interval_ms: 1000 }).await else { return };
@@ -112,7 +112,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                     }
                 }
                 if s.drops_whole_kernel
-                    && let Some(a) = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).agents.iter_mut().find(|a| a.agent == name) {
+                    && let Some(a) = super::lock(&out).agents.iter_mut().find(|a| a.agent == name) {
                         a.drops_whole_kernel = true;
                     }
                 if let Some(h) = &s.host {
@@ -120,7 +120,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                     let row = HostRow { t_s: 0.0, agent: name.clone(), cpu_percent: round(h.cpu_percent, 1), memory_used_bytes: h.memory_used_bytes, load1: round(h.load1, 2) };
                     rows.2.push((t, row));
                 }
-                let mut o = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut o = super::lock(&out);
                 o.kernel.extend(rows.0);
                 o.drops.extend(rows.1);
                 o.host.extend(rows.2);

@@ -129,14 +129,20 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     tokio::time::sleep(kernel_watch::LAST_SAMPLE).await;
     watchers.iter().for_each(tokio::task::JoinHandle::abort);
     let clocks: BTreeMap<String, (f64, f64)> = {
-        let c = collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = lock(&collected);
         c.write(&p.dir, run.started_unix_ms as f64)?;
         c.agents.iter().filter_map(|a| Some((a.agent.clone(), (a.clock_offset_ms?, a.offset_uncertainty_ms.unwrap_or(0.0))))).collect()
     };
-    let mut timeline = timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let mut timeline = lock(&timeline).clone();
     timeline.sort_by_key(|t| t.index);
     let placed: Vec<Vec<OnRunClock>> = timeline.iter().map(|t| t.parts.iter().map(|p| p.on_run_clock(&clocks, run.started_unix_ms as f64)).collect()).collect();
     finish::finish(&p.scenario, &run, p.dir, &timeline, &placed, aborted)
+}
+
+/// A lock that a panicked task held is still good here: every writer appends whole
+/// rows, so what it guards is never half-written.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A run that wrote its directory: whether it was cut short, and which hypotheses failed.

@@ -12,7 +12,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
 
 use super::{
-    Part, Timeline,
+    Part, Timeline, lock,
     plan::Plan,
     scenario::{FaultPlan, FaultRequest},
 };
@@ -36,10 +36,6 @@ pub(super) fn faults(p: &Plan, c: &ControllerServiceClient<Channel>, start: Inst
         tasks.push(tokio::spawn(fault(f, c.clone(), start, begin, stop.clone(), timeline.clone())));
     }
     tasks
-}
-
-fn lock(t: &Mutex<Vec<Timeline>>) -> std::sync::MutexGuard<'_, Vec<Timeline>> {
-    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One fault's life: wait, apply, hold, revert (a kill or restart acts once).
