@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::{
+    containers::{Container, Runtimes},
     fault::{FaultSpec, InvalidField},
     journal::{Entry, Journal, KernelObject},
     kernel::{
@@ -26,11 +27,13 @@ use crate::{
 };
 
 mod net;
+mod place;
 mod procs;
 mod status;
 mod undo;
 
 pub(crate) use status::describe;
+use place::{HOST, Place};
 use status::{rtt_to, status};
 
 /// Major handle of the htb root the agent installs; `fa17:1` is the shaped class.
@@ -105,6 +108,17 @@ impl From<bpf::BpfError> for EngineError {
     }
 }
 
+impl From<crate::containers::ContainerError> for EngineError {
+    fn from(e: crate::containers::ContainerError) -> Self {
+        use crate::containers::ContainerError as C;
+        match e {
+            C::Invalid(f) => Self::Invalid(f),
+            C::NotFound(m) => Self::NotFound(m),
+            C::Unreachable(m) => Self::Precondition(m),
+        }
+    }
+}
+
 impl EngineError {
     /// The kernel (or a program) refused, with no error value to keep.
     fn refused(what: impl Into<String>) -> Self {
@@ -127,6 +141,8 @@ pub struct Active {
     /// Set once a revert was tried and could not undo everything: what failed, and when
     /// to try again. The fault stays listed (with the error) until its objects are gone.
     pub revert_failed: Option<RevertFailed>,
+    /// The container a container-targeted fault acts in.
+    pub container: Option<Container>,
 }
 
 pub struct RevertFailed {
@@ -145,7 +161,9 @@ pub enum Applied {
     /// `rtt_before`: TCP's RTT samples to the fault's peers up to the moment it began.
     /// `slot_free`: the classifier slot was emptied and given back (another fault may hold
     /// it now, so a retried revert must not touch it again).
-    Net { spec: FaultSpec, slot: u32, rtt_before: Option<Hist>, slot_free: bool },
+    /// `place`: the namespace it acts in (`place::HOST`, or a container's namespace inode);
+    /// `shaped`: the devices whose htb class is the fault's (its interface, its IFB).
+    Net { spec: FaultSpec, place: u64, slot: u32, shaped: Vec<u32>, rtt_before: Option<Hist>, slot_free: bool },
     Process { spec: ProcessFault, processes: Vec<Stat>, cgroup: Option<Cgroup>, notes: Vec<String> },
 }
 
@@ -156,13 +174,30 @@ impl Active {
             Applied::Process { .. } => None,
         }
     }
+
+    /// Notes a device whose htb class the fault made (for its observed rate).
+    fn shaped(&mut self, ifindex: u32) {
+        if let Applied::Net { shaped, .. } = &mut self.applied {
+            shaped.push(ifindex);
+        }
+    }
+
+    /// The place a network fault acts in.
+    fn place(&self) -> Option<u64> {
+        match &self.applied {
+            Applied::Net { place, .. } => Some(*place),
+            Applied::Process { .. } => None,
+        }
+    }
 }
 
 struct State {
     journal: Journal,
     /// Journal entries a previous agent left that could not be undone yet (retried).
     leftover: Vec<Entry>,
-    bpf: Option<Classifier>,
+    /// The agent's own namespace (`HOST`, when eBPF loaded) and every container namespace
+    /// a fault acts in now.
+    places: BTreeMap<u64, Place>,
     tracer: Option<Tracer>,
     faults: BTreeMap<String, Active>,
     next_id: u64,
@@ -177,6 +212,7 @@ pub struct Engine {
     /// next deadline instead of polling.
     pub wake: tokio::sync::Notify,
     pub attach_mode: AttachMode,
+    pub runtimes: Runtimes,
 }
 
 pub(crate) use faultline_proto::unix_ms;
@@ -220,7 +256,7 @@ impl Engine {
     }
 
     /// Opens the journal, undoes whatever a previous agent left, loads the classifier.
-    pub async fn start(state_dir: &std::path::Path, nl: Handle, kernel_metrics: bool) -> Result<Self, EngineError> {
+    pub async fn start(state_dir: &std::path::Path, nl: Handle, kernel_metrics: bool, runtimes: Runtimes) -> Result<Self, EngineError> {
         crate::kernel::fds::refill();
         let (mut journal, leftover) = Journal::open(state_dir)?;
         let mut left = Vec::new();
@@ -231,12 +267,14 @@ impl Engine {
         let (bpf, tracer, caps) = load_programs(kernel_metrics);
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
         let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
+        let places = bpf.into_iter().map(|bpf| (HOST, Place { nl: nl.clone(), ns: None, nsref: None, bpf })).collect();
         Ok(Self {
-            state: Mutex::new(State { journal, leftover: left, bpf, tracer, faults: BTreeMap::new(), next_id }),
+            state: Mutex::new(State { journal, leftover: left, places, tracer, faults: BTreeMap::new(), next_id }),
             nl,
             caps,
             wake: tokio::sync::Notify::new(),
             attach_mode,
+            runtimes,
         })
     }
 
@@ -248,7 +286,7 @@ impl Engine {
         for f in st.faults.values() {
             next = next.min(f.revert_failed.as_ref().map_or(f.expires, |r| r.next_try));
         }
-        if let Some(t) = st.bpf.as_ref().and_then(|b| b.next_sweep(IDLE_DETACH)) {
+        for t in st.places.values().filter_map(|p| p.bpf.next_sweep(IDLE_DETACH)) {
             next = next.min(t);
         }
         next
@@ -265,22 +303,33 @@ impl Engine {
 
     /// Keeps the agent's own connections on `port` out of every fault by default.
     pub async fn exclude_control_port(&self, port: u16) -> Result<(), EngineError> {
-        if let Some(b) = self.state.lock().await.bpf.as_mut() {
-            b.exclude_port(port)?;
+        if let Some(p) = self.state.lock().await.places.get_mut(&HOST) {
+            p.bpf.exclude_port(port)?;
         }
         Ok(())
     }
 
-    pub async fn apply(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+    pub async fn apply(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
         if process::is_process_kind(request.kind.as_ref()) {
+            no_container(&request)?;
             return self.apply_process(request).await;
         }
-        let (spec, ifindex) = self.preflight_net(&request)?;
+        let target = self.preflight_net(&request).await?;
+        let (spec, ifindex, key) = (target.spec.clone(), target.ifindex, target.key());
+        let container = target.container.as_ref().map(|(c, _)| c.clone());
+        // The status names the interface acted on, also where the request left it to the agent.
+        request.interface.clone_from(&spec.interface);
         let mut st = self.state.lock().await;
-        self.preflight_locked(&st, &spec, ifindex).await?;
+        self.open_place(&mut st, target)?;
+        let slot = match self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| Ok(st.places.get_mut(&key).expect("opened").bpf.reserve_slot()?)) {
+            Ok(slot) => slot,
+            Err(e) => {
+                close_unused(&mut st, key);
+                return Err(e);
+            }
+        };
         st.next_id += 1;
         let id = format!("f-{}", st.next_id);
-        let slot = st.bpf.as_mut().expect("checked").reserve_slot()?;
         let mut active = Active {
             id: id.clone(),
             request,
@@ -288,8 +337,9 @@ impl Engine {
             expires: Instant::now() + spec.lease,
             lease: spec.lease,
             objects: Vec::new(),
-            applied: Applied::Net { spec: spec.clone(), slot, rtt_before: rtt_to(&st, &spec), slot_free: false },
+            applied: Applied::Net { spec: spec.clone(), place: key, slot, shaped: Vec::new(), rtt_before: rtt_to(&st, &spec), slot_free: false },
             revert_failed: None,
+            container,
         };
         match self.build(&mut st, &mut active, &spec, slot, ifindex).await {
             Ok(()) => {
@@ -314,21 +364,35 @@ impl Engine {
     /// a transient effect on another. The answer lists what would be acted on.
     pub async fn check(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
         if process::is_process_kind(request.kind.as_ref()) {
+            no_container(&request)?;
             return self.check_process(request);
         }
-        let (spec, ifindex) = self.preflight_net(&request)?;
-        let st = self.state.lock().await;
-        self.preflight_locked(&st, &spec, ifindex).await?;
-        if st.bpf.as_ref().is_none_or(|b| b.slots_in_use() >= faultline_ebpf_common::MAX_RULES as usize) {
-            return Err(bpf::BpfError::NoSlot.into());
-        }
-        Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: if spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() }, ..Default::default() })
+        let target = self.preflight_net(&request).await?;
+        let (spec, ifindex, key) = (target.spec.clone(), target.ifindex, target.key());
+        let container = target.container.as_ref().map(|(c, ns)| c.to_wire(ns.inode));
+        let mut st = self.state.lock().await;
+        // A check leaves nothing behind: a place it had to open is closed again.
+        self.open_place(&mut st, target)?;
+        let result = self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| {
+            if st.places.get(&key).is_none_or(|p| p.bpf.slots_in_use() >= faultline_ebpf_common::MAX_RULES as usize) {
+                return Err(bpf::BpfError::NoSlot.into());
+            }
+            Ok(())
+        });
+        close_unused(&mut st, key);
+        result?;
+        Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: if spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() }, container, ..Default::default() })
     }
 
     /// Undoes a fault whose apply failed. Whatever cannot be undone now is kept as a
     /// fault whose revert failed, so it is listed and retried like any other.
     async fn roll_back(&self, st: &mut State, mut f: Active) {
         let errors = self.teardown(st, &mut f).await;
+        if let Some(key) = f.place()
+            && errors.is_empty()
+        {
+            close_unused(st, key);
+        }
         if !errors.is_empty() {
             warn!(id = f.id, "rollback incomplete, retrying: {}", errors.join("; "));
             f.revert_failed = Some(RevertFailed { error: errors.join("; "), attempts: 1, next_try: Instant::now() + backoff(1) });
@@ -346,6 +410,9 @@ impl Engine {
         };
         let errors = self.teardown(&mut st, &mut f).await;
         if errors.is_empty() {
+            if let Some(key) = f.place() {
+                close_unused(&mut st, key);
+            }
             info!(id, "reverted");
             return Ok(());
         }
@@ -365,8 +432,8 @@ impl Engine {
                 done.push(id);
             }
         }
-        if let Some(b) = self.state.lock().await.bpf.as_mut() {
-            b.sweep(Duration::ZERO);
+        for p in self.state.lock().await.places.values_mut() {
+            p.sweep(Duration::ZERO);
         }
         done
     }
@@ -377,8 +444,8 @@ impl Engine {
         let now = Instant::now();
         let (due, retry) = {
             let mut st = self.state.lock().await;
-            if let Some(b) = st.bpf.as_mut() {
-                b.sweep(IDLE_DETACH);
+            for p in st.places.values_mut() {
+                p.sweep(IDLE_DETACH);
             }
             let due: Vec<String> = st.faults.values().filter(|f| f.revert_failed.is_none() && f.expires <= now).map(|f| f.id.clone()).collect();
             let retry: Vec<String> = st.faults.values().filter(|f| f.revert_failed.as_ref().is_some_and(|r| r.next_try <= now)).map(|f| f.id.clone()).collect();
@@ -440,7 +507,23 @@ impl Engine {
     }
 }
 
+/// Process faults do not take a container yet: refused, never read as a host target.
+fn no_container(request: &pb::FaultSpec) -> Result<(), EngineError> {
+    if request.container.is_some() {
+        return Err(InvalidField { field: "container".into(), reason: "process faults on containers are not supported yet; target its processes by pid or cgroup".into() }.into());
+    }
+    Ok(())
+}
 
+/// Closes a container's place once no fault acts in it (the agent's own stays).
+fn close_unused(st: &mut State, key: u64) {
+    if key != HOST
+        && !st.faults.values().any(|f| f.place() == Some(key))
+        && let Some(p) = st.places.remove(&key)
+    {
+        p.close();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -284,8 +284,9 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
     type Error = InvalidField;
 
     fn try_from(s: &pb::FaultSpec) -> Result<Self, InvalidField> {
-        if s.interface.is_empty() {
-            return Err(invalid("interface", "required"));
+        // In a container, the interface defaults to its only one (found when resolved).
+        if s.interface.is_empty() && s.container.is_none() {
+            return Err(invalid("interface", "required (or a container to act in)"));
         }
         if s.interface.len() > IFNAMSIZ || s.interface.contains(['/', '\0']) || s.interface.chars().any(char::is_whitespace) {
             return Err(invalid("interface", format!("{} is not an interface name (at most {IFNAMSIZ} bytes, no '/', whitespace or NUL)", faultline_proto::quote(&s.interface))));

@@ -73,6 +73,7 @@ fn spec_from(s: &str) -> pb::FaultSpec {
         label: text(&mut r),
         kind: (!r.chance(20)).then_some(kind),
         target: r.chance(2).then(|| pb::ProcessTarget { selector: Some(selector), full_command_line: r.chance(2), include_children: r.chance(2) }),
+        container: r.chance(3).then(|| pb::ContainerTarget { name: text(&mut r), select: s.split([',', ' ']).map(str::to_owned).collect() }),
     }
 }
 
@@ -82,6 +83,9 @@ fn fuzz_fault_spec_validation() {
         let spec = spec_from(s);
         let _ = FaultSpec::try_from(&spec);
         let _ = ProcessFault::try_from(&spec);
+        if let Some(c) = &spec.container {
+            let _ = crate::containers::Selector::try_from(c);
+        }
         let _ = faultline_proto::doctor::needs(&spec);
         let _ = faultline_proto::identity::check_agent_name(s);
         let _ = faultline_proto::quote(s);

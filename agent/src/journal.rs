@@ -9,18 +9,38 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::netns::NsRef;
+
 /// A kernel object the agent created, with what is needed to recognise it as
 /// ours before removing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KernelObject {
     /// A qdisc; removed only if the kernel still shows this kind at this handle.
-    Qdisc { ifname: String, ifindex: u32, parent: u32, handle: u32, kind: String },
+    /// `netns`, here and below: the container namespace it lives in (absent: the agent's own).
+    Qdisc {
+        ifname: String,
+        ifindex: u32,
+        parent: u32,
+        handle: u32,
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<NsRef>,
+    },
     /// An IFB device named `flifb<ifindex>`.
-    Ifb { name: String },
+    Ifb {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<NsRef>,
+    },
     /// `cls_bpf` filters named after our programs on a clsact qdisc (kernels without
     /// TCX). TCX links and map slots need no record: they die with the agent.
-    ClsBpf { ifname: String, ingress: bool },
+    ClsBpf {
+        ifname: String,
+        ingress: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<NsRef>,
+    },
     /// A cgroup the agent froze (it was not frozen before); undone by writing 0. `dir` is
     /// relative to the cgroup2 root ("/app/db"; older journals: the absolute directory),
     /// found again wherever cgroup2 is mounted (`cgroup::locate`).
@@ -33,6 +53,17 @@ pub enum KernelObject {
     /// cpu.max the agent set; restored to `previous` only if it still reads `ours`.
     /// `dir` as for `CgroupFreeze`.
     CpuMax { dir: PathBuf, previous: String, ours: String },
+}
+
+impl KernelObject {
+    /// The container namespace the object lives in; `None`: the agent's own.
+    #[must_use]
+    pub fn netns(&self) -> Option<&NsRef> {
+        match self {
+            Self::Qdisc { netns, .. } | Self::Ifb { netns, .. } | Self::ClsBpf { netns, .. } => netns.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,9 +157,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (mut j, left) = Journal::open(&dir).unwrap();
         assert!(left.is_empty());
-        let q = KernelObject::Qdisc { ifname: "eth0".into(), ifindex: 2, parent: u32::MAX, handle: 0xfa17_0000, kind: "htb".into() };
+        let q = KernelObject::Qdisc { ifname: "eth0".into(), ifindex: 2, parent: u32::MAX, handle: 0xfa17_0000, kind: "htb".into(), netns: None };
         j.record("f1", q.clone()).unwrap();
-        j.record("f1", KernelObject::Ifb { name: "flifb2".into() }).unwrap();
+        let ns = NsRef { inode: 4_026_532_999, cookie: 7, pid: 42, container: "c0ffee".into() };
+        j.record("f1", KernelObject::Ifb { name: "flifb2".into(), netns: Some(ns.clone()) }).unwrap();
         drop(j);
         let (mut j, left) = Journal::open(&dir).unwrap();
         assert_eq!(left.len(), 2);
@@ -138,7 +170,8 @@ mod tests {
         drop(j);
         let (_, left) = Journal::open(&dir).unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].object, KernelObject::Ifb { name: "flifb2".into() });
+        // The namespace survives the round trip: a restarted agent undoes it there.
+        assert_eq!(left[0].object, KernelObject::Ifb { name: "flifb2".into(), netns: Some(ns) });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

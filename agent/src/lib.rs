@@ -1,6 +1,7 @@
 //! faultline-agent: injects network faults into its own host's kernel and reverts
 //! them on time, even after a crash.
 
+pub mod containers;
 pub mod engine;
 pub mod fault;
 #[cfg(test)]

@@ -78,6 +78,11 @@ struct Args {
     /// With --doctor: JSON instead of text.
     #[arg(long, requires = "doctor")]
     json: bool,
+    /// The Docker Engine API socket containers are found through (Podman's
+    /// Docker-compatible socket works too). Default: the first of
+    /// /var/run/docker.sock, /run/docker.sock, /run/podman/podman.sock that exists.
+    #[arg(long, env = "FAULTLINE_DOCKER_SOCKET")]
+    docker_socket: Option<PathBuf>,
 }
 
 /// The addresses `url`'s host resolves to (none if it does not).
@@ -155,7 +160,7 @@ async fn serve() -> Result<()> {
     }
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
     tokio::spawn(conn);
-    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics).await.context("starting the fault engine")?);
+    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, faultline_agent::containers::Runtimes::new(args.docker_socket.clone())).await.context("starting the fault engine")?);
     let host = Arc::new(Host::new());
     if let Some(url) = &args.controller {
         if args.listen.ip().is_unspecified() && args.advertise.is_none() {

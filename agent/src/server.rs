@@ -99,6 +99,17 @@ impl AgentService for Service {
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(fault) }))
     }
 
+    async fn list_containers(&self, req: Request<pb::ListContainersRequest>) -> Result<Response<pb::ListContainersResponse>, Status> {
+        self.allow(&req, policy::AGENT_READ, "ListContainers")?;
+        let labels = crate::containers::parse_labels("select", &req.into_inner().select).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (containers, unreachable) = self.engine.runtimes.list(&labels).await;
+        let containers = containers
+            .iter()
+            .map(|c| c.to_wire(crate::kernel::netns::inode_of(c.process.pid).unwrap_or_default()))
+            .collect();
+        Ok(Response::new(pb::ListContainersResponse { containers, unreachable }))
+    }
+
     async fn list_faults(&self, req: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
         self.allow(&req, policy::AGENT_READ, "ListFaults")?;
         Ok(Response::new(pb::ListFaultsResponse { faults: self.engine.list().await }))

@@ -166,9 +166,18 @@ pub struct Common {
 /// Which packets of which interface a network fault touches.
 #[derive(Args)]
 pub struct NetTarget {
-    /// The interface on the agent's host (see `faultline info`).
-    #[arg(long, short = 'i')]
-    pub interface: String,
+    /// The interface on the agent's host (see `faultline info`); in a container, one of
+    /// its own (default: its only one besides lo).
+    #[arg(long, short = 'i', required_unless_present_any = ["container", "container_select"])]
+    pub interface: Option<String>,
+    /// Act inside this container on the agent's host (name, id or id prefix), on its
+    /// interface, with egress and ingress as the container sees them.
+    #[arg(long, help_heading = "Container")]
+    pub container: Option<String>,
+    /// Act inside the one running container carrying these labels, KEY=VALUE
+    /// (repeatable or comma-separated), e.g. com.docker.compose.service=web.
+    #[arg(long = "container-select", value_delimiter = ',', help_heading = "Container")]
+    pub container_select: Vec<String>,
     /// Which way: egress (sent), ingress (received, through an IFB device for qdiscs) or both.
     #[arg(long, value_enum, default_value = "egress")]
     pub direction: DirArg,
@@ -388,7 +397,9 @@ fn lease_required(c: &Common) -> Result<u64> {
 
 fn net_spec(net: &NetTarget, common: &Common, kind: Kind) -> Result<pb::FaultSpec> {
     Ok(pb::FaultSpec {
-        interface: net.interface.clone(),
+        interface: net.interface.clone().unwrap_or_default(),
+        container: (net.container.is_some() || !net.container_select.is_empty())
+            .then(|| pb::ContainerTarget { name: net.container.clone().unwrap_or_default(), select: net.container_select.clone() }),
         direction: match net.direction {
             DirArg::Egress => pb::Direction::Egress,
             DirArg::Ingress => pb::Direction::Ingress,
@@ -512,5 +523,11 @@ mod tests {
         assert!(spec_of("freeze --pid 42").unwrap_err().to_string().contains("--lease is required"));
         assert!(spec_of("freeze --pid 42 --name x --lease 1s").unwrap_err().to_string().contains("give one target"));
         assert!(A::try_parse_from("drop -i eth0 --lease 1s --delay 5ms".split_whitespace()).is_err(), "drop takes no --delay");
+        // A container instead of an interface (issue 14); one of them is required.
+        let s = spec_of("partition --container web --lease 5s --peer 10.0.0.3").unwrap();
+        assert_eq!((s.interface.as_str(), s.container.unwrap().name.as_str()), ("", "web"));
+        let s = spec_of("drop --container-select com.docker.compose.service=web,tier=a --loss 5 --lease 5s").unwrap();
+        assert_eq!(s.container.unwrap().select, ["com.docker.compose.service=web", "tier=a"]);
+        assert!(A::try_parse_from("drop --loss 5 --lease 5s".split_whitespace()).is_err(), "an interface or a container is required");
     }
 }

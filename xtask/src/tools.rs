@@ -44,6 +44,8 @@ pub const TOOLS: &[Tool] = &[
     apt("ip6tables", "iptables", "the lab lets its bridge's frames through FORWARD (IPv6)"),
     // --no-install-recommends is setup's default: engine, containerd and runc, no extras.
     apt("dockerd", "docker.io", "the test suite runs with Docker's engine (and its firewall) running"),
+    apt("docker", "docker.io", "the container tests build an image and run containers"),
+    essential("nsenter", "util-linux", "the container tests read a container's tc state from inside it"),
     apt("iperf3", "iperf3", "bandwidth tests and benchmarks"),
     apt("protoc", "protobuf-compiler", "cargo xtask codegen (spawned by tonic-prost-build)"),
     apt("qemu-system-x86_64", "qemu-system-x86", "VM tests, vm-systemd, the VM lab"),

@@ -52,6 +52,7 @@ impl Engine {
             objects: Vec::new(),
             applied: Applied::Process { spec: spec.clone(), processes: Vec::new(), cgroup: None, notes: Vec::new() },
             revert_failed: None,
+            container: None,
         };
         // Kill and restart change nothing that could be reverted, so they hold no
         // lock while they wait for processes to exit.

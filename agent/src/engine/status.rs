@@ -10,7 +10,7 @@ use super::{Active, Applied, Engine, SHAPED_CLASS, State, unix_ms};
 use crate::{
     fault::{FaultKind, FaultSpec},
     journal::KernelObject,
-    kernel::{link, tc, trace::{Snapshot, Tracer}},
+    kernel::{procfs, tc, trace::{Snapshot, Tracer}},
 };
 
 impl Engine {
@@ -31,7 +31,7 @@ impl Engine {
         for s in shaped {
             let mut total = tc::ClassStats::default();
             for ifindex in &s.ifindexes {
-                if let Ok(Some(c)) = tc::class_stats(&self.nl, *ifindex, SHAPED_CLASS).await {
+                if let Ok(Some(c)) = tc::class_stats(&s.nl, *ifindex, SHAPED_CLASS).await {
                     total.bytes += c.bytes;
                     total.packets += c.packets;
                     total.drops += c.drops;
@@ -72,6 +72,8 @@ impl Engine {
 /// A bandwidth fault's htb classes (egress, and the IFB device's for ingress).
 pub(super) struct Shaped {
     id: String,
+    /// A netlink handle in the fault's namespace.
+    nl: rtnetlink::Handle,
     ifindexes: Vec<u32>,
     rate_bps: u64,
     since: SystemTime,
@@ -82,17 +84,10 @@ pub(super) fn shaped(st: &State) -> Vec<Shaped> {
         .values()
         .filter(|f| f.revert_failed.is_none())
         .filter_map(|f| {
-            let spec = f.net()?;
+            let Applied::Net { spec, place, shaped, .. } = &f.applied else { return None };
             let FaultKind::Bandwidth { rate_bps, .. } = spec.kind else { return None };
-            let egress = link::ifindex(&spec.interface)?;
-            let mut ifindexes = Vec::new();
-            if spec.direction.egress() {
-                ifindexes.push(egress);
-            }
-            if spec.direction.ingress() {
-                ifindexes.extend(link::ifindex(&link::ifb_name(egress)));
-            }
-            Some(Shaped { id: f.id.clone(), ifindexes, rate_bps, since: f.applied_at })
+            let nl = st.places.get(place)?.nl.clone();
+            Some(Shaped { id: f.id.clone(), nl, ifindexes: shaped.clone(), rate_bps, since: f.applied_at })
         })
         .collect()
 }
@@ -149,7 +144,7 @@ pub(super) fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common:
 
 pub(super) fn status(st: &State, f: &Active) -> pb::FaultStatus {
     let c = match &f.applied {
-        Applied::Net { slot, .. } => st.bpf.as_ref().and_then(|b| b.counters(*slot).ok()),
+        Applied::Net { slot, place, .. } => st.places.get(place).and_then(|p| p.bpf.counters(*slot).ok()),
         Applied::Process { .. } => None,
     };
     let left = f.expires.saturating_duration_since(Instant::now());
@@ -175,6 +170,10 @@ pub(super) fn status(st: &State, f: &Active) -> pb::FaultStatus {
         },
         observed: observed(st, f, c.as_ref()),
         revert_error: f.revert_failed.as_ref().map(|r| format!("{} (attempt {}, retrying)", r.error, r.attempts)).unwrap_or_default(),
+        container: f.container.as_ref().map(|c| c.to_wire(f.place().unwrap_or_default())),
+        container_gone: f.container.as_ref().filter(|c| !procfs::alive(c.process).unwrap_or(true)).map(|c| {
+            format!("container {} stopped while faulted (its init process {} is gone); its namespace is held until the fault ends", c.name, c.process.pid)
+        }).unwrap_or_default(),
     }
 }
 
@@ -197,11 +196,16 @@ pub(super) fn notes(f: &Active) -> Vec<String> {
     }
 }
 
+/// " in container ID (netns:[INODE])" for an object in a container's namespace.
+fn inside(netns: Option<&crate::kernel::netns::NsRef>) -> String {
+    netns.map(|n| format!(" in container {} (netns:[{}])", n.container.get(..12).unwrap_or(&n.container), n.inode)).unwrap_or_default()
+}
+
 pub(crate) fn describe(o: &KernelObject) -> String {
     match o {
-        KernelObject::Qdisc { ifname, handle, kind, .. } => format!("qdisc {kind} {} on {ifname}", tc::fmt_handle(*handle)),
-        KernelObject::Ifb { name } => format!("ifb {name}"),
-        KernelObject::ClsBpf { ifname, ingress } => format!("cls_bpf {} on {ifname}", if *ingress { "ingress" } else { "egress" }),
+        KernelObject::Qdisc { ifname, handle, kind, netns, .. } => format!("qdisc {kind} {} on {ifname}{}", tc::fmt_handle(*handle), inside(netns.as_ref())),
+        KernelObject::Ifb { name, netns } => format!("ifb {name}{}", inside(netns.as_ref())),
+        KernelObject::ClsBpf { ifname, ingress, netns } => format!("cls_bpf {} on {ifname}{}", if *ingress { "ingress" } else { "egress" }, inside(netns.as_ref())),
         KernelObject::CgroupFreeze { dir } => format!("cgroup.freeze=1 in {}", dir.display()),
         KernelObject::Stopped { pid, .. } => format!("SIGSTOP pid {pid}"),
         KernelObject::Child { pid, .. } => format!("stress worker pid {pid}"),

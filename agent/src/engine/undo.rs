@@ -6,10 +6,12 @@
 use rtnetlink::Handle;
 use tracing::{info, warn};
 
+use super::place::NetCtx;
 use crate::{
     journal::{Entry, Journal, KernelObject},
     kernel::{
         bpf, cgroup, link,
+        netns::Netns,
         procfs::{self, ProcId},
         tc,
     },
@@ -25,12 +27,13 @@ fn signal(pid: u32, start_time: u64, signal: i32) -> Result<(), String> {
 
 /// Removes one object the agent created, after checking it is still the agent's. `Ok`
 /// means it is gone now (removed, or the kernel no longer has it, or it is no longer
-/// ours and is left alone).
-pub async fn undo(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
+/// ours and is left alone). `net`: the namespace the object lives in.
+pub async fn undo(net: NetCtx<'_>, obj: &KernelObject) -> Result<(), String> {
+    let nl = net.nl;
     match obj {
         KernelObject::Qdisc { ifname, parent, handle, kind, .. } => {
             // The ifindex may have changed if the device was recreated: go by name.
-            let Some(ifindex) = link::lookup(ifname).map_err(|e| format!("looking up {ifname}: {e}"))? else { return Ok(()) };
+            let Some(ifindex) = net.lookup(ifname).map_err(|e| e.to_string())? else { return Ok(()) };
             let qdiscs = tc::list_qdiscs(nl, ifindex).await.map_err(|e| e.to_string())?;
             let Some(q) = qdiscs.into_iter().find(|q| q.parent == *parent && (q.handle == *handle || kind == "clsact")) else { return Ok(()) };
             if q.kind != *kind {
@@ -43,18 +46,18 @@ pub async fn undo(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
                 Err(e) => Err(e.to_string()),
             }
         }
-        KernelObject::Ifb { name } => {
+        KernelObject::Ifb { name, .. } => {
             if !name.starts_with(link::IFB_PREFIX) {
                 return Ok(());
             }
-            let Some(idx) = link::lookup(name).map_err(|e| format!("looking up {name}: {e}"))? else { return Ok(()) };
+            let Some(idx) = net.lookup(name).map_err(|e| e.to_string())? else { return Ok(()) };
             link::delete_link(nl, idx).await.map_err(|e| format!("deleting {name}: {e}"))
         }
-        KernelObject::ClsBpf { ifname, ingress } => {
-            if link::lookup(ifname).map_err(|e| format!("looking up {ifname}: {e}"))?.is_none() {
+        KernelObject::ClsBpf { ifname, ingress, .. } => {
+            if net.lookup(ifname).map_err(|e| e.to_string())?.is_none() {
                 return Ok(());
             }
-            bpf::detach_leftover(ifname, *ingress).map_err(|e| format!("{ifname}: removing leftover cls_bpf: {e}"))
+            net.run(|| bpf::detach_leftover(ifname, *ingress)).map_err(|e| e.to_string())?.map_err(|e| format!("{ifname}: removing leftover cls_bpf: {e}"))
         }
         // A cgroup removed meanwhile took its tasks' state with it.
         KernelObject::CgroupFreeze { dir } => cgroup::write_journaled(dir, "cgroup.freeze", "0").map(|_| ()).map_err(|e| e.to_string()),
@@ -71,13 +74,26 @@ pub async fn undo(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
     }
 }
 
+/// Undoes an object a previous agent journaled, in the namespace it lives in: found again
+/// by its identity, or gone — and with it the object (a container stopped or removed
+/// meanwhile takes its namespace's qdiscs and devices along).
+async fn undo_anywhere(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
+    let Some(r) = obj.netns() else { return undo(NetCtx { nl, ns: None }, obj).await };
+    let Some(ns) = Netns::find(r).map_err(|e| format!("finding namespace {}: {e}", r.inode))? else {
+        info!(container = r.container, netns = r.inode, "its namespace is gone, and the object with it");
+        return Ok(());
+    };
+    let handle = ns.netlink().map_err(|e| format!("netlink in namespace {}: {e}", r.inode))?;
+    undo(NetCtx { nl: &handle, ns: Some(&ns) }, obj).await
+}
+
 /// Undoes what a previous agent left, newest first; returns what could not be undone
 /// (still in the journal) with why.
 pub async fn recover(nl: &Handle, journal: &mut Journal, leftover: &[Entry]) -> Vec<(Entry, String)> {
     let mut failed = Vec::new();
     for e in leftover.iter().rev() {
         info!(fault = e.fault, object = ?e.object, "undoing");
-        match undo(nl, &e.object).await {
+        match undo_anywhere(nl, &e.object).await {
             Ok(()) => {
                 if let Err(err) = journal.forget(&e.object) {
                     failed.push((e.clone(), err.to_string()));

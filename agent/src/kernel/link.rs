@@ -91,10 +91,20 @@ pub fn interfaces() -> Vec<Interface> {
     by_name.into_values().collect()
 }
 
-/// Creates the agent's IFB device for `ifindex` and brings it up.
+/// Every interface of the calling thread's namespace, by name and index (netlink, so a
+/// thread that joined a container's namespace sees the container's; sysfs would not).
+pub fn indexes_here() -> std::io::Result<Vec<(String, u32)>> {
+    let list = super::fds::retry(|| nix::net::if_::if_nameindex().map_err(std::io::Error::from))?;
+    Ok(list.iter().map(|i| (i.name().to_string_lossy().into_owned(), i.index())).collect())
+}
+
+/// Creates the agent's IFB device for `ifindex` and brings it up; returns its index, asked
+/// on the same netlink socket (so in the socket's namespace, whichever that is).
 pub async fn create_ifb(nl: &Handle, name: &str) -> Result<u32, rtnetlink::Error> {
+    use futures_util::TryStreamExt;
     nl.link().add(LinkIfb::new(name).up().build()).execute().await?;
-    Ok(ifindex(name).unwrap_or(0))
+    let mut found = nl.link().get().match_name(name.to_owned()).execute();
+    Ok(found.try_next().await?.map_or(0, |m| m.header.index))
 }
 
 pub async fn delete_link(nl: &Handle, index: u32) -> Result<(), rtnetlink::Error> {

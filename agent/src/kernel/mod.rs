@@ -5,6 +5,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod fds;
 pub mod link;
+pub mod netns;
 pub mod procfs;
 pub mod tc;
 pub mod tc_encode;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod docker;
+
 use std::{
     fs::File,
     net::{SocketAddr, UdpSocket},

@@ -111,6 +111,9 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The containers an agent can fault (through its host's Docker-compatible engine).
+    #[command(subcommand)]
+    Containers(ContainersCmd),
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -121,6 +124,18 @@ pub enum Cmd {
         watch: bool,
         #[arg(long, value_parser = units::duration, default_value = "1s")]
         interval: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ContainersCmd {
+    /// Running containers on the agent's host: name, id, runtime, init pid, addresses.
+    List {
+        /// Only containers carrying these labels, KEY=VALUE (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        select: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -199,6 +214,8 @@ fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
         "observed": f.observed.as_ref().map(|o| json!({"summary": o.summary, "configured": o.configured, "measured": o.measured, "unit": o.unit, "samples": o.samples})),
         "processes": f.processes.iter().map(|p| json!({"pid": p.pid, "start_time": p.start_time, "name": p.name})).collect::<Vec<_>>(),
         "cgroup": f.cgroup,
+        "container": f.container.as_ref().map(|c| json!({"id": c.id, "name": c.name, "runtime": c.runtime, "pid": c.pid, "netns_inode": c.netns_inode, "addresses": c.addresses})),
+        "container_gone": f.container_gone,
     })
 }
 
@@ -223,6 +240,12 @@ fn print_status(f: &pb::FaultStatus) {
 }
 
 fn print_observed(f: &pb::FaultStatus) {
+    if let Some(c) = &f.container {
+        println!("    in container {} ({} {}, netns:[{}])", c.name, c.runtime, c.id.get(..12).unwrap_or(&c.id), c.netns_inode);
+    }
+    if !f.container_gone.is_empty() {
+        println!("    {}", f.container_gone);
+    }
     if let Some(o) = &f.observed {
         let unit = if o.unit == "percent" { "%" } else { o.unit.as_str() };
         println!("    observed: measured={:.2}{unit} configured={}{unit} samples={}  {}", o.measured, o.configured, o.samples, o.summary);
@@ -399,6 +422,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             agent_call(&agent, &security()?, AgentCall::Info { json }).await
         }
+        Cmd::Containers(c) => {
+            if controller.is_some() {
+                bail!("`containers` asks one agent for now: give --agent URL, not --controller");
+            }
+            agent_call(&agent, &security()?, AgentCall::Containers(c)).await
+        }
         Cmd::Metrics { peers, watch, interval, json } => {
             if controller.is_some() {
                 bail!("`metrics` asks one agent: give --agent URL, not --controller");
@@ -438,6 +467,7 @@ fn certs(c: &CertsCmd) -> Result<()> {
 enum AgentCall {
     Info { json: bool },
     Fault(FaultCmd),
+    Containers(ContainersCmd),
     Metrics { peers: Vec<String>, watch: bool, interval: Duration, json: bool },
 }
 
@@ -465,6 +495,24 @@ async fn agent_call(url: &str, security: &Security, call: AgentCall) -> Result<(
                 println!("\ninterfaces");
                 for i in d.interfaces {
                     println!("  {:>3} {:<16} {:<5} mtu {:<6} {}", i.index, i.name, if i.up { "up" } else { "down" }, i.mtu, i.addresses.join(" "));
+                }
+            }
+        }
+        AgentCall::Containers(ContainersCmd::List { select, json }) => {
+            let r = client.list_containers(pb::ListContainersRequest { select }).await.map_err(explain)?.into_inner();
+            if json {
+                let list: Vec<_> = r
+                    .containers
+                    .iter()
+                    .map(|c| json!({"id": c.id, "name": c.name, "runtime": c.runtime, "pid": c.pid, "netns_inode": c.netns_inode, "addresses": c.addresses, "labels": c.labels}))
+                    .collect();
+                println!("{}", json!({"containers": list, "unreachable": r.unreachable}));
+            } else {
+                for c in &r.containers {
+                    println!("{:<24} {:<12} {:<7} pid {:<8} {}", c.name, c.id.get(..12).unwrap_or(&c.id), c.runtime, c.pid, c.addresses.join(" "));
+                }
+                for u in &r.unreachable {
+                    eprintln!("unreachable: {u}");
                 }
             }
         }
@@ -564,7 +612,7 @@ mod tests {
             let h = help(args);
             assert!(!h.contains("--agent <") && !h.contains("--controller <"), "{args:?}:\n{h}");
         }
-        for args in [&["fault", "apply", "netem"][..], &["fault", "list"], &["info"], &["run"], &["agents", "list"], &["metrics"]] {
+        for args in [&["fault", "apply", "netem"][..], &["fault", "list"], &["info"], &["run"], &["agents", "list"], &["metrics"], &["containers", "list"]] {
             let h = help(args);
             assert!(h.contains("--agent <") && h.contains("--controller <"), "{args:?}:\n{h}");
         }

@@ -295,6 +295,10 @@ pub struct FaultSpec {
     /// Process faults act on a target instead of an interface.
     #[prost(message, optional, tag = "7")]
     pub target: ::core::option::Option<ProcessTarget>,
+    /// Network faults: act inside this container's network namespace, on its interface
+    /// (`interface` names one when it has several). Process faults on containers: not yet.
+    #[prost(message, optional, tag = "8")]
+    pub container: ::core::option::Option<ContainerTarget>,
     #[prost(oneof = "fault_spec::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub kind: ::core::option::Option<fault_spec::Kind>,
 }
@@ -324,6 +328,44 @@ pub mod fault_spec {
         #[prost(message, tag = "19")]
         CpuThrottle(super::CpuThrottle),
     }
+}
+/// One container, found through its runtime's API on the agent's host.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ContainerTarget {
+    /// A name ("web", "/web") or an id or unique id prefix (at least 4 hex digits).
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Labels the container must all carry, each "key=value"
+    /// ("com.docker.compose.service=web"). Exactly one running container must match.
+    #[prost(string, repeated, tag = "2")]
+    pub select: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// A container as its runtime reports it, and the namespace the agent acts in.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Container {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// "docker" (also Podman's Docker-compatible socket).
+    #[prost(string, tag = "3")]
+    pub runtime: ::prost::alloc::string::String,
+    /// Its init process on this host.
+    #[prost(uint32, tag = "4")]
+    pub pid: u32,
+    #[prost(map = "string, string", tag = "5")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// The inode of its network namespace (as in `ls -iL /proc/PID/ns/net`).
+    #[prost(uint64, tag = "6")]
+    pub netns_inode: u64,
+    /// Its addresses (IPv4 and IPv6) on every network it is attached to.
+    #[prost(string, repeated, tag = "7")]
+    pub addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -369,6 +411,13 @@ pub struct FaultStatus {
     /// what failed. The agent keeps the journal entries and retries until it succeeds.
     #[prost(string, tag = "11")]
     pub revert_error: ::prost::alloc::string::String,
+    /// The container a container-targeted fault acts in.
+    /// Non-empty when that container stopped or was removed while faulted: its namespace
+    /// went, with the fault's kernel objects in it (what the agent saw, and when).
+    #[prost(message, optional, tag = "12")]
+    pub container: ::core::option::Option<Container>,
+    #[prost(string, tag = "13")]
+    pub container_gone: ::prost::alloc::string::String,
 }
 /// What the agent's own metrics show a fault doing, next to what was asked.
 #[allow(clippy::all)]
@@ -572,6 +621,22 @@ pub struct MetricsSample {
     /// to attribute it by. TCP figures are always this agent's own.
     #[prost(bool, tag = "7")]
     pub drops_whole_kernel: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListContainersRequest {
+    /// As ContainerTarget.select: every label must match; empty lists every running container.
+    #[prost(string, repeated, tag = "1")]
+    pub select: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListContainersResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub containers: ::prost::alloc::vec::Vec<Container>,
+    /// Runtimes the agent could not ask, with why ("docker: /var/run/docker.sock: ...").
+    #[prost(string, repeated, tag = "2")]
+    pub unreachable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -929,6 +994,33 @@ pub mod agent_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The containers this agent can target (every runtime it reaches), optionally filtered.
+        pub async fn list_containers(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListContainersRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListContainersResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/faultline.agent.v1.AgentService/ListContainers",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("faultline.agent.v1.AgentService", "ListContainers"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// The kernel's and the host's metrics now.
         pub async fn get_metrics(
             &mut self,
@@ -1032,6 +1124,14 @@ pub mod agent_service_server {
             request: tonic::Request<super::RenewLeasesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RenewLeasesResponse>,
+            tonic::Status,
+        >;
+        /// The containers this agent can target (every runtime it reaches), optionally filtered.
+        async fn list_containers(
+            &self,
+            request: tonic::Request<super::ListContainersRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListContainersResponse>,
             tonic::Status,
         >;
         /// The kernel's and the host's metrics now.
@@ -1340,6 +1440,51 @@ pub mod agent_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RenewLeasesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/faultline.agent.v1.AgentService/ListContainers" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListContainersSvc<T: AgentService>(pub Arc<T>);
+                    impl<
+                        T: AgentService,
+                    > tonic::server::UnaryService<super::ListContainersRequest>
+                    for ListContainersSvc<T> {
+                        type Response = super::ListContainersResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListContainersRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AgentService>::list_containers(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListContainersSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,0 +1,299 @@
+//! Containers as fault targets, found through their runtime's own API (the Docker Engine
+//! API on its unix socket, which Podman's compatible socket also speaks). What the engine
+//! needs from a container is its init process: the namespace and cgroup follow from it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::PathBuf,
+    time::Duration,
+};
+
+use bollard::{Docker, query_parameters::ListContainersOptionsBuilder};
+use faultline_proto::agent::v1 as pb;
+
+use crate::{fault::InvalidField, kernel::procfs};
+
+/// Where a Docker-compatible engine listens when not told (Docker, then rootful Podman).
+pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"];
+/// One runtime call may take this long; a stuck engine must not hold a fault's apply.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many labels in one selector, and this long each.
+const MAX_LABELS: usize = 16;
+const MAX_LABEL_LEN: usize = 1024;
+/// Listing inspects each container; a host with more than this many is answered in part.
+const MAX_LISTED: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    #[error("{0}")]
+    NotFound(String),
+    /// The runtime could not be asked (no socket, refused, timed out, an API error).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// A container as the agent acts on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub id: String,
+    /// Without Docker's leading '/'.
+    pub name: String,
+    pub runtime: &'static str,
+    pub process: procfs::ProcId,
+    pub labels: BTreeMap<String, String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Container {
+    #[must_use]
+    pub fn to_wire(&self, netns_inode: u64) -> pb::Container {
+        pb::Container {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            runtime: self.runtime.into(),
+            pid: self.process.pid,
+            labels: self.labels.clone().into_iter().collect(),
+            netns_inode,
+            addresses: self.addresses.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// What a request names: a container by name or id prefix, and labels it must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub name: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> InvalidField {
+    InvalidField { field: field.to_owned(), reason: reason.into() }
+}
+
+/// Docker's own rule for names (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`). It also keeps the name
+/// safe in the API's URL path: no '/', '?', '%' or "..": a name cannot reach another endpoint.
+fn valid_name(s: &str) -> bool {
+    let s = s.strip_prefix('/').unwrap_or(s);
+    !s.is_empty() && s.len() <= 255 && s.as_bytes()[0].is_ascii_alphanumeric() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Parses "key=value" label selectors (every one must match).
+pub fn parse_labels(field: &str, select: &[String]) -> Result<Vec<(String, String)>, InvalidField> {
+    if select.len() > MAX_LABELS {
+        return Err(invalid(field, format!("at most {MAX_LABELS} labels, got {}", select.len())));
+    }
+    select
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').ok_or_else(|| invalid(field, format!("{} is not key=value", faultline_proto::quote(l))))?;
+            if k.is_empty() || l.len() > MAX_LABEL_LEN || l.contains('\0') {
+                return Err(invalid(field, format!("{}: a label is a non-empty key, '=', a value; at most {MAX_LABEL_LEN} bytes", faultline_proto::quote(l))));
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+impl TryFrom<&pb::ContainerTarget> for Selector {
+    type Error = InvalidField;
+    fn try_from(t: &pb::ContainerTarget) -> Result<Self, InvalidField> {
+        let name = if t.name.is_empty() {
+            None
+        } else if valid_name(&t.name) {
+            Some(t.name.trim_start_matches('/').to_owned())
+        } else {
+            return Err(invalid("container.name", format!("{} is not a container name or id (letters, digits, '_', '.', '-'; at most 255)", faultline_proto::quote(&t.name))));
+        };
+        let labels = parse_labels("container.select", &t.select)?;
+        if name.is_none() && labels.is_empty() {
+            return Err(invalid("container", "give a name (or id) or at least one label to select on"));
+        }
+        Ok(Self { name, labels })
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let labels: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        match (&self.name, labels.is_empty()) {
+            (Some(n), true) => write!(f, "container {n}"),
+            (Some(n), false) => write!(f, "container {n} with labels {}", labels.join(",")),
+            (None, _) => write!(f, "containers with labels {}", labels.join(",")),
+        }
+    }
+}
+
+/// The runtimes this agent asks. Sockets are found when needed, so an engine started
+/// after the agent is seen.
+pub struct Runtimes {
+    docker_socket: Option<PathBuf>,
+}
+
+impl Runtimes {
+    /// `docker_socket`: a configured Docker-compatible socket; `None` tries `DOCKER_SOCKETS`.
+    #[must_use]
+    pub fn new(docker_socket: Option<PathBuf>) -> Self {
+        Self { docker_socket }
+    }
+
+    fn docker_path(&self) -> Result<PathBuf, ContainerError> {
+        if let Some(p) = &self.docker_socket {
+            return Ok(p.clone());
+        }
+        DOCKER_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| ContainerError::Unreachable(format!("docker: no engine socket at {} (is dockerd running? --docker-socket names another)", DOCKER_SOCKETS.join(", "))))
+    }
+
+    async fn docker(&self) -> Result<Docker, ContainerError> {
+        let path = self.docker_path()?;
+        let unreachable = |e: &dyn std::fmt::Display| ContainerError::Unreachable(format!("docker at {}: {e}", path.display()));
+        let docker = Docker::connect_with_unix(&path.to_string_lossy(), CALL_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION).map_err(|e| unreachable(&e))?;
+        // The engine may speak an older API than bollard's default (Debian's 20.10: 1.41).
+        tokio::time::timeout(CALL_TIMEOUT, docker.negotiate_version()).await.map_err(|e| unreachable(&e))?.map_err(|e| unreachable(&e))
+    }
+
+    /// The one running container `sel` names. Several matching, or none, is an error that
+    /// lists what there is.
+    pub async fn resolve(&self, sel: &Selector) -> Result<Container, ContainerError> {
+        let docker = self.docker().await?;
+        let id = if let Some(name) = &sel.name {
+            name.clone()
+        } else {
+            let found = list_ids(&docker, &sel.labels).await?;
+            match found.as_slice() {
+                [one] => one.0.clone(),
+                [] => return Err(ContainerError::NotFound(format!("no running container carries {}", labels_text(&sel.labels)))),
+                many => {
+                    let names: Vec<&str> = many.iter().map(|(_, n)| n.as_str()).collect();
+                    return Err(ContainerError::Invalid(invalid(
+                        "container.select",
+                        format!("{} running containers match ({}); one fault acts in one container: name it, or add a label", many.len(), names.join(", ")),
+                    )));
+                }
+            }
+        };
+        let c = inspect(&docker, &id).await?;
+        let missing: Vec<String> = sel.labels.iter().filter(|(k, v)| c.labels.get(k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+        if !missing.is_empty() {
+            return Err(ContainerError::NotFound(format!("container {} does not carry {}", c.name, missing.join(", "))));
+        }
+        Ok(c)
+    }
+
+    /// Every running container carrying `labels`, and the runtimes that could not be asked.
+    pub async fn list(&self, labels: &[(String, String)]) -> (Vec<Container>, Vec<String>) {
+        let docker = match self.docker().await {
+            Ok(d) => d,
+            Err(e) => return (Vec::new(), vec![e.to_string()]),
+        };
+        let ids = match list_ids(&docker, labels).await {
+            Ok(ids) => ids,
+            Err(e) => return (Vec::new(), vec![e.to_string()]),
+        };
+        let mut out = Vec::new();
+        for (id, _) in ids.into_iter().take(MAX_LISTED) {
+            // A container that stopped between the list and its inspection is not listed.
+            if let Ok(c) = inspect(&docker, &id).await {
+                out.push(c);
+            }
+        }
+        (out, Vec::new())
+    }
+}
+
+fn labels_text(labels: &[(String, String)]) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn api_error(what: &str, e: &bollard::errors::Error) -> ContainerError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => ContainerError::NotFound(format!("{what}: {message}")),
+        // An ambiguous id prefix, say.
+        bollard::errors::Error::DockerResponseServerError { status_code: 400, message } => ContainerError::Invalid(invalid("container.name", message.clone())),
+        other => ContainerError::Unreachable(format!("docker: {what}: {other}")),
+    }
+}
+
+/// Running containers' (id, name) carrying every label, by the engine's own filter.
+async fn list_ids(docker: &Docker, labels: &[(String, String)]) -> Result<Vec<(String, String)>, ContainerError> {
+    let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+    filters.insert("status".into(), vec!["running".into()]);
+    if !labels.is_empty() {
+        filters.insert("label".into(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect());
+    }
+    let opts = ListContainersOptionsBuilder::new().filters(&filters).build();
+    let list = tokio::time::timeout(CALL_TIMEOUT, docker.list_containers(Some(opts)))
+        .await
+        .map_err(|_| ContainerError::Unreachable("docker: listing containers timed out".into()))?
+        .map_err(|e| api_error("listing containers", &e))?;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default();
+            Some((c.id?, name))
+        })
+        .collect())
+}
+
+async fn inspect(docker: &Docker, name: &str) -> Result<Container, ContainerError> {
+    let what = format!("container {name}");
+    let c = tokio::time::timeout(CALL_TIMEOUT, docker.inspect_container(name, None))
+        .await
+        .map_err(|_| ContainerError::Unreachable(format!("docker: inspecting {what} timed out")))?
+        .map_err(|e| api_error(&what, &e))?;
+    let shown = c.name.as_deref().unwrap_or(name).trim_start_matches('/').to_owned();
+    let state = c.state.unwrap_or_default();
+    let pid = state.pid.unwrap_or(0);
+    if state.running != Some(true) || pid <= 0 {
+        return Err(ContainerError::NotFound(format!("container {shown} is not running (state {})", state.status.map_or_else(|| "unknown".to_owned(), |s| s.to_string()))));
+    }
+    // The pid with its start time: a container that restarts gets a new one, and nothing
+    // aimed at the old container reaches the new one's processes.
+    let stat = procfs::stat(pid as u32).ok_or_else(|| ContainerError::NotFound(format!("container {shown}: its init process {pid} is gone")))?;
+    let addresses = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, ep)| [ep.ip_address, ep.global_ipv6_address])
+        .flatten()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    Ok(Container {
+        id: c.id.unwrap_or_default(),
+        name: shown,
+        runtime: "docker",
+        process: stat.id,
+        labels: c.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+        addresses,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_checked_before_any_runtime_is_asked() {
+        let t = |name: &str, select: &[&str]| Selector::try_from(&pb::ContainerTarget { name: name.into(), select: select.iter().map(|s| (*s).to_owned()).collect() });
+        assert_eq!(t("/web", &[]).unwrap().name.as_deref(), Some("web"));
+        assert_eq!(t("", &["com.docker.compose.service=web"]).unwrap().labels, vec![("com.docker.compose.service".into(), "web".into())]);
+        // Empty values are labels too ("k=" selects k with an empty value).
+        assert!(t("", &["k="]).is_ok());
+        for (name, select, field) in [
+            ("", &[][..], "container"),
+            ("../../images/x", &[], "container.name"),
+            ("web?all=1", &[], "container.name"),
+            ("-x", &[], "container.name"),
+            ("", &["novalue"], "container.select"),
+            ("", &["=v"], "container.select"),
+        ] {
+            let e = t(name, select).unwrap_err();
+            assert_eq!(e.field, field, "{name:?} {select:?}: {e}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(Selector::try_from(&pb::ContainerTarget { name: String::new(), select: many }).unwrap_err().field, "container.select");
+    }
+}

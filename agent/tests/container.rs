@@ -1,0 +1,150 @@
+//! Network faults inside Docker containers (issue 14), through the real engine: the agent
+//! finds a container through the Docker API and acts in its network namespace. Each test
+//! shows the effect from inside the container (busybox ping) and that nothing is left.
+
+mod common;
+
+use common::{docker::Containers, *};
+use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
+
+fn in_container(name: &str, kind: Kind) -> pb::FaultSpec {
+    pb::FaultSpec {
+        interface: String::new(),
+        direction: pb::Direction::Egress as i32,
+        lease_ms: 120_000,
+        kind: Some(kind),
+        container: Some(pb::ContainerTarget { name: name.into(), select: Vec::new() }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn partition_between_two_containers_cuts_both_ways_in_both_families_and_heals() {
+    let lab = Lab::new(71);
+    let c = Containers::new(71, &[("a", &[]), ("b", &[])]);
+    let (b4, b6, a4) = (c.ip4("b"), c.ip6("b"), c.ip4("a"));
+    assert!(!b6.is_empty(), "the test network has IPv6");
+    for to in [&b4, &b6] {
+        assert_eq!(c.ping("a", to, 3, "0.2").1, 3, "baseline a -> {to}");
+    }
+    let mut s = in_container(&c.name("a"), Kind::Partition(pb::Partition {}));
+    s.direction = pb::Direction::Both as i32;
+    let s = with_peers(s, &[&format!("{b4}/32"), &format!("{b6}/128")]);
+    let f = lab.apply(s).expect("partition in container a");
+    let container = f.container.clone().expect("the status names the container");
+    assert_eq!((container.name.as_str(), f.spec.as_ref().unwrap().interface.as_str()), (c.name("a").as_str(), "eth0"));
+    assert_eq!(container.pid, c.pid("a"));
+    for to in [&b4, &b6] {
+        assert_eq!(c.ping("a", to, 5, "0.2").1, 0, "a -> {to} crossed the partition");
+    }
+    assert_eq!(c.ping("b", &a4, 5, "0.2").1, 0, "b -> a crossed the partition (a's ingress)");
+    // The agent's own namespace is another place: its path is untouched.
+    let own = udp_run(&lab.a, &lab.b, format!("{}:9000", lab.addr(2)).parse().unwrap(), 500);
+    assert_eq!(own.received, 500, "a container fault touched the agent's own namespace");
+    let dropped = lab.list().into_iter().find(|x| x.id == f.id).unwrap().counters.unwrap().dropped_packets;
+    assert!(dropped >= 15, "the container's classifier counted the drops: {dropped}");
+    lab.revert(&f.id);
+    for to in [&b4, &b6] {
+        assert_eq!(c.ping("a", to, 3, "0.2").1, 3, "healed a -> {to}");
+    }
+    assert_eq!(c.ping("b", &a4, 3, "0.2").1, 3, "healed b -> a");
+}
+
+#[test]
+fn drop_share_inside_a_container_lies_in_the_binomial_interval() {
+    let lab = Lab::new(72);
+    let c = Containers::new(72, &[("a", &[]), ("b", &[])]);
+    let to = c.ip4("b");
+    let n = 1000;
+    let (lo, hi) = binomial_99(0.3, n);
+    let loss = retry_outside(lo, hi, || {
+        let mut s = in_container(&c.name("a"), Kind::Drop(pb::Drop { percent: 30.0 }));
+        // Only the test's echo requests: the container's ICMPv6 chatter would be counted too.
+        s.r#match = Some(pb::TrafficMatch { protocol: pb::Protocol::Icmp as i32, peers: vec![format!("{to}/32")], ..Default::default() });
+        let f = lab.apply(s).expect("drop in container a");
+        let (sent, got) = c.ping("a", &to, n, "0.005");
+        let counters = lab.list().into_iter().find(|x| x.id == f.id).unwrap().counters.unwrap();
+        lab.revert(&f.id);
+        assert_eq!(sent, n);
+        assert_eq!(counters.dropped_packets, u64::from(sent - got), "the counter equals the echo requests that got no reply");
+        f64::from(sent - got) / f64::from(sent)
+    });
+    assert!((lo..=hi).contains(&loss), "drop 30% in a container: measured {loss:.4} outside {lo:.4}..{hi:.4}");
+}
+
+#[test]
+fn a_killed_agent_leaves_the_container_namespace_as_it_found_it() {
+    let mut lab = Lab::new(73);
+    let c = Containers::new(73, &[("a", &[]), ("b", &[])]);
+    let before = c.ns_state("a");
+    let mut s = in_container(&c.name("a"), Kind::Bandwidth(pb::Bandwidth { rate_bps: 1_000_000, burst_bytes: 0 }));
+    s.direction = pb::Direction::Both as i32;
+    let f = lab.apply(s).expect("bandwidth in container a");
+    let during = c.ns_state("a");
+    assert!(during.contains("htb fa17: dev eth0") && during.contains("flifb"), "shaping lives in the container's namespace:\n{during}");
+    assert!(!sh_ok(&lab.a, &["tc", "qdisc", "show"]).contains("fa17:"), "nothing in the agent's own namespace");
+    assert!(f.kernel_objects.iter().all(|o| o.contains("in container")), "{:?}", f.kernel_objects);
+    lab.kill_agent();
+    assert_eq!(c.ns_state("a"), during, "a SIGKILLed agent cannot clean up by itself");
+    lab.start_agent();
+    assert_eq!(c.ns_state("a"), before, "the restarted agent undid its objects inside the container");
+    assert!(lab.list().is_empty(), "nothing left over: {:?}", lab.list());
+}
+
+#[test]
+fn a_container_removed_while_faulted_is_reported_and_reverts_cleanly() {
+    let mut lab = Lab::new(74);
+    let c = Containers::new(74, &[("a", &[]), ("b", &[]), ("c", &[])]);
+    let f = lab.apply(in_container(&c.name("a"), Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
+    c.remove("a");
+    let st = lab.list().into_iter().find(|x| x.id == f.id).unwrap();
+    assert!(st.container_gone.contains("stopped while faulted"), "{st:?}");
+    lab.revert(&f.id);
+    // Gone while the agent was down: its namespace went with the agent's objects in it.
+    let mut s = in_container(&c.name("b"), Kind::Bandwidth(pb::Bandwidth { rate_bps: 1_000_000, burst_bytes: 0 }));
+    s.direction = pb::Direction::Both as i32;
+    lab.apply(s).unwrap();
+    lab.kill_agent();
+    c.remove("b");
+    lab.start_agent();
+    assert!(lab.list().is_empty(), "the journal's entries for a vanished namespace are done: {:?}", lab.list());
+    // The other container was never touched.
+    assert!(!c.ns_state("c").contains("fa17"));
+}
+
+#[test]
+fn containers_are_selected_by_label_and_bad_selections_are_refused_by_name() {
+    let lab = Lab::new(75);
+    let c = Containers::new(75, &[("web", &["com.docker.compose.service=web", "tier=front"]), ("db", &["com.docker.compose.service=db", "tier=front"])]);
+    let select = |labels: &[&str]| pb::FaultSpec {
+        container: Some(pb::ContainerTarget { name: String::new(), select: labels.iter().map(|s| (*s).to_owned()).collect() }),
+        ..in_container("", Kind::Drop(pb::Drop { percent: 100.0 }))
+    };
+    let f = lab.apply(with_peers(select(&["com.docker.compose.service=db"]), &[&format!("{}/32", c.ip4("web"))])).expect("select by label");
+    assert_eq!(f.container.unwrap().name, c.name("db"));
+    assert_eq!(c.ping("db", &c.ip4("web"), 3, "0.2").1, 0, "the selected container is partitioned");
+    lab.revert(&f.id);
+
+    let listed = lab.grpc(async |mut g| g.list_containers(pb::ListContainersRequest { select: vec!["tier=front".into()] }).await.unwrap().into_inner());
+    let mut names: Vec<String> = listed.containers.iter().map(|x| x.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, [c.name("db"), c.name("web")]);
+    assert!(listed.containers.iter().all(|x| x.netns_inode != 0 && !x.addresses.is_empty()), "{listed:?}");
+
+    let refused = |s: pb::FaultSpec| lab.apply(s).expect_err("refused");
+    let e = refused(select(&["tier=front"]));
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("2 running containers match") && e.message().contains(&c.name("web")), "{}", e.message());
+    let drop = || Kind::Drop(pb::Drop { percent: 100.0 });
+    let e = refused(in_container("flt75-nosuch", drop()));
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+    let e = refused(in_container("../../images/json", drop()));
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().starts_with("container.name"), "{}", e.message());
+    let e = refused(pb::FaultSpec { interface: "nosuch0".into(), ..in_container(&c.name("web"), drop()) });
+    assert!(e.message().contains("no interface \"nosuch0\" in container") && e.message().contains("eth0"), "{}", e.message());
+    let mut kill = in_container(&c.name("web"), Kind::Kill(pb::Kill { signal: 0 }));
+    kill.target = Some(pb::ProcessTarget { selector: Some(pb::process_target::Selector::Pid(1)), ..Default::default() });
+    let e = refused(kill);
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().starts_with("container:"), "process faults do not take a container yet: {}", e.message());
+    assert!(lab.list().is_empty());
+}
