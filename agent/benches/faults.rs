@@ -114,13 +114,87 @@ fn main() {
         lease_accuracy(&lab);
         return;
     }
+    // FAULTLINE_BENCH_ONLY=containers: container-targeted faults beside a tc sidecar.
+    if only == "containers" {
+        containers(&lab);
+        return;
+    }
     let all = only != "metrics";
     if all {
         latency_and_partitions(&lab);
         lease_accuracy(&lab);
     }
     kernel_metrics_overhead(&mut lab);
+    if all {
+        containers(&lab);
+    }
     footprint(&lab);
+}
+
+/// Container-targeted shaping, apply → effective and revert: faultline (gRPC; the agent
+/// resolves the container through the Docker API and acts in its namespace) beside the
+/// Pumba-style sidecar (`docker run --rm --network container:X --cap-add NET_ADMIN` with
+/// an image holding tc), each timed from the request (or process start) to its return.
+fn containers(lab: &Lab) {
+    const FL_CYCLES: usize = 200;
+    const SIDECAR_CYCLES: usize = 20;
+    common::docker::ensure_tc_image();
+    let c = common::docker::Containers::new(92, &[("target", &[])]);
+    let name = c.name("target");
+    let shaping = |rate| pb::FaultSpec {
+        container: Some(pb::ContainerTarget { name: name.clone(), select: Vec::new() }),
+        interface: String::new(),
+        ..spec(Kind::Bandwidth(pb::Bandwidth { rate_bps: rate, burst_bytes: 0 }))
+    };
+    println!("\n## container-targeted faults ({SIDECAR_CYCLES} cycles first-fault and sidecar, {FL_CYCLES} back to back, ms)\n");
+    println!("| change | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
+    // `pause`: waited after each revert; longer than the agent's 2 s idle close, each
+    // apply then opens the container's place anew.
+    let cycles = |hold: Option<pb::FaultSpec>, n: usize, pause: Duration| {
+        lab.grpc(async |mut g| {
+            // A fault held for the whole run keeps the container's place (classifier) open.
+            let held = match hold {
+                Some(s) => Some(g.apply_fault(pb::ApplyFaultRequest { spec: Some(s), dry_run: false }).await.unwrap().into_inner().fault.unwrap().id),
+                None => None,
+            };
+            let (mut apply, mut revert) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                tokio::time::sleep(pause).await;
+                let t = Instant::now();
+                let f = g.apply_fault(pb::ApplyFaultRequest { spec: Some(shaping(10_000_000)), dry_run: false }).await.unwrap().into_inner().fault.unwrap();
+                apply.push(t.elapsed());
+                let t = Instant::now();
+                g.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();
+                revert.push(t.elapsed());
+            }
+            if let Some(id) = held {
+                g.revert_fault(pb::RevertFaultRequest { id, all: false }).await.unwrap();
+            }
+            (apply, revert)
+        })
+    };
+    let (a, r) = cycles(None, SIDECAR_CYCLES, Duration::from_millis(2500));
+    row("faultline bandwidth 10mbit in a container, its first fault (Docker API lookup, namespace opened, classifier loaded, TCX attach), gRPC", a, r);
+    let (a, r) = cycles(None, FL_CYCLES, Duration::ZERO);
+    row("faultline bandwidth 10mbit in a container, back to back (its place kept 2 s after a revert), gRPC", a, r);
+    let mut drop = shaping(0);
+    drop.kind = Some(Kind::Drop(pb::Drop { percent: 1.0 }));
+    drop.r#match = Some(pb::TrafficMatch { ports: vec![pb::PortRange { first: 9, last: 0 }], ..Default::default() });
+    let (a, r) = cycles(Some(drop), FL_CYCLES, Duration::ZERO);
+    row("faultline bandwidth 10mbit in a container while another fault acts there, gRPC", a, r);
+    let (mut a, mut r) = (Vec::new(), Vec::new());
+    let sidecar = |args: &[&str]| {
+        let net = format!("container:{name}");
+        let t = Instant::now();
+        let out = Command::new("docker").args(["run", "--rm", "--network", &net, "--cap-add", "NET_ADMIN", common::docker::TC_IMAGE, "/usr/sbin/tc"]).args(args).output().unwrap();
+        assert!(out.status.success(), "sidecar tc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        t.elapsed()
+    };
+    for _ in 0..SIDECAR_CYCLES {
+        a.push(sidecar(&["qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "10mbit", "burst", "32kb", "latency", "50ms"]));
+        r.push(sidecar(&["qdisc", "del", "dev", "eth0", "root"]));
+    }
+    row("Pumba-style sidecar: `docker run --rm --network container:X --cap-add NET_ADMIN` tc qdisc add tbf / del", a, r);
 }
 
 /// How late a lease ends, as the agent's own clock puts it: the fault applied with a

@@ -1,6 +1,8 @@
-//! Containers as fault targets, found through their runtime's own API (the Docker Engine
-//! API on its unix socket, which Podman's compatible socket also speaks). What the engine
-//! needs from a container is its init process: the namespace and cgroup follow from it.
+//! Containers as fault targets, found through their runtime's own API: the Docker Engine
+//! API on its unix socket (which Podman's compatible socket also speaks), then containerd's
+//! gRPC API in every namespace (`k8s.io` included: a Kubernetes node's pods, selected by
+//! their `io.kubernetes.*` labels, with no Kubernetes client). What the engine needs from a
+//! container is its init process: the namespace and cgroup follow from it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -16,6 +18,13 @@ use crate::{fault::InvalidField, kernel::procfs};
 
 /// Where a Docker-compatible engine listens when not told (Docker, then rootful Podman).
 pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"];
+/// Where containerd listens when not told: its own, k3s's, and the one dockerd manages.
+pub const CONTAINERD_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"];
+/// Docker's namespace in containerd: those containers are found through Docker's API,
+/// which knows their names and networks.
+const DOCKER_NAMESPACE: &str = "moby";
+/// An id prefix shorter than this could name a container by accident.
+const MIN_ID_PREFIX: usize = 4;
 /// One runtime call may take this long; a stuck engine must not hold a fault's apply.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many labels in one selector, and this long each.
@@ -130,13 +139,23 @@ impl std::fmt::Display for Selector {
 /// after the agent is seen.
 pub struct Runtimes {
     docker_socket: Option<PathBuf>,
+    containerd_socket: Option<PathBuf>,
+    /// The client once connected and its API version negotiated (a round trip each fault
+    /// would cost otherwise); dropped after the engine could not be reached.
+    docker: tokio::sync::Mutex<Option<Docker>>,
 }
 
 impl Runtimes {
-    /// `docker_socket`: a configured Docker-compatible socket; `None` tries `DOCKER_SOCKETS`.
+    /// Configured sockets; `None` tries `DOCKER_SOCKETS` and `CONTAINERD_SOCKETS`.
     #[must_use]
-    pub fn new(docker_socket: Option<PathBuf>) -> Self {
-        Self { docker_socket }
+    pub fn new(docker_socket: Option<PathBuf>, containerd_socket: Option<PathBuf>) -> Self {
+        Self { docker_socket, containerd_socket, docker: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Whether any runtime's socket is there (configured or found).
+    #[must_use]
+    pub fn any_socket(&self) -> bool {
+        self.docker_path().is_ok() || self.containerd_path().is_ok()
     }
 
     fn docker_path(&self) -> Result<PathBuf, ContainerError> {
@@ -147,6 +166,25 @@ impl Runtimes {
     }
 
     async fn docker(&self) -> Result<Docker, ContainerError> {
+        let mut cached = self.docker.lock().await;
+        if let Some(d) = cached.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = self.connect().await?;
+        *cached = Some(d.clone());
+        Ok(d)
+    }
+
+    /// After an engine could not be asked: the next call connects afresh (it may have
+    /// restarted, or another socket appeared).
+    async fn forget_on<T>(&self, r: Result<T, ContainerError>) -> Result<T, ContainerError> {
+        if matches!(r, Err(ContainerError::Unreachable(_))) {
+            *self.docker.lock().await = None;
+        }
+        r
+    }
+
+    async fn connect(&self) -> Result<Docker, ContainerError> {
         let path = self.docker_path()?;
         let unreachable = |e: &dyn std::fmt::Display| ContainerError::Unreachable(format!("docker at {}: {e}", path.display()));
         let docker = Docker::connect_with_unix(&path.to_string_lossy(), CALL_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION).map_err(|e| unreachable(&e))?;
@@ -154,9 +192,41 @@ impl Runtimes {
         tokio::time::timeout(CALL_TIMEOUT, docker.negotiate_version()).await.map_err(|e| unreachable(&e))?.map_err(|e| unreachable(&e))
     }
 
-    /// The one running container `sel` names. Several matching, or none, is an error that
-    /// lists what there is.
+    /// The one running container `sel` names: Docker's first, then containerd's. Several
+    /// matching, or none, is an error that lists what there is.
     pub async fn resolve(&self, sel: &Selector) -> Result<Container, ContainerError> {
+        let docker = self.resolve_once(sel).await;
+        let docker = self.forget_on(docker).await;
+        match docker {
+            Ok(c) => Ok(c),
+            Err(e @ ContainerError::Invalid(_)) => Err(e),
+            Err(docker) => match containerd::resolve(&self.containerd_path()?, sel).await {
+                Ok(c) => Ok(c),
+                Err(e @ ContainerError::Invalid(_)) => Err(e),
+                Err(ContainerError::Unreachable(cd)) => Err(match docker {
+                    ContainerError::Unreachable(d) => ContainerError::Unreachable(format!("{d}; {cd}")),
+                    other => other,
+                }),
+                Err(ContainerError::NotFound(cd)) => Err(match docker {
+                    ContainerError::NotFound(d) => ContainerError::NotFound(format!("{d}; containerd: {cd}")),
+                    ContainerError::Unreachable(_) | ContainerError::Invalid(_) => ContainerError::NotFound(cd),
+                }),
+            },
+        }
+    }
+
+    fn containerd_path(&self) -> Result<PathBuf, ContainerError> {
+        if let Some(p) = &self.containerd_socket {
+            return Ok(p.clone());
+        }
+        CONTAINERD_SOCKETS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| ContainerError::Unreachable(format!("containerd: no socket at {} (--containerd-socket names another)", CONTAINERD_SOCKETS.join(", "))))
+    }
+
+    async fn resolve_once(&self, sel: &Selector) -> Result<Container, ContainerError> {
         let docker = self.docker().await?;
         let id = if let Some(name) = &sel.name {
             name.clone()
@@ -182,16 +252,47 @@ impl Runtimes {
         Ok(c)
     }
 
-    /// Every running container carrying `labels`, and the runtimes that could not be asked.
+    /// Restarts a container through its runtime (stop with SIGTERM, SIGKILL after `grace`,
+    /// start again), as `docker restart -t` does: the runtime, not the agent, starts it.
+    pub async fn restart(&self, c: &Container, grace: Duration) -> Result<(), ContainerError> {
+        if c.runtime != "docker" {
+            return Err(ContainerError::Unreachable(format!(
+                "{}: {} has no restart of its own (its orchestrator restarts what exits: kill it instead)",
+                c.name, c.runtime
+            )));
+        }
+        let docker = self.docker().await?;
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::new().t(secs).build();
+        let what = format!("restarting container {}", c.name);
+        let r = match tokio::time::timeout(CALL_TIMEOUT + grace, docker.restart_container(&c.id, Some(opts))).await {
+            Ok(r) => r.map_err(|e| api_error(&what, &e)),
+            Err(_) => Err(ContainerError::Unreachable(format!("docker: {what} timed out"))),
+        };
+        self.forget_on(r).await
+    }
+
+    /// Every running container carrying `labels` (Docker's, then containerd's), and the
+    /// runtimes that could not be asked.
     pub async fn list(&self, labels: &[(String, String)]) -> (Vec<Container>, Vec<String>) {
-        let docker = match self.docker().await {
-            Ok(d) => d,
-            Err(e) => return (Vec::new(), vec![e.to_string()]),
-        };
-        let ids = match list_ids(&docker, labels).await {
-            Ok(ids) => ids,
-            Err(e) => return (Vec::new(), vec![e.to_string()]),
-        };
+        let (mut out, mut unreachable) = (Vec::new(), Vec::new());
+        match self.list_docker(labels).await {
+            Ok(list) => out.extend(list),
+            Err(e) => unreachable.push(e.to_string()),
+        }
+        match self.containerd_path() {
+            Ok(path) => match containerd::list(&path, &Selector { name: None, labels: labels.to_vec() }).await {
+                Ok(list) => out.extend(list.into_iter().take(MAX_LISTED.saturating_sub(out.len()))),
+                Err(e) => unreachable.push(e.to_string()),
+            },
+            Err(e) => unreachable.push(e.to_string()),
+        }
+        (out, unreachable)
+    }
+
+    async fn list_docker(&self, labels: &[(String, String)]) -> Result<Vec<Container>, ContainerError> {
+        let docker = self.docker().await?;
+        let ids = self.forget_on(list_ids(&docker, labels).await).await?;
         let mut out = Vec::new();
         for (id, _) in ids.into_iter().take(MAX_LISTED) {
             // A container that stopped between the list and its inspection is not listed.
@@ -199,7 +300,7 @@ impl Runtimes {
                 out.push(c);
             }
         }
-        (out, Vec::new())
+        Ok(out)
     }
 }
 
@@ -269,6 +370,80 @@ async fn inspect(docker: &Docker, name: &str) -> Result<Container, ContainerErro
         labels: c.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
         addresses,
     })
+}
+
+/// containerd's own API: containers and their tasks, per namespace.
+mod containerd {
+    use std::{collections::BTreeMap, path::Path};
+
+    use containerd_client::{
+        services::v1::{ListContainersRequest, ListNamespacesRequest, ListTasksRequest, containers_client::ContainersClient, namespaces_client::NamespacesClient, tasks_client::TasksClient},
+        tonic::{Request, transport::Channel},
+        types::v1::Status,
+    };
+
+    use super::{CALL_TIMEOUT, Container, ContainerError, DOCKER_NAMESPACE, MIN_ID_PREFIX, Selector, invalid};
+    use crate::kernel::procfs;
+
+    fn in_ns<T>(req: T, ns: &str) -> Result<Request<T>, ContainerError> {
+        let mut r = Request::new(req);
+        let value = ns.parse().map_err(|_| ContainerError::Unreachable(format!("containerd: namespace {ns:?} is not a header value")))?;
+        r.metadata_mut().insert("containerd-namespace", value);
+        Ok(r)
+    }
+
+    fn unreachable(what: &str, e: impl std::fmt::Display) -> ContainerError {
+        ContainerError::Unreachable(format!("containerd: {what}: {e}"))
+    }
+
+    async fn timed<T, E: std::fmt::Display>(what: &str, f: impl Future<Output = Result<T, E>>) -> Result<T, ContainerError> {
+        tokio::time::timeout(CALL_TIMEOUT, f).await.map_err(|_| unreachable(what, "timed out"))?.map_err(|e| unreachable(what, e))
+    }
+
+    fn matches(sel: &Selector, id: &str, labels: &std::collections::HashMap<String, String>) -> bool {
+        let named = sel.name.as_ref().is_none_or(|n| id == n || (n.len() >= MIN_ID_PREFIX && id.starts_with(n.as_str())));
+        named && sel.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// Every running container `sel` matches, in every namespace but Docker's.
+    pub async fn list(path: &Path, sel: &Selector) -> Result<Vec<Container>, ContainerError> {
+        let channel: Channel = timed("connecting", containerd_client::connect(path)).await?;
+        let namespaces = timed("listing namespaces", NamespacesClient::new(channel.clone()).list(ListNamespacesRequest { filter: String::new() })).await?.into_inner().namespaces;
+        let mut out = Vec::new();
+        for ns in namespaces.iter().map(|n| n.name.as_str()).filter(|n| *n != DOCKER_NAMESPACE) {
+            let tasks = timed("listing tasks", TasksClient::new(channel.clone()).list(in_ns(ListTasksRequest { filter: String::new() }, ns)?)).await?.into_inner().tasks;
+            // A task's `id` is its container's (`container_id` is left empty in this answer).
+            let running: BTreeMap<String, u32> = tasks
+                .into_iter()
+                .filter(|t| t.status == Status::Running as i32 && t.pid > 0).map(|t| (if t.container_id.is_empty() { t.id } else { t.container_id }, t.pid))
+                .collect();
+            let containers = timed("listing containers", ContainersClient::new(channel.clone()).list(in_ns(ListContainersRequest { filters: Vec::new() }, ns)?)).await?.into_inner().containers;
+            for c in containers.into_iter().filter(|c| matches(sel, &c.id, &c.labels)) {
+                let Some(pid) = running.get(&c.id) else { continue };
+                // With its start time, as for Docker's: a restarted task is another process.
+                let Some(stat) = procfs::stat(*pid) else { continue };
+                out.push(Container { name: format!("{ns}/{}", c.id), id: c.id, runtime: "containerd", process: stat.id, labels: c.labels.into_iter().collect(), addresses: Vec::new() });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The one running container `sel` names.
+    pub async fn resolve(path: &Path, sel: &Selector) -> Result<Container, ContainerError> {
+        let mut found = list(path, sel).await?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(ContainerError::NotFound(format!("no running {sel}"))),
+            n => {
+                let names: Vec<&str> = found.iter().map(|c| c.name.as_str()).collect();
+                Err(ContainerError::Invalid(invalid(
+                    if sel.labels.is_empty() { "container.name" } else { "container.select" },
+                    format!("{n} running containers match ({}); one fault acts in one container: name it, or add a label", names.join(", ")),
+                )))
+            }
+        }
+    }
+
 }
 
 #[cfg(test)]

@@ -44,8 +44,13 @@ pub const LEAF_HANDLE: u32 = 0xFA18_0000;
 /// The unshaped class rate for netem-only faults: far above any NIC, so only netem shapes.
 const UNLIMITED_BPS: u64 = 400_000_000_000;
 /// How long an unused TCX classifier stays attached, so that fault cycles on one
-/// interface do not pay two RCU grace periods each.
+/// interface do not pay two RCU grace periods each; and how long a container's place
+/// (its classifier loaded, its namespace held) outlives its last fault.
 const IDLE_DETACH: Duration = Duration::from_secs(2);
+/// Classifiers loaded ahead for container places. Loading one (the verifier walking its
+/// 16 slots) takes about 280 ms here; an apply takes a ready one and the refill runs off
+/// its path.
+const SPARE_CLASSIFIERS: usize = 1;
 /// Journal owner of objects shared by several faults (classifier attachments).
 const SHARED: &str = "shared";
 
@@ -198,6 +203,8 @@ struct State {
     /// The agent's own namespace (`HOST`, when eBPF loaded) and every container namespace
     /// a fault acts in now.
     places: BTreeMap<u64, Place>,
+    /// Loaded, attached nowhere: the next container places' classifiers.
+    spares: Vec<Classifier>,
     tracer: Option<Tracer>,
     faults: BTreeMap<String, Active>,
     next_id: u64,
@@ -213,6 +220,8 @@ pub struct Engine {
     pub wake: tokio::sync::Notify,
     pub attach_mode: AttachMode,
     pub runtimes: Runtimes,
+    /// Woken when a spare classifier was taken (`keep_spares` loads another).
+    spare_taken: tokio::sync::Notify,
 }
 
 pub(crate) use faultline_proto::unix_ms;
@@ -267,15 +276,54 @@ impl Engine {
         let (bpf, tracer, caps) = load_programs(kernel_metrics);
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
         let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
-        let places = bpf.into_iter().map(|bpf| (HOST, Place { nl: nl.clone(), ns: None, nsref: None, bpf })).collect();
+        let places = bpf.into_iter().map(|bpf| (HOST, Place { nl: nl.clone(), ns: None, nsref: None, bpf, idle_since: None })).collect();
         Ok(Self {
-            state: Mutex::new(State { journal, leftover: left, places, tracer, faults: BTreeMap::new(), next_id }),
+            state: Mutex::new(State { journal, leftover: left, places, spares: Vec::new(), tracer, faults: BTreeMap::new(), next_id }),
             nl,
             caps,
             wake: tokio::sync::Notify::new(),
             attach_mode,
             runtimes,
+            spare_taken: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Keeps `SPARE_CLASSIFIERS` loaded for container places, for the agent's life.
+    pub async fn keep_spares(self: std::sync::Arc<Self>) {
+        if !self.ebpf_available() {
+            return;
+        }
+        // A host with no container runtime loads none until a container fault needs one.
+        if !self.runtimes.any_socket() {
+            self.spare_taken.notified().await;
+        }
+        loop {
+            if self.state.lock().await.spares.len() >= SPARE_CLASSIFIERS {
+                self.spare_taken.notified().await;
+                continue;
+            }
+            match tokio::task::spawn_blocking(Classifier::load).await {
+                Ok(Ok(c)) => self.state.lock().await.spares.push(c),
+                Ok(Err(e)) => {
+                    warn!("loading a spare classifier: {e}");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(e) => {
+                    warn!("loading a spare classifier: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A loaded classifier for a new container place: a spare if one is ready.
+    fn take_classifier(&self, st: &mut State) -> Result<Classifier, EngineError> {
+        let c = match st.spares.pop() {
+            Some(c) => c,
+            None => Classifier::load()?,
+        };
+        self.spare_taken.notify_one();
+        Ok(c)
     }
 
     /// The next moment `expire` has work: a lease ending, a failed revert due for retry,
@@ -286,7 +334,7 @@ impl Engine {
         for f in st.faults.values() {
             next = next.min(f.revert_failed.as_ref().map_or(f.expires, |r| r.next_try));
         }
-        for t in st.places.values().filter_map(|p| p.bpf.next_sweep(IDLE_DETACH)) {
+        for t in st.places.values().flat_map(|p| [p.bpf.next_sweep(IDLE_DETACH), p.idle_since.map(|t| t + IDLE_DETACH)]).flatten() {
             next = next.min(t);
         }
         next
@@ -311,7 +359,6 @@ impl Engine {
 
     pub async fn apply(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
         if process::is_process_kind(request.kind.as_ref()) {
-            no_container(&request)?;
             return self.apply_process(request).await;
         }
         let target = self.preflight_net(&request).await?;
@@ -324,7 +371,7 @@ impl Engine {
         let slot = match self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| Ok(st.places.get_mut(&key).expect("opened").bpf.reserve_slot()?)) {
             Ok(slot) => slot,
             Err(e) => {
-                close_unused(&mut st, key);
+                release_place(&mut st, key);
                 return Err(e);
             }
         };
@@ -364,8 +411,7 @@ impl Engine {
     /// a transient effect on another. The answer lists what would be acted on.
     pub async fn check(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
         if process::is_process_kind(request.kind.as_ref()) {
-            no_container(&request)?;
-            return self.check_process(request);
+            return self.check_process(request).await;
         }
         let target = self.preflight_net(&request).await?;
         let (spec, ifindex, key) = (target.spec.clone(), target.ifindex, target.key());
@@ -379,7 +425,7 @@ impl Engine {
             }
             Ok(())
         });
-        close_unused(&mut st, key);
+        release_place(&mut st, key);
         result?;
         Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: if spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() }, container, ..Default::default() })
     }
@@ -391,7 +437,7 @@ impl Engine {
         if let Some(key) = f.place()
             && errors.is_empty()
         {
-            close_unused(st, key);
+            release_place(st, key);
         }
         if !errors.is_empty() {
             warn!(id = f.id, "rollback incomplete, retrying: {}", errors.join("; "));
@@ -411,7 +457,7 @@ impl Engine {
         let errors = self.teardown(&mut st, &mut f).await;
         if errors.is_empty() {
             if let Some(key) = f.place() {
-                close_unused(&mut st, key);
+                release_place(&mut st, key);
             }
             info!(id, "reverted");
             return Ok(());
@@ -432,9 +478,11 @@ impl Engine {
                 done.push(id);
             }
         }
-        for p in self.state.lock().await.places.values_mut() {
+        let mut st = self.state.lock().await;
+        for p in st.places.values_mut() {
             p.sweep(Duration::ZERO);
         }
+        close_idle(&mut st, Duration::ZERO);
         done
     }
 
@@ -447,6 +495,7 @@ impl Engine {
             for p in st.places.values_mut() {
                 p.sweep(IDLE_DETACH);
             }
+            close_idle(&mut st, IDLE_DETACH);
             let due: Vec<String> = st.faults.values().filter(|f| f.revert_failed.is_none() && f.expires <= now).map(|f| f.id.clone()).collect();
             let retry: Vec<String> = st.faults.values().filter(|f| f.revert_failed.as_ref().is_some_and(|r| r.next_try <= now)).map(|f| f.id.clone()).collect();
             (due, retry)
@@ -507,21 +556,26 @@ impl Engine {
     }
 }
 
-/// Process faults do not take a container yet: refused, never read as a host target.
-fn no_container(request: &pb::FaultSpec) -> Result<(), EngineError> {
-    if request.container.is_some() {
-        return Err(InvalidField { field: "container".into(), reason: "process faults on containers are not supported yet; target its processes by pid or cgroup".into() }.into());
-    }
-    Ok(())
-}
-
-/// Closes a container's place once no fault acts in it (the agent's own stays).
-fn close_unused(st: &mut State, key: u64) {
+/// Marks a container's place idle once no fault acts in it (the agent's own stays open);
+/// `close_idle` closes it later, so back-to-back faults in one container (and a
+/// controller's check before its apply) load its classifier once.
+fn release_place(st: &mut State, key: u64) {
     if key != HOST
         && !st.faults.values().any(|f| f.place() == Some(key))
-        && let Some(p) = st.places.remove(&key)
+        && let Some(p) = st.places.get_mut(&key)
     {
-        p.close();
+        p.idle_since.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Closes the container places idle for `older_than`: their classifiers are unloaded
+/// and the namespaces they held let go.
+fn close_idle(st: &mut State, older_than: Duration) {
+    let due: Vec<u64> = st.places.iter().filter(|(_, p)| p.idle_since.is_some_and(|t| t.elapsed() >= older_than)).map(|(k, _)| *k).collect();
+    for key in due {
+        if let Some(p) = st.places.remove(&key) {
+            p.close();
+        }
     }
 }
 

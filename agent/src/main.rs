@@ -83,6 +83,12 @@ struct Args {
     /// /var/run/docker.sock, /run/docker.sock, /run/podman/podman.sock that exists.
     #[arg(long, env = "FAULTLINE_DOCKER_SOCKET")]
     docker_socket: Option<PathBuf>,
+    /// containerd's API socket, asked after Docker's (every namespace but Docker's own
+    /// `moby`; `k8s.io` holds a Kubernetes node's pods). Default: the first of
+    /// /run/containerd/containerd.sock, /run/k3s/containerd/containerd.sock,
+    /// /var/run/docker/containerd/containerd.sock that exists.
+    #[arg(long, env = "FAULTLINE_CONTAINERD_SOCKET")]
+    containerd_socket: Option<PathBuf>,
 }
 
 /// The addresses `url`'s host resolves to (none if it does not).
@@ -160,7 +166,7 @@ async fn serve() -> Result<()> {
     }
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
     tokio::spawn(conn);
-    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, faultline_agent::containers::Runtimes::new(args.docker_socket.clone())).await.context("starting the fault engine")?);
+    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, faultline_agent::containers::Runtimes::new(args.docker_socket.clone(), args.containerd_socket.clone())).await.context("starting the fault engine")?);
     let host = Arc::new(Host::new());
     if let Some(url) = &args.controller {
         if args.listen.ip().is_unspecified() && args.advertise.is_none() {
@@ -199,6 +205,10 @@ async fn serve() -> Result<()> {
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
     engine.exclude_control_port(args.listen.port()).await?;
+
+    // A classifier loaded ahead, so a fault's first apply in a container does not wait
+    // for the verifier.
+    tokio::spawn(engine.clone().keep_spares());
 
     // Leases end on time: sleep until exactly the next deadline (woken early when a
     // fault is applied or renewed), not a polling tick that adds up to its period.

@@ -98,7 +98,7 @@ fn a_container_removed_while_faulted_is_reported_and_reverts_cleanly() {
     let f = lab.apply(in_container(&c.name("a"), Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
     c.remove("a");
     let st = lab.list().into_iter().find(|x| x.id == f.id).unwrap();
-    assert!(st.container_gone.contains("stopped while faulted"), "{st:?}");
+    assert!(st.container_gone.contains("is no longer running"), "{st:?}");
     lab.revert(&f.id);
     // Gone while the agent was down: its namespace went with the agent's objects in it.
     let mut s = in_container(&c.name("b"), Kind::Bandwidth(pb::Bandwidth { rate_bps: 1_000_000, burst_bytes: 0 }));
@@ -145,6 +145,90 @@ fn containers_are_selected_by_label_and_bad_selections_are_refused_by_name() {
     let mut kill = in_container(&c.name("web"), Kind::Kill(pb::Kill { signal: 0 }));
     kill.target = Some(pb::ProcessTarget { selector: Some(pb::process_target::Selector::Pid(1)), ..Default::default() });
     let e = refused(kill);
-    assert!(e.code() == tonic::Code::InvalidArgument && e.message().starts_with("container:"), "process faults do not take a container yet: {}", e.message());
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().starts_with("target:"), "a target or a container, not both: {}", e.message());
     assert!(lab.list().is_empty());
+}
+
+fn running(name: &str) -> bool {
+    common::docker::docker_ok(&["inspect", "-f", "{{.State.Running}}", name]) == "true"
+}
+
+/// Freeze, kill and restart a container, each seen through the runtime or the
+/// container's own progress counter.
+#[test]
+fn a_container_freezes_and_resumes_is_killed_and_is_restarted_by_its_runtime() {
+    let lab = Lab::new(76);
+    let counting = "i=0; while :; do i=$((i+1)); echo $i > /n; sleep 0.05; done";
+    let c = Containers::running(76, &[("app", &[])], &["sh", "-c", counting]);
+    let name = c.name("app");
+    let count = || String::from_utf8_lossy(&c.exec("app", &["cat", "/n"]).stdout).trim().parse::<u64>().unwrap_or(0);
+    eventually("the counter runs", || count() > 2);
+    let process = |kind: Kind, lease_ms: u64| pb::FaultSpec { lease_ms, ..in_container(&name, kind) };
+
+    let f = lab.apply(process(Kind::Freeze(pb::Freeze { method: 0 }), 120_000)).expect("freeze the container");
+    assert!(f.processes.iter().any(|p| p.pid == c.pid("app")), "its init process is among the frozen: {:?}", f.processes);
+    assert_eq!(f.container.as_ref().map(|x| x.name.as_str()), Some(name.as_str()));
+    let frozen = count();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(count(), frozen, "a frozen container made progress");
+    lab.revert(&f.id);
+    eventually("the thawed container counts again", || count() > frozen);
+
+    let pid = c.pid("app");
+    lab.apply(process(Kind::Kill(pb::Kill { signal: libc::SIGKILL }), 0)).expect("kill the container");
+    eventually("the runtime sees the container exit", || !running(&name));
+
+    common::docker::docker_ok(&["start", &name]);
+    let started = common::docker::docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &name]);
+    let f = lab.apply(process(Kind::Restart(pb::Restart { command: Vec::new(), signal: 0, grace_ms: 1000 }), 0)).expect("restart the container");
+    assert!(f.kernel_objects.iter().any(|n| n.contains("docker restart")), "{:?}", f.kernel_objects);
+    assert!(running(&name), "running again after the restart");
+    assert_ne!(common::docker::docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &name]), started, "the runtime started it anew");
+    assert_ne!(c.pid("app"), pid);
+    assert!(lab.list().is_empty());
+}
+
+/// containerd directly, as on a Kubernetes node: a task started with `ctr` carrying the
+/// labels the kubelet sets, found by them (in whichever containerd namespace), faulted
+/// inside its network namespace; a veth end moved there carries the traffic.
+#[test]
+fn a_containerd_task_is_found_by_kubernetes_labels_and_faulted_inside() {
+    let lab = Lab::new(77);
+    let task = common::docker::CtrTask::new(77, &["io.kubernetes.pod.name=web-0", "io.kubernetes.pod.namespace=shop", "io.kubernetes.container.name=web"]);
+    let pid = task.pid().to_string();
+    sh_ok(&lab.b, &["ip", "link", "add", "c77h", "type", "veth", "peer", "name", "c77c"]);
+    sh_ok(&lab.b, &["ip", "link", "set", "c77c", "netns", &pid]);
+    sh_ok(&lab.b, &["ip", "addr", "add", "10.201.77.1/24", "dev", "c77h"]);
+    sh_ok(&lab.b, &["ip", "link", "set", "c77h", "up"]);
+    let inside = |args: &[&str]| {
+        let out = std::process::Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    inside(&["ip", "addr", "add", "10.201.77.2/24", "dev", "c77c"]);
+    inside(&["ip", "link", "set", "c77c", "up"]);
+    inside(&["ip", "link", "set", "lo", "up"]);
+    let replies = |n: &str| {
+        let out = sh(&lab.b, &["ping", "-q", "-c", n, "-i", "0.2", "-W", "1", "10.201.77.2"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find(|l| l.contains("received")).and_then(|l| l.split(", ").nth(1)).and_then(|w| w.split_whitespace().next()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+    };
+    assert_eq!(replies("3"), 3, "baseline: the task answers through the moved link");
+
+    let by_labels = pb::FaultSpec {
+        container: Some(pb::ContainerTarget { name: String::new(), select: vec!["io.kubernetes.pod.name=web-0".into(), "io.kubernetes.pod.namespace=shop".into()] }),
+        ..in_container("", Kind::Drop(pb::Drop { percent: 100.0 }))
+    };
+    let f = lab.apply(by_labels).expect("drop in the containerd task");
+    let c = f.container.clone().unwrap();
+    assert_eq!((c.runtime.as_str(), c.name.as_str(), c.pid), ("containerd", "flt77/ctr77", task.pid()));
+    assert_eq!(f.spec.as_ref().unwrap().interface, "c77c", "its only interface besides lo");
+    assert_eq!(replies("5"), 0, "the task's replies are dropped inside its namespace");
+    lab.revert(&f.id);
+    assert_eq!(replies("3"), 3, "healed");
+
+    let listed = lab.grpc(async |mut g| g.list_containers(pb::ListContainersRequest { select: vec!["io.kubernetes.container.name=web".into()] }).await.unwrap().into_inner());
+    assert!(listed.containers.iter().any(|x| x.runtime == "containerd" && x.id == "ctr77"), "{listed:?}");
+    let restart = pb::FaultSpec { lease_ms: 0, ..in_container("ctr77", Kind::Restart(pb::Restart { command: Vec::new(), signal: 0, grace_ms: 0 })) };
+    let e = lab.apply(restart).expect_err("containerd has no restart");
+    assert!(e.message().contains("no restart of its own"), "{}", e.message());
 }

@@ -260,6 +260,13 @@ pub struct ProcTarget {
     /// With --pid or --name: the processes' descendants too.
     #[arg(long, help_heading = "Process target")]
     pub tree: bool,
+    /// A container on the agent's host (name, id or id prefix): its cgroup v2 directory,
+    /// or its init process and descendants; restart goes through its runtime.
+    #[arg(long, help_heading = "Process target")]
+    pub container: Option<String>,
+    /// The one running container carrying these labels, KEY=VALUE (repeatable or comma-separated).
+    #[arg(long = "container-select", value_delimiter = ',', help_heading = "Process target")]
+    pub container_select: Vec<String>,
     /// Not for process faults: taken only to say so (clap's "unexpected argument" would not).
     #[arg(long, short = 'i', hide = true)]
     pub interface: Option<String>,
@@ -343,8 +350,9 @@ impl ProcTarget {
         .into_iter()
         .flatten()
         .collect();
-        if given.len() > 1 {
-            bail!("give one target: --cgroup, --unit, --pid or --name");
+        let container = usize::from(self.container.is_some() || !self.container_select.is_empty());
+        if given.len() + container > 1 {
+            bail!("give one target: --cgroup, --unit, --pid, --name or --container");
         }
         Ok(given.into_iter().next().map(|s| pb::ProcessTarget { selector: Some(s), full_command_line: self.full, include_children: self.tree }))
     }
@@ -429,6 +437,8 @@ fn process_spec(target: &ProcTarget, common: &Common, kind: Kind, one_shot: bool
         label: common.label.clone(),
         kind: Some(kind),
         target: target.build()?,
+        container: (target.container.is_some() || !target.container_select.is_empty())
+            .then(|| pb::ContainerTarget { name: target.container.clone().unwrap_or_default(), select: target.container_select.clone() }),
         ..Default::default()
     })
 }

@@ -45,6 +45,7 @@ pub const TOOLS: &[Tool] = &[
     // --no-install-recommends is setup's default: engine, containerd and runc, no extras.
     apt("dockerd", "docker.io", "the test suite runs with Docker's engine (and its firewall) running"),
     apt("docker", "docker.io", "the container tests build an image and run containers"),
+    apt("ctr", "containerd", "the container tests run a Kubernetes-labelled container through containerd directly"),
     essential("nsenter", "util-linux", "the container tests read a container's tc state from inside it"),
     apt("iperf3", "iperf3", "bandwidth tests and benchmarks"),
     apt("protoc", "protobuf-compiler", "cargo xtask codegen (spawned by tonic-prost-build)"),
@@ -68,7 +69,7 @@ pub const TOOLS: &[Tool] = &[
     apt("depmod", "kmod", "indexing the VM image's kernel modules"),
     apt("openssl", "openssl", "tests make a self-signed certificate for https load"),
     apt("vagrant", "vagrant", "the install test validates vagrant/Vagrantfile"),
-    apt("ldd", "libc-bin", "collecting shared libraries for initramfs images"),
+    apt("ldd", "libc-bin", "collecting shared libraries for initramfs images and the benchmark's tc sidecar image"),
     apt("taskset", "util-linux", "benchmarks pin client and server to cores"),
     apt("runuser", "util-linux", "tests act as an unprivileged local user"),
     apt("pgrep", "procps", "tests find processes"),

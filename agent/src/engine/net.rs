@@ -15,7 +15,7 @@ use crate::{
     fault::{FaultKind, FaultSpec, InvalidField, NetemSpec},
     journal::{Journal, KernelObject},
     kernel::{
-        bpf::{AttachMode, Classifier},
+        bpf::AttachMode,
         link,
         netns::Netns,
         procfs,
@@ -23,6 +23,9 @@ use crate::{
         tc_encode,
     },
 };
+
+/// Container namespaces with faults in them at once.
+const MAX_CONTAINER_PLACES: usize = 64;
 
 /// A network fault's checked request, and where it acts.
 pub(super) struct NetTarget {
@@ -94,16 +97,25 @@ impl Engine {
     /// eBPF loaded); a container's gets its own classifier and netlink socket there.
     pub(super) fn open_place(&self, st: &mut State, target: NetTarget) -> Result<(), EngineError> {
         let key = target.key();
-        if st.places.contains_key(&key) {
+        if let Some(p) = st.places.get_mut(&key) {
+            p.idle_since = None;
             return Ok(());
         }
         let Some((container, ns)) = target.container else {
             return Err(EngineError::Precondition(format!("eBPF classifier unavailable on this host: {}", self.caps.why_not(feature::EBPF))));
         };
+        // Each place holds a namespace, a netlink socket and a loaded classifier: bounded,
+        // idle ones given up first.
+        if st.places.keys().filter(|k| **k != HOST).count() >= MAX_CONTAINER_PLACES {
+            super::close_idle(st, std::time::Duration::ZERO);
+        }
+        if st.places.keys().filter(|k| **k != HOST).count() >= MAX_CONTAINER_PLACES {
+            return Err(EngineError::Exhausted(format!("faults act in {MAX_CONTAINER_PLACES} container namespaces already, the most at once; revert some first")));
+        }
         let nl = ns.netlink().map_err(|source| KernelError::Io { what: format!("netlink in container {}", container.name), source })?;
-        let bpf = Classifier::load()?;
+        let bpf = self.take_classifier(st)?;
         let nsref = ns.reference(container.process.pid, &container.id);
-        st.places.insert(key, Place { nl, ns: Some(ns), nsref: Some(nsref), bpf });
+        st.places.insert(key, Place { nl, ns: Some(ns), nsref: Some(nsref), bpf, idle_since: None });
         Ok(())
     }
 

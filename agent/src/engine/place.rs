@@ -22,6 +22,8 @@ pub(super) struct Place {
     /// How the journal names the namespace (`None` for the agent's own).
     pub nsref: Option<NsRef>,
     pub bpf: Classifier,
+    /// Since when no fault acts here (container places only; closed after a while).
+    pub idle_since: Option<std::time::Instant>,
 }
 
 /// What undoing a journaled object needs: a netlink handle and the namespace to look

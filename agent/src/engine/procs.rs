@@ -8,6 +8,8 @@ use tracing::{info, warn};
 
 use super::{Active, Applied, Engine, EngineError, State, status::status};
 use crate::{
+    containers::{Container, Selector},
+    fault::InvalidField,
     journal::KernelObject,
     kernel::{
         cgroup::{self, Cgroup},
@@ -39,8 +41,60 @@ impl From<cgroup::CgroupError> for EngineError {
 const FREEZE_WAIT: Duration = Duration::from_secs(1);
 
 impl Engine {
-    pub(super) async fn apply_process(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+    /// A container named as a process fault's target becomes a concrete one: its own
+    /// cgroup v2 directory where it has one (freeze by `cgroup.freeze` as `docker pause`
+    /// does, cpu.max and stress charged to it), else its init process with every
+    /// descendant (cgroup v1 hosts; a `docker exec` process is no descendant of init).
+    /// The request is rewritten to that target, so status shows what was acted on.
+    async fn container_target(&self, request: &mut pb::FaultSpec) -> Result<Option<Container>, EngineError> {
+        let Some(t) = &request.container else { return Ok(None) };
+        if request.target.is_some() {
+            return Err(InvalidField { field: "target".into(), reason: "give a target or a container, not both".into() }.into());
+        }
+        let c = self.runtimes.resolve(&Selector::try_from(t)?).await?;
+        let own_cgroup = procfs::cgroup(c.process.pid).filter(|g| g != "/" && g.contains(&c.id) && cgroup::resolve(g).is_ok());
+        let selector = match own_cgroup {
+            Some(g) => pb::process_target::Selector::Cgroup(g),
+            None => pb::process_target::Selector::Pid(c.process.pid),
+        };
+        let include_children = matches!(selector, pb::process_target::Selector::Pid(_));
+        request.target = Some(pb::ProcessTarget { selector: Some(selector), include_children, full_command_line: false });
+        Ok(Some(c))
+    }
+
+    /// Restart of a container: through its runtime, which starts it again as it was
+    /// created (`docker restart`); a caller's command has no meaning there.
+    async fn restart_container(&self, request: pb::FaultSpec, spec: ProcessFault, c: Container) -> Result<pb::FaultStatus, EngineError> {
+        let ProcessKind::Restart { command, grace, .. } = &spec.kind else { unreachable!("called for restart") };
+        let grace = *grace;
+        if !command.is_empty() {
+            return Err(InvalidField { field: "restart.command".into(), reason: "a container is restarted by its runtime, as it was created; no command".into() }.into());
+        }
+        let old: Vec<Stat> = procfs::stat(c.process.pid).into_iter().collect();
+        self.runtimes.restart(&c, grace).await?;
+        let mut f = Active {
+            id: self.next_id().await,
+            request,
+            applied_at: SystemTime::now(),
+            expires: Instant::now(),
+            lease: spec.lease,
+            objects: Vec::new(),
+            applied: Applied::Process { spec, processes: old, cgroup: None, notes: vec![format!("{} restart {} (grace {} s)", c.runtime, c.name, grace.as_secs())] },
+            revert_failed: None,
+            container: Some(c),
+        };
+        f.applied_at = SystemTime::now();
+        info!(id = f.id, "container restarted");
+        let st = self.state.lock().await;
+        Ok(status(&st, &f))
+    }
+
+    pub(super) async fn apply_process(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        let container = self.container_target(&mut request).await?;
         let spec = ProcessFault::try_from(&request)?;
+        if let (Some(c), ProcessKind::Restart { .. }) = (&container, &spec.kind) {
+            return self.restart_container(request, spec, c.clone()).await;
+        }
         let guard = Guard::new();
         let resolved = spec.target.as_ref().map(|t| process::resolve(t, &guard)).transpose()?;
         let mut f = Active {
@@ -52,7 +106,7 @@ impl Engine {
             objects: Vec::new(),
             applied: Applied::Process { spec: spec.clone(), processes: Vec::new(), cgroup: None, notes: Vec::new() },
             revert_failed: None,
-            container: None,
+            container,
         };
         // Kill and restart change nothing that could be reverted, so they hold no
         // lock while they wait for processes to exit.
@@ -89,8 +143,16 @@ impl Engine {
     /// What `apply_process` checks before acting: the request, the target resolved and
     /// guarded, for restart the replacement's launch readable and allowed, for a SIGSTOP
     /// freeze no target already stopped. The answer lists the processes it would act on.
-    pub(super) fn check_process(&self, request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+    pub(super) async fn check_process(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+        let container = self.container_target(&mut request).await?;
         let spec = ProcessFault::try_from(&request)?;
+        if let (Some(c), ProcessKind::Restart { command, .. }) = (&container, &spec.kind) {
+            if !command.is_empty() {
+                return Err(InvalidField { field: "restart.command".into(), reason: "a container is restarted by its runtime, as it was created; no command".into() }.into());
+            }
+            let pid = c.process.pid;
+            return Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: "process".into(), container: Some(c.to_wire(0)), processes: vec![pb::Process { pid, ..Default::default() }], ..Default::default() });
+        }
         let resolved = spec.target.as_ref().map(|t| process::resolve(t, &Guard::new())).transpose()?;
         let (targets, cgroup) = match resolved {
             Some(Resolved::Processes(p)) => (p, None),

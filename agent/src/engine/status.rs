@@ -170,10 +170,16 @@ pub(super) fn status(st: &State, f: &Active) -> pb::FaultStatus {
         },
         observed: observed(st, f, c.as_ref()),
         revert_error: f.revert_failed.as_ref().map(|r| format!("{} (attempt {}, retrying)", r.error, r.attempts)).unwrap_or_default(),
-        container: f.container.as_ref().map(|c| c.to_wire(f.place().unwrap_or_default())),
-        container_gone: f.container.as_ref().filter(|c| !procfs::alive(c.process).unwrap_or(true)).map(|c| {
-            format!("container {} stopped while faulted (its init process {} is gone); its namespace is held until the fault ends", c.name, c.process.pid)
-        }).unwrap_or_default(),
+        container: f.container.as_ref().map(|c| c.to_wire(f.place().or_else(|| crate::kernel::netns::inode_of(c.process.pid)).unwrap_or_default())),
+        container_gone: f
+            .container
+            .as_ref()
+            .filter(|c| !procfs::alive(c.process).unwrap_or(true))
+            .map(|c| {
+                let held = if f.place().is_some() { "; its network namespace is held until the fault ends" } else { "" };
+                format!("container {} is no longer running (its init process {} is gone){held}", c.name, c.process.pid)
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -43,6 +43,30 @@ pub fn ensure_image() {
     });
 }
 
+/// The Pumba-style sidecar's image: the host's `tc` with the libraries it loads, for
+/// `docker run --network container:X --cap-add NET_ADMIN` (benchmarks only).
+pub const TC_IMAGE: &str = "faultline-test/tc:latest";
+
+pub fn ensure_tc_image() {
+    ensure_image();
+    if docker(&["image", "inspect", TC_IMAGE]).status.success() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("fl-tc-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ldd = Command::new("ldd").arg("/usr/sbin/tc").output().expect("ldd (libc-bin)");
+    let libs = String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')).map(str::to_owned).collect::<Vec<_>>();
+    for file in libs.iter().map(String::as_str).chain(["/usr/sbin/tc"]) {
+        let to = root.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(file, &to).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let tar = Command::new("tar").arg("-C").arg(&root).args(["-c", "."]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = Command::new("docker").args(["import", "-", TC_IMAGE]).stdin(tar.stdout.unwrap()).output().unwrap();
+    assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// A user network `fltN` (10.79.N.0/24, `fd79:N::/64`) and containers on it, named `fltN-NAME`.
 pub struct Containers {
     pub net: String,
@@ -50,8 +74,13 @@ pub struct Containers {
 }
 
 impl Containers {
-    /// `specs`: short names with their labels ("k=v").
+    /// `specs`: short names with their labels ("k=v"); each runs `sleep 3600`.
     pub fn new(id: u8, specs: &[(&str, &[&str])]) -> Self {
+        Self::running(id, specs, &["sleep", "3600"])
+    }
+
+    /// As `new`, each container running `cmd`.
+    pub fn running(id: u8, specs: &[(&str, &[&str])], cmd: &[&str]) -> Self {
         ensure_image();
         let net = format!("flt{id}");
         let names: Vec<String> = specs.iter().map(|(n, _)| format!("flt{id}-{n}")).collect();
@@ -67,7 +96,8 @@ impl Containers {
             for l in *labels {
                 args.extend(["--label", l]);
             }
-            args.extend([IMAGE, "sleep", "3600"]);
+            args.push(IMAGE);
+            args.extend(cmd);
             docker_ok(&args);
         }
         me
@@ -89,9 +119,17 @@ impl Containers {
         docker_ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}", &self.name(short)])
     }
 
+    /// Runs `cmd` inside container `short`: the image's busybox applets, not the host's programs.
+    pub fn exec(&self, short: &str, cmd: &[&str]) -> Output {
+        let name = self.name(short);
+        let mut args = vec!["exec", name.as_str()];
+        args.extend(cmd);
+        docker(&args)
+    }
+
     /// `ping` from inside container `short`: (transmitted, received).
     pub fn ping(&self, short: &str, to: &str, count: u32, interval: &str) -> (u32, u32) {
-        let out = docker(&["exec", &self.name(short), "ping", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", to]);
+        let out = self.exec(short, &["ping", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", to]);
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping output: {text} {}", String::from_utf8_lossy(&out.stderr)));
         let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
@@ -133,5 +171,75 @@ impl Drop for Containers {
             let _ = docker(&["rm", "-f", n]);
         }
         let _ = docker(&["network", "rm", &self.net]);
+    }
+}
+
+/// The containerd socket the agent would find by default (Docker's managed one here).
+pub fn containerd_socket() -> &'static str {
+    ["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a containerd socket (dockerd starts one)")
+}
+
+pub fn ctr(ns: &str, args: &[&str]) -> Output {
+    Command::new("ctr").args(["--address", containerd_socket(), "--namespace", ns]).args(args).output().expect("run ctr (apt: containerd)")
+}
+
+pub fn ctr_ok(ns: &str, args: &[&str]) -> String {
+    let out = ctr(ns, args);
+    assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A task run by containerd directly (no Docker, no CNI), as a kubelet's are: in its own
+/// containerd namespace `fltN`, container `ctrN`, with the given labels. Its network
+/// namespace holds only lo until a test moves a link in.
+pub struct CtrTask {
+    pub ns: String,
+    pub id: String,
+}
+
+impl CtrTask {
+    pub fn new(id: u8, labels: &[&str]) -> Self {
+        ensure_image();
+        let me = Self { ns: format!("flt{id}"), id: format!("ctr{id}") };
+        me.remove();
+        let tar = std::env::temp_dir().join(format!("fl-image-{id}-{}.tar", std::process::id()));
+        docker_ok(&["save", "-o", tar.to_str().unwrap(), IMAGE]);
+        ctr_ok(&me.ns, &["images", "import", tar.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&tar);
+        let mut args = vec!["run", "-d"];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        let image = format!("docker.io/{IMAGE}");
+        args.extend([image.as_str(), me.id.as_str(), "sleep", "3600"]);
+        ctr_ok(&me.ns, &args);
+        me
+    }
+
+    pub fn pid(&self) -> u32 {
+        let out = ctr_ok(&self.ns, &["task", "ls"]);
+        out.lines().find(|l| l.split_whitespace().next() == Some(self.id.as_str())).and_then(|l| l.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).expect("the task's pid")
+    }
+
+    fn remove(&self) {
+        let _ = ctr(&self.ns, &["task", "kill", "-s", "SIGKILL", &self.id]);
+        for _ in 0..50 {
+            if ctr(&self.ns, &["task", "rm", "-f", &self.id]).status.success() || !ctr(&self.ns, &["task", "ls"]).stdout.windows(self.id.len()).any(|w| w == self.id.as_bytes()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = ctr(&self.ns, &["containers", "rm", &self.id]);
+        let _ = ctr(&self.ns, &["images", "rm", &format!("docker.io/{IMAGE}")]);
+        let _ = ctr(&self.ns, &["namespaces", "rm", &self.ns]);
+    }
+}
+
+impl Drop for CtrTask {
+    fn drop(&mut self) {
+        self.remove();
     }
 }

@@ -526,6 +526,16 @@ guardrails:
         assert_eq!(s.load_args, ["http://10.0.0.5:8080/", "--rate", "200"]);
     }
 
+    /// Issue 14: a fault entry names a container as `fault apply` does.
+    #[test]
+    fn a_fault_entry_can_act_in_a_container() {
+        let text = GOOD.replace("    interface: eth0\n", "    container_select: com.docker.compose.service=db\n");
+        let s = load(&write(&text)).unwrap();
+        let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
+        let spec = r.spec.as_ref().unwrap();
+        assert_eq!((spec.interface.as_str(), spec.container.as_ref().unwrap().select.as_slice()), ("", &["com.docker.compose.service=db".to_owned()][..]));
+    }
+
     #[test]
     fn the_examples_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
