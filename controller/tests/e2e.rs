@@ -13,6 +13,10 @@ use std::{
 
 
 mod common;
+/// The agent tests' Docker fixtures: a locally built image, networks and containers.
+#[path = "../../agent/tests/common/docker.rs"]
+#[allow(dead_code, reason = "the part the controller tests use")]
+mod docker;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
@@ -852,4 +856,29 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
         let mut events = op.watch_events(pb::WatchEventsRequest { after_seq: u64::MAX, follow: false, last: 0 }).await.unwrap().into_inner();
         assert!(events.message().await.unwrap().is_none());
     });
+}
+
+/// Issue 14 through the controller: a container names its hosts. Both lab agents see this
+/// machine's one engine, so both run the container; `--mode one` picks one of them.
+#[test]
+fn a_container_fault_goes_to_the_agents_running_the_container() {
+    let h = Hosts::new(8, 2);
+    eventually("two agents registered and healthy", || h.healthy().len() == 2);
+    let c = docker::Containers::new(81, &[("web", &["tier=front", "app=shop81"]), ("db", &["tier=back", "app=shop81"])]);
+    let db = c.ip4("db");
+    assert_eq!(c.ping("web", &db, 3, "0.2").1, 3, "baseline");
+    let applied: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["fault", "apply", "drop", "--container-select", "tier=front,app=shop81", "--loss", "100%", "--lease", "60s", "--mode", "one", "--json"])).unwrap();
+    assert_eq!(applied["placements"].as_array().map(Vec::len), Some(1), "{applied}");
+    assert_eq!(c.ping("web", &db, 3, "0.2").1, 0, "the web container's egress is cut");
+    assert_eq!(c.ping("db", &c.ip4("web"), 3, "0.2").1, 0, "and so are its replies to db");
+    h.cli_ok(&["fault", "revert", applied["id"].as_str().unwrap()]);
+    assert_eq!(c.ping("web", &db, 3, "0.2").1, 3, "healed");
+
+    let bad = h.cli(&["fault", "apply", "drop", "--container-select", "app=shop81", "--loss", "5%", "--lease", "60s"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("2 containers match on agent") && msg.contains(&c.name("web")), "{msg}");
+    let bad = h.cli(&["fault", "apply", "drop", "--container", "flt81-nosuch", "--loss", "5%", "--lease", "60s"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("NotFound") && msg.contains("none of the 2 selected agents"), "{msg}");
 }

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 
 mod config;
+mod containers;
 mod error;
 mod fanout;
 mod grpc;

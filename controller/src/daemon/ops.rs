@@ -152,7 +152,16 @@ impl Controller {
             return Err(DaemonError::invalid(format!("spec.lease_ms: at most {} s", faultline_proto::MAX_LEASE.as_secs())));
         }
         let started = Instant::now();
-        let names = self.select(&r.target.unwrap_or_default())?;
+        let target = r.target.unwrap_or_default();
+        // A container names its hosts: the agents running one that matches (the mode counts those).
+        let containers = match &spec.container {
+            Some(c) => Some(self.container_placements(&target, c).await?),
+            None => None,
+        };
+        let names = match &containers {
+            Some(placed) => placed.iter().map(|(agent, _)| agent.clone()).collect(),
+            None => self.select(&target)?,
+        };
         // A pid, cgroup or unit names something on one host: the same value on another host
         // is an unrelated process (or none).
         use apb::process_target::Selector;
@@ -173,7 +182,17 @@ impl Controller {
         // The agents hold a short lease the controller renews, never longer than the fault's
         // own: then they end it on time even if the controller's timer is late.
         let lease = (self.agent_lease().as_millis() as u64).min(spec.lease_ms.max(1));
-        let plan = names.iter().map(|n| (n.clone(), apb::FaultSpec { lease_ms: lease, ..spec.clone() })).collect();
+        let plan = names
+            .iter()
+            .map(|n| {
+                let mut s = apb::FaultSpec { lease_ms: lease, ..spec.clone() };
+                // Each agent gets the container it found, by id: no second resolution can differ.
+                if let Some(id) = containers.iter().flatten().find(|(a, _)| a == n).map(|(_, id)| id.clone()) {
+                    s.container = Some(apb::ContainerTarget { name: id, select: Vec::new() });
+                }
+                (n.clone(), s)
+            })
+            .collect();
         let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
         let span = tracing::info_span!("apply_fault", kind, agents = names.len(), fault_id = tracing::field::Empty);
         let placed = self.refusing(&names, started, self.apply_planned(&names, &spec, plan).instrument(span.clone()).await)?;

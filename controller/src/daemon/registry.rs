@@ -94,24 +94,28 @@ impl Controller {
             let labels: Vec<String> = st.agents.values().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
             return Err(DaemonError::not_found(format!("target: no agent matches selector {:?} (agents: {})", t.selector, labels.join("; "))));
         }
-        let n = picked.len();
-        let keep = match pb::Mode::try_from(t.mode) {
-            Ok(pb::Mode::All) => n,
-            Ok(pb::Mode::One) => 1,
-            Ok(pb::Mode::Fixed) if t.count == 0 || t.count as usize > n => {
-                return Err(DaemonError::invalid(format!("target.count: {} is not in 1..={n} (agents selected)", t.count)));
-            }
-            Ok(pb::Mode::Fixed) => t.count as usize,
-            Ok(pb::Mode::Percent) if !(t.percent > 0.0 && t.percent <= 100.0) => {
-                return Err(DaemonError::invalid(format!("target.percent: {} is not in (0, 100]", t.percent)));
-            }
-            Ok(pb::Mode::Percent) => ((n as f64 * t.percent / 100.0).ceil() as usize).clamp(1, n),
-            Err(_) => return Err(DaemonError::invalid(format!("target.mode: unknown value {}", t.mode))),
-        };
+        let keep = keep(t, picked.len())?;
         partition::shuffle(&mut picked, self.seed());
         picked.truncate(keep);
         picked.sort();
         Ok(picked)
     }
 
+}
+
+/// How many of `n` candidates (agents, or agents running a container) the target's mode keeps.
+pub(super) fn keep(t: &pb::Target, n: usize) -> Result<usize, DaemonError> {
+    Ok(match pb::Mode::try_from(t.mode) {
+        Ok(pb::Mode::All) => n,
+        Ok(pb::Mode::One) => 1,
+        Ok(pb::Mode::Fixed) if t.count == 0 || t.count as usize > n => {
+            return Err(DaemonError::invalid(format!("target.count: {} is not in 1..={n} (agents selected)", t.count)));
+        }
+        Ok(pb::Mode::Fixed) => t.count as usize,
+        Ok(pb::Mode::Percent) if !(t.percent > 0.0 && t.percent <= 100.0) => {
+            return Err(DaemonError::invalid(format!("target.percent: {} is not in (0, 100]", t.percent)));
+        }
+        Ok(pb::Mode::Percent) => ((n as f64 * t.percent / 100.0).ceil() as usize).clamp(1, n),
+        Err(_) => return Err(DaemonError::invalid(format!("target.mode: unknown value {}", t.mode))),
+    })
 }
