@@ -200,7 +200,7 @@ impl Runtimes {
         match docker {
             Ok(c) => Ok(c),
             Err(e @ ContainerError::Invalid(_)) => Err(e),
-            Err(docker) => match containerd::resolve(&self.containerd_path()?, sel).await {
+            Err(docker) => match self.ask_containerd(sel).await {
                 Ok(c) => Ok(c),
                 Err(e @ ContainerError::Invalid(_)) => Err(e),
                 Err(ContainerError::Unreachable(cd)) => Err(match docker {
@@ -213,6 +213,11 @@ impl Runtimes {
                 }),
             },
         }
+    }
+
+    /// containerd's answer; no socket at all counts as unreachable (Docker's answer stands).
+    async fn ask_containerd(&self, sel: &Selector) -> Result<Container, ContainerError> {
+        containerd::resolve(&self.containerd_path()?, sel).await
     }
 
     fn containerd_path(&self) -> Result<PathBuf, ContainerError> {
@@ -470,5 +475,19 @@ mod tests {
         }
         let many: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
         assert_eq!(Selector::try_from(&pb::ContainerTarget { name: String::new(), select: many }).unwrap_err().field, "container.select");
+    }
+
+    /// Neither runtime there: one answer naming both, never a "not found" that would read
+    /// as "the container is not running".
+    #[tokio::test]
+    async fn no_runtime_reachable_is_said_for_both() {
+        let r = Runtimes::new(Some("/nonexistent/docker.sock".into()), Some("/nonexistent/containerd.sock".into()));
+        let sel = Selector { name: Some("web".into()), labels: Vec::new() };
+        match r.resolve(&sel).await {
+            Err(ContainerError::Unreachable(m)) => assert!(m.contains("docker") && m.contains("containerd"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let (list, unreachable) = r.list(&[]).await;
+        assert!(list.is_empty() && unreachable.len() == 2, "{unreachable:?}");
     }
 }

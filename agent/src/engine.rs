@@ -417,7 +417,8 @@ impl Engine {
         let (spec, ifindex, key) = (target.spec.clone(), target.ifindex, target.key());
         let container = target.container.as_ref().map(|(c, ns)| c.to_wire(ns.inode));
         let mut st = self.state.lock().await;
-        // A check leaves nothing behind: a place it had to open is closed again.
+        // A check changes nothing in the kernel: a place it had to open is only left idle
+        // (closed 2 s later), so the apply a controller sends next finds it ready.
         self.open_place(&mut st, target)?;
         let result = self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| {
             if st.places.get(&key).is_none_or(|p| p.bpf.slots_in_use() >= faultline_ebpf_common::MAX_RULES as usize) {
