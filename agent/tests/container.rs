@@ -210,7 +210,7 @@ fn a_containerd_task_is_found_by_kubernetes_labels_and_faulted_inside() {
     let replies = |n: &str| {
         let out = sh(&lab.b, &["ping", "-q", "-c", n, "-i", "0.2", "-W", "1", "10.201.77.2"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines().find(|l| l.contains("received")).and_then(|l| l.split(", ").nth(1)).and_then(|w| w.split_whitespace().next()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+        common::docker::ping_counts(&text).unwrap_or_else(|| panic!("ping output: {text}")).1
     };
     assert_eq!(replies("3"), 3, "baseline: the task answers through the moved link");
 

@@ -106,10 +106,11 @@ impl Engine {
         };
         // Each place holds a namespace, a netlink socket and a loaded classifier: bounded,
         // idle ones given up first.
-        if st.places.keys().filter(|k| **k != HOST).count() >= MAX_CONTAINER_PLACES {
+        let containers = |st: &State| st.places.keys().filter(|k| **k != HOST).count();
+        if containers(st) >= MAX_CONTAINER_PLACES {
             super::close_idle(st, std::time::Duration::ZERO);
         }
-        if st.places.keys().filter(|k| **k != HOST).count() >= MAX_CONTAINER_PLACES {
+        if containers(st) >= MAX_CONTAINER_PLACES {
             return Err(EngineError::Exhausted(format!("faults act in {MAX_CONTAINER_PLACES} container namespaces already, the most at once; revert some first")));
         }
         let nl = ns.netlink().map_err(|source| KernelError::Io { what: format!("netlink in container {}", container.name), source })?;

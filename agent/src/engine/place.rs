@@ -38,13 +38,18 @@ fn entering(e: std::io::Error) -> KernelError {
     KernelError::Io { what: "entering the container's network namespace".into(), source: e }
 }
 
+/// Runs `f` in namespace `ns`, or directly on this thread for the agent's own.
+fn in_ns<T: Send>(ns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> Result<T, KernelError> {
+    match ns {
+        None => Ok(f()),
+        Some(ns) => ns.run(f).map_err(entering),
+    }
+}
+
 impl NetCtx<'_> {
     /// Runs `f` in the namespace (directly in the agent's own).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, KernelError> {
-        match self.ns {
-            None => Ok(f()),
-            Some(ns) => ns.run(f).map_err(entering),
-        }
+        in_ns(self.ns, f)
     }
 
     /// An interface's index there; `None` only when the kernel says there is none.
@@ -58,35 +63,24 @@ impl Place {
         NetCtx { nl: &self.nl, ns: self.ns.as_ref() }
     }
 
-    /// Attaches the classifier to one side of an interface, from inside the namespace
-    /// (a TCX link or a `cls_bpf` filter is made where the attaching thread is).
-    pub fn attach(&mut self, ifname: &str, ingress: bool) -> Result<(), EngineError> {
+    /// Runs `f` on the classifier from inside the namespace: a TCX link or a `cls_bpf`
+    /// filter is made (and in netlink attach mode, removed) where the calling thread is.
+    fn with_bpf<T: Send>(&mut self, f: impl FnOnce(&mut Classifier) -> T + Send) -> Result<T, KernelError> {
         let Self { ns, bpf, .. } = self;
-        match ns {
-            None => bpf.attach(ifname, ingress)?,
-            Some(ns) => ns.run(|| bpf.attach(ifname, ingress)).map_err(entering)??,
-        }
-        Ok(())
+        in_ns(ns.as_ref(), || f(bpf))
+    }
+
+    pub fn attach(&mut self, ifname: &str, ingress: bool) -> Result<(), EngineError> {
+        Ok(self.with_bpf(|b| b.attach(ifname, ingress))??)
     }
 
     pub fn detach(&mut self, ifname: &str, ingress: bool) -> Result<(), EngineError> {
-        let Self { ns, bpf, .. } = self;
-        match ns {
-            None => bpf.detach(ifname, ingress)?,
-            Some(ns) => ns.run(|| bpf.detach(ifname, ingress)).map_err(entering)??,
-        }
-        Ok(())
+        Ok(self.with_bpf(|b| b.detach(ifname, ingress))??)
     }
 
     pub fn sweep(&mut self, older_than: std::time::Duration) {
-        let Self { ns, bpf, .. } = self;
-        match ns {
-            None => bpf.sweep(older_than),
-            Some(ns) => {
-                if let Err(e) = ns.run(|| bpf.sweep(older_than)) {
-                    tracing::warn!("{}", entering(e));
-                }
-            }
+        if let Err(e) = self.with_bpf(|b| b.sweep(older_than)) {
+            tracing::warn!("{e}");
         }
     }
 
@@ -94,13 +88,8 @@ impl Place {
     /// netlink attach mode, dropping a link deletes a filter there).
     pub fn close(self) {
         let Self { ns, bpf, .. } = self;
-        match ns {
-            None => drop(bpf),
-            Some(ns) => {
-                if let Err(e) = ns.run(move || drop(bpf)) {
-                    tracing::warn!("{}", entering(e));
-                }
-            }
+        if let Err(e) = in_ns(ns.as_ref(), move || drop(bpf)) {
+            tracing::warn!("{e}");
         }
     }
 }

@@ -65,14 +65,10 @@ impl Engine {
     /// Restart of a container: through its runtime, which starts it again as it was
     /// created (`docker restart`); a caller's command has no meaning there.
     async fn restart_container(&self, request: pb::FaultSpec, spec: ProcessFault, c: Container) -> Result<pb::FaultStatus, EngineError> {
-        let ProcessKind::Restart { command, grace, .. } = &spec.kind else { unreachable!("called for restart") };
-        let grace = *grace;
-        if !command.is_empty() {
-            return Err(InvalidField { field: "restart.command".into(), reason: "a container is restarted by its runtime, as it was created; no command".into() }.into());
-        }
+        let grace = container_restart(&spec)?;
         let old: Vec<Stat> = procfs::stat(c.process.pid).into_iter().collect();
         self.runtimes.restart(&c, grace).await?;
-        let mut f = Active {
+        let f = Active {
             id: self.next_id().await,
             request,
             applied_at: SystemTime::now(),
@@ -83,7 +79,6 @@ impl Engine {
             revert_failed: None,
             container: Some(c),
         };
-        f.applied_at = SystemTime::now();
         info!(id = f.id, "container restarted");
         let st = self.state.lock().await;
         Ok(status(&st, &f))
@@ -146,10 +141,8 @@ impl Engine {
     pub(super) async fn check_process(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
         let container = self.container_target(&mut request).await?;
         let spec = ProcessFault::try_from(&request)?;
-        if let (Some(c), ProcessKind::Restart { command, .. }) = (&container, &spec.kind) {
-            if !command.is_empty() {
-                return Err(InvalidField { field: "restart.command".into(), reason: "a container is restarted by its runtime, as it was created; no command".into() }.into());
-            }
+        if let (Some(c), ProcessKind::Restart { .. }) = (&container, &spec.kind) {
+            container_restart(&spec)?;
             let pid = c.process.pid;
             return Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: "process".into(), container: Some(c.to_wire(0)), processes: vec![pb::Process { pid, ..Default::default() }], ..Default::default() });
         }
@@ -355,6 +348,18 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
             Ok((hit, cgroup, notes))
         }
         _ => unreachable!("only kill and restart are one-shot"),
+    }
+}
+
+/// A container's restart: its grace, or why it cannot be (a runtime starts the container
+/// as it was created; a caller's command has no place there).
+fn container_restart(spec: &ProcessFault) -> Result<Duration, EngineError> {
+    match &spec.kind {
+        ProcessKind::Restart { command, .. } if !command.is_empty() => {
+            Err(InvalidField { field: "restart.command".into(), reason: "a container is restarted by its runtime, as it was created; no command".into() }.into())
+        }
+        ProcessKind::Restart { grace, .. } => Ok(*grace),
+        _ => unreachable!("called for restart"),
     }
 }
 

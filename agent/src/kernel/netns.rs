@@ -122,16 +122,12 @@ pub fn inode_of(pid: u32) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
 }
 
-/// The calling thread's namespace cookie; 0 on kernels without `SO_NETNS_COOKIE`.
+/// The calling thread's namespace cookie; 0 on kernels without `SO_NETNS_COOKIE`. Any
+/// socket answers for its namespace; an unbound one needs no address (loopback may be down).
 fn cookie() -> io::Result<u64> {
     use std::os::fd::AsRawFd;
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").or_else(|_| std::net::UdpSocket::bind("[::1]:0"));
-    // A namespace whose loopback is down has no address to bind: a raw socket needs none.
-    let fd = match sock {
-        Ok(s) => std::os::fd::OwnedFd::from(s),
-        Err(_) => nix::sys::socket::socket(nix::sys::socket::AddressFamily::Inet, nix::sys::socket::SockType::Datagram, nix::sys::socket::SockFlag::SOCK_CLOEXEC, None)
-            .map_err(io::Error::from)?,
-    };
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let fd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
     let mut value: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: `value` is a u64 the kernel writes at most `len` (8) bytes into; fd is open.

@@ -36,11 +36,23 @@ pub fn ensure_image() {
         for applet in ["sh", "ping", "sleep", "ip", "nc", "cat", "dd", "kill"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
-        let tar = Command::new("tar").arg("-C").arg(&root).args(["-c", "."]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let out = Command::new("docker").args(["import", "-", IMAGE]).stdin(tar.stdout.unwrap()).output().unwrap();
-        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
-        let _ = std::fs::remove_dir_all(&root);
+        import(&root, IMAGE);
     });
+}
+
+/// Imports the tree at `root` as a one-layer image named `image`, then removes the tree.
+fn import(root: &std::path::Path, image: &str) {
+    let tar = Command::new("tar").arg("-C").arg(root).args(["-c", "."]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = Command::new("docker").args(["import", "-", image]).stdin(tar.stdout.unwrap()).output().unwrap();
+    assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// (transmitted, received) from ping's summary, busybox's or iputils'; `None` without one.
+pub fn ping_counts(output: &str) -> Option<(u32, u32)> {
+    let line = output.lines().find(|l| l.contains("packets transmitted"))?;
+    let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    Some((*nums.first()?, *nums.get(1)?))
 }
 
 /// The Pumba-style sidecar's image: the host's `tc` with the libraries it loads, for
@@ -61,10 +73,7 @@ pub fn ensure_tc_image() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(file, &to).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
-    let tar = Command::new("tar").arg("-C").arg(&root).args(["-c", "."]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let out = Command::new("docker").args(["import", "-", TC_IMAGE]).stdin(tar.stdout.unwrap()).output().unwrap();
-    assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&root);
+    import(&root, TC_IMAGE);
 }
 
 /// A user network `fltN` (10.79.N.0/24, `fd79:N::/64`) and containers on it, named `fltN-NAME`.
@@ -131,9 +140,7 @@ impl Containers {
     pub fn ping(&self, short: &str, to: &str, count: u32, interval: &str) -> (u32, u32) {
         let out = self.exec(short, &["ping", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", to]);
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping output: {text} {}", String::from_utf8_lossy(&out.stderr)));
-        let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-        (nums[0], nums[1])
+        ping_counts(&text).unwrap_or_else(|| panic!("ping output: {text} {}", String::from_utf8_lossy(&out.stderr)))
     }
 
     /// A container namespace's qdiscs, filters and links, for byte-for-byte comparison.
