@@ -12,28 +12,37 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use faultline_ebpf_common::{
-    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_LOCAL_ADDRS, MAX_METRIC_PEERS, PeerCounters, off,
+    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_LOCAL_ADDRS, MAX_METRIC_PEERS, MAX_OWNER_ADDRS, MetricKey, PeerCounters, off,
 };
 
 #[map]
 static OFFSETS: Array<u32> = Array::with_max_entries(off::COUNT, 0);
 
-/// Smoothed RTT per remote peer, as TCP itself estimates it (tcp:tcp_probe).
+/// Smoothed RTT per owner and remote peer, as TCP itself estimates it (tcp:tcp_probe).
 #[map]
-static RTT: LruPerCpuHashMap<[u8; 16], Hist> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+static RTT: LruPerCpuHashMap<MetricKey, Hist> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
 
-/// SYN_SENT -> ESTABLISHED time per remote peer.
+/// SYN_SENT -> ESTABLISHED time per owner and remote peer.
 #[map]
-static CONNECT: LruPerCpuHashMap<[u8; 16], Hist> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+static CONNECT: LruPerCpuHashMap<MetricKey, Hist> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
 
 #[map]
-static PEER_COUNTERS: LruPerCpuHashMap<[u8; 16], PeerCounters> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+static PEER_COUNTERS: LruPerCpuHashMap<MetricKey, PeerCounters> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+
+/// With OWNERS_ON[0] = 1, an event whose local address is in OWNERS is counted under
+/// that owner (a container on this host): the agent keeps the table in step with the
+/// containers' addresses. Off (no containers), the local address is not even read.
+#[map]
+static OWNERS_ON: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static OWNERS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_OWNER_ADDRS, 0);
 
 /// When each socket entered SYN_SENT (socket address -> ktime ns).
 #[map]
 static SYN_START: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
-/// With LOCAL_ONLY[0] = 1, a TCP event counts only when its local address is in LOCAL:
+/// With LOCAL_ONLY[0] = 1, a TCP event counts only when its local address is in LOCAL
+/// (or is a container's, in OWNERS):
 /// where several hosts are network namespaces of one kernel (a lab), every agent's
 /// tracepoints fire for every namespace, and this keeps each agent to its own.
 #[map]
@@ -110,7 +119,7 @@ fn bucket(mut v: u64) -> usize {
 }
 
 #[inline(always)]
-fn record(map: &LruPerCpuHashMap<[u8; 16], Hist>, peer: &[u8; 16], us: u64) {
+fn record(map: &LruPerCpuHashMap<MetricKey, Hist>, peer: &MetricKey, us: u64) {
     let mut h = map.get_ptr_mut(peer);
     if h.is_none() {
         if let Some(zero) = ZERO_HIST.get(0) {
@@ -130,7 +139,7 @@ fn record(map: &LruPerCpuHashMap<[u8; 16], Hist>, peer: &[u8; 16], us: u64) {
 }
 
 #[inline(always)]
-fn counters(peer: &[u8; 16]) -> Option<*mut PeerCounters> {
+fn counters(peer: &MetricKey) -> Option<*mut PeerCounters> {
     if let Some(c) = PEER_COUNTERS.get_ptr_mut(peer) {
         return Some(c);
     }
@@ -161,15 +170,25 @@ fn sockaddr(ctx: &TracePointContext, family: u16, at: u32) -> Option<[u8; 16]> {
     }
 }
 
-/// Whether an event is this agent's (see LOCAL_ONLY). `local` reads the event's local
-/// address, only when the filter is on: tcp_probe fires for every ACK.
+/// The event's key, or None when it is not this agent's (see LOCAL_ONLY). `local`
+/// reads the event's local address, only when a filter or the owner table needs it:
+/// tcp_probe fires for every ACK.
 #[inline(always)]
-fn ours(local: impl FnOnce() -> Option<[u8; 16]>) -> bool {
-    if LOCAL_ONLY.get(0).copied().unwrap_or(0) == 0 {
-        return true;
+fn key(peer: [u8; 16], local: impl FnOnce() -> Option<[u8; 16]>) -> Option<MetricKey> {
+    let only = LOCAL_ONLY.get(0).copied().unwrap_or(0) != 0;
+    let owners = OWNERS_ON.get(0).copied().unwrap_or(0) != 0;
+    if !only && !owners {
+        return Some(MetricKey { owner: 0, peer });
     }
+    let local = local();
+    // SAFETY: the value is copied out at once.
+    let owner = if owners { local.and_then(|a| unsafe { OWNERS.get(&a) }.copied()).unwrap_or(0) } else { 0 };
+    // A namespaced agent speaks for its own addresses and its host's containers.
     // SAFETY: only tested for presence.
-    local().is_some_and(|a| unsafe { LOCAL.get(&a) }.is_some())
+    if only && owner == 0 && !local.is_some_and(|a| unsafe { LOCAL.get(&a) }.is_some()) {
+        return None;
+    }
+    Some(MetricKey { owner, peer })
 }
 
 #[tracepoint]
@@ -181,10 +200,7 @@ pub fn faultline_tcp_probe(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn tcp_probe(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::PROBE_FAMILY)?)?;
-    let peer = sockaddr(ctx, family, off::PROBE_DADDR)?;
-    if !ours(|| sockaddr(ctx, family, off::PROBE_SADDR)) {
-        return None;
-    }
+    let peer = key(sockaddr(ctx, family, off::PROBE_DADDR)?, || sockaddr(ctx, family, off::PROBE_SADDR))?;
     // Already in microseconds: the tracepoint reports srtt_us >> 3.
     let srtt: u32 = read(ctx, offset(off::PROBE_SRTT)?)?;
     record(&RTT, &peer, u64::from(srtt));
@@ -216,11 +232,10 @@ fn sock_state(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let family: u16 = read(ctx, offset(off::STATE_FAMILY)?)?;
-    let peer = address(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?;
-    if !ours(|| address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)) {
+    let Some(peer) = key(address(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?, || address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)) else {
         let _ = SYN_START.remove(&sk);
         return None;
-    }
+    };
     if new == TCP_ESTABLISHED {
         // SAFETY: the value is copied out at once.
         let start = unsafe { SYN_START.get(&sk) }.copied();
@@ -253,10 +268,7 @@ pub fn faultline_retransmit(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn retransmit(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::RETR_FAMILY)?)?;
-    let peer = address(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?;
-    if !ours(|| address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6)) {
-        return None;
-    }
+    let peer = key(address(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?, || address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6))?;
     let c = counters(&peer)?;
     // SAFETY: per-CPU value.
     unsafe { (*c).retransmits += 1 };

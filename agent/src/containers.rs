@@ -71,6 +71,17 @@ impl Container {
     }
 }
 
+/// Fills in the addresses a runtime did not give (containerd: its CNI set them up) from
+/// the container's own namespace, where a peer sees them. Blocking: each namespace is
+/// joined on a short-lived thread.
+#[must_use]
+pub fn with_addresses(mut list: Vec<Container>) -> Vec<Container> {
+    for c in list.iter_mut().filter(|c| c.addresses.is_empty()) {
+        c.addresses = crate::kernel::netns::Netns::of_pid(c.process.pid).and_then(|ns| ns.run(crate::kernel::link::addresses_here)).unwrap_or_default();
+    }
+    list
+}
+
 /// What a request names: a container by name or id prefix, and labels it must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {

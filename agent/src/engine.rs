@@ -51,6 +51,9 @@ const IDLE_DETACH: Duration = Duration::from_secs(2);
 /// 16 slots) takes about 280 ms here; an apply takes a ready one and the refill runs off
 /// its path.
 const SPARE_CLASSIFIERS: usize = 1;
+/// How often kernel metrics learn the host's containers and their addresses (each a
+/// runtime list; Docker's also an inspect per container).
+const OWNERS_REFRESH: Duration = Duration::from_secs(5);
 /// Journal owner of objects shared by several faults (classifier attachments).
 const SHARED: &str = "shared";
 
@@ -313,6 +316,28 @@ impl Engine {
                     return;
                 }
             }
+        }
+    }
+
+    /// Keeps the kernel metrics' container attribution in step with this host's
+    /// containers, for the agent's life (a runtime that starts later is picked up).
+    pub async fn keep_owners(self: std::sync::Arc<Self>) {
+        if self.state.lock().await.tracer.is_none() {
+            return;
+        }
+        let mut had = false;
+        loop {
+            // Only while a runtime is there, or just went away (to clear the table).
+            if self.runtimes.any_socket() || had {
+                let (list, _) = self.runtimes.list(&[]).await;
+                let owned = tokio::task::spawn_blocking(move || crate::containers::with_addresses(list)).await.unwrap_or_default();
+                let owners: Vec<(String, String, Vec<std::net::IpAddr>)> = owned.into_iter().map(|c| (c.id, c.name, c.addresses)).collect();
+                had = !owners.is_empty();
+                if let Some(t) = self.state.lock().await.tracer.as_ref() {
+                    t.set_owners(&owners);
+                }
+            }
+            tokio::time::sleep(OWNERS_REFRESH).await;
         }
     }
 

@@ -209,6 +209,7 @@ async fn serve() -> Result<()> {
     // A classifier loaded ahead, so a fault's first apply in a container does not wait
     // for the verifier.
     tokio::spawn(engine.clone().keep_spares());
+    tokio::spawn(engine.clone().keep_owners());
 
     // Leases end on time: sleep until exactly the next deadline (woken early when a
     // fault is applied or renewed), not a polling tick that adds up to its period.

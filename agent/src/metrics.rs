@@ -65,20 +65,20 @@ fn hist(h: &Hist) -> pb::Histogram {
 
 #[must_use] 
 pub fn peers(snap: &Snapshot) -> Vec<pb::PeerMetrics> {
-    let mut addrs: Vec<_> = snap.rtt.keys().chain(snap.connect.keys()).chain(snap.peers.keys()).copied().collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
-        .into_iter()
-        .map(|a| {
-            let c = snap.peers.get(&a).copied().unwrap_or_default();
+    let mut keys: Vec<_> = snap.rtt.keys().chain(snap.connect.keys()).chain(snap.peers.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            let c = snap.peers.get(&k).copied().unwrap_or_default();
             pb::PeerMetrics {
-                peer: a.to_string(),
-                srtt: snap.rtt.get(&a).map(hist),
-                connect: snap.connect.get(&a).map(hist),
+                peer: k.1.to_string(),
+                srtt: snap.rtt.get(&k).map(hist),
+                connect: snap.connect.get(&k).map(hist),
                 connects: c.connects,
                 connect_failures: c.connect_failures,
                 retransmits: c.retransmits,
+                container: k.0,
             }
         })
         .collect()
@@ -119,7 +119,11 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &pb::Histogram) {
 #[must_use] 
 pub fn prometheus(s: &pb::MetricsSample) -> String {
     let mut o = String::new();
-    let peer = |p: &pb::PeerMetrics| format!("peer=\"{}\"", faultline_proto::prometheus_escape(&p.peer));
+    // `container` only on a container's sockets: absent and empty are one to PromQL.
+    let peer = |p: &pb::PeerMetrics| {
+        let container = if p.container.is_empty() { String::new() } else { format!("container=\"{}\",", faultline_proto::prometheus_escape(&p.container)) };
+        format!("{container}peer=\"{}\"", faultline_proto::prometheus_escape(&p.peer))
+    };
     o += "# HELP faultline_tcp_srtt_seconds TCP smoothed round-trip time per remote peer, one sample per received segment (tcp:tcp_probe).\n# TYPE faultline_tcp_srtt_seconds histogram\n";
     for p in &s.peers {
         if let Some(h) = &p.srtt {

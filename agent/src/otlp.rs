@@ -75,6 +75,16 @@ fn p99_s(h: &pb::Histogram) -> f64 {
 }
 
 type PeerF64 = fn(&pb::PeerMetrics) -> Option<f64>;
+
+/// A peer's attributes: the remote address, and the container on this host whose sockets
+/// these are (none for the host's own).
+fn attributes(p: &pb::PeerMetrics) -> Vec<KeyValue> {
+    let mut a = vec![KeyValue::new("peer", p.peer.clone())];
+    if !p.container.is_empty() {
+        a.push(KeyValue::new("container", p.container.clone()));
+    }
+    a
+}
 type PeerU64 = fn(&pb::PeerMetrics) -> Option<u64>;
 
 fn instruments(m: &Meter, latest: &Latest) {
@@ -92,7 +102,7 @@ fn instruments(m: &Meter, latest: &Latest) {
             .with_callback(move |o: &dyn AsyncInstrument<f64>| {
                 for p in &read(&l).peers {
                     if let Some(v) = get(p) {
-                        o.observe(v, &[KeyValue::new("peer", p.peer.clone())]);
+                        o.observe(v, &attributes(p));
                     }
                 }
             })
@@ -112,7 +122,7 @@ fn instruments(m: &Meter, latest: &Latest) {
             .with_callback(move |o: &dyn AsyncInstrument<u64>| {
                 for p in &read(&l).peers {
                     if let Some(v) = get(p) {
-                        o.observe(v, &[KeyValue::new("peer", p.peer.clone())]);
+                        o.observe(v, &attributes(p));
                     }
                 }
             })

@@ -103,10 +103,11 @@ impl AgentService for Service {
         self.allow(&req, policy::AGENT_READ, "ListContainers")?;
         let labels = crate::containers::parse_labels("select", &req.into_inner().select).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (containers, unreachable) = self.engine.runtimes.list(&labels).await;
-        let containers = containers
-            .iter()
-            .map(|c| c.to_wire(crate::kernel::netns::inode_of(c.process.pid).unwrap_or_default()))
-            .collect();
+        let containers = tokio::task::spawn_blocking(move || {
+            crate::containers::with_addresses(containers).iter().map(|c| c.to_wire(crate::kernel::netns::inode_of(c.process.pid).unwrap_or_default())).collect()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("listing containers: {e}")))?;
         Ok(Response::new(pb::ListContainersResponse { containers, unreachable }))
     }
 

@@ -227,8 +227,42 @@ fn a_containerd_task_is_found_by_kubernetes_labels_and_faulted_inside() {
     assert_eq!(replies("3"), 3, "healed");
 
     let listed = lab.grpc(async |mut g| g.list_containers(pb::ListContainersRequest { select: vec!["io.kubernetes.container.name=web".into()] }).await.unwrap().into_inner());
-    assert!(listed.containers.iter().any(|x| x.runtime == "containerd" && x.id == "ctr77"), "{listed:?}");
+    let ours = listed.containers.iter().find(|x| x.runtime == "containerd" && x.id == "ctr77").unwrap_or_else(|| panic!("{listed:?}"));
+    // containerd knows no addresses: they are read in the task's namespace (a controller
+    // partition of containers cuts by them).
+    assert_eq!(ours.addresses, ["10.201.77.2"], "{ours:?}");
     let restart = pb::FaultSpec { lease_ms: 0, ..in_container("ctr77", Kind::Restart(pb::Restart { command: Vec::new(), signal: 0, grace_ms: 0 })) };
     let e = lab.apply(restart).expect_err("containerd has no restart");
     assert!(e.message().contains("no restart of its own"), "{}", e.message());
+}
+
+/// Kernel metrics name the container whose sockets they count (a `container` label), so
+/// a dashboard can show one container's view of its peers.
+#[test]
+fn kernel_metrics_name_the_container_a_connection_came_from() {
+    let lab = Lab::new(78);
+    let c = Containers::new(78, &[("srv", &[]), ("cli", &[])]);
+    let out = c.exec("srv", &["busybox", "httpd", "-p", "8078", "-h", "/"]);
+    assert!(out.status.success(), "httpd: {}", String::from_utf8_lossy(&out.stderr));
+    let srv = c.ip4("srv");
+    let cli = c.name("cli");
+    let connect = || {
+        // busybox nc, not its wget (which crashes in this image without /etc).
+        let _ = c.exec("cli", &["sh", "-c", &format!("echo -e 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {srv} 8078")]);
+    };
+    let connects = |container: &str| lab.metrics().peers.iter().find(|p| p.container == container && p.peer == srv).map_or(0, |p| p.connects);
+    // The agent learns the host's containers every few seconds: connect until it counts
+    // (until then, they are the host's).
+    eventually("the client container's connects counted under its name", || {
+        connect();
+        connects(&cli) > 0
+    });
+    let (mine, host) = (connects(&cli), connects(""));
+    for _ in 0..3 {
+        connect();
+    }
+    assert_eq!((connects(&cli) - mine, connects("") - host), (3, 0), "the container's connects, and only under its name");
+    let text = lab.prometheus();
+    let series = format!("faultline_tcp_connects_total{{container=\"{cli}\",peer=\"{srv}\"}} ");
+    assert!(text.lines().any(|l| l.starts_with(&series)), "no {series} in:\n{text}");
 }

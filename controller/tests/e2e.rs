@@ -839,6 +839,7 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
             let mut c = controller_as(&h, stem).await;
             assert_eq!(c.list_agents(pb::ListAgentsRequest {}).await.is_ok(), read_ok, "{stem} listing agents");
             assert_eq!(c.list_faults(pb::ListFaultsRequest {}).await.is_ok(), read_ok, "{stem} listing faults");
+            assert_eq!(c.list_containers(pb::ListContainersRequest::default()).await.is_ok(), read_ok, "{stem} listing containers");
             let applied = c.apply_fault(apply()).await;
             assert_eq!(applied.is_ok(), write_ok, "{stem} applying: {applied:?}");
             if let Err(e) = &applied {
@@ -881,4 +882,47 @@ fn a_container_fault_goes_to_the_agents_running_the_container() {
     let bad = h.cli(&["fault", "apply", "drop", "--container", "flt81-nosuch", "--loss", "5%", "--lease", "60s"]);
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && msg.contains("NotFound") && msg.contains("none of the 2 selected agents"), "{msg}");
+}
+
+/// Issue 14: a partition between containers, computed by the controller from the
+/// containers' own addresses, named by compose service; both agents see the same
+/// containers (one host), and each container takes part once.
+#[test]
+fn a_partition_cuts_containers_from_each_other_by_their_own_addresses() {
+    let h = Hosts::new(9, 2);
+    eventually("two agents registered and healthy", || h.healthy().len() == 2);
+    let c = docker::Containers::new(82, &[("web", &["app=shop82"]), ("db", &["app=shop82", "com.docker.compose.service=redis"]), ("api", &["app=shop82"])]);
+    let (web, db, api) = ((c.ip4("web"), c.ip6("web")), (c.ip4("db"), c.ip6("db")), c.ip4("api"));
+    for to in [&db.0, &db.1, &api] {
+        assert_eq!(c.ping("web", to, 3, "0.2").1, 3, "baseline web -> {to}");
+    }
+
+    let listed: serde_json::Value = serde_json::from_str(&h.cli_ok(&["containers", "list", "--select", "app=shop82", "--json"])).unwrap();
+    let rows = listed["containers"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "each of the 2 agents sees the 3 containers: {listed}");
+    assert!(rows.iter().all(|r| r["agent"].as_str().is_some_and(|a| a.starts_with('h')) && r["addresses"].as_array().is_some_and(|a| a.len() == 2)), "{listed}");
+
+    let out: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["partition", "groups", "--container-select", "app=shop82", "--group", &c.name("web"), "--group", "redis", "--lease", "60s", "--json"])).unwrap();
+    assert_eq!(out["cut"].as_str(), Some(&*format!("{} | {} ({} untouched)", c.name("db"), c.name("web"), c.name("api"))), "{out}");
+    assert_eq!(out["placements"].as_array().map(Vec::len), Some(2), "one part per cut container: {out}");
+    for to in [&db.0, &db.1] {
+        assert_eq!(c.ping("web", to, 3, "0.2").1, 0, "web -> db {to} crossed the partition");
+    }
+    for to in [&web.0, &web.1] {
+        assert_eq!(c.ping("db", to, 3, "0.2").1, 0, "db -> web {to} crossed the partition");
+    }
+    assert_eq!(c.ping("web", &api, 3, "0.2").1, 3, "api is untouched");
+    assert_eq!(c.ping("db", &api, 3, "0.2").1, 3, "api is untouched");
+    h.cli_ok(&["fault", "revert", out["id"].as_str().unwrap()]);
+    for (from, to) in [("web", &db.0), ("web", &db.1), ("db", &web.0), ("db", &web.1)] {
+        assert_eq!(c.ping(from, to, 3, "0.2").1, 3, "healed {from} -> {to}");
+    }
+
+    let bad = h.cli(&["partition", "groups", "--container-select", "app=shop82", "--group", &c.name("web"), "--group", "nosuch", "--lease", "60s"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("groups: \"nosuch\" names none of the containers taking part"), "{msg}");
+    let bad = h.cli(&["partition", "halves", "--containers", &c.name("web"), "--lease", "60s"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("a partition needs at least 2 containers, 1 found"), "{msg}");
 }

@@ -102,6 +102,19 @@ pub struct PeerCounters {
     pub connect_failures: u64,
 }
 
+/// Key of the TCP metric maps: whose socket (`owner`: 0 for the host, else the id the
+/// agent gave the container whose address the socket's local address is, see OWNERS)
+/// and the remote peer (IPv4 as `::ffff:a.b.c.d`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetricKey {
+    pub owner: u32,
+    pub peer: [u8; 16],
+}
+
+/// Container addresses the tracer attributes TCP events to (OWNERS).
+pub const MAX_OWNER_ADDRS: u32 = 4096;
+
 /// Remote peers tracked per metric map (LRU: the least recent ones are evicted).
 pub const MAX_METRIC_PEERS: u32 = 4096;
 /// Slots of the drop-reason counter array (enum skb_drop_reason has ~120 values in 6.18).
@@ -146,4 +159,6 @@ mod user {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PeerKey {}
+    // SAFETY: as above (a u32 then 16 bytes: no padding).
+    unsafe impl aya::Pod for super::MetricKey {}
 }

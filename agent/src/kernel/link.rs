@@ -91,6 +91,24 @@ pub fn interfaces() -> Vec<Interface> {
     by_name.into_values().collect()
 }
 
+/// The calling thread's namespace's own addresses, as a peer would see them: loopback
+/// and link-local left out (getifaddrs asks netlink, so a thread that joined a
+/// container's namespace gets the container's).
+#[must_use]
+pub fn addresses_here() -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|a| {
+            let a = a.address?;
+            a.as_sockaddr_in().map(|v4| std::net::IpAddr::V4(v4.ip())).or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .filter(|ip| match ip {
+            std::net::IpAddr::V4(v) => !v.is_loopback() && !v.is_link_local(),
+            std::net::IpAddr::V6(v) => !v.is_loopback() && (v.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect()
+}
+
 /// Every interface of the calling thread's namespace, by name and index (netlink, so a
 /// thread that joined a container's namespace sees the container's; sysfs would not).
 pub fn indexes_here() -> std::io::Result<Vec<(String, u32)>> {

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::TracePoint,
 };
-use faultline_ebpf_common::{HIST_BUCKETS, Hist, MAX_DROP_REASONS, PeerCounters, off};
+use faultline_ebpf_common::{HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_OWNER_ADDRS, MetricKey, PeerCounters, off};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline-trace"));
 
@@ -81,26 +81,46 @@ pub fn drop_reason_names(print_fmt: &str) -> BTreeMap<u32, String> {
     names
 }
 
+/// Whose TCP a figure is: the container on this host whose socket it was ("" for the
+/// host's own), and the remote peer.
+pub type Who = (String, IpAddr);
+
 /// Summed across CPUs.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub rtt: BTreeMap<IpAddr, Hist>,
-    pub connect: BTreeMap<IpAddr, Hist>,
-    pub peers: BTreeMap<IpAddr, PeerCounters>,
+    pub rtt: BTreeMap<Who, Hist>,
+    pub connect: BTreeMap<Who, Hist>,
+    pub peers: BTreeMap<Who, PeerCounters>,
     /// (reason value, name, count), nonzero only.
     pub drops: Vec<(u32, String, u64)>,
 }
 
 pub struct Tracer {
     _ebpf: Ebpf,
-    rtt: PerCpuHashMap<MapData, [u8; 16], Hist>,
-    connect: PerCpuHashMap<MapData, [u8; 16], Hist>,
-    peers: PerCpuHashMap<MapData, [u8; 16], PeerCounters>,
+    rtt: PerCpuHashMap<MapData, MetricKey, Hist>,
+    connect: PerCpuHashMap<MapData, MetricKey, Hist>,
+    peers: PerCpuHashMap<MapData, MetricKey, PeerCounters>,
     drops: PerCpuArray<MapData, u64>,
     reasons: BTreeMap<u32, String>,
     /// Set when the agent speaks for its network namespace only: the addresses the
     /// programs count TCP events for, kept in step with the namespace's own.
     local: Option<Mutex<Local>>,
+    owners: Mutex<Owners>,
+}
+
+/// The containers TCP events are attributed to: each container gets an owner id for the
+/// agent's life, and the kernel's OWNERS table maps its addresses to it.
+struct Owners {
+    map: HashMap<MapData, [u8; 16], u32>,
+    on: Array<MapData, u32>,
+    /// What OWNERS holds now.
+    known: BTreeMap<[u8; 16], u32>,
+    /// Container id -> owner id.
+    ids: BTreeMap<String, u32>,
+    /// Owner id -> container name; kept after the container is gone, for the figures
+    /// its sockets left in the maps.
+    names: BTreeMap<u32, String>,
+    next: u32,
 }
 
 struct Local {
@@ -115,10 +135,9 @@ fn local_addresses() -> BTreeSet<[u8; 16]> {
         .flatten()
         .filter_map(|a| {
             let addr = a.address?;
-            addr.as_sockaddr_in()
-                .map(|v4| v4.ip().to_ipv6_mapped().octets())
-                .or_else(|| addr.as_sockaddr_in6().map(|v6| v6.ip().octets()))
+            addr.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())).or_else(|| addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
         })
+        .map(key)
         .collect()
 }
 
@@ -193,6 +212,14 @@ impl Tracer {
         let connect = PerCpuHashMap::try_from(take("CONNECT")?).map_err(|e| load(&e))?;
         let peers = PerCpuHashMap::try_from(take("PEER_COUNTERS")?).map_err(|e| load(&e))?;
         let drops = PerCpuArray::try_from(take("DROPS")?).map_err(|e| load(&e))?;
+        let owners = Owners {
+            map: HashMap::try_from(take("OWNERS")?).map_err(|e| load(&e))?,
+            on: Array::try_from(take("OWNERS_ON")?).map_err(|e| load(&e))?,
+            known: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            names: BTreeMap::new(),
+            next: 0,
+        };
         let local = if local_only {
             let mut local = Local { map: HashMap::try_from(take("LOCAL")?).map_err(|e| load(&e))?, known: BTreeSet::new() };
             local.refresh();
@@ -203,7 +230,7 @@ impl Tracer {
         } else {
             None
         };
-        Ok(Self { _ebpf: ebpf, rtt, connect, peers, drops, reasons: drop_reason_names(&kfree.print_fmt), local })
+        Ok(Self { _ebpf: ebpf, rtt, connect, peers, drops, reasons: drop_reason_names(&kfree.print_fmt), local, owners: Mutex::new(owners) })
     }
 
     fn refresh_local(&self) {
@@ -212,28 +239,40 @@ impl Tracer {
         }
     }
 
+    /// The containers on this host now, by id with name and addresses: TCP whose local
+    /// address is one of theirs is counted under that container from now on.
+    pub fn set_owners(&self, containers: &[(String, String, Vec<IpAddr>)]) {
+        self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set(containers);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         self.refresh_local();
+        let names = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).names.clone();
+        let who = |k: MetricKey| -> Who {
+            let owner = match k.owner {
+                0 => String::new(),
+                n => names.get(&n).cloned().unwrap_or_else(|| format!("#{n}")),
+            };
+            (owner, addr(k.peer))
+        };
         let mut s = Snapshot::default();
-        let hists = |m: &PerCpuHashMap<MapData, [u8; 16], Hist>| {
-            let mut out = BTreeMap::new();
+        let hists = |m: &PerCpuHashMap<MapData, MetricKey, Hist>| {
+            let mut out: BTreeMap<Who, Hist> = BTreeMap::new();
             for (k, per_cpu) in m.iter().filter_map(Result::ok) {
-                let mut sum = Hist::default();
-                per_cpu.iter().for_each(|h| add(&mut sum, h));
-                out.insert(addr(k), sum);
+                let sum = out.entry(who(k)).or_default();
+                per_cpu.iter().for_each(|h| add(sum, h));
             }
             out
         };
         s.rtt = hists(&self.rtt);
         s.connect = hists(&self.connect);
         for (k, per_cpu) in self.peers.iter().filter_map(Result::ok) {
-            let mut sum = PeerCounters::default();
+            let sum = s.peers.entry(who(k)).or_default();
             for c in per_cpu.iter() {
                 sum.retransmits += c.retransmits;
                 sum.connects += c.connects;
                 sum.connect_failures += c.connect_failures;
             }
-            s.peers.insert(addr(k), sum);
         }
         for reason in 0..MAX_DROP_REASONS {
             let n: u64 = self.drops.get(&reason, 0).map_or(0, |v| v.iter().sum());
@@ -252,7 +291,7 @@ impl Tracer {
     pub fn rtt_of(&self, pick: impl Fn(&[u8; 16]) -> bool) -> Hist {
         let mut sum = Hist::default();
         for (k, per_cpu) in self.rtt.iter().filter_map(Result::ok) {
-            if pick(&k) {
+            if pick(&k.peer) {
                 per_cpu.iter().for_each(|h| add(&mut sum, h));
             }
         }
@@ -278,6 +317,61 @@ impl Local {
             }
         }
         *known = now;
+    }
+}
+
+impl Owners {
+    fn set(&mut self, containers: &[(String, String, Vec<IpAddr>)]) {
+        let mut want = BTreeMap::new();
+        for (id, name, addresses) in containers {
+            let owner = if let Some(o) = self.ids.get(id) {
+                *o
+            } else {
+                self.next += 1;
+                self.ids.insert(id.clone(), self.next);
+                self.next
+            };
+            self.names.insert(owner, name.clone());
+            for a in addresses {
+                want.insert(key(*a), owner);
+            }
+        }
+        // Containers come and go for the agent's life: forget the gone ones' ids once
+        // they outnumber what the maps can still hold figures for.
+        if self.ids.len() > 2 * faultline_ebpf_common::MAX_METRIC_PEERS as usize {
+            let live: BTreeSet<&String> = containers.iter().map(|(id, _, _)| id).collect();
+            let gone: Vec<(String, u32)> = self.ids.iter().filter(|(id, _)| !live.contains(id)).map(|(id, o)| (id.clone(), *o)).collect();
+            for (id, o) in gone {
+                self.ids.remove(&id);
+                self.names.remove(&o);
+            }
+        }
+        for (a, o) in &self.known {
+            if want.get(a) != Some(o) {
+                let _ = self.map.remove(a);
+            }
+        }
+        let mut held = BTreeMap::new();
+        for (a, o) in want.iter().take(MAX_OWNER_ADDRS as usize) {
+            if self.known.get(a) == Some(o) || self.map.insert(a, o, 0).is_ok() {
+                held.insert(*a, *o);
+            } else {
+                tracing::warn!("kernel metrics: cannot attribute address {} to a container", addr(*a));
+            }
+        }
+        // Off while no container is known: the programs then skip the lookup.
+        if let Err(e) = self.on.set(0, u32::from(!held.is_empty()), 0) {
+            tracing::warn!("kernel metrics: switching container attribution: {e}");
+        }
+        self.known = held;
+    }
+}
+
+/// An address as the programs' keys hold it (IPv4 mapped into IPv6).
+fn key(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 

@@ -114,7 +114,7 @@ impl Lab {
     }
 
     pub fn peer_metrics(&self, peer: &str) -> pb::PeerMetrics {
-        self.metrics().peers.into_iter().find(|p| p.peer == peer).unwrap_or_default()
+        self.metrics().peers.into_iter().find(|p| p.peer == peer && p.container.is_empty()).unwrap_or_default()
     }
 
     pub fn start_agent(&mut self) {

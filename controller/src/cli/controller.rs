@@ -93,6 +93,15 @@ pub struct PartitionArgs {
     /// The isolated or bridging agent (shapes isolate and bridge; default: a random one).
     #[arg(long)]
     node: Option<String>,
+    /// Partition containers instead of agents: the running containers on the selected
+    /// agents' hosts carrying these labels, KEY=VALUE (e.g.
+    /// com.docker.compose.project=shop). --group and --node then name containers: by
+    /// name, id prefix or compose service.
+    #[arg(long = "container-select", value_delimiter = ',', help_heading = "Containers")]
+    container_select: Vec<String>,
+    /// Partition these containers (by name, id prefix or compose service; comma-separated).
+    #[arg(long, value_delimiter = ',', help_heading = "Containers")]
+    containers: Vec<String>,
     #[arg(long, value_parser = crate::units::lease)]
     lease: std::time::Duration,
     #[arg(long, default_value = "")]
@@ -158,6 +167,7 @@ pub enum Call {
     Agents(AgentsCmd),
     Fault(FaultCmd),
     Partition(PartitionArgs),
+    Containers(crate::cli::ContainersCmd),
     Events(EventsArgs),
     Run(crate::run::RunArgs),
 }
@@ -291,6 +301,8 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                     RestArg::Untouched => pb::Rest::Untouched,
                     RestArg::Isolated => pb::Rest::Isolated,
                 } as i32,
+                container_select: p.container_select,
+                containers: p.containers,
             };
             let f = c.partition(req).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
             if p.json {
@@ -305,6 +317,11 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                     eprintln!("  {a} cut from {}", if g.agents.is_empty() { "nobody".into() } else { g.agents.join(",") });
                 }
             }
+        }
+        Call::Containers(crate::cli::ContainersCmd::List { select, agents, json }) => {
+            let r = c.list_containers(pb::ListContainersRequest { selector: agents.unwrap_or_default(), select }).await.map_err(explain)?.into_inner();
+            let listed: Vec<(Option<&str>, &faultline_proto::agent::v1::Container)> = r.containers.iter().filter_map(|a| Some((Some(a.agent.as_str()), a.container.as_ref()?))).collect();
+            crate::cli::print_containers(&listed, &r.unreachable, json);
         }
         Call::Events(a) => {
             let mut stream = c

@@ -131,11 +131,15 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum ContainersCmd {
-    /// Running containers on the agent's host: name, id, runtime, init pid, addresses.
+    /// Running containers on the agent's host (with --controller: on every selected
+    /// agent's host): name, id, runtime, init pid, addresses.
     List {
         /// Only containers carrying these labels, KEY=VALUE (repeatable or comma-separated).
         #[arg(long, value_delimiter = ',')]
         select: Vec<String>,
+        /// With --controller: ask only the agents with these labels, e.g. zone=a.
+        #[arg(long)]
+        agents: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -275,7 +279,7 @@ fn sample_json(s: &pb::MetricsSample) -> serde_json::Value {
     json!({
         "unix_ms": s.unix_ms,
         "kernel_metrics_detail": s.kernel_metrics_detail,
-        "peers": s.peers.iter().map(|p| json!({"peer": p.peer, "srtt": hist(&p.srtt), "connect": hist(&p.connect), "connects": p.connects,
+        "peers": s.peers.iter().map(|p| json!({"peer": p.peer, "container": p.container, "srtt": hist(&p.srtt), "connect": hist(&p.connect), "connects": p.connects,
             "connect_failures": p.connect_failures, "retransmits": p.retransmits})).collect::<Vec<_>>(),
         "drops": s.drops.iter().map(|d| json!({"reason": d.reason, "value": d.value, "count": d.count})).collect::<Vec<_>>(),
         "host": {"cpu_percent": host.cpu_percent, "memory_used_bytes": host.memory_used_bytes, "memory_total_bytes": host.memory_total_bytes,
@@ -301,7 +305,8 @@ fn print_sample(s: &pb::MetricsSample) {
         let q = |h: &pb::Histogram, x| if h.count == 0 { "-".to_owned() } else { format!("{:.3}", quantile_ms(h, x)) };
         println!(
             "{:<28} {:>8} {:>10} {:>10} {:>10.3} {:>8} {:>10} {:>6} {:>8}",
-            p.peer,
+            // A container's sockets: "web: 10.0.0.5".
+            if p.container.is_empty() { p.peer.clone() } else { format!("{}: {}", p.container, p.peer) },
             srtt.count,
             q(&srtt, 0.5),
             q(&srtt, 0.99),
@@ -422,18 +427,42 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             agent_call(&agent, &security()?, AgentCall::Info { json }).await
         }
-        Cmd::Containers(c) => {
-            if controller.is_some() {
-                bail!("`containers` asks one agent for now: give --agent URL, not --controller");
-            }
-            agent_call(&agent, &security()?, AgentCall::Containers(c)).await
-        }
+        Cmd::Containers(c) => match controller {
+            Some(url) => controller::call(&url, &security()?, controller::Call::Containers(c)).await,
+            None => agent_call(&agent, &security()?, AgentCall::Containers(c)).await,
+        },
         Cmd::Metrics { peers, watch, interval, json } => {
             if controller.is_some() {
                 bail!("`metrics` asks one agent: give --agent URL, not --controller");
             }
             agent_call(&agent, &security()?, AgentCall::Metrics { peers, watch, interval, json }).await
         }
+    }
+}
+
+/// Containers as `containers list` shows them, each with the agent that saw it when
+/// asked through a controller.
+pub(crate) fn print_containers(list: &[(Option<&str>, &pb::Container)], unreachable: &[String], json: bool) {
+    if json {
+        let list: Vec<_> = list
+            .iter()
+            .map(|(agent, c)| {
+                let mut v = json!({"id": c.id, "name": c.name, "runtime": c.runtime, "pid": c.pid, "netns_inode": c.netns_inode, "addresses": c.addresses, "labels": c.labels});
+                if let Some(a) = agent {
+                    v["agent"] = json!(a);
+                }
+                v
+            })
+            .collect();
+        println!("{}", json!({"containers": list, "unreachable": unreachable}));
+        return;
+    }
+    for (agent, c) in list {
+        let agent = agent.map_or(String::new(), |a| format!("{a:<12} "));
+        println!("{agent}{:<24} {:<12} {:<10} pid {:<8} {}", c.name, c.id.get(..12).unwrap_or(&c.id), c.runtime, c.pid, c.addresses.join(" "));
+    }
+    for u in unreachable {
+        eprintln!("unreachable: {u}");
     }
 }
 
@@ -498,23 +527,13 @@ async fn agent_call(url: &str, security: &Security, call: AgentCall) -> Result<(
                 }
             }
         }
-        AgentCall::Containers(ContainersCmd::List { select, json }) => {
-            let r = client.list_containers(pb::ListContainersRequest { select }).await.map_err(explain)?.into_inner();
-            if json {
-                let list: Vec<_> = r
-                    .containers
-                    .iter()
-                    .map(|c| json!({"id": c.id, "name": c.name, "runtime": c.runtime, "pid": c.pid, "netns_inode": c.netns_inode, "addresses": c.addresses, "labels": c.labels}))
-                    .collect();
-                println!("{}", json!({"containers": list, "unreachable": r.unreachable}));
-            } else {
-                for c in &r.containers {
-                    println!("{:<24} {:<12} {:<7} pid {:<8} {}", c.name, c.id.get(..12).unwrap_or(&c.id), c.runtime, c.pid, c.addresses.join(" "));
-                }
-                for u in &r.unreachable {
-                    eprintln!("unreachable: {u}");
-                }
+        AgentCall::Containers(ContainersCmd::List { select, agents, json }) => {
+            if agents.is_some() {
+                bail!("--agents picks agents through a controller: give --controller URL");
             }
+            let r = client.list_containers(pb::ListContainersRequest { select }).await.map_err(explain)?.into_inner();
+            let listed: Vec<(Option<&str>, &pb::Container)> = r.containers.iter().map(|c| (None, c)).collect();
+            print_containers(&listed, &r.unreachable, json);
         }
         AgentCall::Fault(FaultCmd::Apply(a)) => {
             let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();

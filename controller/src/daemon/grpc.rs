@@ -107,6 +107,11 @@ impl ControllerService for Controller {
         Ok(Response::new(pb::ForgetAgentResponse {}))
     }
 
+    async fn list_containers(&self, req: Request<pb::ListContainersRequest>) -> Result<Response<pb::ListContainersResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_READ, "ListContainers")?;
+        Ok(Response::new(self.container_list(req.into_inner()).await?))
+    }
+
     async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
         identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_READ, "WatchEvents")?;
         let r = req.into_inner();

@@ -16,6 +16,7 @@ use faultline_proto::{
 use tracing::Instrument;
 
 use super::{AgentEntry, Controller, DaemonError, ErrorKind, Fault, ONE_SHOT_ID, Source, client, now_ms, unix_ms};
+use super::containers::{Member, member_key};
 use super::store::StoredAgent;
 use crate::targeting::partition;
 
@@ -217,7 +218,8 @@ impl Controller {
         Ok(status)
     }
 
-    /// Cuts the selected agents into groups by a shape, one fault over all of them.
+    /// Cuts the selected agents, or the containers on their hosts, into groups by a
+    /// shape, one fault over all of them.
     pub(super) async fn cut(&self, r: pb::PartitionRequest) -> Result<pb::ControllerFault, DaemonError> {
         let started = Instant::now();
         if r.lease_ms == 0 {
@@ -226,41 +228,65 @@ impl Controller {
         if Duration::from_millis(r.lease_ms) > faultline_proto::MAX_LEASE {
             return Err(DaemonError::invalid(format!("lease_ms: at most {} s", faultline_proto::MAX_LEASE.as_secs())));
         }
-        let names = self.select(&pb::Target { selector: r.selector.clone(), ..Default::default() })?;
+        let agents = self.select(&pb::Target { selector: r.selector.clone(), ..Default::default() })?;
         let shape = pb::Shape::try_from(r.shape).map_err(|_| DaemonError::invalid(format!("shape: unknown value {}", r.shape)))?;
-        let groups: Vec<Vec<String>> = r.groups.iter().map(|g| g.agents.clone()).collect();
         let rest = pb::Rest::try_from(r.rest).map_err(|_| DaemonError::invalid(format!("rest: unknown value {}", r.rest)))?;
-        let cut = partition::cut(&names, shape, &groups, &r.node, self.seed(), rest == pb::Rest::Isolated).map_err(DaemonError::invalid)?;
+        // Containers take part instead of agents: the cut is over their names, and groups
+        // and --node name containers.
+        let members = if r.container_select.is_empty() && r.containers.is_empty() {
+            None
+        } else {
+            Some(self.partition_members(&agents, &r.container_select, &r.containers).await?)
+        };
+        let (names, groups, node) = match &members {
+            None => (agents.clone(), r.groups.iter().map(|g| g.agents.clone()).collect(), r.node.clone()),
+            Some(m) => {
+                let groups = r.groups.iter().map(|g| g.agents.iter().map(|w| member_key("groups", w, m)).collect::<Result<Vec<_>, _>>()).collect::<Result<Vec<_>, _>>()?;
+                let node = if r.node.is_empty() { String::new() } else { member_key("node", &r.node, m)? };
+                (m.iter().map(|m| m.key.clone()).collect::<Vec<_>>(), groups, node)
+            }
+        };
+        let cut = partition::cut(&names, shape, &groups, &node, self.seed(), rest == pb::Rest::Isolated).map_err(DaemonError::invalid)?;
         let kind = apb::fault_spec::Kind::Partition(apb::Partition {});
         let lease = (self.agent_lease().as_millis() as u64).min(r.lease_ms);
+        let part = |peers: Vec<String>, interface: String, container: Option<apb::ContainerTarget>| apb::FaultSpec {
+            interface,
+            direction: apb::Direction::Both as i32,
+            r#match: Some(apb::TrafficMatch { peers, ..Default::default() }),
+            lease_ms: lease,
+            label: r.label.clone(),
+            kind: Some(kind.clone()),
+            container,
+            ..Default::default()
+        };
         let mut plan = Vec::new();
-        {
-            let st = self.lock();
-            for (agent, blocked) in &cut {
-                if blocked.is_empty() {
-                    continue;
+        for (who, blocked) in cut.iter().filter(|(_, b)| !b.is_empty()) {
+            // A container: in its own namespace, on its interface, against the other
+            // containers' own addresses.
+            if let Some(m) = &members {
+                let me = m.iter().find(|x| x.key == *who).expect("a member");
+                let peers: Vec<String> = m.iter().filter(|x| blocked.contains(&x.key)).flat_map(Member::peers).collect();
+                if peers.is_empty() {
+                    return Err(DaemonError::precondition(format!("containers: {} are cut from {who}, but none has an address its agent could see", blocked.iter().cloned().collect::<Vec<_>>().join(", "))));
                 }
-                let iface = |n: &str| st.agents[n].describe.clone().unwrap_or_default().interfaces;
-                let peers: Vec<String> = blocked.iter().flat_map(|b| iface(b)).flat_map(|i| i.addresses).filter_map(|a| partition::host_address(&a)).collect();
-                let interface = partition::interface_towards(&iface(agent), &peers).ok_or_else(|| {
-                    DaemonError::precondition(format!("agent {agent}: no interface has an address in the network of its peers {peers:?}"))
-                })?;
-                plan.push((
-                    agent.clone(),
-                    apb::FaultSpec {
-                        interface,
-                        direction: apb::Direction::Both as i32,
-                        r#match: Some(apb::TrafficMatch { peers, ..Default::default() }),
-                        lease_ms: lease,
-                        label: r.label.clone(),
-                        kind: Some(kind.clone()),
-                        ..Default::default()
-                    },
-                ));
+                plan.push((me.agent.clone(), part(peers, String::new(), Some(apb::ContainerTarget { name: me.container.id.clone(), select: Vec::new() }))));
+                continue;
             }
+            let st = self.lock();
+            let iface = |n: &str| st.agents[n].describe.clone().unwrap_or_default().interfaces;
+            let peers: Vec<String> = blocked.iter().flat_map(|b| iface(b)).flat_map(|i| i.addresses).filter_map(|a| partition::host_address(&a)).collect();
+            let interface = partition::interface_towards(&iface(who), &peers).ok_or_else(|| {
+                DaemonError::precondition(format!("agent {who}: no interface has an address in the network of its peers {peers:?}"))
+            })?;
+            plan.push((who.clone(), part(peers, interface, None)));
         }
-        let span = tracing::info_span!("partition", shape = shape.as_str_name(), agents = plan.len(), fault_id = tracing::field::Empty);
-        let placed = self.refusing(&names, started, self.apply_planned(&names, &apb::FaultSpec { kind: Some(kind.clone()), ..Default::default() }, plan).instrument(span.clone()).await)?;
+        // The agents taking part: every selected one, or those running a member container.
+        let agents: Vec<String> = match &members {
+            None => agents,
+            Some(m) => m.iter().map(|x| x.agent.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+        };
+        let span = tracing::info_span!("partition", shape = shape.as_str_name(), parts = plan.len(), fault_id = tracing::field::Empty);
+        let placed = self.refusing(&agents, started, self.apply_planned(&agents, &apb::FaultSpec { kind: Some(kind.clone()), ..Default::default() }, plan).instrument(span.clone()).await)?;
         let spec = apb::FaultSpec { lease_ms: r.lease_ms, label: r.label, kind: Some(kind), ..Default::default() };
         let cut_from = cut.into_iter().map(|(a, b)| (a, b.into_iter().collect())).collect();
         let status = self.record(spec, placed, cut_from);

@@ -265,7 +265,8 @@ fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f
     let mut rt: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> = std::collections::BTreeMap::new();
     let mut rtt: std::collections::BTreeMap<String, Vec<(f64, f64)>> = std::collections::BTreeMap::new();
     for r in rows {
-        let key = format!("{} → {}", r.agent, r.peer);
+        // A container's sockets are its own line: "h1/web → 10.0.0.5".
+        let key = if r.container.is_empty() { format!("{} → {}", r.agent, r.peer) } else { format!("{}/{} → {}", r.agent, r.container, r.peer) };
         *rt.entry(key.clone()).or_default().entry(r.t_s.floor() as i64).or_default() += r.retransmits as f64;
         if let Some(m) = r.srtt_mean_ms {
             rtt.entry(key).or_default().push((r.t_s, m));

@@ -217,6 +217,8 @@ impl Row for AgentRow {
 pub struct KernelRow {
     pub t_s: f64,
     pub agent: String,
+    /// The container on the agent's host whose sockets these are ("" for the host's own).
+    pub container: String,
     pub peer: String,
     pub srtt_samples: u64,
     /// Mean smoothed RTT over the samples (None without samples).
@@ -228,7 +230,7 @@ pub struct KernelRow {
 
 impl Row for KernelRow {
     const FILE: &'static str = "kernel.csv";
-    const COLUMNS: &'static [&'static str] = &["t_s", "agent", "peer", "srtt_samples", "srtt_mean_ms", "retransmits", "connects", "connect_failures"];
+    const COLUMNS: &'static [&'static str] = &["t_s", "agent", "container", "peer", "srtt_samples", "srtt_mean_ms", "retransmits", "connects", "connect_failures"];
 }
 
 /// drops.csv: packets one agent's kernel dropped for one reason in the second before `t_s`.

@@ -87,9 +87,9 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                 let t = s.unix_ms as f64 - off;
                 let mut rows = (Vec::new(), Vec::new(), Vec::new());
                 if let Some(p) = &prev {
-                    let before: BTreeMap<&str, &apb::PeerMetrics> = p.peers.iter().map(|x| (x.peer.as_str(), x)).collect();
+                    let before: BTreeMap<(&str, &str), &apb::PeerMetrics> = p.peers.iter().map(|x| ((x.container.as_str(), x.peer.as_str()), x)).collect();
                     for peer in &s.peers {
-                        let old = before.get(peer.peer.as_str());
+                        let old = before.get(&(peer.container.as_str(), peer.peer.as_str()));
                         let d = |f: fn(&apb::PeerMetrics) -> u64| f(peer).saturating_sub(old.map_or(0, |o| f(o)));
                         let (n, sum) = (
                             d(|x| x.srtt.as_ref().map_or(0, |h| h.count)),
@@ -100,7 +100,7 @@ pub async fn start(agents: &[pb::Agent], security: &Security) -> (Arc<Mutex<Coll
                             continue;
                         }
                         let srtt_mean_ms = (n > 0).then(|| crate::table::ms3(sum as f64 / n as f64 / 1000.0));
-                        let row = KernelRow { t_s: 0.0, agent: name.clone(), peer: peer.peer.clone(), srtt_samples: n, srtt_mean_ms, retransmits: rt, connects: conn, connect_failures: fail };
+                        let row = KernelRow { t_s: 0.0, agent: name.clone(), container: peer.container.clone(), peer: peer.peer.clone(), srtt_samples: n, srtt_mean_ms, retransmits: rt, connects: conn, connect_failures: fail };
                         rows.0.push((t, row));
                     }
                     let dropped: BTreeMap<&str, u64> = p.drops.iter().map(|x| (x.reason.as_str(), x.count)).collect();

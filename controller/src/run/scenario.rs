@@ -275,6 +275,64 @@ fn scalar(v: &serde_norway::Value) -> Option<String> {
 /// races the run's revert (whose answer carries the agent's revert time).
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
+/// A list setting written either way: `a,b` or a YAML list of scalars.
+fn words(entry: &BTreeMap<String, serde_norway::Value>, key: &str) -> Result<Vec<String>, String> {
+    let all = |v: Vec<String>| v.into_iter().flat_map(|w| w.split(',').map(|x| x.trim().to_owned()).collect::<Vec<_>>()).filter(|w| !w.is_empty()).collect();
+    match entry.get(key) {
+        None => Ok(Vec::new()),
+        Some(serde_norway::Value::Sequence(items)) => items.iter().map(|i| scalar(i).ok_or_else(|| "a list of words".to_owned())).collect::<Result<Vec<_>, _>>().map(all),
+        Some(v) => scalar(v).map(|w| all(vec![w])).ok_or_else(|| "a word, a comma-separated list, or a YAML list".to_owned()),
+    }
+}
+
+/// A `partition: SHAPE` entry, as `faultline partition` would take it.
+fn partition_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>, shape: &serde_norway::Value, at: Duration, length: Duration, optional: bool) -> Result<FaultPlan, FieldError> {
+    let field = |k: &str| format!("faults[{index}].{k}");
+    let shape_name = scalar(shape).ok_or_else(|| bad(field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
+    let shape = match shape_name.as_str() {
+        "isolate" => pb::Shape::Isolate,
+        "halves" => pb::Shape::Halves,
+        "majorities-ring" => pb::Shape::MajoritiesRing,
+        "bridge" => pb::Shape::Bridge,
+        "groups" => pb::Shape::Groups,
+        other => return Err(bad(field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
+    };
+    for k in entry.keys() {
+        if !["at", "for", "optional", "partition", "node", "select", "groups", "rest", "container_select", "containers"].contains(&k.as_str()) {
+            return Err(bad(field(k), "not a partition setting (node, select, groups, rest, container_select, containers)".into()));
+        }
+    }
+    let groups = match entry.get("groups") {
+        None => Vec::new(),
+        Some(serde_norway::Value::Sequence(gs)) => gs
+            .iter()
+            .map(|g| match g {
+                serde_norway::Value::Sequence(names) => Ok(pb::Group { agents: names.iter().filter_map(scalar).collect() }),
+                _ => Err(bad(field("groups"), "a list of lists of agent names".to_owned())),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad(field("groups"), "a list of lists of agent names".into())),
+    };
+    let req = pb::PartitionRequest {
+        selector: entry.get("select").and_then(scalar).unwrap_or_default(),
+        shape: shape as i32,
+        groups,
+        node: entry.get("node").and_then(scalar).unwrap_or_default(),
+        lease_ms: (length + LEASE_MARGIN).as_millis() as u64,
+        label: String::new(),
+        rest: match entry.get("rest").map(scalar) {
+            None => pb::Rest::Untouched,
+            Some(Some(r)) if r == "untouched" => pb::Rest::Untouched,
+            Some(Some(r)) if r == "isolated" => pb::Rest::Isolated,
+            Some(_) => return Err(bad(field("rest"), "untouched or isolated".into())),
+        } as i32,
+        container_select: words(entry, "container_select").map_err(|e| bad(field("container_select"), e))?,
+        containers: words(entry, "containers").map_err(|e| bad(field("containers"), e))?,
+    };
+    let describe = format!("partition {shape_name}{}", if req.container_select.is_empty() && req.containers.is_empty() { "" } else { " of containers" });
+    Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe, optional })
+}
+
 /// A fault entry as `fault apply` or `partition` would take it.
 fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Result<FaultPlan, FieldError> {
     let field = |k: &str| format!("faults[{index}].{k}");
@@ -293,46 +351,7 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         Some(_) => return Err(bad(field("optional"), "true or false".into())),
     };
     if let Some(shape) = entry.get("partition") {
-        let shape_name = scalar(shape).ok_or_else(|| bad(field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
-        let shape = match shape_name.as_str() {
-            "isolate" => pb::Shape::Isolate,
-            "halves" => pb::Shape::Halves,
-            "majorities-ring" => pb::Shape::MajoritiesRing,
-            "bridge" => pb::Shape::Bridge,
-            "groups" => pb::Shape::Groups,
-            other => return Err(bad(field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
-        };
-        for k in entry.keys() {
-            if !["at", "for", "optional", "partition", "node", "select", "groups", "rest"].contains(&k.as_str()) {
-                return Err(bad(field(k), "not a partition setting (node, select, groups, rest)".into()));
-            }
-        }
-        let groups = match entry.get("groups") {
-            None => Vec::new(),
-            Some(serde_norway::Value::Sequence(gs)) => gs
-                .iter()
-                .map(|g| match g {
-                    serde_norway::Value::Sequence(names) => Ok(pb::Group { agents: names.iter().filter_map(scalar).collect() }),
-                    _ => Err(bad(field("groups"), "a list of lists of agent names".to_owned())),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(bad(field("groups"), "a list of lists of agent names".into())),
-        };
-        let req = pb::PartitionRequest {
-            selector: entry.get("select").and_then(scalar).unwrap_or_default(),
-            shape: shape as i32,
-            groups,
-            node: entry.get("node").and_then(scalar).unwrap_or_default(),
-            lease_ms: (length + LEASE_MARGIN).as_millis() as u64,
-            label: String::new(),
-            rest: match entry.get("rest").map(scalar) {
-                None => pb::Rest::Untouched,
-                Some(Some(r)) if r == "untouched" => pb::Rest::Untouched,
-                Some(Some(r)) if r == "isolated" => pb::Rest::Isolated,
-                Some(_) => return Err(bad(field("rest"), "untouched or isolated".into())),
-            } as i32,
-        };
-        return Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe: format!("partition {shape_name}"), optional });
+        return partition_plan(index, entry, shape, at, length, optional);
     }
     let kind = entry.get("kind").and_then(scalar).ok_or_else(|| bad(field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
     let mut argv = vec![kind.clone()];
@@ -375,7 +394,13 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
     })?;
     let spec = crate::faults::spec(&parsed.apply).map_err(|e| bad(format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
     let target = crate::faults::target(&parsed.apply);
-    let describe = format!("{kind}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
+    // The report names the container a fault acted in, as the scenario named it.
+    let inside = spec.container.as_ref().map_or(String::new(), |c| match (c.name.is_empty(), c.select.is_empty()) {
+        (false, true) => format!(" in container {}", c.name),
+        (true, false) => format!(" in container {}", c.select.join(",")),
+        _ => format!(" in container {} {}", c.name, c.select.join(",")),
+    });
+    let describe = format!("{kind}{inside}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
     Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
 }
 
@@ -534,6 +559,19 @@ guardrails:
         let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
         let spec = r.spec.as_ref().unwrap();
         assert_eq!((spec.interface.as_str(), spec.container.as_ref().unwrap().select.as_slice()), ("", &["com.docker.compose.service=db".to_owned()][..]));
+        assert_eq!(s.faults[0].describe, "drop in container com.docker.compose.service=db on role=db", "the report names the container");
+    }
+
+    /// Issue 14: a partition entry cuts containers, named as the CLI names them.
+    #[test]
+    fn a_partition_entry_can_cut_containers() {
+        let text = GOOD.replace("    partition: isolate\n    node: h1\n", "    partition: groups\n    container_select: com.docker.compose.project=shop\n    containers: [web, redis]\n    groups: [[web], [redis]]\n");
+        let s = load(&write(&text)).unwrap();
+        let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
+        assert_eq!((p.container_select.as_slice(), p.containers.as_slice()), (&["com.docker.compose.project=shop".to_owned()][..], &["web".to_owned(), "redis".to_owned()][..]));
+        assert_eq!(s.faults[1].describe, "partition groups of containers");
+        let e = load(&write(&text.replace("containers: [web, redis]", "containers: {web: 1}"))).unwrap_err();
+        assert_eq!(e.field, "faults[1].containers", "{e}");
     }
 
     #[test]

@@ -530,12 +530,18 @@ pub struct Histogram {
     #[prost(uint64, tag = "3")]
     pub sum_us: u64,
 }
-/// TCP as the kernel sees it for one remote address, counted since the agent started.
+/// TCP as the kernel sees it for one remote address, counted since the agent started:
+/// the host's own sockets, or (one entry each) those of a container on this host.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct PeerMetrics {
     #[prost(string, tag = "1")]
     pub peer: ::prost::alloc::string::String,
+    /// The container whose sockets these are, by name; empty for the host's own. Sockets
+    /// are attributed by their local address: one of the container's as its runtime
+    /// reports them (refreshed every few seconds).
+    #[prost(string, tag = "7")]
+    pub container: ::prost::alloc::string::String,
     /// Smoothed RTT (tcp:tcp_probe), one sample per received segment.
     #[prost(message, optional, tag = "2")]
     pub srtt: ::core::option::Option<Histogram>,
