@@ -49,8 +49,11 @@ const UNLIMITED_BPS: u64 = 400_000_000_000;
 const IDLE_DETACH: Duration = Duration::from_secs(2);
 /// Classifiers loaded ahead for container places. Loading one (the verifier walking its
 /// 16 slots) takes about 280 ms here; an apply takes a ready one and the refill runs off
-/// its path.
-const SPARE_CLASSIFIERS: usize = 1;
+/// its path. Two: a partition between two containers on one host opens two places at once
+/// (with one spare its first apply took 653 ms, the second place loading its own while the
+/// refill competed for the CPU); each spare costs its load time once, on hosts with a
+/// container runtime only.
+const SPARE_CLASSIFIERS: usize = 2;
 /// How often kernel metrics learn the host's containers and their addresses (each a
 /// runtime list; Docker's also an inspect per container).
 const OWNERS_REFRESH: Duration = Duration::from_secs(5);
