@@ -541,3 +541,89 @@ mod tests {
         assert!(A::try_parse_from("drop --loss 5 --lease 5s".split_whitespace()).is_err(), "an interface or a container is required");
     }
 }
+
+/// A setting of a fault entry (a scenario's YAML, a Web API request's JSON): a switch, a
+/// value, or a list of values; each becomes the flag of the same name (`loss: 5%` is
+/// `--loss 5%`), so every front end shares the CLI's one spec and its checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    Switch(bool),
+    Value(String),
+    Values(Vec<String>),
+}
+
+/// What is wrong with an entry: the setting it concerns ("" for the entry as a whole)
+/// and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryError {
+    pub field: String,
+    pub problem: String,
+}
+
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct EntryArgs {
+    #[command(flatten)]
+    apply: Apply,
+}
+
+/// A fault entry (`kind` and its settings, with the lease the entry's front end decided)
+/// as the spec and controller target `fault apply` would build from the same flags.
+/// `command` (a restart's command line) is the one list that is not repeated flags.
+pub fn from_entry<'a>(kind: &str, settings: impl IntoIterator<Item = (&'a str, &'a Setting)>, lease: Option<Duration>) -> Result<(pb::FaultSpec, cpb::Target), EntryError> {
+    let bad = |field: &str, problem: String| EntryError { field: field.to_owned(), problem };
+    if kind.is_empty() || kind.starts_with('-') {
+        return Err(bad("kind", "required: netem, bandwidth, drop, partition, freeze, kill, restart, cpu-throttle, cpu-stress, memory-pressure".into()));
+    }
+    let mut argv = vec![kind.to_owned()];
+    let mut command = Vec::new();
+    for (k, v) in settings {
+        if k == "lease" && lease.is_some() {
+            return Err(bad(k, "set by the entry's own duration".into()));
+        }
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+            return Err(bad(k, "not a setting name (lowercase letters, digits, '_' and '-')".into()));
+        }
+        let flag = format!("--{}", k.replace('_', "-"));
+        match v {
+            Setting::Switch(true) => argv.push(flag),
+            Setting::Switch(false) => {}
+            Setting::Values(items) if k == "command" => command.extend(items.iter().cloned()),
+            Setting::Values(items) => {
+                for it in items {
+                    argv.push(flag.clone());
+                    argv.push(it.clone());
+                }
+            }
+            Setting::Value(it) => {
+                argv.push(flag);
+                argv.push(it.clone());
+            }
+        }
+    }
+    if let Some(l) = lease {
+        argv.push("--lease".into());
+        argv.push(format!("{}ms", l.as_millis()));
+    }
+    if !command.is_empty() {
+        argv.push("--".into());
+        argv.extend(command);
+    }
+    let parsed = <EntryArgs as clap::Parser>::try_parse_from(&argv).map_err(|e| {
+        // clap names the flag; say it the way the entry does.
+        let flag = e.get(clap::error::ContextKind::InvalidArg).map(ToString::to_string).unwrap_or_default();
+        let msg = e.to_string();
+        bad(&setting_of(&flag), msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", ""))
+    })?;
+    let spec = spec(&parsed.apply).map_err(|e| {
+        let msg = format!("{e:#}");
+        bad(&setting_of(&msg), msg.replace("--", ""))
+    })?;
+    Ok((spec, target(&parsed.apply)))
+}
+
+/// The setting a message starts with ("--lease is required" concerns `lease`; clap's
+/// "--interface <INTERFACE>" concerns `interface`), "" when it starts with none.
+fn setting_of(text: &str) -> String {
+    text.strip_prefix("--").map_or(String::new(), |rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next().unwrap_or("").replace('-', "_"))
+}

@@ -202,6 +202,20 @@ pub mod certgen {
     /// keys mode 0600): agent (bound to no name: it serves, and registers only in
     /// plaintext labs), controller, cli (an operator) and viewer. Returns the files.
     pub fn init(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+        init_with(dir, &[])
+    }
+
+    /// As `init`, with the controller's certificate also naming `web_hosts` (DNS names or
+    /// IP addresses): a browser or curl reaching the Web API by one of them can then verify
+    /// it (gRPC clients check the role name and need none).
+    pub fn init_with(dir: &Path, web_hosts: &[String]) -> Result<Vec<PathBuf>, CertError> {
+        for h in web_hosts {
+            let role_name = [CertRole::Agent, CertRole::Controller, CertRole::Operator, CertRole::Viewer].iter().any(|r| r.dns() == h);
+            let host = h.parse::<std::net::IpAddr>().is_ok() || (!h.is_empty() && h.len() <= 253 && h.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')));
+            if role_name || !host {
+                return Err(CertError::Name(format!("web host {}: a DNS name or an IP address, not a role name", crate::quote(h))));
+            }
+        }
         let existing = dir.join("ca.pem");
         if existing.exists() {
             return Err(CertError::Exists(existing));
@@ -216,7 +230,8 @@ pub mod certgen {
         let mut written = vec![write(dir, "ca.pem", &ca_cert.pem(), false)?, write(dir, "ca-key.pem", &ca_key.serialize_pem(), true)?];
         let issuer = Issuer::new(ca, ca_key);
         for (stem, role) in [("agent", CertRole::Agent), ("controller", CertRole::Controller), ("cli", CertRole::Operator), ("viewer", CertRole::Viewer)] {
-            written.extend(sign(dir, stem, role, None, &issuer)?);
+            let extra = if role == CertRole::Controller { web_hosts } else { &[] };
+            written.extend(sign(dir, stem, role, None, extra, &issuer)?);
         }
         Ok(written)
     }
@@ -236,13 +251,14 @@ pub mod certgen {
         if dir.join(format!("{stem}.pem")).exists() {
             return Err(CertError::Exists(dir.join(format!("{stem}.pem"))));
         }
-        sign(dir, &stem, role, (role == CertRole::Agent).then_some(name), &issuer)
+        sign(dir, &stem, role, (role == CertRole::Agent).then_some(name), &[], &issuer)
     }
 
     /// Agents and the controller are servers and also clients (agents register with the
     /// controller, the controller calls agents); operators and viewers only clients.
-    fn sign(dir: &Path, stem: &str, role: CertRole, agent: Option<&str>, issuer: &Issuer<'_, KeyPair>) -> Result<Vec<PathBuf>, CertError> {
-        let mut p = CertificateParams::new(vec![role.dns().to_owned()])?;
+    fn sign(dir: &Path, stem: &str, role: CertRole, agent: Option<&str>, hosts: &[String], issuer: &Issuer<'_, KeyPair>) -> Result<Vec<PathBuf>, CertError> {
+        // rcgen makes an IP address SAN of a name that parses as one.
+        let mut p = CertificateParams::new([vec![role.dns().to_owned()], hosts.to_vec()].concat())?;
         if let Some(name) = agent {
             p.subject_alt_names.push(SanType::URI(format!("{}{name}", crate::identity::AGENT_URI).try_into()?));
         }

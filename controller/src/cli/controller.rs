@@ -37,6 +37,14 @@ pub enum ControllerCmd {
         /// Export tracing spans (one per fault request, one per agent call) over OTLP/gRPC.
         #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
         otlp_endpoint: Option<String>,
+        /// Serve the Web API (REST, OpenAPI at /api/openapi.json, Swagger UI at /api/docs)
+        /// on this address: HTTPS with the controller's certificate, or with --insecure
+        /// plain HTTP on loopback only.
+        #[arg(long)]
+        web_listen: Option<SocketAddr>,
+        /// The Web API's bearer tokens, one per line: `operator TOKEN` or `viewer TOKEN`.
+        #[arg(long)]
+        web_token_file: Option<PathBuf>,
     },
 }
 
@@ -124,7 +132,7 @@ pub enum AgentsCmd {
 }
 
 pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
-    let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint } = c;
+    let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint, web_listen, web_token_file } = c;
     let mut config = match config {
         Some(p) => daemon::Config::load(p)?,
         None => daemon::Config::default(),
@@ -132,10 +140,14 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     config.state = state.clone().or(config.state);
     config.metrics_listen = metrics_listen.or(config.metrics_listen);
     config.otlp_endpoint = otlp_endpoint.clone().or(config.otlp_endpoint);
+    config.web_listen = web_listen.or(config.web_listen);
+    config.web_token_file = web_token_file.clone().or(config.web_token_file);
     let tracer = crate::daemon::observe::init_tracing(config.otlp_endpoint.as_deref())?;
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
-    let dir = tls_dir.or(config.tls_dir.as_deref());
-    let security = Security::from_flags(insecure, dir, Role::Controller)?;
+    let dir = tls_dir.map(std::path::Path::to_path_buf).or(config.tls_dir.clone());
+    let security = Security::from_flags(insecure, dir.as_deref(), Role::Controller)?;
+    // The Web API serves HTTPS with the same certificate.
+    config.tls_dir = dir;
     let served = daemon::serve(listen, config, security).await;
     if let Some(t) = tracer {
         // Flushes the spans still batched.

@@ -150,7 +150,13 @@ pub enum CertsCmd {
     /// Create a CA and one certificate per role in DIR: ca.pem, agent.pem (names no agent:
     /// serves, but cannot register with a controller), controller.pem, cli.pem (operator:
     /// applies and reverts faults) and viewer.pem (reads only), each with its -key.pem.
-    Init { dir: std::path::PathBuf },
+    Init {
+        dir: std::path::PathBuf,
+        /// A name or address the Web API is reached by (repeatable): the controller's
+        /// certificate names it too, so browsers and curl can verify the server.
+        #[arg(long = "web-host")]
+        web_hosts: Vec<String>,
+    },
     /// Issue one more certificate from the CA in DIR (needs ca-key.pem there): `agent NAME`
     /// writes agent-NAME.pem, which only that agent may register with; `operator NAME` and
     /// `viewer NAME` write a certificate for one person or script.
@@ -479,8 +485,8 @@ fn certs(c: &CertsCmd) -> Result<()> {
                 println!("{}", f.display());
             }
         }
-        CertsCmd::Init { dir } => {
-            for f in faultline_proto::transport::certgen::init(dir)? {
+        CertsCmd::Init { dir, web_hosts } => {
+            for f in faultline_proto::transport::certgen::init_with(dir, web_hosts)? {
                 println!("{}", f.display());
             }
             eprintln!(

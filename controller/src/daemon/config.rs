@@ -19,6 +19,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Export tracing spans over OTLP/gRPC to this collector, e.g. <http://collector:4317>.
     pub otlp_endpoint: Option<String>,
+    /// Serve the Web API (REST, /api/openapi.json, Swagger UI at /api/docs) here.
+    pub web_listen: Option<SocketAddr>,
+    /// The Web API's bearer tokens: `operator TOKEN` or `viewer TOKEN` per line.
+    pub web_token_file: Option<PathBuf>,
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,

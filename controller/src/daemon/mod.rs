@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 mod config;
 mod containers;
+pub mod web;
 mod error;
 mod fanout;
 mod grpc;
@@ -349,6 +350,18 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         );
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
         tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    if let Some(addr) = config.web_listen {
+        let tokens = match &config.web_token_file {
+            Some(p) => web::auth::Tokens::load(p)?,
+            None => web::auth::Tokens::default(),
+        };
+        let tls = if ctl.security.is_tls() {
+            Some(web::tls_config(config.tls_dir.as_deref().unwrap_or(std::path::Path::new(faultline_proto::transport::DEFAULT_TLS_DIR)))?)
+        } else {
+            None
+        };
+        web::start(web::Web::new(ctl.clone(), tokens), addr, tls).await?;
     }
     let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller()).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");

@@ -15,7 +15,7 @@ use clap::Parser;
 use faultline_proto::controller::v1 as pb;
 use serde::Deserialize;
 
-use crate::units;
+use crate::{faults::Setting, units};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,13 +255,6 @@ fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result
     Ok(argv)
 }
 
-#[derive(Parser)]
-#[command(no_binary_name = true)]
-struct FaultArgs {
-    #[command(flatten)]
-    apply: crate::faults::Apply,
-}
-
 fn scalar(v: &serde_norway::Value) -> Option<String> {
     match v {
         serde_norway::Value::String(s) => Some(s.clone()),
@@ -354,46 +347,23 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         return partition_plan(index, entry, shape, at, length, optional);
     }
     let kind = entry.get("kind").and_then(scalar).ok_or_else(|| bad(field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
-    let mut argv = vec![kind.clone()];
-    let mut command = Vec::new();
+    let mut settings = Vec::new();
     for (k, v) in entry {
         if ["at", "for", "kind", "optional"].contains(&k.as_str()) {
             continue;
         }
-        if k == "lease" {
-            return Err(bad(field(k), "set by `for`".into()));
-        }
-        let flag = format!("--{}", k.replace('_', "-"));
-        match v {
-            serde_norway::Value::Bool(true) => argv.push(flag),
-            serde_norway::Value::Bool(false) => {}
-            serde_norway::Value::Sequence(items) if k == "command" => command.extend(items.iter().filter_map(scalar)),
-            serde_norway::Value::Sequence(items) => {
-                for it in items {
-                    argv.push(flag.clone());
-                    argv.push(scalar(it).ok_or_else(|| bad(field(k), "a list of plain values".to_owned()))?);
-                }
-            }
-            other => {
-                argv.push(flag);
-                argv.push(scalar(other).ok_or_else(|| bad(field(k), "a plain value".to_owned()))?);
-            }
-        }
+        let setting = match v {
+            serde_norway::Value::Bool(b) => Setting::Switch(*b),
+            serde_norway::Value::Sequence(items) => Setting::Values(items.iter().map(|i| scalar(i).ok_or_else(|| bad(field(k), "a list of plain values".to_owned()))).collect::<Result<_, _>>()?),
+            other => Setting::Value(scalar(other).ok_or_else(|| bad(field(k), "a plain value".to_owned()))?),
+        };
+        settings.push((k.as_str(), setting));
     }
-    argv.push("--lease".into());
-    argv.push(format!("{}ms", (length + LEASE_MARGIN).as_millis()));
-    if !command.is_empty() {
-        argv.push("--".into());
-        argv.extend(command);
-    }
-    let parsed = FaultArgs::try_parse_from(&argv).map_err(|e| {
-        // clap names the flag; say it the way the file does.
-        let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", "").clone();
-        bad(format!("faults[{index}]"), first)
+    let (spec, target) = crate::faults::from_entry(&kind, settings.iter().map(|(k, v)| (*k, v)), Some(length + LEASE_MARGIN)).map_err(|e| {
+        let at = if e.field.is_empty() { format!("faults[{index}]") } else { field(&e.field) };
+        // The lease is the scenario's: `for` plus a margin.
+        bad(at, if e.field == "lease" { "set by `for`".to_owned() } else { e.problem })
     })?;
-    let spec = crate::faults::spec(&parsed.apply).map_err(|e| bad(format!("faults[{index}]"), format!("{e:#}").replace("--", "")))?;
-    let target = crate::faults::target(&parsed.apply);
     // The report names the container a fault acted in, as the scenario named it.
     let inside = spec.container.as_ref().map_or(String::new(), |c| match (c.name.is_empty(), c.select.is_empty()) {
         (false, true) => format!(" in container {}", c.name),
@@ -594,9 +564,10 @@ guardrails:
         let e = bad("kind: drop", "kind: dorp");
         assert_eq!((e.line, e.field.as_str()), (Some(14), "faults[0]"), "{e}");
         assert!(e.problem.contains("dorp"), "{e}");
+        // A bad setting is named down to the setting, as the Web API names it.
         let e = bad("loss: 100%", "loss: 140%");
-        assert_eq!(e.field, "faults[0]");
-        assert!(e.to_string().contains(".yaml:14: faults[0]:"), "{e}");
+        assert_eq!(e.field, "faults[0].loss");
+        assert!(e.to_string().contains(": faults[0].loss:"), "{e}");
         let e = bad("    for: 10s\n    partition", "    for: 20s\n    partition");
         assert!(e.problem.contains("ends after the fault phase"), "{e}");
         assert_eq!(e.line, Some(20));

@@ -1,0 +1,336 @@
+//! The Web API's operations, each with its OpenAPI description (utoipa): the same calls
+//! the CLI makes through a controller.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, StatusCode},
+    response::sse::{Event, KeepAlive, Sse},
+};
+use faultline_proto::controller::v1 as pb;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    ApiError, Body, ErrorBody, MAX_BODY, Query, Web,
+    auth::{Operator, Reader},
+    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultView, Health, Mode, PartitionRequest, RevertView, Rest, SettingValue, Shape},
+};
+use crate::faults::Setting;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "faultline controller",
+        description = "Faults across a fleet of faultline agents: list agents and their containers, apply, list and revert faults, cut partitions, follow events. Every call but /api/health needs `Authorization: Bearer TOKEN` (a token from the controller's web_token_file: viewers read, operators also change faults) or, over HTTPS, a client certificate from the controller's CA carrying the operator or viewer role."
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "agents"), (name = "faults"), (name = "events"), (name = "health"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A token from the controller's web_token_file")).build()));
+    }
+}
+
+/// Every route, its OpenAPI description at /api/openapi.json and Swagger UI at /api/docs
+/// (its assets compiled in: nothing is fetched from the internet).
+pub fn router(web: Arc<Web>) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(agents))
+        .routes(routes!(containers))
+        .routes(routes!(faults, apply, revert_all))
+        .routes(routes!(revert_one))
+        .routes(routes!(partition))
+        .routes(routes!(events))
+        .routes(routes!(event_stream))
+        .with_state(web)
+        .split_for_parts();
+    router
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .fallback(async || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path; the API is described at /api/openapi.json"))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Whether the controller serves (no credentials needed: a health check's).
+#[utoipa::path(get, path = "/api/health", tag = "health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Every agent the controller knows, with its health and what it can do.
+#[utoipa::path(get, path = "/api/agents", tag = "agents", security(("bearer" = [])),
+    responses((status = 200, body = Vec<AgentView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn agents(_: Reader, State(w): State<Arc<Web>>) -> Json<Vec<AgentView>> {
+    Json(w.ctl.agent_list().into_iter().map(AgentView::from).collect())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ContainersQuery {
+    /// Only containers carrying these labels, "key=value" comma-separated.
+    #[serde(default)]
+    select: Option<String>,
+    /// Ask only the agents with these labels, e.g. "zone=a".
+    #[serde(default)]
+    agents: Option<String>,
+}
+
+/// The running containers on the agents' hosts (every agent asked at once).
+#[utoipa::path(get, path = "/api/containers", tag = "agents", security(("bearer" = [])), params(ContainersQuery),
+    responses((status = 200, body = ContainerList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn containers(_: Reader, State(w): State<Arc<Web>>, Query(q): Query<ContainersQuery>) -> Result<Json<ContainerList>, ApiError> {
+    let select = q.select.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let r = w.ctl.container_list(pb::ListContainersRequest { selector: q.agents.unwrap_or_default(), select }).await?;
+    Ok(Json(r.into()))
+}
+
+/// The active faults, oldest first, with time left.
+#[utoipa::path(get, path = "/api/faults", tag = "faults", security(("bearer" = [])),
+    responses((status = 200, body = Vec<FaultView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn faults(_: Reader, State(w): State<Arc<Web>>) -> Json<Vec<FaultView>> {
+    Json(w.ctl.fault_list().into_iter().map(FaultView::from).collect())
+}
+
+/// "10" for 10.0: flags read numbers as the CLI's users write them.
+fn number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { n.to_string() }
+}
+
+/// An apply request as the settings `fault apply` takes.
+fn settings_of(r: &ApplyRequest) -> Vec<(String, Setting)> {
+    let mut out: Vec<(String, Setting)> = r
+        .settings
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                SettingValue::Switch(b) => Setting::Switch(*b),
+                SettingValue::Number(n) => Setting::Value(number(*n)),
+                SettingValue::Word(w) => Setting::Value(w.clone()),
+                SettingValue::Words(ws) => Setting::Values(ws.clone()),
+            };
+            (k.clone(), s)
+        })
+        .collect();
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push((k.to_owned(), Setting::Value(v)));
+        }
+    };
+    add("lease", r.lease.clone());
+    add("select", r.select.clone());
+    add("mode", r.mode.map(|m| match m {
+        Mode::All => "all".to_owned(),
+        Mode::One => "one".to_owned(),
+        Mode::Fixed => "fixed".to_owned(),
+        Mode::Percent => "percent".to_owned(),
+    }));
+    add("count", r.count.map(|c| c.to_string()));
+    add("percent", r.percent.map(number));
+    add("label", r.label.clone());
+    if !r.on.is_empty() {
+        out.push(("on".into(), Setting::Values(r.on.clone())));
+    }
+    out
+}
+
+/// Applies a fault on the agents it targets, all or nothing; a kill or restart acts once
+/// and answers the id "one-shot".
+#[utoipa::path(post, path = "/api/faults", tag = "faults", security(("bearer" = [])), request_body = ApplyRequest,
+    responses(
+        (status = 201, description = "Applied", body = FaultView),
+        (status = 200, description = "A retry of a request with the same client_request_id: its fault, nothing applied again", body = FaultView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn apply(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<ApplyRequest>) -> Result<(StatusCode, Json<FaultView>), ApiError> {
+    remembered(&w, req.client_request_id.clone(), &req, async || {
+        let settings = settings_of(&req);
+        let (spec, target) = crate::faults::from_entry(req.kind.name(), settings.iter().map(|(k, v)| (k.as_str(), v)), None).map_err(|e| {
+            let field = match e.field.as_str() {
+                "" => String::new(),
+                f if ["lease", "select", "on", "mode", "count", "percent", "label"].contains(&f) => format!("{f}: "),
+                f => format!("settings.{f}: "),
+            };
+            ApiError::invalid(format!("{field}{}", e.problem))
+        })?;
+        Ok(w.ctl.apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }).await?.into())
+    })
+    .await
+}
+
+/// Runs `make` once per `client_request_id`: a retry of the same request answers the first
+/// one's fault (200) instead of applying again.
+async fn remembered<R: serde::Serialize>(w: &Web, id: Option<String>, req: &R, make: impl AsyncFnOnce() -> Result<FaultView, ApiError>) -> Result<(StatusCode, Json<FaultView>), ApiError> {
+    let Some(id) = id else {
+        return Ok((StatusCode::CREATED, Json(make().await?)));
+    };
+    let request = serde_json::to_string(req).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+    if let Some(first) = w.recall(&id, &request)? {
+        return Ok((StatusCode::OK, Json(first)));
+    }
+    let answer = make().await;
+    w.remember(&id, answer.as_ref().ok());
+    Ok((StatusCode::CREATED, Json(answer?)))
+}
+
+/// Cuts the agents (or the containers on their hosts) into groups that cannot reach each
+/// other; reverted like any fault.
+#[utoipa::path(post, path = "/api/partitions", tag = "faults", security(("bearer" = [])), request_body = PartitionRequest,
+    responses(
+        (status = 201, description = "Cut", body = FaultView),
+        (status = 200, description = "A retry of a request with the same client_request_id", body = FaultView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn partition(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<PartitionRequest>) -> Result<(StatusCode, Json<FaultView>), ApiError> {
+    remembered(&w, req.client_request_id.clone(), &req, async || {
+        let lease = crate::units::lease(&req.lease).map_err(|e| ApiError::invalid(format!("lease: {e}")))?;
+        let r = pb::PartitionRequest {
+            selector: req.select.clone().unwrap_or_default(),
+            shape: match req.shape {
+                Shape::Isolate => pb::Shape::Isolate,
+                Shape::Halves => pb::Shape::Halves,
+                Shape::MajoritiesRing => pb::Shape::MajoritiesRing,
+                Shape::Bridge => pb::Shape::Bridge,
+                Shape::Groups => pb::Shape::Groups,
+            } as i32,
+            groups: req.groups.iter().map(|g| pb::Group { agents: g.clone() }).collect(),
+            node: req.node.clone().unwrap_or_default(),
+            lease_ms: lease.as_millis() as u64,
+            label: req.label.clone().unwrap_or_default(),
+            rest: match req.rest {
+                None | Some(Rest::Untouched) => pb::Rest::Untouched,
+                Some(Rest::Isolated) => pb::Rest::Isolated,
+            } as i32,
+            container_select: req.container_select.clone(),
+            containers: req.containers.clone(),
+        };
+        Ok(w.ctl.cut(r).await?.into())
+    })
+    .await
+}
+
+/// Reverts one fault everywhere it acts.
+#[utoipa::path(delete, path = "/api/faults/{id}", tag = "faults", security(("bearer" = [])), params(("id" = String, Path, description = "The controller's fault id")),
+    responses((status = 200, body = RevertView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revert_one(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<Json<RevertView>, ApiError> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::invalid("id: 1 to 128 characters"));
+    }
+    Ok(Json(w.ctl.revert_faults(pb::RevertFaultRequest { id, all: false }).await?.into()))
+}
+
+/// Reverts every active fault.
+#[utoipa::path(delete, path = "/api/faults", tag = "faults", security(("bearer" = [])),
+    responses((status = 200, body = RevertView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn revert_all(_: Operator, State(w): State<Arc<Web>>) -> Result<Json<RevertView>, ApiError> {
+    Ok(Json(w.ctl.revert_faults(pb::RevertFaultRequest { id: String::new(), all: true }).await?.into()))
+}
+
+/// A seq as the description declares it (int64): larger values are refused, not read
+/// as "nothing yet".
+fn seq(field: &str, v: Option<u64>) -> Result<u64, ApiError> {
+    let v = v.unwrap_or(0);
+    if v > i64::MAX as u64 {
+        return Err(ApiError::invalid(format!("{field}: at most {}", i64::MAX)));
+    }
+    Ok(v)
+}
+
+/// How many stored events one request reads at most.
+const MAX_EVENTS: u32 = 10_000;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// Only events with a larger seq (default 0: from the first).
+    #[serde(default)]
+    after_seq: Option<u64>,
+    /// At most this many of the latest (default 100, at most 10000).
+    #[serde(default)]
+    last: Option<u32>,
+}
+
+/// What happened, oldest first: stored history survives controller restarts.
+#[utoipa::path(get, path = "/api/events", tag = "events", security(("bearer" = [])), params(EventsQuery),
+    responses((status = 200, body = Vec<EventView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn events(_: Reader, State(w): State<Arc<Web>>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<EventView>>, ApiError> {
+    let last = q.last.unwrap_or(100);
+    if last == 0 || last > MAX_EVENTS {
+        return Err(ApiError::invalid(format!("last: 1 to {MAX_EVENTS}")));
+    }
+    let stream = w.ctl.event_stream(seq("after_seq", q.after_seq)?, last, false)?;
+    let events: Vec<Result<pb::Event, _>> = stream.collect().await;
+    Ok(Json(events.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().map(EventView::from).collect()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StreamQuery {
+    /// Resume after this seq (a reconnecting `EventSource` sends `Last-Event-ID` instead,
+    /// which wins).
+    #[serde(default)]
+    after_seq: Option<u64>,
+}
+
+/// The events as Server-Sent Events: stored history after `after_seq` (or Last-Event-ID),
+/// then each new event as it happens; every event's `id` is its seq, so a reconnecting
+/// browser resumes where it stopped. A watcher too far behind gets an `error` event
+/// naming the seq to resume from.
+#[utoipa::path(get, path = "/api/events/stream", tag = "events", security(("bearer" = [])), params(StreamQuery),
+    responses((status = 200, description = "text/event-stream: each `data` an EventView", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn event_stream(_: Reader, State(w): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<StreamQuery>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let resume = match headers.get("last-event-id") {
+        Some(v) => seq("Last-Event-ID", Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| ApiError::invalid("Last-Event-ID: a seq (a number)"))?))?,
+        None => seq("after_seq", q.after_seq)?,
+    };
+    let stream = w.ctl.event_stream(resume, 0, true)?;
+    let sse = stream.map(|e| {
+        Ok(match e {
+            Ok(e) => {
+                let v = EventView::from(e);
+                Event::default().id(v.seq.to_string()).event("event").json_data(&v).unwrap_or_else(|_| Event::default().event("error").data("unencodable event"))
+            }
+            Err(e) => Event::default().event("error").data(e.message),
+        })
+    });
+    Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use faultline_proto::agent::v1 as apb;
+
+    use super::*;
+
+    #[test]
+    fn apply_requests_become_the_cli_s_flags() {
+        let req: ApplyRequest = serde_json::from_value(serde_json::json!({
+            "kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "loss": "10%", "peer": ["10.0.0.2/32"]}, "select": "role=db", "mode": "one"
+        }))
+        .unwrap();
+        let s = settings_of(&req);
+        let (spec, target) = crate::faults::from_entry(req.kind.name(), s.iter().map(|(k, v)| (k.as_str(), v)), None).unwrap();
+        assert_eq!((spec.interface.as_str(), spec.lease_ms), ("eth0", 60_000));
+        assert!(matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 10.0).abs() < 1e-9));
+        assert_eq!((target.selector.as_str(), target.mode), ("role=db", pb::Mode::One as i32));
+        assert_eq!(number(10.0), "10");
+        assert_eq!(number(0.5), "0.5");
+        let bad: ApplyRequest = serde_json::from_value(serde_json::json!({"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "los": "10%"}})).unwrap();
+        let s = settings_of(&bad);
+        let e = crate::faults::from_entry(bad.kind.name(), s.iter().map(|(k, v)| (k.as_str(), v)), None).unwrap_err();
+        assert!(e.problem.contains("los"), "{e:?}");
+        assert!(serde_json::from_value::<ApplyRequest>(serde_json::json!({"kind": "drop", "lese": "60s"})).is_err(), "unknown fields are refused");
+    }
+}

@@ -1,0 +1,337 @@
+//! The Web API's JSON: requests as the API takes them and answers as it gives them,
+//! each with its schema for the OpenAPI description. Built from the controller's wire
+//! types here and nowhere else.
+
+use std::collections::BTreeMap;
+
+use faultline_proto::{agent::v1 as apb, controller::v1 as pb};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The controller answers.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always "ok": the controller serves.
+    pub status: String,
+}
+
+/// An agent as the controller knows it.
+#[derive(Serialize, ToSchema)]
+pub struct AgentView {
+    pub name: String,
+    /// Where the controller reaches it.
+    pub url: String,
+    pub labels: BTreeMap<String, String>,
+    /// "registered" (it registered itself) or "inventory" (the controller's config).
+    pub source: String,
+    pub healthy: bool,
+    /// 0 when never seen.
+    pub last_heartbeat_unix_ms: i64,
+    pub hostname: String,
+    pub kernel_release: String,
+    /// Its interfaces' addresses, CIDR.
+    pub addresses: Vec<String>,
+    /// Faults it holds part of.
+    pub active_faults: u32,
+    /// The fault kinds its host can apply (from its probes).
+    pub kinds: Vec<String>,
+    /// Why it is down, when it is.
+    pub error: String,
+}
+
+impl From<pb::Agent> for AgentView {
+    fn from(a: pb::Agent) -> Self {
+        let probes = a.capabilities.map(|c| c.probes).unwrap_or_default();
+        Self {
+            kinds: faultline_proto::doctor::supported_kinds(&probes).into_iter().map(str::to_owned).collect(),
+            name: a.name,
+            url: a.url,
+            labels: a.labels.into_iter().collect(),
+            source: a.source,
+            healthy: a.healthy,
+            last_heartbeat_unix_ms: a.last_heartbeat_unix_ms,
+            hostname: a.hostname,
+            kernel_release: a.kernel_release,
+            addresses: a.addresses,
+            active_faults: a.active_faults,
+            error: a.error,
+        }
+    }
+}
+
+/// A running container on an agent's host.
+#[derive(Serialize, ToSchema)]
+pub struct ContainerView {
+    /// The agent that sees it.
+    pub agent: String,
+    pub id: String,
+    pub name: String,
+    /// "docker" (also Podman's Docker-compatible socket) or "containerd".
+    pub runtime: String,
+    /// Its init process on that host.
+    pub pid: u32,
+    pub labels: BTreeMap<String, String>,
+    /// Its own addresses (IPv4 and IPv6).
+    pub addresses: Vec<String>,
+}
+
+/// The containers, and the agents or runtimes that could not be asked.
+#[derive(Serialize, ToSchema)]
+pub struct ContainerList {
+    pub containers: Vec<ContainerView>,
+    pub unreachable: Vec<String>,
+}
+
+impl From<pb::ListContainersResponse> for ContainerList {
+    fn from(r: pb::ListContainersResponse) -> Self {
+        let containers = r
+            .containers
+            .into_iter()
+            .filter_map(|a| {
+                let c = a.container?;
+                Some(ContainerView { agent: a.agent, id: c.id, name: c.name, runtime: c.runtime, pid: c.pid, labels: c.labels.into_iter().collect(), addresses: c.addresses })
+            })
+            .collect();
+        Self { containers, unreachable: r.unreachable }
+    }
+}
+
+/// One agent's part of a fault.
+#[derive(Serialize, Deserialize, Clone, ToSchema)]
+pub struct PartView {
+    pub agent: String,
+    /// The fault's id on that agent.
+    pub agent_fault_id: String,
+    /// When the agent had it in place, by the agent's clock (0: not reported).
+    pub applied_at_unix_ms: i64,
+}
+
+/// An active fault (or a one-shot kill or restart, id "one-shot").
+#[derive(Serialize, Deserialize, Clone, ToSchema)]
+pub struct FaultView {
+    pub id: String,
+    /// netem, bandwidth, drop, partition, freeze, kill, restart, cpu-throttle, cpu-stress, memory-pressure.
+    pub kind: String,
+    pub label: String,
+    /// The interface it acts on ("" for process faults, and for a container's only one).
+    pub interface: String,
+    /// The container it acts in, as it was named ("" for none).
+    pub container: String,
+    pub parts: Vec<PartView>,
+    pub applied_at_unix_ms: i64,
+    pub expires_at_unix_ms: i64,
+    /// Time left, by the controller's clock.
+    pub seconds_left: f64,
+    /// Partitions: the cut in words ("h3 | h1 h2").
+    pub cut: String,
+    /// Partitions: whom each member was cut from.
+    pub cut_from: BTreeMap<String, Vec<String>>,
+}
+
+impl From<pb::ControllerFault> for FaultView {
+    fn from(f: pb::ControllerFault) -> Self {
+        let spec = f.spec.unwrap_or_default();
+        let now = faultline_proto::unix_ms(std::time::SystemTime::now());
+        let container = spec.container.as_ref().map_or(String::new(), |c| if c.select.is_empty() { c.name.clone() } else { [c.name.clone(), c.select.join(",")].join(" ").trim().to_owned() });
+        Self {
+            id: f.id,
+            kind: spec.kind.as_ref().map_or("", apb::fault_spec::Kind::name).to_owned(),
+            label: spec.label,
+            interface: spec.interface,
+            container,
+            parts: f.placements.into_iter().map(|p| PartView { agent: p.agent, agent_fault_id: p.agent_fault_id, applied_at_unix_ms: p.applied_at_unix_ms }).collect(),
+            applied_at_unix_ms: f.applied_at_unix_ms,
+            expires_at_unix_ms: f.expires_at_unix_ms,
+            seconds_left: ((f.expires_at_unix_ms - now).max(0) as f64 / 1000.0),
+            cut: f.cut,
+            cut_from: f.cut_from.into_iter().map(|(k, g)| (k, g.agents)).collect(),
+        }
+    }
+}
+
+/// What a revert did.
+#[derive(Serialize, ToSchema)]
+pub struct RevertView {
+    pub reverted: Vec<String>,
+    /// Agents whose part could not be reverted now (their lease will end it).
+    pub failures: Vec<AgentFailure>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentFailure {
+    pub agent: String,
+    pub error: String,
+}
+
+impl From<pb::RevertFaultResponse> for RevertView {
+    fn from(r: pb::RevertFaultResponse) -> Self {
+        Self { reverted: r.reverted, failures: r.failures.into_iter().map(|f| AgentFailure { agent: f.agent, error: f.error }).collect() }
+    }
+}
+
+/// Something that happened, in order.
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    /// Increases by one per event, across controller restarts.
+    pub seq: u64,
+    pub unix_ms: i64,
+    /// `controller_started`, `agent_registered`, `fault_applied`, `fault_refused`, `fault_reverted`, ...
+    pub kind: String,
+    pub fault_id: String,
+    pub agents: Vec<String>,
+    pub message: String,
+}
+
+impl From<pb::Event> for EventView {
+    fn from(e: pb::Event) -> Self {
+        Self {
+            seq: e.seq,
+            unix_ms: e.unix_ms,
+            kind: pb::EventKind::try_from(e.kind).map_or_else(|_| format!("kind_{}", e.kind), |k| k.as_str_name().to_ascii_lowercase()),
+            fault_id: e.fault_id,
+            agents: e.agents,
+            message: e.message,
+        }
+    }
+}
+
+/// A fault kind.
+#[derive(Deserialize, Serialize, Clone, Copy, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Netem,
+    Bandwidth,
+    Drop,
+    Partition,
+    Freeze,
+    Kill,
+    Restart,
+    CpuThrottle,
+    CpuStress,
+    MemoryPressure,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Netem => "netem",
+            Self::Bandwidth => "bandwidth",
+            Self::Drop => "drop",
+            Self::Partition => "partition",
+            Self::Freeze => "freeze",
+            Self::Kill => "kill",
+            Self::Restart => "restart",
+            Self::CpuThrottle => "cpu-throttle",
+            Self::CpuStress => "cpu-stress",
+            Self::MemoryPressure => "memory-pressure",
+        }
+    }
+}
+
+/// A setting's value: a switch, a number, a word, or a list of words.
+#[derive(Deserialize, Serialize, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Switch(bool),
+    Number(f64),
+    Word(String),
+    Words(Vec<String>),
+}
+
+/// How many of the selected agents take part.
+#[derive(Deserialize, Serialize, Clone, Copy, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    All,
+    One,
+    Fixed,
+    Percent,
+}
+
+/// A fault to apply: the kind and its settings as `faultline fault apply KIND --help` and
+/// scenario entries name them (`{"kind": "drop", "settings": {"interface": "eth0",
+/// "loss": "10%"}, "lease": "60s"}`), checked by the same code.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub kind: Kind,
+    /// How long it lasts ("60s", "2m"): required but for kill and restart.
+    #[serde(default)]
+    pub lease: Option<String>,
+    /// The kind's own settings: interface, direction, delay, loss, rate, peer, port, container,
+    /// `container_select`, pid, name, ... (lists for repeatable ones).
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingValue>,
+    /// Agents by label, e.g. "role=db,zone=a" (default: all).
+    #[serde(default)]
+    pub select: Option<String>,
+    /// Agents by name.
+    #[serde(default)]
+    pub on: Vec<String>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Mode fixed: how many.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Mode percent: which share.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Free text kept with the fault (who asked, why).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// A retry with the same id within 10 minutes answers the first request's fault and
+    /// applies nothing again (1 to 128 printable characters).
+    #[serde(default)]
+    pub client_request_id: Option<String>,
+}
+
+/// A partition shape.
+#[derive(Deserialize, Serialize, Clone, Copy, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    Isolate,
+    Halves,
+    MajoritiesRing,
+    Bridge,
+    Groups,
+}
+
+/// Shape groups: what happens to the members named in no group.
+#[derive(Deserialize, Serialize, Clone, Copy, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Rest {
+    Untouched,
+    Isolated,
+}
+
+/// Agents (or the containers on their hosts) cut into groups that cannot reach each
+/// other, as `faultline partition` does.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionRequest {
+    pub shape: Shape,
+    /// How long it lasts ("30s").
+    pub lease: String,
+    /// The agents taking part, by label (default: all).
+    #[serde(default)]
+    pub select: Option<String>,
+    /// Shape groups: the groups, by agent (or container) names.
+    #[serde(default)]
+    pub groups: Vec<Vec<String>>,
+    /// Shapes isolate and bridge: the isolated or bridging member (default: a random one).
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub rest: Option<Rest>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Containers take part instead of agents: those carrying these labels ("key=value").
+    #[serde(default)]
+    pub container_select: Vec<String>,
+    /// Or these containers, by name, id prefix or compose service.
+    #[serde(default)]
+    pub containers: Vec<String>,
+    /// As for faults: a retry with the same id answers the first request's partition.
+    #[serde(default)]
+    pub client_request_id: Option<String>,
+}
