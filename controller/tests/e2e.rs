@@ -583,10 +583,17 @@ fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
     assert!(text.contains("faultline_controller_agent_up{agent=\"h1\""), "{text}");
+    // One series per agent the fault acts on, for dashboards to shade (issue 15).
+    for agent in ["h1", "h2"] {
+        let series = format!("faultline_fault_active{{fault=\"{id}\",kind=\"drop\",agent=\"{agent}\",container=\"\"}} 1");
+        assert!(text.lines().any(|l| l == series), "no {series:?} in\n{text}");
+    }
     // Renewals happen while the fault is active (every heartbeat), so look before reverting.
     eventually("renewals counted", || scrape(metrics).lines().any(|l| l.starts_with("faultline_controller_lease_renewals_total{result=\"ok\"} ") && !l.ends_with(" 0")));
     h.cli_ok(&["fault", "revert", &id]);
-    assert!(scrape(metrics).lines().any(|l| l == "faultline_controller_faults_total{outcome=\"reverted\"} 1"));
+    let text = scrape(metrics);
+    assert!(text.lines().any(|l| l == "faultline_controller_faults_total{outcome=\"reverted\"} 1"));
+    assert!(!text.contains("faultline_fault_active{"), "a reverted fault is active no more: {text}");
 
     // One trace per request: the apply span, and under it one span per agent call.
     let spans = || traces.spans.lock().unwrap().clone();
@@ -956,7 +963,8 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let tokens = std::env::temp_dir().join(format!("faultline-web-tokens-{}", std::process::id()));
     let (operator, viewer) = ("op-0123456789abcdef0123456789abcdef", "vw-0123456789abcdef0123456789abcdef");
     std::fs::write(&tokens, format!("# test tokens\noperator {operator}\nviewer {viewer}\n")).unwrap();
-    let h = Hosts::with_config(10, 2, 300, &format!("web_listen = \"10.201.10.254:7443\"\nweb_token_file = {:?}\n", tokens.display().to_string()));
+    let metrics = "10.201.10.254:9480";
+    let h = Hosts::with_config(10, 2, 300, &format!("web_listen = \"10.201.10.254:7443\"\nweb_token_file = {:?}\nmetrics_listen = \"{metrics}\"\n", tokens.display().to_string()));
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
     let (op, vw) = (format!("Authorization: Bearer {operator}"), format!("Authorization: Bearer {viewer}"));
     let (op, vw) = (["-H", op.as_str()], ["-H", vw.as_str()]);
@@ -1029,6 +1037,8 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let sse = String::from_utf8_lossy(&out.stdout);
     assert!(sse.contains("event: event") && sse.contains("id: 1\n") && sse.contains("\"kind\":\"fault_reverted\""), "{sse}");
 
+    web_traffic(&h, &op, &vw, metrics);
+
     // Described: OpenAPI 3.1 and Swagger UI from the binary itself.
     let (code, body) = curl(&h, "GET", "/api/openapi.json", &[], None);
     let api = json(&body);
@@ -1058,4 +1068,37 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_file(&tokens);
+}
+
+/// The Web API's traffic: started by the seed-style call as written, watched per second,
+/// ended by itself or stopped, bounded, and shown on the controller's /metrics.
+fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let _nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.10.1", 8080);
+    let start = serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 50, "durationSeconds": 3});
+    let (code, body) = curl(h, "POST", "/api/traffic/start", vw, Some(&start));
+    assert_eq!(code, 403, "viewers watch traffic, they do not start it: {body}");
+    let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&start));
+    assert!(code == 201 && json(&body)["running"] == true, "{code} {body}");
+    assert_eq!(curl(h, "POST", "/api/traffic/start", op, Some(&start)).0, 409, "one load at a time");
+    eventually("the load's seconds are counted while it runs", || {
+        let (_, b) = curl(h, "GET", "/api/traffic", vw, None);
+        json(&b)["seconds"].as_array().is_some_and(|s| s.iter().any(|x| x["requests"].as_u64().unwrap_or(0) > 0))
+    });
+    eventually("the load ends by itself", || json(&curl(h, "GET", "/api/traffic", vw, None).1)["running"] == false);
+    let done = json(&curl(h, "GET", "/api/traffic", vw, None).1);
+    let summary = &done["summary"];
+    assert!(summary["requests"].as_u64().is_some_and(|n| (140..=160).contains(&n)) && summary["errors"] == 0, "50/s for 3 s, all answered: {done}");
+    // And on the controller's /metrics, for a dashboard beside the application's own.
+    let text = scrape(metrics);
+    for line in ["faultline_traffic_running 0", "faultline_traffic_target_rps 50", "faultline_traffic_last_second_errors 0"] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 50, "durationSeconds": 600})));
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = curl(h, "POST", "/api/traffic/stop", op, None);
+    assert!(code == 200 && json(&body)["running"] == false && json(&body)["summary"].is_object(), "stopped: {code} {body}");
+    let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 1e9, "durationSeconds": 3})));
+    assert!(code == 400 && json(&body)["error"]["field"] == "rps", "{code} {body}");
+
 }

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 mod config;
 mod containers;
+pub mod traffic;
 pub mod web;
 mod error;
 mod fanout;
@@ -115,6 +116,8 @@ pub struct Controller {
     event_order: Arc<Mutex<()>>,
     security: Security,
     stats: Arc<Stats>,
+    /// Load the controller sends itself (the Web API's /api/traffic).
+    pub traffic: Arc<traffic::Traffic>,
 }
 
 pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
@@ -200,6 +203,7 @@ impl Controller {
             event_order: Arc::new(Mutex::new(())),
             security,
             stats: Arc::default(),
+            traffic: Arc::default(),
         })
     }
 
@@ -254,10 +258,15 @@ impl Controller {
             })
             .collect();
         let mut active: BTreeMap<String, u64> = BTreeMap::new();
+        let mut parts = Vec::new();
         for f in st.faults.values() {
-            *active.entry(f.spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name).to_owned()).or_default() += 1;
+            let kind = f.spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name).to_owned();
+            *active.entry(kind.clone()).or_default() += 1;
+            let container = f.spec.container.as_ref().map_or(String::new(), |c| if c.name.is_empty() { c.select.join(",") } else { c.name.clone() });
+            parts.extend(f.placements.iter().map(|(agent, _)| (f.id.clone(), kind.clone(), agent.clone(), container.clone())));
         }
-        observe::Snapshot { agents, active: active.into_iter().collect() }
+        drop(st);
+        observe::Snapshot { agents, active: active.into_iter().collect(), parts, traffic: self.traffic.status() }
     }
 
     fn seed(&self) -> u64 {

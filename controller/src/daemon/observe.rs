@@ -49,6 +49,10 @@ pub struct Snapshot {
     pub agents: Vec<(String, String, bool, f64)>,
     /// (kind, count)
     pub active: Vec<(String, u64)>,
+    /// Each active fault's part on each agent: (fault id, kind, agent, container).
+    pub parts: Vec<(String, String, String, String)>,
+    /// The controller's own load, running or last.
+    pub traffic: Option<super::traffic::Status>,
 }
 
 pub fn prometheus(snap: &Snapshot, st: &Stats) -> String {
@@ -67,6 +71,30 @@ pub fn prometheus(snap: &Snapshot, st: &Stats) -> String {
     o += "# HELP faultline_controller_active_faults Faults the controller holds, by kind.\n# TYPE faultline_controller_active_faults gauge\n";
     for (kind, n) in &snap.active {
         let _ = writeln!(o, "faultline_controller_active_faults{{kind=\"{}\"}} {n}", faultline_proto::prometheus_escape(kind));
+    }
+    // One series per fault and agent while it acts, so a dashboard can shade the
+    // intervals over application metrics (`faultline_fault_active > 0`).
+    o += "# HELP faultline_fault_active 1 while a fault acts on an agent (by fault id, kind, agent, container).\n# TYPE faultline_fault_active gauge\n";
+    for (id, kind, agent, container) in &snap.parts {
+        let e = faultline_proto::prometheus_escape;
+        let _ = writeln!(o, "faultline_fault_active{{fault=\"{}\",kind=\"{}\",agent=\"{}\",container=\"{}\"}} 1", e(id), e(kind), e(agent), e(container));
+    }
+    if let Some(t) = &snap.traffic {
+        let last = t.seconds.last();
+        o += "# HELP faultline_traffic_running 1 while the controller's own load runs.\n# TYPE faultline_traffic_running gauge\n";
+        let _ = writeln!(o, "faultline_traffic_running {}", u8::from(t.running));
+        o += "# HELP faultline_traffic_target_rps The rate the controller's load is asked for.\n# TYPE faultline_traffic_target_rps gauge\n";
+        let _ = writeln!(o, "faultline_traffic_target_rps {}", t.start.rps);
+        o += "# HELP faultline_traffic_last_second_requests Requests the load sent in its last whole second.\n# TYPE faultline_traffic_last_second_requests gauge\n";
+        let _ = writeln!(o, "faultline_traffic_last_second_requests {}", last.map_or(0, |s| s.requests));
+        o += "# HELP faultline_traffic_last_second_errors Errors (no answer, 4xx, 5xx) in the load's last whole second.\n# TYPE faultline_traffic_last_second_errors gauge\n";
+        let _ = writeln!(o, "faultline_traffic_last_second_errors {}", last.map_or(0, |s| s.errors));
+        o += "# HELP faultline_traffic_last_second_latency_seconds Latency from the intended start in the load's last whole second.\n# TYPE faultline_traffic_last_second_latency_seconds gauge\n";
+        for (q, v) in [("0.5", last.and_then(|s| s.p50_ms)), ("0.99", last.and_then(|s| s.p99_ms))] {
+            if let Some(ms) = v {
+                let _ = writeln!(o, "faultline_traffic_last_second_latency_seconds{{quantile=\"{q}\"}} {}", ms / 1000.0);
+            }
+        }
     }
     o += "# HELP faultline_controller_apply_seconds Time from a fault request to every agent's answer (fan-out).\n# TYPE faultline_controller_apply_seconds histogram\n";
     for (b, bound) in st.apply_buckets.iter().zip(BOUNDS) {
@@ -117,7 +145,10 @@ mod tests {
         let st = Stats::default();
         st.observe_apply(Duration::from_millis(3));
         st.observe_apply(Duration::from_millis(40));
-        let text = prometheus(&Snapshot { agents: vec![("h1".into(), "box".into(), true, 0.5)], active: vec![("drop".into(), 1)] }, &st);
+        let parts = vec![("c-1".into(), "drop".into(), "h1".into(), "web".into())];
+        let text = prometheus(&Snapshot { agents: vec![("h1".into(), "box".into(), true, 0.5)], active: vec![("drop".into(), 1)], parts, traffic: None }, &st);
+        assert!(text.contains("faultline_fault_active{fault=\"c-1\",kind=\"drop\",agent=\"h1\",container=\"web\"} 1\n"), "{text}");
+        assert!(!text.contains("faultline_traffic_"), "no traffic, no traffic series: {text}");
         assert!(text.contains("faultline_controller_apply_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
         assert!(text.contains("faultline_controller_apply_seconds_bucket{le=\"0.05\"} 2\n"), "{text}");
         assert!(text.contains("faultline_controller_apply_seconds_bucket{le=\"+Inf\"} 2\n"));

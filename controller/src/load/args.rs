@@ -79,7 +79,20 @@ pub struct LoadArgs {
     json: bool,
 }
 
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct Words {
+    #[command(flatten)]
+    args: LoadArgs,
+}
+
 impl LoadArgs {
+    /// `faultline load`'s arguments from words, as a command line gives them: the
+    /// controller's traffic (Web API) takes the CLI's path and its checks.
+    pub fn from_words(words: &[String]) -> Result<Self, String> {
+        <Words as clap::Parser>::try_parse_from(words).map(|w| w.args).map_err(|e| e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", ""))
+    }
+
     fn target(&self, body: Vec<u8>) -> Result<Target> {
         let first = &self.urls[0];
         let (scheme, rest) = first.split_once("://").ok_or_else(|| anyhow::anyhow!("url: {first:?}: give SCHEME://IP:PORT (http, tcp, redis, grpc)"))?;

@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     ApiError, Body, ErrorBody, MAX_BODY, Query, Web,
     auth::{Operator, Reader},
-    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultView, Health, Mode, PartitionRequest, RevertView, Rest, SettingValue, Shape},
+    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultView, Health, Mode, PartitionRequest, RevertView, Rest, SettingValue, Shape, TrafficStart, TrafficView},
 };
 use crate::faults::Setting;
 
@@ -29,7 +29,7 @@ use crate::faults::Setting;
         description = "Faults across a fleet of faultline agents: list agents and their containers, apply, list and revert faults, cut partitions, follow events. Every call but /api/health needs `Authorization: Bearer TOKEN` (a token from the controller's web_token_file: viewers read, operators also change faults) or, over HTTPS, a client certificate from the controller's CA carrying the operator or viewer role."
     ),
     modifiers(&BearerAuth),
-    tags((name = "agents"), (name = "faults"), (name = "events"), (name = "health"))
+    tags((name = "agents"), (name = "faults"), (name = "traffic"), (name = "events"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -55,6 +55,9 @@ pub fn router(web: Arc<Web>) -> Router {
         .routes(routes!(partition))
         .routes(routes!(events))
         .routes(routes!(event_stream))
+        .routes(routes!(traffic))
+        .routes(routes!(traffic_start))
+        .routes(routes!(traffic_stop))
         .with_state(web)
         .split_for_parts();
     router
@@ -306,6 +309,47 @@ async fn event_stream(_: Reader, State(w): State<Arc<Web>>, headers: HeaderMap, 
         })
     });
     Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Seconds as a caller writes them, checked: finite, positive, at most a day.
+fn seconds(field: &str, v: f64) -> Result<Duration, ApiError> {
+    if !(v.is_finite() && v > 0.0 && v <= crate::daemon::traffic::MAX_DURATION.as_secs_f64()) {
+        return Err(ApiError::invalid(format!("{field}: more than 0, at most {}", crate::daemon::traffic::MAX_DURATION.as_secs())));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Starts sending load to the system under test from the controller: the engine
+/// `faultline load` uses (open loop, latency from each request's intended start), one
+/// load at a time.
+#[utoipa::path(post, path = "/api/traffic/start", tag = "traffic", security(("bearer" = [])), request_body = TrafficStart,
+    responses((status = 201, description = "Started", body = TrafficView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "A load is running", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+async fn traffic_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<TrafficStart>) -> Result<(StatusCode, Json<TrafficView>), ApiError> {
+    let start = crate::daemon::traffic::Start {
+        duration: seconds("durationSeconds", req.duration_seconds)?,
+        timeout: req.timeout_seconds.map(|t| seconds("timeoutSeconds", t)).transpose()?,
+        target_url: req.target_url,
+        rps: req.rps,
+        connections: req.connections.map(|c| c as usize),
+        shape: req.shape,
+        method: req.method,
+    };
+    Ok((StatusCode::CREATED, Json(w.ctl.traffic.start(start)?.into())))
+}
+
+/// Stops the running load; answers it as it ended (what was answered is kept).
+#[utoipa::path(post, path = "/api/traffic/stop", tag = "traffic", security(("bearer" = [])),
+    responses((status = 200, body = TrafficView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
+async fn traffic_stop(_: Operator, State(w): State<Arc<Web>>) -> Result<Json<TrafficView>, ApiError> {
+    Ok(Json(w.ctl.traffic.stop().await?.into()))
+}
+
+/// The running load (or the last one): per-second requests, errors and latency.
+#[utoipa::path(get, path = "/api/traffic", tag = "traffic", security(("bearer" = [])),
+    responses((status = 200, body = TrafficView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
+async fn traffic(_: Reader, State(w): State<Arc<Web>>) -> Result<Json<TrafficView>, ApiError> {
+    w.ctl.traffic.status().map(|s| Json(s.into())).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "traffic: no load was started"))
 }
 
 #[cfg(test)]

@@ -335,3 +335,96 @@ pub struct PartitionRequest {
     #[serde(default)]
     pub client_request_id: Option<String>,
 }
+
+/// A load to send to the system under test, as `faultline load` sends it (open loop: the
+/// rate holds whatever the answers do). Field names as load tools' APIs spell them.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficStart {
+    /// <http://IP:PORT/PATH> (or https://, tcp://, redis://, grpc://).
+    pub target_url: String,
+    /// Requests per second (the base rate of `shape`).
+    pub rps: f64,
+    pub duration_seconds: f64,
+    /// Connections: the most requests in flight at once (default 64).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// constant (default), poisson, ramp:FROM..TO/DUR, spike:PEAK@AT/LEN, burst:N/EVERY, sine:AMPLITUDE/PERIOD.
+    #[serde(default)]
+    pub shape: Option<String>,
+    /// HTTP method (default GET).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// A request without an answer this long is an error (default 5).
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+}
+
+/// One second of answers, by the second their requests were meant to start.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSecond {
+    pub second: u64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Latency from the intended start (coordinated omission corrected), ms.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// The whole load, once it ended.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSummary {
+    pub requests: u64,
+    /// Requests per second over the load's duration.
+    pub rate: f64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Requests the schedule could not start in time.
+    pub late_starts: u64,
+}
+
+/// The running load, or the last one.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficView {
+    pub id: u64,
+    pub running: bool,
+    pub target_url: String,
+    pub rps: f64,
+    pub duration_seconds: f64,
+    pub started_unix_ms: i64,
+    pub elapsed_seconds: f64,
+    /// The latest seconds (at most an hour).
+    pub seconds: Vec<TrafficSecond>,
+    pub summary: Option<TrafficSummary>,
+}
+
+impl From<crate::daemon::traffic::Status> for TrafficView {
+    fn from(s: crate::daemon::traffic::Status) -> Self {
+        Self {
+            id: s.id,
+            running: s.running,
+            target_url: s.start.target_url,
+            rps: s.start.rps,
+            duration_seconds: s.start.duration.as_secs_f64(),
+            started_unix_ms: s.started_unix_ms,
+            elapsed_seconds: s.elapsed.as_secs_f64(),
+            seconds: s.seconds.into_iter().map(|f| TrafficSecond { second: f.second, requests: f.requests, errors: f.errors, p50_ms: f.p50_ms, p99_ms: f.p99_ms }).collect(),
+            summary: s.summary.map(|m| TrafficSummary {
+                requests: m.requests,
+                rate: m.rate,
+                errors: m.errors,
+                error_rate: m.error_rate,
+                p50_ms: m.latency_ms.p50,
+                p99_ms: m.latency_ms.p99,
+                max_ms: m.latency_ms.max,
+                late_starts: m.late_starts,
+            }),
+        }
+    }
+}
