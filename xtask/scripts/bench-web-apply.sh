@@ -2,8 +2,8 @@
 # One fault applied and reverted through the controller, as a user's tools do it: the Web
 # API with curl, and gRPC with the faultline CLI, each timed from process start to exit,
 # alternating. Run as root after `cargo build --release -p faultline-agent -p
-# faultline-controller`. One agent on this host (plaintext on loopback), a drop fault on a
-# dummy interface. Prints p50/p99/max per step (ms). N rounds (default 50).
+# faultline-controller`. One agent on this host (plaintext on loopback), a drop fault on one
+# end of a veth pair. Prints p50/p99/max per step (ms). N rounds (default 50).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-50}
@@ -16,7 +16,9 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
-ip link add flbench0 type dummy && ip link set flbench0 up
+ip link add flbench0 type veth peer name flbench1
+ip link set flbench0 up
+ip link set flbench1 up
 echo "operator $token" >"$dir/tokens"
 $BIN/faultline --insecure controller serve --listen 127.0.0.1:7181 --state "$dir/c.db" --web-listen 127.0.0.1:7182 --web-token-file "$dir/tokens" >"$dir/c.log" 2>&1 &
 controller=$!
