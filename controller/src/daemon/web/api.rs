@@ -26,7 +26,7 @@ use crate::faults::Setting;
 #[openapi(
     info(
         title = "faultline controller",
-        description = "Faults across a fleet of faultline agents: list agents and their containers, apply, list and revert faults, cut partitions, follow events. Every call but /api/health needs `Authorization: Bearer TOKEN` (a token from the controller's web_token_file: viewers read, operators also change faults) or, over HTTPS, a client certificate from the controller's CA carrying the operator or viewer role."
+        description = "Faults across a fleet of faultline agents: list agents and their containers, apply, list and revert faults, cut partitions, send traffic to the system under test, follow events. Every call but /api/health needs `Authorization: Bearer TOKEN` (a token from the controller's web_token_file: viewers read, operators also change faults and traffic) or, over HTTPS, a client certificate from the controller's CA carrying the operator or viewer role."
     ),
     modifiers(&BearerAuth),
     tags((name = "agents"), (name = "faults"), (name = "traffic"), (name = "events"), (name = "health"))

@@ -118,7 +118,7 @@ impl FromRequestParts<std::sync::Arc<Web>> for Reader {
 impl FromRequestParts<std::sync::Arc<Web>> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, web: &std::sync::Arc<Web>) -> Result<Self, ApiError> {
-        allow(parts, web, faultline_proto::identity::policy::CONTROLLER_WRITE, "changing faults").map(|_| Self)
+        allow(parts, web, faultline_proto::identity::policy::CONTROLLER_WRITE, "changing faults or traffic").map(|_| Self)
     }
 }
 
