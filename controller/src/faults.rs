@@ -494,6 +494,32 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_catalogue_is_the_cli_s_flags() {
+        let kinds = catalogue();
+        let names: Vec<&str> = kinds.iter().map(|k| k.kind.as_str()).collect();
+        assert_eq!(names, ["netem", "bandwidth", "drop", "partition", "freeze", "kill", "restart", "cpu-stress", "memory-pressure", "cpu-throttle"]);
+        let get = |kind: &str, name: &str| kinds.iter().find(|k| k.kind == kind).unwrap().settings.iter().find(|s| s.name == name).cloned();
+        let loss = get("drop", "loss").unwrap();
+        assert!(loss.required && !loss.switch && !loss.list && loss.help.contains("share"), "{loss:?}");
+        assert!(get("drop", "lease").unwrap().required && !get("kill", "lease").unwrap().required, "kill acts once");
+        assert!(get("drop", "peer").unwrap().list && get("drop", "on").unwrap().list && get("drop", "container_select").unwrap().list);
+        assert!(get("drop", "include_control").unwrap().switch);
+        assert_eq!(get("drop", "direction").unwrap().choices, ["egress", "ingress", "both"]);
+        assert_eq!(get("drop", "mode").unwrap().default, "all");
+        assert!(get("drop", "json").is_none() && get("freeze", "interface").is_none(), "output flags and hidden ones are not settings");
+        assert!(get("drop", "delay").is_none(), "drop takes no delay");
+        // Every setting a kind lists is one from_entry takes.
+        for k in &kinds {
+            for s in &k.settings {
+                let flag = format!("--{}", s.name.replace('_', "-"));
+                let cmd = EntryArgs::command();
+                let sub = cmd.find_subcommand(&k.kind).unwrap();
+                assert!(sub.get_arguments().any(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag)), "{} {flag}", k.kind);
+            }
+        }
+    }
+
     #[derive(Parser)]
     #[command(no_binary_name = true)]
     struct A {
@@ -620,6 +646,70 @@ pub fn from_entry<'a>(kind: &str, settings: impl IntoIterator<Item = (&'a str, &
         bad(&setting_of(&msg), msg.replace("--", ""))
     })?;
     Ok((spec, target(&parsed.apply)))
+}
+
+/// One setting of a fault kind as `fault apply KIND --help` describes it, for front ends
+/// that build a form from the CLI's own definition (the console) instead of a copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingInfo {
+    /// As entries name it (`container_select`).
+    pub name: String,
+    pub help: String,
+    /// The help heading it is listed under ("" for the kind's own settings).
+    pub heading: String,
+    /// What a value looks like (`RATE`); "" for a switch.
+    pub value_name: String,
+    pub required: bool,
+    pub switch: bool,
+    /// Repeatable: a list.
+    pub list: bool,
+    /// The only values it takes, when it names them.
+    pub choices: Vec<String>,
+    pub default: String,
+}
+
+/// A fault kind: what it does and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindInfo {
+    pub kind: String,
+    pub about: String,
+    pub settings: Vec<SettingInfo>,
+}
+
+/// Settings every kind shares that a Web API request carries beside `settings`.
+pub const ENTRY_FIELDS: &[&str] = &["lease", "label", "select", "on", "mode", "count", "percent"];
+
+/// Every fault kind with its settings, read from the flags `fault apply` parses: a front
+/// end that builds its form from this cannot drift from what the parser accepts. The
+/// entry fields (`ENTRY_FIELDS`) are listed too, flagged by their heading.
+pub fn catalogue() -> Vec<KindInfo> {
+    use clap::CommandFactory;
+    let cmd = EntryArgs::command();
+    cmd.get_subcommands()
+        .map(|sub| KindInfo {
+            kind: sub.get_name().to_owned(),
+            about: sub.get_about().map(ToString::to_string).unwrap_or_default(),
+            settings: sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set() && a.get_long().is_some_and(|l| !["json", "help"].contains(&l)))
+                .map(|a| {
+                    let long = a.get_long().unwrap_or_default();
+                    let switch = matches!(a.get_action(), clap::ArgAction::SetTrue);
+                    SettingInfo {
+                        name: long.replace('-', "_"),
+                        help: a.get_help().map(ToString::to_string).unwrap_or_default(),
+                        heading: a.get_help_heading().unwrap_or_default().to_owned(),
+                        value_name: if switch { String::new() } else { a.get_value_names().and_then(|v| v.first()).map_or_else(|| long.to_ascii_uppercase(), ToString::to_string) },
+                        required: a.is_required_set() || (long == "lease" && !matches!(sub.get_name(), "kill" | "restart")),
+                        switch,
+                        list: matches!(a.get_action(), clap::ArgAction::Append) || a.get_value_delimiter().is_some(),
+                        choices: a.get_possible_values().iter().filter(|v| !v.is_hide_set()).map(|v| v.get_name().to_owned()).collect(),
+                        default: if switch { String::new() } else { a.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect::<Vec<_>>().join(",") },
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The setting a message starts with ("--lease is required" concerns `lease`; clap's

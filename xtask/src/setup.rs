@@ -46,16 +46,18 @@ fn ok(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// grpcio and schemathesis from `PyPI` in a venv of its own (the host's Python stays as it
-/// is): the controller's gRPC API is tested from a Python client generated from our .proto
-/// files, its Web API by schemathesis from its OpenAPI description.
+/// grpcio, schemathesis and Playwright from `PyPI` in a venv of its own (the host's Python
+/// stays as it is): the controller's gRPC API is tested from a Python client generated from
+/// our .proto files, its Web API by schemathesis from its OpenAPI description, its console
+/// by Playwright driving Debian's chromium (Playwright's own browser download is never
+/// run: it needs a CDN this machine cannot reach).
 pub const PY_VENV: &str = "target/pyenv";
-const PY_PACKAGES: &[&str] = &["grpcio==1.76.0", "grpcio-tools==1.76.0", "schemathesis==4.32.5"];
+const PY_PACKAGES: &[&str] = &["grpcio==1.76.0", "grpcio-tools==1.76.0", "schemathesis==4.32.5", "playwright==1.65.2"];
 
 fn python_client_env() -> Result<()> {
     let venv = workspace_root().join(PY_VENV);
     let python = venv.join("bin/python");
-    if ok(Command::new(&python).args(["-c", "import grpc, grpc_tools, schemathesis"])) {
+    if ok(Command::new(&python).args(["-c", "import grpc, grpc_tools, schemathesis, playwright"])) {
         return Ok(());
     }
     println!("setup: python venv {} with {}", venv.display(), PY_PACKAGES.join(" "));

@@ -69,6 +69,7 @@ pub const TOOLS: &[Tool] = &[
     apt("depmod", "kmod", "indexing the VM image's kernel modules"),
     apt("openssl", "openssl", "tests make a self-signed certificate for https load"),
     apt("curl", "curl", "the Web API test calls it as a user's script would"),
+    apt("chromium", "chromium", "the console test drives a real browser (Playwright, the system chromium)"),
     apt("vagrant", "vagrant", "the install test validates vagrant/Vagrantfile"),
     apt("ldd", "libc-bin", "collecting shared libraries for initramfs images and the benchmark's tc sidecar image"),
     apt("taskset", "util-linux", "benchmarks pin client and server to cores"),
@@ -91,6 +92,7 @@ pub const TOOLS: &[Tool] = &[
     Tool { program: "rustup", source: Source::Rustup, why: "setup: nightly, rust-src, bpf-linker's LLVM" },
     Tool { program: "pip", source: Source::Venv, why: "setup installs grpcio and schemathesis into the venv" },
     Tool { program: "schemathesis", source: Source::Venv, why: "the Web API test runs it against /api/openapi.json" },
+    Tool { program: "playwright", source: Source::Venv, why: "the console test drives chromium with it" },
     Tool { program: "faultline", source: Source::Own, why: "the CLI, run by tests, the lab and xtask" },
     Tool { program: "faultline-agent", source: Source::Own, why: "the agent, run by tests, the lab and xtask" },
 ];

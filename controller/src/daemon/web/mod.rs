@@ -8,6 +8,7 @@
 
 mod api;
 pub mod auth;
+mod console;
 pub mod views;
 
 use std::{

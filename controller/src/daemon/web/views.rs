@@ -228,6 +228,63 @@ impl Kind {
     }
 }
 
+/// A fault kind and the settings `POST /api/faults` takes for it, read from the CLI's own
+/// flags (`faultline fault apply KIND --help`).
+#[derive(Serialize, ToSchema)]
+pub struct FaultKindView {
+    pub kind: String,
+    pub about: String,
+    pub settings: Vec<SettingView>,
+}
+
+/// One setting of a fault kind.
+#[derive(Serialize, ToSchema)]
+pub struct SettingView {
+    /// The key in `settings` (or, for lease, label, select, on, mode, count and percent,
+    /// the request's own field of that name).
+    pub name: String,
+    pub help: String,
+    /// "Controller targeting", "Container", "Process target", or "" for the kind's own.
+    pub heading: String,
+    /// What a value looks like ("RATE"); "" for a switch.
+    pub value_name: String,
+    pub required: bool,
+    /// true/false.
+    pub switch: bool,
+    /// A list of values.
+    pub list: bool,
+    /// The only values it takes, when there is such a list.
+    pub choices: Vec<String>,
+    pub default: String,
+    /// A field of the request itself, not of `settings`.
+    pub request_field: bool,
+}
+
+impl From<crate::faults::KindInfo> for FaultKindView {
+    fn from(k: crate::faults::KindInfo) -> Self {
+        Self {
+            kind: k.kind,
+            about: k.about,
+            settings: k
+                .settings
+                .into_iter()
+                .map(|s| SettingView {
+                    request_field: crate::faults::ENTRY_FIELDS.contains(&s.name.as_str()),
+                    name: s.name,
+                    help: s.help,
+                    heading: s.heading,
+                    value_name: s.value_name,
+                    required: s.required,
+                    switch: s.switch,
+                    list: s.list,
+                    choices: s.choices,
+                    default: s.default,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A setting's value: a switch, a number, a word, or a list of words.
 #[derive(Deserialize, Serialize, Clone, ToSchema)]
 #[serde(untagged)]

@@ -1,0 +1,150 @@
+"""The console and Swagger UI in a real browser: Debian's chromium driven by Playwright.
+
+Run by controller/tests/e2e.rs (the_console_drives_faults_and_traffic_in_a_real_browser)
+with a live controller; it talks to the test on stdin/stdout, one line each way, where the
+test checks the kernel: "applied ID" -> (the test sees the fault's effect) -> "go", and
+"reverted ID" -> (the test sees the kernel clean) -> "go". Every request the page makes
+to another origin is refused and reported: nothing may leave the machine.
+
+usage: console.py BASE_URL OPERATOR_TOKEN VIEWER_TOKEN TARGET_URL SPKI_SHA256 OUT_DIR
+"""
+
+import json
+import sys
+import time
+from urllib.parse import urlsplit
+
+from playwright.sync_api import expect, sync_playwright
+
+base, operator, viewer, target, spki, out = sys.argv[1:7]
+origin = urlsplit(base).netloc
+elsewhere = []
+
+
+def say(line):
+    print(line, flush=True)
+
+
+def wait_go():
+    got = sys.stdin.readline().strip()
+    if got != "go":
+        raise SystemExit(f"the test said {got!r}")
+
+
+def until(cond, what, seconds=60):
+    """Polls from here: the console's CSP (no eval) refuses Playwright's wait_for_function."""
+    for _ in range(seconds * 10):
+        if cond():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"never happened: {what}")
+
+
+def shot(page, name):
+    page.screenshot(path=f"{out}/console-{name}.png", full_page=True)
+
+
+def only_here(route):
+    """Requests to any other origin are refused and remembered (a CDN, fonts, telemetry)."""
+    url = route.request.url
+    if urlsplit(url).netloc != origin and not url.startswith(("data:", "blob:")):
+        elsewhere.append(url)
+        return route.abort()
+    return route.continue_()
+
+
+with sync_playwright() as pw:
+    browser = pw.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        # The controller's certificate is trusted by its key's hash, and only it.
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", f"--ignore-certificate-errors-spki-list={spki}"],
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.route("**/*", only_here)
+    console_errors = []
+    # Script errors; the browser's own "Failed to load resource" lines are the API's
+    # expected refusals (401 before signing in, 404 before any traffic, 400, 403).
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on("pageerror", lambda e: console_errors.append(str(e)))
+
+    # Closed until a token is given.
+    page.goto(base + "/")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "unauthenticated")
+    page.fill("#token", operator)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#agents tbody tr")).to_have_count(2)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+
+    # The form is the CLI's flags: a missing lease is refused naming the field.
+    page.select_option("#kind", "drop")
+    page.fill("#setting-interface", "eth0")
+    page.fill("#setting-loss", "100%")
+    page.fill("#setting-on", "h1")
+    page.click("#apply button[type=submit]")
+    expect(page.locator("#setting-lease")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#apply-result")).to_contain_text("lease")
+
+    page.fill("#setting-lease", "120s")
+    page.fill("#setting-label", "from the console")
+    page.click("#apply button[type=submit]")
+    row = page.locator("#faults tbody tr[data-kind=drop]")
+    expect(row).to_have_count(1)
+    fault = row.get_attribute("data-fault")
+    expect(row).to_contain_text("from the console")
+    expect(page.locator(f"#events li[data-kind=fault_applied]", has_text=fault)).to_have_count(1)
+    # The countdown runs.
+    left = float(row.locator("td.left").inner_text().split()[0])
+    page.wait_for_timeout(1500)
+    assert float(row.locator("td.left").inner_text().split()[0]) < left, "the time left counts down"
+    shot(page, "fault-applied")
+    say(f"applied {fault}")
+    wait_go()
+
+    # Traffic against the lab's nginx; the chart fills second by second.
+    page.fill("#traffic-form input[name=targetUrl]", target)
+    page.fill("#traffic-form input[name=rps]", "100")
+    page.fill("#traffic-form input[name=durationSeconds]", "60")
+    page.click("#traffic-start")
+    expect(page.locator("#chart canvas").first).to_be_visible()
+    chart = page.locator("#chart")
+    until(lambda: int(chart.get_attribute("data-seconds")) >= 3, "three seconds charted")
+    first = int(chart.get_attribute("data-requests"))
+    until(lambda: int(chart.get_attribute("data-requests")) > first, "the chart moves")
+    expect(page.locator("#traffic-status")).to_contain_text("running")
+    shot(page, "traffic")
+
+    # Revert from the fault's own button.
+    row.locator("button.revert").click()
+    expect(page.locator("#faults tbody tr")).to_have_count(0)
+    expect(page.locator(f"#events li[data-kind=fault_reverted]", has_text=fault)).to_have_count(1)
+    page.click("#traffic-stop")
+    expect(page.locator("#traffic-status")).to_contain_text("ended")
+    shot(page, "reverted")
+    say(f"reverted {fault}")
+    wait_go()
+
+    # A viewer watches but cannot inject.
+    page.fill("#token", viewer)
+    page.click("#login button[type=submit]")
+    page.fill("#setting-lease", "10s")
+    page.click("#apply button[type=submit]")
+    expect(page.locator("#apply-result")).to_contain_text("not allowed")
+    expect(page.locator("#faults tbody tr")).to_have_count(0)
+
+    # Swagger UI, from the binary: authorize with the token, try GET /api/agents.
+    page.goto(base + "/api/docs/")
+    page.click("button.authorize")
+    page.fill(".auth-container input", viewer)
+    page.click(".auth-btn-wrapper button.authorize")
+    page.click(".auth-btn-wrapper button.btn-done")
+    op = page.locator("#operations-agents-agents")
+    op.locator(".opblock-summary").click()
+    op.locator("button.try-out__btn").click()
+    op.locator("button.execute").click()
+    expect(op.locator(".live-responses-table tr.response .response-col_status")).to_contain_text("200")
+    expect(op.locator(".live-responses-table tr.response .response-col_description")).to_contain_text("\"name\": \"h1\"")
+    shot(page, "swagger")
+
+    browser.close()
+
+say("result " + json.dumps({"elsewhere": elsewhere, "console_errors": console_errors}))
