@@ -1038,6 +1038,7 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     assert!(sse.contains("event: event") && sse.contains("id: 1\n") && sse.contains("\"kind\":\"fault_reverted\""), "{sse}");
 
     web_traffic(&h, &op, &vw, metrics);
+    web_runs(&h, &op, &vw);
 
     // Described: OpenAPI 3.1 and Swagger UI from the binary itself.
     let (code, body) = curl(&h, "GET", "/api/openapi.json", &[], None);
@@ -1068,6 +1069,67 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_file(&tokens);
+}
+
+/// Runs through the Web API: a scenario started from its YAML (refused naming the field
+/// when wrong), its state and analysis, its report and PNGs (with a token, and through a
+/// link a browser can follow), a second run stopped early.
+fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let _nginx = common::Nginx::start_in(Some(&h.ns(2)), "10.201.10.2", 8085);
+    let scenario = |recovery: &str| {
+        format!(
+            "name: web drop\nload:\n  target: http://10.201.10.2:8085/\n  rate: 100\n  timeout: 300ms\nhypothesis:\n  - error_rate < 50%\n\
+             phases:\n  warmup: 1s\n  baseline: 3s\n  fault: 2s\n  recovery: {recovery}\nfaults:\n  - at: 0s\n    for: 1s\n    kind: drop\n    interface: eth0\n    loss: 10%\n    select: role=web\n"
+        )
+    };
+    let (code, body) = curl(h, "POST", "/api/runs", vw, Some(&serde_json::json!({"scenario": scenario("3s")})));
+    assert_eq!(code, 403, "viewers do not start runs: {body}");
+    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": "name: x\nload: 5\n"})));
+    assert!(code == 400 && json(&body)["error"]["field"].as_str().is_some_and(|f| f.starts_with("scenario.")), "{code} {body}");
+    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")})));
+    assert!(code == 201 && json(&body)["state"] == "running", "{code} {body}");
+    let id = json(&body)["id"].as_str().unwrap().to_owned();
+    assert_eq!(curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")}))).0, 409, "one run at a time");
+    let mut run = serde_json::Value::Null;
+    eventually("the run ends", || {
+        run = json(&curl(h, "GET", &format!("/api/runs/{id}"), vw, None).1);
+        run["state"] != "running"
+    });
+    assert_eq!(run["state"], "passed", "{run}");
+    assert!(run["analysis"]["phases"].is_array(), "the analysis of a finished run: {run}");
+    let files: Vec<&str> = run["files"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    for f in ["report.html", "throughput.png", "summary.json", "seconds.csv", "scenario.yaml"] {
+        assert!(files.contains(&f), "{f} in {files:?}");
+    }
+    let (code, page) = curl(h, "GET", &format!("/api/runs/{id}/files/report.html"), vw, None);
+    assert!(code == 200 && page.contains("throughput.png"), "{code}");
+    for bad in ["..%2Fcontroller.db", ".incoming", "x.sh"] {
+        let code = curl(h, "GET", &format!("/api/runs/{id}/files/{bad}"), vw, None).0;
+        assert!(code == 400 || code == 404, "{bad}: {code}");
+    }
+    assert_eq!(curl(h, "GET", &format!("/api/runs/{id}/files/report.html"), &[], None).0, 401);
+    // A link a browser tab can follow: the report and its PNGs with no other credential.
+    let (code, body) = curl(h, "POST", &format!("/api/runs/{id}/link"), vw, None);
+    assert_eq!(code, 201, "{body}");
+    let url = json(&body)["url"].as_str().unwrap().to_owned();
+    assert_eq!(curl(h, "GET", &format!("{url}report.html"), &[], None).0, 200);
+    assert_eq!(curl(h, "GET", &format!("{url}throughput.png"), &[], None).0, 200);
+    assert_eq!(curl(h, "GET", &format!("/runs/{id}/00000000000000000000000000000000/report.html"), &[], None).0, 404, "a made-up link opens nothing");
+    // Stopped early: aborted, faults reverted, what was measured reported.
+    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("60s")})));
+    assert_eq!(code, 201, "{body}");
+    let long = json(&body)["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, body) = curl(h, "POST", &format!("/api/runs/{long}/stop"), op, None);
+    assert_eq!(code, 202, "{body}");
+    eventually("the stopped run ends", || json(&curl(h, "GET", &format!("/api/runs/{long}"), vw, None).1)["state"] != "running");
+    let stopped = json(&curl(h, "GET", &format!("/api/runs/{long}"), vw, None).1);
+    assert!(stopped["state"] == "aborted" && stopped["message"].as_str().unwrap().contains("Web API"), "{stopped}");
+    let (code, list) = curl(h, "GET", "/api/runs", vw, None);
+    let ids: Vec<String> = json(&list).as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert!(code == 200 && ids == [long.clone(), id.clone()], "newest first: {ids:?}");
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
 }
 
 /// The Web API's traffic: started by the seed-style call as written, watched per second,
@@ -1107,7 +1169,8 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
 /// tests/python/console.py): signed in with a token, a drop fault applied from the form (and a
 /// missing lease refused naming the field), seen in the list with its countdown and in the
 /// event stream, traffic started against nginx with the chart filling, the fault reverted
-/// from its button; a viewer refused; Swagger UI's "Try it out" of GET /api/agents; no
+/// from its button; a scenario run started from the console and its report opened in a
+/// tab through a link; a viewer refused; Swagger UI's "Try it out" of GET /api/agents; no
 /// request leaving for another origin. The kernel is checked here between the steps.
 /// Screenshots: target/artifacts/console-*.png.
 #[test]
@@ -1180,7 +1243,8 @@ fn the_console_drives_faults_and_traffic_in_a_real_browser() {
     assert!(browser.wait().unwrap().success());
     assert_eq!(result["elsewhere"], serde_json::json!([]), "requests to other origins: {result}");
     assert_eq!(result["console_errors"], serde_json::json!([]), "errors in the browser's console: {result}");
-    for shot in ["fault-applied", "traffic", "reverted", "swagger"] {
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "the console's run left nothing applied");
+    for shot in ["fault-applied", "traffic", "reverted", "runs", "report", "swagger"] {
         assert!(artifacts.join(format!("console-{shot}.png")).exists(), "screenshot {shot}");
     }
     let _ = std::fs::remove_file(&tokens);

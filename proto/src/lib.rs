@@ -48,6 +48,10 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The id the controller answers a one-shot fault (kill, restart) with: it acted once,
+/// holds nothing and has no controller id to revert by.
+pub const ONE_SHOT_ID: &str = "done";
+
 /// Now, in milliseconds since the Unix epoch.
 #[must_use]
 pub fn now_unix_ms() -> i64 {

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 mod config;
 mod containers;
+pub mod runs;
 pub mod traffic;
 pub mod web;
 mod error;
@@ -59,9 +60,7 @@ impl Source {
     }
 }
 
-/// The id a one-shot fault (kill, restart) is answered with: it acted once, holds
-/// nothing and has no controller id to revert by.
-pub const ONE_SHOT_ID: &str = "done";
+pub use faultline_proto::ONE_SHOT_ID;
 
 struct AgentEntry {
     name: String,
@@ -370,7 +369,13 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         } else {
             None
         };
-        web::start(web::Web::new(ctl.clone(), tokens), addr, tls).await?;
+        // Runs started through the Web API go through this controller's gRPC service as
+        // the CLI would, with the CLI's certificate from the same directory.
+        let cli = faultline_proto::transport::Security::from_flags(!ctl.security.is_tls(), config.tls_dir.as_deref(), faultline_proto::transport::Role::Cli)
+            .map_err(|e| format!("they run as the CLI does, with its certificate (cli.pem) in the controller's TLS directory: {e}"));
+        let runs_dir = path.parent().map_or_else(|| PathBuf::from("runs"), |p| p.join("runs"));
+        let runs = std::sync::Arc::new(runs::Runs::new(runs_dir, listen, cli));
+        web::start(web::Web::new(ctl.clone(), tokens, runs), addr, tls).await?;
     }
     let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller()).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");

@@ -113,7 +113,18 @@ pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, secur
 }
 
 /// Runs the scenario and writes the run directory; the verdict is the caller's to judge.
+/// Ctrl-C stops it early (every fault reverted, what was measured kept).
 pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<Outcome> {
+    execute_until(args, client, security, async {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupted (Ctrl-C)".to_owned()
+    })
+    .await
+}
+
+/// As `execute`, stopped early when `cancel` resolves, with the reason it gives. The
+/// controller runs scenarios this way: a process that serves must not take SIGINT over.
+pub async fn execute_until(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security, cancel: impl Future<Output = String> + Send + 'static) -> Result<Outcome> {
     let mut c = client;
     let p = plan::plan(args, &mut c).await?;
     // The agents' kernel and host metrics, streamed through the run (best effort: an agent
@@ -121,10 +132,18 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
     let (collected, watchers) = kernel_watch::start(&p.agents, security).await;
     let start = Instant::now() + Duration::from_millis(300);
     let (stop, stop_rx) = tokio::sync::watch::channel(None::<String>);
+    let canceller = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let why = cancel.await;
+            stop.send_if_modified(|v| v.is_none() && v.replace(why).is_none());
+        })
+    };
     let timeline: Arc<Mutex<Vec<Timeline>>> = Arc::default();
     let tasks = schedule::faults(&p, &c, start, &stop, &timeline);
     let progress = guard::progress(p.scenario.guardrails.clone(), stop.clone());
     let run = load::run(&p.load, start, schedule::stopped(stop_rx), progress).await;
+    canceller.abort();
     let aborted = schedule::stop_all(&stop, run.interrupted, tasks).await;
     tokio::time::sleep(kernel_watch::LAST_SAMPLE).await;
     watchers.iter().for_each(tokio::task::JoinHandle::abort);

@@ -68,7 +68,7 @@ async fn fault(f: FaultPlan, mut c: ControllerServiceClient<Channel>, start: Ins
             }
             // Kill and restart act once; everything else is reverted here (its lease
             // would end it anyway, a moment later).
-            if fault.id != crate::daemon::ONE_SHOT_ID {
+            if fault.id != faultline_proto::ONE_SHOT_ID {
                 match c.revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false }).await {
                     Ok(r) => {
                         for a in r.into_inner().agents {
@@ -100,12 +100,10 @@ async fn apply(c: &mut ControllerServiceClient<Channel>, f: &FaultPlan) -> Resul
     Ok(r.into_inner().fault.unwrap_or_default())
 }
 
-/// Resolves when the run is to stop early: Ctrl-C, a guardrail, a failed fault.
+/// Resolves when the run is to stop early: its caller's stop (Ctrl-C for the CLI), a
+/// guardrail, a failed fault.
 pub(super) async fn stopped(mut stop: watch::Receiver<Option<String>>) {
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = stop.wait_for(Option::is_some) => {}
-    }
+    let _ = stop.wait_for(Option::is_some).await;
 }
 
 /// Ends every fault task (each reverts its fault on stop) and waits for them; returns

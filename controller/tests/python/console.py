@@ -10,6 +10,7 @@ usage: console.py BASE_URL OPERATOR_TOKEN VIEWER_TOKEN TARGET_URL SPKI_SHA256 OU
 """
 
 import json
+import re
 import sys
 import time
 from urllib.parse import urlsplit
@@ -19,6 +20,28 @@ from playwright.sync_api import expect, sync_playwright
 base, operator, viewer, target, spki, out = sys.argv[1:7]
 origin = urlsplit(base).netloc
 elsewhere = []
+
+
+SCENARIO = """name: console run
+load:
+  target: {target}
+  rate: 50
+  timeout: 300ms
+hypothesis:
+  - error_rate < 50%
+phases:
+  warmup: 1s
+  baseline: 3s
+  fault: 2s
+  recovery: 3s
+faults:
+  - at: 0s
+    for: 1s
+    kind: drop
+    interface: eth0
+    loss: 10%
+    select: role=web
+"""
 
 
 def say(line):
@@ -59,8 +82,9 @@ with sync_playwright() as pw:
         # The controller's certificate is trusted by its key's hash, and only it.
         args=["--no-sandbox", "--disable-gpu", "--disable-quic", f"--ignore-certificate-errors-spki-list={spki}"],
     )
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.route("**/*", only_here)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", only_here)
+    page = context.new_page()
     console_errors = []
     # Script errors; the browser's own "Failed to load resource" lines are the API's
     # expected refusals (401 before signing in, 404 before any traffic, 400, 403).
@@ -122,6 +146,27 @@ with sync_playwright() as pw:
     shot(page, "reverted")
     say(f"reverted {fault}")
     wait_go()
+
+    # A scenario run from the console; its report opens in a tab through a link.
+    page.fill("#run-scenario", "name: broken\nload: 5\n")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#run-scenario")).to_have_attribute("aria-invalid", "true")
+    page.fill("#run-scenario", SCENARIO.format(target=target))
+    page.click("#run-form button[type=submit]")
+    run = page.locator("#runs tbody tr").first
+    expect(run).to_have_attribute("data-state", "passed", timeout=60000)
+    with context.expect_page() as opened:
+        run.locator("button.report").click()
+    report = opened.value
+    report.wait_for_load_state("load")
+    expect(report).to_have_title(re.compile("faultline run: console run"))
+    expect(report.locator("svg").first).to_be_visible()
+    report.screenshot(path=f"{out}/console-report.png", full_page=True)
+    # The link opens the run's other files too (the PNGs beside the report).
+    png = report.goto(report.url.replace("report.html", "throughput.png"))
+    assert png.status == 200 and png.headers["content-type"] == "image/png", (png.status, png.headers)
+    report.close()
+    shot(page, "runs")
 
     # A viewer watches but cannot inject.
     page.fill("#token", viewer)

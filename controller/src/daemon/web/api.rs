@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     ApiError, Body, ErrorBody, MAX_BODY, Query, Web,
     auth::{Operator, Reader},
-    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode, PartitionRequest, RevertView, Rest, SettingValue, Shape, TrafficStart, TrafficView},
+    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode, PartitionRequest, RevertView, Rest, RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView},
 };
 use crate::faults::Setting;
 
@@ -29,7 +29,7 @@ use crate::faults::Setting;
         description = "Faults across a fleet of faultline agents: list agents and their containers, apply, list and revert faults, cut partitions, send traffic to the system under test, follow events. Every call but /api/health needs `Authorization: Bearer TOKEN` (a token from the controller's web_token_file: viewers read, operators also change faults and traffic) or, over HTTPS, a client certificate from the controller's CA carrying the operator or viewer role."
     ),
     modifiers(&BearerAuth),
-    tags((name = "agents"), (name = "faults"), (name = "traffic"), (name = "events"), (name = "health"))
+    tags((name = "agents"), (name = "faults"), (name = "traffic"), (name = "runs"), (name = "events"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -59,6 +59,12 @@ pub fn router(web: Arc<Web>) -> Router {
         .routes(routes!(traffic))
         .routes(routes!(traffic_start))
         .routes(routes!(traffic_stop))
+        .routes(routes!(runs, run_start))
+        .routes(routes!(run))
+        .routes(routes!(run_stop))
+        .routes(routes!(run_file))
+        .routes(routes!(run_link))
+        .routes(routes!(run_file_by_link))
         .with_state(web)
         .split_for_parts();
     router
@@ -161,7 +167,7 @@ fn settings_of(r: &ApplyRequest) -> Vec<(String, Setting)> {
 }
 
 /// Applies a fault on the agents it targets, all or nothing; a kill or restart acts once
-/// and answers the id "one-shot".
+/// and answers the id "done".
 #[utoipa::path(post, path = "/api/faults", tag = "faults", security(("bearer" = [])), request_body = ApplyRequest,
     responses(
         (status = 201, description = "Applied", body = FaultView),
@@ -362,6 +368,80 @@ async fn traffic_stop(_: Operator, State(w): State<Arc<Web>>) -> Result<Json<Tra
     responses((status = 200, body = TrafficView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
 async fn traffic(_: Reader, State(w): State<Arc<Web>>) -> Result<Json<TrafficView>, ApiError> {
     w.ctl.traffic.status().map(|s| Json(s.into())).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "traffic: no load was started"))
+}
+
+/// The runs, newest first (at most 200): the one running, then those whose directories
+/// the controller keeps.
+#[utoipa::path(get, path = "/api/runs", tag = "runs", security(("bearer" = [])),
+    responses((status = 200, body = Vec<RunView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn runs(_: Reader, State(w): State<Arc<Web>>) -> Json<Vec<RunView>> {
+    Json(w.runs.list().into_iter().map(RunView::from).collect())
+}
+
+/// Starts a scenario as `faultline run` does (load and faults on one clock, guardrails,
+/// the run directory and its report), one run at a time.
+#[utoipa::path(post, path = "/api/runs", tag = "runs", security(("bearer" = [])), request_body = RunStart,
+    responses((status = 201, description = "Started", body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "A run is running", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, description = "This controller cannot run scenarios (see the message)", body = ErrorBody)))]
+async fn run_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<RunStart>) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(w.runs.start(&req.scenario)?.into())))
+}
+
+/// One run: its state and, once it ended, its analysis.
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+    let mut v = RunView::from(w.runs.info(&id)?);
+    v.analysis = w.runs.analysis(&id)?;
+    Ok(Json(v))
+}
+
+/// Stops the running run early: its faults are reverted, what it measured is kept and
+/// reported.
+#[utoipa::path(post, path = "/api/runs/{id}/stop", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
+    responses((status = 202, description = "Stopping", body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run_stop(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    w.runs.stop(&id)?;
+    Ok((StatusCode::ACCEPTED, Json(w.runs.info(&id)?.into())))
+}
+
+/// A run's file as it is: report.html (its PNGs are beside it), throughput.png, seconds.csv,
+/// summary.json, scenario.yaml, ...; served so that a page cannot run script.
+fn file_response((bytes, content_type): (Vec<u8>, &'static str)) -> axum::response::Response {
+    use axum::{http::header, response::IntoResponse};
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_SECURITY_POLICY, axum::http::HeaderValue::from_static("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// A file of a run's directory.
+#[utoipa::path(get, path = "/api/runs/{id}/files/{name}", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The run's id"), ("name" = String, Path, description = "A file name from the run's `files`")),
+    responses((status = 200, description = "The file", content(("text/html"), ("image/png"), ("text/csv"), ("application/json"), ("application/yaml"), ("text/markdown"), ("text/plain"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run_file(_: Reader, State(w): State<Arc<Web>>, Path((id, name)): Path<(String, String)>) -> Result<axum::response::Response, ApiError> {
+    Ok(file_response(w.runs.file(&id, &name)?))
+}
+
+/// A link that opens the run's files for 15 minutes with no other credential, for a
+/// browser tab (which cannot send a token with a link) or a colleague.
+#[utoipa::path(post, path = "/api/runs/{id}/link", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
+    responses((status = 201, body = RunLink), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn run_link(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<(StatusCode, Json<RunLink>), ApiError> {
+    let (ticket, expires_unix_ms) = w.runs.link(&id)?;
+    Ok((StatusCode::CREATED, Json(RunLink { url: format!("/runs/{id}/{ticket}/"), expires_unix_ms })))
+}
+
+/// A run's file through a link from POST /api/runs/{id}/link (the link is the credential).
+#[utoipa::path(get, path = "/runs/{id}/{ticket}/{name}", tag = "runs",
+    params(("id" = String, Path, description = "The run's id"), ("ticket" = String, Path, description = "The link's secret"), ("name" = String, Path, description = "A file name")),
+    responses((status = 200, description = "The file", content(("text/html"), ("image/png"), ("text/csv"), ("application/json"), ("application/yaml"), ("text/markdown"), ("text/plain"))),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run_file_by_link(State(w): State<Arc<Web>>, Path((id, ticket, name)): Path<(String, String, String)>) -> Result<axum::response::Response, ApiError> {
+    Ok(file_response(w.runs.file_by_link(&id, &ticket, &name)?))
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The Web API's state: the controller, the tokens, and the requests it remembers.
 pub struct Web {
     ctl: Controller,
+    runs: Arc<super::runs::Runs>,
     tokens: auth::Tokens,
     remembered: Mutex<BTreeMap<String, Remembered>>,
 }
@@ -163,8 +164,8 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
 }
 
 impl Web {
-    pub fn new(ctl: Controller, tokens: auth::Tokens) -> Arc<Self> {
-        Arc::new(Self { ctl, tokens, remembered: Mutex::new(BTreeMap::new()) })
+    pub fn new(ctl: Controller, tokens: auth::Tokens, runs: Arc<super::runs::Runs>) -> Arc<Self> {
+        Arc::new(Self { ctl, runs, tokens, remembered: Mutex::new(BTreeMap::new()) })
     }
 
     /// A request carrying `id`: the first request's answer when this is a retry of it

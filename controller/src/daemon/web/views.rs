@@ -106,7 +106,7 @@ pub struct PartView {
     pub applied_at_unix_ms: i64,
 }
 
-/// An active fault (or a one-shot kill or restart, id "one-shot").
+/// An active fault (or a one-shot kill or restart, id "done": nothing to revert).
 #[derive(Serialize, Deserialize, Clone, ToSchema)]
 pub struct FaultView {
     pub id: String,
@@ -484,4 +484,46 @@ impl From<crate::daemon::traffic::Status> for TrafficView {
             }),
         }
     }
+}
+
+/// A scenario to run, as `faultline run FILE` reads it (YAML, see examples/).
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunStart {
+    /// The scenario's YAML text.
+    pub scenario: String,
+}
+
+/// A scenario run the controller started (or one whose directory it keeps).
+#[derive(Serialize, ToSchema)]
+pub struct RunView {
+    /// Its directory's name.
+    pub id: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// running, passed, failed (a hypothesis did not hold), aborted (stopped early, every fault reverted), error.
+    pub state: String,
+    pub message: String,
+    pub started_unix_ms: i64,
+    /// Files of its directory, each at /api/runs/{id}/files/{name}: report.html, the PNGs, CSVs, summary.json.
+    pub files: Vec<String>,
+    /// Once it ended: the analysis `faultline analyze RUN --json` prints (phases, findings, anomalies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub analysis: Option<serde_json::Value>,
+}
+
+impl From<crate::daemon::runs::Info> for RunView {
+    fn from(i: crate::daemon::runs::Info) -> Self {
+        Self { id: i.id, scenario: i.scenario, state: i.state.name().to_owned(), message: i.message, started_unix_ms: i.started_unix_ms, files: i.files, analysis: None }
+    }
+}
+
+/// A link that opens a run's files without other credentials, for a while: follow
+/// `url` + a file name (report.html finds its PNGs beside it).
+#[derive(Serialize, ToSchema)]
+pub struct RunLink {
+    /// /runs/{id}/{secret}/ — append report.html, throughput.png, ...
+    pub url: String,
+    pub expires_unix_ms: i64,
 }

@@ -87,7 +87,7 @@ async function refreshFaults() {
   state.faults = await api('GET', '/api/faults');
   state.faultsAt = performance.now();
   for (const f of state.faults) {
-    if (f.id !== 'one-shot' && !state.intervals.has(f.id)) state.intervals.set(f.id, { from: f.applied_at_unix_ms, to: null });
+    if (f.id !== 'done' && !state.intervals.has(f.id)) state.intervals.set(f.id, { from: f.applied_at_unix_ms, to: null });
   }
   drawFaults();
 }
@@ -424,10 +424,71 @@ async function stopTraffic() {
   }
 }
 
+// ---- runs ----
+
+async function refreshRuns() {
+  const runs = await api('GET', '/api/runs');
+  const rows = runs.map((r) => el('tr', { 'data-run': r.id, 'data-state': r.state },
+    el('td', {}, r.id),
+    el('td', { class: r.state === 'passed' ? 'ok' : r.state === 'running' ? '' : 'bad' }, r.state),
+    el('td', {}, when(r.started_unix_ms)),
+    el('td', {}, r.message),
+    el('td', {},
+      r.state === 'running' ? el('button', { type: 'button', class: 'danger stop', onclick: () => stopRun(r.id) }, 'Stop') : '',
+      r.files.includes('report.html') ? el('button', { type: 'button', class: 'report', onclick: () => openReport(r.id) }, 'Report') : '')));
+  $('#runs tbody').replaceChildren(...rows);
+}
+
+function runResult(text, bad) {
+  const p = $('#run-result');
+  p.textContent = text;
+  p.classList.toggle('bad', bad);
+}
+
+async function submitRun(ev) {
+  ev.preventDefault();
+  const form = $('#run-form');
+  try {
+    const r = await api('POST', '/api/runs', { scenario: $('#run-scenario').value });
+    markInvalid(form, '');
+    runResult(`started ${r.id}`, false);
+  } catch (e) {
+    markInvalid(form, e.field.startsWith('scenario') ? 'scenario' : e.field);
+    runResult(e.message, true);
+  }
+  refreshRuns().catch(() => {});
+}
+
+async function stopRun(id) {
+  try {
+    await api('POST', `/api/runs/${encodeURIComponent(id)}/stop`);
+    runResult(`stopping ${id}: its faults are reverted, what it measured is kept`, false);
+  } catch (e) {
+    runResult(e.message, true);
+  }
+  refreshRuns().catch(() => {});
+}
+
+/** A tab cannot send the token with a link: the report opens through a link the API
+ * makes for it (valid 15 minutes), so its relative links to the PNGs work too. */
+async function openReport(id) {
+  const tab = window.open('', '_blank');
+  try {
+    const l = await api('POST', `/api/runs/${encodeURIComponent(id)}/link`);
+    if (tab) {
+      tab.opener = null;
+      tab.location = l.url + 'report.html';
+    }
+  } catch (e) {
+    if (tab) tab.close();
+    runResult(e.message, true);
+  }
+}
+
 // ---- start ----
 
 async function refreshAll() {
-  await Promise.all([refreshAgents(), refreshFaults(), refreshTraffic()]);
+  await Promise.all([refreshAgents(), refreshFaults(), refreshTraffic(), refreshRuns()]);
 }
 
 function every(ms, f) {
@@ -453,9 +514,11 @@ async function start() {
   $('#revert-all').addEventListener('click', () => revert());
   $('#traffic-form').addEventListener('submit', submitTraffic);
   $('#traffic-stop').addEventListener('click', stopTraffic);
+  $('#run-form').addEventListener('submit', submitRun);
   every(2000, refreshAgents);
   every(2000, refreshFaults);
   every(1000, refreshTraffic);
+  every(2000, refreshRuns);
   setInterval(tickCountdown, 250);
   followEvents();
   boot();
