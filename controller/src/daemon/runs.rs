@@ -147,6 +147,7 @@ impl Runs {
         let file = incoming.join(format!("{}.yaml", std::process::id()));
         std::fs::write(&file, yaml).map_err(|e| DaemonError::internal(format!("{}: {e}", file.display())))?;
         let scenario = run::scenario::load(&file).map_err(|e| {
+            let _ = std::fs::remove_file(&file);
             let line = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
             DaemonError::invalid(format!("scenario.{}: {}{line}", e.field, e.problem))
         })?;
@@ -217,7 +218,8 @@ impl Runs {
     pub fn list(&self) -> Vec<Info> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         let mut ids: Vec<String> = entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).filter_map(|e| e.file_name().into_string().ok()).filter(|n| check_id(n).is_ok()).collect();
-        ids.sort_by_key(|id| std::cmp::Reverse(started(&self.dir.join(id))));
+        // Ordered by the directories' times (metadata only): only the listed ones are read.
+        ids.sort_by_cached_key(|id| std::cmp::Reverse(started(&self.dir.join(id))));
         ids.truncate(MAX_LISTED);
         let mut out: Vec<Info> = ids.iter().filter_map(|id| self.info(id).ok()).collect();
         if let Some(c) = lock(&self.current).as_ref().filter(|c| !c.done && !ids.contains(&c.id)) {
@@ -258,14 +260,15 @@ impl Runs {
         Ok(Info { id: id.to_owned(), scenario, state, message, started_unix_ms, files })
     }
 
-    /// A finished run's analysis, as `faultline analyze RUN --json` prints it.
+    /// A finished run's analysis, as `faultline analyze RUN --json` prints it: the
+    /// analysis.json its report wrote (read, not computed again per request).
     pub fn analysis(&self, id: &str) -> Result<Option<serde_json::Value>, DaemonError> {
         let info = self.info(id)?;
-        if matches!(info.state, State::Running | State::Error) || !info.files.iter().any(|f| f == "report.html") {
+        if matches!(info.state, State::Running | State::Error) || !info.files.iter().any(|f| f == files::ANALYSIS_JSON) {
             return Ok(None);
         }
-        let a = crate::report::analyze::analyze(&self.dir.join(id), None).map_err(|e| DaemonError::internal(format!("analysis of {id}: {e:#}")))?;
-        Ok(Some(serde_json::to_value(a).map_err(|e| DaemonError::internal(e.to_string()))?))
+        let (bytes, _) = self.file(id, files::ANALYSIS_JSON)?;
+        Ok(Some(serde_json::from_slice(&bytes).map_err(|e| DaemonError::internal(format!("{id}/{}: {e}", files::ANALYSIS_JSON)))?))
     }
 
     /// A file of a run's directory, with its content type.
@@ -312,9 +315,9 @@ impl Runs {
     }
 }
 
-/// When a run started (its summary's time, else its directory's), for ordering.
+/// When a run without a summary started, as near as known: its directory's time.
 fn started(dir: &Path) -> i64 {
-    files::Summary::read(dir).map_or_else(|_| std::fs::metadata(dir).and_then(|m| m.modified()).map_or(0, faultline_proto::unix_ms), |s| s.started_unix_ms)
+    std::fs::metadata(dir).and_then(|m| m.modified()).map_or(0, faultline_proto::unix_ms)
 }
 
 fn slug(s: &str) -> String {
