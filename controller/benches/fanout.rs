@@ -1,5 +1,8 @@
-//! One fault onto N agents through the controller: time from the CLI call to every agent
-//! having acknowledged, and the revert likewise; controller RSS with N agents.
+//! One fault onto N agents through the controller: time from the call to every agent
+//! having acknowledged, and the revert likewise, three ways in alternation — the CLI (a
+//! process, gRPC over mutual TLS), `curl` against the Web API (a process, HTTPS with a
+//! bearer token) and a program's own gRPC channel kept open (in-process tonic, mutual
+//! TLS); controller RSS with N agents.
 //! `cargo bench -p faultline-controller --bench fanout` (as root; `FAULTLINE_AGENTS=50`).
 
 use std::{
@@ -72,14 +75,18 @@ fn main() {
     let ctl = "10.202.255.254:7080";
     // Mutual TLS, as deployed: the handshake is part of what a user waits for.
     let tls = dir.join("tls");
-    assert!(Command::new(bin.join("faultline")).args(["certs", "init"]).arg(&tls).output().unwrap().status.success());
+    assert!(Command::new(bin.join("faultline")).args(["certs", "init"]).arg(&tls).args(["--web-host", "10.202.255.254"]).output().unwrap().status.success());
+    let token = "bench-operator-token-0123456789abcdef";
+    std::fs::write(dir.join("tokens"), format!("operator {token}\n")).unwrap();
     for i in 1..=n {
         assert!(Command::new(bin.join("faultline")).args(["certs", "issue", "agent", &format!("a{i}"), "--dir"]).arg(&tls).output().unwrap().status.success());
     }
     lab.children.push(
         Command::new(bin.join("faultline"))
-            .args(["controller", "serve", "--listen", ctl, "--state"])
+            .args(["controller", "serve", "--listen", ctl, "--web-listen", "10.202.255.254:7443", "--state"])
             .arg(dir.join("controller.db"))
+            .arg("--web-token-file")
+            .arg(dir.join("tokens"))
             .arg("--tls-dir")
             .arg(&tls)
             .stdout(Stdio::null())
@@ -123,22 +130,69 @@ fn main() {
         assert!(Instant::now() < deadline, "only {up} of {n} agents registered");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (mut apply, mut revert) = (Vec::new(), Vec::new());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "--cacert"])
+            .arg(tls.join("ca.pem"))
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A program's own channel, opened once (what a service calling the controller keeps).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let security = faultline_proto::transport::Security::load(&tls, faultline_proto::transport::Role::Cli).unwrap();
+    let mut grpc = rt.block_on(async {
+        let ch = security.endpoint("controller", &format!("https://{ctl}"), faultline_proto::transport::CONTROLLER_NAME).unwrap().connect().await.unwrap();
+        faultline_proto::controller::v1::controller_service_client::ControllerServiceClient::new(ch)
+    });
+    let spec = || {
+        use faultline_proto::agent::v1 as apb;
+        apb::FaultSpec {
+            interface: "eth0".into(),
+            lease_ms: 60_000,
+            r#match: Some(apb::TrafficMatch { peers: vec!["192.0.2.1/32".into()], ..Default::default() }),
+            kind: Some(apb::fault_spec::Kind::Drop(apb::Drop { percent: 1.0 })),
+            ..Default::default()
+        }
+    };
+    let body = r#"{"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "loss": "1%", "peer": ["192.0.2.1/32"]}}"#;
+    let web = "https://10.202.255.254:7443";
+    let mut times: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
     for _ in 0..CYCLES {
         let t = Instant::now();
         let out = cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "1%", "--peer", "192.0.2.1/32", "--lease", "60s"]);
-        apply.push(t.elapsed());
+        times[0].0.push(t.elapsed());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let t = Instant::now();
         let out = cli(&["fault", "revert", &id]);
-        revert.push(t.elapsed());
+        times[0].1.push(t.elapsed());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        let t = Instant::now();
+        let answer = curl(&["-H", "Content-Type: application/json", "-d", body, &format!("{web}/api/faults")]);
+        times[1].0.push(t.elapsed());
+        let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"].as_str().unwrap().to_owned();
+        let t = Instant::now();
+        curl(&["-X", "DELETE", &format!("{web}/api/faults/{id}")]);
+        times[1].1.push(t.elapsed());
+
+        let t = Instant::now();
+        let f = rt.block_on(grpc.apply_fault(faultline_proto::controller::v1::ApplyFaultRequest { target: Some(Default::default()), spec: Some(spec()) })).unwrap().into_inner().fault.unwrap();
+        times[2].0.push(t.elapsed());
+        let t = Instant::now();
+        rt.block_on(grpc.revert_fault(faultline_proto::controller::v1::RevertFaultRequest { id: f.id, all: false })).unwrap();
+        times[2].1.push(t.elapsed());
     }
-    println!("## one fault onto {n} agents through the controller ({CYCLES} cycles, ms, CLI call to all acknowledged)\n");
+    println!("## one fault onto {n} agents through the controller ({CYCLES} cycles each way, alternating; ms, call to all acknowledged)\n");
     println!("| step | p50 | p99 |\n|---|---|---|");
-    println!("| apply (eBPF drop, all {n} agents) | {:.2} | {:.2} |", pct(apply.clone(), 0.5), pct(apply, 0.99));
-    println!("| revert | {:.2} | {:.2} |", pct(revert.clone(), 0.5), pct(revert, 0.99));
+    for (way, (apply, revert)) in ["CLI (process, gRPC, mTLS)", "curl → Web API (process, HTTPS, token)", "gRPC channel kept open (in-process tonic, mTLS)"].iter().zip(times) {
+        println!("| {way}: apply (eBPF drop, all {n} agents) | {:.2} | {:.2} |", pct(apply.clone(), 0.5), pct(apply, 0.99));
+        println!("| {way}: revert | {:.2} | {:.2} |", pct(revert.clone(), 0.5), pct(revert, 0.99));
+    }
     let t = Instant::now();
     let _ = cli(&["agents", "list"]);
     println!("| `faultline agents list` (CLI start included) | {:.2} | |", t.elapsed().as_secs_f64() * 1e3);

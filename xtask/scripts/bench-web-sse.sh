@@ -42,11 +42,12 @@ hz=$(getconf CLK_TCK)
 t0=$(cpu); s0=$(date +%s%N); faults; t1=$(cpu); s1=$(date +%s%N)
 echo "no client:   $N faults applied+reverted in $(( (s1 - s0) / 1000000 )) ms, controller CPU $(( (t1 - t0) * 1000 / hz )) ms"
 seq_now=$(api "http://127.0.0.1:7182/api/events?last=1" | sed 's/.*"seq":\([0-9]*\).*/\1/')
+rss_alone=$(awk '/VmRSS/ {print $2}' "/proc/$controller/status")
 python3 xtask/scripts/sse_clients.py 127.0.0.1 7182 "$token" "$C" $((2 * N)) 120 "$seq_now" >"$dir/clients" &
 clients=$!
 for _ in $(seq 600); do grep -q ready "$dir/clients" && break; sleep 0.1; done
 rss0=$(awk '/VmRSS/ {print $2}' "/proc/$controller/status")
 t0=$(cpu); s0=$(date +%s%N); faults; t1=$(cpu); s1=$(date +%s%N)
 wait "$clients"
-echo "$C clients: $N faults applied+reverted in $(( (s1 - s0) / 1000000 )) ms, controller CPU $(( (t1 - t0) * 1000 / hz )) ms; RSS with the clients connected $((rss0 / 1024)) MiB, peak $(( $(awk '/VmHWM/ {print $2}' "/proc/$controller/status") / 1024 )) MiB"
+echo "$C clients: $N faults applied+reverted in $(( (s1 - s0) / 1000000 )) ms, controller CPU $(( (t1 - t0) * 1000 / hz )) ms; RSS $((rss_alone / 1024)) MiB alone, $((rss0 / 1024)) MiB with the clients connected, peak $(( $(awk '/VmHWM/ {print $2}' "/proc/$controller/status") / 1024 )) MiB"
 tail -1 "$dir/clients"

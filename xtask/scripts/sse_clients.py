@@ -20,7 +20,8 @@ ready = threading.Barrier(n + 1)
 
 
 def follow(i):
-    c = http.client.HTTPConnection(host, port, timeout=timeout)
+    # Spread over 127.0.0.2-9: the controller admits at most 64 connections per address.
+    c = http.client.HTTPConnection(host, port, timeout=timeout, source_address=(f"127.0.0.{2 + i % 8}", 0))
     c.request("GET", f"/api/events/stream?after_seq={after}", headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"})
     r = c.getresponse()
     assert r.status == 200, r.status
