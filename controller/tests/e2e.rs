@@ -1170,7 +1170,8 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
 /// missing lease refused naming the field), seen in the list with its countdown and in the
 /// event stream, traffic started against nginx with the chart filling, the fault reverted
 /// from its button; a scenario run started from the console and its report opened in a
-/// tab through a link; a viewer refused; Swagger UI's "Try it out" of GET /api/agents; no
+/// tab through a link; a viewer refused (by token, and by the viewer.p12 bundle of `certs
+/// init` as the browser's client certificate, with no token); Swagger UI's "Try it out" of GET /api/agents; no
 /// request leaving for another origin. The kernel is checked here between the steps.
 /// Screenshots: target/artifacts/console-*.png.
 #[test]
@@ -1200,6 +1201,7 @@ fn the_console_drives_faults_and_traffic_in_a_real_browser() {
         .arg(root.join("controller/tests/python/console.py"))
         .args(["https://10.201.11.254:7443", operator, viewer, "http://10.201.11.2:8090/", &spki])
         .arg(&artifacts)
+        .arg(h.dir.join("tls"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1244,7 +1246,7 @@ fn the_console_drives_faults_and_traffic_in_a_real_browser() {
     assert_eq!(result["elsewhere"], serde_json::json!([]), "requests to other origins: {result}");
     assert_eq!(result["console_errors"], serde_json::json!([]), "errors in the browser's console: {result}");
     assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "the console's run left nothing applied");
-    for shot in ["fault-applied", "traffic", "reverted", "runs", "report", "swagger"] {
+    for shot in ["fault-applied", "traffic", "reverted", "runs", "report", "swagger", "client-certificate"] {
         assert!(artifacts.join(format!("console-{shot}.png")).exists(), "screenshot {shot}");
     }
     let _ = std::fs::remove_file(&tokens);

@@ -236,6 +236,29 @@ pub mod certgen {
         Ok(written)
     }
 
+    /// A browser imports a client certificate as PKCS#12: `STEM.p12` holds the pair and
+    /// the CA, encrypted (PBES2 with AES-256, HMAC-SHA256 MAC, as OpenSSL 3 writes them)
+    /// under a random password written beside it in `STEM.p12.password` (mode 0600).
+    fn bundle(dir: &Path, stem: &str, cert_der: &[u8], key_der: &[u8]) -> Result<Vec<PathBuf>, CertError> {
+        use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+        use ring::rand::SecureRandom;
+        let p12 = |e: p12_keystore::error::Error| CertError::Name(format!("{stem}.p12: {e}"));
+        let ca = std::fs::read_to_string(dir.join("ca.pem")).map_err(|source| CertError::Write { path: dir.join("ca.pem"), source })?;
+        let ca_der = x509_parser::pem::parse_x509_pem(ca.as_bytes()).map_err(|e| CertError::Name(format!("ca.pem: {e}")))?.1.contents;
+        let mut secret = [0u8; 18];
+        ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| CertError::Name("random: the system's generator failed".into()))?;
+        // Letters and digits only: typed into a browser's import dialog.
+        const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        let password: String = secret.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect();
+        // The local key id pairs key and certificate in the bundle (a hash of the certificate, as OpenSSL does).
+        let key_id = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der).as_ref().to_vec();
+        let chain = PrivateKeyChain::new(key_id, PrivateKey::from_der(key_der).map_err(p12)?, [Certificate::from_der(cert_der).map_err(p12)?, Certificate::from_der(&ca_der).map_err(p12)?]);
+        let mut store = KeyStore::new();
+        store.add_entry(&format!("faultline {stem}"), KeyStoreEntry::PrivateKeyChain(chain));
+        let bytes = store.writer(&password).write().map_err(p12)?;
+        Ok(vec![write_bytes(dir, &format!("{stem}.p12"), &bytes, true)?, write(dir, &format!("{stem}.p12.password"), &format!("{password}\n"), true)?])
+    }
+
     /// Issues one more certificate from the CA in `dir` (ca.pem and ca-key.pem): an agent
     /// bound to `name` (`agent-NAME.pem`: only it may register as NAME), or an operator or
     /// viewer (`operator-NAME.pem`, `viewer-NAME.pem`, for one person or script).
@@ -269,10 +292,19 @@ pub mod certgen {
         p.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, issuer)?;
-        Ok(vec![write(dir, &format!("{stem}.pem"), &cert.pem(), false)?, write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true)?])
+        let mut files = vec![write(dir, &format!("{stem}.pem"), &cert.pem(), false)?, write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true)?];
+        // People use operator and viewer certificates from browsers too.
+        if !server {
+            files.extend(bundle(dir, stem, cert.der(), &key.serialize_der())?);
+        }
+        Ok(files)
     }
 
     fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<PathBuf, CertError> {
+        write_bytes(dir, name, text.as_bytes(), secret)
+    }
+
+    fn write_bytes(dir: &Path, name: &str, bytes: &[u8], secret: bool) -> Result<PathBuf, CertError> {
         use std::{io::Write, os::unix::fs::OpenOptionsExt};
         let path = dir.join(name);
         let mode = if secret { 0o600 } else { 0o644 };
@@ -281,7 +313,7 @@ pub mod certgen {
             .create_new(true)
             .mode(mode)
             .open(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|mut f| f.write_all(bytes))
             .map_err(|source| CertError::Write { path: path.clone(), source })?;
         Ok(path)
     }
@@ -318,7 +350,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("faultline-certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let files = certgen::init(&dir).unwrap();
-        assert_eq!(files.len(), 10);
+        assert_eq!(files.len(), 14, "ca, agent, controller, cli and viewer pairs; cli and viewer PKCS#12 bundles and their passwords");
+        let password = std::fs::read_to_string(dir.join("cli.p12.password")).unwrap();
+        let store = p12_keystore::KeyStore::from_pkcs12(&std::fs::read(dir.join("cli.p12")).unwrap(), password.trim(), p12_keystore::Pkcs12ImportPolicy::Strict).unwrap();
+        let (_, chain) = store.private_key_chain().unwrap();
+        assert_eq!(chain.certs().len(), 2, "the pair and the CA");
+        assert_eq!(crate::identity::from_der(chain.certs()[0].as_der()).unwrap().role, crate::identity::CertRole::Operator);
+        assert!(p12_keystore::KeyStore::from_pkcs12(&std::fs::read(dir.join("cli.p12")).unwrap(), "wrong", p12_keystore::Pkcs12ImportPolicy::Strict).is_err());
         for role in [Role::Agent, Role::Controller, Role::Cli] {
             let s = Security::load(&dir, role).unwrap();
             assert!(s.endpoint("url", "https://10.0.0.5:7070", AGENT_NAME).is_ok());

@@ -490,7 +490,7 @@ fn certs(c: &CertsCmd) -> Result<()> {
                 println!("{}", f.display());
             }
             eprintln!(
-                "give agents --tls-dir {d} (agent.pem; each registering agent its own: faultline certs issue agent NAME --dir {d}), the controller --tls-dir {d} (controller.pem), the CLI --tls-dir {d} or FAULTLINE_TLS_DIR (cli.pem); copy ca.pem and each host's pair to it, and keep ca-key.pem off the hosts",
+                "give agents --tls-dir {d} (agent.pem; each registering agent its own: faultline certs issue agent NAME --dir {d}), the controller --tls-dir {d} (controller.pem), the CLI --tls-dir {d} or FAULTLINE_TLS_DIR (cli.pem); copy ca.pem and each host's pair to it, and keep ca-key.pem off the hosts. A browser (the Web API's console) imports cli.p12 or viewer.p12 with the password in cli.p12.password / viewer.p12.password, and trusts ca.pem as an authority",
                 d = dir.display()
             );
         }

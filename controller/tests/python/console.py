@@ -6,7 +6,7 @@ test checks the kernel: "applied ID" -> (the test sees the fault's effect) -> "g
 "reverted ID" -> (the test sees the kernel clean) -> "go". Every request the page makes
 to another origin is refused and reported: nothing may leave the machine.
 
-usage: console.py BASE_URL OPERATOR_TOKEN VIEWER_TOKEN TARGET_URL SPKI_SHA256 OUT_DIR
+usage: console.py BASE_URL OPERATOR_TOKEN VIEWER_TOKEN TARGET_URL SPKI_SHA256 OUT_DIR TLS_DIR
 """
 
 import json
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import expect, sync_playwright
 
-base, operator, viewer, target, spki, out = sys.argv[1:7]
+base, operator, viewer, target, spki, out, tls = sys.argv[1:8]
 origin = urlsplit(base).netloc
 elsewhere = []
 
@@ -189,6 +189,23 @@ with sync_playwright() as pw:
     expect(op.locator(".live-responses-table tr.response .response-col_status")).to_contain_text("200")
     expect(op.locator(".live-responses-table tr.response .response-col_description")).to_contain_text("\"name\": \"h1\"")
     shot(page, "swagger")
+
+    # No token: the viewer's PKCS#12 bundle from `faultline certs init` as the browser's
+    # client certificate reads, and cannot inject.
+    with open(f"{tls}/viewer.p12.password") as f:
+        password = f.read().strip()
+    mtls = browser.new_context(client_certificates=[{"origin": base, "pfxPath": f"{tls}/viewer.p12", "passphrase": password}])
+    mtls.route("**/*", only_here)
+    page = mtls.new_page()
+    page.goto(base + "/")
+    expect(page.locator("#agents tbody tr")).to_have_count(2)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    page.fill("#setting-interface", "eth0")
+    page.fill("#setting-loss", "5%")
+    page.fill("#setting-lease", "10s")
+    page.click("#apply button[type=submit]")
+    expect(page.locator("#apply-result")).to_contain_text("not allowed")
+    shot(page, "client-certificate")
 
     browser.close()
 
