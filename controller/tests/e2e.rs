@@ -1149,6 +1149,11 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
     });
     eventually("the load ends by itself", || json(&curl(h, "GET", "/api/traffic", vw, None).1)["running"] == false);
     let done = json(&curl(h, "GET", "/api/traffic", vw, None).1);
+    let latest = json(&curl(h, "GET", "/api/traffic?last=1", vw, None).1);
+    let all = done["seconds"].as_array().unwrap();
+    assert_eq!(latest["seconds"].as_array().map(Vec::len), Some(1), "?last=1: {latest}");
+    assert_eq!(latest["seconds"][0]["second"], all[all.len() - 1]["second"], "the latest second");
+    assert_eq!(curl(h, "GET", "/api/traffic?last=0", vw, None).0, 400);
     let summary = &done["summary"];
     assert!(summary["requests"].as_u64().is_some_and(|n| (140..=160).contains(&n)) && summary["errors"] == 0, "50/s for 3 s, all answered: {done}");
     // And on the controller's /metrics, for a dashboard beside the application's own.

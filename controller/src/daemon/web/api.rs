@@ -363,11 +363,28 @@ async fn traffic_stop(_: Operator, State(w): State<Arc<Web>>) -> Result<Json<Tra
     Ok(Json(w.ctl.traffic.stop().await?.into()))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TrafficQuery {
+    /// Only the latest this many seconds (1 to 3600; default all kept, at most an hour): a
+    /// watcher polling every second asks for the few that still change.
+    #[serde(default)]
+    last: Option<u32>,
+}
+
 /// The running load (or the last one): per-second requests, errors and latency.
-#[utoipa::path(get, path = "/api/traffic", tag = "traffic", security(("bearer" = [])),
-    responses((status = 200, body = TrafficView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
-async fn traffic(_: Reader, State(w): State<Arc<Web>>) -> Result<Json<TrafficView>, ApiError> {
-    w.ctl.traffic.status().map(|s| Json(s.into())).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "traffic: no load was started"))
+#[utoipa::path(get, path = "/api/traffic", tag = "traffic", security(("bearer" = [])), params(TrafficQuery),
+    responses((status = 200, body = TrafficView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
+async fn traffic(_: Reader, State(w): State<Arc<Web>>, Query(q): Query<TrafficQuery>) -> Result<Json<TrafficView>, ApiError> {
+    if q.last.is_some_and(|l| l == 0 || l > 3600) {
+        return Err(ApiError::invalid("last: 1 to 3600"));
+    }
+    let mut status = w.ctl.traffic.status().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "traffic: no load was started"))?;
+    if let Some(last) = q.last {
+        let keep = status.seconds.len().saturating_sub(last as usize);
+        status.seconds.drain(..keep);
+    }
+    Ok(Json(status.into()))
 }
 
 /// The runs, newest first (at most 200): the one running, then those whose directories

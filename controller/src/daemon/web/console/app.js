@@ -378,13 +378,24 @@ function drawChart(t) {
   }
 }
 
+/** Polled every second: the whole history once per load, then only the latest seconds
+ * (late answers still change them), merged by second. */
 async function refreshTraffic() {
   let t;
+  const known = state.traffic;
   try {
-    t = await api('GET', '/api/traffic');
+    t = await api('GET', known ? '/api/traffic?last=15' : '/api/traffic');
   } catch (e) {
     if (e.status === 404) return;
     throw e;
+  }
+  if (known && known.id === t.id) {
+    const first = t.seconds.length ? t.seconds[0].second : Infinity;
+    t.seconds = known.seconds.filter((s) => s.second < first).concat(t.seconds);
+  } else if (known && t.seconds.length && t.seconds[0].second > 0) {
+    // A new load since the last poll: fetch its whole history next time.
+    state.traffic = null;
+    return;
   }
   state.traffic = t;
   const answered = t.seconds.reduce((n, s) => n + s.requests, 0);
