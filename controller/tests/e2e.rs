@@ -857,6 +857,13 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
             if let Err(e) = &applied {
                 assert_eq!(e.code(), tonic::Code::PermissionDenied, "{stem}: {e:?}");
             }
+            let id = applied.as_ref().map_or_else(|_| "c-none".to_owned(), |r| r.get_ref().fault.as_ref().unwrap().id.clone());
+            let renewed = c.renew_fault(pb::RenewFaultRequest { id, lease_ms: 120_000 }).await;
+            assert_eq!(renewed.is_ok(), write_ok, "{stem} renewing: {renewed:?}");
+            if let Ok(r) = &renewed {
+                let left = r.get_ref().fault.as_ref().unwrap().expires_at_unix_ms - faultline_proto::now_unix_ms();
+                assert!((100_000..=120_000).contains(&left), "renewed to 120 s from now: {left} ms left");
+            }
             let reverted = c.revert_fault(pb::RevertFaultRequest { all: true, id: String::new() }).await;
             assert_eq!(reverted.is_ok(), write_ok, "{stem} reverting");
         }
@@ -1018,15 +1025,17 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     assert!(code == 400 && json(&body)["error"]["field"] == "settings.los", "{code} {body}");
     let (code, body) = curl(&h, "POST", "/api/faults", &op, Some(&serde_json::json!({"kind": "drop", "settings": {"interface": "eth0", "loss": "5%"}})));
     assert!(code == 400 && json(&body)["error"]["field"] == "lease", "{code} {body}");
+    web_renew(&h, &op, &vw, fault["id"].as_str().unwrap());
     let (code, body) = curl(&h, "DELETE", &format!("/api/faults/{}", fault["id"].as_str().unwrap()), &op, None);
     assert_eq!(code, 200, "{body}");
     assert_eq!(h.udp(1, 2, 50), 50, "healed");
+    assert_eq!(h.udp(2, 1, 50), 50, "healed");
     assert_eq!(curl(&h, "DELETE", "/api/faults/c-nosuch", &op, None).0, 404);
 
     // Events: stored, and streamed from a seq.
     let (code, body) = curl(&h, "GET", "/api/events?last=20", &vw, None);
     let kinds: Vec<String> = json(&body).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-    assert!(code == 200 && kinds.contains(&"fault_applied".to_owned()) && kinds.contains(&"fault_reverted".to_owned()), "{kinds:?}");
+    assert!(code == 200 && ["fault_applied", "fault_renewed", "fault_reverted"].iter().all(|k| kinds.iter().any(|x| x == k)), "{kinds:?}");
     let out = Command::new("curl")
         .args(["-sS", "-N", "--max-time", "2", "--cacert"])
         .arg(h.dir.join("tls/ca.pem"))
@@ -1069,6 +1078,29 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_file(&tokens);
+}
+
+/// A fault renewed through the Web API (and the CLI through the controller) outlives its
+/// first lease; viewers cannot renew; a lease past a week is refused naming the field.
+fn web_renew(h: &Hosts, op: &[&str], vw: &[&str], fault: &str) {
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    // Renewed past its first lease, it goes on: the lease is set anew from now.
+    let (code, body) = curl(h, "POST", &format!("/api/faults/{fault}/renew"), vw, Some(&serde_json::json!({"lease": "90s"})));
+    assert_eq!(code, 403, "viewers do not renew: {body}");
+    let (code, body) = curl(h, "POST", &format!("/api/faults/{fault}/renew"), op, Some(&serde_json::json!({"lease": "2 weeks"})));
+    assert!(code == 400 && json(&body)["error"]["field"] == "lease", "{code} {body}");
+    let short = serde_json::json!({"kind": "drop", "lease": "2s", "settings": {"interface": "eth0", "loss": "100%"}, "on": ["h2"]});
+    let (code, body) = curl(h, "POST", "/api/faults", op, Some(&short));
+    assert_eq!(code, 201, "{body}");
+    let short_id = json(&body)["id"].as_str().unwrap().to_owned();
+    let (code, body) = curl(h, "POST", &format!("/api/faults/{short_id}/renew"), op, Some(&serde_json::json!({"lease": "90s"})));
+    assert!(code == 200 && json(&body)["seconds_left"].as_f64().is_some_and(|s| s > 80.0), "{code} {body}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(h.udp(2, 1, 50), 0, "still cut past its first lease");
+    let out = h.cli_ok(&["fault", "renew", &short_id, "--lease", "60s"]);
+    assert!(out.contains("renewed"), "the CLI renews through the controller too: {out}");
+    assert_eq!(curl(h, "DELETE", &format!("/api/faults/{short_id}"), op, None).0, 200);
+    assert_eq!(curl(h, "POST", "/api/faults/c-nosuch/renew", op, Some(&serde_json::json!({"lease": "9s"}))).0, 404);
 }
 
 /// Runs through the Web API: a scenario started from its YAML (refused naming the field

@@ -350,7 +350,25 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                 }
             }
         }
-        Call::Fault(FaultCmd::Renew { .. }) => bail!("the controller renews leases itself; `fault renew` is for a single agent (--agent)"),
+        Call::Fault(FaultCmd::Renew { ids, lease, json }) => {
+            // The controller keeps the agents' short leases going by itself; what a user
+            // renews is the fault's own end.
+            let lease = lease.ok_or_else(|| anyhow::anyhow!("--lease is required with --controller: the fault's new lease from now, e.g. --lease 5m"))?;
+            if ids.is_empty() {
+                bail!("give the ids of the faults to renew (see `faultline fault list`)");
+            }
+            let mut out = Vec::new();
+            for id in ids {
+                let f = c.renew_fault(pb::RenewFaultRequest { id, lease_ms: lease.as_millis() as u64 }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+                if !json {
+                    println!("{} renewed: ends in {:.1} s", f.id, (f.expires_at_unix_ms - faultline_proto::now_unix_ms()) as f64 / 1000.0);
+                }
+                out.push(fault_json(&f));
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(out));
+            }
+        }
     }
     Ok(())
 }

@@ -196,7 +196,8 @@ pub enum FaultCmd {
         #[arg(long)]
         json: bool,
         ids: Vec<String>,
-        /// New lease from now (at most a week); default: each fault's own.
+        /// New lease from now (at most a week); default: each fault's own (on one agent;
+        /// through a controller it is required).
         #[arg(long, value_parser = units::lease)]
         lease: Option<Duration>,
     },

@@ -101,6 +101,12 @@ impl ControllerService for Controller {
         Ok(Response::new(self.revert_faults(req.into_inner()).await?))
     }
 
+    async fn renew_fault(&self, req: Request<pb::RenewFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_WRITE, "RenewFault")?;
+        let fault = Controller::renew_fault(self, req.into_inner()).await?;
+        Ok(Response::new(pb::ApplyFaultResponse { fault: Some(fault) }))
+    }
+
     async fn forget_agent(&self, req: Request<pb::ForgetAgentRequest>) -> Result<Response<pb::ForgetAgentResponse>, Status> {
         identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_WRITE, "ForgetAgent")?;
         self.forget_agent(&req.into_inner().name)?;

@@ -295,6 +295,42 @@ impl Controller {
         Ok(status)
     }
 
+    /// Sets a fault's lease anew, from now; the agents hold the new lease (their own is
+    /// never past the fault's end) before this answers, so a fault renewed in its last
+    /// moment does not end on an agent before the next heartbeat renews it there.
+    pub(super) async fn renew_fault(&self, r: pb::RenewFaultRequest) -> Result<pb::ControllerFault, DaemonError> {
+        if r.id.is_empty() || r.id.len() > 128 {
+            return Err(DaemonError::invalid("id: 1 to 128 characters"));
+        }
+        let lease = Duration::from_millis(r.lease_ms);
+        if lease.is_zero() || lease > faultline_proto::MAX_LEASE {
+            return Err(DaemonError::invalid(format!("lease_ms: more than 0, at most {} (a week)", faultline_proto::MAX_LEASE.as_millis())));
+        }
+        let (placements, expires) = {
+            let mut st = self.lock();
+            let Some(f) = st.faults.get_mut(&r.id) else {
+                return Err(DaemonError::not_found(format!("id: no active fault {:?}", r.id)));
+            };
+            f.expires = Instant::now() + lease;
+            self.persist(f);
+            (f.placements.clone(), f.expires)
+        };
+        self.expire_at(r.id.clone(), expires);
+        let agent_lease = (self.agent_lease().min(lease).as_millis() as u64).max(1);
+        let calls = placements.iter().filter_map(|(agent, fid)| {
+            let mut c = self.lock().agents.get(agent).map(|a| a.client.clone())?;
+            let fid = fid.clone();
+            Some(async move { (agent.clone(), c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid], lease_ms: agent_lease }).await) })
+        });
+        let failed: Vec<String> = futures_util::future::join_all(calls).await.into_iter().filter_map(|(a, r)| r.err().map(|e| format!("{a}: {}", e.message()))).collect();
+        let agents: Vec<String> = placements.iter().map(|p| p.0.clone()).collect();
+        let detail = if failed.is_empty() { String::new() } else { format!("; not reached now (the heartbeat retries): {}", failed.join("; ")) };
+        self.event(pb::EventKind::FaultRenewed, &r.id, &agents, format!("lease {} s from now{detail}", lease.as_secs_f64()));
+        let st = self.lock();
+        let f = st.faults.get(&r.id).ok_or_else(|| DaemonError::not_found(format!("id: {:?} ended meanwhile", r.id)))?;
+        Ok(self.status(f))
+    }
+
     /// The active faults, oldest first, with time left.
     pub(super) fn fault_list(&self) -> Vec<pb::ControllerFault> {
         let st = self.lock();

@@ -120,6 +120,10 @@ with sync_playwright() as pw:
     left = float(row.locator("td.left").inner_text().split()[0])
     page.wait_for_timeout(1500)
     assert float(row.locator("td.left").inner_text().split()[0]) < left, "the time left counts down"
+    # +1 min renews the lease: more time left than the 120 s it started with.
+    row.locator("button.extend").click()
+    expect(page.locator("#apply-result")).to_contain_text("renewed")
+    until(lambda: float(row.locator("td.left").inner_text().split()[0]) > 150, "a minute more")
     shot(page, "fault-applied")
     say(f"applied {fault}")
     wait_go()

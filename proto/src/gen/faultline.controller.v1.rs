@@ -256,6 +256,15 @@ pub struct ListFaultsResponse {
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewFaultRequest {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// The new lease, from now.
+    #[prost(uint64, tag = "2")]
+    pub lease_ms: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RevertFaultRequest {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
@@ -301,6 +310,8 @@ pub enum EventKind {
     /// Removed from the registry: by request, or down longer than the controller keeps
     /// registrations (`forget_down_after_s`).
     AgentForgotten = 12,
+    /// Its lease was set anew (RenewFault).
+    FaultRenewed = 13,
 }
 impl EventKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -322,6 +333,7 @@ impl EventKind {
             Self::FaultLost => "FAULT_LOST",
             Self::FaultOneShot => "FAULT_ONE_SHOT",
             Self::AgentForgotten => "AGENT_FORGOTTEN",
+            Self::FaultRenewed => "FAULT_RENEWED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -340,6 +352,7 @@ impl EventKind {
             "FAULT_LOST" => Some(Self::FaultLost),
             "FAULT_ONE_SHOT" => Some(Self::FaultOneShot),
             "AGENT_FORGOTTEN" => Some(Self::AgentForgotten),
+            "FAULT_RENEWED" => Some(Self::FaultRenewed),
             _ => None,
         }
     }
@@ -691,6 +704,37 @@ pub mod controller_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Sets an active fault's lease to `lease_ms` from now (at most a week): it ends then
+        /// instead, unless renewed again. The agents hold the new lease before this answers.
+        pub async fn renew_fault(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RenewFaultRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyFaultResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/faultline.controller.v1.ControllerService/RenewFault",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "faultline.controller.v1.ControllerService",
+                        "RenewFault",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// Cuts agents (or containers, see container_select) into groups that cannot reach
         /// each other: each gets an eBPF partition (both directions) against the addresses of
         /// every one it shares no group with, all at once. Reverted like any fault (RevertFault).
@@ -870,6 +914,15 @@ pub mod controller_service_server {
             request: tonic::Request<super::RevertFaultRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RevertFaultResponse>,
+            tonic::Status,
+        >;
+        /// Sets an active fault's lease to `lease_ms` from now (at most a week): it ends then
+        /// instead, unless renewed again. The agents hold the new lease before this answers.
+        async fn renew_fault(
+            &self,
+            request: tonic::Request<super::RenewFaultRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ApplyFaultResponse>,
             tonic::Status,
         >;
         /// Cuts agents (or containers, see container_select) into groups that cannot reach
@@ -1203,6 +1256,51 @@ pub mod controller_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevertFaultSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/faultline.controller.v1.ControllerService/RenewFault" => {
+                    #[allow(non_camel_case_types)]
+                    struct RenewFaultSvc<T: ControllerService>(pub Arc<T>);
+                    impl<
+                        T: ControllerService,
+                    > tonic::server::UnaryService<super::RenewFaultRequest>
+                    for RenewFaultSvc<T> {
+                        type Response = super::ApplyFaultResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RenewFaultRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControllerService>::renew_fault(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RenewFaultSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     ApiError, Body, ErrorBody, MAX_BODY, Query, Web,
     auth::{Operator, Reader},
-    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode, PartitionRequest, RevertView, Rest, RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView},
+    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode, PartitionRequest, RenewRequest, RevertView, Rest, RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView},
 };
 use crate::faults::Setting;
 
@@ -53,6 +53,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .routes(routes!(fault_kinds))
         .routes(routes!(faults, apply, revert_all))
         .routes(routes!(revert_one))
+        .routes(routes!(renew))
         .routes(routes!(partition))
         .routes(routes!(events))
         .routes(routes!(event_stream))
@@ -249,6 +250,15 @@ async fn revert_one(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<Strin
         return Err(ApiError::invalid("id: 1 to 128 characters"));
     }
     Ok(Json(w.ctl.revert_faults(pb::RevertFaultRequest { id, all: false }).await?.into()))
+}
+
+/// Sets a fault's lease anew, from now: it ends then instead (the agents hold the new
+/// lease before this answers).
+#[utoipa::path(post, path = "/api/faults/{id}/renew", tag = "faults", security(("bearer" = [])), params(("id" = String, Path, description = "The controller's fault id")), request_body = RenewRequest,
+    responses((status = 200, body = FaultView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+async fn renew(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<String>, Body(req): Body<RenewRequest>) -> Result<Json<FaultView>, ApiError> {
+    let lease = crate::units::lease(&req.lease).map_err(|e| ApiError::invalid(format!("lease: {e}")))?;
+    Ok(Json(w.ctl.renew_fault(pb::RenewFaultRequest { id, lease_ms: lease.as_millis() as u64 }).await?.into()))
 }
 
 /// Reverts every active fault.

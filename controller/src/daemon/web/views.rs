@@ -527,3 +527,11 @@ pub struct RunLink {
     pub url: String,
     pub expires_unix_ms: i64,
 }
+
+/// A fault's new lease.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// From now ("90s", "10m"; at most a week).
+    pub lease: String,
+}

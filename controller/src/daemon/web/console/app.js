@@ -109,7 +109,10 @@ function drawFaults() {
     el('td', {}, f.parts.map((p) => p.agent).join(' ')),
     el('td', {}, f.label),
     el('td', { class: 'num left' }, Math.max(0, f.seconds_left - elapsed).toFixed(1) + ' s'),
-    el('td', {}, el('button', { type: 'button', class: 'danger revert', onclick: () => revert(f.id) }, 'Revert'))));
+    el('td', {},
+      el('button', { type: 'button', class: 'extend', title: 'Renew its lease: a minute more than it has left', onclick: () => extend(f) }, '+1 min'),
+      ' ',
+      el('button', { type: 'button', class: 'danger revert', onclick: () => revert(f.id) }, 'Revert'))));
   $('#faults tbody').replaceChildren(...rows);
   $('#faults-empty').hidden = rows.length > 0;
 }
@@ -121,6 +124,18 @@ function tickCountdown() {
     const cell = document.querySelector(`tr[data-fault="${CSS.escape(f.id)}"] td.left`);
     if (cell) cell.textContent = Math.max(0, f.seconds_left - elapsed).toFixed(1) + ' s';
   }
+}
+
+/** Renews a fault's lease to a minute more than it has left (the lease counts from now). */
+async function extend(f) {
+  const left = Math.max(0, f.seconds_left - (performance.now() - state.faultsAt) / 1000);
+  try {
+    const r = await api('POST', `/api/faults/${encodeURIComponent(f.id)}/renew`, { lease: `${Math.ceil(left + 60)}s` });
+    showResult(`${r.id} renewed: ${r.seconds_left.toFixed(0)} s left`, false);
+  } catch (e) {
+    showResult(`renew: ${e.message}`, true);
+  }
+  refreshFaults().catch(() => {});
 }
 
 async function revert(id) {
