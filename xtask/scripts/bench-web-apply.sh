@@ -7,28 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-50}
-BIN=target/release
-dir=$(mktemp -d)
-token=bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cleanup() {
-    kill "${agent:-}" "${controller:-}" 2>/dev/null || true
-    ip link del flbench0 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-ip link add flbench0 type veth peer name flbench1
-ip link set flbench0 up
-ip link set flbench1 up
-echo "operator $token" >"$dir/tokens"
-$BIN/faultline --insecure controller serve --listen 127.0.0.1:7181 --state "$dir/c.db" --web-listen 127.0.0.1:7182 --web-token-file "$dir/tokens" >"$dir/c.log" 2>&1 &
-controller=$!
-$BIN/faultline-agent --insecure --listen 127.0.0.1:7171 --controller http://127.0.0.1:7181 --name w1 --state-dir "$dir/a" >"$dir/a.log" 2>&1 &
-agent=$!
+# shellcheck source=xtask/scripts/web-bench-lab.sh
+. xtask/scripts/web-bench-lab.sh
 cli() { $BIN/faultline --insecure --controller http://127.0.0.1:7181 "$@"; }
-for _ in $(seq 100); do cli agents list 2>/dev/null | grep -q w1 && break; sleep 0.1; done
-sleep 1
 ms() { local d=$(( $(date +%s%N) - $1 )); printf "%d.%03d\n" $((d / 1000000)) $((d / 1000 % 1000)); }
-api() { curl -sS -f -H "Authorization: Bearer $token" "$@"; }
 body='{"kind": "drop", "lease": "60s", "settings": {"interface": "flbench0", "loss": "1%"}}'
 
 for i in $(seq "$N"); do

@@ -9,26 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 C=${C:-100}
 N=${N:-50}
-BIN=target/release
-dir=$(mktemp -d)
-token=bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cleanup() {
-    kill "${agent:-}" "${controller:-}" "${clients:-}" 2>/dev/null || true
-    ip link del flbench0 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-ip link add flbench0 type veth peer name flbench1
-ip link set flbench0 up
-ip link set flbench1 up
-echo "operator $token" >"$dir/tokens"
-$BIN/faultline --insecure controller serve --listen 127.0.0.1:7181 --state "$dir/c.db" --web-listen 127.0.0.1:7182 --web-token-file "$dir/tokens" >"$dir/c.log" 2>&1 &
-controller=$!
-$BIN/faultline-agent --insecure --listen 127.0.0.1:7171 --controller http://127.0.0.1:7181 --name w1 --state-dir "$dir/a" --no-kernel-metrics >"$dir/a.log" 2>&1 &
-agent=$!
-for _ in $(seq 100); do $BIN/faultline --insecure --controller http://127.0.0.1:7181 agents list 2>/dev/null | grep -q w1 && break; sleep 0.1; done
-sleep 1
-api() { curl -sS -f -H "Authorization: Bearer $token" "$@"; }
+AGENT_ARGS=--no-kernel-metrics
+# shellcheck source=xtask/scripts/web-bench-lab.sh
+. xtask/scripts/web-bench-lab.sh
 body='{"kind": "drop", "lease": "60s", "settings": {"interface": "flbench0", "loss": "1%"}}'
 cpu() { awk '{print $14 + $15}' "/proc/$controller/stat"; }
 faults() {
@@ -45,6 +28,7 @@ seq_now=$(api "http://127.0.0.1:7182/api/events?last=1" | sed 's/.*"seq":\([0-9]
 rss_alone=$(awk '/VmRSS/ {print $2}' "/proc/$controller/status")
 python3 xtask/scripts/sse_clients.py 127.0.0.1 7182 "$token" "$C" $((2 * N)) 120 "$seq_now" >"$dir/clients" &
 clients=$!
+extra_pids=$clients
 for _ in $(seq 600); do grep -q ready "$dir/clients" && break; sleep 0.1; done
 rss0=$(awk '/VmRSS/ {print $2}' "/proc/$controller/status")
 t0=$(cpu); s0=$(date +%s%N); faults; t1=$(cpu); s1=$(date +%s%N)
