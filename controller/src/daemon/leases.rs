@@ -41,14 +41,11 @@ impl Controller {
         for (id, placements, _) in live {
             // Never past the fault's own end: the agents then end it on time by themselves.
             let left = self.lock().faults.get(&id).map_or(Duration::ZERO, |f| f.expires.saturating_duration_since(Instant::now()));
-            let lease = (self.agent_lease().min(left).as_millis() as u64).max(1);
+            let lease = self.part_lease(left);
             for (agent, fid) in placements {
-                if let Some(mut c) = self.lock().agents.get(&agent).map(|a| a.client.clone()) {
+                if let Some(call) = self.renew_part(&agent, &fid, lease) {
                     let id = id.clone();
-                    renewals.push(async move {
-                        let r = c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid.clone()], lease_ms: lease }).await;
-                        (id, agent, fid, r)
-                    });
+                    renewals.push(async move { (id, agent, fid, call.await) });
                 }
             }
         }
@@ -87,6 +84,19 @@ impl Controller {
 
     /// Ends fault `id` at `at` (not at the next heartbeat tick), unless it is gone or was
     /// given another end by then.
+    /// The lease an agent holds for its part of a fault with `left` to go: the agents'
+    /// short lease, never past the fault's own end (they then end it on time by themselves).
+    pub(super) fn part_lease(&self, left: Duration) -> u64 {
+        (self.agent_lease().min(left).as_millis() as u64).max(1)
+    }
+
+    /// Renews one agent's part of a fault; None when the agent is not known.
+    pub(super) fn renew_part(&self, agent: &str, fid: &str, lease_ms: u64) -> Option<impl Future<Output = Result<tonic::Response<apb::RenewLeasesResponse>, tonic::Status>> + use<>> {
+        let mut c = self.lock().agents.get(agent).map(|a| a.client.clone())?;
+        let req = apb::RenewLeasesRequest { ids: vec![fid.to_owned()], lease_ms };
+        Some(async move { c.renew_leases(req).await })
+    }
+
     pub(super) fn expire_at(&self, id: String, at: Instant) {
         let ctl = self.clone();
         tokio::spawn(async move {

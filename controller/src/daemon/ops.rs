@@ -316,11 +316,10 @@ impl Controller {
             (f.placements.clone(), f.expires)
         };
         self.expire_at(r.id.clone(), expires);
-        let agent_lease = (self.agent_lease().min(lease).as_millis() as u64).max(1);
+        let part_lease = self.part_lease(lease);
         let calls = placements.iter().filter_map(|(agent, fid)| {
-            let mut c = self.lock().agents.get(agent).map(|a| a.client.clone())?;
-            let fid = fid.clone();
-            Some(async move { (agent.clone(), c.renew_leases(apb::RenewLeasesRequest { ids: vec![fid], lease_ms: agent_lease }).await) })
+            let call = self.renew_part(agent, fid, part_lease)?;
+            Some(async move { (agent.clone(), call.await) })
         });
         let failed: Vec<String> = futures_util::future::join_all(calls).await.into_iter().filter_map(|(a, r)| r.err().map(|e| format!("{a}: {}", e.message()))).collect();
         let agents: Vec<String> = placements.iter().map(|p| p.0.clone()).collect();

@@ -262,13 +262,12 @@ impl Runs {
 
     /// A finished run's analysis, as `faultline analyze RUN --json` prints it: the
     /// analysis.json its report wrote (read, not computed again per request).
-    pub fn analysis(&self, id: &str) -> Result<Option<serde_json::Value>, DaemonError> {
-        let info = self.info(id)?;
+    pub fn analysis(&self, info: &Info) -> Result<Option<serde_json::Value>, DaemonError> {
         if matches!(info.state, State::Running | State::Error) || !info.files.iter().any(|f| f == files::ANALYSIS_JSON) {
             return Ok(None);
         }
-        let (bytes, _) = self.file(id, files::ANALYSIS_JSON)?;
-        Ok(Some(serde_json::from_slice(&bytes).map_err(|e| DaemonError::internal(format!("{id}/{}: {e}", files::ANALYSIS_JSON)))?))
+        let (bytes, _) = self.file(&info.id, files::ANALYSIS_JSON)?;
+        Ok(Some(serde_json::from_slice(&bytes).map_err(|e| DaemonError::internal(format!("{}/{}: {e}", info.id, files::ANALYSIS_JSON)))?))
     }
 
     /// A file of a run's directory, with its content type.

@@ -418,8 +418,10 @@ async fn run_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<RunSt
 #[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn run(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
-    let mut v = RunView::from(w.runs.info(&id)?);
-    v.analysis = w.runs.analysis(&id)?;
+    let info = w.runs.info(&id)?;
+    let analysis = w.runs.analysis(&info)?;
+    let mut v = RunView::from(info);
+    v.analysis = analysis;
     Ok(Json(v))
 }
 

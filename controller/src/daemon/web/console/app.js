@@ -100,15 +100,19 @@ function where(f) {
   return parts.join(' ') || 'process';
 }
 
+/** Seconds a fault has left now: its time left when listed, counted down since. */
+function leftOf(f) {
+  return Math.max(0, f.seconds_left - (performance.now() - state.faultsAt) / 1000);
+}
+
 function drawFaults() {
-  const elapsed = (performance.now() - state.faultsAt) / 1000;
   const rows = state.faults.map((f) => el('tr', { 'data-fault': f.id, 'data-kind': f.kind },
     el('td', {}, f.id),
     el('td', {}, f.kind),
     el('td', {}, where(f)),
     el('td', {}, f.parts.map((p) => p.agent).join(' ')),
     el('td', {}, f.label),
-    el('td', { class: 'num left' }, Math.max(0, f.seconds_left - elapsed).toFixed(1) + ' s'),
+    el('td', { class: 'num left' }, leftOf(f).toFixed(1) + ' s'),
     el('td', {},
       el('button', { type: 'button', class: 'extend', title: 'Renew its lease: a minute more than it has left', onclick: () => extend(f) }, '+1 min'),
       ' ',
@@ -119,16 +123,15 @@ function drawFaults() {
 
 /** Between refreshes, only the time left changes. */
 function tickCountdown() {
-  const elapsed = (performance.now() - state.faultsAt) / 1000;
   for (const f of state.faults) {
     const cell = document.querySelector(`tr[data-fault="${CSS.escape(f.id)}"] td.left`);
-    if (cell) cell.textContent = Math.max(0, f.seconds_left - elapsed).toFixed(1) + ' s';
+    if (cell) cell.textContent = leftOf(f).toFixed(1) + ' s';
   }
 }
 
 /** Renews a fault's lease to a minute more than it has left (the lease counts from now). */
 async function extend(f) {
-  const left = Math.max(0, f.seconds_left - (performance.now() - state.faultsAt) / 1000);
+  const left = leftOf(f);
   try {
     const r = await api('POST', `/api/faults/${encodeURIComponent(f.id)}/renew`, { lease: `${Math.ceil(left + 60)}s` });
     showResult(`${r.id} renewed: ${r.seconds_left.toFixed(0)} s left`, false);
