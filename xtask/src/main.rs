@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | test | demo | codegen | vm-test | bench | fresh-check`.
 
 mod codegen;
+mod compose;
 mod docker;
 mod fresh_check;
 mod setup;
@@ -45,7 +46,17 @@ enum Task {
         /// Hosts are qemu VMs with a Debian kernel (netem delay included), not namespaces.
         #[arg(long)]
         vm: bool,
+        /// The Compose platform instead (compose/): images, `up`, compose/scenario.yaml
+        /// through the Web API, runs/compose-*/report.html, `down`.
+        #[arg(long, conflicts_with = "vm")]
+        compose: bool,
     },
+    /// The Compose platform's images (compose/docker-compose.yml), built with no registry:
+    /// a local debian:bookworm-slim if none can be pulled, binaries and wheels from the host.
+    ComposeBuild,
+    /// The Compose platform's test: up, traffic and a fault through the Web API, their
+    /// effect in the load's figures and in Prometheus, every dashboard query, a scenario, down.
+    ComposeTest,
     /// The VM lab's image (Debian 12, systemd, nginx, redis, faultline) in target/vm/lab.
     VmLabImage,
     /// The VM lab boots, netem delay through the controller shows in ping, down cleans up.
@@ -83,7 +94,20 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Demo { keep, vm } => demo(keep, vm),
+        Task::Demo { keep, compose: true, .. } => {
+            setup::run()?;
+            compose::demo(keep)
+        }
+        Task::Demo { keep, vm, .. } => demo(keep, vm),
+        Task::ComposeBuild => {
+            setup::run()?;
+            compose::build()
+        }
+        Task::ComposeTest => {
+            setup::run()?;
+            let _docker = docker::start()?;
+            compose::test()
+        }
         Task::VmLabTest => {
             setup::run()?;
             vm_lab::test()
@@ -127,6 +151,7 @@ fn main() -> Result<()> {
             vm::run()?;
             vm_systemd::run()?;
             vm_lab::test()?;
+            compose::test()?;
             // The project's main job, as README's first command runs it.
             demo(false, false)
         }

@@ -45,6 +45,7 @@ pub const TOOLS: &[Tool] = &[
     // --no-install-recommends is setup's default: engine, containerd and runc, no extras.
     apt("dockerd", "docker.io", "the test suite runs with Docker's engine (and its firewall) running"),
     apt("docker", "docker.io", "the container tests build an image and run containers"),
+    apt("docker-compose", "docker-compose", "the Compose platform is built, started and stopped with it (Compose 1.29; `docker compose` v2 is used where installed)"),
     apt("ctr", "containerd", "the container tests run a Kubernetes-labelled container through containerd directly"),
     essential("nsenter", "util-linux", "the container tests read a container's tc state from inside it"),
     apt("iperf3", "iperf3", "bandwidth tests and benchmarks"),

@@ -45,6 +45,15 @@ pub enum ControllerCmd {
         /// The Web API's bearer tokens, one per line: `operator TOKEN` or `viewer TOKEN`.
         #[arg(long)]
         web_token_file: Option<PathBuf>,
+        /// A Web API request that carries no credential acts as this role (viewer or
+        /// operator). For a lab whose port only its user reaches, e.g. the Compose
+        /// platform publishing on the host's loopback; tokens and certificates still work.
+        #[arg(long, value_parser = ["viewer", "operator"])]
+        web_anonymous: Option<String>,
+        /// Serve the Web API in plain HTTP on any address (gRPC keeps its TLS): for a
+        /// container whose published port is bound to the host's loopback.
+        #[arg(long)]
+        web_plaintext: bool,
     },
 }
 
@@ -132,7 +141,7 @@ pub enum AgentsCmd {
 }
 
 pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
-    let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint, web_listen, web_token_file } = c;
+    let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint, web_listen, web_token_file, web_anonymous, web_plaintext } = c;
     let mut config = match config {
         Some(p) => daemon::Config::load(p)?,
         None => daemon::Config::default(),
@@ -142,6 +151,8 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     config.otlp_endpoint = otlp_endpoint.clone().or(config.otlp_endpoint);
     config.web_listen = web_listen.or(config.web_listen);
     config.web_token_file = web_token_file.clone().or(config.web_token_file);
+    config.web_anonymous = web_anonymous.clone().or(config.web_anonymous);
+    config.web_plaintext |= *web_plaintext;
     let tracer = crate::daemon::observe::init_tracing(config.otlp_endpoint.as_deref())?;
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
     let dir = tls_dir.map(std::path::Path::to_path_buf).or(config.tls_dir.clone());

@@ -23,6 +23,13 @@ pub struct Config {
     pub web_listen: Option<SocketAddr>,
     /// The Web API's bearer tokens: `operator TOKEN` or `viewer TOKEN` per line.
     pub web_token_file: Option<PathBuf>,
+    /// The role of a Web API request without credentials (`viewer` or `operator`; none
+    /// unless set): for a lab whose port only its user can reach.
+    pub web_anonymous: Option<String>,
+    /// Plain HTTP for the Web API on any address, gRPC keeping TLS: for a container whose
+    /// port is published on the host's loopback only.
+    #[serde(default)]
+    pub web_plaintext: bool,
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,

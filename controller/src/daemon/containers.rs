@@ -21,7 +21,7 @@ fn named(name: &str, c: &apb::Container) -> bool {
     c.name == n || c.name.rsplit('/').next() == Some(n) || (n.len() >= 4 && c.id.starts_with(n))
 }
 
-/// A partition's words for a container: its name, id prefix, or compose service.
+/// A fault's or partition's word for a container: its name, id prefix, or compose service.
 fn called(word: &str, c: &apb::Container) -> bool {
     named(word, c) || c.labels.get(COMPOSE_SERVICE).is_some_and(|s| s == word)
 }
@@ -78,7 +78,7 @@ impl Controller {
         let agents = self.select(&every)?;
         let (listed, unasked) = self.agent_containers(&agents, &wanted.select).await;
         let mut by_agent: BTreeMap<String, Vec<apb::Container>> = BTreeMap::new();
-        for (agent, c) in listed.into_iter().filter(|(_, c)| wanted.name.is_empty() || named(&wanted.name, c)) {
+        for (agent, c) in listed.into_iter().filter(|(_, c)| wanted.name.is_empty() || called(&wanted.name, c)) {
             by_agent.entry(agent).or_default().push(c);
         }
         let mut found = Vec::new();
@@ -97,7 +97,7 @@ impl Controller {
         if found.is_empty() {
             let why = if unasked.is_empty() { String::new() } else { format!(" (not asked: {})", unasked.join("; ")) };
             return Err(DaemonError::not_found(format!(
-                "container: none of the {} selected agents ({}) runs a container named {:?} with labels {:?}{why}",
+                "container: none of the {} selected agents ({}) runs a container named {:?} (name, id prefix or compose service) with labels {:?}{why}",
                 agents.len(),
                 agents.join(", "),
                 wanted.name,
@@ -178,6 +178,11 @@ mod tests {
         assert!(named("abcd", &c("web", "abcdef12")));
         assert!(!named("abc", &c("web", "abcdef12")), "a 3-character prefix names nothing");
         assert!(!named("we", &c("web", "abcdef12")));
+        // Issue 16: a fault names a compose service as a partition does.
+        let mut b = c("shop_service-b_1", "fedcba98");
+        b.labels.insert(COMPOSE_SERVICE.into(), "service-b".into());
+        assert!(called("service-b", &b) && called("shop_service-b_1", &b) && !named("service-b", &b));
+        assert!(!called("service", &b));
     }
 
     #[test]

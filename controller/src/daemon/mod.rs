@@ -363,8 +363,13 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         let tokens = match &config.web_token_file {
             Some(p) => web::auth::Tokens::load(p)?,
             None => web::auth::Tokens::default(),
-        };
-        let tls = if ctl.security.is_tls() {
+        }
+        .with_anonymous(config.web_anonymous.as_deref())
+        .map_err(anyhow::Error::msg)?;
+        if let Some(r) = tokens.anonymous() {
+            tracing::warn!(role = r.name(), "Web API: requests without credentials act as {}s (web_anonymous): whoever reaches {addr} may", r.name());
+        }
+        let tls = if ctl.security.is_tls() && !config.web_plaintext {
             Some(web::tls_config(config.tls_dir.as_deref().unwrap_or(std::path::Path::new(faultline_proto::transport::DEFAULT_TLS_DIR)))?)
         } else {
             None
@@ -375,7 +380,7 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
             .map_err(|e| format!("they run as the CLI does, with its certificate (cli.pem) in the controller's TLS directory: {e}"));
         let runs_dir = path.parent().map_or_else(|| PathBuf::from("runs"), |p| p.join("runs"));
         let runs = std::sync::Arc::new(runs::Runs::new(runs_dir, listen, cli));
-        web::start(web::Web::new(ctl.clone(), tokens, runs), addr, tls).await?;
+        web::start(web::Web::new(ctl.clone(), tokens, runs), addr, tls, config.web_plaintext).await?;
     }
     let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller()).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");

@@ -9,9 +9,10 @@ use crate::{load, units};
 
 #[derive(clap::Args)]
 pub struct LoadArgs {
-    /// http://IP:PORT/PATH or https:// (several: used in turn; one host and port), tcp://IP:PORT,
-    /// redis://IP:PORT, grpc://IP:PORT[/SERVICE] (the standard health check) or
-    /// grpc://IP:PORT/package.Service/Method (a unary call; --body @FILE: the request as protobuf bytes).
+    /// http://HOST:PORT/PATH or https:// (several: used in turn; one host and port), tcp://HOST:PORT,
+    /// redis://HOST:PORT, grpc://HOST:PORT[/SERVICE] (the standard health check) or
+    /// grpc://HOST:PORT/package.Service/Method (a unary call; --body @FILE: the request as protobuf bytes).
+    /// A HOST name is resolved once, before the load starts.
     #[arg(required = true)]
     urls: Vec<String>,
     /// Requests per second (open loop): the constant rate, or the base of --shape.
@@ -95,13 +96,14 @@ impl LoadArgs {
 
     fn target(&self, body: Vec<u8>) -> Result<Target> {
         let first = &self.urls[0];
-        let (scheme, rest) = first.split_once("://").ok_or_else(|| anyhow::anyhow!("url: {first:?}: give SCHEME://IP:PORT (http, tcp, redis, grpc)"))?;
+        let (scheme, rest) = first.split_once("://").ok_or_else(|| anyhow::anyhow!("url: {first:?}: give SCHEME://HOST:PORT (http, tcp, redis, grpc)"))?;
         if !["http", "https"].contains(&scheme) && self.urls.len() > 1 {
             bail!("url: several URLs are for http:// and https:// only");
         }
         let addr = || -> Result<std::net::SocketAddr> {
             let hostport = rest.split('/').next().unwrap_or("");
-            hostport.parse().map_err(|_| anyhow::anyhow!("url: {first:?}: give an IP address and a port, e.g. {scheme}://10.0.0.5:6379"))
+            let (host, port) = hostport.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))).ok_or_else(|| anyhow::anyhow!("url: {first:?}: give a host and a port, e.g. {scheme}://10.0.0.5:6379"))?;
+            super::resolve(host, port).map_err(|e| anyhow::anyhow!("url: {first:?}: {e}"))
         };
         Ok(match scheme {
             "http" | "https" => {

@@ -51,9 +51,7 @@ impl HttpTarget {
             }
             https = Some(this);
             let auth = uri.authority().ok_or_else(|| format!("url: {u:?}: no host"))?.clone();
-            let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-            let ip: std::net::IpAddr = host.parse().map_err(|_| format!("url: {u:?}: give an IP address, not a name (no resolver in the load loop)"))?;
-            let a = SocketAddr::new(ip, auth.port_u16().unwrap_or(if this { 443 } else { 80 }));
+            let a = super::resolve(auth.host(), auth.port_u16().unwrap_or(if this { 443 } else { 80 })).map_err(|e| format!("url: {u:?}: {e}"))?;
             if addr.is_some_and(|x| x != a) {
                 return Err(format!("url: {u:?}: every URL must name the same host and port ({})", addr.unwrap_or(a)));
             }

@@ -250,6 +250,18 @@ pub struct UncorrectedLatency {
     pub max: f64,
 }
 
+/// The address of `host` (an IP address, or a name resolved here, once, before the load
+/// starts: the loop itself never waits on a resolver). The first address the system's
+/// resolver gives, as curl would connect to.
+pub fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().map_err(|e| format!("{host}: does not resolve: {e}"))?.next().ok_or_else(|| format!("{host}: resolves to no address"))
+}
+
 pub fn summary(run: &Run, duration: Duration) -> Summary {
     let t = &run.recorder.total;
     let q = record::ms_at;
@@ -382,4 +394,19 @@ pub fn seconds_rows(rec: &Recorder) -> Vec<SecondRow> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: a target names a host (a compose service); it is resolved once, up front.
+    #[test]
+    fn names_resolve_once_and_addresses_pass_as_they_are() {
+        assert_eq!(resolve("10.0.0.5", 80).unwrap(), "10.0.0.5:80".parse().unwrap());
+        assert_eq!(resolve("[::1]", 8080).unwrap(), "[::1]:8080".parse().unwrap());
+        assert!(resolve("localhost", 6379).unwrap().ip().is_loopback());
+        let e = resolve("no-such-host.invalid", 80).unwrap_err();
+        assert!(e.starts_with("no-such-host.invalid: does not resolve"), "{e}");
+    }
 }

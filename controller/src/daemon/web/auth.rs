@@ -19,9 +19,10 @@ const MIN_TOKEN_LEN: usize = 24;
 const MAX_TOKENS: usize = 1024;
 
 /// The tokens of `--web-token-file`: one per line, `ROLE TOKEN` (operator or viewer);
-/// blank lines and `#` comments ignored.
+/// blank lines and `#` comments ignored. And the role of a request with no credential,
+/// when `--web-anonymous` grants one.
 #[derive(Default)]
-pub struct Tokens(Vec<(CertRole, Vec<u8>)>);
+pub struct Tokens(Vec<(CertRole, Vec<u8>)>, Option<CertRole>);
 
 impl Tokens {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -50,7 +51,22 @@ impl Tokens {
         if out.len() > MAX_TOKENS {
             return Err(format!("{} tokens; at most {MAX_TOKENS}", out.len()));
         }
-        Ok(Self(out))
+        Ok(Self(out, None))
+    }
+
+    /// `viewer` or `operator`: what a request without credentials may do.
+    pub fn with_anonymous(mut self, role: Option<&str>) -> Result<Self, String> {
+        self.1 = match role {
+            None => None,
+            Some("viewer") => Some(CertRole::Viewer),
+            Some("operator") => Some(CertRole::Operator),
+            Some(other) => return Err(format!("web_anonymous: {} is not viewer or operator", faultline_proto::quote(other))),
+        };
+        Ok(self)
+    }
+
+    pub fn anonymous(&self) -> Option<CertRole> {
+        self.1
     }
 
     /// The role of `given`, compared in constant time against every token.
@@ -90,6 +106,9 @@ fn role(parts: &Parts, web: &Web) -> Result<CertRole, ApiError> {
         return web.tokens.role_of(token).ok_or_else(|| ApiError::unauthenticated("Authorization: unknown token"));
     }
     if let Some(r) = parts.extensions.get::<PeerCert>().and_then(|p| p.0) {
+        return Ok(r);
+    }
+    if let Some(r) = web.tokens.1 {
         return Ok(r);
     }
     Err(ApiError::unauthenticated("no credentials: send `Authorization: Bearer TOKEN` (a token from the controller's web_token_file), or a client certificate from its CA"))
@@ -136,5 +155,7 @@ mod tests {
         assert!(Tokens::parse("operator short").unwrap_err().contains("at least 24"));
         assert!(Tokens::parse("admin 0123456789abcdef0123456789abcdef").unwrap_err().contains("not operator or viewer"));
         assert!(Tokens::parse("operator").unwrap_err().starts_with("line 1"));
+        assert_eq!(Tokens::default().with_anonymous(Some("operator")).unwrap().anonymous(), Some(CertRole::Operator));
+        assert!(Tokens::default().with_anonymous(Some("admin")).unwrap_err().contains("web_anonymous"));
     }
 }

@@ -240,10 +240,10 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<Arc<tokio_rustls::rustls::Server
 
 /// Binds `listen` and serves the Web API there for the process's life: each connection
 /// through the controller's bounded listener, TLS when `tls` is given (plaintext only on
-/// loopback).
-pub async fn start(web: Arc<Web>, listen: SocketAddr, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> anyhow::Result<()> {
-    if tls.is_none() && !listen.ip().is_loopback() {
-        anyhow::bail!("web_listen {listen}: plaintext (--insecure) only on a loopback address");
+/// loopback unless `plaintext_anywhere`, the operator's explicit choice).
+pub async fn start(web: Arc<Web>, listen: SocketAddr, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>, plaintext_anywhere: bool) -> anyhow::Result<()> {
+    if tls.is_none() && !listen.ip().is_loopback() && !plaintext_anywhere {
+        anyhow::bail!("web_listen {listen}: plaintext (--insecure) only on a loopback address (or say --web-plaintext)");
     }
     let incoming = faultline_proto::listener::bind(listen, faultline_proto::listener::Limits::controller()).await.map_err(|e| anyhow::anyhow!("binding web_listen {listen}: {e}"))?;
     let app = api::router(web);

@@ -398,7 +398,7 @@ pub struct PartitionRequest {
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrafficStart {
-    /// <http://IP:PORT/PATH> (or https://, tcp://, redis://, grpc://).
+    /// <http://HOST:PORT/PATH> (or https://, tcp://, redis://, grpc://); a name is resolved once, when the load starts.
     pub target_url: String,
     /// Requests per second (the base rate of `shape`).
     pub rps: f64,

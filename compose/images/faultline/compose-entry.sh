@@ -1,0 +1,40 @@
+#!/bin/bash
+# The Compose platform's faultline services. `controller`: on first start, a CA and the
+# certificates (controller, CLI, viewer in /tls; the agent's, bound to its name, in
+# /agent-tls) and an operator token (/tls/web-tokens), then the controller. `agent`:
+# waits for its certificates, then the agent, registered with the controller.
+set -euo pipefail
+AGENT_NAME=${FAULTLINE_AGENT_NAME:-faultline-agent}
+case "${1:-controller}" in
+controller)
+    if [ ! -f /tls/ca.pem ]; then
+        faultline certs init /tls --web-host localhost --web-host faultline-controller
+        faultline certs issue --dir /tls agent "$AGENT_NAME"
+        # Written whole, then renamed: the agent starts once all three are there.
+        mkdir -p /agent-tls/.new
+        cp /tls/ca.pem /agent-tls/.new/ca.pem
+        cp /tls/"agent-$AGENT_NAME.pem" /agent-tls/.new/agent.pem
+        cp /tls/"agent-$AGENT_NAME-key.pem" /agent-tls/.new/agent-key.pem
+        mv /agent-tls/.new/* /agent-tls/ && rmdir /agent-tls/.new
+        umask 077
+        printf 'operator %s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" > /tls/web-tokens
+    fi
+    args=(--tls-dir /tls controller serve --listen 0.0.0.0:7080 --state /var/lib/faultline/controller.db
+        --metrics-listen 0.0.0.0:9464 --web-listen 0.0.0.0:5050 --web-token-file /tls/web-tokens)
+    # The Web API is published on the host's loopback only (docker-compose.yml), in plain
+    # HTTP; requests without a token act as FAULTLINE_WEB_ANONYMOUS (none: a token is needed).
+    args+=(--web-plaintext)
+    anonymous=${FAULTLINE_WEB_ANONYMOUS:-operator}
+    [ "$anonymous" != none ] && args+=(--web-anonymous "$anonymous")
+    exec faultline "${args[@]}"
+    ;;
+agent)
+    for _ in $(seq 600); do [ -f /agent-tls/agent-key.pem ] && break; sleep 0.1; done
+    exec faultline-agent --tls-dir /agent-tls --listen 0.0.0.0:7070 --name "$AGENT_NAME" \
+        --advertise "https://$AGENT_NAME:7070" --controller https://faultline-controller:7080 \
+        --metrics-listen 0.0.0.0:9465 --state-dir /var/lib/faultline --label compose=true
+    ;;
+*)
+    exec "$@"
+    ;;
+esac
