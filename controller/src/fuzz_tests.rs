@@ -65,6 +65,7 @@ fn fuzz_load_arguments() {
         "redis://10.0.0.5:6379 --rate 10 --redis-set-percent 20",
         "grpc://10.0.0.5:7070/grpc.health.v1.Health --rate 5",
     ];
+    crate::load::OFFLINE.with(|o| o.set(true));
     fuzzing::run("load arguments", &seeds, |s| {
         if let Ok(l) = Load::try_parse_from(s.split_whitespace()) {
             let _ = l.load.spec();
@@ -76,6 +77,7 @@ fn fuzz_load_arguments() {
 fn fuzz_scenario_files() {
     let seeds = [include_str!("../../examples/lab.yaml"), include_str!("../../examples/web-drop.yaml"), include_str!("../../examples/partition-and-delay.yaml")];
     let path = std::env::temp_dir().join(format!("faultline-fuzz-scenario-{}.yaml", std::process::id()));
+    crate::load::OFFLINE.with(|o| o.set(true));
     fuzzing::run("scenario files", &seeds, |s| {
         std::fs::write(&path, s).unwrap();
         let _ = scenario::load(&path);

@@ -67,17 +67,23 @@ pub struct Platform {
     keep: bool,
 }
 
+/// `docker compose` (v2) where installed, else Debian's `docker-compose` 1.29, on FILE.
+fn compose_cmd() -> Command {
+    let mut cmd = if docker_ok(&["compose", "version"]) {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    cmd.args(["-f", FILE]).current_dir(workspace_root());
+    cmd
+}
+
 impl Platform {
-    /// `docker compose` (v2) where installed, else Debian's `docker-compose` 1.29.
     fn compose(&self, args: &[&str]) -> Command {
-        let mut cmd = if docker_ok(&["compose", "version"]) {
-            let mut c = Command::new("docker");
-            c.arg("compose");
-            c
-        } else {
-            Command::new("docker-compose")
-        };
-        cmd.args(["-f", FILE, "-p", &self.project]).args(args).current_dir(workspace_root());
+        let mut cmd = compose_cmd();
+        cmd.args(["-p", &self.project]).args(args);
         cmd.env("FAULTLINE_WEB_PORT", self.web_port.to_string()).env("PROMETHEUS_PORT", self.prometheus_port.to_string());
         cmd
     }
@@ -313,7 +319,7 @@ pub fn demo(keep: bool) -> Result<()> {
 /// The CI test of the platform (issue 16): see the README's Compose section.
 pub fn test() -> Result<()> {
     let started = Instant::now();
-    let profile = Command::new("docker-compose").args(["-f", FILE, "--profile", "observability", "config", "-q"]).current_dir(workspace_root()).status()?;
+    let profile = compose_cmd().args(["--profile", "observability", "config", "-q"]).status()?;
     ensure!(profile.success(), "the observability profile's compose config does not validate");
     let p = Platform::up("faultline-ci", 15050, 19090, false)?;
     let checked = check(&p);

@@ -7,17 +7,19 @@ set -euo pipefail
 AGENT_NAME=${FAULTLINE_AGENT_NAME:-faultline-agent}
 case "${1:-controller}" in
 controller)
-    if [ ! -f /tls/ca.pem ]; then
-        faultline certs init /tls --web-host localhost --web-host faultline-controller
-        faultline certs issue --dir /tls agent "$AGENT_NAME"
-        # Written whole, then renamed: the agent starts once all three are there.
-        mkdir -p /agent-tls/.new
-        cp /tls/ca.pem /agent-tls/.new/ca.pem
-        cp /tls/"agent-$AGENT_NAME.pem" /agent-tls/.new/agent.pem
-        cp /tls/"agent-$AGENT_NAME-key.pem" /agent-tls/.new/agent-key.pem
-        mv /agent-tls/.new/* /agent-tls/ && rmdir /agent-tls/.new
-        umask 077
-        printf 'operator %s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" > /tls/web-tokens
+    # Each step on its own, so a start interrupted half-way finishes on the next one.
+    [ -f /tls/ca.pem ] || faultline certs init /tls --web-host localhost --web-host faultline-controller
+    [ -f "/tls/agent-$AGENT_NAME.pem" ] || faultline certs issue --dir /tls agent "$AGENT_NAME"
+    if [ ! -f /agent-tls/agent-key.pem ]; then
+        # The key last: the agent starts once it is there, and the rest is then too.
+        cp /tls/ca.pem /agent-tls/ca.pem
+        cp "/tls/agent-$AGENT_NAME.pem" /agent-tls/agent.pem
+        (umask 077 && cp "/tls/agent-$AGENT_NAME-key.pem" /agent-tls/.agent-key.pem)
+        mv /agent-tls/.agent-key.pem /agent-tls/agent-key.pem
+    fi
+    if [ ! -f /tls/web-tokens ]; then
+        (umask 077 && printf 'operator %s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" > /tls/.web-tokens)
+        mv /tls/.web-tokens /tls/web-tokens
     fi
     args=(--tls-dir /tls controller serve --listen 0.0.0.0:7080 --state /var/lib/faultline/controller.db
         --metrics-listen 0.0.0.0:9464 --web-listen 0.0.0.0:5050 --web-token-file /tls/web-tokens)

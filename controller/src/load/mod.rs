@@ -250,6 +250,15 @@ pub struct UncorrectedLatency {
     pub max: f64,
 }
 
+/// How long a target's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+thread_local! {
+    /// Set by the fuzz tests: the names their mutations invent must not become DNS queries.
+    pub static OFFLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The address of `host` (an IP address, or a name resolved here, once, before the load
 /// starts: the loop itself never waits on a resolver). The first address the system's
 /// resolver gives, as curl would connect to.
@@ -259,7 +268,25 @@ pub fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(std::net::SocketAddr::new(ip, port));
     }
-    (host, port).to_socket_addrs().map_err(|e| format!("{host}: does not resolve: {e}"))?.next().ok_or_else(|| format!("{host}: resolves to no address"))
+    #[cfg(test)]
+    if OFFLINE.with(std::cell::Cell::get) {
+        return Err(format!("{host}: not resolved (this test thread stays off the network)"));
+    }
+    // On a thread of its own, waited for at most RESOLVE_TIMEOUT: a resolver that does not
+    // answer must not hold the caller for its own timeouts (5 s per try by default).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        })
+        .map_err(|e| format!("{host}: resolving: {e}"))?;
+    match rx.recv_timeout(RESOLVE_TIMEOUT) {
+        Ok(Ok(addrs)) => addrs.into_iter().next().ok_or_else(|| format!("{host}: resolves to no address")),
+        Ok(Err(e)) => Err(format!("{host}: does not resolve: {e}")),
+        Err(_) => Err(format!("{host}: the resolver did not answer within {} s", RESOLVE_TIMEOUT.as_secs())),
+    }
 }
 
 pub fn summary(run: &Run, duration: Duration) -> Summary {

@@ -34,10 +34,17 @@ pub(super) struct Plan {
 }
 
 pub(super) async fn plan(args: &RunArgs, c: &mut ControllerServiceClient<Channel>) -> Result<Plan> {
-    let s = super::scenario::load(&args.scenario)?;
-    let mut load_argv = s.load_args.clone();
-    load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
-    let load = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", args.scenario.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec()?;
+    // Off the runtime's thread (the controller runs scenarios on its own): the load
+    // target's name is resolved here.
+    let file = args.scenario.clone();
+    let (s, load) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let s = super::scenario::load(&file)?;
+        let mut load_argv = s.load_args.clone();
+        load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
+        let load = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", file.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec()?;
+        Ok((s, load))
+    })
+    .await??;
     let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(crate::remote::explain)?.into_inner().agents;
     let skipped = check_targets(&s, &args.scenario, &agents)?;
     let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp())));

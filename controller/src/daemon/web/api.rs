@@ -363,7 +363,9 @@ async fn traffic_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<T
         shape: req.shape,
         method: req.method,
     };
-    Ok((StatusCode::CREATED, Json(w.ctl.traffic.start(start)?.into())))
+    // Off the runtime's thread: a target's name is resolved while the load is set up.
+    let started = tokio::task::spawn_blocking(move || w.ctl.traffic.start(start)).await.map_err(|e| crate::daemon::DaemonError::internal(format!("traffic: {e}")))?;
+    Ok((StatusCode::CREATED, Json(started?.into())))
 }
 
 /// Stops the running load; answers it as it ended (what was answered is kept).
@@ -411,7 +413,10 @@ async fn runs(_: Reader, State(w): State<Arc<Web>>) -> Json<Vec<RunView>> {
     responses((status = 201, description = "Started", body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "A run is running", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, description = "This controller cannot run scenarios (see the message)", body = ErrorBody)))]
 async fn run_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<RunStart>) -> Result<(StatusCode, Json<RunView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(w.runs.start(&req.scenario)?.into())))
+    // Off the runtime's thread: checking the scenario resolves its load target's name.
+    let runs = w.runs.clone();
+    let started = tokio::task::spawn_blocking(move || runs.start(&req.scenario)).await.map_err(|e| crate::daemon::DaemonError::internal(format!("runs: {e}")))?;
+    Ok((StatusCode::CREATED, Json(started?.into())))
 }
 
 /// One run: its state and, once it ended, its analysis.
