@@ -38,6 +38,9 @@ fn an_open_loop_run_sends_exactly_the_schedule_to_nginx() {
     // Closed loop: as fast as 4 connections go.
     let s = load(&["http://127.0.0.1:18080/", "--concurrency", "4", "--duration", "1s"]);
     assert!(s["requests"].as_u64().unwrap() > 100 && s["errors"] == 0, "{s}");
+    // A host name (issue 16: compose services) is resolved once, up front.
+    let s = load(&["http://localhost:18080/", "--rate", "100", "--duration", "1s"]);
+    assert_eq!(s["status"], serde_json::json!({"2xx": 100}), "{s}");
     // A closed port: every request fails to connect, and is counted.
     let s = load(&["http://127.0.0.1:18099/", "--rate", "50", "--duration", "1s"]);
     assert_eq!(s["failures"], serde_json::json!({"connect": 50}), "{s}");
@@ -100,7 +103,9 @@ fn bad_load_flags_name_the_flag() {
     assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--shape", "ramp:0..x/1s"]).contains("--shape"));
     assert!(run(&["https://127.0.0.1:1/", "--rate", "10", "--cacert", "/no/such.pem"]).contains("--cacert: /no/such.pem"));
     assert!(run(&["https://127.0.0.1:1/", "http://127.0.0.1:1/x", "--rate", "10"]).contains("same scheme"));
-    assert!(run(&["http://localhost:1/", "--rate", "10"]).contains("IP address"));
+    // A name that does not resolve is refused before any request, naming it.
+    let e = run(&["http://no-such-host.invalid:1/", "--rate", "10"]);
+    assert!(e.contains("no-such-host.invalid") && e.contains("resolve"), "{e}");
     assert!(run(&["http://127.0.0.1:1/", "--rate", "10", "--connections", "0"]).contains("connections"));
 }
 
