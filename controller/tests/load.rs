@@ -27,6 +27,10 @@ fn an_open_loop_run_sends_exactly_the_schedule_to_nginx() {
     assert_eq!(s["scheduled"], 1000);
     assert_eq!(s["status"], serde_json::json!({"2xx": 1000}));
     assert_eq!(s["errors"], 0);
+    // Issue 17: the rate is what was achieved, answers over wall time, beside the target.
+    assert_eq!((s["answered"].as_u64(), s["not_started"].as_u64(), s["target_rate"].as_f64()), (Some(1000), Some(0), Some(500.0)), "{s}");
+    let (rate, elapsed) = (s["rate"].as_f64().unwrap(), s["elapsed_s"].as_f64().unwrap());
+    assert!((rate * elapsed - 1000.0).abs() < 1e-6, "rate = answered / elapsed: {s}");
     // Status classes count as errors from 4xx on, and URLs are used in turn.
     let s = load(&["http://127.0.0.1:18080/", "http://127.0.0.1:18080/missing", "--rate", "100", "--duration", "1s"]);
     assert_eq!(s["status"], serde_json::json!({"2xx": 50, "4xx": 50}), "{s}");

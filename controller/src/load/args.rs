@@ -169,10 +169,12 @@ fn progress_line(rec: &Recorder, elapsed: Duration, target: Option<f64>) {
     let i = elapsed.as_secs().saturating_sub(1) as usize;
     let Some(s) = rec.seconds.get(i) else { return };
     let target = target.map_or(String::new(), |r| format!(" (target {r:.0})"));
+    let unsent = if s.not_started() > 0 { format!("  not started {}", s.not_started()) } else { String::new() };
+    // Answers, not starts: what the target served in that second.
     eprintln!(
-        "[{:>4}s] {:>7}/s{target}  p50 {:.2} ms  p99 {:.2} ms  errors {}  late {}",
+        "[{:>4}s] {:>7}/s{target}  p50 {:.2} ms  p99 {:.2} ms  errors {}  late {}{unsent}",
         i + 1,
-        s.requests(),
+        s.answered(),
         ms_at(&s.corrected, 0.5),
         ms_at(&s.corrected, 0.99),
         s.errors(),
@@ -209,11 +211,12 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
     }
     let (l, u) = (&s.latency_ms, &s.uncorrected_latency_ms);
     println!(
-        "requests {} in {:.1} s: {:.1}/s{}",
+        "requests {} in {:.1} s: {} answered, {:.1}/s achieved{}",
         s.requests,
-        s.duration_s,
+        s.elapsed_s,
+        s.answered,
         s.rate,
-        s.target_rate.map_or(String::new(), |r| format!(" (target {r:.1}/s, scheduled {})", s.scheduled.map_or("-".to_owned(), |n| n.to_string())))
+        s.target_rate.map_or(String::new(), |r| format!(" (target {r:.1}/s, scheduled {}, not started {})", s.scheduled.map_or("-".to_owned(), |n| n.to_string()), s.not_started))
     );
     println!("status {}  failures {}  error rate {:.2} %", serde_json::to_string(&s.status)?, serde_json::to_string(&s.failures)?, s.error_rate * 100.0);
     println!("latency from intended start (ms): p50 {} p90 {} p99 {} p99.9 {} max {}", l.p50, l.p90, l.p99, l.p999, l.max);

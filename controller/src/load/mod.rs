@@ -215,9 +215,14 @@ pub struct Summary {
     pub scheduled: Option<u64>,
     pub duration_s: f64,
     pub elapsed_s: f64,
-    /// Requests per second over the nominal duration.
+    /// Achieved: answers (any status) per second of wall time, from the start to the last
+    /// answer. Not the schedule: requests never sent or never answered do not count.
     pub rate: f64,
     pub target_rate: Option<f64>,
+    /// Requests the target answered (any status).
+    pub answered: u64,
+    /// Intended starts never sent: every connection was busy until the run's end.
+    pub not_started: u64,
     pub errors: u64,
     pub error_rate: f64,
     /// Answers by class ("ok" for non-HTTP successes, "2xx"...), classes seen only.
@@ -300,8 +305,10 @@ pub fn summary(run: &Run, duration: Duration) -> Summary {
         scheduled: run.scheduled,
         duration_s: duration.as_secs_f64(),
         elapsed_s: run.elapsed.as_secs_f64(),
-        rate: requests as f64 / duration.as_secs_f64(),
+        rate: t.answered() as f64 / run.elapsed.max(Duration::from_millis(1)).as_secs_f64(),
         target_rate: run.target_rate,
+        answered: t.answered(),
+        not_started: t.not_started(),
         errors: t.errors(),
         error_rate: if requests == 0 { 0.0 } else { t.errors() as f64 / requests as f64 },
         status: t.status.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, *n)).collect(),

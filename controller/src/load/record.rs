@@ -101,6 +101,16 @@ impl Second {
         self.status.iter().sum::<u64>() + self.failures.iter().sum::<u64>()
     }
 
+    /// Requests the target answered (any status, errors included): what it served.
+    pub fn answered(&self) -> u64 {
+        self.status.iter().sum()
+    }
+
+    /// Intended starts never sent (every connection busy until the run's end).
+    pub fn not_started(&self) -> u64 {
+        self.failures[Failure::ALL.len() - 1]
+    }
+
     pub fn errors(&self) -> u64 {
         self.status[4] + self.status[5] + self.failures.iter().sum::<u64>()
     }
@@ -170,6 +180,8 @@ mod tests {
         // A request never sent has no latency, but counts as an error.
         assert_eq!(r.seconds[2].corrected.len(), 0);
         assert_eq!(r.total.errors(), 3);
+        // Issue 17: what the target answered (any status) apart from what was never sent.
+        assert_eq!((r.total.answered(), r.total.not_started()), (2, 1));
         let mut sum = Second::default();
         r.seconds.iter().for_each(|s| sum.add(s));
         assert_eq!((sum.requests(), sum.errors()), (r.total.requests(), r.total.errors()));

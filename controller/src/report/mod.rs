@@ -377,7 +377,20 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
             m.p99_ms
         );
     }
-    html += "</table><h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
+    html += "</table>";
+    // The whole load as achieved: answers per second of wall time, beside what was asked.
+    let l = &summary.load;
+    let _ = write!(
+        html,
+        "<p>Load: {} requests in {:.1} s, {} answered: <b>{:.1}/s achieved</b>{}; late starts (&gt; 5 ms) {}.</p>",
+        l.requests,
+        l.elapsed_s,
+        l.answered,
+        l.rate,
+        l.target_rate.map_or(String::new(), |r| format!(" (target {r:.1}/s, not started {})", l.not_started)),
+        l.late_starts
+    );
+    html += "<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
     for f in &summary.faults {
         let o = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2} s"));
         let _ = write!(

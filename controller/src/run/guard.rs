@@ -67,7 +67,9 @@ pub(super) fn progress(guardrails: Vec<Guardrail>, stop: tokio::sync::watch::Sen
     move |rec: &Recorder, elapsed: Duration| {
         let done = elapsed.as_secs().saturating_sub(1) as usize;
         if let Some(sec) = rec.seconds.get(done) {
-            eprintln!("[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}", done + 1, sec.requests(), load::record::ms_at(&sec.corrected, 0.99), sec.errors());
+            // Answers, not starts: what the target served in that second.
+            let unsent = if sec.not_started() > 0 { format!("  not started {}", sec.not_started()) } else { String::new() };
+            eprintln!("[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}{unsent}", done + 1, sec.answered(), load::record::ms_at(&sec.corrected, 0.99), sec.errors());
         }
         for g in &guardrails {
             let n = g.seconds as usize;

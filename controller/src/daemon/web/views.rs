@@ -434,14 +434,18 @@ pub struct TrafficSecond {
 #[serde(rename_all = "camelCase")]
 pub struct TrafficSummary {
     pub requests: u64,
-    /// Requests per second over the load's duration.
+    /// Achieved: answers (any status) per second of wall time; not the schedule.
     pub rate: f64,
+    /// Requests the target answered (any status).
+    pub answered: u64,
+    /// Intended starts never sent: every connection was busy until the load's end.
+    pub not_started: u64,
     pub errors: u64,
     pub error_rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// Requests the schedule could not start in time.
+    /// Requests started more than 5 ms after their intended start.
     pub late_starts: u64,
 }
 
@@ -475,6 +479,8 @@ impl From<crate::daemon::traffic::Status> for TrafficView {
             summary: s.summary.map(|m| TrafficSummary {
                 requests: m.requests,
                 rate: m.rate,
+                answered: m.answered,
+                not_started: m.not_started,
                 errors: m.errors,
                 error_rate: m.error_rate,
                 p50_ms: m.latency_ms.p50,
