@@ -69,7 +69,9 @@ pub struct Platform {
 
 /// `docker compose` (v2) where installed, else Debian's `docker-compose` 1.29, on FILE.
 fn compose_cmd() -> Command {
-    let mut cmd = if docker_ok(&["compose", "version"]) {
+    // Asked once: every compose call would otherwise start a `docker compose version`.
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let mut cmd = if *V2.get_or_init(|| docker_ok(&["compose", "version"])) {
         let mut c = Command::new("docker");
         c.arg("compose");
         c
@@ -291,8 +293,7 @@ pub fn build() -> Result<()> {
     let _docker = crate::docker::start()?;
     ensure_base()?;
     stage()?;
-    let p = Platform { project: "faultline".into(), web_port: 5050, prometheus_port: 9090, before: docker_state()?, keep: true };
-    run_cmd(&mut p.compose(&["build"]))?;
+    run_cmd(compose_cmd().args(["-p", "faultline", "build"]))?;
     println!("compose: images built; `cd compose && docker-compose -p faultline up -d` (or `docker compose`) starts the platform");
     Ok(())
 }

@@ -108,7 +108,7 @@ fn role(parts: &Parts, web: &Web) -> Result<CertRole, ApiError> {
     if let Some(r) = parts.extensions.get::<PeerCert>().and_then(|p| p.0) {
         return Ok(r);
     }
-    if let Some(r) = web.tokens.1 {
+    if let Some(r) = web.tokens.anonymous() {
         return Ok(r);
     }
     Err(ApiError::unauthenticated("no credentials: send `Authorization: Bearer TOKEN` (a token from the controller's web_token_file), or a client certificate from its CA"))
