@@ -143,7 +143,8 @@ fn control_channel_survives_a_total_drop() {
 fn a_fault_applied_right_after_a_revert_outlives_the_idle_detach() {
     // A reverted fault leaves its TCX link idle for 2 s; a new fault in that window
     // must keep the link, not lose it to the pending detach.
-    let lab = Lab::new(16);
+    // Attached on first use, so that the idle detach is what is tested.
+    let lab = Lab::with_agent_args(16, &["--attach-ahead", "0"]);
     let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
     lab.revert(&f.id);
     let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
@@ -151,4 +152,48 @@ fn a_fault_applied_right_after_a_revert_outlives_the_idle_detach() {
     let r = udp_run(&lab.a, &lab.b, format!("{}:9000", lab.addr(2)).parse().unwrap(), 500);
     lab.revert(&f.id);
     assert_eq!(r.received, 0, "the second fault stopped dropping once the first one's link was swept");
+}
+
+/// The agent's TCX links on `dev` (its descriptors' fdinfo: Debian's bpftool 7.1 does not
+/// list TCX attachments), as (attach type, program id).
+fn tcx_links(lab: &Lab, dev: &str) -> Vec<(String, String)> {
+    let out = sh(&lab.a, &["cat", &format!("/sys/class/net/{dev}/ifindex")]);
+    let ifindex = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let pid = lab.agent.as_ref().expect("agent running").id();
+    let mut links = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_owned());
+        if field("link_type:").as_deref() == Some("tcx") && field("ifindex:") == Some(ifindex.clone()) {
+            links.push((field("attach_type:").unwrap_or_default(), field("prog_id:").unwrap_or_default()));
+        }
+    }
+    links.sort();
+    links
+}
+
+/// Issue 17: the first drop on an interface need not wait for the kernel's attach: the
+/// classifier is on the agent's interfaces from its start, passes traffic while no fault
+/// uses it, stays through faults coming and going, and goes with the agent.
+#[test]
+fn the_classifier_is_attached_ahead_passes_traffic_and_goes_with_the_agent() {
+    let mut lab = Lab::new(17);
+    eventually("both directions attached ahead on ta", || tcx_links(&lab, "ta").len() == 2);
+    let ahead = tcx_links(&lab, "ta");
+    assert!(ahead[0].0.contains("ingress") && ahead[1].0.contains("egress"), "{ahead:?}");
+    assert_eq!(tcx_links(&lab, "lo"), [], "loopback is left alone");
+    let to = || format!("{}:9000", lab.addr(2)).parse().unwrap();
+    assert_eq!(udp_run(&lab.a, &lab.b, to(), 300).received, 300, "attached, no fault: everything passes");
+    let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
+    assert_eq!(udp_run(&lab.a, &lab.b, to(), 300).received, 0, "the drop acts at once");
+    lab.revert(&f.id);
+    // Past the idle detach of links attached on use (2 s): these stay, the same links.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(tcx_links(&lab, "ta"), ahead, "kept while the agent runs");
+    assert_eq!(udp_run(&lab.a, &lab.b, to(), 300).received, 300, "reverted: everything passes");
+    lab.kill_agent();
+    // A killed agent's links close with its descriptors; its programs are then unloaded.
+    for (_, prog) in &ahead {
+        eventually("the agent's program unloaded", || !std::process::Command::new("bpftool").args(["prog", "show", "id", prog]).output().unwrap().status.success());
+    }
 }

@@ -120,7 +120,8 @@ fn main() {
         );
     }
     let cli = |args: &[&str]| Command::new(bin.join("faultline")).args(["--controller", &format!("https://{ctl}"), "--tls-dir"]).arg(&tls).args(args).output().unwrap();
-    let deadline = Instant::now() + Duration::from_mins(2);
+    // Each agent loads its classifier (the verifier: ~0.3 s of CPU) as it starts.
+    let deadline = Instant::now() + Duration::from_secs(120 + u64::from(n) / 2);
     loop {
         let out = cli(&["agents", "list", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

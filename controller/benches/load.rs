@@ -1,7 +1,9 @@
 //! `faultline load` beside wrk, on loopback against nginx (Debian packages), each
-//! client pinned to one core and nginx to the other; and an open-loop run at 10k
-//! requests/s: how many starts were on time.
+//! client pinned to one core and nginx to the other; and open loop beside oha (when
+//! `oha` is on PATH: `cargo install oha`) at 1k to 60k requests/s: achieved rate, starts
+//! more than 5 ms late, corrected and uncorrected p50.
 //! `cargo bench -p faultline-controller --bench load` (after a release build; `cargo xtask bench`).
+//! `FAULTLINE_BENCH_OPEN_ONLY=1` runs the open-loop part alone.
 
 use std::{
     path::PathBuf,
@@ -72,11 +74,51 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// oha's JSON for one open-loop run: (achieved rate, p50 ms).
+fn oha(url: &str, rate: u32, secs: u32, conns: u32, corrected: bool) -> (f64, f64) {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1", "oha", "--no-tui", "--output-format", "json", "-z"]).arg(format!("{secs}s")).args(["-q", &rate.to_string(), "-c", &conns.to_string()]);
+    if corrected {
+        cmd.arg("--latency-correction");
+    }
+    let out = cmd.arg(url).output().expect("oha");
+    assert!(out.status.success(), "oha: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("oha output ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let ok = v["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0);
+    let total = v["summary"]["total"].as_f64().unwrap();
+    (ok / total, v["latencyPercentiles"]["p50"].as_f64().unwrap() * 1000.0)
+}
+
+fn open_loop(url: &str) {
+    let has_oha = Command::new("oha").arg("--version").output().is_ok_and(|o| o.status.success());
+    let (secs, conns) = (10, 64);
+    println!("\n## open loop, {conns} connections, {secs} s per run, one client core, nginx on the other\n");
+    println!("| target/s | faultline achieved/s | late (> 5 ms) | corrected p50 ms | uncorrected p50 ms | corrected − uncorrected ms | oha achieved/s | oha corrected p50 ms | oha uncorrected p50 ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for rate in [1_000, 10_000, 30_000, 45_000, 55_000, 60_000, 80_000, 100_000] {
+        let s = faultline(&[url, "--rate", &rate.to_string(), "--duration", &format!("{secs}s"), "--connections", &conns.to_string()]);
+        let (c, u) = (s["latency_ms"]["p50"].as_f64().unwrap(), s["uncorrected_latency_ms"]["p50"].as_f64().unwrap());
+        let late = s["late_starts"].as_f64().unwrap() / s["requests"].as_f64().unwrap().max(1.0) * 100.0;
+        let o = if has_oha {
+            let (r, pc) = oha(url, rate, secs, conns, true);
+            let (_, pu) = oha(url, rate, secs, conns, false);
+            format!("{r:.0} | {pc:.3} | {pu:.3}")
+        } else {
+            "(no oha on PATH) | | ".to_owned()
+        };
+        println!("| {rate} | {:.0} | {late:.2} % | {c:.3} | {u:.3} | {:.3} | {o} |", s["rate"].as_f64().unwrap(), c - u);
+    }
+}
+
 fn main() {
     assert!(release().join("faultline").exists(), "cargo build --release first (cargo xtask bench does)");
     let port = 18180;
     let url = format!("http://127.0.0.1:{port}/");
     let _n = nginx(port);
+    if std::env::var_os("FAULTLINE_BENCH_OPEN_ONLY").is_some() {
+        open_loop(&url);
+        return;
+    }
     let (rounds, secs, conns) = (3, 10, 50);
     let (mut w, mut f, mut wcpu, mut fcpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -103,19 +145,5 @@ fn main() {
     );
     println!("\nfaultline / wrk: {:.2}", median(f) / median(w));
 
-    let s = faultline(&[&url, "--rate", "10000", "--duration", "10s"]);
-    let (req, sched) = (s["requests"].as_u64().unwrap(), s["scheduled"].as_u64().unwrap());
-    let wall = s["elapsed_s"].as_f64().unwrap();
-    println!("\n## open loop at 10 000 requests/s for 10 s\n");
-    println!(
-        "scheduled {sched}, sent and answered {req}, errors {}, late starts (> 5 ms) {} ({:.3} %), max start lag {:.2} ms; rate over the wall clock {:.1}/s ({:+.2} % of target); p50 {} ms, p99 {} ms",
-        s["errors"],
-        s["late_starts"],
-        s["late_starts"].as_f64().unwrap() * 100.0 / req as f64,
-        s["max_start_lag_ms"].as_f64().unwrap(),
-        req as f64 / wall,
-        (req as f64 / wall / 10_000.0 - 1.0) * 100.0,
-        s["latency_ms"]["p50"],
-        s["latency_ms"]["p99"],
-    );
+    open_loop(&url);
 }

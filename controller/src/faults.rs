@@ -184,6 +184,11 @@ pub struct NetTarget {
     /// Only traffic to/from this CIDR or address (repeatable; IPv4 and IPv6).
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// More peers from FILE (`-`: standard input): a YAML list (`- 10.0.0.0/24`) or one per
+    /// line (`#` comments); for more than a command line holds. Read by this command only:
+    /// scenarios and the Web API list peers in `peer`.
+    #[arg(long = "peers-file", value_name = "FILE")]
+    pub peers_file: Option<std::path::PathBuf>,
     /// Only traffic with this local or remote port, or range A-B (repeatable).
     #[arg(long = "port")]
     pub ports: Vec<String>,
@@ -333,6 +338,58 @@ impl Apply {
     pub fn common(&self) -> &Common {
         self.kind.common()
     }
+
+    fn net_mut(&mut self) -> Option<&mut NetTarget> {
+        match &mut self.kind {
+            ApplyKind::Netem { net, .. } | ApplyKind::Bandwidth { net, .. } | ApplyKind::Drop { net, .. } | ApplyKind::Partition { net, .. } => Some(net),
+            _ => None,
+        }
+    }
+}
+
+/// The agent's peer table, shared by all its active faults.
+pub const PEER_TABLE: usize = faultline_ebpf_common::MAX_PEERS as usize;
+/// A gRPC call's default size limit on the agent and the controller.
+const MESSAGE_LIMIT: usize = 4 << 20;
+
+/// `--peers-file`: moves the file's peers into `--peer`, so the spec is built (and checked)
+/// as if they had been given as flags. Refused here rather than by the agent: more peers
+/// than its table, or a request over the 4 MiB a gRPC call may carry (which would fail
+/// with a transport error that names neither).
+pub fn read_peers_file(a: &mut Apply) -> Result<()> {
+    let Some(net) = a.net_mut() else { return Ok(()) };
+    let Some(path) = net.peers_file.take() else { return Ok(()) };
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("--peers-file -: reading standard input")?
+    } else {
+        std::fs::read_to_string(&path).with_context(|| format!("--peers-file {}", path.display()))?
+    };
+    let peers = parse_peers(&text).map_err(|e| anyhow::anyhow!("--peers-file {}: {e}", path.display()))?;
+    net.peers.extend(peers);
+    let n = net.peers.len();
+    if n > PEER_TABLE {
+        bail!("--peers-file {}: {n} peers; an agent holds at most {PEER_TABLE} across its active faults (use wider CIDRs)", path.display());
+    }
+    let bytes: usize = net.peers.iter().map(|p| p.len() + 2).sum();
+    if bytes > MESSAGE_LIMIT * 9 / 10 {
+        bail!("--peers-file {}: {n} peers make a {} KiB request; a call to an agent or the controller carries at most {} KiB", path.display(), bytes >> 10, MESSAGE_LIMIT >> 10);
+    }
+    Ok(())
+}
+
+/// A YAML list of strings, or one peer per line with `#` comments.
+fn parse_peers(text: &str) -> Result<Vec<String>, String> {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
+    if first.starts_with('-') || first.starts_with('[') {
+        let v: Vec<String> = serde_norway::from_str(text).map_err(|e| format!("not a YAML list of addresses or CIDRs: {e}"))?;
+        return Ok(v.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
+    }
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 impl ProcTarget {
@@ -404,6 +461,12 @@ fn lease_required(c: &Common) -> Result<u64> {
 }
 
 fn net_spec(net: &NetTarget, common: &Common, kind: Kind) -> Result<pb::FaultSpec> {
+    // Files are read by the command line (`read_peers_file`) before it builds the spec:
+    // from a scenario or a Web API request this would have the controller open a path a
+    // caller chose.
+    if net.peers_file.is_some() {
+        bail!("--peers-file is read by the faultline command only; list the peers in peer");
+    }
     Ok(pb::FaultSpec {
         interface: net.interface.clone().unwrap_or_default(),
         container: (net.container.is_some() || !net.container_select.is_empty())
@@ -525,6 +588,38 @@ mod tests {
     struct A {
         #[command(flatten)]
         apply: Apply,
+    }
+
+    /// Issue 17: peers from a file, in either form; only the command line reads files.
+    #[test]
+    fn peers_files_are_yaml_lists_or_lines_and_only_the_cli_reads_them() {
+        assert_eq!(parse_peers("# mine\n- 10.0.0.1\n- \"fd00::/64\"\n").unwrap(), ["10.0.0.1", "fd00::/64"]);
+        assert_eq!(parse_peers("[10.0.0.1, 10.0.0.2/31]").unwrap(), ["10.0.0.1", "10.0.0.2/31"]);
+        assert_eq!(parse_peers("10.0.0.1\n\n  10.0.1.0/24  # lab\n# gone\n").unwrap(), ["10.0.0.1", "10.0.1.0/24"]);
+        assert!(parse_peers("- a: 1\n").unwrap_err().contains("not a YAML list"));
+        let dir = std::env::temp_dir().join(format!("faultline-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("peers.yaml");
+        std::fs::write(&file, (0..1000).map(|i| format!("- 10.9.{}.{}\n", i / 256, i % 256)).collect::<String>()).unwrap();
+        let mut a = A::try_parse_from(["partition", "-i", "eth0", "--lease", "5s", "--peer", "10.8.0.0/16", "--peers-file", file.to_str().unwrap()]).unwrap().apply;
+        read_peers_file(&mut a).unwrap();
+        let m = spec(&a).unwrap().r#match.unwrap();
+        assert_eq!((m.peers.len(), m.peers[0].as_str(), m.peers[1000].as_str()), (1001, "10.8.0.0/16", "10.9.3.231"));
+        // More than an agent's table is refused before anything is sent, naming the flag.
+        std::fs::write(&file, (0..=PEER_TABLE).map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255)).collect::<String>()).unwrap();
+        let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", file.to_str().unwrap()]).unwrap().apply;
+        let e = read_peers_file(&mut a).unwrap_err().to_string();
+        assert!(e.starts_with("--peers-file") && e.contains("131073 peers"), "{e}");
+        let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", "/nonexistent/peers"]).unwrap().apply;
+        assert!(read_peers_file(&mut a).unwrap_err().to_string().contains("--peers-file /nonexistent/peers"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A scenario or a Web API request cannot name a file for the controller to open,
+        // and the console's form does not offer it.
+        let path = Setting::Value("/etc/shadow".into());
+        let e = from_entry("drop", [("interface", &Setting::Value("eth0".into())), ("loss", &Setting::Value("5".into())), ("peers_file", &path)], Some(Duration::from_secs(5))).unwrap_err();
+        assert_eq!(e.field, "peers_file", "{e:?}");
+        assert!(e.problem.contains("faultline command only"), "{e:?}");
+        assert!(catalogue().iter().all(|k| k.settings.iter().all(|s| s.name != "peers_file")));
     }
 
     /// Issue 13: each kind's --help lists only its own flags, each with a description.
@@ -691,7 +786,7 @@ pub fn catalogue() -> Vec<KindInfo> {
             about: sub.get_about().map(ToString::to_string).unwrap_or_default(),
             settings: sub
                 .get_arguments()
-                .filter(|a| !a.is_hide_set() && a.get_long().is_some_and(|l| !["json", "help"].contains(&l)))
+                .filter(|a| !a.is_hide_set() && a.get_long().is_some_and(|l| !["json", "help", "peers-file"].contains(&l)))
                 .map(|a| {
                     let long = a.get_long().unwrap_or_default();
                     let switch = matches!(a.get_action(), clap::ArgAction::SetTrue);

@@ -18,6 +18,10 @@ pub enum Source {
     Venv,
     /// faultline's own binaries, built by cargo.
     Own,
+    /// A crate's binary (`cargo install NAME`) that only a benchmark runs, beside faultline:
+    /// setup does not install it (a build of minutes that no test needs); the benchmark
+    /// says so in its table where it is missing.
+    CargoInstall(&'static str),
 }
 
 pub struct Tool {
@@ -61,6 +65,8 @@ pub const TOOLS: &[Tool] = &[
     apt("promtool", "prometheus", "tests check the agent's /metrics text"),
     apt("nginx", "nginx", "the system under test in tests and the lab"),
     apt("wrk", "wrk", "load benchmarks"),
+    Tool { program: "oha", source: Source::CargoInstall("oha"), why: "the open-loop load benchmark runs beside it" },
+    apt("nft", "nftables", "xtask/scripts/bench-cli.sh times nft beside fault apply"),
     apt("redis-server", "redis-server", "the system under test in tests and the lab"),
     apt("redis-cli", "redis-tools", "load tests read redis back"),
     apt("systemd-analyze", "systemd", "the install test verifies the units"),
@@ -77,6 +83,7 @@ pub const TOOLS: &[Tool] = &[
     apt("runuser", "util-linux", "tests act as an unprivileged local user"),
     apt("pgrep", "procps", "tests find processes"),
     essential("cp", "coreutils", "copying trees"),
+    essential("cat", "coreutils", "tests read /sys as a network namespace shows it"),
     essential("sleep", "coreutils", "a long-lived process to fault in tests"),
     essential("tar", "tar", "the VM lab's seed disks"),
     essential("sh", "dash", "scripts"),

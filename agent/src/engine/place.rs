@@ -74,6 +74,10 @@ impl Place {
         Ok(self.with_bpf(|b| b.attach(ifname, ingress))??)
     }
 
+    pub fn attach_ahead(&mut self, ifname: &str, ingress: bool) -> Result<(), EngineError> {
+        Ok(self.with_bpf(|b| b.attach_ahead(ifname, ingress))??)
+    }
+
     pub fn detach(&mut self, ifname: &str, ingress: bool) -> Result<(), EngineError> {
         Ok(self.with_bpf(|b| b.detach(ifname, ingress))??)
     }

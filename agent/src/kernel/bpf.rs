@@ -83,6 +83,8 @@ pub struct Classifier {
     links: StdHashMap<(String, bool), SchedClassifierLinkId>,
     /// Links no fault uses any more, and since when: TCX detaches lazily (see `sweep`).
     idle: StdHashMap<(String, bool), std::time::Instant>,
+    /// Links attached ahead of any fault (`attach_ahead`): kept for the agent's life.
+    resident: std::collections::HashSet<(String, bool)>,
     pub mode: AttachMode,
 }
 
@@ -119,6 +121,7 @@ impl Classifier {
             used: [false; MAX_RULES as usize],
             links: StdHashMap::new(),
             idle: StdHashMap::new(),
+            resident: std::collections::HashSet::new(),
             mode: AttachMode::detect(),
         })
     }
@@ -205,11 +208,26 @@ impl Classifier {
         Ok(())
     }
 
+    /// Attaches before any fault asks and keeps the link while the agent runs, so the first
+    /// fault on the interface pays no attach (TCX only: a link dies with the agent, while a
+    /// netlink filter would outlive a crash and need the journal).
+    pub fn attach_ahead(&mut self, ifname: &str, ingress: bool) -> Result<(), BpfError> {
+        if self.mode != AttachMode::Tcx {
+            return Ok(());
+        }
+        self.attach(ifname, ingress)?;
+        self.resident.insert((ifname.to_owned(), ingress));
+        Ok(())
+    }
+
     /// Marks a TCX link unused. Attaching and detaching each wait for an RCU grace
     /// period (about 15 ms here), so back-to-back faults on one interface would pay it
-    /// twice per cycle; an idle link with no rule costs a few ns per packet and is
-    /// invisible to tc. `sweep` detaches it once it has been idle for `IDLE_DETACH`.
+    /// twice per cycle; an idle link with no rule costs ~0.1 µs per packet (docs/benchmarks.md)
+    /// and is invisible to tc. `sweep` detaches it once it has been idle for `IDLE_DETACH`.
     pub fn mark_idle(&mut self, ifname: &str, ingress: bool) {
+        if self.resident.contains(&(ifname.to_owned(), ingress)) {
+            return;
+        }
         self.idle.entry((ifname.to_owned(), ingress)).or_insert_with(std::time::Instant::now);
     }
 
@@ -231,6 +249,7 @@ impl Classifier {
 
     pub fn detach(&mut self, ifname: &str, ingress: bool) -> Result<(), BpfError> {
         self.idle.remove(&(ifname.to_owned(), ingress));
+        self.resident.remove(&(ifname.to_owned(), ingress));
         let Some(id) = self.links.remove(&(ifname.to_owned(), ingress)) else { return Ok(()) };
         let name = if ingress { PROG_INGRESS } else { PROG_EGRESS };
         let prog: &mut SchedClassifier = self.ebpf.program_mut(name).expect("loaded").try_into().expect("classifier");

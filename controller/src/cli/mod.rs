@@ -417,10 +417,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Agents(a) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Agents(a)).await,
         Cmd::Partition(p) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Partition(p)).await,
         Cmd::Events(e) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Events(e)).await,
-        Cmd::Fault(f) => {
+        Cmd::Fault(mut f) => {
             // Bad flags are reported before any connection is tried: a typo should not
             // read as "cannot reach the agent".
-            if let FaultCmd::Apply(a) = &f {
+            if let FaultCmd::Apply(a) = &mut f {
+                crate::faults::read_peers_file(a)?;
                 spec(a)?;
             }
             match controller {
