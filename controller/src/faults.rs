@@ -351,6 +351,8 @@ impl Apply {
 pub const PEER_TABLE: usize = faultline_ebpf_common::MAX_PEERS as usize;
 /// A gRPC call's default size limit on the agent and the controller.
 const MESSAGE_LIMIT: usize = 4 << 20;
+/// The most of a peers file read: a full peer table of the longest IPv6 CIDRs, with room.
+const PEERS_FILE_LIMIT: u64 = 16 << 20;
 
 /// `--peers-file`: moves the file's peers into `--peer`, so the spec is built (and checked)
 /// as if they had been given as flags. Refused here rather than by the agent: more peers
@@ -359,11 +361,18 @@ const MESSAGE_LIMIT: usize = 4 << 20;
 pub fn read_peers_file(a: &mut Apply) -> Result<()> {
     let Some(net) = a.net_mut() else { return Ok(()) };
     let Some(path) = net.peers_file.take() else { return Ok(()) };
-    let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("--peers-file -: reading standard input")?
+    // Bounded: `-` may be an endless pipe, FILE a device.
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(PEERS_FILE_LIMIT + 1).read_to_string(&mut text)
     } else {
-        std::fs::read_to_string(&path).with_context(|| format!("--peers-file {}", path.display()))?
+        std::fs::File::open(&path).and_then(|f| f.take(PEERS_FILE_LIMIT + 1).read_to_string(&mut text))
     };
+    read.with_context(|| format!("--peers-file {}", path.display()))?;
+    if text.len() as u64 > PEERS_FILE_LIMIT {
+        bail!("--peers-file {}: longer than {} MiB; an agent holds at most {PEER_TABLE} peers", path.display(), PEERS_FILE_LIMIT >> 20);
+    }
     let peers = parse_peers(&text).map_err(|e| anyhow::anyhow!("--peers-file {}: {e}", path.display()))?;
     net.peers.extend(peers);
     let n = net.peers.len();
@@ -612,6 +621,10 @@ mod tests {
         assert!(e.starts_with("--peers-file") && e.contains("131073 peers"), "{e}");
         let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", "/nonexistent/peers"]).unwrap().apply;
         assert!(read_peers_file(&mut a).unwrap_err().to_string().contains("--peers-file /nonexistent/peers"));
+        // A device or a huge file is read only up to the bound.
+        let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", "/dev/zero"]).unwrap().apply;
+        let e = read_peers_file(&mut a).unwrap_err().to_string();
+        assert!(e.contains("longer than 16 MiB"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
         // A scenario or a Web API request cannot name a file for the controller to open,
         // and the console's form does not offer it.
