@@ -12,33 +12,14 @@
 # agent has had it idle for 3 s.
 set -euo pipefail
 ROUNDS=${1:-200}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${FAULTLINE_BIN:-$ROOT/target/release}
-NS=flbench
-DIR=$(mktemp -d /tmp/faultline-bench-cli.XXXXXX)
-cleanup() {
-    [[ -n "${AGENT:-}" ]] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null
-    ip netns del $NS 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-ip netns del $NS 2>/dev/null || true
-ip netns add $NS
-ip -n $NS link add eth0 type veth peer name eth1
-ip -n $NS addr add 10.251.0.1/24 dev eth0
-ip -n $NS link set eth0 up
-ip -n $NS link set eth1 up
-ip -n $NS link set lo up
-"$BIN/faultline" certs init "$DIR/tls" >/dev/null
-ip netns exec $NS "$BIN/faultline-agent" --tls-dir "$DIR/tls" --state-dir "$DIR/state" --no-kernel-metrics ${AGENT_FLAGS:-} >"$DIR/agent.log" 2>&1 &
-AGENT=$!
-export FAULTLINE_TLS_DIR=$DIR/tls FAULTLINE_AGENT=https://127.0.0.1:7070 BIN ROUNDS
-for _ in $(seq 100); do ip netns exec $NS "$BIN/faultline" fault list >/dev/null 2>&1 && break; sleep 0.1; done
+NS=flbench ADDR=10.251.0.1/24
+source "$(dirname "$0")/bench-lab.sh"
+export ROUNDS
 
 ip netns exec $NS bash -s <<'EOF'
 set -euo pipefail
 FL=$BIN/faultline
-OUT=$(mktemp)
+OUT=$DIR/out
 now() { echo "${EPOCHREALTIME/./}"; }
 # ms between two microsecond stamps
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1000 }'; }

@@ -7,28 +7,8 @@
 #   cargo build --release -p faultline-agent -p faultline-controller
 #   sudo bash xtask/scripts/bench-peers.sh
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${FAULTLINE_BIN:-$ROOT/target/release}
-NS=flpeers
-DIR=$(mktemp -d /tmp/faultline-bench-peers.XXXXXX)
-cleanup() {
-    [[ -n "${AGENT:-}" ]] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null
-    ip netns del $NS 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-ip netns del $NS 2>/dev/null || true
-ip netns add $NS
-ip -n $NS link add eth0 type veth peer name eth1
-ip -n $NS addr add 10.252.0.1/24 dev eth0
-ip -n $NS link set eth0 up
-ip -n $NS link set eth1 up
-ip -n $NS link set lo up
-"$BIN/faultline" certs init "$DIR/tls" >/dev/null 2>&1
-ip netns exec $NS "$BIN/faultline-agent" --tls-dir "$DIR/tls" --state-dir "$DIR/state" --no-kernel-metrics >"$DIR/agent.log" 2>&1 &
-AGENT=$!
-export FAULTLINE_TLS_DIR=$DIR/tls FAULTLINE_AGENT=https://127.0.0.1:7070 BIN DIR
-for _ in $(seq 100); do ip netns exec $NS "$BIN/faultline" fault list >/dev/null 2>&1 && break; sleep 0.1; done
+NS=flpeers ADDR=10.252.0.1/24
+source "$(dirname "$0")/bench-lab.sh"
 for n in 10000 100000 1000000; do
     awk -v n=$n 'BEGIN { for (i = 0; i < n; i++) printf "- 10.%d.%d.%d\n", 64 + int(i / 65536), int(i / 256) % 256, i % 256 }' >"$DIR/peers-$n.yaml"
     awk -v n=$n 'BEGIN { printf "table inet flpeers {\n set p { type ipv4_addr; elements = { "; for (i = 0; i < n; i++) printf "%s10.%d.%d.%d", (i ? ", " : ""), 64 + int(i / 65536), int(i / 256) % 256, i % 256; printf " } }\n chain fl_out {\n  type filter hook output priority 0;\n  ip daddr @p drop\n }\n chain fl_in {\n  type filter hook input priority 0;\n  ip saddr @p drop\n }\n}\n" }' >"$DIR/nft-$n.conf"
