@@ -42,6 +42,9 @@ pub enum ContainerError {
     /// The runtime could not be asked (no socket, refused, timed out, an API error).
     #[error("{0}")]
     Unreachable(String),
+    /// Outside what the agent was scoped to (`--scope-label`).
+    #[error("{0}")]
+    OutOfScope(String),
 }
 
 /// A container as the agent acts on it.
@@ -154,13 +157,46 @@ pub struct Runtimes {
     /// The client once connected and its API version negotiated (a round trip each fault
     /// would cost otherwise); dropped after the engine could not be reached.
     docker: tokio::sync::Mutex<Option<Docker>>,
+    /// `--scope-label`: when set, the agent acts only in containers carrying every one of
+    /// these labels, never on the host's own interfaces or processes.
+    scope: Vec<(String, String)>,
 }
 
 impl Runtimes {
     /// Configured sockets; `None` tries `DOCKER_SOCKETS` and `CONTAINERD_SOCKETS`.
     #[must_use]
     pub fn new(docker_socket: Option<PathBuf>, containerd_socket: Option<PathBuf>) -> Self {
-        Self { docker_socket, containerd_socket, docker: tokio::sync::Mutex::new(None) }
+        Self { docker_socket, containerd_socket, docker: tokio::sync::Mutex::new(None), scope: Vec::new() }
+    }
+
+    /// Scopes the agent to containers labelled `labels` (all of them): faults on the host's
+    /// own interfaces and processes, or on other containers, are refused.
+    #[must_use]
+    pub fn scoped(mut self, labels: Vec<(String, String)>) -> Self {
+        self.scope = labels;
+        self
+    }
+
+    /// The labels this agent is scoped to (empty: the whole host).
+    #[must_use]
+    pub fn scope(&self) -> &[(String, String)] {
+        &self.scope
+    }
+
+    /// Whether the agent may act on `target`: a container, or the host itself (`None`).
+    pub fn check_scope(&self, target: Option<&Container>) -> Result<(), ContainerError> {
+        if self.scope.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<String> = self.scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        match target {
+            None => Err(ContainerError::OutOfScope(format!(
+                "this agent acts only in containers labelled {} (--scope-label): not on the host's own interfaces or processes",
+                wanted.join(",")
+            ))),
+            Some(c) if self.scope.iter().all(|(k, v)| c.labels.get(k) == Some(v)) => Ok(()),
+            Some(c) => Err(ContainerError::OutOfScope(format!("container {} is outside this agent's scope: it acts only in containers labelled {} (--scope-label)", c.name, wanted.join(",")))),
+        }
     }
 
     /// Whether any runtime's socket is there (configured or found).
@@ -210,17 +246,17 @@ impl Runtimes {
         let docker = self.forget_on(docker).await;
         match docker {
             Ok(c) => Ok(c),
-            Err(e @ ContainerError::Invalid(_)) => Err(e),
+            Err(e @ (ContainerError::Invalid(_) | ContainerError::OutOfScope(_))) => Err(e),
             Err(docker) => match self.ask_containerd(sel).await {
                 Ok(c) => Ok(c),
-                Err(e @ ContainerError::Invalid(_)) => Err(e),
+                Err(e @ (ContainerError::Invalid(_) | ContainerError::OutOfScope(_))) => Err(e),
                 Err(ContainerError::Unreachable(cd)) => Err(match docker {
                     ContainerError::Unreachable(d) => ContainerError::Unreachable(format!("{d}; {cd}")),
                     other => other,
                 }),
                 Err(ContainerError::NotFound(cd)) => Err(match docker {
                     ContainerError::NotFound(d) => ContainerError::NotFound(format!("{d}; containerd: {cd}")),
-                    ContainerError::Unreachable(_) | ContainerError::Invalid(_) => ContainerError::NotFound(cd),
+                    ContainerError::Unreachable(_) | ContainerError::Invalid(_) | ContainerError::OutOfScope(_) => ContainerError::NotFound(cd),
                 }),
             },
         }
@@ -291,6 +327,9 @@ impl Runtimes {
     /// Every running container carrying `labels` (Docker's, then containerd's), and the
     /// runtimes that could not be asked.
     pub async fn list(&self, labels: &[(String, String)]) -> (Vec<Container>, Vec<String>) {
+        // A scoped agent shows only what it may act on.
+        let scoped: Vec<(String, String)> = labels.iter().chain(&self.scope).cloned().collect();
+        let labels = scoped.as_slice();
         let (mut out, mut unreachable) = (Vec::new(), Vec::new());
         match self.list_docker(labels).await {
             Ok(list) => out.extend(list),

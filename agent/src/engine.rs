@@ -90,6 +90,9 @@ pub enum EngineError {
     /// A bounded table (fault slots, peers) is full.
     #[error("{0}")]
     Exhausted(String),
+    /// Outside what this agent may touch (`--scope-label`), whoever asks.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// Why the kernel, or a program the agent runs for a fault, did not do what was asked.
@@ -141,6 +144,7 @@ impl From<crate::containers::ContainerError> for EngineError {
             C::Invalid(f) => Self::Invalid(f),
             C::NotFound(m) => Self::NotFound(m),
             C::Unreachable(m) => Self::Precondition(m),
+            C::OutOfScope(m) => Self::Denied(m),
         }
     }
 }

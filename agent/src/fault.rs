@@ -220,6 +220,17 @@ fn chance(field: &str, p: f64, corr: f64) -> Result<Option<Chance>, InvalidField
     Ok((probability > 0.0).then_some(Chance { probability, correlation }))
 }
 
+/// The fastest rate a fault may set: 1 Tbit/s, beyond any NIC; past it a number is a
+/// mistake or an attack on the kernel's rate arithmetic (2^64-1 bit/s was accepted).
+pub const MAX_RATE_BPS: u64 = 1_000_000_000_000;
+
+fn rate(field: &str, bps: u64) -> Result<u64, InvalidField> {
+    if bps > MAX_RATE_BPS {
+        return Err(invalid(field, format!("{bps} bit/s; at most {MAX_RATE_BPS} (1000gbit)")));
+    }
+    Ok(bps)
+}
+
 fn netem(n: &pb::Netem) -> Result<NetemSpec, InvalidField> {
     let delay = Duration::from_micros(n.delay_us);
     let jitter = Duration::from_micros(n.jitter_us);
@@ -271,7 +282,7 @@ fn netem(n: &pb::Netem) -> Result<NetemSpec, InvalidField> {
         duplicate: chance("netem.duplicate_percent", n.duplicate_percent, n.duplicate_correlation)?,
         corrupt: chance("netem.corrupt_percent", n.corrupt_percent, n.corrupt_correlation)?,
         reorder,
-        rate_bps: n.rate_bps,
+        rate_bps: rate("netem.rate_bps", n.rate_bps)?,
         limit: if n.limit == 0 { 1000 } else { n.limit },
     };
     if spec.delay.is_zero() && spec.loss.is_none() && spec.duplicate.is_none() && spec.corrupt.is_none() && spec.rate_bps == 0 {
@@ -349,6 +360,7 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
                 if b.rate_bps < 8 {
                     return Err(invalid("bandwidth.rate_bps", "must be at least 8 bit/s"));
                 }
+                rate("bandwidth.rate_bps", b.rate_bps)?;
                 // tc's rule of thumb: enough for one timer tick at 250 Hz, and two full frames.
                 let burst = if b.burst_bytes == 0 { ((b.rate_bps / 8 / 250) as u32).max(2 * 1514) } else { b.burst_bytes };
                 FaultKind::Bandwidth { rate_bps: b.rate_bps, burst_bytes: burst }
@@ -421,6 +433,12 @@ mod tests {
         assert_eq!(e.field, "netem.jitter_us");
         let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { loss_percent: f64::NAN, ..Default::default() }))).unwrap_err();
         assert_eq!(e.field, "netem.loss_percent");
+        // Rates past 1 Tbit/s (the red team sent 2^64-1 bit/s) are refused, 1 Tbit/s is not.
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth { rate_bps: u64::MAX, burst_bytes: 0 }))).unwrap_err();
+        assert!(e.field == "bandwidth.rate_bps" && e.reason.contains("at most"), "{e:?}");
+        assert!(FaultSpec::try_from(&spec(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth { rate_bps: MAX_RATE_BPS, burst_bytes: 0 }))).is_ok());
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { rate_bps: MAX_RATE_BPS + 1, ..Default::default() }))).unwrap_err();
+        assert_eq!(e.field, "netem.rate_bps");
     }
 
     #[test]

@@ -95,6 +95,11 @@ struct Args {
     /// /var/run/docker/containerd/containerd.sock that exists.
     #[arg(long, env = "FAULTLINE_CONTAINERD_SOCKET")]
     containerd_socket: Option<PathBuf>,
+    /// Act only in containers carrying this label (KEY=VALUE, repeatable: every one must
+    /// match), never on the host's own interfaces or processes: e.g.
+    /// `com.docker.compose.project=faultline` for an agent that serves one Compose project.
+    #[arg(long = "scope-label", value_name = "KEY=VALUE")]
+    scope_labels: Vec<String>,
 }
 
 /// The addresses `url`'s host resolves to (none if it does not).
@@ -131,6 +136,9 @@ async fn serve() -> Result<()> {
         logs.with_writer(std::io::stderr).init();
     } else {
         logs.init();
+    }
+    if !args.doctor {
+        faultline_proto::listener::raise_descriptor_limit_and_log();
     }
     if args.doctor {
         // Loads the programs as the agent would (and unloads them on exit): a probe that
@@ -172,7 +180,12 @@ async fn serve() -> Result<()> {
     }
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
     tokio::spawn(conn);
-    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, faultline_agent::containers::Runtimes::new(args.docker_socket.clone(), args.containerd_socket.clone())).await.context("starting the fault engine")?);
+    let scope = faultline_agent::containers::parse_labels("--scope-label", &args.scope_labels).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !scope.is_empty() {
+        info!(scope = ?args.scope_labels, "scoped: only containers with these labels; the host's interfaces and processes are refused");
+    }
+    let runtimes = faultline_agent::containers::Runtimes::new(args.docker_socket.clone(), args.containerd_socket.clone()).scoped(scope);
+    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, runtimes).await.context("starting the fault engine")?);
     let host = Arc::new(Host::new());
     if let Some(url) = &args.controller {
         if args.listen.ip().is_unspecified() && args.advertise.is_none() {
@@ -198,7 +211,9 @@ async fn serve() -> Result<()> {
         None => None,
     };
     if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?;
+        // Bounded like every port: strangers' idle connections cannot take the descriptors
+        // the agent needs to revert.
+        let listener = faultline_proto::listener::bind_metrics(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?;
         let (engine, host) = (engine.clone(), host.clone());
         let app = axum::Router::new().route(
             "/metrics",
@@ -236,7 +251,7 @@ async fn serve() -> Result<()> {
 
     // Bounded: a stranger's idle connections cannot take the descriptors the agent needs
     // to revert; the controller's address is never refused for the total.
-    let mut limits = faultline_proto::listener::Limits::agent();
+    let mut limits = faultline_proto::listener::Limits::agent().within(50);
     if let Some(url) = &args.controller {
         limits.privileged = controller_addresses(url).await;
     }

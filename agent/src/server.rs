@@ -24,6 +24,7 @@ impl From<EngineError> for Status {
             EngineError::Conflict(m) => Status::already_exists(m),
             EngineError::Kernel(k) => Status::internal(k.to_string()),
             EngineError::Exhausted(m) => Status::resource_exhausted(m),
+            EngineError::Denied(m) => Status::permission_denied(m),
         }
     }
 }

@@ -149,6 +149,49 @@ fn containers_are_selected_by_label_and_bad_selections_are_refused_by_name() {
     assert!(lab.list().is_empty());
 }
 
+/// Issue 30: an agent scoped to labelled containers (`--scope-label`, as the Compose
+/// platform's is) acts in them and nowhere else: not on the host's interfaces or
+/// processes, not in a container without the label; its listing shows only its own.
+#[test]
+fn a_scoped_agent_acts_only_in_containers_with_its_label() {
+    let lab = Lab::with_agent_args(79, &["--scope-label", "faultline.target=t79"]);
+    let counting = "i=0; while :; do i=$((i+1)); echo $i > /n; sleep 0.05; done";
+    let c = Containers::running(79, &[("mine", &["faultline.target=t79"]), ("other", &[])], &["sh", "-c", counting]);
+    let denied = |s: pb::FaultSpec, what: &str| {
+        let e = lab.apply(s).expect_err(what);
+        assert!(e.code() == tonic::Code::PermissionDenied && e.message().contains("--scope-label"), "{what}: {:?} {}", e.code(), e.message());
+    };
+    // The host: its interface, and a process of its own.
+    denied(spec(Kind::Drop(pb::Drop { percent: 100.0 })), "a host interface");
+    let mut sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let freeze_host = pb::FaultSpec {
+        lease_ms: 60_000,
+        kind: Some(Kind::Freeze(pb::Freeze::default())),
+        target: Some(pb::ProcessTarget { selector: Some(pb::process_target::Selector::Pid(sleeper.id())), ..Default::default() }),
+        ..Default::default()
+    };
+    denied(freeze_host, "a host process");
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id())).unwrap();
+    assert!(!stat.contains(") T "), "the host process was frozen: {stat}");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    // Another container, by name: network and process faults alike.
+    denied(in_container(&c.name("other"), Kind::Drop(pb::Drop { percent: 100.0 })), "an unlabelled container's network");
+    denied(pb::FaultSpec { lease_ms: 60_000, ..in_container(&c.name("other"), Kind::Freeze(pb::Freeze { method: 0 })) }, "an unlabelled container's processes");
+    // Its own: the freeze takes effect.
+    let count = || String::from_utf8_lossy(&c.exec("mine", &["cat", "/n"]).stdout).trim().parse::<u64>().unwrap_or(0);
+    eventually("the counter runs", || count() > 2);
+    let f = lab.apply(pb::FaultSpec { lease_ms: 60_000, ..in_container(&c.name("mine"), Kind::Freeze(pb::Freeze { method: 0 })) }).expect("freeze the labelled container");
+    let frozen = count();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(count(), frozen, "the labelled container made progress while frozen");
+    lab.revert(&f.id);
+    let listed = lab.grpc(async |mut g| g.list_containers(pb::ListContainersRequest { select: vec![] }).await.unwrap().into_inner());
+    let names: Vec<String> = listed.containers.iter().map(|x| x.name.clone()).collect();
+    assert_eq!(names, [c.name("mine")], "the scoped agent lists only its containers");
+    assert!(lab.list().is_empty());
+}
+
 fn running(name: &str) -> bool {
     common::docker::docker_ok(&["inspect", "-f", "{{.State.Running}}", name]) == "true"
 }

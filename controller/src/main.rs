@@ -11,6 +11,7 @@ mod faults;
 mod fuzz_tests;
 mod lab;
 mod load;
+mod localfile;
 mod remote;
 mod report;
 mod run;

@@ -828,9 +828,28 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
         h.cli_ok(&["certs", "issue", "agent", name, "--dir", h.dir.join("tls").to_str().unwrap()]);
     }
     let h1_url = "https://10.201.7.1:7070".to_owned();
+    // Agents of their own for the ghost names (no controller: the test registers for them).
+    let ghosts: Vec<Child> = [("ghost", 7071), ("ghost2", 7072)]
+        .into_iter()
+        .map(|(name, port)| {
+            Command::new("ip")
+                .args(["netns", "exec", &h.ns(2)])
+                .arg(bin("faultline-agent"))
+                .args(["--listen", &format!("10.201.7.2:{port}"), "--name", name, "--no-kernel-metrics", "--attach-ahead", "0", "--tls-dir"])
+                .arg(h.dir.join("tls"))
+                .arg("--state-dir")
+                .arg(h.dir.join(format!("state-{name}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let _ghosts = KillOnDrop(ghosts);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let register = |name: &str| pb::RegisterRequest { name: name.into(), url: h1_url.clone(), labels: [("role".to_owned(), "db".to_owned())].into() };
+        let register_at = |name: &str, url: &str| pb::RegisterRequest { name: name.into(), url: url.into(), labels: [("role".to_owned(), "db".to_owned())].into() };
+        let register = |name: &str| register_at(name, &h1_url);
         let code = |r: Result<tonic::Response<tonic::codec::Streaming<pb::Heartbeat>>, tonic::Status>| r.err().map(|e| (e.code(), e.message().to_owned()));
         // Any other certificate from the CA, or another agent's, cannot take a name.
         let (c, m) = code(controller_as(&h, "cli").await.register(register("h1")).await).unwrap();
@@ -841,13 +860,31 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
         assert!(c == tonic::Code::PermissionDenied && m.contains("certs issue agent"), "{m}");
         let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register(&"g".repeat(1 << 20))).await).unwrap();
         assert!(c == tonic::Code::InvalidArgument && m.len() < 300, "{c:?} {} bytes", m.len());
+        // An agent cannot borrow another's address: registered as itself with h1's URL, the
+        // controller finds there an agent whose certificate names h1, not ghost, and
+        // refuses; nothing meant for ghost can reach h1.
+        let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register("ghost")).await).unwrap();
+        assert!(c == tonic::Code::Unavailable && m.contains("names agent \"ghost\"") && m.contains(&h1_url), "{c:?} {m}");
+        assert!(!h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"), "the impostor was admitted");
         // A registration that goes away is forgotten, and no longer blocks role=db.
-        let session = controller_as(&h, "agent-ghost").await.register(register("ghost")).await.unwrap();
+        let ghost_url = "https://10.201.7.2:7071";
+        let mut session = None;
+        for _ in 0..100 {
+            match controller_as(&h, "agent-ghost").await.register(register_at("ghost", ghost_url)).await {
+                Ok(s) => {
+                    session = Some(s);
+                    break;
+                }
+                Err(e) if e.code() == tonic::Code::Unavailable => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("registering ghost at its own agent: {e:?}"),
+            }
+        }
+        let session = session.expect("ghost's own agent never answered");
         assert!(h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"));
         drop(session);
         eventually("ghost is forgotten", || !h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"));
         // `agents forget` removes a live registration and ends its session.
-        let mut live = controller_as(&h, "agent-ghost2").await.register(register("ghost2")).await.unwrap().into_inner();
+        let mut live = controller_as(&h, "agent-ghost2").await.register(register_at("ghost2", "https://10.201.7.2:7072")).await.unwrap().into_inner();
         assert!(live.message().await.unwrap().is_some());
         h.cli_ok(&["agents", "forget", "ghost2"]);
         assert!(!h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost2"));
@@ -887,6 +924,18 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
         let mut events = op.watch_events(pb::WatchEventsRequest { after_seq: u64::MAX, follow: false, last: 0 }).await.unwrap().into_inner();
         assert!(events.message().await.unwrap().is_none());
     });
+}
+
+/// Children killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(Vec<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Issue 14 through the controller: a container names its hosts. Both lab agents see this
@@ -1018,6 +1067,17 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let [c, k] = cert(&other, "cli");
     assert_eq!(curl(&h, "GET", "/api/faults", &["--cert", &c, "--key", &k], None).0, 0, "a foreign client certificate is refused in the handshake");
 
+    // Issue 30: a page whose name an attacker rebinds to this address sends its own Host
+    // (421), and a change requested by a page of another origin is refused (403): both
+    // before any handler, so nothing is applied.
+    let (code, body) = curl(&h, "GET", "/api/agents", &[vw[0], vw[1], "-H", "Host: rebind.attacker.example"], None);
+    assert!(code == 421 && json(&body)["error"]["code"] == "misdirected_request", "{code} {body}");
+    let (code, body) = curl(&h, "POST", "/api/faults", &[op[0], op[1], "-H", "Origin: https://evil.example"], Some(&drop));
+    assert!(code == 403 && json(&body)["error"]["message"].as_str().unwrap().contains("evil.example"), "{code} {body}");
+    let (code, body) = curl(&h, "POST", "/api/faults", &[op[0], op[1], "-H", "Sec-Fetch-Site: cross-site"], Some(&drop));
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&curl(&h, "GET", "/api/faults", &vw, None).1).as_array().map(Vec::len), Some(0), "a refused request applied a fault");
+
     // Faults with the CLI's spec; a retried request applies nothing twice.
     assert_eq!(h.udp(1, 2, 50), 50, "baseline");
     let (code, body) = curl(&h, "POST", "/api/faults", &op, Some(&drop));
@@ -1130,6 +1190,7 @@ fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
     assert_eq!(code, 403, "viewers do not start runs: {body}");
     let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": "name: x\nload: 5\n"})));
     assert!(code == 400 && json(&body)["error"]["field"].as_str().is_some_and(|f| f.starts_with("scenario.")), "{code} {body}");
+    web_runs_name_no_files(h, op);
     let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")})));
     assert!(code == 201 && json(&body)["state"] == "running", "{code} {body}");
     let id = json(&body)["id"].as_str().unwrap().to_owned();
@@ -1175,6 +1236,48 @@ fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
     assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
 }
 
+/// Issue 30, the red team's payloads: a scenario sent through the Web API makes the
+/// controller open no path it names (a body `@FILE`, a CA file): the run is refused naming
+/// the field, and the listener the caller chose receives not one byte. A FIFO or an
+/// endless file holds nothing: the controller answers at once. Inline, the same settings
+/// work.
+fn web_runs_name_no_files(h: &Hosts, op: &[&str]) {
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let thief = std::net::TcpListener::bind("10.201.10.254:0").unwrap();
+    thief.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/", thief.local_addr().unwrap());
+    let fifo = h.dir.join("body.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let with = |extra: &str| format!("name: thief\nload:\n  target: {target}\n  rate: 10\n  method: POST\n{extra}phases:\n  baseline: 1s\n  fault: 1s\n  recovery: 1s\n");
+    let fifo_body = format!("@{}", fifo.display());
+    for (extra, field) in [
+        ("  body: \"@/etc/shadow\"\n".to_owned(), "scenario.load.body"),
+        ("  body: \"@../../../tokens\"\n".to_owned(), "scenario.load.body"),
+        ("  body: \"@/proc/self/environ\"\n".to_owned(), "scenario.load.body"),
+        ("  body: \"@/proc/self/fd/1\"\n".to_owned(), "scenario.load.body"),
+        ("  body: \"@/dev/zero\"\n".to_owned(), "scenario.load.body"),
+        (format!("  body: \"{fifo_body}\"\n"), "scenario.load.body"),
+        ("  cacert: /etc/shadow\n".to_owned(), "scenario.load.cacert"),
+        ("  cacert: ../../tls/ca-key.pem\n".to_owned(), "scenario.load.cacert"),
+    ] {
+        let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": with(&extra)})));
+        assert!(code == 400 && json(&body)["error"]["field"] == field, "{extra}: {code} {body}");
+        assert!(json(&body)["error"]["message"].as_str().unwrap().contains("inline"), "the refusal says what to do instead: {body}");
+        // Nothing blocked: the controller answers health checks and listings at once.
+        assert_eq!(curl(h, "GET", "/api/health", &[], None).0, 200);
+        assert_eq!(curl(h, "GET", "/api/runs", op, None).0, 200);
+    }
+    // Inline, the CA is taken: the scenario then fails on the next thing wrong with it.
+    let ca = std::fs::read_to_string(h.dir.join("tls/ca.pem")).unwrap();
+    let inline_ca = format!("  cacert: |\n{}  connections: 0\n", ca.lines().map(|l| format!("    {l}\n")).collect::<String>());
+    let https = with(&inline_ca).replace("target: http://", "target: https://");
+    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": https})));
+    assert!(code == 400 && json(&body)["error"]["field"] == "scenario.load.connections", "{code} {body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(thief.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "the caller's listener was reached");
+    let _ = std::fs::remove_file(&fifo);
+}
+
 /// The Web API's traffic: started by the seed-style call as written, watched per second,
 /// ended by itself or stopped, bounded, and shown on the controller's /metrics.
 fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
@@ -1183,6 +1286,11 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
     let start = serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 50, "durationSeconds": 3});
     let (code, body) = curl(h, "POST", "/api/traffic/start", vw, Some(&start));
     assert_eq!(code, 403, "viewers watch traffic, they do not start it: {body}");
+    // Not a way to load faultline itself: the Web API, gRPC, /metrics and the agents.
+    for own in ["http://10.201.10.254:7443/", "http://10.201.10.254:7080/", &format!("http://{metrics}/metrics"), "http://10.201.10.2:7070/"] {
+        let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&serde_json::json!({"targetUrl": own, "rps": 50, "durationSeconds": 3})));
+        assert!(code == 400 && json(&body)["error"]["field"] == "targetUrl" && body.contains("faultline's own"), "{own}: {code} {body}");
+    }
     let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&start));
     assert!(code == 201 && json(&body)["running"] == true, "{code} {body}");
     assert_eq!(curl(h, "POST", "/api/traffic/start", op, Some(&start)).0, 409, "one load at a time");

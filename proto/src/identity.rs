@@ -46,6 +46,14 @@ const LEGACY_CLI_NAME: &str = "cli.faultline";
 /// The URI prefix naming an agent in its certificate.
 pub const AGENT_URI: &str = "urn:faultline:agent:";
 
+/// The DNS name an agent's own certificate carries beside its role's
+/// (`h1.agent.faultline`): the controller dials a registered agent under that name, so an
+/// agent that registers another agent's URL reaches nobody who answers to it.
+#[must_use]
+pub fn agent_server_name(name: &str) -> String {
+    format!("{name}.{AGENT_NAME}")
+}
+
 /// The longest agent name, and the characters it may use: a DNS label's.
 pub const MAX_NAME: usize = 63;
 

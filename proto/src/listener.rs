@@ -42,6 +42,23 @@ impl Limits {
     pub fn agent() -> Self {
         Self { total: 256, per_peer: 32, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
     }
+    /// A /metrics port: Prometheus keeps one connection open per scrape target; strangers
+    /// get a few places and no more.
+    #[must_use]
+    pub fn metrics() -> Self {
+        Self { total: 64, per_peer: 8, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
+    }
+    /// At most `percent` of this process's descriptor limit for this listener's
+    /// connections (never fewer than 16): every listener of a daemon together stays below
+    /// the limit, so strangers filling one leave descriptors for the rest (the journal,
+    /// netlink, the other ports).
+    #[must_use]
+    pub fn within(mut self, percent: u64) -> Self {
+        let share = usize::try_from(descriptor_limit().saturating_mul(percent) / 100).unwrap_or(usize::MAX).max(16);
+        self.total = self.total.min(share);
+        self.per_peer = self.per_peer.min(self.total);
+        self
+    }
     /// A controller: one session per agent plus operators and viewers.
     #[must_use]
     pub fn controller() -> Self {
@@ -178,11 +195,93 @@ fn admit(stream: TcpStream, peer: SocketAddr, counts: &Arc<Mutex<Counts>>, limit
     Some(Conn { stream, counts: counts.clone(), peer: ip, privileged, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) })
 }
 
+/// The peer as counted: an IPv4-mapped address as IPv4, and an IPv6 address by its /64,
+/// since one host is given a whole /64 and may connect from any address in it.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()), IpAddr::V4),
         v4 @ IpAddr::V4(_) => v4,
     }
+}
+
+/// The soft limit on this process's open descriptors.
+#[must_use]
+pub fn descriptor_limit() -> u64 {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut l) } == 0 { l.rlim_cur } else { 1024 }
+}
+
+/// Raises the soft descriptor limit to the hard one (systemd and Docker start services at
+/// 1024 soft, far below the hard limit) and returns (before, after), for the log.
+pub fn raise_descriptor_limit() -> io::Result<(u64, u64)> {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut l) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = l.rlim_cur;
+    if l.rlim_cur < l.rlim_max {
+        l.rlim_cur = l.rlim_max;
+        // SAFETY: setrlimit reads the struct it is given; raising soft to hard needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const l) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, descriptor_limit()))
+}
+
+/// A daemon's first step: raises the descriptor limit (before any listener sizes itself
+/// with `Limits::within`) and says in the log what it is.
+pub fn raise_descriptor_limit_and_log() {
+    match raise_descriptor_limit() {
+        Ok((before, after)) if before < after => tracing::info!(before, after, "descriptor limit raised"),
+        Ok((_, limit)) => tracing::info!(limit, "descriptor limit"),
+        Err(e) => tracing::warn!(limit = descriptor_limit(), "descriptor limit not raised: {e}"),
+    }
+}
+
+/// The bounded listener as an axum listener, for plain HTTP servers (/metrics).
+#[cfg(feature = "axum")]
+pub struct AxumListener<S> {
+    incoming: Pin<Box<S>>,
+    addr: SocketAddr,
+}
+
+#[cfg(feature = "axum")]
+impl<S: futures_core::Stream<Item = io::Result<Conn>> + Send + 'static> AxumListener<S> {
+    pub fn new(incoming: S, addr: SocketAddr) -> Self {
+        Self { incoming: Box::pin(incoming), addr }
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<S: futures_core::Stream<Item = io::Result<Conn>> + Send + 'static> axum::serve::Listener for AxumListener<S> {
+    type Io = Conn;
+    type Addr = SocketAddr;
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        loop {
+            match futures_util::StreamExt::next(&mut self.incoming).await {
+                Some(Ok(conn)) => {
+                    let peer = conn.stream.peer_addr().unwrap_or(self.addr);
+                    return (conn, peer);
+                }
+                Some(Err(e)) => tracing::warn!("accept: {e}"),
+                // The bounded stream never ends; if it did, wait for ever rather than spin.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+/// Binds a /metrics port: the bounded listener with `Limits::metrics`, as an axum listener.
+#[cfg(feature = "axum")]
+pub async fn bind_metrics(addr: SocketAddr) -> io::Result<AxumListener<impl futures_core::Stream<Item = io::Result<Conn>> + Send + 'static>> {
+    let incoming = bind(addr, Limits::metrics().within(5)).await?;
+    Ok(AxumListener::new(incoming, addr))
 }
 
 /// The uid owning the socket at `peer` connected to `local`, from /proc/net/tcp(6): the

@@ -283,6 +283,8 @@ pub mod certgen {
         // rcgen makes an IP address SAN of a name that parses as one.
         let mut p = CertificateParams::new([vec![role.dns().to_owned()], hosts.to_vec()].concat())?;
         if let Some(name) = agent {
+            // The name the controller dials this agent under (identity::agent_server_name).
+            p.subject_alt_names.push(SanType::DnsName(crate::identity::agent_server_name(name).try_into()?));
             p.subject_alt_names.push(SanType::URI(format!("{}{name}", crate::identity::AGENT_URI).try_into()?));
         }
         p.distinguished_name.push(DnType::CommonName, agent.map_or_else(|| role.dns().to_owned(), |n| format!("{n}.{}", role.dns())));

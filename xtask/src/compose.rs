@@ -65,6 +65,9 @@ pub struct Platform {
     prometheus_port: u16,
     before: DockerState,
     keep: bool,
+    /// The operator token the controller made on first start (`/tls/web-tokens`): acting
+    /// needs it, requests without it are viewers'.
+    token: std::sync::OnceLock<String>,
 }
 
 /// `docker compose` (v2) where installed, else Debian's `docker-compose` 1.29, on FILE.
@@ -94,7 +97,7 @@ impl Platform {
     /// healthy and the agent has registered.
     pub fn up(project: &str, web_port: u16, prometheus_port: u16, keep: bool) -> Result<Self> {
         let before = docker_state()?;
-        let p = Self { project: project.into(), web_port, prometheus_port, before, keep };
+        let p = Self { project: project.into(), web_port, prometheus_port, before, keep, token: std::sync::OnceLock::new() };
         ensure_base()?;
         stage()?;
         if let Err(e) = p.start() {
@@ -121,6 +124,7 @@ impl Platform {
             std::thread::sleep(Duration::from_millis(500));
         }
         println!("compose: {} services healthy and the agent registered {:.1} s after `up`", SERVICES.len(), started.elapsed().as_secs_f64());
+        println!("compose: the Web API's operator token (acting needs it; without it a request only reads): {}", self.token()?);
         Ok(())
     }
 
@@ -145,17 +149,32 @@ impl Platform {
         }
     }
 
-    /// A Web API call as a user's script makes it (curl, no token: the platform's Web API
-    /// is published on loopback and answers unauthenticated callers as an operator).
+    /// The operator token, read from the controller's volume as the README shows
+    /// (`docker compose exec faultline-controller sed -n 's/^operator //p' /tls/web-tokens`).
+    pub fn token(&self) -> Result<&str> {
+        if let Some(t) = self.token.get() {
+            return Ok(t);
+        }
+        let out = self.compose(&["exec", "-T", "faultline-controller", "sed", "-n", "s/^operator //p", "/tls/web-tokens"]).output()?;
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        ensure!(out.status.success() && token.len() >= 24, "reading the operator token: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(self.token.get_or_init(|| token))
+    }
+
+    /// A Web API call as an operator's script makes it: curl with the operator token (the
+    /// platform answers requests without one as a viewer's).
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let (status, text) = self.http(method, &format!("http://127.0.0.1:{}{path}", self.web_port), body)?;
+        let (status, text) = self.http(method, &format!("http://127.0.0.1:{}{path}", self.web_port), body, Some(self.token()?))?;
         ensure!((200..300).contains(&status), "{method} {path}: HTTP {status}: {text}");
         serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
     }
 
-    fn http(&self, method: &str, url: &str, body: Option<&Value>) -> Result<(u16, String)> {
+    fn http(&self, method: &str, url: &str, body: Option<&Value>, token: Option<&str>) -> Result<(u16, String)> {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "30", "-X", method, "-w", "\n%{http_code}", url]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
         if let Some(b) = body {
             cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
         }
@@ -310,7 +329,7 @@ pub fn demo(keep: bool) -> Result<()> {
     let scenario = std::fs::read_to_string(workspace_root().join("compose/scenario.yaml"))?;
     let ran = p.run_scenario(&scenario, &workspace_root().join("runs"));
     if keep {
-        println!("compose: console http://localhost:5050/, Prometheus http://localhost:9090/");
+        println!("compose: console http://localhost:5050/ (sign in with the operator token {}), Prometheus http://localhost:9090/", p.token().unwrap_or("in /tls/web-tokens"));
     }
     let downed = p.down();
     ran?;
@@ -334,7 +353,43 @@ pub fn test() -> Result<()> {
     Ok(())
 }
 
+/// Issue 30: without the token a local user only reads (every write refused, as user
+/// nobody), and with it the agent still acts only in the platform's containers: a host
+/// process is refused.
+fn check_closed(p: &Platform) -> Result<()> {
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", p.web_port);
+    let anyone = |method: &str, path: &str, body: Option<&Value>| -> Result<u16> {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "nobody", "--", "curl", "-sS", "-o", "/dev/null", "--max-time", "30", "-X", method, "-w", "%{http_code}", &url(path)]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
+        }
+        let out = cmd.output().context("runuser (util-linux)")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+    };
+    ensure!(anyone("GET", "/api/agents", None)? == 200, "a viewer without a token cannot read");
+    for (method, path, body) in [
+        ("POST", "/api/faults", Some(json!({"kind": "freeze", "lease": "10s", "settings": {"container": "service-b"}}))),
+        ("POST", "/api/traffic/start", Some(json!({"targetUrl": "http://service-a/api/message-a", "rps": 1, "durationSeconds": 1}))),
+        ("POST", "/api/runs", Some(json!({"scenario": "name: x"}))),
+        ("DELETE", "/api/faults", None),
+    ] {
+        let code = anyone(method, path, body.as_ref())?;
+        ensure!(code == 401 || code == 403, "{method} {path} without the token: HTTP {code}");
+    }
+    let mut sleeper = Command::new("sleep").arg("60").spawn()?;
+    let refused = p.http("POST", &url("/api/faults"), Some(&json!({"kind": "freeze", "lease": "5s", "settings": {"pid": sleeper.id()}})), Some(p.token()?));
+    let frozen = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id())).unwrap_or_default().contains(") T ");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let (code, text) = refused?;
+    ensure!(!(200..300).contains(&code) && text.contains("scope-label") && !frozen, "a host process was not refused by the scoped agent: HTTP {code} {text}");
+    println!("compose: without the token every write is refused; with it, a host process is refused (HTTP {code})");
+    Ok(())
+}
+
 fn check(p: &Platform) -> Result<()> {
+    check_closed(p)?;
     // Seed-style: the traffic call exactly as the platform's users write it.
     let t0 = unix_now();
     let traffic = p.api("POST", "/api/traffic/start", Some(&json!({"targetUrl": "http://service-a/api/message-a", "rps": 20, "durationSeconds": 300})))?;

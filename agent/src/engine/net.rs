@@ -52,6 +52,7 @@ impl Engine {
         let mut spec = FaultSpec::try_from(request)?;
         self.preflight_caps(&spec)?;
         let Some(target) = &request.container else {
+            self.runtimes.check_scope(None)?;
             let Some(ifindex) = link::ifindex(&spec.interface) else {
                 let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
                 return Err(invalid_interface(format!("no interface {} on this host (it has: {})", faultline_proto::quote(&spec.interface), names.join(", "))));
@@ -59,6 +60,7 @@ impl Engine {
             return Ok(NetTarget { spec, ifindex, container: None });
         };
         let container = self.runtimes.resolve(&Selector::try_from(target)?).await?;
+        self.runtimes.check_scope(Some(&container))?;
         let gone = |e: std::io::Error| EngineError::NotFound(format!("container {}: its network namespace: {e}", container.name));
         let ns = Netns::of_pid(container.process.pid).map_err(gone)?;
         // The pid was the container's when the runtime answered; it must still be now

@@ -47,11 +47,16 @@ impl Engine {
     /// descendant (cgroup v1 hosts; a `docker exec` process is no descendant of init).
     /// The request is rewritten to that target, so status shows what was acted on.
     async fn container_target(&self, request: &mut pb::FaultSpec) -> Result<Option<Container>, EngineError> {
-        let Some(t) = &request.container else { return Ok(None) };
+        let Some(t) = &request.container else {
+            // A host process (or cgroup): not for an agent scoped to containers.
+            self.runtimes.check_scope(None)?;
+            return Ok(None);
+        };
         if request.target.is_some() {
             return Err(InvalidField { field: "target".into(), reason: "give a target or a container, not both".into() }.into());
         }
         let c = self.runtimes.resolve(&Selector::try_from(t)?).await?;
+        self.runtimes.check_scope(Some(&c))?;
         let own_cgroup = procfs::cgroup(c.process.pid).filter(|g| g != "/" && g.contains(&c.id) && cgroup::resolve(g).is_ok());
         let selector = match own_cgroup {
             Some(g) => pb::process_target::Selector::Cgroup(g),

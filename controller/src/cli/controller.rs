@@ -45,10 +45,10 @@ pub enum ControllerCmd {
         /// The Web API's bearer tokens, one per line: `operator TOKEN` or `viewer TOKEN`.
         #[arg(long)]
         web_token_file: Option<PathBuf>,
-        /// A Web API request that carries no credential acts as this role (viewer or
-        /// operator). For a lab whose port only its user reaches, e.g. the Compose
-        /// platform publishing on the host's loopback; tokens and certificates still work.
-        #[arg(long, value_parser = ["viewer", "operator"])]
+        /// A Web API request that carries no credential may read (viewer): for a lab whose
+        /// port only its user reaches, e.g. the Compose platform publishing on the host's
+        /// loopback. Never more: acting always takes a token or a certificate.
+        #[arg(long, value_parser = ["viewer"])]
         web_anonymous: Option<String>,
         /// Serve the Web API in plain HTTP on any address (gRPC keeps its TLS): for a
         /// container whose published port is bound to the host's loopback.
@@ -154,6 +154,7 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     config.web_anonymous = web_anonymous.clone().or(config.web_anonymous);
     config.web_plaintext |= *web_plaintext;
     let tracer = crate::daemon::observe::init_tracing(config.otlp_endpoint.as_deref())?;
+    faultline_proto::listener::raise_descriptor_limit_and_log();
     let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
     let dir = tls_dir.map(std::path::Path::to_path_buf).or(config.tls_dir.clone());
     let security = Security::from_flags(insecure, dir.as_deref(), Role::Controller)?;

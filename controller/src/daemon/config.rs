@@ -23,9 +23,14 @@ pub struct Config {
     pub web_listen: Option<SocketAddr>,
     /// The Web API's bearer tokens: `operator TOKEN` or `viewer TOKEN` per line.
     pub web_token_file: Option<PathBuf>,
-    /// The role of a Web API request without credentials (`viewer` or `operator`; none
-    /// unless set): for a lab whose port only its user can reach.
+    /// The role of a Web API request without credentials (`viewer`, the only one allowed;
+    /// none unless set): for a lab whose port only its user can reach.
     pub web_anonymous: Option<String>,
+    /// Host names the Web API answers to, besides IP addresses and localhost: the names
+    /// in users' address bars. Any other Host is refused (421), so a page whose name an
+    /// attacker points at this address (DNS rebinding) reaches nothing.
+    #[serde(default)]
+    pub web_hosts: Vec<String>,
     /// Plain HTTP for the Web API on any address, gRPC keeping TLS: for a container whose
     /// port is published on the host's loopback only.
     #[serde(default)]

@@ -123,8 +123,14 @@ pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
 
 use faultline_proto::{now_unix_ms as now_ms, unix_ms};
 
-fn client(security: &Security, url: &str) -> Result<AgentServiceClient<Channel>, DaemonError> {
-    let ch = security.endpoint("url", url, AGENT_NAME).map_err(|e| DaemonError::invalid(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
+/// A client of the agent at `url`. `bound`: the name a registered agent's certificate
+/// binds it to; the agent answering there must then present a certificate naming it
+/// (`identity::agent_server_name`), or an agent could register another's URL and have
+/// that one apply its faults. Inventory agents (the operator's own list) are checked for
+/// the agent role only.
+fn client(security: &Security, url: &str, bound: Option<&str>) -> Result<AgentServiceClient<Channel>, DaemonError> {
+    let server_name = bound.map_or_else(|| AGENT_NAME.to_owned(), faultline_proto::identity::agent_server_name);
+    let ch = security.endpoint("url", url, &server_name).map_err(|e| DaemonError::invalid(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
     Ok(AgentServiceClient::new(ch))
 }
 
@@ -151,7 +157,7 @@ impl Controller {
                     last_heartbeat: None,
                     describe: None,
                     error: "not yet reached".into(),
-                    client: client(&security, &a.url).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message))?,
+                    client: client(&security, &a.url, None).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message))?,
                     session: 0,
                 },
             );
@@ -160,7 +166,7 @@ impl Controller {
             if st.agents.contains_key(&a.name) || a.source != Source::Registered.as_str() {
                 continue;
             }
-            let Ok(c) = client(&security, &a.url) else { continue };
+            let Ok(c) = client(&security, &a.url, Some(&a.name)) else { continue };
             st.agents.insert(
                 a.name.clone(),
                 AgentEntry {
@@ -347,7 +353,7 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
     let (health_service, reflection) =
         faultline_proto::service::health_and_reflection::<pb::controller_service_server::ControllerServiceServer<Controller>>().await.context("building reflection service")?;
     if let Some(addr) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
+        let listener = faultline_proto::listener::bind_metrics(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
         let c = ctl.clone();
         let app = axum::Router::new().route(
             "/metrics",
@@ -380,9 +386,10 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
             .map_err(|e| format!("they run as the CLI does, with its certificate (cli.pem) in the controller's TLS directory: {e}"));
         let runs_dir = path.parent().map_or_else(|| PathBuf::from("runs"), |p| p.join("runs"));
         let runs = std::sync::Arc::new(runs::Runs::new(runs_dir, listen, cli));
-        web::start(web::Web::new(ctl.clone(), tokens, runs), addr, tls, config.web_plaintext).await?;
+        let own = [Some(listen), Some(addr), config.metrics_listen].into_iter().flatten().collect();
+        web::start(web::Web::new(ctl.clone(), tokens, runs, config.web_hosts.clone(), own), addr, tls, config.web_plaintext).await?;
     }
-    let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller()).await.with_context(|| format!("binding {listen}"))?;
+    let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller().within(40)).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
     let server = server.add_service(health_service).add_service(reflection).add_service(pb::controller_service_server::ControllerServiceServer::new(ctl));
     // A clean stop leaves no fault behind; a killed controller leaves them to the leases.

@@ -80,9 +80,18 @@ impl Controller {
         if r.url.len() > 2048 {
             return Err(DaemonError::invalid(format!("url: {} bytes; at most 2048", r.url.len())));
         }
-        let mut c = client(&self.security, &r.url)?;
-        // Registration means the controller can reach the agent back.
-        let d = c.describe(apb::DescribeRequest {}).await.map_err(|e| DaemonError::unavailable(format!("url: cannot reach the agent at {}: {}", r.url, e.message())))?.into_inner();
+        let mut c = client(&self.security, &r.url, caller.agent_name.as_deref())?;
+        // Registration means the controller can reach the agent back, and finds there the
+        // agent the certificate names (not another agent whose URL this one gave).
+        let d = c
+            .describe(apb::DescribeRequest {})
+            .await
+            .map_err(|e| {
+                let why = std::error::Error::source(&e).map_or_else(|| e.message().to_owned(), |s| format!("{}: {s}", e.message()));
+                let name = if caller.local_root { String::new() } else { format!(" whose certificate names agent {}", faultline_proto::quote(&r.name)) };
+                DaemonError::unavailable(format!("url: cannot reach an agent{name} at {}: {why}", r.url))
+            })?
+            .into_inner();
         let session = {
             let mut st = self.lock();
             if st.agents.get(&r.name).is_some_and(|a| a.source == Source::Inventory) {

@@ -132,21 +132,23 @@ impl Runs {
         Self { dir, client, current: Mutex::new(None), links: Mutex::new(BTreeMap::new()) }
     }
 
-    /// Checks the scenario (its errors name the field and line) and starts it.
+    /// Checks the scenario (its errors name the field and line) and starts it. The scenario
+    /// names no file: its body and CA are inline (the controller opens no path a caller
+    /// names). No lock is held while it is written and checked (which resolves the load's
+    /// host name, up to 3 s): listings and stops answer meanwhile.
     pub fn start(self: &Arc<Self>, yaml: &str) -> Result<Info, DaemonError> {
         let (url, security) = self.client.clone().map_err(|why| DaemonError::unavailable(format!("runs: {why}")))?;
         if yaml.len() > MAX_SCENARIO {
             return Err(DaemonError::invalid(format!("scenario: at most {MAX_SCENARIO} bytes")));
         }
-        let mut cur = lock(&self.current);
-        if let Some(c) = cur.as_ref().filter(|c| !c.done) {
-            return Err(DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id)));
-        }
+        self.idle()?;
         let incoming = self.dir.join(".incoming");
         std::fs::create_dir_all(&incoming).map_err(|e| DaemonError::internal(format!("runs directory {}: {e}", incoming.display())))?;
-        let file = incoming.join(format!("{}.yaml", std::process::id()));
+        // Each request its own file: two starts at once must not read each other's.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let file = incoming.join(format!("{}-{}.yaml", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         std::fs::write(&file, yaml).map_err(|e| DaemonError::internal(format!("{}: {e}", file.display())))?;
-        let scenario = run::scenario::load(&file).map_err(|e| {
+        let scenario = run::scenario::load_with(&file, crate::load::args::Files::Refused).map_err(|e| {
             let _ = std::fs::remove_file(&file);
             let line = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
             DaemonError::invalid(format!("scenario.{}: {}{line}", e.field, e.problem))
@@ -156,11 +158,22 @@ impl Runs {
         let id = (1..=10_000).map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") }).find(|id| !self.dir.join(id).exists()).unwrap_or(base);
         let out = self.dir.join(&id);
         let final_file = incoming.join(format!("{id}.yaml"));
-        std::fs::rename(&file, &final_file).map_err(|e| DaemonError::internal(format!("{}: {e}", final_file.display())))?;
+        if let Err(e) = std::fs::rename(&file, &final_file) {
+            let _ = std::fs::remove_file(&file);
+            return Err(DaemonError::internal(format!("{}: {e}", final_file.display())));
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let started_unix_ms = faultline_proto::now_unix_ms();
-        *cur = Some(Current { id: id.clone(), scenario: scenario.name.clone(), started_unix_ms, stop: Some(stop_tx), done: false });
-        drop(cur);
+        {
+            let mut cur = lock(&self.current);
+            if let Some(c) = cur.as_ref().filter(|c| !c.done) {
+                let busy = DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id));
+                drop(cur);
+                let _ = std::fs::remove_file(&final_file);
+                return Err(busy);
+            }
+            *cur = Some(Current { id: id.clone(), scenario: scenario.name.clone(), started_unix_ms, stop: Some(stop_tx), done: false });
+        }
         let me = self.clone();
         let task_id = id.clone();
         tokio::spawn(async move {
@@ -178,11 +191,25 @@ impl Runs {
         Ok(Info { id, scenario: scenario.name, state: State::Running, message: String::new(), started_unix_ms, files: Vec::new() })
     }
 
+    /// Refuses while a run is going (asked again when the new run takes its place).
+    fn idle(&self) -> Result<(), DaemonError> {
+        match lock(&self.current).as_ref().filter(|c| !c.done) {
+            Some(c) => Err(DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id))),
+            None => Ok(()),
+        }
+    }
+
+    /// A run's directory, if it is one: a link planted under runs/ is not followed.
+    fn run_dir(&self, id: &str) -> Option<PathBuf> {
+        let dir = self.dir.join(id);
+        std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()).then_some(dir)
+    }
+
     async fn execute(&self, scenario: &Path, out: &Path, url: &str, security: &Security, stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
         use anyhow::Context;
         let endpoint = security.endpoint("controller", url, faultline_proto::transport::CONTROLLER_NAME)?;
         let client = faultline_proto::controller::v1::controller_service_client::ControllerServiceClient::new(endpoint.connect().await.with_context(|| format!("connecting to this controller at {url}"))?);
-        let args = run::RunArgs::new(scenario.to_path_buf(), Some(out.to_path_buf()));
+        let args = run::RunArgs::from_caller(scenario.to_path_buf(), out.to_path_buf());
         run::execute_until(&args, client, security, async move {
             let _ = stop.await;
             "stopped through the Web API".to_owned()
@@ -209,7 +236,7 @@ impl Runs {
                 }
                 Ok(())
             }
-            None if self.dir.join(id).is_dir() => Err(DaemonError::precondition(format!("id: {id} is not running"))),
+            None if self.run_dir(id).is_some() => Err(DaemonError::precondition(format!("id: {id} is not running"))),
             None => Err(DaemonError::not_found(format!("id: no run {id}"))),
         }
     }
@@ -231,13 +258,12 @@ impl Runs {
     /// One run, from its directory (and, while it runs, from memory).
     pub fn info(&self, id: &str) -> Result<Info, DaemonError> {
         check_id(id)?;
-        let dir = self.dir.join(id);
         let running = lock(&self.current).as_ref().filter(|c| c.id == id && !c.done).map(|c| (c.scenario.clone(), c.started_unix_ms));
-        if !dir.is_dir() {
+        let Some(dir) = self.run_dir(id) else {
             return running
                 .map(|(scenario, started_unix_ms)| Info { id: id.to_owned(), scenario, state: State::Running, message: String::new(), started_unix_ms, files: Vec::new() })
                 .ok_or_else(|| DaemonError::not_found(format!("id: no run {id}")));
-        }
+        };
         let mut files: Vec<String> = std::fs::read_dir(&dir).map(|e| e.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_file())).filter_map(|e| e.file_name().into_string().ok()).filter(|n| check_file(n).is_ok()).collect()).unwrap_or_default();
         files.sort();
         let error = std::fs::read_to_string(dir.join(ERROR_TXT)).ok();
@@ -274,13 +300,15 @@ impl Runs {
     pub fn file(&self, id: &str, name: &str) -> Result<(Vec<u8>, &'static str), DaemonError> {
         check_id(id)?;
         let content_type = check_file(name)?;
-        let path = self.dir.join(id).join(name);
-        // Only regular files the run wrote: a link planted there is not followed.
-        let meta = std::fs::symlink_metadata(&path).map_err(|_| DaemonError::not_found(format!("name: {id} has no {name}")))?;
+        let missing = || DaemonError::not_found(format!("name: {id} has no {name}"));
+        // Only regular files the run wrote, in a real directory: a link planted there (the
+        // file or the run's directory) is not followed.
+        let path = self.run_dir(id).ok_or_else(missing)?.join(name);
+        let meta = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
         if !meta.is_file() || meta.len() > MAX_FILE {
-            return Err(DaemonError::not_found(format!("name: {id} has no {name}")));
+            return Err(missing());
         }
-        let bytes = std::fs::read(&path).map_err(|e| DaemonError::internal(format!("{}: {e}", path.display())))?;
+        let bytes = crate::localfile::read(&path, MAX_FILE, name).map_err(DaemonError::internal)?;
         Ok((bytes, content_type))
     }
 

@@ -20,6 +20,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// Seconds of figures kept for a load (the latest ones).
 const KEEP_SECONDS: usize = 3600;
 
+/// Whether `ip` is an address of this host (binding to it works only then).
+fn local_ip(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
 /// A load to start.
 #[derive(Debug, Clone)]
 pub struct Start {
@@ -76,7 +81,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Traffic {
     /// Starts a load; refused while another runs.
-    pub fn start(self: &Arc<Self>, s: Start) -> Result<Status, DaemonError> {
+    /// Starts `s` unless it targets one of `own` (the controller's and its agents'
+    /// listening addresses; an unspecified address stands for every local one).
+    pub fn start(self: &Arc<Self>, s: Start, own: &[std::net::SocketAddr]) -> Result<Status, DaemonError> {
         if !(s.rps.is_finite() && s.rps > 0.0 && s.rps <= MAX_RPS) {
             return Err(DaemonError::invalid(format!("rps: more than 0, at most {MAX_RPS}")));
         }
@@ -111,7 +118,12 @@ impl Traffic {
             });
             DaemonError::invalid(format!("{f}: {m}"))
         };
-        let spec = LoadArgs::from_words(&words).map_err(field)?.spec().map_err(|e| field(format!("{e:#}").replace("--", "")))?;
+        let spec = LoadArgs::from_words(&words).map_err(field)?.spec_with(load::args::Files::Refused).map_err(|e| field(format!("{e:#}").replace("--", "")))?;
+        let target = spec.target.addr();
+        let is_own = |o: &std::net::SocketAddr| o.port() == target.port() && (o.ip() == target.ip() || (o.ip().is_unspecified() && (target.ip().is_loopback() || local_ip(target.ip()))));
+        if own.iter().any(is_own) {
+            return Err(DaemonError::invalid(format!("targetUrl: {target} is faultline's own (the controller's or an agent's listener); traffic is for the system under test")));
+        }
 
         let mut cur = lock(&self.current);
         if let Some(c) = cur.as_ref().filter(|c| c.status.running) {

@@ -7,6 +7,18 @@ use anyhow::{Result, bail};
 use super::{LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget, tls::TlsOptions};
 use crate::{load, units};
 
+/// The largest request body a load sends (a file named by `--body @FILE` included).
+pub const MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// Whether the load's settings may name files to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// The `faultline` command for the user who runs it, on that user's files.
+    Local,
+    /// What a remote caller sent: the controller opens no path a caller names.
+    Refused,
+}
+
 #[derive(clap::Args)]
 pub struct LoadArgs {
     /// http://HOST:PORT/PATH or https:// (several: used in turn; one host and port), tcp://HOST:PORT,
@@ -36,7 +48,7 @@ pub struct LoadArgs {
     /// NAME: VALUE (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
-    /// Request body; @FILE reads it from a file.
+    /// Request body; @FILE reads it from a file (a regular file of at most 16 MiB).
     #[arg(long, default_value = "")]
     body: String,
     /// HTTP/2 with prior knowledge (h2c).
@@ -57,7 +69,7 @@ pub struct LoadArgs {
     /// <redis://>: keys faultline:0..N.
     #[arg(long, default_value_t = 1000)]
     redis_keys: u64,
-    /// https://: trust the CA(s) in this PEM file instead of the system's.
+    /// https://: trust the CA(s) in this PEM file instead of the system's (or the PEM text itself).
     #[arg(long)]
     cacert: Option<std::path::PathBuf>,
     /// https://: accept any server certificate (a self-signed test service).
@@ -117,11 +129,23 @@ impl LoadArgs {
         })
     }
 
+    /// The load as the `faultline` command's user asked for it: `--body @FILE` and
+    /// `--cacert FILE` are read (bounded, regular files only).
     pub fn spec(&self) -> Result<LoadSpec> {
-        let body = match self.body.strip_prefix('@') {
-            Some(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("--body: reading {path}: {e}"))?,
-            None => self.body.clone().into_bytes(),
+        self.spec_with(Files::Local)
+    }
+
+    /// The load, reading files only if `files` allows: what a remote caller sends (a
+    /// scenario through the Web API, its traffic) carries its body and CA inline.
+    pub fn spec_with(&self, files: Files) -> Result<LoadSpec> {
+        let body = match (self.body.strip_prefix('@'), files) {
+            (Some(path), Files::Local) => crate::localfile::read(std::path::Path::new(path), MAX_BODY, "--body").map_err(anyhow::Error::msg)?,
+            (Some(_), Files::Refused) => bail!("--body: a file (@PATH) is read by the faultline command only, never by the controller for a caller; give the body inline"),
+            (None, _) => self.body.clone().into_bytes(),
         };
+        if files == Files::Refused && self.cacert.as_deref().is_some_and(|c| !super::tls::is_inline_pem(c)) {
+            bail!("--cacert: a file is read by the faultline command only, never by the controller for a caller; give the CA's PEM text inline (-----BEGIN CERTIFICATE----- ...)");
+        }
         let target = self.target(body)?;
         if self.rate.is_none() && self.concurrency.is_none() {
             bail!("give --rate R (open loop) or --concurrency N (closed loop)");

@@ -32,6 +32,18 @@ pub enum Target {
     Grpc(grpc::GrpcTarget),
 }
 
+impl Target {
+    /// Where the load goes.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Self::Http(t) => t.addr,
+            Self::Tcp(t) => t.addr,
+            Self::Redis(t) => t.addr,
+            Self::Grpc(t) => t.addr,
+        }
+    }
+}
+
 /// A worker's connection, of whichever kind its target uses.
 #[derive(Default)]
 struct Conns {

@@ -26,6 +26,14 @@ use tokio_rustls::{
 /// Where Debian (and most distributions) keep the system's trusted CAs as one PEM file.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// A CA bundle is a few hundred KiB (Debian's is ~220 KiB).
+const MAX_CA_FILE: u64 = 8 * 1024 * 1024;
+
+/// `--cacert` given as the PEM text itself rather than a file's path.
+pub fn is_inline_pem(cacert: &Path) -> bool {
+    cacert.as_os_str().as_encoded_bytes().trim_ascii_start().starts_with(b"-----BEGIN ")
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// PEM file of the CA(s) to trust instead of the system's.
@@ -57,13 +65,19 @@ impl Tls {
         } else {
             let file = opts.cacert.as_deref().unwrap_or(Path::new(SYSTEM_BUNDLE));
             let field = if opts.cacert.is_some() { "--cacert" } else { "the system CA bundle" };
+            // Inline PEM text (what a scenario sent to the controller carries), or a file.
+            let (pem, shown) = if is_inline_pem(file) {
+                (file.as_os_str().as_encoded_bytes().to_vec(), "the PEM text".to_owned())
+            } else {
+                (crate::localfile::read(file, MAX_CA_FILE, field)?, file.display().to_string())
+            };
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(file).map_err(|e| format!("{field}: {}: {e}", file.display()))? {
-                let cert = cert.map_err(|e| format!("{field}: {}: {e}", file.display()))?;
-                roots.add(cert).map_err(|e| format!("{field}: {}: {e}", file.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("{field}: {shown}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("{field}: {shown}: {e}"))?;
             }
             if roots.is_empty() {
-                return Err(format!("{field}: {}: no certificates in it", file.display()));
+                return Err(format!("{field}: {shown}: no certificates in it"));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };

@@ -23,7 +23,7 @@ mod plan;
 pub mod scenario;
 mod schedule;
 
-use crate::load;
+use crate::load::{self, args::Files};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -32,11 +32,20 @@ pub struct RunArgs {
     /// The run directory (default: runs/NAME-YYYYMMDDTHHMMSSZ).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Whether the scenario's load may name files: the command's user's scenario may, one a
+    /// remote caller sent the controller may not.
+    #[arg(skip = Files::Local)]
+    files: Files,
 }
 
 impl RunArgs {
     pub fn new(scenario: PathBuf, out: Option<PathBuf>) -> Self {
-        Self { scenario, out }
+        Self { scenario, out, files: Files::Local }
+    }
+
+    /// A scenario a remote caller sent (the Web API): it names no file to read.
+    pub fn from_caller(scenario: PathBuf, out: PathBuf) -> Self {
+        Self { scenario, out: Some(out), files: Files::Refused }
     }
 
     pub fn scenario(&self) -> &Path {

@@ -37,11 +37,12 @@ pub(super) async fn plan(args: &RunArgs, c: &mut ControllerServiceClient<Channel
     // Off the runtime's thread (the controller runs scenarios on its own): the load
     // target's name is resolved here.
     let file = args.scenario.clone();
+    let files = args.files;
     let (s, load) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let s = super::scenario::load(&file)?;
+        let s = super::scenario::load_with(&file, files)?;
         let mut load_argv = s.load_args.clone();
         load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
-        let load = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", file.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec()?;
+        let load = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", file.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec_with(files)?;
         Ok((s, load))
     })
     .await??;

@@ -15,7 +15,7 @@ use clap::Parser;
 use faultline_proto::controller::v1 as pb;
 use serde::Deserialize;
 
-use crate::{faults::Setting, units};
+use crate::{faults::Setting, load::args::Files, units};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,7 +209,7 @@ struct LoadFlags {
 /// A scenario's `load:` as `faultline load` arguments: `target` (one URL or a list) first,
 /// then every other key as its flag (`connections: 8` is `--connections 8`, a list repeats
 /// the flag, `true` is the bare flag). `body: @FILE` is read relative to the scenario.
-fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result<Vec<String>, FieldError> {
+fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path, files: Files) -> Result<Vec<String>, FieldError> {
     let mut argv = match load.get("target") {
         Some(serde_norway::Value::Sequence(urls)) => urls.iter().map(scalar).collect::<Option<Vec<_>>>().ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
         Some(v) => vec![scalar(v).ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?],
@@ -233,23 +233,30 @@ fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path) -> Result
             let s = scalar(v).ok_or_else(|| bad(k.clone(), "a plain value".to_owned()))?;
             // A body file is the scenario's neighbour, wherever the run starts.
             Ok(match s.strip_prefix('@') {
-                Some(file) if k == "body" && !Path::new(file).is_absolute() => format!("@{}", dir.join(file).display()),
+                Some(file) if k == "body" && files == Files::Local && !Path::new(file).is_absolute() => format!("@{}", dir.join(file).display()),
+                // Relative to the scenario too, but never inline PEM text.
+                None if k == "cacert" && files == Files::Local && !crate::load::tls::is_inline_pem(Path::new(&s)) && !Path::new(&s).is_absolute() => dir.join(&s).display().to_string(),
                 _ => s,
             })
         };
+        // A value that starts with '-' (inline PEM text, a negative number) is joined to its
+        // flag, or the parser would take it for a flag of its own.
+        let push = |argv: &mut Vec<String>, v: String| {
+            if v.starts_with('-') {
+                argv.push(format!("{flag}={v}"));
+            } else {
+                argv.extend([flag.clone(), v]);
+            }
+        };
         match v {
-            serde_norway::Value::Bool(true) => argv.push(flag),
+            serde_norway::Value::Bool(true) => argv.push(flag.clone()),
             serde_norway::Value::Bool(false) => {}
             serde_norway::Value::Sequence(items) => {
                 for it in items {
-                    argv.push(flag.clone());
-                    argv.push(value(it)?);
+                    push(&mut argv, value(it)?);
                 }
             }
-            other => {
-                argv.push(flag);
-                argv.push(value(other)?);
-            }
+            other => push(&mut argv, value(other)?),
         }
     }
     Ok(argv)
@@ -387,12 +394,22 @@ fn shorten(text: String) -> String {
     format!("{}... ({} bytes)", &text[..end], text.len())
 }
 
-/// Reads and checks a scenario; nothing runs until all of it is valid.
+/// Reads and checks a scenario of the `faultline` command's user (`body: @FILE` and
+/// `cacert: FILE` are read beside it); nothing runs until all of it is valid.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_with(path, Files::Local)
+}
+
+/// The largest scenario file: a page of YAML, with room for an inline body or CA.
+pub const MAX_FILE: u64 = 1024 * 1024;
+
+/// Reads and checks a scenario; `files` says whether its load may name files (a scenario
+/// a remote caller sent may not: the controller opens no path a caller names).
+pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
     // Problems quote the file's values; a huge value must not make a huge error.
     let err = |line: Option<usize>, field: &str, problem: String| ScenarioError { file: file.clone(), line, field: field.to_owned(), problem: shorten(problem) };
-    let bytes = std::fs::read(path).map_err(|e| err(None, "file", e.to_string()))?;
+    let bytes = crate::localfile::read(path, MAX_FILE, "file").map_err(|e| err(None, "file", e.trim_start_matches("file: ").to_owned()))?;
     let text = String::from_utf8(bytes).map_err(|e| err(None, "file", format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
     // Editors on some systems start a file with a byte-order mark; YAML has no use for it.
     let text = text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text);
@@ -442,7 +459,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         faults.push(plan);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let load_args = load_argv(&f.load, dir).map_err(|FieldError { field: key, problem }| err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem))?;
+    let load_args = load_argv(&f.load, dir, files).map_err(|FieldError { field: key, problem }| err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem))?;
     // Checked now by `faultline load`'s own parser and checks, not after connecting.
     let mut argv = load_args.clone();
     argv.extend(["--duration".into(), format!("{}ms", (warmup + baseline + fault + recovery).as_millis())]);
@@ -453,7 +470,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let key = first.split("'--").nth(1).and_then(|r| r.split([' ', '\'', '<']).next()).map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_")));
         err(line_of("load"), &key, first.replace("--", ""))
     })?;
-    parsed.load.spec().map_err(|e| {
+    parsed.load.spec_with(files).map_err(|e| {
         let problem = format!("{e:#}").replace("--", "");
         // The load's checks start with the flag they are about ("connections: at least 1").
         let key = problem.split_once(':').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));

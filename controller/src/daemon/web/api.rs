@@ -46,6 +46,7 @@ impl utoipa::Modify for BearerAuth {
 /// Every route, its OpenAPI description at /api/openapi.json and Swagger UI at /api/docs
 /// (its assets compiled in: nothing is fetched from the internet).
 pub fn router(web: Arc<Web>) -> Router {
+    let guard = web.clone();
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(agents))
@@ -75,6 +76,44 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(super::console::router())
         .fallback(async || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path; the API is described at /api/openapi.json"))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(within_deadline))
+        .layer(axum::middleware::from_fn_with_state(guard, from_here))
+}
+
+/// Refuses, before any handler, a Host that is not this controller's (DNS rebinding: 421)
+/// and a change requested by a page of another origin (403).
+async fn from_here(State(web): State<Arc<Web>>, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Err(refused) = check_from_here(&web, req.method(), req.headers()) {
+        return refused.into_response();
+    }
+    next.run(req).await
+}
+
+fn check_from_here(web: &Web, method: &axum::http::Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    let header = |name: axum::http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header(axum::http::header::HOST);
+    if !super::auth::host_allowed(host, &web.hosts) {
+        let message = format!("Host: {} is not a name this controller answers to (IP addresses, localhost, and the names in its web_hosts setting are)", host.unwrap_or_default());
+        return Err(ApiError::new(StatusCode::MISDIRECTED_REQUEST, "misdirected_request", message));
+    }
+    let changes = !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    if changes && !super::auth::origin_allowed(header(axum::http::header::ORIGIN), header(axum::http::HeaderName::from_static("sec-fetch-site")), host) {
+        let message = format!("Origin: a page at {} may not change this controller (only its own console may)", header(axum::http::header::ORIGIN).unwrap_or("another site"));
+        return Err(ApiError::forbidden(message));
+    }
+    Ok(())
+}
+
+/// How long a request may take to arrive and be answered (a stream's body goes on after):
+/// a body sent a byte at a time holds its connection no longer than this.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn within_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request did not arrive and get its answer within 30 s")),
+    }
 }
 
 /// Whether the controller serves (no credentials needed: a health check's).
@@ -339,6 +378,12 @@ async fn event_stream(_: Reader, State(w): State<Arc<Web>>, headers: HeaderMap, 
     Ok(Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// The address of an `https://IP:PORT` URL (an agent's); None for a name.
+fn url_addr(url: &str) -> Option<std::net::SocketAddr> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    authority.parse().ok()
+}
+
 /// Seconds as a caller writes them, checked: finite, positive, at most a day.
 fn seconds(field: &str, v: f64) -> Result<Duration, ApiError> {
     if !(v.is_finite() && v > 0.0 && v <= crate::daemon::traffic::MAX_DURATION.as_secs_f64()) {
@@ -363,8 +408,11 @@ async fn traffic_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<T
         shape: req.shape,
         method: req.method,
     };
+    // Not a way to load faultline itself: the controller's own ports and its agents'.
+    let mut own = w.own.clone();
+    own.extend(w.ctl.agent_list().iter().filter_map(|a| url_addr(&a.url)));
     // Off the runtime's thread: a target's name is resolved while the load is set up.
-    let started = tokio::task::spawn_blocking(move || w.ctl.traffic.start(start)).await.map_err(|e| crate::daemon::DaemonError::internal(format!("traffic: {e}")))?;
+    let started = tokio::task::spawn_blocking(move || w.ctl.traffic.start(start, &own)).await.map_err(|e| crate::daemon::DaemonError::internal(format!("traffic: {e}")))?;
     Ok((StatusCode::CREATED, Json(started?.into())))
 }
 

@@ -54,13 +54,15 @@ impl Tokens {
         Ok(Self(out, None))
     }
 
-    /// `viewer` or `operator`: what a request without credentials may do.
+    /// `viewer`: what a request without credentials may do. Never more: whoever reaches
+    /// the port (any local user, any container beside it, a page the browser was sent
+    /// to) would otherwise act on the fleet.
     pub fn with_anonymous(mut self, role: Option<&str>) -> Result<Self, String> {
         self.1 = match role {
             None => None,
             Some("viewer") => Some(CertRole::Viewer),
-            Some("operator") => Some(CertRole::Operator),
-            Some(other) => return Err(format!("web_anonymous: {} is not viewer or operator", faultline_proto::quote(other))),
+            Some("operator") => return Err("web_anonymous: operator is refused: a request without credentials may at most read (viewer); give operators a token in web_token_file".into()),
+            Some(other) => return Err(format!("web_anonymous: {} is not viewer", faultline_proto::quote(other))),
         };
         Ok(self)
     }
@@ -141,9 +143,61 @@ impl FromRequestParts<std::sync::Arc<Web>> for Operator {
     }
 }
 
+/// Whether the Host header names this controller: an IP address (a page cannot rebind
+/// one), `localhost`, or a name in `hosts` (config `web_hosts`). A page on
+/// `rebind.attacker.example` whose name the attacker points at this address sends that
+/// name, and is refused (421) before any handler runs. A request without a Host (HTTP/1.0
+/// health checks) comes from no browser.
+pub fn host_allowed(host: Option<&str>, hosts: &[String]) -> bool {
+    let Some(host) = host else { return true };
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => return rest.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }),
+    };
+    let name = name.trim_end_matches('.');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Whether a request that changes something may come from where the browser says it
+/// comes from: no Origin (curl, scripts, the CLI), or an Origin whose host and port are
+/// the Host the request was sent to (the console's own page). A page elsewhere posting
+/// here (with an anonymous role or a client certificate the browser adds by itself) is
+/// refused.
+pub fn origin_allowed(origin: Option<&str>, fetch_site: Option<&str>, host: Option<&str>) -> bool {
+    if fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
+        return false;
+    }
+    let Some(origin) = origin else { return true };
+    let authority = origin.split_once("://").map(|(_, a)| a.trim_end_matches('/'));
+    match (authority, host) {
+        (Some(a), Some(h)) => a.eq_ignore_ascii_case(h),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_origins_from_elsewhere_are_refused() {
+        let hosts = vec!["faultline.example.org".to_owned()];
+        for ok in [None, Some("10.0.0.5:7443"), Some("[::1]:5050"), Some("localhost:5050"), Some("LOCALHOST"), Some("faultline.example.org:7443"), Some("app.localhost")] {
+            assert!(host_allowed(ok, &hosts), "{ok:?}");
+        }
+        for bad in ["rebind.attacker.example", "rebind.attacker.example:5050", "[evil]:80", "faultline.example.org.evil:1"] {
+            assert!(!host_allowed(Some(bad), &hosts), "{bad}");
+        }
+        assert!(origin_allowed(None, None, Some("10.0.0.5:7443")));
+        assert!(origin_allowed(Some("https://10.0.0.5:7443"), Some("same-origin"), Some("10.0.0.5:7443")));
+        assert!(!origin_allowed(Some("https://evil.example"), None, Some("10.0.0.5:7443")));
+        assert!(!origin_allowed(Some("null"), None, Some("10.0.0.5:7443")));
+        assert!(!origin_allowed(None, Some("cross-site"), Some("10.0.0.5:7443")));
+    }
 
     #[test]
     fn token_files_name_roles_and_refuse_weak_tokens() {
@@ -155,7 +209,8 @@ mod tests {
         assert!(Tokens::parse("operator short").unwrap_err().contains("at least 24"));
         assert!(Tokens::parse("admin 0123456789abcdef0123456789abcdef").unwrap_err().contains("not operator or viewer"));
         assert!(Tokens::parse("operator").unwrap_err().starts_with("line 1"));
-        assert_eq!(Tokens::default().with_anonymous(Some("operator")).unwrap().anonymous(), Some(CertRole::Operator));
+        assert_eq!(Tokens::default().with_anonymous(Some("viewer")).unwrap().anonymous(), Some(CertRole::Viewer));
+        assert!(Tokens::default().with_anonymous(Some("operator")).unwrap_err().contains("at most read"));
         assert!(Tokens::default().with_anonymous(Some("admin")).unwrap_err().contains("web_anonymous"));
     }
 }

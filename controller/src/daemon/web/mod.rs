@@ -45,6 +45,10 @@ pub struct Web {
     ctl: Controller,
     runs: Arc<super::runs::Runs>,
     tokens: auth::Tokens,
+    /// Host names the Web API answers to besides IP addresses and localhost (`web_hosts`).
+    hosts: Vec<String>,
+    /// The controller's own listening addresses: no traffic is sent there.
+    own: Vec<std::net::SocketAddr>,
     remembered: Mutex<BTreeMap<String, Remembered>>,
 }
 
@@ -164,8 +168,8 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
 }
 
 impl Web {
-    pub fn new(ctl: Controller, tokens: auth::Tokens, runs: Arc<super::runs::Runs>) -> Arc<Self> {
-        Arc::new(Self { ctl, runs, tokens, remembered: Mutex::new(BTreeMap::new()) })
+    pub fn new(ctl: Controller, tokens: auth::Tokens, runs: Arc<super::runs::Runs>, hosts: Vec<String>, own: Vec<std::net::SocketAddr>) -> Arc<Self> {
+        Arc::new(Self { ctl, runs, tokens, hosts, own, remembered: Mutex::new(BTreeMap::new()) })
     }
 
     /// A request carrying `id`: the first request's answer when this is a retry of it
@@ -245,7 +249,7 @@ pub async fn start(web: Arc<Web>, listen: SocketAddr, tls: Option<Arc<tokio_rust
     if tls.is_none() && !listen.ip().is_loopback() && !plaintext_anywhere {
         anyhow::bail!("web_listen {listen}: plaintext (--insecure) only on a loopback address (or say --web-plaintext)");
     }
-    let incoming = faultline_proto::listener::bind(listen, faultline_proto::listener::Limits::controller()).await.map_err(|e| anyhow::anyhow!("binding web_listen {listen}: {e}"))?;
+    let incoming = faultline_proto::listener::bind(listen, faultline_proto::listener::Limits::controller().within(30)).await.map_err(|e| anyhow::anyhow!("binding web_listen {listen}: {e}"))?;
     let app = api::router(web);
     tracing::info!(%listen, tls = tls.is_some(), "Web API ready (docs at /api/docs)");
     tokio::spawn(accept(incoming, app, tls));
@@ -265,7 +269,9 @@ async fn accept(incoming: impl futures_util::Stream<Item = std::io::Result<fault
         };
         let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
-            let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // HTTP/1.1 only (TLS offers no other in ALPN): an HTTP/2 preface and then
+            // silence would otherwise hold the connection with no request to time out.
+            let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).http1_only();
             http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
             let served = if let Some(cfg) = tls {
                 let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(cfg).accept(conn)).await else { return };
