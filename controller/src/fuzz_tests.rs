@@ -85,6 +85,46 @@ fn fuzz_scenario_files() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Issue 30: scenarios as a remote caller sends them through the Web API, seeded with the
+/// red team's payloads. Beyond "never a panic": a scenario that parses names no file the
+/// controller would open (its body is never `@...`, its CA never a path).
+#[test]
+fn fuzz_scenarios_from_remote_callers() {
+    let base = "name: x\nload:\n  target: http://127.0.0.1:9/\n  rate: 10\n  method: POST\n";
+    let phases = "phases:\n  baseline: 1s\n  fault: 1s\n  recovery: 1s\n";
+    let seeds: Vec<String> = [
+        "  body: \"@/etc/shadow\"\n",
+        "  body: \"@../../../tokens\"\n",
+        "  body: \"@/proc/self/environ\"\n",
+        "  body: \"@/proc/self/fd/1\"\n",
+        "  body: \"@/dev/zero\"\n",
+        "  body: [\"@/etc/passwd\"]\n",
+        "  cacert: /etc/shadow\n",
+        "  cacert: ../../tls/ca-key.pem\n",
+        "  cacert: \" /etc/ssl/certs/ca-certificates.crt\"\n",
+        "  body: hello\n",
+    ]
+    .iter()
+    .map(|extra| format!("{base}{extra}{phases}"))
+    .collect();
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let path = std::env::temp_dir().join(format!("faultline-fuzz-remote-{}.yaml", std::process::id()));
+    crate::load::OFFLINE.with(|o| o.set(true));
+    fuzzing::run("scenarios from remote callers", &seeds, |s| {
+        std::fs::write(&path, s).unwrap();
+        if let Ok(sc) = scenario::load_with(&path, crate::load::args::Files::Refused) {
+            for pair in sc.load_args.windows(2) {
+                let names_a_file = (pair[0] == "--body" && pair[1].starts_with('@')) || (pair[0] == "--cacert" && !crate::load::tls::is_inline_pem(std::path::Path::new(&pair[1])));
+                assert!(!names_a_file, "a remote scenario passed naming a file: {:?}", sc.load_args);
+            }
+            for a in &sc.load_args {
+                assert!(!a.starts_with("--body=@") && !(a.starts_with("--cacert=") && !crate::load::tls::is_inline_pem(std::path::Path::new(&a["--cacert=".len()..]))), "{a}");
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn fuzz_selectors_and_partition_shapes() {
     let shapes = [pb::Shape::Isolate, pb::Shape::Halves, pb::Shape::MajoritiesRing, pb::Shape::Bridge, pb::Shape::Groups];

@@ -29,8 +29,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// A lease: a duration of at most a week (what the agents and the controller accept).
+/// A lease: a duration of at most a week (what the agents and the controller accept),
+/// always with its unit. A bare number would be milliseconds (as `duration` reads it),
+/// and `--lease 60` meant as a minute would end the fault 60 ms later without a word.
 pub fn lease(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("{} has no unit: write {t}s, {t}m or {t}ms (a lease without one would be read as milliseconds)", faultline_proto::quote(s)));
+    }
     let d = duration(s)?;
     if d > faultline_proto::MAX_LEASE {
         return Err(format!("{} is longer than a lease may be ({} s, a week)", faultline_proto::quote(s), faultline_proto::MAX_LEASE.as_secs()));
@@ -146,6 +152,10 @@ mod tests {
         assert!(duration("1e400s").is_err());
         assert_eq!(duration("365d").unwrap_err(), "\"365d\": unknown time unit \"d\" (use us, ms, s, m, h)");
         assert!(lease("8d").is_err() && lease("169h").is_err() && lease("168h").is_ok());
+        // Issue 32: a bare number is refused, saying which units there are.
+        let e = lease("60").unwrap_err();
+        assert!(e.contains("no unit") && e.contains("60s"), "{e}");
+        assert!(lease(" 1.5 ").is_err() && lease("60s").is_ok() && lease("60ms").is_ok());
         assert!(rate("99999999999999999999gbit").is_err());
         assert!(rate("nan").is_err());
     }

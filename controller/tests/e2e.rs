@@ -93,18 +93,28 @@ impl Hosts {
     }
 
     fn start_controller(&mut self) {
+        self.start_controller_with_nofile(None);
+    }
+
+    /// `nofile`: the controller's soft and hard descriptor limits (a unit without
+    /// `LimitNOFILE`, a container's default).
+    fn start_controller_with_nofile(&mut self, nofile: Option<u64>) {
+        use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(self.dir.join("controller.log")).unwrap();
-        self.controller = Some(
-            Command::new(bin("faultline"))
-                .args(["controller", "serve", "--config"])
-                .arg(self.dir.join("controller.toml"))
-                // Spans leave in batches; a short delay keeps the trace test quick.
-                .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let mut cmd = Command::new(bin("faultline"));
+        cmd.args(["controller", "serve", "--config"])
+            .arg(self.dir.join("controller.toml"))
+            // Spans leave in batches; a short delay keeps the trace test quick.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; the closure runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from));
+            }
+        }
+        self.controller = Some(cmd.spawn().unwrap());
     }
 
     fn ctl(&self) -> String {
@@ -1148,6 +1158,42 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&tokens);
+}
+
+/// Issue 30: a stranger (another host of the lab, no certificate, no token) opens 1,100
+/// idle connections to each of the controller's ports — gRPC, the Web API, /metrics —
+/// while the controller's descriptor limit is 1,024. Descriptors stay well below it, and
+/// operators are answered on every port: agents listed, a fault applied and ended on time,
+/// the Web API and a scrape.
+#[test]
+fn idle_connections_on_every_controller_port_leave_operators_answered() {
+    let tokens = std::env::temp_dir().join(format!("faultline-idle-tokens-{}", std::process::id()));
+    let operator = "op-idle-0123456789abcdef0123456789ab";
+    std::fs::write(&tokens, format!("operator {operator}\n")).unwrap();
+    let (web, metrics) = ("10.201.12.254:7443", "10.201.12.254:9482");
+    let mut h = Hosts::with_config(12, 2, 300, &format!("web_listen = \"{web}\"\nweb_token_file = {:?}\nmetrics_listen = \"{metrics}\"\n", tokens.display().to_string()));
+    Hosts::kill(&mut h.controller);
+    h.start_controller_with_nofile(Some(1024));
+    eventually("two agents registered and healthy", || h.healthy().len() == 2);
+    let ports = [h.ctl(), web.to_owned(), metrics.to_owned()];
+    let held: Vec<std::net::TcpStream> = in_ns(&h.ns(2), || {
+        ports.iter().flat_map(|p| (0..1100).filter_map(|_| std::net::TcpStream::connect_timeout(&p.parse().unwrap(), Duration::from_secs(2)).ok()).collect::<Vec<_>>()).collect()
+    });
+    println!("{} idle connections opened from h2", held.len());
+    let pid = h.controller.as_ref().unwrap().id();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    println!("the controller holds {fds} descriptors");
+    assert!(fds < 512, "the controller holds {fds} of its 1024 descriptors: its ports are not bounded");
+    // Operators are answered on every port.
+    assert_eq!(h.agents().as_array().map(Vec::len), Some(2), "gRPC: agents list");
+    h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "2s", "--on", "h1"]);
+    assert_eq!(h.udp(1, 2, 20), 0, "the fault acts");
+    eventually("the fault ends on time", || h.cli_ok(&["fault", "list", "--json"]).trim() == "[]");
+    let (code, body) = curl(&h, "GET", "/api/agents", &["-H", &format!("Authorization: Bearer {operator}")], None);
+    assert_eq!(code, 200, "the Web API: {body}");
+    assert!(scrape(metrics).contains("faultline_"), "the metrics port answers another address");
+    drop(held);
     let _ = std::fs::remove_file(&tokens);
 }
 

@@ -315,6 +315,18 @@ fn hex_addr(a: SocketAddr) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn ipv6_peers_count_per_64_and_shares_fit_the_descriptor_limit() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(canonical(ip("2001:db8:1:2:aaaa::1")), canonical(ip("2001:db8:1:2:bbbb::9")));
+        assert_ne!(canonical(ip("2001:db8:1:2::1")), canonical(ip("2001:db8:1:3::1")));
+        assert_eq!(canonical(ip("::ffff:10.0.0.5")), ip("10.0.0.5"));
+        let limit = descriptor_limit();
+        let l = Limits::controller().within(30);
+        assert!(l.total as u64 <= (limit * 30 / 100).max(16) && l.per_peer <= l.total, "{l:?} under {limit}");
+        assert!(Limits::metrics().within(5).total <= 64);
+    }
+
     #[tokio::test]
     async fn over_the_limit_is_closed_and_a_closed_one_frees_its_place() {
         use futures_util::StreamExt;

@@ -53,7 +53,10 @@ impl Engine {
         self.preflight_caps(&spec)?;
         let Some(target) = &request.container else {
             self.runtimes.check_scope(None)?;
-            let Some(ifindex) = link::ifindex(&spec.interface) else {
+            // Out of descriptors (or any failure but "no such device") is an error, never
+            // read as the interface not being there.
+            let found = link::lookup(&spec.interface).map_err(|source| KernelError::Io { what: format!("looking up interface {}", faultline_proto::quote(&spec.interface)), source })?;
+            let Some(ifindex) = found else {
                 let names: Vec<String> = link::interfaces().into_iter().map(|i| i.name).collect();
                 return Err(invalid_interface(format!("no interface {} on this host (it has: {})", faultline_proto::quote(&spec.interface), names.join(", "))));
             };

@@ -35,6 +35,11 @@ pub struct Config {
     /// port is published on the host's loopback only.
     #[serde(default)]
     pub web_plaintext: bool,
+    /// Events are kept this many days (default 30, at most 3650) ...
+    pub event_retention_days: Option<u64>,
+    /// ... and at most this many, the newest (default 1,000,000): the history a watcher
+    /// replays stays bounded.
+    pub event_retention_count: Option<u64>,
     /// Agents the controller reaches without their registering.
     #[serde(default)]
     pub agents: Vec<StaticAgent>,

@@ -146,6 +146,21 @@ impl Controller {
                 applied_ms.insert(n.clone(), f.map_or(0, |f| f.applied_at_unix_ms));
             }
         }
+        if placements.is_empty() && !results.is_empty() {
+            // Nothing was applied anywhere: the agents' own answers, with their kind
+            // (a bad field stays 400, a refusal 403), not a rollback that never happened.
+            let code = results.iter().find_map(|(_, r)| r.as_ref().err().map(tonic::Status::code)).unwrap_or(tonic::Code::Internal);
+            let detail: Vec<String> = results
+                .iter()
+                .filter_map(|(n, r)| {
+                    let e = r.as_ref().err()?;
+                    let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
+                    Some(format!("{n}: {}{ours}", e.message()))
+                })
+                .collect();
+            let n = results.len();
+            return Err(DaemonError::new(kind_of(code), format!("nothing was applied (refused by {n} of {n} agents): {}", detail.join("; "))));
+        }
         if placements.len() < results.len() && one_shot {
             // A kill or restart that acted cannot be undone: say exactly where it acted.
             let acted: Vec<String> = placements.iter().map(|(n, _)| n.clone()).collect();

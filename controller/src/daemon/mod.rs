@@ -225,6 +225,23 @@ impl Controller {
         }
     }
 
+    /// Keeps the event history within its retention (age and count), hourly, off the
+    /// runtime's thread.
+    async fn prune_events_forever(self, retention: Duration, keep: u64) {
+        let mut every = tokio::time::interval(Duration::from_hours(1));
+        loop {
+            every.tick().await;
+            let store = self.store.clone();
+            let before = now_ms() - retention.as_millis() as i64;
+            match tokio::task::spawn_blocking(move || store.prune_events(before, keep)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(pruned = n, "events past their retention forgotten"),
+                Ok(Err(e)) => tracing::warn!("pruning events: {e}"),
+                Err(e) => tracing::warn!("pruning events: {e}"),
+            }
+        }
+    }
+
     fn persist(&self, f: &Fault) {
         let stored = StoredFault {
             id: f.id.clone(),
@@ -350,6 +367,11 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
     ctl.event(pb::EventKind::ControllerStarted, "", &[], format!("listening on {listen}; state {}: {agents} agents, {faults} active faults", path.display()));
     let on_stop = ctl.clone();
     tokio::spawn(ctl.clone().tick_forever());
+    let retention = Duration::from_hours(24 * config.event_retention_days.unwrap_or(30));
+    anyhow::ensure!((1..=3650).contains(&config.event_retention_days.unwrap_or(30)), "event_retention_days: 1 to 3650");
+    let keep = config.event_retention_count.unwrap_or(1_000_000);
+    anyhow::ensure!(keep >= 1, "event_retention_count: at least 1");
+    tokio::spawn(ctl.clone().prune_events_forever(retention, keep));
     let (health_service, reflection) =
         faultline_proto::service::health_and_reflection::<pb::controller_service_server::ControllerServiceServer<Controller>>().await.context("building reflection service")?;
     if let Some(addr) = config.metrics_listen {

@@ -25,40 +25,93 @@ const MAX_LABELS: usize = 64;
 const MAX_LABEL_KEY: usize = 63;
 const MAX_LABEL_VALUE: usize = 255;
 
+/// A replay's page of history.
+const PAGE: u32 = 500;
+/// The most events `last` may ask for at once.
+pub(super) const MAX_LAST: u32 = 10_000;
+
+/// Where an event stream is.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// The newest N, read at once.
+    Last(u32),
+    /// History after this seq, a page at a time.
+    History(u64),
+    /// New events after this seq, as they happen.
+    Live(u64),
+    Done,
+}
+
 /// Events oldest first, then (following) each new one as it happens.
 pub(super) type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::Event, DaemonError>> + Send>>;
 
 impl Controller {
-    /// The events after `after_seq` (or the `last` few), and with `follow` every later
-    /// one; a watcher that falls too far behind gets a `Lagged` error saying where to
-    /// resume.
+    /// The events after `after_seq` (or the `last` few, at most `MAX_LAST`), and with
+    /// `follow` every later one; a watcher that falls too far behind gets a `Lagged`
+    /// error saying where to resume. The history is read a page at a time off the
+    /// runtime's thread, as the watcher takes it: replaying a long history holds neither
+    /// the runtime nor memory.
     pub(super) fn event_stream(&self, after_seq: u64, last: u32, follow: bool) -> Result<Events, DaemonError> {
+        if last > MAX_LAST {
+            return Err(DaemonError::invalid(format!("last: at most {MAX_LAST}; page through older events with after_seq")));
+        }
         // Subscribe before reading the history, so nothing falls between the two.
         let rx = self.events.subscribe();
-        let history = self.store.events(after_seq, last).map_err(|e| DaemonError::internal(e.to_string()))?;
-        let seen = history.last().map_or(after_seq, |e| e.seq);
-        let history = futures_util::stream::iter(history.into_iter().map(Ok));
-        if !follow {
-            return Ok(Box::pin(history));
-        }
-        let live = futures_util::stream::unfold(Some((rx, seen)), |st| async move {
-            let (mut rx, seen) = st?;
-            loop {
-                match rx.recv().await {
-                    Ok(e) if e.seq <= seen => {}
-                    Ok(e) => {
-                        let seq = e.seq;
-                        return Some((Ok(e), Some((rx, seq))));
+        let store = self.store.clone();
+        let first = if last > 0 { Phase::Last(last) } else { Phase::History(after_seq) };
+        let stream = futures_util::stream::unfold((rx, first, std::collections::VecDeque::new()), move |(mut rx, mut phase, mut buf)| {
+            let store = store.clone();
+            async move {
+                loop {
+                    if let Some(e) = buf.pop_front() {
+                        return Some((Ok(e), (rx, phase, buf)));
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let msg = format!("this watcher fell {n} events behind; watch again with after_seq={seen}");
-                        return Some((Err(DaemonError::new(ErrorKind::Lagged, msg)), None));
+                    match phase {
+                        Phase::Last(_) | Phase::History(_) => {
+                            let (newest, after) = match phase {
+                                Phase::Last(n) => (Some(n), after_seq),
+                                Phase::History(after) => (None, after),
+                                Phase::Live(_) | Phase::Done => unreachable!("matched above"),
+                            };
+                            let full_page = newest.is_none();
+                            let store = store.clone();
+                            let read = move || match newest {
+                                Some(n) => store.events(after, n),
+                                None => store.events_page(after, PAGE),
+                            };
+                            let page = match tokio::task::spawn_blocking(read).await {
+                                Ok(Ok(page)) => page,
+                                Ok(Err(e)) => return Some((Err(DaemonError::internal(e.to_string())), (rx, Phase::Done, buf))),
+                                Err(e) => return Some((Err(DaemonError::internal(format!("events: {e}"))), (rx, Phase::Done, buf))),
+                            };
+                            let seen = page.last().map_or(after, |e| e.seq);
+                            phase = if full_page && page.len() == PAGE as usize {
+                                Phase::History(seen)
+                            } else if follow {
+                                Phase::Live(seen)
+                            } else {
+                                Phase::Done
+                            };
+                            buf.extend(page);
+                        }
+                        Phase::Live(seen) => match rx.recv().await {
+                            Ok(e) if e.seq <= seen => {}
+                            Ok(e) => {
+                                let seq = e.seq;
+                                return Some((Ok(e), (rx, Phase::Live(seq), buf)));
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                let msg = format!("this watcher fell {n} events behind; watch again with after_seq={seen}");
+                                return Some((Err(DaemonError::new(ErrorKind::Lagged, msg)), (rx, Phase::Done, buf)));
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        },
+                        Phase::Done => return None,
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
         });
-        Ok(Box::pin(futures_util::StreamExt::chain(history, live)))
+        Ok(Box::pin(stream))
     }
 
     /// Admits an agent under the name its certificate carries and returns its session

@@ -219,6 +219,33 @@ impl Store {
         .collect()
     }
 
+    /// Up to `limit` events after `after_seq`, oldest first: one page of a replay.
+    pub fn events_page(&self, after_seq: u64, limit: u32) -> Result<Vec<pb::Event>, StoreError> {
+        let conn = self.conn();
+        let mut q = conn.prepare("SELECT seq, unix_ms, kind, fault_id, agents, message FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let rows = q.query_map(params![after, i64::from(limit)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
+        })?;
+        rows.map(|r| {
+            let (seq, unix_ms, kind, fault_id, agents, message) = r?;
+            let agents = serde_json::from_str(&agents).map_err(|e| corrupt("event agents")(format!("{seq}: {e}")))?;
+            Ok(pb::Event { seq: seq as u64, unix_ms, kind, fault_id, agents, message })
+        })
+        .collect()
+    }
+
+    /// Forgets events older than `before_unix_ms` and all but the newest `keep`; returns
+    /// how many went. The newest always stays, so seqs go on counting from it (a watcher
+    /// resuming after a seq must never see numbers reused).
+    pub fn prune_events(&self, before_unix_ms: i64, keep: u64) -> Result<usize, StoreError> {
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        Ok(self.conn().execute(
+            "DELETE FROM events WHERE (unix_ms < ?1 OR seq <= (SELECT MAX(seq) FROM events) - ?2) AND seq < (SELECT MAX(seq) FROM events)",
+            params![before_unix_ms, keep],
+        )?)
+    }
+
     #[cfg(test)]
     fn fault_end(&self, id: &str) -> Option<(i64, String)> {
         use rusqlite::OptionalExtension;
@@ -267,6 +294,25 @@ mod tests {
         a.url = "https://10.0.0.2:7070".into();
         s.put_agent(&a).unwrap();
         assert_eq!(s.agents().unwrap(), vec![a]);
+    }
+
+    #[test]
+    fn events_are_paged_and_pruned_by_age_and_count() {
+        let s = Store::open(Path::new(":memory:")).unwrap();
+        for i in 0..10 {
+            s.append_event(pb::Event { unix_ms: i * 1000, message: format!("e{i}"), ..Default::default() }).unwrap();
+        }
+        let page: Vec<u64> = s.events_page(3, 4).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(page, [4, 5, 6, 7]);
+        assert!(s.events_page(10, 4).unwrap().is_empty());
+        // Older than 2 s go (seq 1, 2), then all but the newest 5.
+        assert_eq!(s.prune_events(2000, 1000).unwrap(), 2);
+        assert_eq!(s.prune_events(0, 5).unwrap(), 3);
+        let left: Vec<u64> = s.events(0, 0).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(left, [6, 7, 8, 9, 10]);
+        // Everything is old: the newest stays, and numbering goes on after it.
+        assert_eq!(s.prune_events(i64::MAX, 1000).unwrap(), 4);
+        assert_eq!(s.append_event(pb::Event::default()).unwrap().seq, 11);
     }
 
     #[test]
