@@ -13,6 +13,91 @@ use faultline_proto::{
 
 use crate::units;
 
+/// A fault's settings as a person reads them, in the CLI's own units: `loss 20% on eth0
+/// egress to 10.0.0.0/24`, `delay 100ms ±10ms`, `256kbit`, `name ^nginx$ with children`.
+/// For lists, events and reports: what was done, not only its kind.
+pub fn in_words(s: &pb::FaultSpec) -> String {
+    let pct = |v: f64| format!("{}%", trim_float(v));
+    let ms = |us: u64| if us % 1000 == 0 { format!("{}ms", us / 1000) } else { format!("{}ms", trim_float(us as f64 / 1000.0)) };
+    let mut w: Vec<String> = Vec::new();
+    match &s.kind {
+        Some(Kind::Netem(n)) => {
+            if n.delay_us > 0 {
+                w.push(if n.jitter_us > 0 { format!("delay {} ±{}", ms(n.delay_us), ms(n.jitter_us)) } else { format!("delay {}", ms(n.delay_us)) });
+            }
+            for (name, v) in [("loss", n.loss_percent), ("duplicate", n.duplicate_percent), ("corrupt", n.corrupt_percent), ("reorder", n.reorder_percent)] {
+                if v > 0.0 {
+                    w.push(format!("{name} {}", pct(v)));
+                }
+            }
+            if n.rate_bps > 0 {
+                w.push(format!("rate {}", rate_words(n.rate_bps)));
+            }
+        }
+        Some(Kind::Bandwidth(b)) => w.push(rate_words(b.rate_bps)),
+        Some(Kind::Drop(d)) => w.push(format!("loss {}", pct(d.percent))),
+        Some(Kind::Kill(k)) if k.signal != 0 => w.push(format!("signal {}", k.signal)),
+        Some(Kind::Restart(r)) if !r.command.is_empty() => w.push(format!("as `{}`", r.command.join(" "))),
+        Some(Kind::CpuStress(c)) if c.threads > 0 => w.push(format!("{} threads", c.threads)),
+        Some(Kind::MemoryPressure(m)) => w.push(format!("{} MiB", m.bytes / (1024 * 1024))),
+        Some(Kind::CpuThrottle(c)) => w.push(format!("{} CPUs", trim_float(c.cpus))),
+        _ => {}
+    }
+    if !s.interface.is_empty() {
+        let dir = match pb::Direction::try_from(s.direction).unwrap_or(pb::Direction::Unspecified) {
+            pb::Direction::Ingress => " ingress",
+            pb::Direction::Both => " both ways",
+            pb::Direction::Egress | pb::Direction::Unspecified => " egress",
+        };
+        w.push(format!("on {}{dir}", s.interface));
+    }
+    if let Some(m) = &s.r#match {
+        match m.peers.len() {
+            0 => {}
+            1..=3 => w.push(format!("to {}", m.peers.join(","))),
+            n => w.push(format!("to {n} peers")),
+        }
+        if !m.ports.is_empty() {
+            let ports: Vec<String> = m.ports.iter().map(|p| if p.last == 0 || p.first == p.last { p.first.to_string() } else { format!("{}-{}", p.first, p.last) }).collect();
+            w.push(format!("ports {}", ports.join(",")));
+        }
+    }
+    if let Some(t) = &s.target {
+        use pb::process_target::Selector;
+        let what = match &t.selector {
+            Some(Selector::Pid(p)) => format!("pid {p}"),
+            Some(Selector::NameRegex(r)) => format!("name {r}"),
+            Some(Selector::Cgroup(c)) => format!("cgroup {c}"),
+            Some(Selector::SystemdUnit(u)) => format!("unit {u}"),
+            None => String::new(),
+        };
+        if !what.is_empty() {
+            w.push(if t.include_children { format!("{what} with children") } else { what });
+        }
+    }
+    if let Some(c) = &s.container {
+        let named = [c.name.clone(), c.select.join(",")].join(" ");
+        w.push(format!("in container {}", named.trim()));
+    }
+    w.join(" ")
+}
+
+/// `256kbit`, `10mbit`, `1.5gbit`, `100bit`: tc's units, as `--rate` takes them.
+fn rate_words(bps: u64) -> String {
+    match bps {
+        b if b >= 1_000_000_000 => format!("{}gbit", trim_float(b as f64 / 1e9)),
+        b if b >= 1_000_000 => format!("{}mbit", trim_float(b as f64 / 1e6)),
+        b if b >= 1_000 => format!("{}kbit", trim_float(b as f64 / 1e3)),
+        b => format!("{b}bit"),
+    }
+}
+
+/// `20`, `0.5`, `33.33`: at most two decimals, none when whole.
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// `fault apply KIND`: the kind is a subcommand, so `--help` of each lists its own flags.
 #[derive(Args)]
 pub struct Apply {
@@ -565,6 +650,22 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::*;
+
+    #[test]
+    fn a_fault_reads_in_words_with_its_settings_and_units() {
+        let words = |args: &str| {
+            let argv = std::iter::once("faultline").chain(args.split_whitespace());
+            let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+            let crate::cli::Cmd::Fault(crate::cli::FaultCmd::Apply(a)) = &cli.cmd else { panic!() };
+            in_words(&spec(a).unwrap())
+        };
+        assert_eq!(words("fault apply drop -i eth0 --loss 20% --lease 60s"), "loss 20% on eth0 egress");
+        assert_eq!(words("fault apply netem -i eth0 --delay 100ms --jitter 10ms --loss 0.5% --direction both --peer 10.0.0.0/24 --lease 60s"), "delay 100ms ±10ms loss 0.5% on eth0 both ways to 10.0.0.0/24");
+        assert_eq!(words("fault apply bandwidth -i eth0 --rate 256kbit --port 80 --lease 60s"), "256kbit on eth0 egress ports 80");
+        assert_eq!(words("fault apply freeze --name ^nginx$ --tree --lease 20s"), "name ^nginx$ with children");
+        assert_eq!(rate_words(1_500_000_000), "1.5gbit");
+        assert_eq!(trim_float(33.333), "33.33");
+    }
 
     #[test]
     fn the_catalogue_is_the_cli_s_flags() {

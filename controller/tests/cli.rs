@@ -116,3 +116,29 @@ fn an_llm_summary_is_added_and_labelled_only_where_an_endpoint_is_configured() {
     assert!(html.contains("No LLM summary") && !dir.join("llm-summary.md").exists(), "a failing endpoint is said, not fatal");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 32: README's `faultline report runs/lab-*/` once there are two runs (and a
+/// directory that is no run among them): each run gets its report, the bad one is named,
+/// and the command fails for it.
+#[test]
+fn report_takes_several_runs_and_names_the_one_it_could_not_draw() {
+    let (a, b) = (run_dir("several-a"), run_dir("several-b"));
+    let report = |dirs: &[&std::path::Path]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+        cmd.arg("report").args(dirs).env_remove("FAULTLINE_LLM_URL").env_remove("OPENAI_BASE_URL").env_remove("OPENAI_API_KEY");
+        cmd.output().unwrap()
+    };
+    let out = report(&[&a, &b]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(a.join("report.html").exists() && b.join("report.html").exists());
+    let empty = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("several-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::remove_file(a.join("report.html")).unwrap();
+    let out = report(&[&empty, &a]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&empty.display().to_string()) && err.contains("1 of 2 runs"), "{err}");
+    assert!(a.join("report.html").exists(), "the good run was reported despite the bad one before it");
+    for d in [a, b, empty] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

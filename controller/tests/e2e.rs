@@ -288,7 +288,7 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     ip(&["-n", &h.ns(3), "link", "set", "eth0", "up"]);
     let msg = String::from_utf8_lossy(&bad.stderr);
     // Checked on every agent before any acts (issue 12): h2 never held it, even briefly.
-    assert!(msg.contains("refused by 1 of 2 agents, so nothing was done on any") && msg.contains("h3: InvalidArgument") && !msg.contains("h2: applied"), "{msg}");
+    assert!(msg.contains("refused by 1 of 2 agents, so nothing was done on any") && msg.contains("h3: interface: no interface \"eth0\"") && !msg.contains("h2: applied"), "{msg}");
     eventually("the route on h3 is back", || h.udp(2, 3, 50) == 50);
     assert_eq!(h.udp(2, 1, 100), 100, "h2 holds no leftover fault");
 
@@ -790,7 +790,7 @@ faults:
         let delay = base.replace("    kind: drop\n    interface: eth0\n    loss: 100%\n", "    kind: netem\n    interface: eth0\n    delay: 10ms\n");
         let (out, _) = scenario(&h, "no-netem", &delay);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("faults[0] (netem on role=db)") && stderr.contains("lacks netem") && stderr.contains("optional: true"), "{stderr}");
+        assert!(!out.status.success() && stderr.contains("faults[0] (netem (delay 10ms, interface eth0) on role=db)") && stderr.contains("lacks netem") && stderr.contains("optional: true"), "{stderr}");
         let (out, dir) = scenario(&h, "optional-netem", &delay.replace("    select: role=db\n", "    select: role=db\n    optional: true\n"));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();

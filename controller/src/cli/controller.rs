@@ -283,9 +283,19 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
             } else if faults.is_empty() {
                 println!("no active faults");
             } else {
+                let now = faultline_proto::now_unix_ms();
                 for f in &faults {
                     let j = fault_json(f);
-                    println!("{:<12} {:<10} on {}", f.id, j["kind"].as_str().unwrap_or(""), f.placements.iter().map(|p| p.agent.as_str()).collect::<Vec<_>>().join(","));
+                    let spec = f.spec.clone().unwrap_or_default();
+                    let label = if spec.label.is_empty() { String::new() } else { format!("  [{}]", spec.label) };
+                    println!(
+                        "{:<8} {:<10} {:<36} on {:<16} {:>6.0} s left{label}",
+                        f.id,
+                        j["kind"].as_str().unwrap_or(""),
+                        crate::faults::in_words(&spec),
+                        f.placements.iter().map(|p| p.agent.as_str()).collect::<Vec<_>>().join(","),
+                        ((f.expires_at_unix_ms - now).max(0) as f64 / 1000.0)
+                    );
                 }
             }
         }

@@ -95,9 +95,11 @@ pub enum Cmd {
     /// A lab of namespaced hosts on this machine: agents, a controller, nginx and redis.
     #[command(subcommand)]
     Lab(crate::lab::LabCmd),
-    /// Write report.html (plots inline) and PNG plots into a run directory.
+    /// Write report.html (plots inline) and PNG plots into a run directory (each of several:
+    /// `faultline report runs/lab-*/` reports every lab run).
     Report {
-        run: std::path::PathBuf,
+        #[arg(required = true)]
+        runs: Vec<std::path::PathBuf>,
         /// Draw the band from this run's baseline instead.
         #[arg(long)]
         baseline: Option<std::path::PathBuf>,
@@ -383,14 +385,28 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Controller(c) => controller::serve(&c, insecure, tls_dir.as_deref()).await,
         Cmd::Load(a) => crate::load::args::run(&a).await,
         Cmd::Lab(l) => crate::lab::run(l).await,
-        Cmd::Report { run, baseline } => {
-            for f in crate::report::write(&run, baseline.as_deref())? {
-                println!("{}", f.display());
+        Cmd::Report { runs, baseline } => {
+            // Each run its report; one that cannot be drawn does not stop the others, and
+            // is named in the error at the end.
+            let mut failed = Vec::new();
+            for run in &runs {
+                match crate::report::write(run, baseline.as_deref()) {
+                    Ok(files) => {
+                        for f in files {
+                            println!("{}", f.display());
+                        }
+                        if let Some(md) = crate::report::llm::add_to_report(run).await {
+                            println!("{}", md.display());
+                        }
+                    }
+                    Err(e) if runs.len() == 1 => return Err(e),
+                    Err(e) => {
+                        eprintln!("error: {}: {e:#}", run.display());
+                        failed.push(run.display().to_string());
+                    }
+                }
             }
-            if let Some(md) = crate::report::llm::add_to_report(&run).await {
-                println!("{}", md.display());
-            }
-            Ok(())
+            if failed.is_empty() { Ok(()) } else { bail!("no report for {} of {} runs: {}", failed.len(), runs.len(), failed.join(", ")) }
         }
         Cmd::Analyze { run, baseline, json } => {
             let a = crate::report::analyze::analyze(&run, baseline.as_deref())?;

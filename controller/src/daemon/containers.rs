@@ -58,7 +58,7 @@ impl Controller {
                     unasked.extend(a.unreachable.into_iter().map(|u| format!("{agent}: {u}")));
                     found.extend(a.containers.into_iter().map(|c| (agent.clone(), c)));
                 }
-                Err(e) => unasked.push(format!("{agent}: {:?}: {}", e.code(), e.message())),
+                Err(e) => unasked.push(format!("{agent}: {}", super::fanout::said(&e))),
             }
         }
         (found, unasked)

@@ -8,6 +8,15 @@ use tracing::Instrument;
 
 use super::{Controller, DaemonError, Placed, grpc::kind_of, mentions};
 
+/// What an agent said, for a person: its message, not a gRPC code name; an agent that
+/// could not be reached is said to be so.
+pub(super) fn said(e: &tonic::Status) -> String {
+    match e.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => format!("not reachable ({})", e.message()),
+        _ => e.message().to_owned(),
+    }
+}
+
 impl Controller {
     /// Reverts each agent's part; an agent not reached is a result with ok false.
     pub(super) async fn revert_placements(&self, placements: &[(String, String)]) -> Vec<pb::AgentResult> {
@@ -32,7 +41,7 @@ impl Controller {
                 Err(e) if e.code() == tonic::Code::NotFound => {}
                 Err(e) => {
                     result.ok = false;
-                    result.error = format!("{:?}: {} (its lease will end the fault)", e.code(), e.message());
+                    result.error = format!("{} (its lease will end the fault)", said(&e));
                 }
             }
             results.push(result);
@@ -102,7 +111,7 @@ impl Controller {
                 let e = r.as_ref().err()?;
                 // An agent names the fault in the way by its own id; say which of ours it is.
                 let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
-                Some(format!("{n}: {:?}: {}{ours}", e.code(), e.message()))
+                Some(format!("{n}: {}{ours}", said(e)))
             })
             .collect();
         if refused.is_empty() {
@@ -155,7 +164,7 @@ impl Controller {
                 .filter_map(|(n, r)| {
                     let e = r.as_ref().err()?;
                     let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
-                    Some(format!("{n}: {}{ours}", e.message()))
+                    Some(format!("{n}: {}{ours}", said(e)))
                 })
                 .collect();
             let n = results.len();
@@ -169,7 +178,7 @@ impl Controller {
             }
             let detail: Vec<String> = results.iter().map(|(n, r)| match r {
                 Ok(_) => format!("{n}: done"),
-                Err(e) => format!("{n}: {:?}: {}", e.code(), e.message()),
+                Err(e) => format!("{n}: {}", said(e)),
             }).collect();
             return Err(DaemonError::aborted(format!("done on {} of {} agents (a one-shot fault is not rolled back): {}", acted.len(), results.len(), detail.join("; "))));
         }
@@ -183,7 +192,7 @@ impl Controller {
                     Err(e) => {
                         // An agent names the fault in the way by its own id; say which of ours it is.
                         let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
-                        format!("{n}: {:?}: {}{ours}", e.code(), e.message())
+                        format!("{n}: {}{ours}", said(e))
                     }
                 })
                 .chain(undo_failures.iter().map(|f| format!("{}: revert failed: {}", f.agent, f.error)))

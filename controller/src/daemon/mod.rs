@@ -315,8 +315,16 @@ impl Controller {
         st.faults.insert(f.id.clone(), f);
         drop(st);
         self.expire_at(id.clone(), expires);
-        let kind = status.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("?", apb::fault_spec::Kind::name);
-        self.event(pb::EventKind::FaultApplied, &id, &agents, format!("{kind} on {}", agents.join(",")));
+        let spec = status.spec.clone().unwrap_or_default();
+        let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
+        let label = if spec.label.is_empty() { String::new() } else { format!(" [{}]", spec.label) };
+        // What was done, where and for how long: the event log alone should tell.
+        self.event(
+            pb::EventKind::FaultApplied,
+            &id,
+            &agents,
+            format!("{kind} {} on {} for {} s{label}", crate::faults::in_words(&spec), agents.join(","), spec.lease_ms / 1000).replace("  ", " "),
+        );
         status
     }
 

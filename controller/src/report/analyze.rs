@@ -355,11 +355,22 @@ pub fn print(a: &Analysis) {
     println!("run {} (band from {})", a.run, a.baseline_from);
     let band = &a.band;
     println!("band: goodput {:.1}..{:.1}/s, error rate <= {:.2} %, p99 <= {:.2} ms", band.goodput_per_s[0], band.goodput_per_s[1], band.error_rate_max * 100.0, band.p99_ms_max);
-    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:+.1} %"));
+    // Each figure itself, its change against the baseline beside it: "+35666.3 %" alone
+    // says nothing of whether 3 ms became 1 s.
+    let with = |abs: String, v: Option<f64>| v.map_or(abs.clone(), |x| format!("{abs} ({x:+.1} %)"));
     for p in &a.phases {
         let c = &p.vs_baseline_percent;
-        let errors = p.measured.as_ref().map_or(0.0, |m| m.error_rate);
-        println!("{:<9} goodput {:>9} p50 {:>9} p95 {:>9} p99 {:>9}  errors {:.2} %", p.phase, pct(c.goodput), pct(c.p50), pct(c.p95), pct(c.p99), errors * 100.0);
+        let m = p.measured.clone().unwrap_or_default();
+        let goodput = m.goodput();
+        println!(
+            "{:<9} goodput {}  p50 {}  p95 {}  p99 {}  errors {:.2} %",
+            p.phase,
+            with(format!("{goodput:.1}/s"), c.goodput),
+            with(format!("{:.1} ms", m.p50_ms), c.p50),
+            with(format!("{:.1} ms", m.p95_ms), c.p95),
+            with(format!("{:.1} ms", m.p99_ms), c.p99),
+            m.error_rate * 100.0
+        );
     }
     for w in &a.anomaly_windows {
         println!("anomaly   {}s..{}s  {}", w.from_s, w.to_s, w.why());
@@ -390,7 +401,7 @@ pub fn print(a: &Analysis) {
         }
     }
     for h in &a.hypothesis {
-        println!("hypothesis {:<24} {:<9} {}", h.hypothesis, h.phase, if h.holds { "holds" } else { "FAILS" });
+        println!("hypothesis {:<24} {:<9} {:<14} {}", h.hypothesis, h.phase, super::condition_value(&h.hypothesis, h.value), if h.holds { "✓ holds" } else { "✗ FAILS" });
     }
     if let Some(r) = &a.aborted {
         println!("aborted: {r}");

@@ -25,9 +25,38 @@ const R: f64 = 16.0;
 /// Top margin: the title, then a row of legend.
 const T: f64 = 48.0;
 const B: f64 = 40.0;
+/// How wide a 12 px DejaVu Sans character is, about: labels are placed so they do not meet.
+const LABEL_CHAR_W: f64 = 7.2;
 /// Shades: a fault's interval, an anomaly window.
 pub const FAULT_FILL: &str = "#e4572e";
 const ANOMALY_FILL: &str = "#f3a712";
+
+/// The run's verdict at a glance: (CSS class, text). Aborted beats failed beats passed;
+/// a run with no hypothesis is not judged.
+pub fn verdict(summary: &Summary, an: &Analysis) -> (&'static str, String) {
+    let failed: Vec<&crate::run::files::Verdict> = an.hypothesis.iter().filter(|h| !h.holds).collect();
+    match (&summary.aborted, failed.len(), an.hypothesis.len()) {
+        (Some(why), _, _) => ("aborted", format!("ABORTED: {why}")),
+        (None, 0, 0) => ("unjudged", "RAN: no hypothesis to judge it by".to_owned()),
+        (None, 0, n) => ("passed", format!("PASSED: all {n} conditions held")),
+        (None, f, n) => (
+            "failed",
+            format!("FAILED: {f} of {n} conditions did not hold ({})", failed.iter().map(|h| format!("{} in {}: {}", h.hypothesis, h.phase, condition_value(&h.hypothesis, h.value))).collect::<Vec<_>>().join("; ")),
+        ),
+    }
+}
+
+/// A condition's measured value in the condition's own unit: `0.6360` of `error_rate < 5%`
+/// is `63.60 %`, a p99 is in ms, a rate in requests/s.
+pub fn condition_value(condition: &str, value: f64) -> String {
+    use crate::run::scenario::Metric;
+    match crate::run::scenario::parse_condition(condition).map(|c| c.metric) {
+        Ok(Metric::ErrorRate) => format!("{:.2} %", value * 100.0),
+        Ok(Metric::P50 | Metric::P90 | Metric::P99) => format!("{value:.1} ms"),
+        Ok(Metric::Rate) => format!("{value:.1} requests/s"),
+        Err(_) => format!("{value:.4}"),
+    }
+}
 
 /// Text for HTML (also the LLM summary's).
 pub fn esc(s: &str) -> String {
@@ -108,9 +137,28 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
         let _ = write!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"#, H - B + 16.0);
         t += step;
     }
+    // Phase names in the first row where they do not run into the last one written there
+    // (a 1 s warmup put "warmup" over "baseline").
+    let mut rows_end: Vec<f64> = Vec::new();
     for (x, name) in phases {
         let px = a.x(*x);
-        let _ = write!(s, r##"<line x1="{px:.1}" x2="{px:.1}" y1="{T}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##, H - B, px + 3.0, T + 12.0, esc(name));
+        let width = LABEL_CHAR_W * name.chars().count() as f64;
+        let row = rows_end.iter().position(|end| px + 3.0 >= end + 4.0).unwrap_or(rows_end.len());
+        if row == rows_end.len() {
+            rows_end.push(0.0);
+        }
+        rows_end[row] = px + 3.0 + width;
+        let _ = write!(s, r##"<line x1="{px:.1}" x2="{px:.1}" y1="{T}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##, H - B, px + 3.0, T + 12.0 + 14.0 * row as f64, esc(name));
+    }
+    // Each fault's shade named at its foot, cut to its width (the whole name is its tooltip).
+    for sh in shades.iter().filter(|sh| sh.fill == FAULT_FILL) {
+        let (x0, x1) = (a.x(sh.from), a.x(sh.to));
+        let fits = ((x1 - x0 - 4.0) / LABEL_CHAR_W).floor().max(0.0) as usize;
+        let n = sh.label.chars().count();
+        let text: String = if n <= fits { sh.label.clone() } else if fits >= 4 { sh.label.chars().take(fits - 1).chain(['…']).collect() } else { String::new() };
+        if !text.is_empty() {
+            let _ = write!(s, r##"<text x="{:.1}" y="{}" font-size="11" fill="#7a2a12">{}</text>"##, x0 + 2.0, H - B - 4.0, esc(&text));
+        }
     }
     let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"#, (L + W - R) / 2.0, H - 6.0, (T + H - B) / 2.0, esc(y_label));
     let _ = write!(s, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, W - L - R, H - T - B);
@@ -348,10 +396,21 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         written.push(p);
     }
     let mut html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>faultline run: {}</title><style>body{{font-family:DejaVu Sans,sans-serif;max-width:960px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}.fault{{background:{FAULT_FILL}40}}.anomaly{{background:{ANOMALY_FILL}40}}</style></head><body>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>faultline run: {}</title><style>body{{font-family:DejaVu Sans,sans-serif;max-width:960px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}.fault{{background:{FAULT_FILL}40}}.anomaly{{background:{ANOMALY_FILL}40}}.verdict{{font-size:1.3em;font-weight:bold;padding:.4em .8em;border-radius:4px;color:#fff}}.passed{{background:#1b998b}}.failed{{background:#c5283d}}.aborted{{background:#e4572e}}.unjudged{{background:#666}}.ok{{color:#1b998b}}.bad{{color:#c5283d;font-weight:bold}}</style></head><body>",
         esc(&summary.scenario)
     );
-    let _ = write!(html, "<h1>{}</h1><p>{}</p><h2>Findings</h2><ul>", esc(&summary.scenario), esc(&summary.description));
+    let (class, verdict) = verdict(&summary, &an);
+    let _ = write!(html, "<h1>{}</h1><p class=\"verdict {class}\">{}</p>", esc(&summary.scenario), esc(&verdict));
+    if summary.started_unix_ms > 0 {
+        let end_s = summary.phases.iter().map(|p| p.to_s).max().unwrap_or(0);
+        let _ = write!(
+            html,
+            "<p>Started {}, ended {} ({end_s} s; the plots' axes count seconds from the start).</p>",
+            crate::run::utc_time(summary.started_unix_ms),
+            crate::run::utc_time(summary.started_unix_ms + end_s as i64 * 1000)
+        );
+    }
+    let _ = write!(html, "<p>{}</p><h2>Findings</h2><ul>", esc(&summary.description));
     for f in findings(&an, &summary) {
         let _ = write!(html, "<li>{}</li>", esc(&f));
     }
@@ -429,7 +488,8 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     }
     html += "</table><p>Baseline phase → while the fault was applied, on the agents it was placed on. Drops marked <i>whole kernel</i> come from agents that share one kernel with other hosts (a lab of network namespaces): a freed packet carries no address, so they cannot be told apart; TCP figures are each host's own.</p><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
     for h in &an.hypothesis {
-        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>", esc(&h.hypothesis), esc(&h.phase), h.value, if h.holds { "holds" } else { "<b>fails</b>" });
+        let mark = if h.holds { "<span class=\"ok\">✓ holds</span>" } else { "<span class=\"bad\">✗ fails</span>" };
+        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{mark}</td></tr>", esc(&h.hypothesis), esc(&h.phase), esc(&condition_value(&h.hypothesis, h.value)));
     }
     html += "</table><h2>The kernel's view (from the agents)</h2>";
     match &kernel {
@@ -450,4 +510,47 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     written.push(dir.join(crate::run::files::ANALYSIS_JSON));
     written.push(dir.join("report.html"));
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::files::Verdict;
+
+    #[test]
+    fn the_verdict_and_every_value_read_in_their_units() {
+        assert_eq!(condition_value("error_rate < 5%", 0.636), "63.60 %");
+        assert_eq!(condition_value("p99 < 250ms", 35.25), "35.2 ms");
+        assert_eq!(condition_value("rate > 90", 99.04), "99.0 requests/s");
+        let v = |h: &str, holds: bool, value: f64| Verdict { hypothesis: h.into(), phase: "recovery".into(), holds, value };
+        let mut an = Analysis::default();
+        let mut summary = Summary::default();
+        assert_eq!(verdict(&summary, &an).0, "unjudged");
+        an.hypothesis = vec![v("p99 < 250ms", true, 20.0), v("error_rate < 1%", true, 0.0)];
+        assert_eq!(verdict(&summary, &an), ("passed", "PASSED: all 2 conditions held".to_owned()));
+        an.hypothesis[1] = v("error_rate < 1%", false, 0.25);
+        let (class, text) = verdict(&summary, &an);
+        assert_eq!(class, "failed");
+        assert!(text.starts_with("FAILED: 1 of 2") && text.contains("error_rate < 1% in recovery: 25.00 %"), "{text}");
+        summary.aborted = Some("guardrail error_rate < 50% breached for 3 s".into());
+        assert!(verdict(&summary, &an).1.starts_with("ABORTED: guardrail"));
+        assert_eq!(crate::run::utc_time(1_796_608_595_000), "2026-12-07 01:56:35 UTC");
+    }
+
+    #[test]
+    fn phase_labels_do_not_meet_and_fault_shades_are_named() {
+        let phases = [(0.0, "warmup".to_owned()), (1.0, "baseline".to_owned()), (20.0, "fault".to_owned())];
+        let shades = [Shade { from: 20.0, to: 40.0, fill: FAULT_FILL, label: "drop 20% on h2".into() }, Shade { from: 41.0, to: 41.5, fill: FAULT_FILL, label: "freeze".into() }];
+        let svg = timeseries("t", "y", &[("a", "#000", vec![(0.0, 1.0), (60.0, 2.0)])], &shades, &phases, 60.0, false);
+        let y_of = |name: &str| {
+            let at = svg.find(&format!(">{name}</text>")).unwrap();
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            tag.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap()
+        };
+        // One second of warmup: "baseline" starts inside "warmup"'s text, so a row lower.
+        assert!(y_of("warmup") != y_of("baseline"), "{svg}");
+        assert_eq!(y_of("warmup"), y_of("fault"), "a label with room stays on the first row");
+        assert!(svg.contains(">drop 20% on h2</text>"), "the fault's shade is named");
+        assert!(!svg.contains(">freeze</text>"), "a shade too narrow for its name is named only in its tooltip");
+    }
 }

@@ -377,7 +377,29 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         (true, false) => format!(" in container {}", c.select.join(",")),
         _ => format!(" in container {} {}", c.name, c.select.join(",")),
     });
-    let describe = format!("{kind}{inside}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
+    // And the fault's own settings as the entry wrote them (20%, 256kbit, ^nginx$), so a
+    // report row says what was done, not only its kind.
+    const TARGETING: [&str; 9] = ["select", "on", "mode", "count", "percent", "container", "container_select", "containers", "node"];
+    // What it does first, where last (a plot's shade shows the start of this).
+    let mut ordered: Vec<&(&str, Setting)> = settings.iter().filter(|(k, _)| !TARGETING.contains(k)).collect();
+    ordered.sort_by_key(|(k, _)| ["interface", "direction"].contains(k));
+    let own: Vec<String> = ordered
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Setting::Switch(true) => Some((*k).to_owned()),
+            Setting::Switch(false) => None,
+            Setting::Value(x) => Some(format!("{k} {x}")),
+            Setting::Values(xs) => Some(format!("{k} {}", xs.join(","))),
+        })
+        .collect();
+    // A long peer list would fill a report's row: the first 120 characters say enough.
+    let own = own.join(", ");
+    let own = match own.chars().count() {
+        0 => String::new(),
+        n if n > 120 => format!(" ({}…)", own.chars().take(119).collect::<String>()),
+        _ => format!(" ({own})"),
+    };
+    let describe = format!("{kind}{own}{inside}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
     Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
 }
 
@@ -546,7 +568,7 @@ guardrails:
         let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
         let spec = r.spec.as_ref().unwrap();
         assert_eq!((spec.interface.as_str(), spec.container.as_ref().unwrap().select.as_slice()), ("", &["com.docker.compose.service=db".to_owned()][..]));
-        assert_eq!(s.faults[0].describe, "drop in container com.docker.compose.service=db on role=db", "the report names the container");
+        assert_eq!(s.faults[0].describe, "drop (loss 100%) in container com.docker.compose.service=db on role=db", "the report names the container and the settings");
     }
 
     /// Issue 14: a partition entry cuts containers, named as the CLI names them.

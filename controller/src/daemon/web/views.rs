@@ -112,6 +112,8 @@ pub struct FaultView {
     pub id: String,
     /// netem, bandwidth, drop, partition, freeze, kill, restart, cpu-throttle, cpu-stress, memory-pressure.
     pub kind: String,
+    /// Its settings in words, in the CLI's units: `loss 20% on eth0 egress`, `256kbit`.
+    pub settings: String,
     pub label: String,
     /// The interface it acts on ("" for process faults, and for a container's only one).
     pub interface: String,
@@ -136,6 +138,7 @@ impl From<pb::ControllerFault> for FaultView {
         Self {
             id: f.id,
             kind: spec.kind.as_ref().map_or("", apb::fault_spec::Kind::name).to_owned(),
+            settings: crate::faults::in_words(&spec),
             label: spec.label,
             interface: spec.interface,
             container,

@@ -94,6 +94,8 @@ async function refreshFaults() {
 
 function where(f) {
   if (f.cut) return 'cut: ' + f.cut;
+  // What it does and where, in the CLI's words (loss 20% on eth0 egress, 256kbit, ...).
+  if (f.settings) return f.settings;
   const parts = [];
   if (f.container) parts.push('container ' + f.container);
   if (f.interface) parts.push(f.interface);
