@@ -105,15 +105,7 @@ impl Controller {
             calls.push(async move { (n, c.apply_fault(apb::ApplyFaultRequest { spec: Some(s), dry_run: true }).await) });
         }
         let results = futures_util::future::join_all(calls).await;
-        let refused: Vec<String> = results
-            .iter()
-            .filter_map(|(n, r)| {
-                let e = r.as_ref().err()?;
-                // An agent names the fault in the way by its own id; say which of ours it is.
-                let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
-                Some(format!("{n}: {}{ours}", said(e)))
-            })
-            .collect();
+        let refused = self.refusals(&results);
         if refused.is_empty() {
             return Ok(());
         }
@@ -159,14 +151,7 @@ impl Controller {
             // Nothing was applied anywhere: the agents' own answers, with their kind
             // (a bad field stays 400, a refusal 403), not a rollback that never happened.
             let code = results.iter().find_map(|(_, r)| r.as_ref().err().map(tonic::Status::code)).unwrap_or(tonic::Code::Internal);
-            let detail: Vec<String> = results
-                .iter()
-                .filter_map(|(n, r)| {
-                    let e = r.as_ref().err()?;
-                    let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
-                    Some(format!("{n}: {}{ours}", said(e)))
-                })
-                .collect();
+            let detail = self.refusals(&results);
             let n = results.len();
             return Err(DaemonError::new(kind_of(code), format!("nothing was applied (refused by {n} of {n} agents): {}", detail.join("; "))));
         }
@@ -200,6 +185,20 @@ impl Controller {
             return Err(DaemonError::aborted(format!("applied on {} of {} agents, so reverted everywhere: {}", placements.len(), results.len(), detail.join("; "))));
         }
         Ok(Placed { ids: placements, applied_ms })
+    }
+
+    /// Each agent's refusal among `results`, as a person reads it: `h3: interface: no
+    /// interface "eth0" ...`, naming the controller fault in the way where an agent named
+    /// its own part of one.
+    fn refusals<T>(&self, results: &[(String, Result<T, tonic::Status>)]) -> Vec<String> {
+        results
+            .iter()
+            .filter_map(|(n, r)| {
+                let e = r.as_ref().err()?;
+                let ours = self.owner_of(n, e.message()).map_or(String::new(), |id| format!(" (that is controller fault {id})"));
+                Some(format!("{n}: {}{ours}", said(e)))
+            })
+            .collect()
     }
 
     /// The controller fault whose part on `agent` is named in `message`.

@@ -200,31 +200,23 @@ impl Store {
 
     /// Events after `after_seq`; with `last` > 0, only the latest `last` of them.
     pub fn events(&self, after_seq: u64, last: u32) -> Result<Vec<pb::Event>, StoreError> {
-        let conn = self.conn();
         let limit = if last == 0 { -1 } else { i64::from(last) };
-        let mut q = conn.prepare(
-            "SELECT seq, unix_ms, kind, fault_id, agents, message FROM
-               (SELECT * FROM events WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
-        )?;
-        // A seq past i64 is past every event (not -1, which would replay them all).
-        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let rows = q.query_map(params![after, limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
-        })?;
-        rows.map(|r| {
-            let (seq, unix_ms, kind, fault_id, agents, message) = r?;
-            let agents = serde_json::from_str(&agents).map_err(|e| corrupt("event agents")(format!("{seq}: {e}")))?;
-            Ok(pb::Event { seq: seq as u64, unix_ms, kind, fault_id, agents, message })
-        })
-        .collect()
+        self.query_events("SELECT seq, unix_ms, kind, fault_id, agents, message FROM (SELECT * FROM events WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq", after_seq, limit)
     }
 
     /// Up to `limit` events after `after_seq`, oldest first: one page of a replay.
     pub fn events_page(&self, after_seq: u64, limit: u32) -> Result<Vec<pb::Event>, StoreError> {
+        self.query_events("SELECT seq, unix_ms, kind, fault_id, agents, message FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2", after_seq, i64::from(limit))
+    }
+
+    /// Events by `sql`, which selects the event columns with `?1` the seq to start after
+    /// and `?2` a row limit (-1: none).
+    fn query_events(&self, sql: &str, after_seq: u64, limit: i64) -> Result<Vec<pb::Event>, StoreError> {
         let conn = self.conn();
-        let mut q = conn.prepare("SELECT seq, unix_ms, kind, fault_id, agents, message FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut q = conn.prepare(sql)?;
+        // A seq past i64 is past every event (not -1, which would replay them all).
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let rows = q.query_map(params![after, i64::from(limit)], |r| {
+        let rows = q.query_map(params![after, limit], |r| {
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
         })?;
         rows.map(|r| {
