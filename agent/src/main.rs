@@ -35,6 +35,12 @@ struct Args {
     /// Serve Prometheus metrics at <http://ADDR/metrics> (off unless given).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Do not serve the local socket: by default root on this host (holding CAP_NET_ADMIN
+    /// and CAP_SYS_ADMIN) reaches the agent without TLS at the abstract socket
+    /// `@faultline/agent:PORT` of its network namespace, PORT from --listen; the CLI uses
+    /// it when run as root without --agent, or with --agent local[:PORT].
+    #[arg(long)]
+    no_local_socket: bool,
     /// Do not load the eBPF tracepoint programs behind the kernel metrics.
     #[arg(long)]
     no_kernel_metrics: bool,
@@ -256,12 +262,46 @@ async fn serve() -> Result<()> {
         limits.privileged = controller_addresses(url).await;
     }
     let incoming = security.incoming(args.listen, limits).await.with_context(|| format!("binding {}", args.listen))?;
-    info!(listen = %args.listen, state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
+    // The local socket is a convenience beside the TCP listener: one already bound (by an
+    // agent on the same port at another address, or by a squatter, whom the CLI refuses
+    // since it is not root) leaves the agent serving TCP only, and says so.
+    let local = if args.no_local_socket {
+        None
+    } else {
+        match faultline_proto::listener::bind_local(args.listen.port(), &faultline_proto::listener::Limits::local()) {
+            Ok(incoming) => Some(incoming),
+            Err(e) => {
+                tracing::warn!("local socket @{}: {e}; serving TCP only", faultline_proto::listener::local_name(args.listen.port()));
+                None
+            }
+        }
+    };
+    info!(listen = %args.listen, local = local.is_some().then(|| faultline_proto::listener::local_name(args.listen.port())), state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
     let shutdown_engine = engine.clone();
+    let local_server = faultline_proto::transport::plain_server()
+        .add_service(AgentServiceServer::new(Service { engine: engine.clone(), host: host.clone(), tls: false }));
     let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host, tls: security.is_tls() }));
     // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
     faultline_proto::service::serve_until_stopped(
-        |stopping| server.serve_with_incoming_shutdown(incoming, stopping),
+        |stopping| async move {
+            // Both servers stop on the one signal (or when the TCP server ends, which
+            // drops the sender).
+            let (stop, mut stopped) = tokio::sync::watch::channel(());
+            let tcp = server.serve_with_incoming_shutdown(incoming, async move {
+                stopping.await;
+                let _ = stop.send(());
+            });
+            let local = async move {
+                match local {
+                    Some(incoming) => local_server.serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stopped.changed().await;
+                    }).await,
+                    None => Ok(()),
+                }
+            };
+            let (tcp, local) = tokio::join!(tcp, local);
+            tcp.and(local)
+        },
         async {
             let reverted = shutdown_engine.revert_all().await;
             info!(?reverted, "stopping");

@@ -145,6 +145,107 @@ fn plaintext_on_loopback_serves_root_only() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
+/// The CLI from inside `ns`, as `prefix` (runuser, setpriv) would run it, with no agent,
+/// controller or TLS directory in its environment: only the local socket can serve it.
+fn cli_in(ns: &str, prefix: &[&str], args: &[&str]) -> std::process::Output {
+    let cli = std::path::Path::new(env!("CARGO_BIN_EXE_faultline-agent")).with_file_name("faultline");
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(prefix)
+        .arg(&cli)
+        .args(args)
+        .env_remove("FAULTLINE_AGENT")
+        .env_remove("FAULTLINE_CONTROLLER")
+        .env("FAULTLINE_TLS_DIR", "/nonexistent/faultline-tls")
+        .output()
+        .unwrap()
+}
+
+fn pings(ns: &str, to: &str) -> bool {
+    sh(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", to]).status.success()
+}
+
+/// The local socket serves root holding CAP_NET_ADMIN and CAP_SYS_ADMIN, without
+/// certificates, and nobody else: not another user, not root stripped of those
+/// capabilities (a container's root), and never more connections than its bound.
+#[test]
+fn local_socket_serves_capable_root_only_and_is_bounded() {
+    let lab = Lab::new(67);
+    // Root, no --agent, no certificates: the fault is applied and takes effect.
+    assert!(pings(&lab.a, &lab.addr(2)));
+    let out = cli_in(&lab.a, &[], &["fault", "apply", "drop", "-i", "ta", "--loss", "100%", "--lease", "60s"]);
+    assert!(out.status.success(), "root through the local socket: {}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().to_owned();
+    assert!(!pings(&lab.a, &lab.addr(2)), "the drop applied through the local socket has no effect");
+    assert!(lab.list().iter().any(|f| f.id == id), "the agent's TLS side does not list {id}");
+    // Refused callers change nothing and are told so.
+    let log = || std::fs::read_to_string(lab.state.with_extension("log")).unwrap_or_default();
+    let nobody = cli_in(&lab.a, &["runuser", "-u", "nobody", "--"], &["--agent", "local", "fault", "revert", &id]);
+    assert!(!nobody.status.success(), "a non-root user was served: {}", String::from_utf8_lossy(&nobody.stdout));
+    eventually("the agent logs the refused user", || log().contains("uid 65534 is not root"));
+    let stripped = cli_in(&lab.a, &["setpriv", "--bounding-set", "-net_admin,-sys_admin", "--"], &["--agent", "local", "fault", "revert", &id]);
+    assert!(!stripped.status.success(), "root without CAP_NET_ADMIN/CAP_SYS_ADMIN was served: {}", String::from_utf8_lossy(&stripped.stdout));
+    eventually("the agent logs the refused root", || log().contains("lacks CAP_NET_ADMIN and CAP_SYS_ADMIN"));
+    assert!(!pings(&lab.a, &lab.addr(2)), "a refused caller reverted the fault");
+    // Bounded: 64 silent connections hold every place; the 65th is closed at once, and
+    // the places come back when they close.
+    let held: Vec<std::os::unix::net::UnixStream> = lab.in_a(|| {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name("faultline/agent:7070").unwrap();
+        let held: Vec<_> = (0..64).map(|_| std::os::unix::net::UnixStream::connect_addr(&addr).unwrap()).collect();
+        // The 65th: accepted by the kernel, closed by the agent (EOF, not the 10 s deadline).
+        let mut extra = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = std::io::Read::read(&mut extra, &mut [0u8; 1]).expect("the connection over the bound was left open");
+        assert_eq!(n, 0);
+        held
+    });
+    drop(held);
+    eventually("the closed connections give their places back", || cli_in(&lab.a, &[], &["fault", "list"]).status.success());
+    let out = cli_in(&lab.a, &[], &["fault", "revert", &id]);
+    assert!(out.status.success(), "after the held connections closed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(pings(&lab.a, &lab.addr(2)), "the reverted drop still drops");
+    assert!(lab.list().is_empty());
+}
+
+/// Anyone may bind an abstract name: a user squatting on the agent's local socket gets
+/// nothing from root's CLI (it checks that root holds the socket), and an agent started
+/// after the squatter serves TCP and says why it has no local socket.
+#[test]
+fn a_squatter_on_the_local_socket_is_not_taken_for_the_agent() {
+    let lab = Lab::new(68);
+    let squat = "import socket,time; s=socket.socket(socket.AF_UNIX); s.bind('\\0faultline/agent:7070'); s.listen(64); print('bound', flush=True); time.sleep(120)";
+    let mut squatter = Command::new("ip").args(["netns", "exec", &lab.b, "runuser", "-u", "nobody", "--", "python3", "-c", squat]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(squatter.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "bound");
+    let explicit = cli_in(&lab.b, &[], &["--agent", "local", "fault", "list"]);
+    let err = String::from_utf8_lossy(&explicit.stderr);
+    assert!(!explicit.status.success() && err.contains("held by uid 65534, not root"), "{err}");
+    // Unasked, root falls back to the default URL (nothing listens there in B) and says why.
+    let default = cli_in(&lab.b, &[], &["fault", "list"]);
+    let err = String::from_utf8_lossy(&default.stderr);
+    assert!(!default.status.success() && err.contains("not root") && err.contains("https://127.0.0.1:7070"), "{err}");
+    let state = lab.state.with_extension("squat");
+    let log = lab.state.with_extension("squat.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut agent = Command::new("ip")
+        .args(["netns", "exec", &lab.b, env!("CARGO_BIN_EXE_faultline-agent"), "--insecure", "--listen", "127.0.0.1:7070", "--no-kernel-metrics", "--attach-ahead", "0", "--state-dir"])
+        .arg(&state)
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let tcp = || cli_in(&lab.b, &[], &["--insecure", "--agent", "http://127.0.0.1:7070", "fault", "list"]);
+    eventually("the agent serves TCP beside the squatter", || tcp().status.success());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("serving TCP only"));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    squatter.kill().unwrap();
+    squatter.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+}
+
 /// F3: without a command, restart starts the process again exactly as it ran (executable,
 /// argv, directory, environment, user); a caller's command needs the agent's opt-in.
 #[test]

@@ -21,8 +21,7 @@ mod units;
 
 use anyhow::Result;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     // `faultline events --follow | head` closes stdout under us: end quietly like other
     // Unix tools (status 141, as if killed by SIGPIPE) instead of a panic and a backtrace.
     // SIGPIPE itself stays ignored, or a peer resetting a TCP connection would kill us.
@@ -41,7 +40,17 @@ async fn main() -> std::process::ExitCode {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(2);
     }
-    match run(cli).await {
+    // A command is one request and its answer: one thread starts fastest. The controller
+    // daemon serves hundreds of agents and callers at once and gets every core.
+    let runtime = if cli.is_daemon() { tokio::runtime::Builder::new_multi_thread().enable_all().build() } else { tokio::runtime::Builder::new_current_thread().enable_all().build() };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -5,6 +5,9 @@
 //! addresses named `privileged` (an agent's controller) are exempt from the total, so the
 //! controller always gets in. In plaintext mode (loopback only) a peer must be root: the
 //! kernel's socket table says which user owns the connecting socket.
+//!
+//! The agent's local socket (`bind_local`) is bounded the same way and admits only what
+//! could make the change itself: root holding `CAP_NET_ADMIN` and `CAP_SYS_ADMIN`.
 
 use std::{
     collections::HashMap,
@@ -18,9 +21,9 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
 };
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo, UdsConnectInfo};
 
 /// How many connections a daemon accepts.
 #[derive(Debug, Clone)]
@@ -59,6 +62,11 @@ impl Limits {
         self.per_peer = self.per_peer.min(self.total);
         self
     }
+    /// The agent's local socket: root's CLI commands, one connection each.
+    #[must_use]
+    pub fn local() -> Self {
+        Self { total: 64, ..Self::agent() }
+    }
     /// A controller: one session per agent plus operators and viewers.
     #[must_use]
     pub fn controller() -> Self {
@@ -76,26 +84,29 @@ struct Counts {
 }
 
 /// A counted connection; dropping it gives its place back.
-pub struct Conn {
-    stream: TcpStream,
+pub struct Conn<S = TcpStream> {
+    stream: S,
     counts: Arc<Mutex<Counts>>,
-    peer: IpAddr,
+    /// None on the local socket, whose peers have no address.
+    peer: Option<IpAddr>,
     privileged: bool,
     /// Bytes read so far, up to `OPENING`; then the deadline no longer applies.
     opened: usize,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl Drop for Conn {
+impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
         let mut c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !self.privileged {
             c.total = c.total.saturating_sub(1);
         }
-        if let Some(n) = c.by_peer.get_mut(&self.peer) {
+        if let Some(peer) = self.peer
+            && let Some(n) = c.by_peer.get_mut(&peer)
+        {
             *n -= 1;
             if *n == 0 {
-                c.by_peer.remove(&self.peer);
+                c.by_peer.remove(&peer);
             }
         }
     }
@@ -109,7 +120,14 @@ impl Connected for Conn {
     }
 }
 
-impl AsyncRead for Conn {
+impl Connected for Conn<UnixStream> {
+    type ConnectInfo = UdsConnectInfo;
+    fn connect_info(&self) -> UdsConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.opened < OPENING && self.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS or HTTP/2 opening in time")));
@@ -124,7 +142,7 @@ impl AsyncRead for Conn {
     }
 }
 
-impl AsyncWrite for Conn {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
@@ -192,7 +210,72 @@ fn admit(stream: TcpStream, peer: SocketAddr, counts: &Arc<Mutex<Counts>>, limit
     }
     // Small gRPC replies must not wait on Nagle and the peer's delayed ACK.
     let _ = stream.set_nodelay(true);
-    Some(Conn { stream, counts: counts.clone(), peer: ip, privileged, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) })
+    Some(Conn { stream, counts: counts.clone(), peer: Some(ip), privileged, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) })
+}
+
+/// The abstract socket name of the agent serving `port`. Abstract names belong to the
+/// network namespace, as loopback addresses do: root in a namespace reaches that
+/// namespace's agent, a lab of many namespaced agents needs no per-agent paths, and there
+/// is no file to leave behind. Anyone in the namespace may bind or connect to such a name,
+/// so both ends check the other's credentials.
+#[must_use]
+pub fn local_name(port: u16) -> String {
+    format!("faultline/agent:{port}")
+}
+
+/// The capabilities a local caller must hold: those `tc`, `ip` and the cgroup writes need,
+/// so the socket gives no one more than they could already do by hand.
+const LOCAL_CAPS: [(u32, &str); 2] = [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")];
+
+/// Binds the agent's local socket (`local_name(port)`) and yields the connections of root
+/// callers that hold `LOCAL_CAPS`, at most `limits.total` at a time, each with the same
+/// opening deadline as TCP. Others are closed at once, with a warning naming who they were.
+pub fn bind_local(port: u16, limits: &Limits) -> io::Result<impl futures_core::Stream<Item = io::Result<Conn<UnixStream>>> + use<>> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(local_name(port))?;
+    let listener = UnixListener::bind_addr(&addr.into())?;
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let limits = limits.clone();
+    Ok(futures_util::stream::unfold((listener, counts, limits), |(listener, counts, limits)| async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("accept on the local socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Err(why) = stream.peer_cred().map_err(|e| e.to_string()).and_then(|c| local_peer_allowed(c.uid(), c.pid())) {
+                tracing::warn!("local socket: refused: {why} (use TLS and a certificate otherwise)");
+                continue;
+            }
+            {
+                let mut c = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if c.total >= limits.total {
+                    tracing::debug!(total = c.total, "local connection refused: over the limit");
+                    continue;
+                }
+                c.total += 1;
+            }
+            let conn = Conn { stream, counts: counts.clone(), peer: None, privileged: false, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) };
+            return Some((Ok(conn), (listener, counts, limits)));
+        }
+    }))
+}
+
+/// Root in this user namespace, holding `LOCAL_CAPS` in its effective set. The caller is
+/// read by pid just after it connected (it is waiting on the connection); a pid reused in
+/// that instant is the one race left, and `SO_PEERPIDFD` (Linux 6.5) would close it.
+fn local_peer_allowed(uid: u32, pid: Option<i32>) -> Result<(), String> {
+    if uid != 0 {
+        return Err(format!("uid {uid} is not root"));
+    }
+    let pid = pid.filter(|p| *p > 0).ok_or("the caller's pid is not visible here")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid}: {e}"))?;
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|h| u64::from_str_radix(h.trim(), 16).ok()).ok_or(format!("pid {pid}: no CapEff"))?;
+    let missing: Vec<&str> = LOCAL_CAPS.iter().filter(|(bit, _)| caps & (1 << bit) == 0).map(|(_, n)| *n).collect();
+    if missing.is_empty() { Ok(()) } else { Err(format!("pid {pid} (root) lacks {}", missing.join(" and "))) }
 }
 
 /// The peer as counted: an IPv4-mapped address as IPv4, and an IPv6 address by its /64,

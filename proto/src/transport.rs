@@ -68,6 +68,17 @@ fn decode_errors_are_invalid_argument(mut r: tonic::codegen::http::Response<toni
     r
 }
 
+/// A server without TLS, bounded as every faultline server is: for loopback plaintext and
+/// the agent's local socket (`listener::bind_local`, which checks who connects).
+#[must_use]
+pub fn plain_server() -> tonic::transport::Server<ServerLayers> {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(256)
+        .layer(tower::util::MapResponseLayer::new(decode_errors_are_invalid_argument as fn(_) -> _))
+}
+
 /// How this process talks: mTLS with its own identity and the CA, or plaintext.
 #[derive(Debug, Clone)]
 pub enum Security {
@@ -132,11 +143,7 @@ impl Security {
     /// stops answering HTTP/2 pings is dropped, and one connection carries at most 256
     /// concurrent calls (the listener, `Security::incoming`, bounds the connections).
     pub fn server(&self, listen: SocketAddr) -> Result<tonic::transport::Server<ServerLayers>, TransportError> {
-        let builder = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .max_concurrent_streams(256)
-            .layer(tower::util::MapResponseLayer::new(decode_errors_are_invalid_argument as fn(_) -> _));
+        let builder = plain_server();
         match self {
             Self::Mtls { ca, identity } => {
                 // client_ca_root without client_auth_optional: no certificate, no handshake.
@@ -175,6 +182,58 @@ impl Security {
             (Self::Insecure, _) => Err(bad("not http:// (--insecure is plaintext)".into())),
         }
     }
+}
+
+/// Why the agent's local socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("no agent serves the local socket @{name} in this network namespace (is faultline-agent running here, listening on port {port}?)")]
+    Absent { name: String, port: u16 },
+    #[error("the local socket @{name} is held by uid {uid}, not root, so it is not faultline's agent: not used")]
+    NotRoot { name: String, uid: u32 },
+    #[error("local socket @{name}: {error}")]
+    Io { name: String, error: std::io::Error },
+    #[error("local socket: {0}")]
+    Channel(#[from] tonic::transport::Error),
+}
+
+/// A connection to this network namespace's agent on `port` through its local socket
+/// (`listener::local_name`): no TLS, no certificates; the agent admits root holding
+/// `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` only, and this side checks that root holds the
+/// socket (anyone may bind an abstract name first and pose as the agent).
+pub async fn local_channel(port: u16) -> Result<tonic::transport::Channel, LocalError> {
+    use std::sync::{Arc, Mutex};
+    // The probe's connection is the channel's first; a reconnect checks again.
+    let first = Arc::new(Mutex::new(Some(connect_local(port).await?)));
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let first = first.clone();
+        async move {
+            let probed = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let stream = match probed {
+                Some(s) => s,
+                None => connect_local(port).await.map_err(std::io::Error::other)?,
+            };
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(Endpoint::from_static("http://local.faultline").connect_with_connector(connector).await?)
+}
+
+async fn connect_local(port: u16) -> Result<tokio::net::UnixStream, LocalError> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = crate::listener::local_name(port);
+    let io = |error: std::io::Error| LocalError::Io { name: name.clone(), error };
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).map_err(io)?;
+    let stream = match tokio::time::timeout(Duration::from_secs(2), tokio::net::UnixStream::connect_addr(&addr.clone().into())).await {
+        Err(_) => return Err(io(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out after 2 s"))),
+        Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) => return Err(LocalError::Absent { name, port }),
+        Ok(r) => r.map_err(io)?,
+    };
+    let uid = stream.peer_cred().map_err(io)?.uid();
+    if uid != 0 {
+        return Err(LocalError::NotRoot { name, uid });
+    }
+    Ok(stream)
 }
 
 /// Lab certificates: a CA and one certificate per role, all signed by it.

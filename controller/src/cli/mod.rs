@@ -17,9 +17,14 @@ use crate::{remote::{explain, unreachable_error}, units};
 #[derive(Parser)]
 #[command(name = "faultline", version, about = "faultline: inject network faults and see what they do")]
 pub struct Cli {
-    /// The agent to talk to, e.g. <https://10.0.0.5:7070>.
+    /// The agent to talk to, e.g. <https://10.0.0.5:7070>, or `local[:PORT]`: this network
+    /// namespace's agent through its local socket (root only, no certificates). Unset, root
+    /// uses the local socket where an agent serves it, and everyone else the default.
     #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "https://127.0.0.1:7070", help_heading = "Connection")]
     agent: String,
+    /// Whether `agent` is clap's default (no flag, no variable): then root tries the local socket first.
+    #[arg(skip)]
+    agent_is_default: bool,
     /// ca.pem and this side's certificate: cli.pem/cli-key.pem, or controller.pem/
     /// controller-key.pem for `controller serve` (default /etc/faultline/tls).
     #[arg(long, global = true, env = "FAULTLINE_TLS_DIR", help_heading = "Connection")]
@@ -36,12 +41,19 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// `controller serve`: a daemon, not a one-shot command.
+    #[must_use]
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.cmd, Cmd::Controller(crate::cli::controller::ControllerCmd::Serve { .. }))
+    }
+
     /// `--agent` and `--controller` (or their variables) decide who is asked. A flag on the
     /// command line is a choice and the environment a default: `--agent URL` wins over an
     /// exported `FAULTLINE_CONTROLLER` (which `lab status --env` suggests), and is never
     /// silently ignored; both flags on one command line are refused.
     pub fn settle_endpoints(&mut self, agent: Option<clap::parser::ValueSource>, controller: Option<clap::parser::ValueSource>) -> Result<()> {
-        use clap::parser::ValueSource::{CommandLine, EnvVariable};
+        use clap::parser::ValueSource::{CommandLine, DefaultValue, EnvVariable};
+        self.agent_is_default = agent == Some(DefaultValue);
         match (agent, controller, self.controller.is_some()) {
             (Some(CommandLine), Some(CommandLine), _) => bail!("give --agent URL (one agent) or --controller URL (through the controller), not both"),
             (Some(CommandLine), _, true) => self.controller = None,
@@ -378,8 +390,9 @@ pub fn command() -> clap::Command {
 
 /// Every command, in one exhaustive match: local work, the controller, or one agent.
 pub async fn run(cli: Cli) -> Result<()> {
-    let Cli { agent, tls_dir, insecure, controller, cmd } = cli;
+    let Cli { agent, agent_is_default, tls_dir, insecure, controller, cmd } = cli;
     let security = || Security::from_flags(insecure, tls_dir.as_deref(), Role::Cli);
+    let agent = AgentAt { url: agent, is_default: agent_is_default, security: &security };
     let need_controller = |url: Option<String>| url.context("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
     match cmd {
         Cmd::Controller(c) => controller::serve(&c, insecure, tls_dir.as_deref()).await,
@@ -442,24 +455,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             match controller {
                 Some(url) => controller::call(&url, &security()?, controller::Call::Fault(f)).await,
-                None => agent_call(&agent, &security()?, AgentCall::Fault(f)).await,
+                None => agent_call(&agent, AgentCall::Fault(f)).await,
             }
         }
         Cmd::Info { json } => {
             if controller.is_some() {
                 bail!("`info` asks one agent: give --agent URL, not --controller");
             }
-            agent_call(&agent, &security()?, AgentCall::Info { json }).await
+            agent_call(&agent, AgentCall::Info { json }).await
         }
         Cmd::Containers(c) => match controller {
             Some(url) => controller::call(&url, &security()?, controller::Call::Containers(c)).await,
-            None => agent_call(&agent, &security()?, AgentCall::Containers(c)).await,
+            None => agent_call(&agent, AgentCall::Containers(c)).await,
         },
         Cmd::Metrics { peers, watch, interval, json } => {
             if controller.is_some() {
                 bail!("`metrics` asks one agent: give --agent URL, not --controller");
             }
-            agent_call(&agent, &security()?, AgentCall::Metrics { peers, watch, interval, json }).await
+            agent_call(&agent, AgentCall::Metrics { peers, watch, interval, json }).await
         }
     }
 }
@@ -524,10 +537,54 @@ enum AgentCall {
     Metrics { peers: Vec<String>, watch: bool, interval: Duration, json: bool },
 }
 
+/// The one agent a command asks: `--agent` as given, whether it was clap's default, and
+/// the TLS setup (read only if TCP is used).
+struct AgentAt<'a> {
+    url: String,
+    is_default: bool,
+    security: &'a dyn Fn() -> Result<Security, faultline_proto::transport::TransportError>,
+}
+
+/// The default port, where `local` without one looks.
+const AGENT_PORT: u16 = 7070;
+
+impl AgentAt<'_> {
+    /// `local[:PORT]` must be the local socket; a URL is that URL over TCP; the default is
+    /// the local socket for root where an agent serves it, else the default URL. The
+    /// local socket skips the certificates and TLS (about half a fault's time from the
+    /// shell), which is why root is sent there unasked.
+    async fn connect(&self) -> Result<tonic::transport::Channel> {
+        use faultline_proto::transport::{LocalError, local_channel};
+        if let Some(port) = local_port(&self.url)? {
+            return local_channel(port).await.with_context(|| format!("--agent {}", self.url));
+        }
+        if self.is_default && nix::unistd::geteuid().is_root() {
+            match local_channel(AGENT_PORT).await {
+                Ok(channel) => return Ok(channel),
+                Err(LocalError::Absent { .. }) => {}
+                Err(e) => eprintln!("note: {e}; using {}", self.url),
+            }
+        }
+        let endpoint = (self.security)()?.endpoint("--agent", &self.url, AGENT_NAME)?;
+        endpoint.connect().await.map_err(|e| unreachable_error("agent", &self.url, &e))
+    }
+}
+
+/// The port of `--agent local` (7070) or `local:PORT`; None for a URL.
+fn local_port(agent: &str) -> Result<Option<u16>> {
+    let Some(rest) = agent.strip_prefix("local") else { return Ok(None) };
+    match rest {
+        "" => Ok(Some(AGENT_PORT)),
+        _ => match rest.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0) {
+            Some(port) => Ok(Some(port)),
+            None => bail!("--agent {agent:?}: `local` or `local:PORT` (PORT 1-65535), or a URL"),
+        },
+    }
+}
+
 #[expect(clippy::too_many_lines, reason = "one arm per agent call, each a request and its rendering")]
-async fn agent_call(url: &str, security: &Security, call: AgentCall) -> Result<()> {
-    let endpoint = security.endpoint("--agent", url, AGENT_NAME)?;
-    let mut client = AgentServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("agent", url, &e))?);
+async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
+    let mut client = AgentServiceClient::new(agent.connect().await?);
     match call {
         AgentCall::Info { json } => {
             let d = client.describe(pb::DescribeRequest {}).await.map_err(explain)?.into_inner();
@@ -661,5 +718,31 @@ mod tests {
         }
         // Given anyway, a hidden flag is accepted, as before.
         assert!(super::command().try_get_matches_from(["faultline", "--agent", "https://h:7070", "load", "http://x/"]).is_ok());
+    }
+
+    #[test]
+    fn local_names_the_socket_and_anything_else_is_a_url_or_an_error() {
+        assert_eq!(super::local_port("local").unwrap(), Some(7070));
+        assert_eq!(super::local_port("local:7071").unwrap(), Some(7071));
+        assert_eq!(super::local_port("https://127.0.0.1:7070").unwrap(), None);
+        for bad in ["local:", "local:0", "local:65536", "local:x", "localhost:7070"] {
+            let e = super::local_port(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--agent") && e.contains("local:PORT"), "{bad}: {e}");
+        }
+    }
+
+    /// Only clap's default sends root to the local socket; a flag or the variable is a
+    /// URL the user chose.
+    #[test]
+    fn only_the_default_agent_may_become_the_local_socket() {
+        use clap::FromArgMatches;
+        let parse = |args: &[&str]| {
+            let m = super::command().try_get_matches_from(std::iter::once("faultline").chain(args.iter().copied())).unwrap();
+            let mut cli = super::Cli::from_arg_matches(&m).unwrap();
+            cli.settle_endpoints(m.value_source("agent"), m.value_source("controller")).unwrap();
+            cli.agent_is_default
+        };
+        assert!(parse(&["fault", "list"]) || std::env::var_os("FAULTLINE_AGENT").is_some());
+        assert!(!parse(&["--agent", "https://127.0.0.1:7070", "fault", "list"]));
     }
 }
