@@ -13,7 +13,21 @@ fn main() {
     }
     let mut cmd = Command::new("rustup");
     cmd.current_dir(&ebpf)
-        .args(["run", "nightly", "cargo", "build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--bin", "faultline-tc", "--bin", "faultline-trace"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--bin",
+            "faultline-tc",
+            "--bin",
+            "faultline-trace",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\u{1f}-Clink-arg=--btf")
@@ -24,10 +38,16 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTUP_TOOLCHAIN");
-    let status = cmd.status().unwrap_or_else(|e| panic!("running rustup for agent-ebpf: {e} (run `cargo xtask setup`)"));
-    assert!(status.success(), "building agent-ebpf failed; `cargo xtask setup` installs nightly rust-src and bpf-linker");
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running rustup for agent-ebpf: {e} (run `cargo xtask setup`)"));
+    assert!(
+        status.success(),
+        "building agent-ebpf failed; `cargo xtask setup` installs nightly rust-src and bpf-linker"
+    );
     for bin in ["faultline-tc", "faultline-trace"] {
         let obj = target_dir.join("bpfel-unknown-none/release").join(bin);
-        std::fs::copy(&obj, out.join(bin)).unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
+        std::fs::copy(&obj, out.join(bin))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
     }
 }

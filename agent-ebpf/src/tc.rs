@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use faultline_ebpf_common::{
-    ACTION_DROP, ACTION_STEER, Counters, DIR_EGRESS, DIR_INGRESS, MAX_CONTROL_PORTS,
-    MAX_PEERS, MAX_PORT_RANGES, MAX_RULES, PeerKey, Rule,
+    ACTION_DROP, ACTION_STEER, Counters, DIR_EGRESS, DIR_INGRESS, MAX_CONTROL_PORTS, MAX_PEERS,
+    MAX_PORT_RANGES, MAX_RULES, PeerKey, Rule,
 };
 
 #[map]
@@ -179,10 +179,7 @@ fn matches(rule: &Rule, slot: u32, pkt: &Packet) -> bool {
         }
     }
     if rule.match_peers != 0 {
-        let key = Key::new(
-            32 + 128,
-            PeerKey { slot_be: slot.to_be_bytes(), addr: pkt.remote },
-        );
+        let key = Key::new(32 + 128, PeerKey { slot_be: slot.to_be_bytes(), addr: pkt.remote });
         if PEERS.get(&key).is_none() {
             return false;
         }

@@ -12,7 +12,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use faultline_ebpf_common::{
-    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_LOCAL_ADDRS, MAX_METRIC_PEERS, MAX_OWNER_ADDRS, MetricKey, PeerCounters, off,
+    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_LOCAL_ADDRS, MAX_METRIC_PEERS, MAX_OWNER_ADDRS,
+    MetricKey, PeerCounters, off,
 };
 
 #[map]
@@ -20,14 +21,17 @@ static OFFSETS: Array<u32> = Array::with_max_entries(off::COUNT, 0);
 
 /// Smoothed RTT per owner and remote peer, as TCP itself estimates it (tcp:tcp_probe).
 #[map]
-static RTT: LruPerCpuHashMap<MetricKey, Hist> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+static RTT: LruPerCpuHashMap<MetricKey, Hist> =
+    LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
 
 /// SYN_SENT -> ESTABLISHED time per owner and remote peer.
 #[map]
-static CONNECT: LruPerCpuHashMap<MetricKey, Hist> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+static CONNECT: LruPerCpuHashMap<MetricKey, Hist> =
+    LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
 
 #[map]
-static PEER_COUNTERS: LruPerCpuHashMap<MetricKey, PeerCounters> = LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
+static PEER_COUNTERS: LruPerCpuHashMap<MetricKey, PeerCounters> =
+    LruPerCpuHashMap::with_max_entries(MAX_METRIC_PEERS, 0);
 
 /// With OWNERS_ON[0] = 1, an event whose local address is in OWNERS is counted under
 /// that owner (a container on this host): the agent keeps the table in step with the
@@ -182,7 +186,11 @@ fn key(peer: [u8; 16], local: impl FnOnce() -> Option<[u8; 16]>) -> Option<Metri
     }
     let local = local();
     // SAFETY: the value is copied out at once.
-    let owner = if owners { local.and_then(|a| unsafe { OWNERS.get(&a) }.copied()).unwrap_or(0) } else { 0 };
+    let owner = if owners {
+        local.and_then(|a| unsafe { OWNERS.get(&a) }.copied()).unwrap_or(0)
+    } else {
+        0
+    };
     // A namespaced agent speaks for its own addresses and its host's containers.
     // SAFETY: only tested for presence.
     if only && owner == 0 && !local.is_some_and(|a| unsafe { LOCAL.get(&a) }.is_some()) {
@@ -200,7 +208,8 @@ pub fn faultline_tcp_probe(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn tcp_probe(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::PROBE_FAMILY)?)?;
-    let peer = key(sockaddr(ctx, family, off::PROBE_DADDR)?, || sockaddr(ctx, family, off::PROBE_SADDR))?;
+    let peer =
+        key(sockaddr(ctx, family, off::PROBE_DADDR)?, || sockaddr(ctx, family, off::PROBE_SADDR))?;
     // Already in microseconds: the tracepoint reports srtt_us >> 3.
     let srtt: u32 = read(ctx, offset(off::PROBE_SRTT)?)?;
     record(&RTT, &peer, u64::from(srtt));
@@ -232,7 +241,9 @@ fn sock_state(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let family: u16 = read(ctx, offset(off::STATE_FAMILY)?)?;
-    let Some(peer) = key(address(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?, || address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)) else {
+    let Some(peer) = key(address(ctx, family, off::STATE_DADDR, off::STATE_DADDR6)?, || {
+        address(ctx, family, off::STATE_SADDR, off::STATE_SADDR6)
+    }) else {
         let _ = SYN_START.remove(&sk);
         return None;
     };
@@ -268,7 +279,9 @@ pub fn faultline_retransmit(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn retransmit(ctx: &TracePointContext) -> Option<()> {
     let family: u16 = read(ctx, offset(off::RETR_FAMILY)?)?;
-    let peer = key(address(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?, || address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6))?;
+    let peer = key(address(ctx, family, off::RETR_DADDR, off::RETR_DADDR6)?, || {
+        address(ctx, family, off::RETR_SADDR, off::RETR_SADDR6)
+    })?;
     let c = counters(&peer)?;
     // SAFETY: per-CPU value.
     unsafe { (*c).retransmits += 1 };
@@ -284,7 +297,8 @@ pub fn faultline_kfree_skb(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn kfree_skb(ctx: &TracePointContext) -> Option<()> {
     let reason: u32 = read(ctx, offset(off::KFREE_REASON)?)?;
-    let slot = DROPS.get_ptr_mut(if reason < MAX_DROP_REASONS { reason } else { MAX_DROP_REASONS - 1 })?;
+    let slot =
+        DROPS.get_ptr_mut(if reason < MAX_DROP_REASONS { reason } else { MAX_DROP_REASONS - 1 })?;
     // SAFETY: per-CPU value.
     unsafe { *slot += 1 };
     Some(())

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Lab, spec, sh_ok};
+use common::{Lab, sh_ok, spec};
 use faultline_proto::agent::v1::{self as pb, fault_spec::Kind};
 
 const CYCLES: usize = 1000;
@@ -32,13 +32,25 @@ fn row(what: &str, apply: Vec<Duration>, revert: Vec<Duration>) {
     );
 }
 
-#[expect(clippy::needless_pass_by_value, reason = "each call site builds its kind for this one use")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "each call site builds its kind for this one use"
+)]
 fn faultline_cycles(lab: &Lab, kind: Kind) -> (Vec<Duration>, Vec<Duration>) {
     lab.grpc(async |mut c| {
         let (mut apply, mut revert) = (Vec::new(), Vec::new());
         for _ in 0..CYCLES {
             let t = Instant::now();
-            let f = c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(kind.clone())), dry_run: false }).await.unwrap().into_inner().fault.unwrap();
+            let f = c
+                .apply_fault(pb::ApplyFaultRequest {
+                    spec: Some(spec(kind.clone())),
+                    dry_run: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .fault
+                .unwrap();
             apply.push(t.elapsed());
             let t = Instant::now();
             c.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();
@@ -51,14 +63,19 @@ fn faultline_cycles(lab: &Lab, kind: Kind) -> (Vec<Duration>, Vec<Duration>) {
 fn timed(ns: &str, cmds: &[&[&str]]) -> Duration {
     let t = Instant::now();
     for c in cmds {
-        let ok = Command::new("ip").args(["netns", "exec", ns]).args(*c).status().unwrap().success();
+        let ok =
+            Command::new("ip").args(["netns", "exec", ns]).args(*c).status().unwrap().success();
         assert!(ok, "{c:?}");
     }
     t.elapsed()
 }
 
 fn iperf(lab: &Lab) -> f64 {
-    let mut server = Command::new("ip").args(["netns", "exec", &lab.b, "iperf3", "-s", "-1"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.b, "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = sh_ok(&lab.a, &["iperf3", "-c", &lab.addr(2), "-t", "5", "-O", "1", "-J"]);
     let _ = server.wait();
@@ -73,7 +90,11 @@ fn peers(n: usize) -> Vec<String> {
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -92,10 +113,13 @@ fn per_event_cost(lab: &Lab) {
     let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool");
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", before.trim()).ok();
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    println!("\n| program (during one iperf3 run, {gbit:.2} Gbit/s) | runs | ns per run |\n|---|---|---|");
+    println!(
+        "\n| program (during one iperf3 run, {gbit:.2} Gbit/s) | runs | ns per run |\n|---|---|---|"
+    );
     for p in progs.as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or("");
-        let (ns, cnt) = (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0));
+        let (ns, cnt) =
+            (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0));
         if name.starts_with("faultline_") && cnt > 0 {
             println!("| {name} | {cnt} | {:.0} |", ns as f64 / cnt as f64);
         }
@@ -146,7 +170,9 @@ fn containers(lab: &Lab) {
         interface: String::new(),
         ..spec(Kind::Bandwidth(pb::Bandwidth { rate_bps: rate, burst_bytes: 0 }))
     };
-    println!("\n## container-targeted faults ({SIDECAR_CYCLES} cycles first-fault and sidecar, {FL_CYCLES} back to back, ms)\n");
+    println!(
+        "\n## container-targeted faults ({SIDECAR_CYCLES} cycles first-fault and sidecar, {FL_CYCLES} back to back, ms)\n"
+    );
     println!("| change | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
     // `pause`: waited after each revert; longer than the agent's 2 s idle close, each
     // apply then opens the container's place anew.
@@ -154,14 +180,31 @@ fn containers(lab: &Lab) {
         lab.grpc(async |mut g| {
             // A fault held for the whole run keeps the container's place (classifier) open.
             let held = match hold {
-                Some(s) => Some(g.apply_fault(pb::ApplyFaultRequest { spec: Some(s), dry_run: false }).await.unwrap().into_inner().fault.unwrap().id),
+                Some(s) => Some(
+                    g.apply_fault(pb::ApplyFaultRequest { spec: Some(s), dry_run: false })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .fault
+                        .unwrap()
+                        .id,
+                ),
                 None => None,
             };
             let (mut apply, mut revert) = (Vec::new(), Vec::new());
             for _ in 0..n {
                 tokio::time::sleep(pause).await;
                 let t = Instant::now();
-                let f = g.apply_fault(pb::ApplyFaultRequest { spec: Some(shaping(10_000_000)), dry_run: false }).await.unwrap().into_inner().fault.unwrap();
+                let f = g
+                    .apply_fault(pb::ApplyFaultRequest {
+                        spec: Some(shaping(10_000_000)),
+                        dry_run: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .fault
+                    .unwrap();
                 apply.push(t.elapsed());
                 let t = Instant::now();
                 g.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();
@@ -174,27 +217,62 @@ fn containers(lab: &Lab) {
         })
     };
     let (a, r) = cycles(None, SIDECAR_CYCLES, Duration::from_millis(2500));
-    row("faultline bandwidth 10mbit in a container, its first fault (Docker API lookup, namespace opened, classifier loaded, TCX attach), gRPC", a, r);
+    row(
+        "faultline bandwidth 10mbit in a container, its first fault (Docker API lookup, namespace opened, classifier loaded, TCX attach), gRPC",
+        a,
+        r,
+    );
     let (a, r) = cycles(None, FL_CYCLES, Duration::ZERO);
-    row("faultline bandwidth 10mbit in a container, back to back (its place kept 2 s after a revert), gRPC", a, r);
+    row(
+        "faultline bandwidth 10mbit in a container, back to back (its place kept 2 s after a revert), gRPC",
+        a,
+        r,
+    );
     let mut drop = shaping(0);
     drop.kind = Some(Kind::Drop(pb::Drop { percent: 1.0 }));
-    drop.r#match = Some(pb::TrafficMatch { ports: vec![pb::PortRange { first: 9, last: 0 }], ..Default::default() });
+    drop.r#match = Some(pb::TrafficMatch {
+        ports: vec![pb::PortRange { first: 9, last: 0 }],
+        ..Default::default()
+    });
     let (a, r) = cycles(Some(drop), FL_CYCLES, Duration::ZERO);
     row("faultline bandwidth 10mbit in a container while another fault acts there, gRPC", a, r);
     let (mut a, mut r) = (Vec::new(), Vec::new());
     let sidecar = |args: &[&str]| {
         let net = format!("container:{name}");
         let t = Instant::now();
-        let out = Command::new("docker").args(["run", "--rm", "--network", &net, "--cap-add", "NET_ADMIN", common::docker::TC_IMAGE, "/usr/sbin/tc"]).args(args).output().unwrap();
-        assert!(out.status.success(), "sidecar tc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                &net,
+                "--cap-add",
+                "NET_ADMIN",
+                common::docker::TC_IMAGE,
+                "/usr/sbin/tc",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sidecar tc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t.elapsed()
     };
     for _ in 0..SIDECAR_CYCLES {
-        a.push(sidecar(&["qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "10mbit", "burst", "32kb", "latency", "50ms"]));
+        a.push(sidecar(&[
+            "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "10mbit", "burst", "32kb",
+            "latency", "50ms",
+        ]));
         r.push(sidecar(&["qdisc", "del", "dev", "eth0", "root"]));
     }
-    row("Pumba-style sidecar: `docker run --rm --network container:X --cap-add NET_ADMIN` tc qdisc add tbf / del", a, r);
+    row(
+        "Pumba-style sidecar: `docker run --rm --network container:X --cap-add NET_ADMIN` tc qdisc add tbf / del",
+        a,
+        r,
+    );
 }
 
 /// How late a lease ends, as the agent's own clock puts it: the fault applied with a
@@ -206,7 +284,13 @@ fn lease_accuracy(lab: &Lab) {
         let mut late = Vec::new();
         for _ in 0..LEASES {
             let f = c
-                .apply_fault(pb::ApplyFaultRequest { spec: Some(pb::FaultSpec { lease_ms: 1000, ..spec(Kind::Drop(pb::Drop { percent: 1.0 })) }), dry_run: false })
+                .apply_fault(pb::ApplyFaultRequest {
+                    spec: Some(pb::FaultSpec {
+                        lease_ms: 1000,
+                        ..spec(Kind::Drop(pb::Drop { percent: 1.0 }))
+                    }),
+                    dry_run: false,
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -214,8 +298,13 @@ fn lease_accuracy(lab: &Lab) {
                 .unwrap();
             let due = f.applied_at_unix_ms as f64 + 1000.0;
             loop {
-                let faults = c.list_faults(pb::ListFaultsRequest {}).await.unwrap().into_inner().faults;
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
+                let faults =
+                    c.list_faults(pb::ListFaultsRequest {}).await.unwrap().into_inner().faults;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+                    * 1000.0;
                 if !faults.iter().any(|x| x.id == f.id) {
                     late.push(now - due);
                     break;
@@ -229,36 +318,86 @@ fn lease_accuracy(lab: &Lab) {
     let at = |p: f64| late[((late.len() - 1) as f64 * p).round() as usize];
     println!("\n## lease end accuracy ({LEASES} leases of 1 s, gRPC to the agent)\n");
     println!("| after due, ms | p50 | p99 | max |\n|---|---|---|---|");
-    println!("| fault gone from the agent's list | {:.1} | {:.1} | {:.1} |", at(0.5), at(0.99), at(1.0));
+    println!(
+        "| fault gone from the agent's list | {:.1} | {:.1} | {:.1} |",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 fn latency_and_partitions(lab: &Lab) {
     println!("## apply and revert latency ({CYCLES} cycles, ms)\n");
     println!("| change | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
-    let (a, r) = faultline_cycles(lab, Kind::Bandwidth(pb::Bandwidth { rate_bps: 10_000_000, burst_bytes: 0 }));
+    let (a, r) = faultline_cycles(
+        lab,
+        Kind::Bandwidth(pb::Bandwidth { rate_bps: 10_000_000, burst_bytes: 0 }),
+    );
     row("faultline bandwidth 10mbit (htb + class + classifier, journaled), gRPC", a, r);
     let (mut a, mut r) = (Vec::new(), Vec::new());
     for _ in 0..CYCLES {
-        a.push(timed(&lab.a, &[&["tc", "qdisc", "add", "dev", "ta", "root", "handle", "1:", "htb", "default", "1"], &[
-            "tc", "class", "add", "dev", "ta", "parent", "1:", "classid", "1:1", "htb", "rate", "10mbit",
-        ]]));
+        a.push(timed(
+            &lab.a,
+            &[
+                &["tc", "qdisc", "add", "dev", "ta", "root", "handle", "1:", "htb", "default", "1"],
+                &[
+                    "tc", "class", "add", "dev", "ta", "parent", "1:", "classid", "1:1", "htb",
+                    "rate", "10mbit",
+                ],
+            ],
+        ));
         r.push(timed(&lab.a, &[&["tc", "qdisc", "del", "dev", "ta", "root"]]));
     }
     row("tc CLI: htb qdisc + class (2 execs) / qdisc del", a, r);
     let (a, r) = faultline_cycles(lab, Kind::Drop(pb::Drop { percent: 10.0 }));
     row("faultline eBPF drop 10%, gRPC", a, r);
-    let have_iptables = Command::new("ip").args(["netns", "exec", &lab.a, "iptables", "-L"]).output().is_ok_and(|o| o.status.success());
+    let have_iptables = Command::new("ip")
+        .args(["netns", "exec", &lab.a, "iptables", "-L"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if have_iptables {
         let (mut a, mut r) = (Vec::new(), Vec::new());
         for _ in 0..CYCLES {
-            a.push(timed(&lab.a, &[&["iptables", "-A", "OUTPUT", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"]]));
-            r.push(timed(&lab.a, &[&["iptables", "-D", "OUTPUT", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"]]));
+            a.push(timed(
+                &lab.a,
+                &[&[
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    "0.1",
+                    "-j",
+                    "DROP",
+                ]],
+            ));
+            r.push(timed(
+                &lab.a,
+                &[&[
+                    "iptables",
+                    "-D",
+                    "OUTPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    "0.1",
+                    "-j",
+                    "DROP",
+                ]],
+            ));
         }
         row("iptables CLI: statistic 10% DROP rule", a, r);
     }
 
     println!("\n## TCP throughput A→B across the veth pair (iperf3, Gbit/s)\n");
-    println!("| peers in the partition | faultline (eBPF LPM trie) | iptables (one rule per peer) |\n|---|---|---|");
+    println!(
+        "| peers in the partition | faultline (eBPF LPM trie) | iptables (one rule per peer) |\n|---|---|---|"
+    );
     let base = iperf(lab);
     println!("| none (baseline) | {base:.2} | {base:.2} |");
     for n in [1_000, 10_000] {
@@ -272,7 +411,10 @@ fn latency_and_partitions(lab: &Lab) {
         let fl = iperf(lab);
         lab.revert(&f.id);
         let ipt = if have_iptables {
-            let rules: String = list.iter().map(|p| format!("-A OUTPUT -d {p} -j DROP\n-A INPUT -s {p} -j DROP\n")).collect();
+            let rules: String = list
+                .iter()
+                .map(|p| format!("-A OUTPUT -d {p} -j DROP\n-A INPUT -s {p} -j DROP\n"))
+                .collect();
             let file = std::env::temp_dir().join("faultline-bench.rules");
             std::fs::write(&file, format!("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n{rules}COMMIT\n")).unwrap();
             sh_ok(&lab.a, &["iptables-restore", file.to_str().unwrap()]);
@@ -284,7 +426,6 @@ fn latency_and_partitions(lab: &Lab) {
         };
         println!("| {n} | {fl:.2} | {ipt} |");
     }
-
 }
 
 fn kernel_metrics_overhead(lab: &mut Lab) {
@@ -320,7 +461,6 @@ fn kernel_metrics_overhead(lab: &mut Lab) {
     lab.agent_args.clear();
     lab.start_agent();
     per_event_cost(lab);
-
 }
 
 fn footprint(lab: &Lab) {

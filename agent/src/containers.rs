@@ -17,9 +17,14 @@ use faultline_proto::agent::v1 as pb;
 use crate::{fault::InvalidField, kernel::procfs};
 
 /// Where a Docker-compatible engine listens when not told (Docker, then rootful Podman).
-pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"];
+pub const DOCKER_SOCKETS: &[&str] =
+    &["/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock"];
 /// Where containerd listens when not told: its own, k3s's, and the one dockerd manages.
-pub const CONTAINERD_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"];
+pub const CONTAINERD_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+];
 /// Docker's namespace in containerd: those containers are found through Docker's API,
 /// which knows their names and networks.
 const DOCKER_NAMESPACE: &str = "moby";
@@ -80,7 +85,9 @@ impl Container {
 #[must_use]
 pub fn with_addresses(mut list: Vec<Container>) -> Vec<Container> {
     for c in list.iter_mut().filter(|c| c.addresses.is_empty()) {
-        c.addresses = crate::kernel::netns::Netns::of_pid(c.process.pid).and_then(|ns| ns.run(crate::kernel::link::addresses_here)).unwrap_or_default();
+        c.addresses = crate::kernel::netns::Netns::of_pid(c.process.pid)
+            .and_then(|ns| ns.run(crate::kernel::link::addresses_here))
+            .unwrap_or_default();
     }
     list
 }
@@ -100,7 +107,10 @@ fn invalid(field: &str, reason: impl Into<String>) -> InvalidField {
 /// safe in the API's URL path: no '/', '?', '%' or "..": a name cannot reach another endpoint.
 fn valid_name(s: &str) -> bool {
     let s = s.strip_prefix('/').unwrap_or(s);
-    !s.is_empty() && s.len() <= 255 && s.as_bytes()[0].is_ascii_alphanumeric() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    !s.is_empty()
+        && s.len() <= 255
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Parses "key=value" label selectors (every one must match).
@@ -128,11 +138,20 @@ impl TryFrom<&pb::ContainerTarget> for Selector {
         } else if valid_name(&t.name) {
             Some(t.name.trim_start_matches('/').to_owned())
         } else {
-            return Err(invalid("container.name", format!("{} is not a container name or id (letters, digits, '_', '.', '-'; at most 255)", faultline_proto::quote(&t.name))));
+            return Err(invalid(
+                "container.name",
+                format!(
+                    "{} is not a container name or id (letters, digits, '_', '.', '-'; at most 255)",
+                    faultline_proto::quote(&t.name)
+                ),
+            ));
         };
         let labels = parse_labels("container.select", &t.select)?;
         if name.is_none() && labels.is_empty() {
-            return Err(invalid("container", "give a name (or id) or at least one label to select on"));
+            return Err(invalid(
+                "container",
+                "give a name (or id) or at least one label to select on",
+            ));
         }
         Ok(Self { name, labels })
     }
@@ -166,7 +185,12 @@ impl Runtimes {
     /// Configured sockets; `None` tries `DOCKER_SOCKETS` and `CONTAINERD_SOCKETS`.
     #[must_use]
     pub fn new(docker_socket: Option<PathBuf>, containerd_socket: Option<PathBuf>) -> Self {
-        Self { docker_socket, containerd_socket, docker: tokio::sync::Mutex::new(None), scope: Vec::new() }
+        Self {
+            docker_socket,
+            containerd_socket,
+            docker: tokio::sync::Mutex::new(None),
+            scope: Vec::new(),
+        }
     }
 
     /// Scopes the agent to containers labelled `labels` (all of them): faults on the host's
@@ -195,7 +219,11 @@ impl Runtimes {
                 wanted.join(",")
             ))),
             Some(c) if self.scope.iter().all(|(k, v)| c.labels.get(k) == Some(v)) => Ok(()),
-            Some(c) => Err(ContainerError::OutOfScope(format!("container {} is outside this agent's scope: it acts only in containers labelled {} (--scope-label)", c.name, wanted.join(",")))),
+            Some(c) => Err(ContainerError::OutOfScope(format!(
+                "container {} is outside this agent's scope: it acts only in containers labelled {} (--scope-label)",
+                c.name,
+                wanted.join(",")
+            ))),
         }
     }
 
@@ -233,10 +261,20 @@ impl Runtimes {
 
     async fn connect(&self) -> Result<Docker, ContainerError> {
         let path = self.docker_path()?;
-        let unreachable = |e: &dyn std::fmt::Display| ContainerError::Unreachable(format!("docker at {}: {e}", path.display()));
-        let docker = Docker::connect_with_unix(&path.to_string_lossy(), CALL_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION).map_err(|e| unreachable(&e))?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ContainerError::Unreachable(format!("docker at {}: {e}", path.display()))
+        };
+        let docker = Docker::connect_with_unix(
+            &path.to_string_lossy(),
+            CALL_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| unreachable(&e))?;
         // The engine may speak an older API than bollard's default (Debian's 20.10: 1.41).
-        tokio::time::timeout(CALL_TIMEOUT, docker.negotiate_version()).await.map_err(|e| unreachable(&e))?.map_err(|e| unreachable(&e))
+        tokio::time::timeout(CALL_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|e| unreachable(&e))?
+            .map_err(|e| unreachable(&e))
     }
 
     /// The one running container `sel` names: Docker's first, then containerd's. Several
@@ -251,12 +289,18 @@ impl Runtimes {
                 Ok(c) => Ok(c),
                 Err(e @ (ContainerError::Invalid(_) | ContainerError::OutOfScope(_))) => Err(e),
                 Err(ContainerError::Unreachable(cd)) => Err(match docker {
-                    ContainerError::Unreachable(d) => ContainerError::Unreachable(format!("{d}; {cd}")),
+                    ContainerError::Unreachable(d) => {
+                        ContainerError::Unreachable(format!("{d}; {cd}"))
+                    }
                     other => other,
                 }),
                 Err(ContainerError::NotFound(cd)) => Err(match docker {
-                    ContainerError::NotFound(d) => ContainerError::NotFound(format!("{d}; containerd: {cd}")),
-                    ContainerError::Unreachable(_) | ContainerError::Invalid(_) | ContainerError::OutOfScope(_) => ContainerError::NotFound(cd),
+                    ContainerError::NotFound(d) => {
+                        ContainerError::NotFound(format!("{d}; containerd: {cd}"))
+                    }
+                    ContainerError::Unreachable(_)
+                    | ContainerError::Invalid(_)
+                    | ContainerError::OutOfScope(_) => ContainerError::NotFound(cd),
                 }),
             },
         }
@@ -271,11 +315,12 @@ impl Runtimes {
         if let Some(p) = &self.containerd_socket {
             return Ok(p.clone());
         }
-        CONTAINERD_SOCKETS
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .ok_or_else(|| ContainerError::Unreachable(format!("containerd: no socket at {} (--containerd-socket names another)", CONTAINERD_SOCKETS.join(", "))))
+        CONTAINERD_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
+            ContainerError::Unreachable(format!(
+                "containerd: no socket at {} (--containerd-socket names another)",
+                CONTAINERD_SOCKETS.join(", ")
+            ))
+        })
     }
 
     async fn resolve_once(&self, sel: &Selector) -> Result<Container, ContainerError> {
@@ -286,20 +331,38 @@ impl Runtimes {
             let found = list_ids(&docker, &sel.labels).await?;
             match found.as_slice() {
                 [one] => one.0.clone(),
-                [] => return Err(ContainerError::NotFound(format!("no running container carries {}", labels_text(&sel.labels)))),
+                [] => {
+                    return Err(ContainerError::NotFound(format!(
+                        "no running container carries {}",
+                        labels_text(&sel.labels)
+                    )));
+                }
                 many => {
                     let names: Vec<&str> = many.iter().map(|(_, n)| n.as_str()).collect();
                     return Err(ContainerError::Invalid(invalid(
                         "container.select",
-                        format!("{} running containers match ({}); one fault acts in one container: name it, or add a label", many.len(), names.join(", ")),
+                        format!(
+                            "{} running containers match ({}); one fault acts in one container: name it, or add a label",
+                            many.len(),
+                            names.join(", ")
+                        ),
                     )));
                 }
             }
         };
         let c = inspect(&docker, &id).await?;
-        let missing: Vec<String> = sel.labels.iter().filter(|(k, v)| c.labels.get(k) != Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+        let missing: Vec<String> = sel
+            .labels
+            .iter()
+            .filter(|(k, v)| c.labels.get(k) != Some(v))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         if !missing.is_empty() {
-            return Err(ContainerError::NotFound(format!("container {} does not carry {}", c.name, missing.join(", "))));
+            return Err(ContainerError::NotFound(format!(
+                "container {} does not carry {}",
+                c.name,
+                missing.join(", ")
+            )));
         }
         Ok(c)
     }
@@ -317,7 +380,12 @@ impl Runtimes {
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let opts = bollard::query_parameters::RestartContainerOptionsBuilder::new().t(secs).build();
         let what = format!("restarting container {}", c.name);
-        let r = match tokio::time::timeout(CALL_TIMEOUT + grace, docker.restart_container(&c.id, Some(opts))).await {
+        let r = match tokio::time::timeout(
+            CALL_TIMEOUT + grace,
+            docker.restart_container(&c.id, Some(opts)),
+        )
+        .await
+        {
             Ok(r) => r.map_err(|e| api_error(&what, &e)),
             Err(_) => Err(ContainerError::Unreachable(format!("docker: {what} timed out"))),
         };
@@ -336,16 +404,25 @@ impl Runtimes {
             Err(e) => unreachable.push(e.to_string()),
         }
         match self.containerd_path() {
-            Ok(path) => match containerd::list(&path, &Selector { name: None, labels: labels.to_vec() }).await {
-                Ok(list) => out.extend(list.into_iter().take(MAX_LISTED.saturating_sub(out.len()))),
-                Err(e) => unreachable.push(e.to_string()),
-            },
+            Ok(path) => {
+                match containerd::list(&path, &Selector { name: None, labels: labels.to_vec() })
+                    .await
+                {
+                    Ok(list) => {
+                        out.extend(list.into_iter().take(MAX_LISTED.saturating_sub(out.len())));
+                    }
+                    Err(e) => unreachable.push(e.to_string()),
+                }
+            }
             Err(e) => unreachable.push(e.to_string()),
         }
         (out, unreachable)
     }
 
-    async fn list_docker(&self, labels: &[(String, String)]) -> Result<Vec<Container>, ContainerError> {
+    async fn list_docker(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Container>, ContainerError> {
         let docker = self.docker().await?;
         let ids = self.forget_on(list_ids(&docker, labels).await).await?;
         let mut out = Vec::new();
@@ -365,15 +442,22 @@ fn labels_text(labels: &[(String, String)]) -> String {
 
 fn api_error(what: &str, e: &bollard::errors::Error) -> ContainerError {
     match e {
-        bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => ContainerError::NotFound(format!("{what}: {message}")),
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => {
+            ContainerError::NotFound(format!("{what}: {message}"))
+        }
         // An ambiguous id prefix, say.
-        bollard::errors::Error::DockerResponseServerError { status_code: 400, message } => ContainerError::Invalid(invalid("container.name", message.clone())),
+        bollard::errors::Error::DockerResponseServerError { status_code: 400, message } => {
+            ContainerError::Invalid(invalid("container.name", message.clone()))
+        }
         other => ContainerError::Unreachable(format!("docker: {what}: {other}")),
     }
 }
 
 /// Running containers' (id, name) carrying every label, by the engine's own filter.
-async fn list_ids(docker: &Docker, labels: &[(String, String)]) -> Result<Vec<(String, String)>, ContainerError> {
+async fn list_ids(
+    docker: &Docker,
+    labels: &[(String, String)],
+) -> Result<Vec<(String, String)>, ContainerError> {
     let mut filters: HashMap<String, Vec<String>> = HashMap::new();
     filters.insert("status".into(), vec!["running".into()]);
     if !labels.is_empty() {
@@ -387,7 +471,12 @@ async fn list_ids(docker: &Docker, labels: &[(String, String)]) -> Result<Vec<(S
     Ok(list
         .into_iter()
         .filter_map(|c| {
-            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default();
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default();
             Some((c.id?, name))
         })
         .collect())
@@ -403,11 +492,16 @@ async fn inspect(docker: &Docker, name: &str) -> Result<Container, ContainerErro
     let state = c.state.unwrap_or_default();
     let pid = state.pid.unwrap_or(0);
     if state.running != Some(true) || pid <= 0 {
-        return Err(ContainerError::NotFound(format!("container {shown} is not running (state {})", state.status.map_or_else(|| "unknown".to_owned(), |s| s.to_string()))));
+        return Err(ContainerError::NotFound(format!(
+            "container {shown} is not running (state {})",
+            state.status.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+        )));
     }
     // The pid with its start time: a container that restarts gets a new one, and nothing
     // aimed at the old container reaches the new one's processes.
-    let stat = procfs::stat(pid as u32).ok_or_else(|| ContainerError::NotFound(format!("container {shown}: its init process {pid} is gone")))?;
+    let stat = procfs::stat(pid as u32).ok_or_else(|| {
+        ContainerError::NotFound(format!("container {shown}: its init process {pid} is gone"))
+    })?;
     let addresses = c
         .network_settings
         .and_then(|n| n.networks)
@@ -432,17 +526,27 @@ mod containerd {
     use std::{collections::BTreeMap, path::Path};
 
     use containerd_client::{
-        services::v1::{ListContainersRequest, ListNamespacesRequest, ListTasksRequest, containers_client::ContainersClient, namespaces_client::NamespacesClient, tasks_client::TasksClient},
+        services::v1::{
+            ListContainersRequest, ListNamespacesRequest, ListTasksRequest,
+            containers_client::ContainersClient, namespaces_client::NamespacesClient,
+            tasks_client::TasksClient,
+        },
         tonic::{Request, transport::Channel},
         types::v1::Status,
     };
 
-    use super::{CALL_TIMEOUT, Container, ContainerError, DOCKER_NAMESPACE, MIN_ID_PREFIX, Selector, invalid};
+    use super::{
+        CALL_TIMEOUT, Container, ContainerError, DOCKER_NAMESPACE, MIN_ID_PREFIX, Selector, invalid,
+    };
     use crate::kernel::procfs;
 
     fn in_ns<T>(req: T, ns: &str) -> Result<Request<T>, ContainerError> {
         let mut r = Request::new(req);
-        let value = ns.parse().map_err(|_| ContainerError::Unreachable(format!("containerd: namespace {ns:?} is not a header value")))?;
+        let value = ns.parse().map_err(|_| {
+            ContainerError::Unreachable(format!(
+                "containerd: namespace {ns:?} is not a header value"
+            ))
+        })?;
         r.metadata_mut().insert("containerd-namespace", value);
         Ok(r)
     }
@@ -451,33 +555,75 @@ mod containerd {
         ContainerError::Unreachable(format!("containerd: {what}: {e}"))
     }
 
-    async fn timed<T, E: std::fmt::Display>(what: &str, f: impl Future<Output = Result<T, E>>) -> Result<T, ContainerError> {
-        tokio::time::timeout(CALL_TIMEOUT, f).await.map_err(|_| unreachable(what, "timed out"))?.map_err(|e| unreachable(what, e))
+    async fn timed<T, E: std::fmt::Display>(
+        what: &str,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, ContainerError> {
+        tokio::time::timeout(CALL_TIMEOUT, f)
+            .await
+            .map_err(|_| unreachable(what, "timed out"))?
+            .map_err(|e| unreachable(what, e))
     }
 
-    fn matches(sel: &Selector, id: &str, labels: &std::collections::HashMap<String, String>) -> bool {
-        let named = sel.name.as_ref().is_none_or(|n| id == n || (n.len() >= MIN_ID_PREFIX && id.starts_with(n.as_str())));
+    fn matches(
+        sel: &Selector,
+        id: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> bool {
+        let named = sel
+            .name
+            .as_ref()
+            .is_none_or(|n| id == n || (n.len() >= MIN_ID_PREFIX && id.starts_with(n.as_str())));
         named && sel.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 
     /// Every running container `sel` matches, in every namespace but Docker's.
     pub async fn list(path: &Path, sel: &Selector) -> Result<Vec<Container>, ContainerError> {
         let channel: Channel = timed("connecting", containerd_client::connect(path)).await?;
-        let namespaces = timed("listing namespaces", NamespacesClient::new(channel.clone()).list(ListNamespacesRequest { filter: String::new() })).await?.into_inner().namespaces;
+        let namespaces = timed(
+            "listing namespaces",
+            NamespacesClient::new(channel.clone())
+                .list(ListNamespacesRequest { filter: String::new() }),
+        )
+        .await?
+        .into_inner()
+        .namespaces;
         let mut out = Vec::new();
         for ns in namespaces.iter().map(|n| n.name.as_str()).filter(|n| *n != DOCKER_NAMESPACE) {
-            let tasks = timed("listing tasks", TasksClient::new(channel.clone()).list(in_ns(ListTasksRequest { filter: String::new() }, ns)?)).await?.into_inner().tasks;
+            let tasks = timed(
+                "listing tasks",
+                TasksClient::new(channel.clone())
+                    .list(in_ns(ListTasksRequest { filter: String::new() }, ns)?),
+            )
+            .await?
+            .into_inner()
+            .tasks;
             // A task's `id` is its container's (`container_id` is left empty in this answer).
             let running: BTreeMap<String, u32> = tasks
                 .into_iter()
-                .filter(|t| t.status == Status::Running as i32 && t.pid > 0).map(|t| (if t.container_id.is_empty() { t.id } else { t.container_id }, t.pid))
+                .filter(|t| t.status == Status::Running as i32 && t.pid > 0)
+                .map(|t| (if t.container_id.is_empty() { t.id } else { t.container_id }, t.pid))
                 .collect();
-            let containers = timed("listing containers", ContainersClient::new(channel.clone()).list(in_ns(ListContainersRequest { filters: Vec::new() }, ns)?)).await?.into_inner().containers;
+            let containers = timed(
+                "listing containers",
+                ContainersClient::new(channel.clone())
+                    .list(in_ns(ListContainersRequest { filters: Vec::new() }, ns)?),
+            )
+            .await?
+            .into_inner()
+            .containers;
             for c in containers.into_iter().filter(|c| matches(sel, &c.id, &c.labels)) {
                 let Some(pid) = running.get(&c.id) else { continue };
                 // With its start time, as for Docker's: a restarted task is another process.
                 let Some(stat) = procfs::stat(*pid) else { continue };
-                out.push(Container { name: format!("{ns}/{}", c.id), id: c.id, runtime: "containerd", process: stat.id, labels: c.labels.into_iter().collect(), addresses: Vec::new() });
+                out.push(Container {
+                    name: format!("{ns}/{}", c.id),
+                    id: c.id,
+                    runtime: "containerd",
+                    process: stat.id,
+                    labels: c.labels.into_iter().collect(),
+                    addresses: Vec::new(),
+                });
             }
         }
         Ok(out)
@@ -493,12 +639,14 @@ mod containerd {
                 let names: Vec<&str> = found.iter().map(|c| c.name.as_str()).collect();
                 Err(ContainerError::Invalid(invalid(
                     if sel.labels.is_empty() { "container.name" } else { "container.select" },
-                    format!("{n} running containers match ({}); one fault acts in one container: name it, or add a label", names.join(", ")),
+                    format!(
+                        "{n} running containers match ({}); one fault acts in one container: name it, or add a label",
+                        names.join(", ")
+                    ),
                 )))
             }
         }
     }
-
 }
 
 #[cfg(test)]
@@ -507,9 +655,17 @@ mod tests {
 
     #[test]
     fn selectors_are_checked_before_any_runtime_is_asked() {
-        let t = |name: &str, select: &[&str]| Selector::try_from(&pb::ContainerTarget { name: name.into(), select: select.iter().map(|s| (*s).to_owned()).collect() });
+        let t = |name: &str, select: &[&str]| {
+            Selector::try_from(&pb::ContainerTarget {
+                name: name.into(),
+                select: select.iter().map(|s| (*s).to_owned()).collect(),
+            })
+        };
         assert_eq!(t("/web", &[]).unwrap().name.as_deref(), Some("web"));
-        assert_eq!(t("", &["com.docker.compose.service=web"]).unwrap().labels, vec![("com.docker.compose.service".into(), "web".into())]);
+        assert_eq!(
+            t("", &["com.docker.compose.service=web"]).unwrap().labels,
+            vec![("com.docker.compose.service".into(), "web".into())]
+        );
         // Empty values are labels too ("k=" selects k with an empty value).
         assert!(t("", &["k="]).is_ok());
         for (name, select, field) in [
@@ -524,17 +680,27 @@ mod tests {
             assert_eq!(e.field, field, "{name:?} {select:?}: {e}");
         }
         let many: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
-        assert_eq!(Selector::try_from(&pb::ContainerTarget { name: String::new(), select: many }).unwrap_err().field, "container.select");
+        assert_eq!(
+            Selector::try_from(&pb::ContainerTarget { name: String::new(), select: many })
+                .unwrap_err()
+                .field,
+            "container.select"
+        );
     }
 
     /// Neither runtime there: one answer naming both, never a "not found" that would read
     /// as "the container is not running".
     #[tokio::test]
     async fn no_runtime_reachable_is_said_for_both() {
-        let r = Runtimes::new(Some("/nonexistent/docker.sock".into()), Some("/nonexistent/containerd.sock".into()));
+        let r = Runtimes::new(
+            Some("/nonexistent/docker.sock".into()),
+            Some("/nonexistent/containerd.sock".into()),
+        );
         let sel = Selector { name: Some("web".into()), labels: Vec::new() };
         match r.resolve(&sel).await {
-            Err(ContainerError::Unreachable(m)) => assert!(m.contains("docker") && m.contains("containerd"), "{m}"),
+            Err(ContainerError::Unreachable(m)) => {
+                assert!(m.contains("docker") && m.contains("containerd"), "{m}");
+            }
             other => panic!("{other:?}"),
         }
         let (list, unreachable) = r.list(&[]).await;

@@ -32,8 +32,8 @@ mod procs;
 mod status;
 mod undo;
 
-pub(crate) use status::describe;
 use place::{HOST, Place};
+pub(crate) use status::describe;
 use status::{rtt_to, status};
 
 /// Major handle of the htb root the agent installs; `fa17:1` is the shaped class.
@@ -63,7 +63,11 @@ fn host_interfaces(max: usize) -> Result<Vec<String>, nix::Error> {
     use nix::net::if_::InterfaceFlags as F;
     let mut names: Vec<String> = nix::ifaddrs::getifaddrs()?
         .filter(|a| a.flags.contains(F::IFF_UP) && !a.flags.contains(F::IFF_LOOPBACK))
-        .filter(|a| a.address.as_ref().is_some_and(|s| s.as_sockaddr_in().is_some() || s.as_sockaddr_in6().is_some()))
+        .filter(|a| {
+            a.address
+                .as_ref()
+                .is_some_and(|s| s.as_sockaddr_in().is_some() || s.as_sockaddr_in6().is_some())
+        })
         .map(|a| a.interface_name)
         .collect();
     names.sort();
@@ -193,8 +197,20 @@ pub enum Applied {
     /// it now, so a retried revert must not touch it again).
     /// `place`: the namespace it acts in (`place::HOST`, or a container's namespace inode);
     /// `shaped`: the devices whose htb class is the fault's (its interface, its IFB).
-    Net { spec: FaultSpec, place: u64, slot: u32, shaped: Vec<u32>, rtt_before: Option<Hist>, slot_free: bool },
-    Process { spec: ProcessFault, processes: Vec<Stat>, cgroup: Option<Cgroup>, notes: Vec<String> },
+    Net {
+        spec: FaultSpec,
+        place: u64,
+        slot: u32,
+        shaped: Vec<u32>,
+        rtt_before: Option<Hist>,
+        slot_free: bool,
+    },
+    Process {
+        spec: ProcessFault,
+        processes: Vec<Stat>,
+        cgroup: Option<Cgroup>,
+        notes: Vec<String>,
+    },
 }
 
 impl Active {
@@ -259,14 +275,19 @@ pub fn load_programs(kernel_metrics: bool) -> (Option<Classifier>, Option<Tracer
         e.to_string()
     });
     let tracer = if kernel_metrics {
-        trace::ensure_tracefs().and_then(|_| Tracer::load(crate::process::netns_scoped())).map_err(|e| {
-            warn!("kernel metrics unavailable: {e}");
-            e.to_string()
-        })
+        trace::ensure_tracefs().and_then(|_| Tracer::load(crate::process::netns_scoped())).map_err(
+            |e| {
+                warn!("kernel metrics unavailable: {e}");
+                e.to_string()
+            },
+        )
     } else {
         Err("disabled (--no-kernel-metrics)".to_owned())
     };
-    let caps = caps::detect(&bpf.as_ref().map(|b| b.mode).map_err(Clone::clone), &tracer.as_ref().map(|_| ()).map_err(Clone::clone));
+    let caps = caps::detect(
+        &bpf.as_ref().map(|b| b.mode).map_err(Clone::clone),
+        &tracer.as_ref().map(|_| ()).map_err(Clone::clone),
+    );
     (bpf.ok(), tracer.ok(), caps)
 }
 
@@ -283,27 +304,55 @@ impl Engine {
                 "could not undo {} of {} journaled objects; they stay in the journal: {}",
                 failed.len(),
                 leftover.len(),
-                failed.iter().map(|(e, why)| format!("{} ({why})", describe(&e.object))).collect::<Vec<_>>().join("; ")
+                failed
+                    .iter()
+                    .map(|(e, why)| format!("{} ({why})", describe(&e.object)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             )));
         }
         Ok(leftover.len())
     }
 
     /// Opens the journal, undoes whatever a previous agent left, loads the classifier.
-    pub async fn start(state_dir: &std::path::Path, nl: Handle, kernel_metrics: bool, runtimes: Runtimes) -> Result<Self, EngineError> {
+    pub async fn start(
+        state_dir: &std::path::Path,
+        nl: Handle,
+        kernel_metrics: bool,
+        runtimes: Runtimes,
+    ) -> Result<Self, EngineError> {
         crate::kernel::fds::refill();
         let (mut journal, leftover) = Journal::open(state_dir)?;
         let mut left = Vec::new();
         if !leftover.is_empty() {
             info!(objects = leftover.len(), "reverting what a previous agent left");
-            left = undo::recover(&nl, &mut journal, &leftover).await.into_iter().map(|(e, _)| e).collect();
+            left = undo::recover(&nl, &mut journal, &leftover)
+                .await
+                .into_iter()
+                .map(|(e, _)| e)
+                .collect();
         }
         let (bpf, tracer, caps) = load_programs(kernel_metrics);
         let attach_mode = bpf.as_ref().map_or(AttachMode::detect(), |b| b.mode);
-        let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs()) % 1_000_000 * 1000;
-        let places = bpf.into_iter().map(|bpf| (HOST, Place { nl: nl.clone(), ns: None, nsref: None, bpf, idle_since: None })).collect();
+        let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs())
+            % 1_000_000
+            * 1000;
+        let places = bpf
+            .into_iter()
+            .map(|bpf| {
+                (HOST, Place { nl: nl.clone(), ns: None, nsref: None, bpf, idle_since: None })
+            })
+            .collect();
         Ok(Self {
-            state: Mutex::new(State { journal, leftover: left, places, spares: Vec::new(), tracer, faults: BTreeMap::new(), next_id }),
+            state: Mutex::new(State {
+                journal,
+                leftover: left,
+                places,
+                spares: Vec::new(),
+                tracer,
+                faults: BTreeMap::new(),
+                next_id,
+            }),
             nl,
             caps,
             wake: tokio::sync::Notify::new(),
@@ -381,8 +430,12 @@ impl Engine {
             // Only while a runtime is there, or just went away (to clear the table).
             if self.runtimes.any_socket() || had {
                 let (list, _) = self.runtimes.list(&[]).await;
-                let owned = tokio::task::spawn_blocking(move || crate::containers::with_addresses(list)).await.unwrap_or_default();
-                let owners: Vec<(String, String, Vec<std::net::IpAddr>)> = owned.into_iter().map(|c| (c.id, c.name, c.addresses)).collect();
+                let owned =
+                    tokio::task::spawn_blocking(move || crate::containers::with_addresses(list))
+                        .await
+                        .unwrap_or_default();
+                let owners: Vec<(String, String, Vec<std::net::IpAddr>)> =
+                    owned.into_iter().map(|c| (c.id, c.name, c.addresses)).collect();
                 had = !owners.is_empty();
                 if let Some(t) = self.state.lock().await.tracer.as_ref() {
                     t.set_owners(&owners);
@@ -410,7 +463,12 @@ impl Engine {
         for f in st.faults.values() {
             next = next.min(f.revert_failed.as_ref().map_or(f.expires, |r| r.next_try));
         }
-        for t in st.places.values().flat_map(|p| [p.bpf.next_sweep(IDLE_DETACH), p.idle_since.map(|t| t + IDLE_DETACH)]).flatten() {
+        for t in st
+            .places
+            .values()
+            .flat_map(|p| [p.bpf.next_sweep(IDLE_DETACH), p.idle_since.map(|t| t + IDLE_DETACH)])
+            .flatten()
+        {
             next = next.min(t);
         }
         next
@@ -422,7 +480,11 @@ impl Engine {
 
     /// Why the kernel metrics programs are not running; empty when they are.
     pub fn kernel_metrics_detail(&self) -> String {
-        self.caps.probe(feature::TRACEPOINTS).filter(|p| !p.ok).map(|p| p.detail.clone()).unwrap_or_default()
+        self.caps
+            .probe(feature::TRACEPOINTS)
+            .filter(|p| !p.ok)
+            .map(|p| p.detail.clone())
+            .unwrap_or_default()
     }
 
     /// Keeps the agent's own connections on `port` out of every fault by default.
@@ -444,7 +506,11 @@ impl Engine {
         request.interface.clone_from(&spec.interface);
         let mut st = self.state.lock().await;
         self.open_place(&mut st, target)?;
-        let slot = match self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| Ok(st.places.get_mut(&key).expect("opened").bpf.reserve_slot()?)) {
+        let slot = match self
+            .preflight_locked(&st, key, &spec, ifindex)
+            .await
+            .and_then(|()| Ok(st.places.get_mut(&key).expect("opened").bpf.reserve_slot()?))
+        {
             Ok(slot) => slot,
             Err(e) => {
                 release_place(&mut st, key);
@@ -460,7 +526,14 @@ impl Engine {
             expires: Instant::now() + spec.lease,
             lease: spec.lease,
             objects: Vec::new(),
-            applied: Applied::Net { spec: spec.clone(), place: key, slot, shaped: Vec::new(), rtt_before: rtt_to(&st, &spec), slot_free: false },
+            applied: Applied::Net {
+                spec: spec.clone(),
+                place: key,
+                slot,
+                shaped: Vec::new(),
+                rtt_before: rtt_to(&st, &spec),
+                slot_free: false,
+            },
             revert_failed: None,
             container,
         };
@@ -496,15 +569,24 @@ impl Engine {
         // A check changes nothing in the kernel: a place it had to open is only left idle
         // (closed 2 s later), so the apply a controller sends next finds it ready.
         self.open_place(&mut st, target)?;
-        let result = self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| {
-            if st.places.get(&key).is_none_or(|p| p.bpf.slots_in_use() >= faultline_ebpf_common::MAX_RULES as usize) {
-                return Err(bpf::BpfError::NoSlot.into());
-            }
-            Ok(())
-        });
+        let result =
+            self.preflight_locked(&st, key, &spec, ifindex).await.and_then(|()| {
+                if st.places.get(&key).is_none_or(|p| {
+                    p.bpf.slots_in_use() >= faultline_ebpf_common::MAX_RULES as usize
+                }) {
+                    return Err(bpf::BpfError::NoSlot.into());
+                }
+                Ok(())
+            });
         release_place(&mut st, key);
         result?;
-        Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: if spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() }, container, ..Default::default() })
+        Ok(pb::FaultStatus {
+            id: "check".into(),
+            spec: Some(request),
+            engine: if spec.kind.uses_qdisc() { "tc".into() } else { "ebpf".into() },
+            container,
+            ..Default::default()
+        })
     }
 
     /// Undoes a fault whose apply failed. Whatever cannot be undone now is kept as a
@@ -518,7 +600,11 @@ impl Engine {
         }
         if !errors.is_empty() {
             warn!(id = f.id, "rollback incomplete, retrying: {}", errors.join("; "));
-            f.revert_failed = Some(RevertFailed { error: errors.join("; "), attempts: 1, next_try: Instant::now() + backoff(1) });
+            f.revert_failed = Some(RevertFailed {
+                error: errors.join("; "),
+                attempts: 1,
+                next_try: Instant::now() + backoff(1),
+            });
             st.faults.insert(f.id.clone(), f);
         }
     }
@@ -529,7 +615,10 @@ impl Engine {
         let mut st = self.state.lock().await;
         let Some(mut f) = st.faults.remove(id) else {
             let known: Vec<&String> = st.faults.keys().collect();
-            return Err(EngineError::NotFound(format!("no active fault {} (active: {known:?})", faultline_proto::quote(id))));
+            return Err(EngineError::NotFound(format!(
+                "no active fault {} (active: {known:?})",
+                faultline_proto::quote(id)
+            )));
         };
         let errors = self.teardown(&mut st, &mut f).await;
         if errors.is_empty() {
@@ -542,9 +631,15 @@ impl Engine {
         let attempts = f.revert_failed.as_ref().map_or(0, |r| r.attempts) + 1;
         let error = errors.join("; ");
         warn!(id, attempts, "revert incomplete, will retry: {error}");
-        f.revert_failed = Some(RevertFailed { error: error.clone(), attempts, next_try: Instant::now() + backoff(attempts) });
+        f.revert_failed = Some(RevertFailed {
+            error: error.clone(),
+            attempts,
+            next_try: Instant::now() + backoff(attempts),
+        });
         st.faults.insert(id.to_owned(), f);
-        Err(EngineError::refused(format!("revert of {id} incomplete: {error}; the journal keeps what is left and the agent retries")))
+        Err(EngineError::refused(format!(
+            "revert of {id} incomplete: {error}; the journal keeps what is left and the agent retries"
+        )))
     }
 
     pub async fn revert_all(&self) -> Vec<String> {
@@ -573,8 +668,18 @@ impl Engine {
                 p.sweep(IDLE_DETACH);
             }
             close_idle(&mut st, IDLE_DETACH);
-            let due: Vec<String> = st.faults.values().filter(|f| f.revert_failed.is_none() && f.expires <= now).map(|f| f.id.clone()).collect();
-            let retry: Vec<String> = st.faults.values().filter(|f| f.revert_failed.as_ref().is_some_and(|r| r.next_try <= now)).map(|f| f.id.clone()).collect();
+            let due: Vec<String> = st
+                .faults
+                .values()
+                .filter(|f| f.revert_failed.is_none() && f.expires <= now)
+                .map(|f| f.id.clone())
+                .collect();
+            let retry: Vec<String> = st
+                .faults
+                .values()
+                .filter(|f| f.revert_failed.as_ref().is_some_and(|r| r.next_try <= now))
+                .map(|f| f.id.clone())
+                .collect();
             (due, retry)
         };
         let mut reverted = Vec::new();
@@ -605,20 +710,33 @@ impl Engine {
         st.leftover = failed.into_iter().map(|(e, _)| e).collect();
     }
 
-    pub async fn renew(&self, ids: &[String], lease: Option<Duration>) -> Result<Vec<pb::FaultStatus>, EngineError> {
+    pub async fn renew(
+        &self,
+        ids: &[String],
+        lease: Option<Duration>,
+    ) -> Result<Vec<pb::FaultStatus>, EngineError> {
         let mut st = self.state.lock().await;
         if let Some(l) = lease
-            && l > crate::fault::MAX_LEASE {
-                return Err(InvalidField { field: "lease_ms".into(), reason: format!("at most {} s", crate::fault::MAX_LEASE.as_secs()) }.into());
+            && l > crate::fault::MAX_LEASE
+        {
+            return Err(InvalidField {
+                field: "lease_ms".into(),
+                reason: format!("at most {} s", crate::fault::MAX_LEASE.as_secs()),
             }
+            .into());
+        }
         for id in ids {
             if !st.faults.contains_key(id) {
-                return Err(EngineError::NotFound(format!("no active fault {}", faultline_proto::quote(id))));
+                return Err(EngineError::NotFound(format!(
+                    "no active fault {}",
+                    faultline_proto::quote(id)
+                )));
             }
         }
         let now = Instant::now();
         let mut out = Vec::new();
-        let keys: Vec<String> = if ids.is_empty() { st.faults.keys().cloned().collect() } else { ids.to_vec() };
+        let keys: Vec<String> =
+            if ids.is_empty() { st.faults.keys().cloned().collect() } else { ids.to_vec() };
         for id in keys {
             let f = st.faults.get_mut(&id).expect("checked");
             f.expires = now + lease.unwrap_or(f.lease);
@@ -648,7 +766,12 @@ fn release_place(st: &mut State, key: u64) {
 /// Closes the container places idle for `older_than`: their classifiers are unloaded
 /// and the namespaces they held let go.
 fn close_idle(st: &mut State, older_than: Duration) {
-    let due: Vec<u64> = st.places.iter().filter(|(_, p)| p.idle_since.is_some_and(|t| t.elapsed() >= older_than)).map(|(k, _)| *k).collect();
+    let due: Vec<u64> = st
+        .places
+        .iter()
+        .filter(|(_, p)| p.idle_since.is_some_and(|t| t.elapsed() >= older_than))
+        .map(|(k, _)| *k)
+        .collect();
     for key in due {
         if let Some(p) = st.places.remove(&key) {
             p.close();
@@ -662,10 +785,15 @@ mod tests {
 
     #[test]
     fn a_kernel_error_reads_as_before_and_keeps_its_cause() {
-        let e = EngineError::io("starting the stress worker", std::io::Error::from_raw_os_error(libc::EMFILE));
+        let e = EngineError::io(
+            "starting the stress worker",
+            std::io::Error::from_raw_os_error(libc::EMFILE),
+        );
         assert!(e.to_string().starts_with("starting the stress worker: "), "{e}");
         // Down the chain to the errno, where a caller can tell EMFILE from ENOENT.
-        let cause = std::error::Error::source(&e).and_then(|c| c.downcast_ref::<std::io::Error>()).map(std::io::Error::raw_os_error);
+        let cause = std::error::Error::source(&e)
+            .and_then(|c| c.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::raw_os_error);
         assert_eq!(cause, Some(Some(libc::EMFILE)));
         assert!(matches!(tonic::Status::from(e).code(), tonic::Code::Internal));
         assert_eq!(EngineError::refused("survived SIGKILL").to_string(), "survived SIGKILL");

@@ -25,11 +25,11 @@ pub enum Direction {
 }
 
 impl Direction {
-    #[must_use] 
+    #[must_use]
     pub fn egress(self) -> bool {
         matches!(self, Self::Egress | Self::Both)
     }
-    #[must_use] 
+    #[must_use]
     pub fn ingress(self) -> bool {
         matches!(self, Self::Ingress | Self::Both)
     }
@@ -43,7 +43,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    #[must_use] 
+    #[must_use]
     pub fn ip_number(self) -> u32 {
         match self {
             Self::Tcp => 6,
@@ -70,10 +70,15 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let ip: IpAddr = addr.trim().parse().map_err(|_| format!("{} is not an IP address or CIDR", faultline_proto::quote(s)))?;
+        let ip: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} is not an IP address or CIDR", faultline_proto::quote(s)))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let len: u8 = match len {
-            Some(l) => l.parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("{}: prefix length must be 0..={max}", faultline_proto::quote(s)))?,
+            Some(l) => l.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
+                format!("{}: prefix length must be 0..={max}", faultline_proto::quote(s))
+            })?,
             None => max,
         };
         let (mut bytes, prefix, v4) = match ip {
@@ -92,11 +97,12 @@ impl FromStr for Cidr {
 
 impl Cidr {
     /// Whether an address (IPv6, or IPv4-mapped) lies in this network.
-    #[must_use] 
+    #[must_use]
     pub fn contains(&self, addr: &[u8; 16]) -> bool {
         let full = usize::from(self.prefix / 8);
         let rest = self.prefix % 8;
-        addr[..full] == self.addr[..full] && (rest == 0 || (addr[full] ^ self.addr[full]) >> (8 - rest) == 0)
+        addr[..full] == self.addr[..full]
+            && (rest == 0 || (addr[full] ^ self.addr[full]) >> (8 - rest) == 0)
     }
 }
 
@@ -156,7 +162,7 @@ pub struct NetemSpec {
 impl NetemSpec {
     /// The share of this spec one direction carries when a fault covers both: the
     /// configured delay is the added round trip, so each way gets half of it.
-    #[must_use] 
+    #[must_use]
     pub fn halved_delay(&self) -> Self {
         Self { delay: self.delay / 2, jitter: self.jitter / 2, ..self.clone() }
     }
@@ -171,7 +177,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    #[must_use] 
+    #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
             Self::Netem(_) => "netem",
@@ -181,7 +187,7 @@ impl FaultKind {
         }
     }
     /// Netem and bandwidth shape in a qdisc; drop and partition act in the classifier.
-    #[must_use] 
+    #[must_use]
     pub fn uses_qdisc(&self) -> bool {
         matches!(self, Self::Netem(_) | Self::Bandwidth { .. })
     }
@@ -235,28 +241,42 @@ fn netem(n: &pb::Netem) -> Result<NetemSpec, InvalidField> {
     let delay = Duration::from_micros(n.delay_us);
     let jitter = Duration::from_micros(n.jitter_us);
     if delay > MAX_DELAY {
-        return Err(invalid("netem.delay_us", format!("{} us is more than {} s", n.delay_us, MAX_DELAY.as_secs())));
+        return Err(invalid(
+            "netem.delay_us",
+            format!("{} us is more than {} s", n.delay_us, MAX_DELAY.as_secs()),
+        ));
     }
     if n.jitter_us > 0 && n.delay_us == 0 {
         return Err(invalid("netem.jitter_us", "jitter needs a delay"));
     }
     if jitter > delay {
-        return Err(invalid("netem.jitter_us", "jitter larger than the delay would need negative delays"));
+        return Err(invalid(
+            "netem.jitter_us",
+            "jitter larger than the delay would need negative delays",
+        ));
     }
     let distribution = match pb::Distribution::try_from(n.distribution) {
         Ok(pb::Distribution::Unspecified | pb::Distribution::Uniform) => Distribution::Uniform,
         Ok(pb::Distribution::Normal) => Distribution::Normal,
         Ok(pb::Distribution::Pareto) => Distribution::Pareto,
         Ok(pb::Distribution::Paretonormal) => Distribution::ParetoNormal,
-        Err(_) => return Err(invalid("netem.distribution", format!("unknown value {}", n.distribution))),
+        Err(_) => {
+            return Err(invalid("netem.distribution", format!("unknown value {}", n.distribution)));
+        }
     };
     if distribution != Distribution::Uniform && n.jitter_us == 0 {
-        return Err(invalid("netem.distribution", "a distribution shapes the jitter; set jitter_us"));
+        return Err(invalid(
+            "netem.distribution",
+            "a distribution shapes the jitter; set jitter_us",
+        ));
     }
     let loss = match &n.gilbert_elliott {
         Some(ge) => {
             if n.loss_percent > 0.0 {
-                return Err(invalid("netem.gilbert_elliott", "give either loss_percent or gilbert_elliott, not both"));
+                return Err(invalid(
+                    "netem.gilbert_elliott",
+                    "give either loss_percent or gilbert_elliott, not both",
+                ));
             }
             let bad = if ge.bad_loss == 0.0 { 100.0 } else { ge.bad_loss };
             Some(LossModel::GilbertElliott {
@@ -271,7 +291,10 @@ fn netem(n: &pb::Netem) -> Result<NetemSpec, InvalidField> {
     };
     let reorder = chance("netem.reorder_percent", n.reorder_percent, n.reorder_correlation)?;
     if reorder.is_some() && n.delay_us == 0 {
-        return Err(invalid("netem.reorder_percent", "reordering sends some packets early; it needs a delay"));
+        return Err(invalid(
+            "netem.reorder_percent",
+            "reordering sends some packets early; it needs a delay",
+        ));
     }
     let spec = NetemSpec {
         delay,
@@ -285,8 +308,16 @@ fn netem(n: &pb::Netem) -> Result<NetemSpec, InvalidField> {
         rate_bps: rate("netem.rate_bps", n.rate_bps)?,
         limit: if n.limit == 0 { 1000 } else { n.limit },
     };
-    if spec.delay.is_zero() && spec.loss.is_none() && spec.duplicate.is_none() && spec.corrupt.is_none() && spec.rate_bps == 0 {
-        return Err(invalid("netem", "nothing to do: set a delay, loss, duplicate, corrupt or rate"));
+    if spec.delay.is_zero()
+        && spec.loss.is_none()
+        && spec.duplicate.is_none()
+        && spec.corrupt.is_none()
+        && spec.rate_bps == 0
+    {
+        return Err(invalid(
+            "netem",
+            "nothing to do: set a delay, loss, duplicate, corrupt or rate",
+        ));
     }
     Ok(spec)
 }
@@ -299,8 +330,17 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
         if s.interface.is_empty() && s.container.is_none() {
             return Err(invalid("interface", "required (or a container to act in)"));
         }
-        if s.interface.len() > IFNAMSIZ || s.interface.contains(['/', '\0']) || s.interface.chars().any(char::is_whitespace) {
-            return Err(invalid("interface", format!("{} is not an interface name (at most {IFNAMSIZ} bytes, no '/', whitespace or NUL)", faultline_proto::quote(&s.interface))));
+        if s.interface.len() > IFNAMSIZ
+            || s.interface.contains(['/', '\0'])
+            || s.interface.chars().any(char::is_whitespace)
+        {
+            return Err(invalid(
+                "interface",
+                format!(
+                    "{} is not an interface name (at most {IFNAMSIZ} bytes, no '/', whitespace or NUL)",
+                    faultline_proto::quote(&s.interface)
+                ),
+            ));
         }
         if s.label.len() > MAX_LABEL {
             return Err(invalid("label", format!("{} bytes; at most {MAX_LABEL}", s.label.len())));
@@ -320,7 +360,14 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
         }
         let m = s.r#match.clone().unwrap_or_default();
         if m.peers.len() > faultline_ebpf_common::MAX_PEERS as usize {
-            return Err(invalid("match.peers", format!("{} peers; the eBPF peer table holds at most {}", m.peers.len(), faultline_ebpf_common::MAX_PEERS)));
+            return Err(invalid(
+                "match.peers",
+                format!(
+                    "{} peers; the eBPF peer table holds at most {}",
+                    m.peers.len(),
+                    faultline_ebpf_common::MAX_PEERS
+                ),
+            ));
         }
         let mut peers = m
             .peers
@@ -333,13 +380,19 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
         peers.sort_by_key(|c| (c.addr, c.prefix));
         peers.dedup();
         if m.ports.len() > faultline_ebpf_common::MAX_PORT_RANGES {
-            return Err(invalid("match.ports", format!("at most {} ranges", faultline_ebpf_common::MAX_PORT_RANGES)));
+            return Err(invalid(
+                "match.ports",
+                format!("at most {} ranges", faultline_ebpf_common::MAX_PORT_RANGES),
+            ));
         }
         let mut ports = Vec::new();
         for (i, r) in m.ports.iter().enumerate() {
             let last = if r.last == 0 { r.first } else { r.last };
             if r.first == 0 || r.first > 65535 || last > 65535 || last < r.first {
-                return Err(invalid(&format!("match.ports[{i}]"), format!("{}..{} is not a port range in 1..=65535", r.first, r.last)));
+                return Err(invalid(
+                    &format!("match.ports[{i}]"),
+                    format!("{}..{} is not a port range in 1..=65535", r.first, r.last),
+                ));
             }
             ports.push((r.first as u16, last as u16));
         }
@@ -348,7 +401,9 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
             Ok(pb::Protocol::Tcp) => Some(Protocol::Tcp),
             Ok(pb::Protocol::Udp) => Some(Protocol::Udp),
             Ok(pb::Protocol::Icmp) => Some(Protocol::Icmp),
-            Err(_) => return Err(invalid("match.protocol", format!("unknown value {}", m.protocol))),
+            Err(_) => {
+                return Err(invalid("match.protocol", format!("unknown value {}", m.protocol)));
+            }
         };
         if protocol == Some(Protocol::Icmp) && !ports.is_empty() {
             return Err(invalid("match.ports", "ICMP has no ports"));
@@ -362,7 +417,11 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
                 }
                 rate("bandwidth.rate_bps", b.rate_bps)?;
                 // tc's rule of thumb: enough for one timer tick at 250 Hz, and two full frames.
-                let burst = if b.burst_bytes == 0 { ((b.rate_bps / 8 / 250) as u32).max(2 * 1514) } else { b.burst_bytes };
+                let burst = if b.burst_bytes == 0 {
+                    ((b.rate_bps / 8 / 250) as u32).max(2 * 1514)
+                } else {
+                    b.burst_bytes
+                };
                 FaultKind::Bandwidth { rate_bps: b.rate_bps, burst_bytes: burst }
             }
             Some(pb::fault_spec::Kind::Drop(d)) => {
@@ -397,7 +456,12 @@ mod tests {
     use super::*;
 
     fn spec(kind: pb::fault_spec::Kind) -> pb::FaultSpec {
-        pb::FaultSpec { interface: "eth0".into(), lease_ms: 1000, kind: Some(kind), ..Default::default() }
+        pb::FaultSpec {
+            interface: "eth0".into(),
+            lease_ms: 1000,
+            kind: Some(kind),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -414,36 +478,71 @@ mod tests {
         assert!(net.contains(&ip("10.1.127.255")));
         assert!(!net.contains(&ip("10.1.128.0")));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(&ip("192.0.2.1")));
-        assert!("fd00::1".parse::<Cidr>().unwrap().contains(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets()));
+        assert!(
+            "fd00::1"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets())
+        );
     }
 
     #[test]
     fn bad_input_names_the_field() {
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 140.0 }))).unwrap_err();
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 140.0 })))
+            .unwrap_err();
         assert_eq!(e.field, "drop.percent");
         let mut s = spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 10.0 }));
         s.lease_ms = 0;
         assert_eq!(FaultSpec::try_from(&s).unwrap_err().field, "lease_ms");
         s.lease_ms = 10;
-        s.r#match = Some(pb::TrafficMatch { peers: vec!["10.0.0.0/99".into()], ..Default::default() });
+        s.r#match =
+            Some(pb::TrafficMatch { peers: vec!["10.0.0.0/99".into()], ..Default::default() });
         assert_eq!(FaultSpec::try_from(&s).unwrap_err().field, "match.peers[0]");
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Partition(pb::Partition {}))).unwrap_err();
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Partition(pb::Partition {})))
+            .unwrap_err();
         assert_eq!(e.field, "match.peers");
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { jitter_us: 5, ..Default::default() }))).unwrap_err();
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem {
+            jitter_us: 5,
+            ..Default::default()
+        })))
+        .unwrap_err();
         assert_eq!(e.field, "netem.jitter_us");
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { loss_percent: f64::NAN, ..Default::default() }))).unwrap_err();
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem {
+            loss_percent: f64::NAN,
+            ..Default::default()
+        })))
+        .unwrap_err();
         assert_eq!(e.field, "netem.loss_percent");
         // Rates past 1 Tbit/s (the red team sent 2^64-1 bit/s) are refused, 1 Tbit/s is not.
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth { rate_bps: u64::MAX, burst_bytes: 0 }))).unwrap_err();
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+            rate_bps: u64::MAX,
+            burst_bytes: 0,
+        })))
+        .unwrap_err();
         assert!(e.field == "bandwidth.rate_bps" && e.reason.contains("at most"), "{e:?}");
-        assert!(FaultSpec::try_from(&spec(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth { rate_bps: MAX_RATE_BPS, burst_bytes: 0 }))).is_ok());
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { rate_bps: MAX_RATE_BPS + 1, ..Default::default() }))).unwrap_err();
+        assert!(
+            FaultSpec::try_from(&spec(pb::fault_spec::Kind::Bandwidth(pb::Bandwidth {
+                rate_bps: MAX_RATE_BPS,
+                burst_bytes: 0
+            })))
+            .is_ok()
+        );
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem {
+            rate_bps: MAX_RATE_BPS + 1,
+            ..Default::default()
+        })))
+        .unwrap_err();
         assert_eq!(e.field, "netem.rate_bps");
     }
 
     #[test]
     fn both_directions_share_the_delay() {
-        let s = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { delay_us: 100_000, jitter_us: 10_000, ..Default::default() }))).unwrap();
+        let s = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem {
+            delay_us: 100_000,
+            jitter_us: 10_000,
+            ..Default::default()
+        })))
+        .unwrap();
         let FaultKind::Netem(n) = s.kind else { panic!() };
         assert_eq!(n.halved_delay().delay, Duration::from_millis(50));
         assert_eq!(n.halved_delay().jitter, Duration::from_millis(5));
@@ -452,19 +551,27 @@ mod tests {
     #[test]
     fn peers_are_one_entry_per_network_and_bounded_inputs_are_refused() {
         let mut s = spec(pb::fault_spec::Kind::Partition(pb::Partition {}));
-        s.r#match = Some(pb::TrafficMatch { peers: vec!["10.91.0.0/24".into(), "10.91.0.7/24".into(), "fd00::1".into()], ..Default::default() });
+        s.r#match = Some(pb::TrafficMatch {
+            peers: vec!["10.91.0.0/24".into(), "10.91.0.7/24".into(), "fd00::1".into()],
+            ..Default::default()
+        });
         assert_eq!(FaultSpec::try_from(&s).unwrap().matcher.peers.len(), 2);
         let mut long = spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 10.0 }));
         long.interface = "x".repeat(100_000);
         let e = FaultSpec::try_from(&long).unwrap_err();
         assert!(e.field == "interface" && e.reason.len() < 200, "{e}");
-        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem { delay_us: u64::MAX, ..Default::default() }))).unwrap_err();
+        let e = FaultSpec::try_from(&spec(pb::fault_spec::Kind::Netem(pb::Netem {
+            delay_us: u64::MAX,
+            ..Default::default()
+        })))
+        .unwrap_err();
         assert_eq!(e.field, "netem.delay_us");
         let mut s = spec(pb::fault_spec::Kind::Drop(pb::Drop { percent: 10.0 }));
         s.lease_ms = u64::MAX;
         assert_eq!(FaultSpec::try_from(&s).unwrap_err().field, "lease_ms");
         s.lease_ms = 1000;
-        s.r#match = Some(pb::TrafficMatch { peers: vec!["1".repeat(100_000)], ..Default::default() });
+        s.r#match =
+            Some(pb::TrafficMatch { peers: vec!["1".repeat(100_000)], ..Default::default() });
         let e = FaultSpec::try_from(&s).unwrap_err();
         assert!(e.field == "match.peers[0]" && e.reason.len() < 200, "{e}");
     }

@@ -60,7 +60,9 @@ impl KernelObject {
     #[must_use]
     pub fn netns(&self) -> Option<&NsRef> {
         match self {
-            Self::Qdisc { netns, .. } | Self::Ifb { netns, .. } | Self::ClsBpf { netns, .. } => netns.as_ref(),
+            Self::Qdisc { netns, .. } | Self::Ifb { netns, .. } | Self::ClsBpf { netns, .. } => {
+                netns.as_ref()
+            }
             _ => None,
         }
     }
@@ -96,13 +98,25 @@ impl Journal {
         let err = |source| JournalError { path: path.clone(), source };
         std::fs::create_dir_all(state_dir).map_err(err)?;
         let lock_path = state_dir.join("agent.lock");
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|source| JournalError { path: lock_path.clone(), source })?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| JournalError {
-            path: lock_path.clone(),
-            source: if errno == nix::errno::Errno::EWOULDBLOCK { std::io::Error::other("another agent holds this state directory") } else { errno.into() },
-        })?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| JournalError { path: lock_path.clone(), source })?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| JournalError {
+                path: lock_path.clone(),
+                source: if errno == nix::errno::Errno::EWOULDBLOCK {
+                    std::io::Error::other("another agent holds this state directory")
+                } else {
+                    errno.into()
+                },
+            })?;
         let leftover = match std::fs::read(&path) {
-            Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(&bytes).map_err(|e| err(std::io::Error::other(e)))?,
+            Ok(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice(&bytes).map_err(|e| err(std::io::Error::other(e)))?
+            }
             Ok(_) => Vec::new(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(err(e)),
@@ -110,7 +124,7 @@ impl Journal {
         Ok((Self { path, entries: leftover.clone(), _lock: lock }, leftover))
     }
 
-    #[must_use] 
+    #[must_use]
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -141,7 +155,8 @@ impl Journal {
         let err = |source| JournalError { path: self.path.clone(), source };
         let tmp = self.path.with_extension("json.tmp");
         let mut f = crate::kernel::fds::retry(|| std::fs::File::create(&tmp)).map_err(err)?;
-        f.write_all(&serde_json::to_vec_pretty(entries).expect("journal entries serialize")).map_err(err)?;
+        f.write_all(&serde_json::to_vec_pretty(entries).expect("journal entries serialize"))
+            .map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)
     }
@@ -157,10 +172,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (mut j, left) = Journal::open(&dir).unwrap();
         assert!(left.is_empty());
-        let q = KernelObject::Qdisc { ifname: "eth0".into(), ifindex: 2, parent: u32::MAX, handle: 0xfa17_0000, kind: "htb".into(), netns: None };
+        let q = KernelObject::Qdisc {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            parent: u32::MAX,
+            handle: 0xfa17_0000,
+            kind: "htb".into(),
+            netns: None,
+        };
         j.record("f1", q.clone()).unwrap();
         let ns = NsRef { inode: 4_026_532_999, cookie: 7, pid: 42, container: "c0ffee".into() };
-        j.record("f1", KernelObject::Ifb { name: "flifb2".into(), netns: Some(ns.clone()) }).unwrap();
+        j.record("f1", KernelObject::Ifb { name: "flifb2".into(), netns: Some(ns.clone()) })
+            .unwrap();
         drop(j);
         let (mut j, left) = Journal::open(&dir).unwrap();
         assert_eq!(left.len(), 2);

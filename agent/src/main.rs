@@ -9,10 +9,7 @@ use faultline_agent::{
     metrics::{self, Host},
     server::Service,
 };
-use faultline_proto::{
-    agent::v1::agent_service_server::AgentServiceServer,
-    transport::Security,
-};
+use faultline_proto::{agent::v1::agent_service_server::AgentServiceServer, transport::Security};
 use tracing::info;
 
 #[derive(Parser)]
@@ -35,8 +32,8 @@ struct Args {
     /// Serve Prometheus metrics at <http://ADDR/metrics> (off unless given).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// Do not serve the local socket: by default root on this host (holding CAP_NET_ADMIN
-    /// and CAP_SYS_ADMIN) reaches the agent without TLS at the abstract socket
+    /// Do not serve the local socket: by default root on this host (holding `CAP_NET_ADMIN`
+    /// and `CAP_SYS_ADMIN`) reaches the agent without TLS at the abstract socket
     /// `@faultline/agent:PORT` of its network namespace, PORT from --listen; the CLI uses
     /// it when run as root without --agent, or with --agent local[:PORT].
     #[arg(long)]
@@ -116,11 +113,17 @@ async fn controller_addresses(url: &str) -> Vec<std::net::IpAddr> {
     if let Ok(ip) = host.parse() {
         return vec![ip];
     }
-    tokio::net::lookup_host((host, uri.port_u16().unwrap_or(443))).await.map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
+    tokio::net::lookup_host((host, uri.port_u16().unwrap_or(443)))
+        .await
+        .map(|a| a.map(|s| s.ip()).collect())
+        .unwrap_or_default()
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn main() -> Result<()> {
@@ -133,10 +136,15 @@ fn main() -> Result<()> {
 }
 
 #[tokio::main]
-#[expect(clippy::too_many_lines, reason = "the agent's start-up, in the order it must happen, read top to bottom")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the agent's start-up, in the order it must happen, read top to bottom"
+)]
 async fn serve() -> Result<()> {
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    );
     if args.doctor {
         // stdout carries the report (JSON with --json): logs go elsewhere.
         logs.with_writer(std::io::stderr).init();
@@ -150,7 +158,9 @@ async fn serve() -> Result<()> {
         // Loads the programs as the agent would (and unloads them on exit): a probe that
         // only read files could say yes where the agent then fails.
         let (_, _, caps) = faultline_agent::engine::load_programs(!args.no_kernel_metrics);
-        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let kernel = faultline_agent::kernel::caps::release();
         if args.json {
             println!("{}", faultline_proto::doctor::json(&host, &kernel, &caps.probes));
@@ -172,7 +182,9 @@ async fn serve() -> Result<()> {
         return Ok(());
     }
     // Checked before any kernel state is touched: a refused setup changes nothing.
-    let name = args.name.clone().unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default());
+    let name = args.name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    });
     let security = Security::for_agent(args.insecure, &args.tls_dir, &name)?;
     let mut server = security.server(args.listen)?;
     if args.allow_restart_command {
@@ -186,24 +198,45 @@ async fn serve() -> Result<()> {
     }
     let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
     tokio::spawn(conn);
-    let scope = faultline_agent::containers::parse_labels("--scope-label", &args.scope_labels).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scope = faultline_agent::containers::parse_labels("--scope-label", &args.scope_labels)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if !scope.is_empty() {
         info!(scope = ?args.scope_labels, "scoped: only containers with these labels; the host's interfaces and processes are refused");
     }
-    let runtimes = faultline_agent::containers::Runtimes::new(args.docker_socket.clone(), args.containerd_socket.clone()).scoped(scope);
-    let engine = Arc::new(Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, runtimes).await.context("starting the fault engine")?);
+    let runtimes = faultline_agent::containers::Runtimes::new(
+        args.docker_socket.clone(),
+        args.containerd_socket.clone(),
+    )
+    .scoped(scope);
+    let engine = Arc::new(
+        Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, runtimes)
+            .await
+            .context("starting the fault engine")?,
+    );
     let host = Arc::new(Host::new());
     if let Some(url) = &args.controller {
         if args.listen.ip().is_unspecified() && args.advertise.is_none() {
-            anyhow::bail!("--advertise: required with --controller when --listen is {} (the controller needs an address it can reach)", args.listen);
+            anyhow::bail!(
+                "--advertise: required with --controller when --listen is {} (the controller needs an address it can reach)",
+                args.listen
+            );
         }
-        let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).with_context(|| format!("--controller {url}: give the port, e.g. https://10.0.0.1:7080"))?;
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+            .with_context(|| {
+                format!("--controller {url}: give the port, e.g. https://10.0.0.1:7080")
+            })?;
         // The session with the controller is control traffic: no fault may cut it.
         engine.exclude_control_port(port).await?;
         let me = faultline_agent::session::Registration {
             controller: url.clone(),
             name,
-            url: args.advertise.clone().unwrap_or_else(|| format!("{}://{}", security.scheme(), args.listen)),
+            url: args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("{}://{}", security.scheme(), args.listen)),
             labels: args.labels.iter().cloned().collect(),
             security: security.clone(),
         };
@@ -212,20 +245,33 @@ async fn serve() -> Result<()> {
     let _otlp = match &args.otlp_endpoint {
         Some(endpoint) => {
             info!(endpoint, "exporting metrics over OTLP");
-            Some(faultline_agent::otlp::start(endpoint, Duration::from_millis(args.otlp_interval_ms), engine.clone(), host.clone())?)
+            Some(faultline_agent::otlp::start(
+                endpoint,
+                Duration::from_millis(args.otlp_interval_ms),
+                engine.clone(),
+                host.clone(),
+            )?)
         }
         None => None,
     };
     if let Some(addr) = args.metrics_listen {
         // Bounded like every port: strangers' idle connections cannot take the descriptors
         // the agent needs to revert.
-        let listener = faultline_proto::listener::bind_metrics(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?;
+        let listener = faultline_proto::listener::bind_metrics(addr)
+            .await
+            .with_context(|| format!("binding --metrics-listen {addr}"))?;
         let (engine, host) = (engine.clone(), host.clone());
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(async move || {
                 let text = metrics::prometheus(&metrics::sample(&engine, &host).await);
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
             }),
         );
         info!(%addr, "serving Prometheus metrics at /metrics");
@@ -253,7 +299,10 @@ async fn serve() -> Result<()> {
         }
     });
 
-    let (health_service, reflection) = faultline_proto::service::health_and_reflection::<AgentServiceServer<Service>>().await.context("building reflection service")?;
+    let (health_service, reflection) =
+        faultline_proto::service::health_and_reflection::<AgentServiceServer<Service>>()
+            .await
+            .context("building reflection service")?;
 
     // Bounded: a stranger's idle connections cannot take the descriptors the agent needs
     // to revert; the controller's address is never refused for the total.
@@ -261,26 +310,42 @@ async fn serve() -> Result<()> {
     if let Some(url) = &args.controller {
         limits.privileged = controller_addresses(url).await;
     }
-    let incoming = security.incoming(args.listen, limits).await.with_context(|| format!("binding {}", args.listen))?;
+    let incoming = security
+        .incoming(args.listen, limits)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     // The local socket is a convenience beside the TCP listener: one already bound (by an
     // agent on the same port at another address, or by a squatter, whom the CLI refuses
     // since it is not root) leaves the agent serving TCP only, and says so.
     let local = if args.no_local_socket {
         None
     } else {
-        match faultline_proto::listener::bind_local(args.listen.port(), &faultline_proto::listener::Limits::local()) {
+        match faultline_proto::listener::bind_local(
+            args.listen.port(),
+            &faultline_proto::listener::Limits::local(),
+        ) {
             Ok(incoming) => Some(incoming),
             Err(e) => {
-                tracing::warn!("local socket @{}: {e}; serving TCP only", faultline_proto::listener::local_name(args.listen.port()));
+                tracing::warn!(
+                    "local socket @{}: {e}; serving TCP only",
+                    faultline_proto::listener::local_name(args.listen.port())
+                );
                 None
             }
         }
     };
     info!(listen = %args.listen, local = local.is_some().then(|| faultline_proto::listener::local_name(args.listen.port())), state_dir = %args.state_dir.display(), tls = security.is_tls(), "agent ready");
     let shutdown_engine = engine.clone();
-    let local_server = faultline_proto::transport::plain_server()
-        .add_service(AgentServiceServer::new(Service { engine: engine.clone(), host: host.clone(), tls: false }));
-    let server = server.add_service(health_service).add_service(reflection).add_service(AgentServiceServer::new(Service { engine, host, tls: security.is_tls() }));
+    let local_server =
+        faultline_proto::transport::plain_server().add_service(AgentServiceServer::new(Service {
+            engine: engine.clone(),
+            host: host.clone(),
+            tls: false,
+        }));
+    let server = server
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AgentServiceServer::new(Service { engine, host, tls: security.is_tls() }));
     // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
     faultline_proto::service::serve_until_stopped(
         |stopping| async move {
@@ -293,9 +358,13 @@ async fn serve() -> Result<()> {
             });
             let local = async move {
                 match local {
-                    Some(incoming) => local_server.serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stopped.changed().await;
-                    }).await,
+                    Some(incoming) => {
+                        local_server
+                            .serve_with_incoming_shutdown(incoming, async move {
+                                let _ = stopped.changed().await;
+                            })
+                            .await
+                    }
                     None => Ok(()),
                 }
             };

@@ -20,7 +20,7 @@ impl Default for Host {
 }
 
 impl Host {
-    #[must_use] 
+    #[must_use]
     pub fn new() -> Self {
         let mut sys = sysinfo::System::new();
         sys.refresh_cpu_usage();
@@ -63,9 +63,10 @@ fn hist(h: &Hist) -> pb::Histogram {
     pb::Histogram { buckets: h.buckets.to_vec(), count: h.count, sum_us: h.sum_us }
 }
 
-#[must_use] 
+#[must_use]
 pub fn peers(snap: &Snapshot) -> Vec<pb::PeerMetrics> {
-    let mut keys: Vec<_> = snap.rtt.keys().chain(snap.connect.keys()).chain(snap.peers.keys()).cloned().collect();
+    let mut keys: Vec<_> =
+        snap.rtt.keys().chain(snap.connect.keys()).chain(snap.peers.keys()).cloned().collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
@@ -87,9 +88,18 @@ pub fn peers(snap: &Snapshot) -> Vec<pb::PeerMetrics> {
 pub async fn sample(engine: &Engine, host: &Host) -> pb::MetricsSample {
     let (snap, faults) = engine.metrics().await;
     pb::MetricsSample {
-        unix_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        unix_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
         peers: snap.as_ref().map(peers).unwrap_or_default(),
-        drops: snap.map(|s| s.drops.into_iter().map(|(value, reason, count)| pb::DropReason { reason, value, count }).collect()).unwrap_or_default(),
+        drops: snap
+            .map(|s| {
+                s.drops
+                    .into_iter()
+                    .map(|(value, reason, count)| pb::DropReason { reason, value, count })
+                    .collect()
+            })
+            .unwrap_or_default(),
         host: Some(host.read()),
         faults,
         kernel_metrics_detail: engine.kernel_metrics_detail(),
@@ -116,12 +126,16 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &pb::Histogram) {
 }
 
 /// Prometheus text exposition format 0.0.4.
-#[must_use] 
+#[must_use]
 pub fn prometheus(s: &pb::MetricsSample) -> String {
     let mut o = String::new();
     // `container` only on a container's sockets: absent and empty are one to PromQL.
     let peer = |p: &pb::PeerMetrics| {
-        let container = if p.container.is_empty() { String::new() } else { format!("container=\"{}\",", faultline_proto::prometheus_escape(&p.container)) };
+        let container = if p.container.is_empty() {
+            String::new()
+        } else {
+            format!("container=\"{}\",", faultline_proto::prometheus_escape(&p.container))
+        };
         format!("{container}peer=\"{}\"", faultline_proto::prometheus_escape(&p.peer))
     };
     o += "# HELP faultline_tcp_srtt_seconds TCP smoothed round-trip time per remote peer, one sample per received segment (tcp:tcp_probe).\n# TYPE faultline_tcp_srtt_seconds histogram\n";
@@ -137,9 +151,21 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
         }
     }
     for (name, help, get) in [
-        ("faultline_tcp_connects_total", "TCP connections established per remote peer.", (|p: &pb::PeerMetrics| p.connects) as fn(&pb::PeerMetrics) -> u64),
-        ("faultline_tcp_connect_failures_total", "TCP connection attempts that ended in CLOSE from SYN_SENT (refused or timed out).", |p| p.connect_failures),
-        ("faultline_tcp_retransmits_total", "TCP segments retransmitted per remote peer (tcp:tcp_retransmit_skb).", |p| p.retransmits),
+        (
+            "faultline_tcp_connects_total",
+            "TCP connections established per remote peer.",
+            (|p: &pb::PeerMetrics| p.connects) as fn(&pb::PeerMetrics) -> u64,
+        ),
+        (
+            "faultline_tcp_connect_failures_total",
+            "TCP connection attempts that ended in CLOSE from SYN_SENT (refused or timed out).",
+            |p| p.connect_failures,
+        ),
+        (
+            "faultline_tcp_retransmits_total",
+            "TCP segments retransmitted per remote peer (tcp:tcp_retransmit_skb).",
+            |p| p.retransmits,
+        ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
         for p in &s.peers {
@@ -148,16 +174,30 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
     }
     o += "# HELP faultline_kernel_drops_total Packets the kernel freed as dropped, by drop reason (skb:kfree_skb).\n# TYPE faultline_kernel_drops_total counter\n";
     for d in &s.drops {
-        let _ = writeln!(o, "faultline_kernel_drops_total{{reason=\"{}\"}} {}", faultline_proto::prometheus_escape(&d.reason), d.count);
+        let _ = writeln!(
+            o,
+            "faultline_kernel_drops_total{{reason=\"{}\"}} {}",
+            faultline_proto::prometheus_escape(&d.reason),
+            d.count
+        );
     }
     let fault = |f: &pb::FaultStatus| {
-        let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", pb::fault_spec::Kind::name);
+        let kind =
+            f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", pb::fault_spec::Kind::name);
         format!("fault=\"{}\",kind=\"{kind}\"", faultline_proto::prometheus_escape(&f.id))
     };
     for (name, help, get) in [
-        ("faultline_fault_matched_packets_total", "Packets an active eBPF fault matched.", (|c: &pb::Counters| c.matched_packets) as fn(&pb::Counters) -> u64),
-        ("faultline_fault_matched_bytes_total", "Bytes an active eBPF fault matched.", |c| c.matched_bytes),
-        ("faultline_fault_dropped_packets_total", "Packets an active eBPF fault dropped.", |c| c.dropped_packets),
+        (
+            "faultline_fault_matched_packets_total",
+            "Packets an active eBPF fault matched.",
+            (|c: &pb::Counters| c.matched_packets) as fn(&pb::Counters) -> u64,
+        ),
+        ("faultline_fault_matched_bytes_total", "Bytes an active eBPF fault matched.", |c| {
+            c.matched_bytes
+        }),
+        ("faultline_fault_dropped_packets_total", "Packets an active eBPF fault dropped.", |c| {
+            c.dropped_packets
+        }),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
         for f in &s.faults {
@@ -169,10 +209,18 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
     o += "# HELP faultline_faults_active Faults this agent holds.\n# TYPE faultline_faults_active gauge\n";
     let _ = writeln!(o, "faultline_faults_active {}", s.faults.len());
     o += "# HELP faultline_faults_revert_failing Faults (and leftovers of a previous agent) whose revert failed and is being retried; nonzero means the kernel still holds a fault's change.\n# TYPE faultline_faults_revert_failing gauge\n";
-    let _ = writeln!(o, "faultline_faults_revert_failing {}", s.faults.iter().filter(|f| !f.revert_error.is_empty()).count());
+    let _ = writeln!(
+        o,
+        "faultline_faults_revert_failing {}",
+        s.faults.iter().filter(|f| !f.revert_error.is_empty()).count()
+    );
     if let Some(h) = &s.host {
         for (name, help, v) in [
-            ("faultline_host_cpu_busy_ratio", "Busy share of all CPUs since the previous scrape.", h.cpu_percent / 100.0),
+            (
+                "faultline_host_cpu_busy_ratio",
+                "Busy share of all CPUs since the previous scrape.",
+                h.cpu_percent / 100.0,
+            ),
             ("faultline_host_memory_used_bytes", "Memory in use.", h.memory_used_bytes as f64),
             ("faultline_host_memory_total_bytes", "Memory installed.", h.memory_total_bytes as f64),
             ("faultline_host_load1", "1-minute load average.", h.load1),
@@ -182,22 +230,44 @@ pub fn prometheus(s: &pb::MetricsSample) -> String {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         for (name, help, get) in [
-            ("faultline_host_network_receive_bytes_total", "Bytes received per interface.", (|i: &pb::InterfaceMetrics| i.rx_bytes) as fn(&pb::InterfaceMetrics) -> u64),
-            ("faultline_host_network_transmit_bytes_total", "Bytes sent per interface.", |i| i.tx_bytes),
-            ("faultline_host_network_receive_packets_total", "Packets received per interface.", |i| i.rx_packets),
-            ("faultline_host_network_transmit_packets_total", "Packets sent per interface.", |i| i.tx_packets),
-            ("faultline_host_network_receive_errors_total", "Receive errors per interface.", |i| i.rx_errors),
-            ("faultline_host_network_transmit_errors_total", "Transmit errors per interface.", |i| i.tx_errors),
+            (
+                "faultline_host_network_receive_bytes_total",
+                "Bytes received per interface.",
+                (|i: &pb::InterfaceMetrics| i.rx_bytes) as fn(&pb::InterfaceMetrics) -> u64,
+            ),
+            ("faultline_host_network_transmit_bytes_total", "Bytes sent per interface.", |i| {
+                i.tx_bytes
+            }),
+            (
+                "faultline_host_network_receive_packets_total",
+                "Packets received per interface.",
+                |i| i.rx_packets,
+            ),
+            ("faultline_host_network_transmit_packets_total", "Packets sent per interface.", |i| {
+                i.tx_packets
+            }),
+            ("faultline_host_network_receive_errors_total", "Receive errors per interface.", |i| {
+                i.rx_errors
+            }),
+            (
+                "faultline_host_network_transmit_errors_total",
+                "Transmit errors per interface.",
+                |i| i.tx_errors,
+            ),
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             for i in &h.interfaces {
-                let _ = writeln!(o, "{name}{{interface=\"{}\"}} {}", faultline_proto::prometheus_escape(&i.name), get(i));
+                let _ = writeln!(
+                    o,
+                    "{name}{{interface=\"{}\"}} {}",
+                    faultline_proto::prometheus_escape(&i.name),
+                    get(i)
+                );
             }
         }
     }
     o
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -209,14 +279,33 @@ mod tests {
         buckets[3] = 2; // [8, 16) us
         buckets[17] = 5; // [131072, 262144) us
         let s = pb::MetricsSample {
-            peers: vec![pb::PeerMetrics { peer: "10.0.0.2".into(), srtt: Some(pb::Histogram { buckets, count: 7, sum_us: 1_000_000 }), ..Default::default() }],
+            peers: vec![pb::PeerMetrics {
+                peer: "10.0.0.2".into(),
+                srtt: Some(pb::Histogram { buckets, count: 7, sum_us: 1_000_000 }),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let text = prometheus(&s);
-        assert!(text.contains("faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"0.000008\"} 0\n"), "{text}");
-        assert!(text.contains("faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"0.000016\"} 2\n"));
-        assert!(text.contains("faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"0.262144\"} 7\n"));
-        assert!(text.contains("faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"+Inf\"} 7\n"));
+        assert!(
+            text.contains(
+                "faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"0.000008\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"0.000016\"} 2\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"0.262144\"} 7\n"
+            )
+        );
+        assert!(
+            text.contains("faultline_tcp_srtt_seconds_bucket{peer=\"10.0.0.2\",le=\"+Inf\"} 7\n")
+        );
         assert!(text.contains("faultline_tcp_srtt_seconds_sum{peer=\"10.0.0.2\"} 1\n"));
     }
 }

@@ -26,7 +26,12 @@ type Latest = Arc<Mutex<pb::MetricsSample>>;
 
 /// Starts exporting every `interval` to `endpoint` (e.g. `http://collector:4317`).
 /// Keep the provider: dropping it stops the export.
-pub fn start(endpoint: &str, interval: Duration, engine: Arc<Engine>, host: Arc<Host>) -> Result<SdkMeterProvider> {
+pub fn start(
+    endpoint: &str,
+    interval: Duration,
+    engine: Arc<Engine>,
+    host: Arc<Host>,
+) -> Result<SdkMeterProvider> {
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
@@ -34,9 +39,17 @@ pub fn start(endpoint: &str, interval: Duration, engine: Arc<Engine>, host: Arc<
         .with_context(|| format!("--otlp-endpoint {endpoint}"))?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name("faultline-agent")
-        .with_attribute(KeyValue::new("host.name", nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()))
+        .with_attribute(KeyValue::new(
+            "host.name",
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ))
         .build();
-    let provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(exporter).with_interval(interval).build()).with_resource(resource).build();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter).with_interval(interval).build())
+        .with_resource(resource)
+        .build();
     // Callbacks run on the SDK's thread and cannot await the engine: they read the
     // latest sample, refreshed here at the export interval.
     let latest: Latest = Arc::default();
@@ -89,10 +102,24 @@ type PeerU64 = fn(&pb::PeerMetrics) -> Option<u64>;
 
 fn instruments(m: &Meter, latest: &Latest) {
     let gauges: [(&'static str, &'static str, PeerF64); 4] = [
-        ("faultline.tcp.srtt.mean", "Mean TCP smoothed RTT per remote peer since the agent started (s).", |p| p.srtt.as_ref().map(mean_s)),
-        ("faultline.tcp.srtt.p99", "Upper bound of the log2 bucket holding the p99 TCP smoothed RTT per peer (s).", |p| p.srtt.as_ref().map(p99_s)),
-        ("faultline.tcp.connect.mean", "Mean TCP connect time per remote peer (s).", |p| p.connect.as_ref().map(mean_s)),
-        ("faultline.tcp.connect.p99", "Upper bound of the log2 bucket holding the p99 TCP connect time per peer (s).", |p| p.connect.as_ref().map(p99_s)),
+        (
+            "faultline.tcp.srtt.mean",
+            "Mean TCP smoothed RTT per remote peer since the agent started (s).",
+            |p| p.srtt.as_ref().map(mean_s),
+        ),
+        (
+            "faultline.tcp.srtt.p99",
+            "Upper bound of the log2 bucket holding the p99 TCP smoothed RTT per peer (s).",
+            |p| p.srtt.as_ref().map(p99_s),
+        ),
+        ("faultline.tcp.connect.mean", "Mean TCP connect time per remote peer (s).", |p| {
+            p.connect.as_ref().map(mean_s)
+        }),
+        (
+            "faultline.tcp.connect.p99",
+            "Upper bound of the log2 bucket holding the p99 TCP connect time per peer (s).",
+            |p| p.connect.as_ref().map(p99_s),
+        ),
     ];
     for (name, help, get) in gauges {
         let l = latest.clone();
@@ -109,11 +136,21 @@ fn instruments(m: &Meter, latest: &Latest) {
             .build();
     }
     let counters: [(&'static str, &'static str, PeerU64); 5] = [
-        ("faultline.tcp.srtt.samples", "TCP RTT samples per remote peer.", |p| p.srtt.as_ref().map(|h| h.count)),
-        ("faultline.tcp.connects", "TCP connections established per remote peer.", |p| Some(p.connects)),
-        ("faultline.tcp.connect_failures", "TCP connection attempts refused or timed out per remote peer.", |p| Some(p.connect_failures)),
+        ("faultline.tcp.srtt.samples", "TCP RTT samples per remote peer.", |p| {
+            p.srtt.as_ref().map(|h| h.count)
+        }),
+        ("faultline.tcp.connects", "TCP connections established per remote peer.", |p| {
+            Some(p.connects)
+        }),
+        (
+            "faultline.tcp.connect_failures",
+            "TCP connection attempts refused or timed out per remote peer.",
+            |p| Some(p.connect_failures),
+        ),
         ("faultline.tcp.retransmits", "TCP retransmits per remote peer.", |p| Some(p.retransmits)),
-        ("faultline.tcp.connect.samples", "TCP connect-time samples per remote peer.", |p| p.connect.as_ref().map(|h| h.count)),
+        ("faultline.tcp.connect.samples", "TCP connect-time samples per remote peer.", |p| {
+            p.connect.as_ref().map(|h| h.count)
+        }),
     ];
     for (name, help, get) in counters {
         let l = latest.clone();
@@ -143,8 +180,15 @@ fn instruments(m: &Meter, latest: &Latest) {
         .with_callback(move |o: &dyn AsyncInstrument<u64>| {
             for f in &read(&l).faults {
                 if let Some(c) = &f.counters {
-                    let kind = f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", pb::fault_spec::Kind::name);
-                    o.observe(c.dropped_packets, &[KeyValue::new("fault", f.id.clone()), KeyValue::new("kind", kind)]);
+                    let kind = f
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.kind.as_ref())
+                        .map_or("", pb::fault_spec::Kind::name);
+                    o.observe(
+                        c.dropped_packets,
+                        &[KeyValue::new("fault", f.id.clone()), KeyValue::new("kind", kind)],
+                    );
                 }
             }
         })

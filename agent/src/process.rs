@@ -42,7 +42,7 @@ pub enum ProcessKind {
 }
 
 impl ProcessKind {
-    #[must_use] 
+    #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
             Self::Freeze(_) => "freeze",
@@ -54,7 +54,7 @@ impl ProcessKind {
         }
     }
     /// Kill and restart act once and leave nothing to revert.
-    #[must_use] 
+    #[must_use]
     pub fn one_shot(&self) -> bool {
         matches!(self, Self::Kill { .. } | Self::Restart { .. })
     }
@@ -67,9 +67,19 @@ pub struct ProcessFault {
     pub lease: Duration,
 }
 
-#[must_use] 
+#[must_use]
 pub fn is_process_kind(kind: Option<&Kind>) -> bool {
-    matches!(kind, Some(Kind::Freeze(_) | Kind::Kill(_) | Kind::Restart(_) | Kind::CpuStress(_) | Kind::MemoryPressure(_) | Kind::CpuThrottle(_)))
+    matches!(
+        kind,
+        Some(
+            Kind::Freeze(_)
+                | Kind::Kill(_)
+                | Kind::Restart(_)
+                | Kind::CpuStress(_)
+                | Kind::MemoryPressure(_)
+                | Kind::CpuThrottle(_)
+        )
+    )
 }
 
 fn signal(field: &str, v: i32, default: i32) -> Result<i32, InvalidField> {
@@ -83,16 +93,32 @@ fn signal(field: &str, v: i32, default: i32) -> Result<i32, InvalidField> {
 fn target(t: &pb::ProcessTarget) -> Result<Target, InvalidField> {
     use pb::process_target::Selector;
     let children = t.include_children;
-    let cgroupish = |what| if children { Err(invalid("target.include_children", format!("applies to pid and name targets; a {what} already holds every descendant"))) } else { Ok(()) };
+    let cgroupish = |what| {
+        if children {
+            Err(invalid(
+                "target.include_children",
+                format!("applies to pid and name targets; a {what} already holds every descendant"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     Ok(match &t.selector {
         None => return Err(invalid("target", "set one of cgroup, systemd_unit, pid, name_regex")),
         Some(Selector::Cgroup(c)) if c.is_empty() => return Err(invalid("target.cgroup", "empty")),
-        Some(Selector::Cgroup(c)) if c.split('/').any(|x| x == "..") => return Err(invalid("target.cgroup", format!("{}: '..' is not allowed", faultline_proto::quote(c)))),
+        Some(Selector::Cgroup(c)) if c.split('/').any(|x| x == "..") => {
+            return Err(invalid(
+                "target.cgroup",
+                format!("{}: '..' is not allowed", faultline_proto::quote(c)),
+            ));
+        }
         Some(Selector::Cgroup(c)) => {
             cgroupish("cgroup")?;
             Target::Cgroup(c.clone())
         }
-        Some(Selector::SystemdUnit(u)) if u.is_empty() => return Err(invalid("target.systemd_unit", "empty")),
+        Some(Selector::SystemdUnit(u)) if u.is_empty() => {
+            return Err(invalid("target.systemd_unit", "empty"));
+        }
         Some(Selector::SystemdUnit(u)) => {
             cgroupish("unit")?;
             Target::Unit(u.clone())
@@ -104,9 +130,14 @@ fn target(t: &pb::ProcessTarget) -> Result<Target, InvalidField> {
                 return Err(invalid("target.name_regex", "empty: it would match every process"));
             }
             if r.len() > 4096 {
-                return Err(invalid("target.name_regex", format!("{} bytes; at most 4096", r.len())));
+                return Err(invalid(
+                    "target.name_regex",
+                    format!("{} bytes; at most 4096", r.len()),
+                ));
             }
-            let regex = regex_lite::Regex::new(r).map_err(|e| invalid("target.name_regex", faultline_proto::quote(&e.to_string())))?;
+            let regex = regex_lite::Regex::new(r).map_err(|e| {
+                invalid("target.name_regex", faultline_proto::quote(&e.to_string()))
+            })?;
             Target::Name { regex, full: t.full_command_line, children }
         }
     })
@@ -117,83 +148,143 @@ impl TryFrom<&pb::FaultSpec> for ProcessFault {
 
     fn try_from(s: &pb::FaultSpec) -> Result<Self, InvalidField> {
         if !s.interface.is_empty() || s.r#match.is_some() {
-            return Err(invalid("interface", "process faults act on a target, not on an interface or traffic match"));
+            return Err(invalid(
+                "interface",
+                "process faults act on a target, not on an interface or traffic match",
+            ));
         }
         let target = s.target.as_ref().map(target).transpose()?;
         let kind = match s.kind.as_ref() {
-            Some(Kind::Freeze(f)) => ProcessKind::Freeze(match pb::FreezeMethod::try_from(f.method) {
-                Ok(pb::FreezeMethod::Auto) => match target {
-                    Some(Target::Cgroup(_) | Target::Unit(_)) => FreezeMethod::Cgroup,
-                    _ => FreezeMethod::Sigstop,
-                },
-                Ok(pb::FreezeMethod::Cgroup) => {
-                    if !matches!(target, Some(Target::Cgroup(_) | Target::Unit(_)) | None) {
-                        return Err(invalid("freeze.method", "cgroup freezing needs a cgroup or systemd_unit target"));
+            Some(Kind::Freeze(f)) => {
+                ProcessKind::Freeze(match pb::FreezeMethod::try_from(f.method) {
+                    Ok(pb::FreezeMethod::Auto) => match target {
+                        Some(Target::Cgroup(_) | Target::Unit(_)) => FreezeMethod::Cgroup,
+                        _ => FreezeMethod::Sigstop,
+                    },
+                    Ok(pb::FreezeMethod::Cgroup) => {
+                        if !matches!(target, Some(Target::Cgroup(_) | Target::Unit(_)) | None) {
+                            return Err(invalid(
+                                "freeze.method",
+                                "cgroup freezing needs a cgroup or systemd_unit target",
+                            ));
+                        }
+                        FreezeMethod::Cgroup
                     }
-                    FreezeMethod::Cgroup
-                }
-                Ok(pb::FreezeMethod::Sigstop) => FreezeMethod::Sigstop,
-                Err(_) => return Err(invalid("freeze.method", format!("unknown value {}", f.method))),
-            }),
-            Some(Kind::Kill(k)) => ProcessKind::Kill { signal: signal("kill.signal", k.signal, libc::SIGKILL)? },
+                    Ok(pb::FreezeMethod::Sigstop) => FreezeMethod::Sigstop,
+                    Err(_) => {
+                        return Err(invalid(
+                            "freeze.method",
+                            format!("unknown value {}", f.method),
+                        ));
+                    }
+                })
+            }
+            Some(Kind::Kill(k)) => {
+                ProcessKind::Kill { signal: signal("kill.signal", k.signal, libc::SIGKILL)? }
+            }
             Some(Kind::Restart(r)) => {
                 if r.command.first().is_some_and(String::is_empty) {
                     return Err(invalid("restart.command[0]", "empty program name"));
                 }
-                if r.command.len() > 256 || r.command.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
-                    return Err(invalid("restart.command", "at most 256 arguments of at most 4096 bytes, without NUL"));
+                if r.command.len() > 256
+                    || r.command.iter().any(|a| a.len() > 4096 || a.contains('\0'))
+                {
+                    return Err(invalid(
+                        "restart.command",
+                        "at most 256 arguments of at most 4096 bytes, without NUL",
+                    ));
                 }
                 let grace = Duration::from_millis(if r.grace_ms == 0 { 5000 } else { r.grace_ms });
                 if grace > Duration::from_mins(10) {
                     return Err(invalid("restart.grace_ms", "at most 600000"));
                 }
-                ProcessKind::Restart { command: r.command.clone(), signal: signal("restart.signal", r.signal, libc::SIGTERM)?, grace }
+                ProcessKind::Restart {
+                    command: r.command.clone(),
+                    signal: signal("restart.signal", r.signal, libc::SIGTERM)?,
+                    grace,
+                }
             }
             Some(Kind::CpuStress(c)) => {
-                let max = 4 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u32;
+                let max = 4
+                    * std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u32;
                 if c.threads == 0 || c.threads > max {
-                    return Err(invalid("cpu_stress.threads", format!("{} is not in 1..={max} (4 per CPU)", c.threads)));
+                    return Err(invalid(
+                        "cpu_stress.threads",
+                        format!("{} is not in 1..={max} (4 per CPU)", c.threads),
+                    ));
                 }
                 ProcessKind::CpuStress { threads: c.threads }
             }
             Some(Kind::MemoryPressure(m)) => {
                 let total = std::fs::read_to_string("/proc/meminfo")
                     .ok()
-                    .and_then(|t| t.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+                    .and_then(|t| {
+                        t.lines().find_map(|l| {
+                            l.strip_prefix("MemTotal:").and_then(|v| {
+                                v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                            })
+                        })
+                    })
                     .map_or(u64::MAX, |kb| kb * 1024);
                 if m.bytes == 0 || m.bytes > total {
-                    return Err(invalid("memory_pressure.bytes", format!("{} is not in 1..={total} (this host's memory)", m.bytes)));
+                    return Err(invalid(
+                        "memory_pressure.bytes",
+                        format!("{} is not in 1..={total} (this host's memory)", m.bytes),
+                    ));
                 }
                 ProcessKind::MemoryPressure { bytes: m.bytes }
             }
             Some(Kind::CpuThrottle(c)) => {
                 let period_us = if c.period_us == 0 { 100_000 } else { c.period_us };
                 if !(1000..=1_000_000).contains(&period_us) {
-                    return Err(invalid("cpu_throttle.period_us", "must be 1000..=1000000 (the kernel's limits)"));
+                    return Err(invalid(
+                        "cpu_throttle.period_us",
+                        "must be 1000..=1000000 (the kernel's limits)",
+                    ));
                 }
                 if !c.cpus.is_finite() || c.cpus <= 0.0 || c.cpus > 4096.0 {
-                    return Err(invalid("cpu_throttle.cpus", format!("{} is not a CPU count > 0", c.cpus)));
+                    return Err(invalid(
+                        "cpu_throttle.cpus",
+                        format!("{} is not a CPU count > 0", c.cpus),
+                    ));
                 }
                 ProcessKind::CpuThrottle { cpus: c.cpus, period_us }
             }
             _ => return Err(invalid("kind", "not a process fault")),
         };
         match (&kind, &target) {
-            (ProcessKind::Freeze(_) | ProcessKind::Kill { .. } | ProcessKind::Restart { .. }, None) => {
+            (
+                ProcessKind::Freeze(_) | ProcessKind::Kill { .. } | ProcessKind::Restart { .. },
+                None,
+            ) => {
                 return Err(invalid("target", format!("{} needs a target", kind.name())));
             }
-            (ProcessKind::CpuThrottle { .. }, t) if !matches!(t, Some(Target::Cgroup(_) | Target::Unit(_))) => {
-                return Err(invalid("target", "cpu_throttle needs a cgroup or systemd_unit target (cpu.max is per cgroup)"));
+            (ProcessKind::CpuThrottle { .. }, t)
+                if !matches!(t, Some(Target::Cgroup(_) | Target::Unit(_))) =>
+            {
+                return Err(invalid(
+                    "target",
+                    "cpu_throttle needs a cgroup or systemd_unit target (cpu.max is per cgroup)",
+                ));
             }
-            (ProcessKind::CpuStress { .. } | ProcessKind::MemoryPressure { .. }, Some(Target::Pid { .. } | Target::Name { .. })) => {
-                return Err(invalid("target", "stress runs inside a cgroup or systemd_unit target, or on its own without one"));
+            (
+                ProcessKind::CpuStress { .. } | ProcessKind::MemoryPressure { .. },
+                Some(Target::Pid { .. } | Target::Name { .. }),
+            ) => {
+                return Err(invalid(
+                    "target",
+                    "stress runs inside a cgroup or systemd_unit target, or on its own without one",
+                ));
             }
             _ => {}
         }
         let lease = Duration::from_millis(s.lease_ms);
         if !kind.one_shot() {
             if s.lease_ms == 0 {
-                return Err(invalid("lease_ms", "required and > 0: every fault must end by itself"));
+                return Err(invalid(
+                    "lease_ms",
+                    "required and > 0: every fault must end by itself",
+                ));
             }
             if lease > MAX_LEASE {
                 return Err(invalid("lease_ms", format!("at most {} s", MAX_LEASE.as_secs())));
@@ -248,7 +339,10 @@ pub struct Launch {
 
 fn nul_split(raw: &[u8]) -> Vec<std::ffi::OsString> {
     use std::os::unix::ffi::OsStrExt;
-    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| std::ffi::OsStr::from_bytes(a).to_owned()).collect()
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned())
+        .collect()
 }
 
 /// Reads how `pid` was launched. Refused when its executable is gone or replaced on disk
@@ -256,25 +350,48 @@ fn nul_split(raw: &[u8]) -> Vec<std::ffi::OsString> {
 pub fn capture(pid: u32) -> Result<Launch, String> {
     use std::os::unix::ffi::OsStrExt;
     let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let exe = std::fs::read_link(proc.join("exe")).map_err(|e| format!("reading /proc/{pid}/exe: {e}"))?;
+    let exe = std::fs::read_link(proc.join("exe"))
+        .map_err(|e| format!("reading /proc/{pid}/exe: {e}"))?;
     if exe.as_os_str().as_bytes().ends_with(b" (deleted)") {
-        return Err(format!("process {pid}'s executable {} was removed or replaced since it started; restarting it would start something else", exe.display()));
+        return Err(format!(
+            "process {pid}'s executable {} was removed or replaced since it started; restarting it would start something else",
+            exe.display()
+        ));
     }
     // May be empty (a process between fork and exec); only a re-exec needs it.
-    let argv = nul_split(&std::fs::read(proc.join("cmdline")).map_err(|e| format!("reading /proc/{pid}/cmdline: {e}"))?);
-    let cwd = std::fs::read_link(proc.join("cwd")).map_err(|e| format!("reading /proc/{pid}/cwd: {e}"))?;
-    let env = nul_split(&std::fs::read(proc.join("environ")).map_err(|e| format!("reading /proc/{pid}/environ: {e}"))?)
-        .into_iter()
-        .filter_map(|kv| {
-            let b = kv.as_bytes();
-            let i = b.iter().position(|c| *c == b'=')?;
-            Some((std::ffi::OsStr::from_bytes(&b[..i]).to_owned(), std::ffi::OsStr::from_bytes(&b[i + 1..]).to_owned()))
-        })
-        .collect();
-    let status = std::fs::read_to_string(proc.join("status")).map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
-    let ids = |key: &str| -> Vec<u32> { status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default() };
+    let argv = nul_split(
+        &std::fs::read(proc.join("cmdline"))
+            .map_err(|e| format!("reading /proc/{pid}/cmdline: {e}"))?,
+    );
+    let cwd = std::fs::read_link(proc.join("cwd"))
+        .map_err(|e| format!("reading /proc/{pid}/cwd: {e}"))?;
+    let env = nul_split(
+        &std::fs::read(proc.join("environ"))
+            .map_err(|e| format!("reading /proc/{pid}/environ: {e}"))?,
+    )
+    .into_iter()
+    .filter_map(|kv| {
+        let b = kv.as_bytes();
+        let i = b.iter().position(|c| *c == b'=')?;
+        Some((
+            std::ffi::OsStr::from_bytes(&b[..i]).to_owned(),
+            std::ffi::OsStr::from_bytes(&b[i + 1..]).to_owned(),
+        ))
+    })
+    .collect();
+    let status = std::fs::read_to_string(proc.join("status"))
+        .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_default()
+    };
     let (uid, gid) = (ids("Uid:").first().copied(), ids("Gid:").first().copied());
-    let (Some(uid), Some(gid)) = (uid, gid) else { return Err(format!("/proc/{pid}/status has no Uid/Gid")) };
+    let (Some(uid), Some(gid)) = (uid, gid) else {
+        return Err(format!("/proc/{pid}/status has no Uid/Gid"));
+    };
     Ok(Launch { pid, exe, argv, cwd, env, uid, gid, groups: ids("Groups:") })
 }
 
@@ -289,14 +406,19 @@ pub fn relaunch(launch: &Launch, command: Option<&[String]>) -> std::io::Result<
         cmd
     } else {
         let Some((arg0, rest)) = launch.argv.split_first() else {
-            return Err(std::io::Error::other(format!("process {} had no command line to start again", launch.pid)));
+            return Err(std::io::Error::other(format!(
+                "process {} had no command line to start again",
+                launch.pid
+            )));
         };
         let mut cmd = std::process::Command::new(&launch.exe);
         cmd.arg0(arg0).args(rest);
         cmd
     };
     cmd.current_dir(&launch.cwd).env_clear().envs(launch.env.iter().map(|(k, v)| (k, v)));
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let (uid, gid, groups) = (launch.uid, launch.gid, launch.groups.clone());
     // SAFETY: setsid, setgroups, setgid and setuid are async-signal-safe; the closure runs
     // between fork and exec and allocates nothing (groups was collected before the fork).
@@ -325,7 +447,8 @@ static SCOPE_NETNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Limits process targets to this agent's network namespace from now on.
 pub fn scope_to_own_netns() -> std::io::Result<()> {
-    let own = procfs::netns(std::process::id()).ok_or_else(|| std::io::Error::other("cannot read /proc/self/ns/net"))?;
+    let own = procfs::netns(std::process::id())
+        .ok_or_else(|| std::io::Error::other("cannot read /proc/self/ns/net"))?;
     let _ = SCOPE_NETNS.set(own);
     Ok(())
 }
@@ -349,7 +472,12 @@ impl Guard {
     pub fn new() -> Self {
         let me = std::process::id();
         let own_cgroup = procfs::cgroup(me).filter(|c| c != "/");
-        Self { me, parent: std::os::unix::process::parent_id(), own_cgroup, netns: SCOPE_NETNS.get().cloned() }
+        Self {
+            me,
+            parent: std::os::unix::process::parent_id(),
+            own_cgroup,
+            netns: SCOPE_NETNS.get().cloned(),
+        }
     }
 
     /// Whether a process belongs to the host this agent speaks for.
@@ -375,21 +503,30 @@ impl Guard {
             return Some("it is in another network namespace, another host of this lab (the agent runs with --same-netns-only)".into());
         }
         if let Some(own) = &self.own_cgroup
-            && procfs::cgroup(pid).as_deref() == Some(own.as_str()) {
-                return Some(format!("it is in the agent's own service cgroup {own}"));
-            }
+            && procfs::cgroup(pid).as_deref() == Some(own.as_str())
+        {
+            return Some(format!("it is in the agent's own service cgroup {own}"));
+        }
         None
     }
 
     pub fn check_process(&self, p: &Stat) -> Result<(), TargetError> {
         match self.why(p) {
-            Some(why) => Err(TargetError::Refused(format!("refusing process {} ({}): {why}; this cannot be forced", p.id.pid, p.comm))),
+            Some(why) => Err(TargetError::Refused(format!(
+                "refusing process {} ({}): {why}; this cannot be forced",
+                p.id.pid, p.comm
+            ))),
             None => Ok(()),
         }
     }
 
     pub fn check_cgroup(&self, c: &Cgroup) -> Result<(), TargetError> {
-        let refuse = |why: String| Err(TargetError::Refused(format!("refusing cgroup {}: {why}; this cannot be forced", c.rel)));
+        let refuse = |why: String| {
+            Err(TargetError::Refused(format!(
+                "refusing cgroup {}: {why}; this cannot be forced",
+                c.rel
+            )))
+        };
         if c.rel == "/" {
             return refuse("it is the root cgroup (every process on the host)".into());
         }
@@ -425,15 +562,28 @@ pub fn resolve(target: &Target, guard: &Guard) -> Result<Resolved, TargetError> 
             Ok(Resolved::Cgroup(c))
         }
         Target::Pid { pid, children } => {
-            let root = procfs::stat(*pid).ok_or_else(|| TargetError::NotFound(format!("target.pid: no process {pid}")))?;
-            let set = if *children { procfs::with_descendants(&[root], &procfs::all()) } else { vec![root] };
+            let root = procfs::stat(*pid)
+                .ok_or_else(|| TargetError::NotFound(format!("target.pid: no process {pid}")))?;
+            let set = if *children {
+                procfs::with_descendants(&[root], &procfs::all())
+            } else {
+                vec![root]
+            };
             checked(set, guard)
         }
         Target::Name { regex, full, children } => {
             let everyone = procfs::all();
             let hits: Vec<Stat> = everyone
                 .iter()
-                .filter(|p| p.state != 'Z' && guard.in_scope(p.id.pid) && regex.is_match(&if *full { procfs::cmdline(p.id.pid) } else { p.comm.clone() }))
+                .filter(|p| {
+                    p.state != 'Z'
+                        && guard.in_scope(p.id.pid)
+                        && regex.is_match(&if *full {
+                            procfs::cmdline(p.id.pid)
+                        } else {
+                            p.comm.clone()
+                        })
+                })
                 .cloned()
                 .collect();
             if hits.is_empty() {
@@ -467,7 +617,10 @@ pub fn members(c: &Cgroup) -> Vec<Stat> {
 pub fn spawn_stress(args: &[String]) -> std::io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg("__stress").args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    cmd.arg("__stress")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
     // SAFETY: prctl is async-signal-safe; the closure runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -481,14 +634,17 @@ pub fn spawn_stress(args: &[String]) -> std::io::Result<std::process::Child> {
 }
 
 /// Whether `program` names an executable file, directly or through PATH (as exec would).
-#[must_use] 
+#[must_use]
 pub fn executable(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let runnable = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if program.contains('/') {
         return runnable(std::path::Path::new(program));
     }
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(program))))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| runnable(&d.join(program))))
 }
 
 /// The stress worker's body: never returns.
@@ -545,16 +701,61 @@ mod tests {
     fn bad_input_names_the_field() {
         let err = |s: pb::FaultSpec| ProcessFault::try_from(&s).unwrap_err().field;
         assert_eq!(err(spec(Kind::Freeze(pb::Freeze::default()), None)), "target");
-        assert_eq!(err(spec(Kind::Kill(pb::Kill { signal: 99 }), by(Selector::Pid(5)))), "kill.signal");
-        assert_eq!(err(spec(Kind::Kill(pb::Kill::default()), by(Selector::NameRegex("(".into())))), "target.name_regex");
+        assert_eq!(
+            err(spec(Kind::Kill(pb::Kill { signal: 99 }), by(Selector::Pid(5)))),
+            "kill.signal"
+        );
+        assert_eq!(
+            err(spec(Kind::Kill(pb::Kill::default()), by(Selector::NameRegex("(".into())))),
+            "target.name_regex"
+        );
         // Without a command a restart starts the process again as it ran (no field to miss).
-        assert!(ProcessFault::try_from(&spec(Kind::Restart(pb::Restart::default()), by(Selector::Pid(5)))).is_ok());
-        assert_eq!(err(spec(Kind::Restart(pb::Restart { command: vec!["x\0y".into()], ..Default::default() }), by(Selector::Pid(5)))), "restart.command");
-        assert_eq!(err(spec(Kind::CpuThrottle(pb::CpuThrottle { cpus: 0.5, period_us: 0 }), by(Selector::Pid(5)))), "target");
-        assert_eq!(err(spec(Kind::CpuThrottle(pb::CpuThrottle { cpus: -1.0, period_us: 0 }), by(Selector::Cgroup("/x".into())))), "cpu_throttle.cpus");
-        assert_eq!(err(spec(Kind::CpuStress(pb::CpuStress { threads: 0 }), None)), "cpu_stress.threads");
-        assert_eq!(err(pb::FaultSpec { lease_ms: 0, ..spec(Kind::CpuStress(pb::CpuStress { threads: 1 }), None) }), "lease_ms");
-        assert_eq!(err(pb::FaultSpec { interface: "eth0".into(), ..spec(Kind::CpuStress(pb::CpuStress { threads: 1 }), None) }), "interface");
+        assert!(
+            ProcessFault::try_from(&spec(
+                Kind::Restart(pb::Restart::default()),
+                by(Selector::Pid(5))
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            err(spec(
+                Kind::Restart(pb::Restart { command: vec!["x\0y".into()], ..Default::default() }),
+                by(Selector::Pid(5))
+            )),
+            "restart.command"
+        );
+        assert_eq!(
+            err(spec(
+                Kind::CpuThrottle(pb::CpuThrottle { cpus: 0.5, period_us: 0 }),
+                by(Selector::Pid(5))
+            )),
+            "target"
+        );
+        assert_eq!(
+            err(spec(
+                Kind::CpuThrottle(pb::CpuThrottle { cpus: -1.0, period_us: 0 }),
+                by(Selector::Cgroup("/x".into()))
+            )),
+            "cpu_throttle.cpus"
+        );
+        assert_eq!(
+            err(spec(Kind::CpuStress(pb::CpuStress { threads: 0 }), None)),
+            "cpu_stress.threads"
+        );
+        assert_eq!(
+            err(pb::FaultSpec {
+                lease_ms: 0,
+                ..spec(Kind::CpuStress(pb::CpuStress { threads: 1 }), None)
+            }),
+            "lease_ms"
+        );
+        assert_eq!(
+            err(pb::FaultSpec {
+                interface: "eth0".into(),
+                ..spec(Kind::CpuStress(pb::CpuStress { threads: 1 }), None)
+            }),
+            "interface"
+        );
         let mut t = by(Selector::Cgroup("/x".into()));
         t.as_mut().unwrap().include_children = true;
         assert_eq!(err(spec(Kind::Freeze(pb::Freeze::default()), t)), "target.include_children");
@@ -562,11 +763,23 @@ mod tests {
 
     #[test]
     fn kill_needs_no_lease_and_auto_freeze_picks_by_target() {
-        let k = ProcessFault::try_from(&pb::FaultSpec { lease_ms: 0, ..spec(Kind::Kill(pb::Kill::default()), by(Selector::Pid(5))) }).unwrap();
+        let k = ProcessFault::try_from(&pb::FaultSpec {
+            lease_ms: 0,
+            ..spec(Kind::Kill(pb::Kill::default()), by(Selector::Pid(5)))
+        })
+        .unwrap();
         assert_eq!(k.kind, ProcessKind::Kill { signal: libc::SIGKILL });
-        let f = ProcessFault::try_from(&spec(Kind::Freeze(pb::Freeze::default()), by(Selector::Cgroup("/a".into())))).unwrap();
+        let f = ProcessFault::try_from(&spec(
+            Kind::Freeze(pb::Freeze::default()),
+            by(Selector::Cgroup("/a".into())),
+        ))
+        .unwrap();
         assert_eq!(f.kind, ProcessKind::Freeze(FreezeMethod::Cgroup));
-        let f = ProcessFault::try_from(&spec(Kind::Freeze(pb::Freeze::default()), by(Selector::Pid(7)))).unwrap();
+        let f = ProcessFault::try_from(&spec(
+            Kind::Freeze(pb::Freeze::default()),
+            by(Selector::Pid(7)),
+        ))
+        .unwrap();
         assert_eq!(f.kind, ProcessKind::Freeze(FreezeMethod::Sigstop));
     }
 
@@ -574,11 +787,17 @@ mod tests {
     fn the_guard_refuses_init_and_the_agent() {
         let g = Guard::new();
         let init = procfs::stat(1).unwrap();
-        assert!(matches!(g.check_process(&init), Err(TargetError::Refused(m)) if m.contains("PID 1")));
+        assert!(
+            matches!(g.check_process(&init), Err(TargetError::Refused(m)) if m.contains("PID 1"))
+        );
         let me = procfs::stat(std::process::id()).unwrap();
-        assert!(matches!(g.check_process(&me), Err(TargetError::Refused(m)) if m.contains("this agent")));
+        assert!(
+            matches!(g.check_process(&me), Err(TargetError::Refused(m)) if m.contains("this agent"))
+        );
         let kthreadd = procfs::stat(2).unwrap();
-        assert!(matches!(g.check_process(&kthreadd), Err(TargetError::Refused(m)) if m.contains("kernel thread")));
+        assert!(
+            matches!(g.check_process(&kthreadd), Err(TargetError::Refused(m)) if m.contains("kernel thread"))
+        );
         assert!(!procfs::is_kernel_thread(std::process::id()));
     }
 

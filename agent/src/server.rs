@@ -46,78 +46,126 @@ impl Service {
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_hours(1);
 
-type SampleStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::MetricsSample, Status>> + Send>>;
+type SampleStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::MetricsSample, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for Service {
     type WatchMetricsStream = SampleStream;
 
-    async fn get_metrics(&self, req: Request<pb::GetMetricsRequest>) -> Result<Response<pb::MetricsSample>, Status> {
+    async fn get_metrics(
+        &self,
+        req: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::MetricsSample>, Status> {
         self.allow(&req, policy::AGENT_READ, "GetMetrics")?;
         Ok(Response::new(metrics::sample(&self.engine, &self.host).await))
     }
 
-    async fn watch_metrics(&self, req: Request<pb::WatchMetricsRequest>) -> Result<Response<Self::WatchMetricsStream>, Status> {
+    async fn watch_metrics(
+        &self,
+        req: Request<pb::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
         self.allow(&req, policy::AGENT_READ, "WatchMetrics")?;
         let ms = req.into_inner().interval_ms;
         let every = if ms == 0 { Duration::from_secs(1) } else { Duration::from_millis(ms) };
         if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&every) {
-            return Err(Status::invalid_argument(format!("interval_ms: {ms} is not in {}..={}", MIN_INTERVAL.as_millis(), MAX_INTERVAL.as_millis())));
+            return Err(Status::invalid_argument(format!(
+                "interval_ms: {ms} is not in {}..={}",
+                MIN_INTERVAL.as_millis(),
+                MAX_INTERVAL.as_millis()
+            )));
         }
         let mut tick = tokio::time::interval(every);
         // A slow reader gets the latest sample, not a backlog.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let (engine, host) = (self.engine.clone(), self.host.clone());
-        let stream = futures_util::stream::unfold((tick, engine, host), |(mut tick, engine, host)| async move {
-            tick.tick().await;
-            let s = metrics::sample(&engine, &host).await;
-            Some((Ok(s), (tick, engine, host)))
-        });
+        let stream = futures_util::stream::unfold(
+            (tick, engine, host),
+            |(mut tick, engine, host)| async move {
+                tick.tick().await;
+                let s = metrics::sample(&engine, &host).await;
+                Some((Ok(s), (tick, engine, host)))
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn describe(&self, req: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+    async fn describe(
+        &self,
+        req: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
         self.allow(&req, policy::AGENT_READ, "Describe")?;
         let uts = nix::sys::utsname::uname().map_err(|e| Status::internal(e.to_string()))?;
         let e = &self.engine;
         Ok(Response::new(pb::DescribeResponse {
-            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             kernel_release: uts.release().to_string_lossy().into_owned(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             interfaces: link::interfaces()
                 .into_iter()
-                .map(|i| pb::Interface { name: i.name, index: i.index, mac: i.mac, mtu: i.mtu, up: i.up, addresses: i.addresses })
+                .map(|i| pb::Interface {
+                    name: i.name,
+                    index: i.index,
+                    mac: i.mac,
+                    mtu: i.mtu,
+                    up: i.up,
+                    addresses: i.addresses,
+                })
                 .collect(),
             capabilities: Some(capabilities(e)),
         }))
     }
 
-    async fn apply_fault(&self, req: Request<pb::ApplyFaultRequest>) -> Result<Response<pb::ApplyFaultResponse>, Status> {
+    async fn apply_fault(
+        &self,
+        req: Request<pb::ApplyFaultRequest>,
+    ) -> Result<Response<pb::ApplyFaultResponse>, Status> {
         self.allow(&req, policy::AGENT_WRITE, "ApplyFault")?;
         let r = req.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
-        let fault = if r.dry_run { self.engine.check(spec).await? } else { self.engine.apply(spec).await? };
+        let fault = if r.dry_run {
+            self.engine.check(spec).await?
+        } else {
+            self.engine.apply(spec).await?
+        };
         Ok(Response::new(pb::ApplyFaultResponse { fault: Some(fault) }))
     }
 
-    async fn list_containers(&self, req: Request<pb::ListContainersRequest>) -> Result<Response<pb::ListContainersResponse>, Status> {
+    async fn list_containers(
+        &self,
+        req: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
         self.allow(&req, policy::AGENT_READ, "ListContainers")?;
-        let labels = crate::containers::parse_labels("select", &req.into_inner().select).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let labels = crate::containers::parse_labels("select", &req.into_inner().select)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (containers, unreachable) = self.engine.runtimes.list(&labels).await;
         let containers = tokio::task::spawn_blocking(move || {
-            crate::containers::with_addresses(containers).iter().map(|c| c.to_wire(crate::kernel::netns::inode_of(c.process.pid).unwrap_or_default())).collect()
+            crate::containers::with_addresses(containers)
+                .iter()
+                .map(|c| {
+                    c.to_wire(crate::kernel::netns::inode_of(c.process.pid).unwrap_or_default())
+                })
+                .collect()
         })
         .await
         .map_err(|e| Status::internal(format!("listing containers: {e}")))?;
         Ok(Response::new(pb::ListContainersResponse { containers, unreachable }))
     }
 
-    async fn list_faults(&self, req: Request<pb::ListFaultsRequest>) -> Result<Response<pb::ListFaultsResponse>, Status> {
+    async fn list_faults(
+        &self,
+        req: Request<pb::ListFaultsRequest>,
+    ) -> Result<Response<pb::ListFaultsResponse>, Status> {
         self.allow(&req, policy::AGENT_READ, "ListFaults")?;
         Ok(Response::new(pb::ListFaultsResponse { faults: self.engine.list().await }))
     }
 
-    async fn revert_fault(&self, req: Request<pb::RevertFaultRequest>) -> Result<Response<pb::RevertFaultResponse>, Status> {
+    async fn revert_fault(
+        &self,
+        req: Request<pb::RevertFaultRequest>,
+    ) -> Result<Response<pb::RevertFaultResponse>, Status> {
         self.allow(&req, policy::AGENT_WRITE, "RevertFault")?;
         let r = req.into_inner();
         let reverted = match (r.all, r.id.is_empty()) {
@@ -126,17 +174,29 @@ impl AgentService for Service {
                 self.engine.revert(&r.id).await?;
                 vec![r.id]
             }
-            (true, false) => return Err(Status::invalid_argument("id: give an id or all, not both")),
-            (false, true) => return Err(Status::invalid_argument("id: required unless all is set")),
+            (true, false) => {
+                return Err(Status::invalid_argument("id: give an id or all, not both"));
+            }
+            (false, true) => {
+                return Err(Status::invalid_argument("id: required unless all is set"));
+            }
         };
-        Ok(Response::new(pb::RevertFaultResponse { reverted, reverted_at_unix_ms: crate::engine::unix_ms(std::time::SystemTime::now()) }))
+        Ok(Response::new(pb::RevertFaultResponse {
+            reverted,
+            reverted_at_unix_ms: crate::engine::unix_ms(std::time::SystemTime::now()),
+        }))
     }
 
-    async fn renew_leases(&self, req: Request<pb::RenewLeasesRequest>) -> Result<Response<pb::RenewLeasesResponse>, Status> {
+    async fn renew_leases(
+        &self,
+        req: Request<pb::RenewLeasesRequest>,
+    ) -> Result<Response<pb::RenewLeasesResponse>, Status> {
         self.allow(&req, policy::AGENT_WRITE, "RenewLeases")?;
         let r = req.into_inner();
         let lease = (r.lease_ms > 0).then(|| Duration::from_millis(r.lease_ms));
-        Ok(Response::new(pb::RenewLeasesResponse { faults: self.engine.renew(&r.ids, lease).await? }))
+        Ok(Response::new(pb::RenewLeasesResponse {
+            faults: self.engine.renew(&r.ids, lease).await?,
+        }))
     }
 }
 
@@ -146,7 +206,10 @@ pub fn capabilities(e: &crate::engine::Engine) -> pb::Capabilities {
     let c = &e.caps;
     pb::Capabilities {
         netem: c.has(f::NETEM),
-        netem_detail: c.probe(f::NETEM).map(|p| if p.ok { p.detail.clone() } else { c.why_not(f::NETEM) }).unwrap_or_default(),
+        netem_detail: c
+            .probe(f::NETEM)
+            .map(|p| if p.ok { p.detail.clone() } else { c.why_not(f::NETEM) })
+            .unwrap_or_default(),
         htb: c.has(f::HTB),
         tbf: c.has(f::TBF),
         ifb: c.has(f::IFB),

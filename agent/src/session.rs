@@ -25,7 +25,10 @@ impl Registration {
     pub async fn keep(self) {
         loop {
             match self.session().await {
-                Ok(()) => info!(controller = self.controller, "controller session ended; registering again"),
+                Ok(()) => info!(
+                    controller = self.controller,
+                    "controller session ended; registering again"
+                ),
                 Err(e) => warn!(controller = self.controller, "controller session: {e}"),
             }
             tokio::time::sleep(RETRY).await;
@@ -33,10 +36,26 @@ impl Registration {
     }
 
     async fn session(&self) -> Result<(), String> {
-        let endpoint = self.security.endpoint("--controller", &self.controller, CONTROLLER_NAME).map_err(|e| e.to_string())?;
-        let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| format!("connecting: {e}: {}", source_chain(&e)))?);
-        let req = pb::RegisterRequest { name: self.name.clone(), url: self.url.clone(), labels: self.labels.clone() };
-        let mut stream = c.register(req).await.map_err(|e| format!("{:?}: {}", e.code(), e.message()))?.into_inner();
+        let endpoint = self
+            .security
+            .endpoint("--controller", &self.controller, CONTROLLER_NAME)
+            .map_err(|e| e.to_string())?;
+        let mut c = ControllerServiceClient::new(
+            endpoint
+                .connect()
+                .await
+                .map_err(|e| format!("connecting: {e}: {}", source_chain(&e)))?,
+        );
+        let req = pb::RegisterRequest {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            labels: self.labels.clone(),
+        };
+        let mut stream = c
+            .register(req)
+            .await
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .into_inner();
         info!(controller = self.controller, name = self.name, "registered");
         // A controller that stops heartbeating is gone even if the TCP connection is not:
         // three missed heartbeats end the session (10 s until the first one says its interval).

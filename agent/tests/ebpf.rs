@@ -34,14 +34,29 @@ fn drop_rates_lie_in_the_binomial_interval_and_are_silent_to_the_sender() {
             let r = udp_run(&lab.a, &lab.b, to, n);
             let counters = lab.list().into_iter().find(|s| s.id == f.id).unwrap().counters.unwrap();
             lab.revert(&f.id);
-            assert_eq!(r.send_errors, 0, "loss must be silent: sendto failed {} times at {percent}%", r.send_errors);
-            assert_eq!(counters.dropped_packets, u64::from(n - r.received), "the drop counter must equal what the receiver missed ({r:?})");
-            assert_eq!(counters.matched_packets, u64::from(n), "every datagram of the flow, and nothing else, is matched");
+            assert_eq!(
+                r.send_errors, 0,
+                "loss must be silent: sendto failed {} times at {percent}%",
+                r.send_errors
+            );
+            assert_eq!(
+                counters.dropped_packets,
+                u64::from(n - r.received),
+                "the drop counter must equal what the receiver missed ({r:?})"
+            );
+            assert_eq!(
+                counters.matched_packets,
+                u64::from(n),
+                "every datagram of the flow, and nothing else, is matched"
+            );
             1.0 - f64::from(r.received) / f64::from(n)
         };
         let loss = retry_outside(lo, hi, measure);
         println!("drop {percent}%: measured {loss:.4} (99% interval {lo:.4}..{hi:.4})");
-        assert!((lo..=hi).contains(&loss), "drop {percent}%: measured loss {loss:.4} outside 99% interval {lo:.4}..{hi:.4}, twice");
+        assert!(
+            (lo..=hi).contains(&loss),
+            "drop {percent}%: measured loss {loss:.4} outside 99% interval {lo:.4}..{hi:.4}, twice"
+        );
     }
 }
 
@@ -53,7 +68,12 @@ fn ingress_drop_loses_packets_from_the_peer() {
     let n = 10_000;
     let (lo, hi) = binomial_99(0.5, n);
     let loss = retry_outside(lo, hi, || {
-        let f = lab.apply(pb::FaultSpec { direction: pb::Direction::Ingress as i32, ..spec(Kind::Drop(pb::Drop { percent: 50.0 })) }).unwrap();
+        let f = lab
+            .apply(pb::FaultSpec {
+                direction: pb::Direction::Ingress as i32,
+                ..spec(Kind::Drop(pb::Drop { percent: 50.0 }))
+            })
+            .unwrap();
         let r = udp_run(&lab.b, &lab.a, to, n);
         lab.revert(&f.id);
         1.0 - f64::from(r.received) / f64::from(n)
@@ -69,7 +89,10 @@ fn partition_blocks_listed_peers_both_families_and_heals_at_once() {
     let other = format!("{}:9000", lab.addr(3)).parse().unwrap();
     let f = lab
         .apply(with_peers(
-            pb::FaultSpec { direction: pb::Direction::Both as i32, ..spec(Kind::Partition(pb::Partition {})) },
+            pb::FaultSpec {
+                direction: pb::Direction::Both as i32,
+                ..spec(Kind::Partition(pb::Partition {}))
+            },
             &[&format!("{}/32", lab.addr(2)), &format!("{}/128", lab.addr6(2))],
         ))
         .unwrap();
@@ -102,7 +125,12 @@ fn partition_blocks_listed_peers_both_families_and_heals_at_once() {
 #[test]
 fn one_way_partition_cuts_only_that_way() {
     let lab = Lab::new(14);
-    let f = lab.apply(with_peers(spec(Kind::Partition(pb::Partition {})), &[&format!("{}/24", lab.addr(0))])).unwrap();
+    let f = lab
+        .apply(with_peers(
+            spec(Kind::Partition(pb::Partition {})),
+            &[&format!("{}/24", lab.addr(0))],
+        ))
+        .unwrap();
     let out = udp_run(&lab.a, &lab.b, format!("{}:9000", lab.addr(2)).parse().unwrap(), 1_000);
     let back = udp_run(&lab.b, &lab.a, format!("{}:9000", lab.addr(1)).parse().unwrap(), 1_000);
     lab.revert(&f.id);
@@ -121,17 +149,30 @@ fn control_channel_survives_a_total_drop() {
     let listed = lab.in_b(|| {
         rt().block_on(async {
             let mut c = client(&url).await.expect("control channel reachable through a 100% drop");
-            c.list_faults(pb::ListFaultsRequest {}).await.expect("list over the faulted link").into_inner().faults.len()
+            c.list_faults(pb::ListFaultsRequest {})
+                .await
+                .expect("list over the faulted link")
+                .into_inner()
+                .faults
+                .len()
         })
     });
     assert_eq!(listed, 1);
     lab.revert(&f.id);
     // Unless asked: with include_control the same call cannot get through.
-    let f = lab.apply(pb::FaultSpec { include_control_traffic: true, lease_ms: 3_000, ..spec(Kind::Drop(pb::Drop { percent: 100.0 })) }).unwrap();
+    let f = lab
+        .apply(pb::FaultSpec {
+            include_control_traffic: true,
+            lease_ms: 3_000,
+            ..spec(Kind::Drop(pb::Drop { percent: 100.0 }))
+        })
+        .unwrap();
     let reached = lab.in_b(|| {
         rt().block_on(async {
             let connect = client(&url);
-            tokio::time::timeout(std::time::Duration::from_millis(1500), connect).await.is_ok_and(|r| r.is_ok())
+            tokio::time::timeout(std::time::Duration::from_millis(1500), connect)
+                .await
+                .is_ok_and(|r| r.is_ok())
         })
     });
     assert!(!reached, "include_control_traffic should cut the control channel too");
@@ -151,7 +192,10 @@ fn a_fault_applied_right_after_a_revert_outlives_the_idle_detach() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let r = udp_run(&lab.a, &lab.b, format!("{}:9000", lab.addr(2)).parse().unwrap(), 500);
     lab.revert(&f.id);
-    assert_eq!(r.received, 0, "the second fault stopped dropping once the first one's link was swept");
+    assert_eq!(
+        r.received, 0,
+        "the second fault stopped dropping once the first one's link was swept"
+    );
 }
 
 /// The agent's TCX links on `dev` (its descriptors' fdinfo: Debian's bpftool 7.1 does not
@@ -163,9 +207,15 @@ fn tcx_links(lab: &Lab, dev: &str) -> Vec<(String, String)> {
     let mut links = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
         let info = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_owned());
-        if field("link_type:").as_deref() == Some("tcx") && field("ifindex:") == Some(ifindex.clone()) {
-            links.push((field("attach_type:").unwrap_or_default(), field("prog_id:").unwrap_or_default()));
+        let field =
+            |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_owned());
+        if field("link_type:").as_deref() == Some("tcx")
+            && field("ifindex:") == Some(ifindex.clone())
+        {
+            links.push((
+                field("attach_type:").unwrap_or_default(),
+                field("prog_id:").unwrap_or_default(),
+            ));
         }
     }
     links.sort();
@@ -183,7 +233,11 @@ fn the_classifier_is_attached_ahead_passes_traffic_and_goes_with_the_agent() {
     assert!(ahead[0].0.contains("ingress") && ahead[1].0.contains("egress"), "{ahead:?}");
     assert_eq!(tcx_links(&lab, "lo"), [], "loopback is left alone");
     let to = || format!("{}:9000", lab.addr(2)).parse().unwrap();
-    assert_eq!(udp_run(&lab.a, &lab.b, to(), 300).received, 300, "attached, no fault: everything passes");
+    assert_eq!(
+        udp_run(&lab.a, &lab.b, to(), 300).received,
+        300,
+        "attached, no fault: everything passes"
+    );
     let f = lab.apply(spec(Kind::Drop(pb::Drop { percent: 100.0 }))).unwrap();
     assert_eq!(udp_run(&lab.a, &lab.b, to(), 300).received, 0, "the drop acts at once");
     lab.revert(&f.id);
@@ -194,6 +248,13 @@ fn the_classifier_is_attached_ahead_passes_traffic_and_goes_with_the_agent() {
     lab.kill_agent();
     // A killed agent's links close with its descriptors; its programs are then unloaded.
     for (_, prog) in &ahead {
-        eventually("the agent's program unloaded", || !std::process::Command::new("bpftool").args(["prog", "show", "id", prog]).output().unwrap().status.success());
+        eventually("the agent's program unloaded", || {
+            !std::process::Command::new("bpftool")
+                .args(["prog", "show", "id", prog])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        });
     }
 }

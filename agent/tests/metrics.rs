@@ -31,16 +31,38 @@ fn prometheus_endpoint_passes_promtool_with_cumulative_buckets() {
     let mut sink = Vec::new();
     conn.read_to_end(&mut sink).unwrap();
     let text = lab.prometheus();
-    let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (apt: prometheus)");
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt: prometheus)");
     check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = check.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Buckets of one series never decrease and end in +Inf == _count.
     let series = format!("faultline_tcp_srtt_seconds_bucket{{peer=\"{peer}\",");
-    let values: Vec<u64> = text.lines().filter(|l| l.starts_with(&series)).map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with(&series))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
     assert!(values.len() > 2, "no RTT histogram for {peer}:\n{text}");
     assert!(values.windows(2).all(|w| w[0] <= w[1]), "buckets not cumulative: {values:?}");
-    let count: u64 = text.lines().find_map(|l| l.strip_prefix(&format!("faultline_tcp_srtt_seconds_count{{peer=\"{peer}\"}} "))).unwrap().parse().unwrap();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("faultline_tcp_srtt_seconds_count{{peer=\"{peer}\"}} "))
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(*values.last().unwrap(), count);
     assert!(text.contains("faultline_host_memory_total_bytes"), "host metrics are served too");
 }
@@ -104,7 +126,12 @@ fn retransmits_appear_under_ebpf_loss_and_the_fault_reports_what_it_did() {
     assert_eq!(o.samples, c.matched_packets);
     // The observed share is the counters' own ratio (the drop rate's statistics are tested
     // in ebpf.rs; a single 99 % check here would fail one run in a hundred).
-    assert_eq!(o.measured, c.dropped_packets as f64 * 100.0 / c.matched_packets as f64, "{}", o.summary);
+    assert_eq!(
+        o.measured,
+        c.dropped_packets as f64 * 100.0 / c.matched_packets as f64,
+        "{}",
+        o.summary
+    );
     // And it is a 20 % loss: within 3.3 standard deviations of Binomial(n, 0.2), which
     // fails one run in a thousand. (A fixed 10-30 % window failed CI: with TSO a 2 MiB
     // transfer can be only 46 packets, and 3 drops of 46 is an ordinary outcome.)
@@ -116,7 +143,9 @@ fn retransmits_appear_under_ebpf_loss_and_the_fault_reports_what_it_did() {
 fn drop_reasons_name_the_kernel_reason() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = Lab::new(54);
-    let no_socket = |lab: &Lab| lab.metrics().drops.into_iter().find(|d| d.reason == "NO_SOCKET").map_or(0, |d| d.count);
+    let no_socket = |lab: &Lab| {
+        lab.metrics().drops.into_iter().find(|d| d.reason == "NO_SOCKET").map_or(0, |d| d.count)
+    };
     let before = no_socket(&lab);
     // Datagrams to a port nobody listens on: B's kernel frees them as NO_SOCKET.
     let to = format!("{}:9", lab.addr(2));
@@ -134,15 +163,26 @@ fn drop_reasons_name_the_kernel_reason() {
 fn watch_metrics_streams_samples_and_refuses_a_silly_interval() {
     let lab = Lab::new(55);
     let (first, second) = lab.grpc(async |mut c| {
-        let mut s = c.watch_metrics(pb::WatchMetricsRequest { interval_ms: 200 }).await.expect("watch").into_inner();
+        let mut s = c
+            .watch_metrics(pb::WatchMetricsRequest { interval_ms: 200 })
+            .await
+            .expect("watch")
+            .into_inner();
         let a = s.message().await.unwrap().expect("first sample");
         let b = s.message().await.unwrap().expect("second sample");
         (a, b)
     });
-    assert!(second.unix_ms > first.unix_ms, "samples are taken anew: {} then {}", first.unix_ms, second.unix_ms);
+    assert!(
+        second.unix_ms > first.unix_ms,
+        "samples are taken anew: {} then {}",
+        first.unix_ms,
+        second.unix_ms
+    );
     assert!(first.host.as_ref().is_some_and(|h| h.memory_total_bytes > 0));
     assert_eq!(first.kernel_metrics_detail, "", "the tracepoint programs run on this kernel");
-    let e = lab.grpc(async |mut c| c.watch_metrics(pb::WatchMetricsRequest { interval_ms: 5 }).await.map(|_| ()).unwrap_err());
+    let e = lab.grpc(async |mut c| {
+        c.watch_metrics(pb::WatchMetricsRequest { interval_ms: 5 }).await.map(|_| ()).unwrap_err()
+    });
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().starts_with("interval_ms"), "{}", e.message());
 }

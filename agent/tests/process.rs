@@ -11,7 +11,10 @@ use std::{
 
 use common::{eventually, rt};
 use faultline_agent::kernel::{cgroup, procfs};
-use faultline_proto::agent::v1::{self as pb, agent_service_client::AgentServiceClient, fault_spec::Kind, process_target::Selector};
+use faultline_proto::agent::v1::{
+    self as pb, agent_service_client::AgentServiceClient, fault_spec::Kind,
+    process_target::Selector,
+};
 use tonic::Code;
 
 /// An agent in the host's namespaces (cgroup2 is not visible under `ip netns exec`).
@@ -23,7 +26,8 @@ struct HostAgent {
 
 impl HostAgent {
     fn start(port: u16) -> Self {
-        let state = std::env::temp_dir().join(format!("faultline-proc-{port}-{}", std::process::id()));
+        let state =
+            std::env::temp_dir().join(format!("faultline-proc-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
         let mut a = Self { port, state, child: None };
         a.restart();
@@ -36,7 +40,13 @@ impl HostAgent {
             Command::new(env!("CARGO_BIN_EXE_faultline-agent"))
                 // Loopback: the one place plaintext is allowed, and tested here.
                 // The kill-and-restart test also runs a given command, which needs the opt-in.
-                .args(["--insecure", "--allow-restart-command", "--listen", &format!("127.0.0.1:{}", self.port), "--state-dir"])
+                .args([
+                    "--insecure",
+                    "--allow-restart-command",
+                    "--listen",
+                    &format!("127.0.0.1:{}", self.port),
+                    "--state-dir",
+                ])
                 .arg(&self.state)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -44,7 +54,9 @@ impl HostAgent {
                 .unwrap(),
         );
         let url = self.url();
-        eventually("agent answers", || rt().block_on(AgentServiceClient::connect(url.clone())).is_ok());
+        eventually("agent answers", || {
+            rt().block_on(AgentServiceClient::connect(url.clone())).is_ok()
+        });
     }
 
     fn url(&self) -> String {
@@ -61,18 +73,27 @@ impl HostAgent {
         c.wait().unwrap();
     }
 
-    fn apply(&self, kind: Kind, target: Option<pb::ProcessTarget>, lease_ms: u64) -> Result<pb::FaultStatus, tonic::Status> {
+    fn apply(
+        &self,
+        kind: Kind,
+        target: Option<pb::ProcessTarget>,
+        lease_ms: u64,
+    ) -> Result<pb::FaultStatus, tonic::Status> {
         let spec = pb::FaultSpec { lease_ms, kind: Some(kind), target, ..Default::default() };
         rt().block_on(async {
             let mut c = AgentServiceClient::connect(self.url()).await.unwrap();
-            c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec), dry_run: false }).await.map(|r| r.into_inner().fault.unwrap())
+            c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec), dry_run: false })
+                .await
+                .map(|r| r.into_inner().fault.unwrap())
         })
     }
 
     fn revert(&self, id: &str) {
         rt().block_on(async {
             let mut c = AgentServiceClient::connect(self.url()).await.unwrap();
-            c.revert_fault(pb::RevertFaultRequest { id: id.into(), all: false }).await.expect("revert");
+            c.revert_fault(pb::RevertFaultRequest { id: id.into(), all: false })
+                .await
+                .expect("revert");
         });
     }
 
@@ -87,10 +108,13 @@ impl HostAgent {
 impl Drop for HostAgent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.state);
+        common::clean_up_or_keep(&self.state);
     }
 }
 
@@ -106,7 +130,12 @@ impl Busy {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
         // Its own process group, so that drop can kill the loops it started too.
-        let child = std::os::unix::process::CommandExt::process_group(Command::new(&link).args(["-c", script]).stdin(Stdio::null()), 0).spawn().unwrap();
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new(&link).args(["-c", script]).stdin(Stdio::null()),
+            0,
+        )
+        .spawn()
+        .unwrap();
         Self { child, link }
     }
     fn spin(name: &str) -> Self {
@@ -168,7 +197,10 @@ impl TestCgroup {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
     }
     fn frozen(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.events")).unwrap().lines().any(|l| l == "frozen 1")
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .unwrap()
+            .lines()
+            .any(|l| l == "frozen 1")
     }
     fn target(&self) -> Option<pb::ProcessTarget> {
         target(Selector::Cgroup(self.rel.clone()))
@@ -179,7 +211,9 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         let _ = std::fs::write(self.dir.join("cgroup.freeze"), "0");
         let root = self.dir.parent().unwrap().join("cgroup.procs");
-        for pid in std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default().lines() {
+        for pid in
+            std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default().lines()
+        {
             let _ = std::fs::write(&root, pid);
         }
         let _ = std::fs::remove_dir(&self.dir);
@@ -218,7 +252,11 @@ fn sigstop_freeze_of_a_tree_by_name_is_undone_after_agent_sigkill() {
     let busy = Busy::start("fltfrz2", "sh -c 'while :; do :; done' & while :; do :; done");
     eventually("the child loop exists", || procfs::all().iter().any(|p| p.ppid == busy.pid()));
     let child = procfs::all().into_iter().find(|p| p.ppid == busy.pid()).unwrap().id.pid;
-    let t = pb::ProcessTarget { selector: Some(Selector::NameRegex("^fltfrz2$".into())), include_children: true, ..Default::default() };
+    let t = pb::ProcessTarget {
+        selector: Some(Selector::NameRegex("^fltfrz2$".into())),
+        include_children: true,
+        ..Default::default()
+    };
     let f = agent.apply(freeze(), Some(t), 60_000).expect("freeze by name");
     let mut pids: Vec<u32> = f.processes.iter().map(|p| p.pid).collect();
     pids.sort_unstable();
@@ -245,11 +283,16 @@ fn recovery_resumes_only_the_process_with_the_recorded_start_time() {
     let right = Busy::spin("fltpid1");
     let wrong = Busy::spin("fltpid2");
     for b in [&right, &wrong] {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.pid() as i32), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(b.pid() as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
         eventually("stopped", || state(b.pid()) == 'T');
     }
     let start = |pid| procfs::stat(pid).unwrap().id.start_time;
-    let state_dir = std::env::temp_dir().join(format!("faultline-proc-7103-{}", std::process::id()));
+    let state_dir =
+        std::env::temp_dir().join(format!("faultline-proc-7103-{}", std::process::id()));
     std::fs::create_dir_all(&state_dir).unwrap();
     let journal = serde_json::json!([
         {"fault": "f-1", "object": {"type": "stopped", "pid": right.pid(), "start_time": start(right.pid())}},
@@ -258,7 +301,11 @@ fn recovery_resumes_only_the_process_with_the_recorded_start_time() {
     std::fs::write(state_dir.join("journal.json"), journal.to_string()).unwrap();
     let _agent = HostAgent { port: 7103, state: state_dir, child: None }.with_restart();
     eventually("the recorded process resumes", || state(right.pid()) != 'T');
-    assert_eq!(state(wrong.pid()), 'T', "a process whose start time differs from the journal's must not be touched");
+    assert_eq!(
+        state(wrong.pid()),
+        'T',
+        "a process whose start time differs from the journal's must not be touched"
+    );
 }
 
 impl HostAgent {
@@ -272,10 +319,20 @@ impl HostAgent {
 fn kill_sends_the_chosen_signal_and_restart_starts_the_replacement() {
     let agent = HostAgent::start(7104);
     let mut victim = Busy::start("fltkill", "sleep 1000");
-    let f = agent.apply(Kind::Kill(pb::Kill { signal: libc::SIGTERM }), target(Selector::NameRegex("^fltkill$".into())), 0).expect("kill");
+    let f = agent
+        .apply(
+            Kind::Kill(pb::Kill { signal: libc::SIGTERM }),
+            target(Selector::NameRegex("^fltkill$".into())),
+            0,
+        )
+        .expect("kill");
     assert_eq!(f.processes.len(), 1);
     let status = victim.child.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM), "{status:?}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM),
+        "{status:?}"
+    );
     assert!(agent.describe().cgroup_v2_freeze);
 
     // Restart: the old process is killed, the configured command runs in its place.
@@ -283,7 +340,11 @@ fn kill_sends_the_chosen_signal_and_restart_starts_the_replacement() {
     let link = old.link.to_string_lossy().into_owned();
     let f = agent
         .apply(
-            Kind::Restart(pb::Restart { command: vec![link, "-c".into(), "sleep 1000".into()], signal: 0, grace_ms: 2000 }),
+            Kind::Restart(pb::Restart {
+                command: vec![link, "-c".into(), "sleep 1000".into()],
+                signal: 0,
+                grace_ms: 2000,
+            }),
             target(Selector::Pid(old.pid())),
             0,
         )
@@ -293,15 +354,37 @@ fn kill_sends_the_chosen_signal_and_restart_starts_the_replacement() {
     let keep = Busy::start("fltkeep", "sleep 1000");
     let keep_id = procfs::stat(keep.pid()).unwrap().id;
     let e = agent
-        .apply(Kind::Restart(pb::Restart { command: vec!["/no/such/program".into()], ..Default::default() }), target(Selector::Pid(keep.pid())), 0)
+        .apply(
+            Kind::Restart(pb::Restart {
+                command: vec!["/no/such/program".into()],
+                ..Default::default()
+            }),
+            target(Selector::Pid(keep.pid())),
+            0,
+        )
         .unwrap_err();
-    assert!(e.message().starts_with("restart.command[0]") && e.message().contains("nothing was killed"), "{}", e.message());
+    assert!(
+        e.message().starts_with("restart.command[0]") && e.message().contains("nothing was killed"),
+        "{}",
+        e.message()
+    );
     // Alive as the same process (its state may be S, R or briefly D while it execs).
     assert!(procfs::is_alive(keep_id), "the process still runs");
-    let started: u32 = f.kernel_objects.iter().find_map(|n| n.strip_prefix("started pid ")?.split(':').next()?.parse().ok()).expect("a started pid in the status");
+    let started: u32 = f
+        .kernel_objects
+        .iter()
+        .find_map(|n| n.strip_prefix("started pid ")?.split(':').next()?.parse().ok())
+        .expect("a started pid in the status");
     assert_ne!(started, old.pid());
-    assert_eq!(procfs::stat(started).map(|s| s.comm), Some("fltrst".into()), "the replacement runs");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(started as i32), nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(
+        procfs::stat(started).map(|s| s.comm),
+        Some("fltrst".into()),
+        "the replacement runs"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(started as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 #[test]
@@ -309,12 +392,20 @@ fn the_agent_refuses_init_itself_and_unknown_names_and_says_why() {
     let agent = HostAgent::start(7105);
     let e = agent.apply(freeze(), target(Selector::Pid(1)), 60_000).unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(e.message().contains("PID 1") && e.message().contains("cannot be forced"), "{}", e.message());
-    let e = agent.apply(Kind::Kill(pb::Kill::default()), target(Selector::Pid(agent.pid())), 0).unwrap_err();
+    assert!(
+        e.message().contains("PID 1") && e.message().contains("cannot be forced"),
+        "{}",
+        e.message()
+    );
+    let e = agent
+        .apply(Kind::Kill(pb::Kill::default()), target(Selector::Pid(agent.pid())), 0)
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("this agent"), "{}", e.message());
     assert!(procfs::stat(agent.pid()).is_some(), "the agent is alive");
-    let e = agent.apply(freeze(), target(Selector::NameRegex("^no-such-process-here$".into())), 60_000).unwrap_err();
+    let e = agent
+        .apply(freeze(), target(Selector::NameRegex("^no-such-process-here$".into())), 60_000)
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("no process name matches"), "{}", e.message());
     let e = agent.apply(freeze(), target(Selector::Cgroup("/".into())), 60_000).unwrap_err();
@@ -324,7 +415,8 @@ fn the_agent_refuses_init_itself_and_unknown_names_and_says_why() {
     assert!(e.message().starts_with("target.cgroup"), "{}", e.message());
     let e = agent.apply(freeze(), target(Selector::Pid(4_000_000)), 60_000).unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = agent.apply(Kind::Kill(pb::Kill { signal: 99 }), target(Selector::Pid(5)), 0).unwrap_err();
+    let e =
+        agent.apply(Kind::Kill(pb::Kill { signal: 99 }), target(Selector::Pid(5)), 0).unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("kill.signal"), "{}", e.message());
 
@@ -340,21 +432,34 @@ fn the_agent_refuses_init_itself_and_unknown_names_and_says_why() {
 fn stress_workers_burn_cpu_and_hold_memory_inside_the_target_cgroup_until_reverted() {
     let agent = HostAgent::start(7106);
     let cg = TestCgroup::new("faultline-test-stress");
-    let f = agent.apply(Kind::CpuStress(pb::CpuStress { threads: 1 }), cg.target(), 60_000).expect("cpu stress");
+    let f = agent
+        .apply(Kind::CpuStress(pb::CpuStress { threads: 1 }), cg.target(), 60_000)
+        .expect("cpu stress");
     let worker = f.processes[0].pid;
-    assert!(std::fs::read_to_string(cg.dir.join("cgroup.procs")).unwrap().lines().any(|l| l == worker.to_string()), "the worker runs in the target cgroup");
+    assert!(
+        std::fs::read_to_string(cg.dir.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .any(|l| l == worker.to_string()),
+        "the worker runs in the target cgroup"
+    );
     eventually("the worker burns CPU", || progresses(worker));
     agent.revert(&f.id);
     eventually("the worker is gone", || procfs::stat(worker).is_none());
 
     let bytes = 64 << 20;
-    let f = agent.apply(Kind::MemoryPressure(pb::MemoryPressure { bytes }), None, 60_000).expect("memory pressure");
+    let f = agent
+        .apply(Kind::MemoryPressure(pb::MemoryPressure { bytes }), None, 60_000)
+        .expect("memory pressure");
     let worker = f.processes[0].pid;
     let rss = || {
         std::fs::read_to_string(format!("/proc/{worker}/status"))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
             .unwrap_or(0)
             * 1024
     };
@@ -367,7 +472,11 @@ fn stress_workers_burn_cpu_and_hold_memory_inside_the_target_cgroup_until_revert
 fn cpu_throttle_needs_the_cpu_controller_and_says_so() {
     let agent = HostAgent::start(7107);
     let cg = TestCgroup::new("faultline-test-throttle");
-    let r = agent.apply(Kind::CpuThrottle(pb::CpuThrottle { cpus: 0.2, period_us: 0 }), cg.target(), 60_000);
+    let r = agent.apply(
+        Kind::CpuThrottle(pb::CpuThrottle { cpus: 0.2, period_us: 0 }),
+        cg.target(),
+        60_000,
+    );
     if agent.describe().cgroup_v2_cpu {
         // Its effect is measured in the VM tests, where cgroup v2 owns the cpu controller.
         let f = r.expect("throttle");

@@ -32,7 +32,10 @@ fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -56,7 +59,10 @@ impl Drop for Lab {
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "the lab, then the three ways in one loop, top to bottom as they run")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the lab, then the three ways in one loop, top to bottom as they run"
+)]
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -64,7 +70,11 @@ fn main() {
     let n: u32 = std::env::var("FAULTLINE_AGENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let bin = target_dir();
     for b in ["faultline", "faultline-agent"] {
-        assert!(bin.join(b).exists(), "{} missing: cargo build --release first (cargo xtask bench does)", bin.join(b).display());
+        assert!(
+            bin.join(b).exists(),
+            "{} missing: cargo build --release first (cargo xtask bench does)",
+            bin.join(b).display()
+        );
     }
     let dir = std::env::temp_dir().join(format!("faultline-fanout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -76,15 +86,40 @@ fn main() {
     let ctl = "10.202.255.254:7080";
     // Mutual TLS, as deployed: the handshake is part of what a user waits for.
     let tls = dir.join("tls");
-    assert!(Command::new(bin.join("faultline")).args(["certs", "init"]).arg(&tls).args(["--web-host", "10.202.255.254"]).output().unwrap().status.success());
+    assert!(
+        Command::new(bin.join("faultline"))
+            .args(["certs", "init"])
+            .arg(&tls)
+            .args(["--web-host", "10.202.255.254"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let token = "bench-operator-token-0123456789abcdef";
     std::fs::write(dir.join("tokens"), format!("operator {token}\n")).unwrap();
     for i in 1..=n {
-        assert!(Command::new(bin.join("faultline")).args(["certs", "issue", "agent", &format!("a{i}"), "--dir"]).arg(&tls).output().unwrap().status.success());
+        assert!(
+            Command::new(bin.join("faultline"))
+                .args(["certs", "issue", "agent", &format!("a{i}"), "--dir"])
+                .arg(&tls)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
     }
     lab.children.push(
         Command::new(bin.join("faultline"))
-            .args(["controller", "serve", "--listen", ctl, "--web-listen", "10.202.255.254:7443", "--state"])
+            .args([
+                "controller",
+                "serve",
+                "--listen",
+                ctl,
+                "--web-listen",
+                "10.202.255.254:7443",
+                "--state",
+            ])
             .arg(dir.join("controller.db"))
             .arg("--web-token-file")
             .arg(dir.join("tokens"))
@@ -99,7 +134,18 @@ fn main() {
         let ns = format!("flb{i}");
         let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
         ip(&["netns", "add", &ns]);
-        ip(&["link", "add", &format!("flbv{i}"), "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&[
+            "link",
+            "add",
+            &format!("flbv{i}"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ]);
         ip(&["link", "set", &format!("flbv{i}"), "master", "flbbr", "up"]);
         let addr = format!("10.202.{}.{}", i / 250, i % 250 + 1);
         ip(&["-n", &ns, "addr", "add", &format!("{addr}/16"), "dev", "eth0"]);
@@ -108,7 +154,15 @@ fn main() {
             Command::new("ip")
                 .args(["netns", "exec", &ns])
                 .arg(bin.join("faultline-agent"))
-                .args(["--listen", &format!("{addr}:7070"), "--controller", &format!("https://{ctl}"), "--name", &format!("a{i}"), "--no-kernel-metrics"])
+                .args([
+                    "--listen",
+                    &format!("{addr}:7070"),
+                    "--controller",
+                    &format!("https://{ctl}"),
+                    "--name",
+                    &format!("a{i}"),
+                    "--no-kernel-metrics",
+                ])
                 .arg("--tls-dir")
                 .arg(&tls)
                 .arg("--state-dir")
@@ -119,7 +173,14 @@ fn main() {
                 .unwrap(),
         );
     }
-    let cli = |args: &[&str]| Command::new(bin.join("faultline")).args(["--controller", &format!("https://{ctl}"), "--tls-dir"]).arg(&tls).args(args).output().unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(bin.join("faultline"))
+            .args(["--controller", &format!("https://{ctl}"), "--tls-dir"])
+            .arg(&tls)
+            .args(args)
+            .output()
+            .unwrap()
+    };
     // Each agent loads its classifier (the verifier: ~0.3 s of CPU) as it starts.
     let deadline = Instant::now() + Duration::from_secs(120 + u64::from(n) / 2);
     loop {
@@ -145,9 +206,20 @@ fn main() {
     };
     // A program's own channel, opened once (what a service calling the controller keeps).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let security = faultline_proto::transport::Security::load(&tls, faultline_proto::transport::Role::Cli).unwrap();
+    let security =
+        faultline_proto::transport::Security::load(&tls, faultline_proto::transport::Role::Cli)
+            .unwrap();
     let mut grpc = rt.block_on(async {
-        let ch = security.endpoint("controller", &format!("https://{ctl}"), faultline_proto::transport::CONTROLLER_NAME).unwrap().connect().await.unwrap();
+        let ch = security
+            .endpoint(
+                "controller",
+                &format!("https://{ctl}"),
+                faultline_proto::transport::CONTROLLER_NAME,
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         faultline_proto::controller::v1::controller_service_client::ControllerServiceClient::new(ch)
     });
     let spec = || {
@@ -155,7 +227,10 @@ fn main() {
         apb::FaultSpec {
             interface: "eth0".into(),
             lease_ms: 60_000,
-            r#match: Some(apb::TrafficMatch { peers: vec!["192.0.2.1/32".into()], ..Default::default() }),
+            r#match: Some(apb::TrafficMatch {
+                peers: vec!["192.0.2.1/32".into()],
+                ..Default::default()
+            }),
             kind: Some(apb::fault_spec::Kind::Drop(apb::Drop { percent: 1.0 })),
             ..Default::default()
         }
@@ -165,7 +240,19 @@ fn main() {
     let mut times: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
     for _ in 0..CYCLES {
         let t = Instant::now();
-        let out = cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "1%", "--peer", "192.0.2.1/32", "--lease", "60s"]);
+        let out = cli(&[
+            "fault",
+            "apply",
+            "drop",
+            "-i",
+            "eth0",
+            "--loss",
+            "1%",
+            "--peer",
+            "192.0.2.1/32",
+            "--lease",
+            "60s",
+        ]);
         times[0].0.push(t.elapsed());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -175,28 +262,65 @@ fn main() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
         let t = Instant::now();
-        let answer = curl(&["-H", "Content-Type: application/json", "-d", body, &format!("{web}/api/faults")]);
+        let answer = curl(&[
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &format!("{web}/api/faults"),
+        ]);
         times[1].0.push(t.elapsed());
-        let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"].as_str().unwrap().to_owned();
+        let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let t = Instant::now();
         curl(&["-X", "DELETE", &format!("{web}/api/faults/{id}")]);
         times[1].1.push(t.elapsed());
 
         let t = Instant::now();
-        let f = rt.block_on(grpc.apply_fault(faultline_proto::controller::v1::ApplyFaultRequest { target: Some(faultline_proto::controller::v1::Target::default()), spec: Some(spec()) })).unwrap().into_inner().fault.unwrap();
+        let f = rt
+            .block_on(grpc.apply_fault(faultline_proto::controller::v1::ApplyFaultRequest {
+                target: Some(faultline_proto::controller::v1::Target::default()),
+                spec: Some(spec()),
+            }))
+            .unwrap()
+            .into_inner()
+            .fault
+            .unwrap();
         times[2].0.push(t.elapsed());
         let t = Instant::now();
-        rt.block_on(grpc.revert_fault(faultline_proto::controller::v1::RevertFaultRequest { id: f.id, all: false })).unwrap();
+        rt.block_on(grpc.revert_fault(faultline_proto::controller::v1::RevertFaultRequest {
+            id: f.id,
+            all: false,
+        }))
+        .unwrap();
         times[2].1.push(t.elapsed());
     }
-    println!("## one fault onto {n} agents through the controller ({CYCLES} cycles each way, alternating; ms, call to all acknowledged)\n");
+    println!(
+        "## one fault onto {n} agents through the controller ({CYCLES} cycles each way, alternating; ms, call to all acknowledged)\n"
+    );
     println!("| step | p50 | p99 |\n|---|---|---|");
-    for (way, (apply, revert)) in ["CLI (process, gRPC, mTLS)", "curl → Web API (process, HTTPS, token)", "gRPC channel kept open (in-process tonic, mTLS)"].iter().zip(times) {
-        println!("| {way}: apply (eBPF drop, all {n} agents) | {:.2} | {:.2} |", pct(apply.clone(), 0.5), pct(apply, 0.99));
+    for (way, (apply, revert)) in [
+        "CLI (process, gRPC, mTLS)",
+        "curl → Web API (process, HTTPS, token)",
+        "gRPC channel kept open (in-process tonic, mTLS)",
+    ]
+    .iter()
+    .zip(times)
+    {
+        println!(
+            "| {way}: apply (eBPF drop, all {n} agents) | {:.2} | {:.2} |",
+            pct(apply.clone(), 0.5),
+            pct(apply, 0.99)
+        );
         println!("| {way}: revert | {:.2} | {:.2} |", pct(revert.clone(), 0.5), pct(revert, 0.99));
     }
     let t = Instant::now();
     let _ = cli(&["agents", "list"]);
-    println!("| `faultline agents list` (CLI start included) | {:.2} | |", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "| `faultline agents list` (CLI start included) | {:.2} | |",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     println!("\ncontroller RSS with {n} agents: {} KiB", rss_kib(lab.children[0].id()));
 }

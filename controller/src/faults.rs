@@ -18,14 +18,29 @@ use crate::units;
 /// For lists, events and reports: what was done, not only its kind.
 pub fn in_words(s: &pb::FaultSpec) -> String {
     let pct = |v: f64| format!("{}%", trim_float(v));
-    let ms = |us: u64| if us % 1000 == 0 { format!("{}ms", us / 1000) } else { format!("{}ms", trim_float(us as f64 / 1000.0)) };
+    let ms = |us: u64| {
+        if us.is_multiple_of(1000) {
+            format!("{}ms", us / 1000)
+        } else {
+            format!("{}ms", trim_float(us as f64 / 1000.0))
+        }
+    };
     let mut w: Vec<String> = Vec::new();
     match &s.kind {
         Some(Kind::Netem(n)) => {
             if n.delay_us > 0 {
-                w.push(if n.jitter_us > 0 { format!("delay {} ±{}", ms(n.delay_us), ms(n.jitter_us)) } else { format!("delay {}", ms(n.delay_us)) });
+                w.push(if n.jitter_us > 0 {
+                    format!("delay {} ±{}", ms(n.delay_us), ms(n.jitter_us))
+                } else {
+                    format!("delay {}", ms(n.delay_us))
+                });
             }
-            for (name, v) in [("loss", n.loss_percent), ("duplicate", n.duplicate_percent), ("corrupt", n.corrupt_percent), ("reorder", n.reorder_percent)] {
+            for (name, v) in [
+                ("loss", n.loss_percent),
+                ("duplicate", n.duplicate_percent),
+                ("corrupt", n.corrupt_percent),
+                ("reorder", n.reorder_percent),
+            ] {
                 if v > 0.0 {
                     w.push(format!("{name} {}", pct(v)));
                 }
@@ -37,7 +52,9 @@ pub fn in_words(s: &pb::FaultSpec) -> String {
         Some(Kind::Bandwidth(b)) => w.push(rate_words(b.rate_bps)),
         Some(Kind::Drop(d)) => w.push(format!("loss {}", pct(d.percent))),
         Some(Kind::Kill(k)) if k.signal != 0 => w.push(format!("signal {}", k.signal)),
-        Some(Kind::Restart(r)) if !r.command.is_empty() => w.push(format!("as `{}`", r.command.join(" "))),
+        Some(Kind::Restart(r)) if !r.command.is_empty() => {
+            w.push(format!("as `{}`", r.command.join(" ")));
+        }
         Some(Kind::CpuStress(c)) if c.threads > 0 => w.push(format!("{} threads", c.threads)),
         Some(Kind::MemoryPressure(m)) => w.push(format!("{} MiB", m.bytes / (1024 * 1024))),
         Some(Kind::CpuThrottle(c)) => w.push(format!("{} CPUs", trim_float(c.cpus))),
@@ -58,7 +75,17 @@ pub fn in_words(s: &pb::FaultSpec) -> String {
             n => w.push(format!("to {n} peers")),
         }
         if !m.ports.is_empty() {
-            let ports: Vec<String> = m.ports.iter().map(|p| if p.last == 0 || p.first == p.last { p.first.to_string() } else { format!("{}-{}", p.first, p.last) }).collect();
+            let ports: Vec<String> = m
+                .ports
+                .iter()
+                .map(|p| {
+                    if p.last == 0 || p.first == p.last {
+                        p.first.to_string()
+                    } else {
+                        format!("{}-{}", p.first, p.last)
+                    }
+                })
+                .collect();
             w.push(format!("ports {}", ports.join(",")));
         }
     }
@@ -415,7 +442,13 @@ impl ApplyKind {
     }
 
     pub fn is_process(&self) -> bool {
-        !matches!(self, Self::Netem { .. } | Self::Bandwidth { .. } | Self::Drop { .. } | Self::Partition { .. })
+        !matches!(
+            self,
+            Self::Netem { .. }
+                | Self::Bandwidth { .. }
+                | Self::Drop { .. }
+                | Self::Partition { .. }
+        )
     }
 }
 
@@ -426,7 +459,10 @@ impl Apply {
 
     fn net_mut(&mut self) -> Option<&mut NetTarget> {
         match &mut self.kind {
-            ApplyKind::Netem { net, .. } | ApplyKind::Bandwidth { net, .. } | ApplyKind::Drop { net, .. } | ApplyKind::Partition { net, .. } => Some(net),
+            ApplyKind::Netem { net, .. }
+            | ApplyKind::Bandwidth { net, .. }
+            | ApplyKind::Drop { net, .. }
+            | ApplyKind::Partition { net, .. } => Some(net),
             _ => None,
         }
     }
@@ -452,30 +488,46 @@ pub fn read_peers_file(a: &mut Apply) -> Result<()> {
     let read = if path.as_os_str() == "-" {
         std::io::stdin().take(PEERS_FILE_LIMIT + 1).read_to_string(&mut text)
     } else {
-        std::fs::File::open(&path).and_then(|f| f.take(PEERS_FILE_LIMIT + 1).read_to_string(&mut text))
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(PEERS_FILE_LIMIT + 1).read_to_string(&mut text))
     };
     read.with_context(|| format!("--peers-file {}", path.display()))?;
     if text.len() as u64 > PEERS_FILE_LIMIT {
-        bail!("--peers-file {}: longer than {} MiB; an agent holds at most {PEER_TABLE} peers", path.display(), PEERS_FILE_LIMIT >> 20);
+        bail!(
+            "--peers-file {}: longer than {} MiB; an agent holds at most {PEER_TABLE} peers",
+            path.display(),
+            PEERS_FILE_LIMIT >> 20
+        );
     }
-    let peers = parse_peers(&text).map_err(|e| anyhow::anyhow!("--peers-file {}: {e}", path.display()))?;
+    let peers =
+        parse_peers(&text).map_err(|e| anyhow::anyhow!("--peers-file {}: {e}", path.display()))?;
     net.peers.extend(peers);
     let n = net.peers.len();
     if n > PEER_TABLE {
-        bail!("--peers-file {}: {n} peers; an agent holds at most {PEER_TABLE} across its active faults (use wider CIDRs)", path.display());
+        bail!(
+            "--peers-file {}: {n} peers; an agent holds at most {PEER_TABLE} across its active faults (use wider CIDRs)",
+            path.display()
+        );
     }
     let bytes: usize = net.peers.iter().map(|p| p.len() + 2).sum();
     if bytes > MESSAGE_LIMIT * 9 / 10 {
-        bail!("--peers-file {}: {n} peers make a {} KiB request; a call to an agent or the controller carries at most {} KiB", path.display(), bytes >> 10, MESSAGE_LIMIT >> 10);
+        bail!(
+            "--peers-file {}: {n} peers make a {} KiB request; a call to an agent or the controller carries at most {} KiB",
+            path.display(),
+            bytes >> 10,
+            MESSAGE_LIMIT >> 10
+        );
     }
     Ok(())
 }
 
 /// A YAML list of strings, or one peer per line with `#` comments.
 fn parse_peers(text: &str) -> Result<Vec<String>, String> {
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
+    let first =
+        text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or("");
     if first.starts_with('-') || first.starts_with('[') {
-        let v: Vec<String> = serde_norway::from_str(text).map_err(|e| format!("not a YAML list of addresses or CIDRs: {e}"))?;
+        let v: Vec<String> = serde_norway::from_str(text)
+            .map_err(|e| format!("not a YAML list of addresses or CIDRs: {e}"))?;
         return Ok(v.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
     }
     Ok(text
@@ -490,7 +542,9 @@ impl ProcTarget {
     fn build(&self) -> Result<Option<pb::ProcessTarget>> {
         use pb::process_target::Selector;
         if self.interface.is_some() {
-            bail!("--interface is for network faults; process faults take --cgroup, --unit, --pid or --name");
+            bail!(
+                "--interface is for network faults; process faults take --cgroup, --unit, --pid or --name"
+            );
         }
         let given: Vec<Selector> = [
             self.cgroup.clone().map(Selector::Cgroup),
@@ -505,13 +559,21 @@ impl ProcTarget {
         if given.len() + container > 1 {
             bail!("give one target: --cgroup, --unit, --pid, --name or --container");
         }
-        Ok(given.into_iter().next().map(|s| pb::ProcessTarget { selector: Some(s), full_command_line: self.full, include_children: self.tree }))
+        Ok(given.into_iter().next().map(|s| pb::ProcessTarget {
+            selector: Some(s),
+            full_command_line: self.full,
+            include_children: self.tree,
+        }))
     }
 }
 
 fn port_range(s: &str) -> Result<pb::PortRange> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let parse = |x: &str| x.trim().parse::<u32>().with_context(|| format!("--port {}: not a port or range A-B", faultline_proto::quote(s)));
+    let parse = |x: &str| {
+        x.trim().parse::<u32>().with_context(|| {
+            format!("--port {}: not a port or range A-B", faultline_proto::quote(s))
+        })
+    };
     Ok(pb::PortRange { first: parse(a)?, last: parse(b)? })
 }
 
@@ -519,11 +581,20 @@ fn netem(n: &NetemArgs) -> Result<pb::Netem> {
     let gilbert_elliott = match &n.gemodel {
         None => None,
         Some(g) => {
-            let v: Vec<f64> = g.split(',').map(units::percent).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+            let v: Vec<f64> = g
+                .split(',')
+                .map(units::percent)
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
             if v.len() < 2 {
                 bail!("--gemodel: give P,R[,1-H[,1-K]] in percent");
             }
-            Some(pb::GilbertElliott { p: v[0], r: v[1], bad_loss: v.get(2).copied().unwrap_or(0.0), good_loss: v.get(3).copied().unwrap_or(0.0) })
+            Some(pb::GilbertElliott {
+                p: v[0],
+                r: v[1],
+                bad_loss: v.get(2).copied().unwrap_or(0.0),
+                good_loss: v.get(3).copied().unwrap_or(0.0),
+            })
         }
     };
     Ok(pb::Netem {
@@ -550,7 +621,8 @@ fn netem(n: &NetemArgs) -> Result<pb::Netem> {
 }
 
 fn lease_required(c: &Common) -> Result<u64> {
-    let lease = c.lease.context("--lease is required (e.g. --lease 30s): every fault ends by itself")?;
+    let lease =
+        c.lease.context("--lease is required (e.g. --lease 30s): every fault ends by itself")?;
     Ok(lease.as_millis() as u64)
 }
 
@@ -563,8 +635,12 @@ fn net_spec(net: &NetTarget, common: &Common, kind: Kind) -> Result<pb::FaultSpe
     }
     Ok(pb::FaultSpec {
         interface: net.interface.clone().unwrap_or_default(),
-        container: (net.container.is_some() || !net.container_select.is_empty())
-            .then(|| pb::ContainerTarget { name: net.container.clone().unwrap_or_default(), select: net.container_select.clone() }),
+        container: (net.container.is_some() || !net.container_select.is_empty()).then(|| {
+            pb::ContainerTarget {
+                name: net.container.clone().unwrap_or_default(),
+                select: net.container_select.clone(),
+            }
+        }),
         direction: match net.direction {
             DirArg::Egress => pb::Direction::Egress,
             DirArg::Ingress => pb::Direction::Ingress,
@@ -588,14 +664,27 @@ fn net_spec(net: &NetTarget, common: &Common, kind: Kind) -> Result<pb::FaultSpe
     })
 }
 
-fn process_spec(target: &ProcTarget, common: &Common, kind: Kind, one_shot: bool) -> Result<pb::FaultSpec> {
+fn process_spec(
+    target: &ProcTarget,
+    common: &Common,
+    kind: Kind,
+    one_shot: bool,
+) -> Result<pb::FaultSpec> {
     Ok(pb::FaultSpec {
-        lease_ms: if one_shot { common.lease.map_or(0, |d| d.as_millis() as u64) } else { lease_required(common)? },
+        lease_ms: if one_shot {
+            common.lease.map_or(0, |d| d.as_millis() as u64)
+        } else {
+            lease_required(common)?
+        },
         label: common.label.clone(),
         kind: Some(kind),
         target: target.build()?,
-        container: (target.container.is_some() || !target.container_select.is_empty())
-            .then(|| pb::ContainerTarget { name: target.container.clone().unwrap_or_default(), select: target.container_select.clone() }),
+        container: (target.container.is_some() || !target.container_select.is_empty()).then(|| {
+            pb::ContainerTarget {
+                name: target.container.clone().unwrap_or_default(),
+                select: target.container_select.clone(),
+            }
+        }),
         ..Default::default()
     })
 }
@@ -604,9 +693,17 @@ fn process_spec(target: &ProcTarget, common: &Common, kind: Kind, one_shot: bool
 pub fn spec(a: &Apply) -> Result<pb::FaultSpec> {
     match &a.kind {
         ApplyKind::Netem { net, netem: n, common } => net_spec(net, common, Kind::Netem(netem(n)?)),
-        ApplyKind::Bandwidth { net, rate, burst, common } => net_spec(net, common, Kind::Bandwidth(pb::Bandwidth { rate_bps: *rate, burst_bytes: burst.unwrap_or(0) })),
-        ApplyKind::Drop { net, loss, common } => net_spec(net, common, Kind::Drop(pb::Drop { percent: *loss })),
-        ApplyKind::Partition { net, common } => net_spec(net, common, Kind::Partition(pb::Partition {})),
+        ApplyKind::Bandwidth { net, rate, burst, common } => net_spec(
+            net,
+            common,
+            Kind::Bandwidth(pb::Bandwidth { rate_bps: *rate, burst_bytes: burst.unwrap_or(0) }),
+        ),
+        ApplyKind::Drop { net, loss, common } => {
+            net_spec(net, common, Kind::Drop(pb::Drop { percent: *loss }))
+        }
+        ApplyKind::Partition { net, common } => {
+            net_spec(net, common, Kind::Partition(pb::Partition {}))
+        }
         ApplyKind::Freeze { target, method, common } => {
             let method = match method {
                 None => pb::FreezeMethod::Auto,
@@ -615,16 +712,38 @@ pub fn spec(a: &Apply) -> Result<pb::FaultSpec> {
             };
             process_spec(target, common, Kind::Freeze(pb::Freeze { method: method as i32 }), false)
         }
-        ApplyKind::Kill { target, signal, common } => process_spec(target, common, Kind::Kill(pb::Kill { signal: signal.unwrap_or(0) }), true),
+        ApplyKind::Kill { target, signal, common } => {
+            process_spec(target, common, Kind::Kill(pb::Kill { signal: signal.unwrap_or(0) }), true)
+        }
         ApplyKind::Restart { target, signal, grace, common, command } => {
-            let kind = Kind::Restart(pb::Restart { command: command.clone(), signal: signal.unwrap_or(0), grace_ms: grace.map_or(0, |d| d.as_millis() as u64) });
+            let kind = Kind::Restart(pb::Restart {
+                command: command.clone(),
+                signal: signal.unwrap_or(0),
+                grace_ms: grace.map_or(0, |d| d.as_millis() as u64),
+            });
             process_spec(target, common, kind, true)
         }
-        ApplyKind::CpuStress { target, threads, common } => process_spec(target, common, Kind::CpuStress(pb::CpuStress { threads: *threads }), false),
-        ApplyKind::MemoryPressure { target, bytes, common } => process_spec(target, common, Kind::MemoryPressure(pb::MemoryPressure { bytes: *bytes }), false),
-        ApplyKind::CpuThrottle { target, cpus, period, common } => {
-            process_spec(target, common, Kind::CpuThrottle(pb::CpuThrottle { cpus: *cpus, period_us: period.map_or(0, |d| d.as_micros() as u64) }), false)
-        }
+        ApplyKind::CpuStress { target, threads, common } => process_spec(
+            target,
+            common,
+            Kind::CpuStress(pb::CpuStress { threads: *threads }),
+            false,
+        ),
+        ApplyKind::MemoryPressure { target, bytes, common } => process_spec(
+            target,
+            common,
+            Kind::MemoryPressure(pb::MemoryPressure { bytes: *bytes }),
+            false,
+        ),
+        ApplyKind::CpuThrottle { target, cpus, period, common } => process_spec(
+            target,
+            common,
+            Kind::CpuThrottle(pb::CpuThrottle {
+                cpus: *cpus,
+                period_us: period.map_or(0, |d| d.as_micros() as u64),
+            }),
+            false,
+        ),
     }
 }
 
@@ -653,16 +772,34 @@ mod tests {
 
     #[test]
     fn a_fault_reads_in_words_with_its_settings_and_units() {
+        // `fault apply`'s own arguments, without the CLI around them (faults is below cli).
+        #[derive(Parser)]
+        struct FaultApply {
+            #[command(flatten)]
+            apply: Apply,
+        }
         let words = |args: &str| {
-            let argv = std::iter::once("faultline").chain(args.split_whitespace());
-            let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-            let crate::cli::Cmd::Fault(crate::cli::FaultCmd::Apply(a)) = &cli.cmd else { panic!() };
-            in_words(&spec(a).unwrap())
+            let argv = std::iter::once("apply").chain(args.split_whitespace().skip(2));
+            in_words(&spec(&FaultApply::try_parse_from(argv).unwrap().apply).unwrap())
         };
-        assert_eq!(words("fault apply drop -i eth0 --loss 20% --lease 60s"), "loss 20% on eth0 egress");
-        assert_eq!(words("fault apply netem -i eth0 --delay 100ms --jitter 10ms --loss 0.5% --direction both --peer 10.0.0.0/24 --lease 60s"), "delay 100ms ±10ms loss 0.5% on eth0 both ways to 10.0.0.0/24");
-        assert_eq!(words("fault apply bandwidth -i eth0 --rate 256kbit --port 80 --lease 60s"), "256kbit on eth0 egress ports 80");
-        assert_eq!(words("fault apply freeze --name ^nginx$ --tree --lease 20s"), "name ^nginx$ with children");
+        assert_eq!(
+            words("fault apply drop -i eth0 --loss 20% --lease 60s"),
+            "loss 20% on eth0 egress"
+        );
+        assert_eq!(
+            words(
+                "fault apply netem -i eth0 --delay 100ms --jitter 10ms --loss 0.5% --direction both --peer 10.0.0.0/24 --lease 60s"
+            ),
+            "delay 100ms ±10ms loss 0.5% on eth0 both ways to 10.0.0.0/24"
+        );
+        assert_eq!(
+            words("fault apply bandwidth -i eth0 --rate 256kbit --port 80 --lease 60s"),
+            "256kbit on eth0 egress ports 80"
+        );
+        assert_eq!(
+            words("fault apply freeze --name ^nginx$ --tree --lease 20s"),
+            "name ^nginx$ with children"
+        );
         assert_eq!(rate_words(1_500_000_000), "1.5gbit");
         assert_eq!(trim_float(33.333), "33.33");
     }
@@ -671,16 +808,52 @@ mod tests {
     fn the_catalogue_is_the_cli_s_flags() {
         let kinds = catalogue();
         let names: Vec<&str> = kinds.iter().map(|k| k.kind.as_str()).collect();
-        assert_eq!(names, ["netem", "bandwidth", "drop", "partition", "freeze", "kill", "restart", "cpu-stress", "memory-pressure", "cpu-throttle"]);
-        let get = |kind: &str, name: &str| kinds.iter().find(|k| k.kind == kind).unwrap().settings.iter().find(|s| s.name == name).cloned();
+        assert_eq!(
+            names,
+            [
+                "netem",
+                "bandwidth",
+                "drop",
+                "partition",
+                "freeze",
+                "kill",
+                "restart",
+                "cpu-stress",
+                "memory-pressure",
+                "cpu-throttle"
+            ]
+        );
+        let get = |kind: &str, name: &str| {
+            kinds
+                .iter()
+                .find(|k| k.kind == kind)
+                .unwrap()
+                .settings
+                .iter()
+                .find(|s| s.name == name)
+                .cloned()
+        };
         let loss = get("drop", "loss").unwrap();
-        assert!(loss.required && !loss.switch && !loss.list && loss.help.contains("share"), "{loss:?}");
-        assert!(get("drop", "lease").unwrap().required && !get("kill", "lease").unwrap().required, "kill acts once");
-        assert!(get("drop", "peer").unwrap().list && get("drop", "on").unwrap().list && get("drop", "container_select").unwrap().list);
+        assert!(
+            loss.required && !loss.switch && !loss.list && loss.help.contains("share"),
+            "{loss:?}"
+        );
+        assert!(
+            get("drop", "lease").unwrap().required && !get("kill", "lease").unwrap().required,
+            "kill acts once"
+        );
+        assert!(
+            get("drop", "peer").unwrap().list
+                && get("drop", "on").unwrap().list
+                && get("drop", "container_select").unwrap().list
+        );
         assert!(get("drop", "include_control").unwrap().switch);
         assert_eq!(get("drop", "direction").unwrap().choices, ["egress", "ingress", "both"]);
         assert_eq!(get("drop", "mode").unwrap().default, "all");
-        assert!(get("drop", "json").is_none() && get("freeze", "interface").is_none(), "output flags and hidden ones are not settings");
+        assert!(
+            get("drop", "json").is_none() && get("freeze", "interface").is_none(),
+            "output flags and hidden ones are not settings"
+        );
         assert!(get("drop", "delay").is_none(), "drop takes no delay");
         // Every setting a kind lists is one from_entry takes.
         for k in &kinds {
@@ -688,7 +861,12 @@ mod tests {
                 let flag = format!("--{}", s.name.replace('_', "-"));
                 let cmd = EntryArgs::command();
                 let sub = cmd.find_subcommand(&k.kind).unwrap();
-                assert!(sub.get_arguments().any(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag)), "{} {flag}", k.kind);
+                assert!(
+                    sub.get_arguments()
+                        .any(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag)),
+                    "{} {flag}",
+                    k.kind
+                );
             }
         }
     }
@@ -703,34 +881,115 @@ mod tests {
     /// Issue 17: peers from a file, in either form; only the command line reads files.
     #[test]
     fn peers_files_are_yaml_lists_or_lines_and_only_the_cli_reads_them() {
-        assert_eq!(parse_peers("# mine\n- 10.0.0.1\n- \"fd00::/64\"\n").unwrap(), ["10.0.0.1", "fd00::/64"]);
+        assert_eq!(
+            parse_peers("# mine\n- 10.0.0.1\n- \"fd00::/64\"\n").unwrap(),
+            ["10.0.0.1", "fd00::/64"]
+        );
         assert_eq!(parse_peers("[10.0.0.1, 10.0.0.2/31]").unwrap(), ["10.0.0.1", "10.0.0.2/31"]);
-        assert_eq!(parse_peers("10.0.0.1\n\n  10.0.1.0/24  # lab\n# gone\n").unwrap(), ["10.0.0.1", "10.0.1.0/24"]);
+        assert_eq!(
+            parse_peers("10.0.0.1\n\n  10.0.1.0/24  # lab\n# gone\n").unwrap(),
+            ["10.0.0.1", "10.0.1.0/24"]
+        );
         assert!(parse_peers("- a: 1\n").unwrap_err().contains("not a YAML list"));
         let dir = std::env::temp_dir().join(format!("faultline-peers-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("peers.yaml");
-        std::fs::write(&file, (0..1000).map(|i| format!("- 10.9.{}.{}\n", i / 256, i % 256)).collect::<String>()).unwrap();
-        let mut a = A::try_parse_from(["partition", "-i", "eth0", "--lease", "5s", "--peer", "10.8.0.0/16", "--peers-file", file.to_str().unwrap()]).unwrap().apply;
+        std::fs::write(
+            &file,
+            (0..1000).map(|i| format!("- 10.9.{}.{}\n", i / 256, i % 256)).collect::<String>(),
+        )
+        .unwrap();
+        let mut a = A::try_parse_from([
+            "partition",
+            "-i",
+            "eth0",
+            "--lease",
+            "5s",
+            "--peer",
+            "10.8.0.0/16",
+            "--peers-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap()
+        .apply;
         read_peers_file(&mut a).unwrap();
         let m = spec(&a).unwrap().r#match.unwrap();
-        assert_eq!((m.peers.len(), m.peers[0].as_str(), m.peers[1000].as_str()), (1001, "10.8.0.0/16", "10.9.3.231"));
+        assert_eq!(
+            (m.peers.len(), m.peers[0].as_str(), m.peers[1000].as_str()),
+            (1001, "10.8.0.0/16", "10.9.3.231")
+        );
         // More than an agent's table is refused before anything is sent, naming the flag.
-        std::fs::write(&file, (0..=PEER_TABLE).map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255)).collect::<String>()).unwrap();
-        let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", file.to_str().unwrap()]).unwrap().apply;
+        std::fs::write(
+            &file,
+            (0..=PEER_TABLE)
+                .map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let mut a = A::try_parse_from([
+            "drop",
+            "-i",
+            "eth0",
+            "--loss",
+            "5",
+            "--lease",
+            "5s",
+            "--peers-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap()
+        .apply;
         let e = read_peers_file(&mut a).unwrap_err().to_string();
         assert!(e.starts_with("--peers-file") && e.contains("131073 peers"), "{e}");
-        let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", "/nonexistent/peers"]).unwrap().apply;
-        assert!(read_peers_file(&mut a).unwrap_err().to_string().contains("--peers-file /nonexistent/peers"));
+        let mut a = A::try_parse_from([
+            "drop",
+            "-i",
+            "eth0",
+            "--loss",
+            "5",
+            "--lease",
+            "5s",
+            "--peers-file",
+            "/nonexistent/peers",
+        ])
+        .unwrap()
+        .apply;
+        assert!(
+            read_peers_file(&mut a)
+                .unwrap_err()
+                .to_string()
+                .contains("--peers-file /nonexistent/peers")
+        );
         // A device or a huge file is read only up to the bound.
-        let mut a = A::try_parse_from(["drop", "-i", "eth0", "--loss", "5", "--lease", "5s", "--peers-file", "/dev/zero"]).unwrap().apply;
+        let mut a = A::try_parse_from([
+            "drop",
+            "-i",
+            "eth0",
+            "--loss",
+            "5",
+            "--lease",
+            "5s",
+            "--peers-file",
+            "/dev/zero",
+        ])
+        .unwrap()
+        .apply;
         let e = read_peers_file(&mut a).unwrap_err().to_string();
         assert!(e.contains("longer than 16 MiB"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
         // A scenario or a Web API request cannot name a file for the controller to open,
         // and the console's form does not offer it.
         let path = Setting::Value("/etc/shadow".into());
-        let e = from_entry("drop", [("interface", &Setting::Value("eth0".into())), ("loss", &Setting::Value("5".into())), ("peers_file", &path)], Some(Duration::from_secs(5))).unwrap_err();
+        let e = from_entry(
+            "drop",
+            [
+                ("interface", &Setting::Value("eth0".into())),
+                ("loss", &Setting::Value("5".into())),
+                ("peers_file", &path),
+            ],
+            Some(Duration::from_secs(5)),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "peers_file", "{e:?}");
         assert!(e.problem.contains("faultline command only"), "{e:?}");
         assert!(catalogue().iter().all(|k| k.settings.iter().all(|s| s.name != "peers_file")));
@@ -742,7 +1001,8 @@ mod tests {
         let mut cmd = A::command();
         cmd.build();
         let netem = cmd.find_subcommand("netem").unwrap();
-        let flags: Vec<String> = netem.get_arguments().filter_map(|a| a.get_long().map(str::to_owned)).collect();
+        let flags: Vec<String> =
+            netem.get_arguments().filter_map(|a| a.get_long().map(str::to_owned)).collect();
         for f in ["delay", "jitter", "loss", "interface", "lease", "peer"] {
             assert!(flags.iter().any(|x| x == f), "netem lacks --{f}: {flags:?}");
         }
@@ -752,7 +1012,12 @@ mod tests {
         for sub in cmd.get_subcommands() {
             assert!(sub.get_about().is_some(), "{} has no summary", sub.get_name());
             for arg in sub.get_arguments().filter(|a| a.get_long().is_some()) {
-                assert!(arg.get_help().is_some(), "{} --{} has no description", sub.get_name(), arg.get_long().unwrap());
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{} has no description",
+                    sub.get_name(),
+                    arg.get_long().unwrap()
+                );
             }
         }
     }
@@ -765,15 +1030,31 @@ mod tests {
         assert!(matches!(s.kind, Some(Kind::Drop(pb::Drop { percent })) if percent == 10.0));
         let s = spec_of("kill --pid 42 --signal TERM").unwrap();
         assert_eq!(s.lease_ms, 0, "kill acts once and needs no lease");
-        assert!(spec_of("freeze --pid 42").unwrap_err().to_string().contains("--lease is required"));
-        assert!(spec_of("freeze --pid 42 --name x --lease 1s").unwrap_err().to_string().contains("give one target"));
-        assert!(A::try_parse_from("drop -i eth0 --lease 1s --delay 5ms".split_whitespace()).is_err(), "drop takes no --delay");
+        assert!(
+            spec_of("freeze --pid 42").unwrap_err().to_string().contains("--lease is required")
+        );
+        assert!(
+            spec_of("freeze --pid 42 --name x --lease 1s")
+                .unwrap_err()
+                .to_string()
+                .contains("give one target")
+        );
+        assert!(
+            A::try_parse_from("drop -i eth0 --lease 1s --delay 5ms".split_whitespace()).is_err(),
+            "drop takes no --delay"
+        );
         // A container instead of an interface (issue 14); one of them is required.
         let s = spec_of("partition --container web --lease 5s --peer 10.0.0.3").unwrap();
         assert_eq!((s.interface.as_str(), s.container.unwrap().name.as_str()), ("", "web"));
-        let s = spec_of("drop --container-select com.docker.compose.service=web,tier=a --loss 5 --lease 5s").unwrap();
+        let s = spec_of(
+            "drop --container-select com.docker.compose.service=web,tier=a --loss 5 --lease 5s",
+        )
+        .unwrap();
         assert_eq!(s.container.unwrap().select, ["com.docker.compose.service=web", "tier=a"]);
-        assert!(A::try_parse_from("drop --loss 5 --lease 5s".split_whitespace()).is_err(), "an interface or a container is required");
+        assert!(
+            A::try_parse_from("drop --loss 5 --lease 5s".split_whitespace()).is_err(),
+            "an interface or a container is required"
+        );
     }
 }
 
@@ -805,7 +1086,11 @@ struct EntryArgs {
 /// A fault entry (`kind` and its settings, with the lease the entry's front end decided)
 /// as the spec and controller target `fault apply` would build from the same flags.
 /// `command` (a restart's command line) is the one list that is not repeated flags.
-pub fn from_entry<'a>(kind: &str, settings: impl IntoIterator<Item = (&'a str, &'a Setting)>, lease: Option<Duration>) -> Result<(pb::FaultSpec, cpb::Target), EntryError> {
+pub fn from_entry<'a>(
+    kind: &str,
+    settings: impl IntoIterator<Item = (&'a str, &'a Setting)>,
+    lease: Option<Duration>,
+) -> Result<(pb::FaultSpec, cpb::Target), EntryError> {
     let bad = |field: &str, problem: String| EntryError { field: field.to_owned(), problem };
     if kind.is_empty() || kind.starts_with('-') {
         return Err(bad("kind", "required: netem, bandwidth, drop, partition, freeze, kill, restart, cpu-throttle, cpu-stress, memory-pressure".into()));
@@ -816,8 +1101,15 @@ pub fn from_entry<'a>(kind: &str, settings: impl IntoIterator<Item = (&'a str, &
         if k == "lease" && lease.is_some() {
             return Err(bad(k, "set by the entry's own duration".into()));
         }
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
-            return Err(bad(k, "not a setting name (lowercase letters, digits, '_' and '-')".into()));
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(bad(
+                k,
+                "not a setting name (lowercase letters, digits, '_' and '-')".into(),
+            ));
         }
         let flag = format!("--{}", k.replace('_', "-"));
         match v {
@@ -846,9 +1138,15 @@ pub fn from_entry<'a>(kind: &str, settings: impl IntoIterator<Item = (&'a str, &
     }
     let parsed = <EntryArgs as clap::Parser>::try_parse_from(&argv).map_err(|e| {
         // clap names the flag; say it the way the entry does.
-        let flag = e.get(clap::error::ContextKind::InvalidArg).map(ToString::to_string).unwrap_or_default();
+        let flag = e
+            .get(clap::error::ContextKind::InvalidArg)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let msg = e.to_string();
-        bad(&setting_of(&flag), msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", ""))
+        bad(
+            &setting_of(&flag),
+            msg.lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", ""),
+        )
     })?;
     let spec = spec(&parsed.apply).map_err(|e| {
         let msg = format!("{e:#}");
@@ -900,7 +1198,11 @@ pub fn catalogue() -> Vec<KindInfo> {
             about: sub.get_about().map(ToString::to_string).unwrap_or_default(),
             settings: sub
                 .get_arguments()
-                .filter(|a| !a.is_hide_set() && a.get_long().is_some_and(|l| !["json", "help", "peers-file"].contains(&l)))
+                .filter(|a| {
+                    !a.is_hide_set()
+                        && a.get_long()
+                            .is_some_and(|l| !["json", "help", "peers-file"].contains(&l))
+                })
                 .map(|a| {
                     let long = a.get_long().unwrap_or_default();
                     let switch = matches!(a.get_action(), clap::ArgAction::SetTrue);
@@ -908,12 +1210,33 @@ pub fn catalogue() -> Vec<KindInfo> {
                         name: long.replace('-', "_"),
                         help: a.get_help().map(ToString::to_string).unwrap_or_default(),
                         heading: a.get_help_heading().unwrap_or_default().to_owned(),
-                        value_name: if switch { String::new() } else { a.get_value_names().and_then(|v| v.first()).map_or_else(|| long.to_ascii_uppercase(), ToString::to_string) },
-                        required: a.is_required_set() || (long == "lease" && !matches!(sub.get_name(), "kill" | "restart")),
+                        value_name: if switch {
+                            String::new()
+                        } else {
+                            a.get_value_names()
+                                .and_then(|v| v.first())
+                                .map_or_else(|| long.to_ascii_uppercase(), ToString::to_string)
+                        },
+                        required: a.is_required_set()
+                            || (long == "lease" && !matches!(sub.get_name(), "kill" | "restart")),
                         switch,
-                        list: matches!(a.get_action(), clap::ArgAction::Append) || a.get_value_delimiter().is_some(),
-                        choices: a.get_possible_values().iter().filter(|v| !v.is_hide_set()).map(|v| v.get_name().to_owned()).collect(),
-                        default: if switch { String::new() } else { a.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect::<Vec<_>>().join(",") },
+                        list: matches!(a.get_action(), clap::ArgAction::Append)
+                            || a.get_value_delimiter().is_some(),
+                        choices: a
+                            .get_possible_values()
+                            .iter()
+                            .filter(|v| !v.is_hide_set())
+                            .map(|v| v.get_name().to_owned())
+                            .collect(),
+                        default: if switch {
+                            String::new()
+                        } else {
+                            a.get_default_values()
+                                .iter()
+                                .map(|v| v.to_string_lossy().into_owned())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        },
                     }
                 })
                 .collect(),
@@ -924,5 +1247,10 @@ pub fn catalogue() -> Vec<KindInfo> {
 /// The setting a message starts with ("--lease is required" concerns `lease`; clap's
 /// "--interface <INTERFACE>" concerns `interface`), "" when it starts with none.
 fn setting_of(text: &str) -> String {
-    text.strip_prefix("--").map_or(String::new(), |rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next().unwrap_or("").replace('-', "_"))
+    text.strip_prefix("--").map_or(String::new(), |rest| {
+        rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .next()
+            .unwrap_or("")
+            .replace('-', "_")
+    })
 }

@@ -6,20 +6,33 @@
 use clap::Parser;
 use faultline_proto::{controller::v1 as pb, fuzzing};
 
-use crate::{cli, load::args::LoadArgs, run::scenario, targeting::{self, partition}, units};
+use crate::{
+    cli,
+    load::args::LoadArgs,
+    run::scenario,
+    targeting::{self, partition},
+    units,
+};
 
 #[test]
 fn fuzz_value_parsers() {
-    fuzzing::run("value parsers", &["100ms", "1.5s", "250us", "2m", "10mbit", "1mbps", "5%", "15k", "512MiB", "SIGKILL", "term", "168h"], |s| {
-        let _ = units::duration(s);
-        let _ = units::lease(s);
-        let _ = units::rate(s);
-        let _ = units::percent(s);
-        let _ = units::bytes(s);
-        let _ = units::size(s);
-        let _ = units::signal(s);
-        let _ = scenario::parse_condition(s);
-    });
+    fuzzing::run(
+        "value parsers",
+        &[
+            "100ms", "1.5s", "250us", "2m", "10mbit", "1mbps", "5%", "15k", "512MiB", "SIGKILL",
+            "term", "168h",
+        ],
+        |s| {
+            let _ = units::duration(s);
+            let _ = units::lease(s);
+            let _ = units::rate(s);
+            let _ = units::percent(s);
+            let _ = units::bytes(s);
+            let _ = units::size(s);
+            let _ = units::signal(s);
+            let _ = scenario::parse_condition(s);
+        },
+    );
 }
 
 #[test]
@@ -39,10 +52,11 @@ fn fuzz_fault_apply_command_lines() {
     fuzzing::run("fault apply flags", &seeds, |s| {
         let argv = std::iter::once("faultline").chain(s.split_whitespace());
         if let Ok(cli) = cli::Cli::try_parse_from(argv)
-            && let cli::Cmd::Fault(cli::FaultCmd::Apply(a)) = &cli.cmd {
-                let _ = crate::faults::spec(a);
-                let _ = crate::faults::target(a);
-            }
+            && let cli::Cmd::Fault(cli::FaultCmd::Apply(a)) = &cli.cmd
+        {
+            let _ = crate::faults::spec(a);
+            let _ = crate::faults::target(a);
+        }
     });
 }
 
@@ -75,8 +89,13 @@ fn fuzz_load_arguments() {
 
 #[test]
 fn fuzz_scenario_files() {
-    let seeds = [include_str!("../../examples/lab.yaml"), include_str!("../../examples/web-drop.yaml"), include_str!("../../examples/partition-and-delay.yaml")];
-    let path = std::env::temp_dir().join(format!("faultline-fuzz-scenario-{}.yaml", std::process::id()));
+    let seeds = [
+        include_str!("../../examples/lab.yaml"),
+        include_str!("../../examples/web-drop.yaml"),
+        include_str!("../../examples/partition-and-delay.yaml"),
+    ];
+    let path =
+        std::env::temp_dir().join(format!("faultline-fuzz-scenario-{}.yaml", std::process::id()));
     crate::load::OFFLINE.with(|o| o.set(true));
     fuzzing::run("scenario files", &seeds, |s| {
         std::fs::write(&path, s).unwrap();
@@ -108,17 +127,31 @@ fn fuzz_scenarios_from_remote_callers() {
     .map(|extra| format!("{base}{extra}{phases}"))
     .collect();
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
-    let path = std::env::temp_dir().join(format!("faultline-fuzz-remote-{}.yaml", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("faultline-fuzz-remote-{}.yaml", std::process::id()));
     crate::load::OFFLINE.with(|o| o.set(true));
     fuzzing::run("scenarios from remote callers", &seeds, |s| {
         std::fs::write(&path, s).unwrap();
         if let Ok(sc) = scenario::load_with(&path, crate::load::args::Files::Refused) {
             for pair in sc.load_args.windows(2) {
-                let names_a_file = (pair[0] == "--body" && pair[1].starts_with('@')) || (pair[0] == "--cacert" && !crate::load::tls::is_inline_pem(std::path::Path::new(&pair[1])));
-                assert!(!names_a_file, "a remote scenario passed naming a file: {:?}", sc.load_args);
+                let names_a_file = (pair[0] == "--body" && pair[1].starts_with('@'))
+                    || (pair[0] == "--cacert"
+                        && !crate::load::tls::is_inline_pem(std::path::Path::new(&pair[1])));
+                assert!(
+                    !names_a_file,
+                    "a remote scenario passed naming a file: {:?}",
+                    sc.load_args
+                );
             }
             for a in &sc.load_args {
-                assert!(!a.starts_with("--body=@") && !(a.starts_with("--cacert=") && !crate::load::tls::is_inline_pem(std::path::Path::new(&a["--cacert=".len()..]))), "{a}");
+                assert!(
+                    !a.starts_with("--body=@")
+                        && (!a.starts_with("--cacert=")
+                            || crate::load::tls::is_inline_pem(std::path::Path::new(
+                                &a["--cacert=".len()..]
+                            ))),
+                    "{a}"
+                );
             }
         }
     });
@@ -127,18 +160,32 @@ fn fuzz_scenarios_from_remote_callers() {
 
 #[test]
 fn fuzz_selectors_and_partition_shapes() {
-    let shapes = [pb::Shape::Isolate, pb::Shape::Halves, pb::Shape::MajoritiesRing, pb::Shape::Bridge, pb::Shape::Groups];
-    fuzzing::run("selectors and partitions", &["role=db,zone=a", "h1 h2 h3|h1,h2|h3", "a b c d e|a|b,c"], |s| {
-        let _ = targeting::parse_selector(s);
-        let mut parts = s.split('|');
-        let names: Vec<String> = parts.next().unwrap_or("").split_whitespace().map(str::to_owned).collect();
-        let groups: Vec<Vec<String>> = parts.map(|g| g.split(',').map(str::to_owned).collect()).collect();
-        let node = names.first().cloned().unwrap_or_default();
-        for shape in shapes {
-            if let Ok(c) = partition::cut(&names, shape, &groups, &node, s.len() as u64, s.len() % 2 == 0) {
-                let _ = partition::describe(&c);
+    let shapes = [
+        pb::Shape::Isolate,
+        pb::Shape::Halves,
+        pb::Shape::MajoritiesRing,
+        pb::Shape::Bridge,
+        pb::Shape::Groups,
+    ];
+    fuzzing::run(
+        "selectors and partitions",
+        &["role=db,zone=a", "h1 h2 h3|h1,h2|h3", "a b c d e|a|b,c"],
+        |s| {
+            let _ = targeting::parse_selector(s);
+            let mut parts = s.split('|');
+            let names: Vec<String> =
+                parts.next().unwrap_or("").split_whitespace().map(str::to_owned).collect();
+            let groups: Vec<Vec<String>> =
+                parts.map(|g| g.split(',').map(str::to_owned).collect()).collect();
+            let node = names.first().cloned().unwrap_or_default();
+            for shape in shapes {
+                if let Ok(c) =
+                    partition::cut(&names, shape, &groups, &node, s.len() as u64, s.len() % 2 == 0)
+                {
+                    let _ = partition::describe(&c);
+                }
+                let _ = partition::cut(&names, shape, &[], "", s.len() as u64, false);
             }
-            let _ = partition::cut(&names, shape, &[], "", s.len() as u64, false);
-        }
-    });
+        },
+    );
 }

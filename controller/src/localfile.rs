@@ -11,7 +11,12 @@ use std::io::Read;
 pub fn read(path: &std::path::Path, max: u64, field: &str) -> Result<Vec<u8>, String> {
     let shown = path.display();
     // Non-blocking open: a FIFO with no writer must not hold us before the check below.
-    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true), nix::fcntl::OFlag::O_NONBLOCK.bits()).open(path).map_err(|e| format!("{field}: {shown}: {e}"))?;
+    let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().read(true),
+        nix::fcntl::OFlag::O_NONBLOCK.bits(),
+    )
+    .open(path)
+    .map_err(|e| format!("{field}: {shown}: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("{field}: {shown}: {e}"))?;
     if !meta.is_file() {
         return Err(format!("{field}: {shown}: not a regular file"));

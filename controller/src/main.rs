@@ -29,20 +29,29 @@ fn main() -> std::process::ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         let text = info.payload().downcast_ref::<String>().map_or("", String::as_str);
         // std's println! and clap_complete's writer say it in these two ways.
-        if (text.starts_with("failed printing to stdout") && text.contains("Broken pipe")) || (text.starts_with("failed to write completion") && text.contains("BrokenPipe")) {
+        if (text.starts_with("failed printing to stdout") && text.contains("Broken pipe"))
+            || (text.starts_with("failed to write completion") && text.contains("BrokenPipe"))
+        {
             std::process::exit(141);
         }
         default_hook(info);
     }));
     let matches = cli::command().get_matches();
-    let mut cli = <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(e) = cli.settle_endpoints(matches.value_source("agent"), matches.value_source("controller")) {
+    let mut cli =
+        <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) =
+        cli.settle_endpoints(matches.value_source("agent"), matches.value_source("controller"))
+    {
         eprintln!("error: {e}");
         return std::process::ExitCode::from(2);
     }
     // A command is one request and its answer: one thread starts fastest. The controller
     // daemon serves hundreds of agents and callers at once and gets every core.
-    let runtime = if cli.is_daemon() { tokio::runtime::Builder::new_multi_thread().enable_all().build() } else { tokio::runtime::Builder::new_current_thread().enable_all().build() };
+    let runtime = if cli.is_daemon() {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {

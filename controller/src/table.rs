@@ -29,7 +29,8 @@ pub fn to_string<R: Row>(rows: &[R]) -> Result<String> {
     for r in rows {
         w.serialize(r).with_context(|| format!("{}: writing a row", R::FILE))?;
     }
-    String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{}: {}", R::FILE, e.error()))?).context("CSV is UTF-8")
+    String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{}: {}", R::FILE, e.error()))?)
+        .context("CSV is UTF-8")
 }
 
 pub fn write<R: Row>(dir: &Path, rows: &[R]) -> Result<()> {
@@ -53,7 +54,10 @@ fn cell_error<R: Row>(header: &csv::StringRecord, e: &csv::Error) -> anyhow::Err
     let line = e.position().map_or(String::new(), |p| format!(" line {}", p.line()));
     match e.kind() {
         csv::ErrorKind::Deserialize { err, .. } => {
-            let column = err.field().and_then(|i| header.get(usize::try_from(i).ok()?)).map_or(String::new(), |c| format!(", column {c}"));
+            let column = err
+                .field()
+                .and_then(|i| header.get(usize::try_from(i).ok()?))
+                .map_or(String::new(), |c| format!(", column {c}"));
             anyhow::anyhow!("{}{line}{column}: {}", R::FILE, err.kind())
         }
         _ => anyhow::anyhow!("{}{line}: {e}", R::FILE),
@@ -106,7 +110,10 @@ mod tests {
     fn rows_round_trip_by_column_name_and_the_header_stands_alone() {
         assert_eq!(serde_header::<Sample>(), Sample::COLUMNS);
         assert_eq!(to_string::<Sample>(&[]).unwrap(), "t_s,name,n\n");
-        let rows = vec![Sample { t_s: ms3(1.234_56), name: "a,\"b\"".into(), n: None }, Sample { t_s: 2.0, name: "c".into(), n: Some(7) }];
+        let rows = vec![
+            Sample { t_s: ms3(1.234_56), name: "a,\"b\"".into(), n: None },
+            Sample { t_s: 2.0, name: "c".into(), n: Some(7) },
+        ];
         let text = to_string(&rows).unwrap();
         assert_eq!(text, "t_s,name,n\n1.235,\"a,\"\"b\"\"\",\n2.0,c,7\n");
         assert_eq!(parse::<Sample>(&text).unwrap(), rows);

@@ -11,7 +11,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (like 100ms, 2s, 500us)"))?;
+    let v: f64 =
+        num.parse().map_err(|_| format!("{s:?} is not a duration (like 100ms, 2s, 500us)"))?;
     let secs = match unit {
         "" | "ms" | "msec" => v / 1e3,
         "us" | "usec" => v / 1e6,
@@ -35,11 +36,18 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 pub fn lease(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("{} has no unit: write {t}s, {t}m or {t}ms (a lease without one would be read as milliseconds)", faultline_proto::quote(s)));
+        return Err(format!(
+            "{} has no unit: write {t}s, {t}m or {t}ms (a lease without one would be read as milliseconds)",
+            faultline_proto::quote(s)
+        ));
     }
     let d = duration(s)?;
     if d > faultline_proto::MAX_LEASE {
-        return Err(format!("{} is longer than a lease may be ({} s, a week)", faultline_proto::quote(s), faultline_proto::MAX_LEASE.as_secs()));
+        return Err(format!(
+            "{} is longer than a lease may be ({} s, a week)",
+            faultline_proto::quote(s),
+            faultline_proto::MAX_LEASE.as_secs()
+        ));
     }
     Ok(d)
 }
@@ -49,7 +57,9 @@ pub fn rate(s: &str) -> Result<u64, String> {
     let s = s.trim().to_ascii_lowercase();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("{} is not a rate (like 10mbit)", faultline_proto::quote(&s)))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{} is not a rate (like 10mbit)", faultline_proto::quote(&s)))?;
     let mult = match unit {
         "" | "bit" => 1.0,
         "kbit" => 1e3,
@@ -59,7 +69,12 @@ pub fn rate(s: &str) -> Result<u64, String> {
         "kbps" => 8e3,
         "mbps" => 8e6,
         "gbps" => 8e9,
-        _ => return Err(format!("{}: unknown rate unit (use bit, kbit, mbit, gbit, or bps for bytes/s)", faultline_proto::quote(&s))),
+        _ => {
+            return Err(format!(
+                "{}: unknown rate unit (use bit, kbit, mbit, gbit, or bps for bytes/s)",
+                faultline_proto::quote(&s)
+            ));
+        }
     };
     let bps = v * mult;
     // Up to 1 Tbit/s: far beyond any NIC, and exact in a u64.
@@ -71,7 +86,11 @@ pub fn rate(s: &str) -> Result<u64, String> {
 
 /// `5%` or `5`: a percentage, 0 to 100 (the agent checks again).
 pub fn percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage (like 5%)"))?;
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (like 5%)"))?;
     if !(0.0..=100.0).contains(&v) {
         return Err(format!("{s:?} is not between 0% and 100%"));
     }
@@ -88,7 +107,10 @@ pub fn bytes(s: &str) -> Result<u64, String> {
         Some(n) => (n, 1 << 30),
         None => (t, 1),
     };
-    num.parse::<u64>().ok().and_then(|v| v.checked_mul(mult)).ok_or_else(|| format!("{s:?} is not a size (like 15k or 512m)"))
+    num.parse::<u64>()
+        .ok()
+        .and_then(|v| v.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (like 15k or 512m)"))
 }
 
 /// A size that fits a 32-bit field (burst).
@@ -115,7 +137,11 @@ pub fn signal(s: &str) -> Result<i32, String> {
         "TERM" => 15,
         "CONT" => 18,
         "STOP" => 19,
-        _ => return Err(format!("{s:?} is not a signal (a number, or HUP INT QUIT ABRT KILL USR1 SEGV USR2 TERM CONT STOP)")),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a signal (a number, or HUP INT QUIT ABRT KILL USR1 SEGV USR2 TERM CONT STOP)"
+            ));
+        }
     };
     Ok(n)
 }
@@ -150,7 +176,10 @@ mod tests {
         assert!(duration("99999999999999999999999s").is_err());
         assert!(duration("18446744073709551615ms").is_err());
         assert!(duration("1e400s").is_err());
-        assert_eq!(duration("365d").unwrap_err(), "\"365d\": unknown time unit \"d\" (use us, ms, s, m, h)");
+        assert_eq!(
+            duration("365d").unwrap_err(),
+            "\"365d\": unknown time unit \"d\" (use us, ms, s, m, h)"
+        );
         assert!(lease("8d").is_err() && lease("169h").is_err() && lease("168h").is_ok());
         // Issue 32: a bare number is refused, saying which units there are.
         let e = lease("60").unwrap_err();

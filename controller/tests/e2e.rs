@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 mod common;
 /// The agent tests' Docker fixtures: a locally built image, networks and containers.
 #[path = "../../agent/tests/common/docker.rs"]
@@ -25,7 +24,11 @@ fn ip(args: &[&str]) {
 
 fn bin(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_faultline")).with_file_name(name);
-    assert!(p.exists(), "{} missing: build the workspace (cargo test --workspace builds it)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (cargo test --workspace builds it)",
+        p.display()
+    );
     p
 }
 
@@ -62,7 +65,18 @@ impl Hosts {
             let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
             ip(&["netns", "add", &ns]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&["link", "add", &format!("flc{id}v{i}"), "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            ip(&[
+                "link",
+                "add",
+                &format!("flc{id}v{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ]);
             ip(&["link", "set", &format!("flc{id}v{i}"), "master", &bridge, "up"]);
             ip(&["-n", &ns, "addr", "add", &format!("10.201.{id}.{i}/24"), "dev", "eth0"]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
@@ -71,12 +85,25 @@ impl Hosts {
         std::fs::create_dir_all(&dir).unwrap();
         // Mutual TLS as a user sets it up: `faultline certs init`.
         // Its address on the controller's certificate too: the Web API is verified by it.
-        let certs = Command::new(bin("faultline")).args(["certs", "init"]).arg(dir.join("tls")).args(["--web-host", &format!("10.201.{id}.254")]).output().unwrap();
+        let certs = Command::new(bin("faultline"))
+            .args(["certs", "init"])
+            .arg(dir.join("tls"))
+            .args(["--web-host", &format!("10.201.{id}.254")])
+            .output()
+            .unwrap();
         assert!(certs.status.success(), "certs init: {}", String::from_utf8_lossy(&certs.stderr));
         // Each agent's own pair, bound to its name (`faultline certs issue agent NAME`).
         for i in 1..=n {
-            let issue = Command::new(bin("faultline")).args(["certs", "issue", "agent", &format!("h{i}"), "--dir"]).arg(dir.join("tls")).output().unwrap();
-            assert!(issue.status.success(), "certs issue: {}", String::from_utf8_lossy(&issue.stderr));
+            let issue = Command::new(bin("faultline"))
+                .args(["certs", "issue", "agent", &format!("h{i}"), "--dir"])
+                .arg(dir.join("tls"))
+                .output()
+                .unwrap();
+            assert!(
+                issue.status.success(),
+                "certs issue: {}",
+                String::from_utf8_lossy(&issue.stderr)
+            );
         }
         let state = dir.join("controller.db");
         std::fs::write(
@@ -84,7 +111,14 @@ impl Hosts {
             format!("listen = \"10.201.{id}.254:7080\"\nheartbeat_ms = {heartbeat_ms}\nstate = {:?}\ntls_dir = {:?}\n{extra}", state.display().to_string(), dir.join("tls").display().to_string()),
         )
         .unwrap();
-        let mut h = Self { id, n, agents: (0..n).map(|_| None).collect(), controller: None, dir, _forward: forward };
+        let mut h = Self {
+            id,
+            n,
+            agents: (0..n).map(|_| None).collect(),
+            controller: None,
+            dir,
+            _forward: forward,
+        };
         h.start_controller();
         for i in 1..=n {
             h.start_agent(i);
@@ -111,7 +145,10 @@ impl Hosts {
         if let Some(n) = nofile {
             // SAFETY: setrlimit is async-signal-safe; the closure runs between fork and exec.
             unsafe {
-                cmd.pre_exec(move || nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from));
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
             }
         }
         self.controller = Some(cmd.spawn().unwrap());
@@ -142,7 +179,18 @@ impl Hosts {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(i)])
             .arg(bin("faultline-agent"))
-            .args(["--listen", &format!("10.201.{}.{i}:7070", self.id), "--controller", &self.ctl_url(), "--name", &format!("h{i}"), "--label", role, "--label", "zone=a"])
+            .args([
+                "--listen",
+                &format!("10.201.{}.{i}:7070", self.id),
+                "--controller",
+                &self.ctl_url(),
+                "--name",
+                &format!("h{i}"),
+                "--label",
+                role,
+                "--label",
+                "zone=a",
+            ])
             .arg("--tls-dir")
             .arg(self.dir.join("tls"))
             .arg("--state-dir")
@@ -167,7 +215,11 @@ impl Hosts {
 
     fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "faultline {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "faultline {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -177,7 +229,13 @@ impl Hosts {
     }
 
     fn healthy(&self) -> Vec<String> {
-        self.agents().as_array().into_iter().flatten().filter(|a| a["healthy"] == true).map(|a| a["name"].as_str().unwrap().to_owned()).collect()
+        self.agents()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["healthy"] == true)
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// Datagrams from host `from` to host `to` that arrive, of `n`.
@@ -212,8 +270,11 @@ impl Drop for Hosts {
             let _ = Command::new("ip").args(["netns", "del", &self.ns(i)]).status();
         }
         let _ = Command::new("ip").args(["link", "del", &format!("flcbr{}", self.id)]).status();
-        // FAULTLINE_KEEP_TEST_DIRS=1 keeps logs, run directories and reports to look at.
-        if std::env::var_os("FAULTLINE_KEEP_TEST_DIRS").is_none() {
+        // A failed test keeps its logs, run directories and reports, and says where;
+        // FAULTLINE_KEEP_TEST_DIRS=1 keeps them always.
+        if std::thread::panicking() || std::env::var_os("FAULTLINE_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept for a look: {}", self.dir.display());
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -244,6 +305,10 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story, step by step: each step needs the state the last one left"
+)]
 fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     let mut h = Hosts::new(1, 3);
     eventually("three agents registered and healthy", || h.healthy().len() == 3);
@@ -255,16 +320,38 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
 
     // mTLS: the CLI with certificates from another CA is refused, and says why.
     let other = h.dir.join("other-ca");
-    assert!(Command::new(bin("faultline")).args(["certs", "init"]).arg(&other).output().unwrap().status.success());
-    let out = Command::new(bin("faultline")).args(["--controller", &h.ctl_url(), "--tls-dir"]).arg(&other).args(["agents", "list"]).output().unwrap();
+    assert!(
+        Command::new(bin("faultline"))
+            .args(["certs", "init"])
+            .arg(&other)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = Command::new(bin("faultline"))
+        .args(["--controller", &h.ctl_url(), "--tls-dir"])
+        .arg(&other)
+        .args(["agents", "list"])
+        .output()
+        .unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && msg.contains("TLS refused"), "{msg}");
-    let out = Command::new(bin("faultline")).args(["--controller", &format!("http://{}", h.ctl()), "--insecure", "agents", "list"]).output().unwrap();
+    let out = Command::new(bin("faultline"))
+        .args(["--controller", &format!("http://{}", h.ctl()), "--insecure", "agents", "list"])
+        .output()
+        .unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && msg.contains("not a loopback address"), "{msg}");
 
     // Label targeting: only the db host drops.
-    let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select", "role=db"]).trim().to_owned();
+    let id = h
+        .cli_ok(&[
+            "fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select",
+            "role=db",
+        ])
+        .trim()
+        .to_owned();
     assert!(id.starts_with("c-"), "{id}");
     assert_eq!(h.udp(1, 2, 200), 0, "the db host's egress is cut");
     assert_eq!(h.udp(2, 3, 200), 200, "web hosts are untouched");
@@ -274,44 +361,114 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     assert_eq!(faults[0]["placements"][0]["agent"], "h1");
 
     // Unknown labels and names say what exists.
-    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "5%", "--lease", "60s", "--select", "role=cache"]);
+    let bad = h.cli(&[
+        "fault",
+        "apply",
+        "drop",
+        "-i",
+        "eth0",
+        "--loss",
+        "5%",
+        "--lease",
+        "60s",
+        "--select",
+        "role=cache",
+    ]);
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains("NotFound") && msg.contains("h1") && msg.contains("role"), "{msg}");
-    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "5%", "--lease", "60s", "--on", "h9"]);
+    let bad = h.cli(&[
+        "fault", "apply", "drop", "-i", "eth0", "--loss", "5%", "--lease", "60s", "--on", "h9",
+    ]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no agent \"h9\""));
 
     // All or nothing: an interface missing on one host fails the fault everywhere.
     ip(&["-n", &h.ns(3), "link", "set", "eth0", "name", "eth9"]);
-    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select", "role=web"]);
+    let bad = h.cli(&[
+        "fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--select",
+        "role=web",
+    ]);
     ip(&["-n", &h.ns(3), "link", "set", "eth9", "name", "eth0"]);
     ip(&["-n", &h.ns(3), "link", "set", "eth0", "up"]);
     let msg = String::from_utf8_lossy(&bad.stderr);
     // Checked on every agent before any acts (issue 12): h2 never held it, even briefly.
-    assert!(msg.contains("refused by 1 of 2 agents, so nothing was done on any") && msg.contains("h3: interface: no interface \"eth0\"") && !msg.contains("h2: applied"), "{msg}");
+    assert!(
+        msg.contains("refused by 1 of 2 agents, so nothing was done on any")
+            && msg.contains("h3: interface: no interface \"eth0\"")
+            && !msg.contains("h2: applied"),
+        "{msg}"
+    );
     eventually("the route on h3 is back", || h.udp(2, 3, 50) == 50);
     assert_eq!(h.udp(2, 1, 100), 100, "h2 holds no leftover fault");
 
     // A conflicting fault is refused, naming the controller fault in the way.
-    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "10mbit", "--lease", "60s", "--on", "h2", "--json"])).unwrap();
-    assert_eq!((applied["kind"].as_str(), applied["placements"][0]["agent"].as_str()), (Some("bandwidth"), Some("h2")), "{applied}");
+    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "fault",
+        "apply",
+        "bandwidth",
+        "-i",
+        "eth0",
+        "--rate",
+        "10mbit",
+        "--lease",
+        "60s",
+        "--on",
+        "h2",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (applied["kind"].as_str(), applied["placements"][0]["agent"].as_str()),
+        (Some("bandwidth"), Some("h2")),
+        "{applied}"
+    );
     let first = applied["id"].as_str().unwrap().to_owned();
-    let bad = h.cli(&["fault", "apply", "bandwidth", "-i", "eth0", "--rate", "5mbit", "--lease", "60s", "--on", "h2,h3"]);
+    let bad = h.cli(&[
+        "fault",
+        "apply",
+        "bandwidth",
+        "-i",
+        "eth0",
+        "--rate",
+        "5mbit",
+        "--lease",
+        "60s",
+        "--on",
+        "h2,h3",
+    ]);
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(msg.contains(&format!("(that is controller fault {first})")) && msg.contains("nothing was done on any") && !msg.contains("h3: applied"), "{msg}");
-    let reverted: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "revert", &first, "--json"])).unwrap();
-    assert_eq!((&reverted["reverted"], &reverted["failures"]), (&serde_json::json!([first]), &serde_json::json!([])), "{reverted}");
+    assert!(
+        msg.contains(&format!("(that is controller fault {first})"))
+            && msg.contains("nothing was done on any")
+            && !msg.contains("h3: applied"),
+        "{msg}"
+    );
+    let reverted: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["fault", "revert", &first, "--json"])).unwrap();
+    assert_eq!(
+        (&reverted["reverted"], &reverted["failures"]),
+        (&serde_json::json!([first]), &serde_json::json!([])),
+        "{reverted}"
+    );
     // Each agent says when its part was in place and when it was undone, by its own clock.
-    let (on, off) = (applied["placements"][0]["applied_at_unix_ms"].as_i64().unwrap(), reverted["agents"][0]["reverted_at_unix_ms"].as_i64().unwrap());
-    assert!(reverted["agents"][0]["agent"] == "h2" && on > 0 && off >= on, "applied {applied}, reverted {reverted}");
+    let (on, off) = (
+        applied["placements"][0]["applied_at_unix_ms"].as_i64().unwrap(),
+        reverted["agents"][0]["reverted_at_unix_ms"].as_i64().unwrap(),
+    );
+    assert!(
+        reverted["agents"][0]["agent"] == "h2" && on > 0 && off >= on,
+        "applied {applied}, reverted {reverted}"
+    );
 
     // Kill acts once: reported per agent, and nothing stays active to renew.
     let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
     let pid = victim.id().to_string();
-    let out = h.cli_ok(&["fault", "apply", "kill", "--pid", &pid, "--signal", "TERM", "--on", "h2"]);
+    let out =
+        h.cli_ok(&["fault", "apply", "kill", "--pid", &pid, "--signal", "TERM", "--on", "h2"]);
     assert_eq!(out.trim(), "done");
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&victim.wait().unwrap()), Some(15));
-    let list: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "only the drop fault is active: {list}");
 
     // Dead man's switch: the controller dies, the agents' short leases end the fault.
@@ -322,14 +479,24 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     // from its state database that the fault it left is gone from the agent.
     h.start_controller();
     eventually("agents re-registered", || h.healthy().len() == 3);
-    eventually("the stale fault is dropped", || h.cli_ok(&["fault", "list", "--json"]).trim() == "[]");
+    eventually("the stale fault is dropped", || {
+        h.cli_ok(&["fault", "list", "--json"]).trim() == "[]"
+    });
     let events = h.events(&[]);
-    assert!(events.iter().any(|e| e["kind"] == "fault_lost" && e["fault_id"] == id.as_str() && e["agents"][0] == "h1"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["kind"] == "fault_lost"
+            && e["fault_id"] == id.as_str()
+            && e["agents"][0] == "h1"),
+        "{events:?}"
+    );
 
     // A dead agent is reported, and faults that need it are refused whole.
     Hosts::kill(&mut h.agents[2]);
     eventually("h3 reported down", || !h.healthy().contains(&"h3".to_owned()));
-    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "10%", "--lease", "60s", "--select", "role=web"]);
+    let bad = h.cli(&[
+        "fault", "apply", "drop", "-i", "eth0", "--loss", "10%", "--lease", "60s", "--select",
+        "role=web",
+    ]);
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains("agent h3 is down") && msg.contains("nothing was applied"), "{msg}");
     h.start_agent(3);
@@ -362,8 +529,20 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
     // Heartbeat 2 s: agents hold 4 s leases, time enough for a restart to renew them.
     let mut h = Hosts::with_heartbeat(4, 2, 2000);
     eventually("two agents registered", || h.healthy().len() == 2);
-    let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "10m", "--on", "h1"]).trim().to_owned();
-    let other = h.cli_ok(&["partition", "isolate", "--node", "h2", "--lease", "10m"]).lines().next().unwrap().trim().to_owned();
+    let id = h
+        .cli_ok(&[
+            "fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "10m", "--on",
+            "h1",
+        ])
+        .trim()
+        .to_owned();
+    let other = h
+        .cli_ok(&["partition", "isolate", "--node", "h2", "--lease", "10m"])
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
     assert_eq!(h.udp(1, 2, 100), 0, "the fault holds");
 
     // A watcher started before the crash sees events as they happen.
@@ -376,15 +555,18 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
         .spawn()
         .unwrap();
     let rx = json_lines(&mut watcher);
-    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the latest stored event is replayed");
+    let first =
+        rx.recv_timeout(Duration::from_secs(30)).expect("the latest stored event is replayed");
     assert_eq!(first["kind"], "fault_applied");
     assert_eq!(first["fault_id"], other.as_str());
 
     Hosts::kill(&mut h.controller);
     h.start_controller();
     eventually("the controller answers again", || h.cli(&["fault", "list"]).status.success());
-    let listed: serde_json::Value = serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap();
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    let listed: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap();
+    let ids: Vec<&str> =
+        listed.as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [id.as_str(), other.as_str()], "the restarted controller knows its faults");
     assert_eq!(h.udp(1, 2, 100), 0, "and they still hold");
     // Renewed by the new controller: they outlive the 4 s agent lease.
@@ -392,7 +574,10 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
     assert_eq!(h.udp(1, 2, 100), 0, "renewed past the agents' lease by the restarted controller");
 
     let out = h.cli_ok(&["fault", "revert", "--all"]);
-    assert!(out.contains(&format!("reverted {id}")) && out.contains(&format!("reverted {other}")), "{out}");
+    assert!(
+        out.contains(&format!("reverted {id}")) && out.contains(&format!("reverted {other}")),
+        "{out}"
+    );
     assert_eq!(h.udp(1, 2, 100), 100, "reverted at once");
     assert_eq!(h.udp(2, 1, 100), 100, "the partition too");
     assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]");
@@ -403,7 +588,12 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "controller_started").count(), 2, "{kinds:?}");
-    let pos = |kind: &str, fid: &str| events.iter().position(|e| e["kind"] == kind && e["fault_id"] == fid).unwrap_or_else(|| panic!("no {kind} {fid}: {kinds:?}"));
+    let pos = |kind: &str, fid: &str| {
+        events
+            .iter()
+            .position(|e| e["kind"] == kind && e["fault_id"] == fid)
+            .unwrap_or_else(|| panic!("no {kind} {fid}: {kinds:?}"))
+    };
     assert!(pos("fault_applied", &id) < pos("fault_reverted", &id));
     assert!(pos("fault_applied", &other) < pos("fault_reverted", &other));
     assert!(events.iter().any(|e| e["kind"] == "agent_registered" && e["agents"][0] == "h2"));
@@ -420,9 +610,18 @@ fn a_restarted_controller_keeps_its_faults_and_reverts_them_all() {
         .spawn()
         .unwrap();
     let rx = json_lines(&mut follow);
-    let again = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "1%", "--lease", "1m", "--on", "h2"]).trim().to_owned();
+    let again = h
+        .cli_ok(&[
+            "fault", "apply", "drop", "-i", "eth0", "--loss", "1%", "--lease", "1m", "--on", "h2",
+        ])
+        .trim()
+        .to_owned();
     let e = rx.recv_timeout(Duration::from_secs(30)).expect("a live event");
-    assert_eq!((e["kind"].as_str(), e["fault_id"].as_str()), (Some("fault_applied"), Some(again.as_str())), "{e}");
+    assert_eq!(
+        (e["kind"].as_str(), e["fault_id"].as_str()),
+        (Some("fault_applied"), Some(again.as_str())),
+        "{e}"
+    );
     let _ = follow.kill();
     let _ = follow.wait();
 }
@@ -444,7 +643,8 @@ fn reach(h: &Hosts) -> Vec<(u8, u8)> {
 fn partition_shapes_cut_exactly_the_computed_pairs() {
     let h = Hosts::new(2, 5);
     eventually("five agents registered", || h.healthy().len() == 5);
-    let all: Vec<(u8, u8)> = (1..=5).flat_map(|a| (1..=5).filter(move |b| *b != a).map(move |b| (a, b))).collect();
+    let all: Vec<(u8, u8)> =
+        (1..=5).flat_map(|a| (1..=5).filter(move |b| *b != a).map(move |b| (a, b))).collect();
     assert_eq!(reach(&h), all, "baseline: everyone reaches everyone");
     for (args, name) in [
         (vec!["isolate", "--node", "h2"], "isolate"),
@@ -459,7 +659,9 @@ fn partition_shapes_cut_exactly_the_computed_pairs() {
         let out: serde_json::Value = serde_json::from_str(&h.cli_ok(&cmd)).unwrap();
         let cut = &out["cut_from"];
         // Expected: every pair except those the controller says are cut, in both directions.
-        let cut_pair = |a: u8, b: u8| cut[format!("h{a}")].as_array().is_some_and(|v| v.iter().any(|x| x == &format!("h{b}")));
+        let cut_pair = |a: u8, b: u8| {
+            cut[format!("h{a}")].as_array().is_some_and(|v| v.iter().any(|x| x == &format!("h{b}")))
+        };
         let want: Vec<(u8, u8)> = all.iter().copied().filter(|(a, b)| !cut_pair(*a, *b)).collect();
         assert!(want.len() < all.len(), "{name}: nothing was cut: {out}");
         assert_eq!(reach(&h), want, "{name}: traffic differs from the computed cut {cut}");
@@ -469,26 +671,57 @@ fn partition_shapes_cut_exactly_the_computed_pairs() {
     // Issue 17: 100 000 peers from a file (more than a command line holds, ~60k --peer
     // flags): h1 is cut from h3, which the file lists among 99 999 others, and only from h3.
     let file = h.dir.join("peers.yaml");
-    let mut peers: String = (0..99_999u32).map(|i| format!("- 10.{}.{}.{}\n", 64 + (i >> 16), (i >> 8) & 255, i & 255)).collect();
+    let mut peers: String = (0..99_999u32)
+        .map(|i| format!("- 10.{}.{}.{}\n", 64 + (i >> 16), (i >> 8) & 255, i & 255))
+        .collect();
     peers.push_str("- 10.201.2.3\n");
     std::fs::write(&file, peers).unwrap();
-    let id = h.cli_ok(&["fault", "apply", "partition", "-i", "eth0", "--direction", "both", "--peers-file", file.to_str().unwrap(), "--on", "h1", "--lease", "60s"]).trim().to_owned();
+    let id = h
+        .cli_ok(&[
+            "fault",
+            "apply",
+            "partition",
+            "-i",
+            "eth0",
+            "--direction",
+            "both",
+            "--peers-file",
+            file.to_str().unwrap(),
+            "--on",
+            "h1",
+            "--lease",
+            "60s",
+        ])
+        .trim()
+        .to_owned();
     let cut: Vec<(u8, u8)> = all.iter().copied().filter(|p| *p != (1, 3) && *p != (3, 1)).collect();
     assert_eq!(reach(&h), cut, "only h1 <-> h3 is cut");
     h.cli_ok(&["fault", "revert", &id]);
     assert_eq!(reach(&h), all, "healed after revert");
     // The isolated node is the one asked for, and shapes that cannot exist say why.
     let bad = h.cli(&["partition", "isolate", "--node", "h9", "--lease", "10s"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("node: \"h9\""), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("node: \"h9\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let bad = h.cli(&["partition", "majorities-ring", "--select", "role=web", "--lease", "10s"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 5 agents"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("at least 5 agents"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]
 fn a_python_client_generated_from_the_protos_drives_the_controller() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let python = root.join("target/pyenv/bin/python");
-    assert!(python.exists(), "{} missing: `cargo xtask setup` creates it (grpcio from PyPI)", python.display());
+    assert!(
+        python.exists(),
+        "{} missing: `cargo xtask setup` creates it (grpcio from PyPI)",
+        python.display()
+    );
     let stubs = std::env::temp_dir().join(format!("faultline-pystubs-{}", std::process::id()));
     std::fs::create_dir_all(&stubs).unwrap();
     let protos = root.join("proto/proto");
@@ -501,10 +734,21 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
         .current_dir(&protos)
         .output()
         .unwrap();
-    assert!(generated.status.success(), "grpc_tools.protoc: {}", String::from_utf8_lossy(&generated.stderr));
+    assert!(
+        generated.status.success(),
+        "grpc_tools.protoc: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
     let h = Hosts::new(3, 2);
     eventually("two agents registered", || h.healthy().len() == 2);
-    let out = Command::new(&python).arg(root.join("controller/tests/python/client.py")).arg(&stubs).arg(h.ctl()).arg("eth0").arg(h.dir.join("tls")).output().unwrap();
+    let out = Command::new(&python)
+        .arg(root.join("controller/tests/python/client.py"))
+        .arg(&stubs)
+        .arg(h.ctl())
+        .arg("eth0")
+        .arg(h.dir.join("tls"))
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&stubs);
     assert!(out.status.success(), "client.py: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -519,7 +763,11 @@ fn a_python_client_generated_from_the_protos_drives_the_controller() {
     assert_eq!(v["refused"]["plaintext"], "UNAVAILABLE", "{v}");
     assert_eq!(v["invalid_utf8"], "INVALID_ARGUMENT", "{v}");
     let id = &v["applied_id"];
-    assert_eq!(v["events"], serde_json::json!([["FAULT_APPLIED", id], ["FAULT_REVERTED", id]]), "{v}");
+    assert_eq!(
+        v["events"],
+        serde_json::json!([["FAULT_APPLIED", id], ["FAULT_REVERTED", id]]),
+        "{v}"
+    );
 }
 
 /// An OTLP/gRPC trace receiver (the collector's service, from opentelemetry-proto).
@@ -529,18 +777,29 @@ struct Traces {
 }
 
 #[tonic::async_trait]
-impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Traces {
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Traces
+{
     async fn export(
         &self,
-        req: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+        req: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
         let mut spans = self.spans.lock().unwrap();
         for rs in req.into_inner().resource_spans {
             for ss in rs.scope_spans {
                 spans.extend(ss.spans);
             }
         }
-        Ok(tonic::Response::new(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default()))
+        Ok(tonic::Response::new(
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default(),
+        ))
     }
 }
 
@@ -584,16 +843,39 @@ fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
                 .unwrap();
         });
     });
-    let h = Hosts::with_config(5, 2, 300, &format!("metrics_listen = \"{metrics}\"\notlp_endpoint = \"http://{otlp}\"\n"));
+    let h = Hosts::with_config(
+        5,
+        2,
+        300,
+        &format!("metrics_listen = \"{metrics}\"\notlp_endpoint = \"http://{otlp}\"\n"),
+    );
     eventually("two agents registered", || h.healthy().len() == 2);
-    let id = h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s"]).trim().to_owned();
-    assert!(!h.cli(&["fault", "apply", "drop", "-i", "nosuch0", "--loss", "1%", "--lease", "60s"]).status.success());
+    let id = h
+        .cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s"])
+        .trim()
+        .to_owned();
+    assert!(
+        !h.cli(&["fault", "apply", "drop", "-i", "nosuch0", "--loss", "1%", "--lease", "60s"])
+            .status
+            .success()
+    );
 
     let text = scrape(metrics);
-    let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (apt: prometheus)");
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt: prometheus)");
     std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
     let out = check.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in [
         "faultline_controller_agents{health=\"up\"} 2",
         "faultline_controller_active_faults{kind=\"drop\"} 1",
@@ -606,28 +888,52 @@ fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
     assert!(text.contains("faultline_controller_agent_up{agent=\"h1\""), "{text}");
     // One series per agent the fault acts on, for dashboards to shade (issue 15).
     for agent in ["h1", "h2"] {
-        let series = format!("faultline_fault_active{{fault=\"{id}\",kind=\"drop\",agent=\"{agent}\",container=\"\"}} 1");
+        let series = format!(
+            "faultline_fault_active{{fault=\"{id}\",kind=\"drop\",agent=\"{agent}\",container=\"\"}} 1"
+        );
         assert!(text.lines().any(|l| l == series), "no {series:?} in\n{text}");
     }
     // Renewals happen while the fault is active (every heartbeat), so look before reverting.
-    eventually("renewals counted", || scrape(metrics).lines().any(|l| l.starts_with("faultline_controller_lease_renewals_total{result=\"ok\"} ") && !l.ends_with(" 0")));
+    eventually("renewals counted", || {
+        scrape(metrics).lines().any(|l| {
+            l.starts_with("faultline_controller_lease_renewals_total{result=\"ok\"} ")
+                && !l.ends_with(" 0")
+        })
+    });
     h.cli_ok(&["fault", "revert", &id]);
     let text = scrape(metrics);
     assert!(text.lines().any(|l| l == "faultline_controller_faults_total{outcome=\"reverted\"} 1"));
-    assert!(!text.contains("faultline_fault_active{"), "a reverted fault is active no more: {text}");
+    assert!(
+        !text.contains("faultline_fault_active{"),
+        "a reverted fault is active no more: {text}"
+    );
 
     // One trace per request: the apply span, and under it one span per agent call.
     let spans = || traces.spans.lock().unwrap().clone();
-    eventually("the apply span is exported", || spans().iter().any(|s| s.name == "apply_fault" && attr(s, "fault_id") == id));
-    eventually("and the per-agent spans", || spans().iter().filter(|s| s.name == "agent.apply_fault").count() >= 2);
+    eventually("the apply span is exported", || {
+        spans().iter().any(|s| s.name == "apply_fault" && attr(s, "fault_id") == id)
+    });
+    eventually("and the per-agent spans", || {
+        spans().iter().filter(|s| s.name == "agent.apply_fault").count() >= 2
+    });
     let all = spans();
     let apply = all.iter().find(|s| s.name == "apply_fault" && attr(s, "fault_id") == id).unwrap();
     assert_eq!(attr(apply, "kind"), "drop");
-    let mut children: Vec<String> = all.iter().filter(|s| s.name == "agent.apply_fault" && s.parent_span_id == apply.span_id).map(|s| attr(s, "agent")).collect();
+    let mut children: Vec<String> = all
+        .iter()
+        .filter(|s| s.name == "agent.apply_fault" && s.parent_span_id == apply.span_id)
+        .map(|s| attr(s, "agent"))
+        .collect();
     children.sort();
     assert_eq!(children, ["h1", "h2"], "per-agent spans share the apply's trace: {all:?}");
-    assert!(all.iter().filter(|s| s.parent_span_id == apply.span_id).all(|s| s.trace_id == apply.trace_id && attr(s, "ok") == "true"));
-    eventually("the revert is traced too", || spans().iter().any(|s| s.name == "revert_fault" && attr(s, "fault_id") == id));
+    assert!(
+        all.iter()
+            .filter(|s| s.parent_span_id == apply.span_id)
+            .all(|s| s.trace_id == apply.trace_id && attr(s, "ok") == "true")
+    );
+    eventually("the revert is traced too", || {
+        spans().iter().any(|s| s.name == "revert_fault" && attr(s, "fault_id") == id)
+    });
 }
 
 fn scenario(h: &Hosts, name: &str, text: &str) -> (Output, PathBuf) {
@@ -645,7 +951,10 @@ fn errors_per_second(dir: &std::path::Path) -> Vec<u64> {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one set of hosts (seconds to build) for every check of a run")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one set of hosts (seconds to build) for every check of a run"
+)]
 fn a_scenario_runs_load_and_faults_on_one_clock_and_guardrails_abort_it() {
     let h = Hosts::new(6, 2);
     eventually("two agents registered", || h.healthy().len() == 2);
@@ -673,50 +982,87 @@ faults:
     select: role=db
 ";
     let (out, dir) = scenario(&h, "drop", base);
-    assert!(out.status.success(), "faultline run: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "faultline run: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in ["scenario.yaml", "summary.json", "seconds.csv", "faults.csv"] {
         assert!(dir.join(f).exists(), "{f} missing in the run directory");
     }
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["aborted"], serde_json::Value::Null, "{s}");
     let f = &s["faults"][0];
-    let (applied, reverted) = (f["applied_at_s"].as_f64().unwrap(), f["reverted_at_s"].as_f64().unwrap());
+    let (applied, reverted) =
+        (f["applied_at_s"].as_f64().unwrap(), f["reverted_at_s"].as_f64().unwrap());
     assert_eq!(f["agents"], serde_json::json!(["h1"]));
-    assert!((applied - 4.0).abs() < 1.0 && (reverted - applied - 2.0).abs() < 1.0, "timeline on the run's clock: {f}");
+    assert!(
+        (applied - 4.0).abs() < 1.0 && (reverted - applied - 2.0).abs() < 1.0,
+        "timeline on the run's clock: {f}"
+    );
     // Per agent: h1's own apply and revert times, put on the run's clock by its measured
     // offset, fall between the run's asking and the answer (give or take the offset's
     // uncertainty and the agent's millisecond resolution).
     let p = &f["parts"][0];
-    assert_eq!((f["parts"].as_array().unwrap().len(), &p["agent"]), (1, &serde_json::json!("h1")), "{f}");
+    assert_eq!(
+        (f["parts"].as_array().unwrap().len(), &p["agent"]),
+        (1, &serde_json::json!("h1")),
+        "{f}"
+    );
     let slack = p["offset_uncertainty_ms"].as_f64().unwrap() / 1000.0 + 0.002;
     let (pa, pr) = (p["applied_at_s"].as_f64().unwrap(), p["reverted_at_s"].as_f64().unwrap());
-    let (asked, ended) = (f["planned_at_s"].as_f64().unwrap(), f["planned_end_s"].as_f64().unwrap());
-    assert!(asked - slack <= pa && pa <= applied + slack, "h1 applied at {pa}: asked at {asked}, answered at {applied}: {f}");
-    assert!(ended - slack <= pr && pr <= reverted + slack, "h1 reverted at {pr}: asked at {ended}, answered at {reverted}: {f}");
+    let (asked, ended) =
+        (f["planned_at_s"].as_f64().unwrap(), f["planned_end_s"].as_f64().unwrap());
+    assert!(
+        asked - slack <= pa && pa <= applied + slack,
+        "h1 applied at {pa}: asked at {asked}, answered at {applied}: {f}"
+    );
+    assert!(
+        ended - slack <= pr && pr <= reverted + slack,
+        "h1 reverted at {pr}: asked at {ended}, answered at {reverted}: {f}"
+    );
     let per_agent = std::fs::read_to_string(dir.join("fault_agents.csv")).unwrap();
     let rows: Vec<Vec<&str>> = per_agent.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    assert!(rows.len() == 1 && rows[0][2] == "h1" && rows[0][4].parse::<f64>().is_ok_and(|x| (x - pa).abs() < 0.001), "{per_agent}");
+    assert!(
+        rows.len() == 1
+            && rows[0][2] == "h1"
+            && rows[0][4].parse::<f64>().is_ok_and(|x| (x - pa).abs() < 0.001),
+        "{per_agent}"
+    );
     // Errors only while the fault held: none in the baseline, some in every whole second of the fault.
     let errors = errors_per_second(&dir);
     assert!(errors[1..4].iter().all(|e| *e == 0), "baseline had errors: {errors:?}");
     let (a, r) = (applied.ceil() as usize, reverted.floor() as usize);
-    assert!(a < r && errors[a..r].iter().all(|e| *e > 0), "fault seconds {a}..{r} without errors: {errors:?}");
+    assert!(
+        a < r && errors[a..r].iter().all(|e| *e > 0),
+        "fault seconds {a}..{r} without errors: {errors:?}"
+    );
     assert!(errors[8..].iter().all(|e| *e == 0), "recovery had errors: {errors:?}");
     assert!(s["hypothesis"].as_array().unwrap().iter().all(|v| v["holds"] == true), "{s}");
 
     // The analysis finds the anomaly inside the fault interval, and a recovery time.
-    let out = Command::new(bin("faultline")).arg("analyze").arg(&dir).arg("--json").output().unwrap();
+    let out =
+        Command::new(bin("faultline")).arg("analyze").arg(&dir).arg("--json").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let an: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The errors window is the fault's; a latency-only blip elsewhere is this shared test
     // host (other tests run beside this one), and is all that may appear besides it.
     let windows = an["anomaly_windows"].as_array().unwrap();
-    let has_errors = |w: &serde_json::Value| w["why"].as_array().unwrap().iter().any(|x| x == "errors");
+    let has_errors =
+        |w: &serde_json::Value| w["why"].as_array().unwrap().iter().any(|x| x == "errors");
     let errs: Vec<&serde_json::Value> = windows.iter().filter(|w| has_errors(w)).collect();
     assert_eq!(errs.len(), 1, "{an}");
-    assert!(windows.iter().all(|w| has_errors(w) || w["why"] == serde_json::json!(["latency"])), "{an}");
+    assert!(
+        windows.iter().all(|w| has_errors(w) || w["why"] == serde_json::json!(["latency"])),
+        "{an}"
+    );
     let (from, to) = (errs[0]["from_s"].as_f64().unwrap(), errs[0]["to_s"].as_f64().unwrap());
-    assert!(from >= applied.floor() && to <= reverted.ceil() + 1.0, "window {from}..{to} outside the fault {applied}..{reverted}: {an}");
+    assert!(
+        from >= applied.floor() && to <= reverted.ceil() + 1.0,
+        "window {from}..{to} outside the fault {applied}..{reverted}: {an}"
+    );
     assert_eq!(an["recovered"], true, "{an}");
     // Usually about 1 s; a latency blip from the busy test host can delay the 3 clean seconds.
     assert!(an["recovery_s"].as_f64().unwrap() < 5.0, "{an}");
@@ -724,35 +1070,68 @@ faults:
     // The fault's effect in the kernel of the agent it was placed on: retransmits.
     let seen = &an["faults"][0]["kernel"][0];
     assert_eq!(seen["agent"], "h1", "{an}");
-    assert!(seen["during"]["retransmits_per_s"].as_f64().unwrap() > seen["baseline"]["retransmits_per_s"].as_f64().unwrap(), "{an}");
+    assert!(
+        seen["during"]["retransmits_per_s"].as_f64().unwrap()
+            > seen["baseline"]["retransmits_per_s"].as_f64().unwrap(),
+        "{an}"
+    );
     let text = Command::new(bin("faultline")).arg("analyze").arg(&dir).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("anomaly") && text.contains("recovery") && text.contains("after the last revert"), "{text}");
+    assert!(
+        text.contains("anomaly")
+            && text.contains("recovery")
+            && text.contains("after the last revert"),
+        "{text}"
+    );
 
     // The report: HTML with the plots inline, and the same plots as PNG.
     let out = Command::new(bin("faultline")).arg("report").arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(html.matches("<svg").count() == 5 && html.contains("Findings") && html.contains("back inside the band"), "report.html");
+    assert!(
+        html.matches("<svg").count() == 5
+            && html.contains("Findings")
+            && html.contains("back inside the band"),
+        "report.html"
+    );
     assert!(dir.join("kernel_retransmits.png").exists() && dir.join("kernel_rtt.png").exists());
     // The agents' kernel view, on the run's clock: nginx's host retransmitted its answers
     // to the load client while its egress was dropped.
     let agents_csv = std::fs::read_to_string(dir.join("agents.csv")).unwrap();
-    assert!(agents_csv.lines().skip(1).all(|l| l.split(',').nth(2).and_then(|o| o.parse::<f64>().ok()).is_some_and(|o| o.abs() < 1000.0)), "offsets: {agents_csv}");
+    assert!(
+        agents_csv.lines().skip(1).all(|l| l
+            .split(',')
+            .nth(2)
+            .and_then(|o| o.parse::<f64>().ok())
+            .is_some_and(|o| o.abs() < 1000.0)),
+        "offsets: {agents_csv}"
+    );
     let kernel = std::fs::read_to_string(dir.join("kernel.csv")).unwrap();
     // Columns by their header names: the file gains columns over time.
     let header: Vec<&str> = kernel.lines().next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("kernel.csv has no {name} column"));
-    let (t_s, agent, peer, retransmits) = (col("t_s"), col("agent"), col("peer"), col("retransmits"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("kernel.csv has no {name} column"))
+    };
+    let (t_s, agent, peer, retransmits) =
+        (col("t_s"), col("agent"), col("peer"), col("retransmits"));
     let retrans: f64 = kernel
         .lines()
         .skip(1)
         .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f[agent] == "h1" && f[peer] == "10.201.6.254" && f[t_s].parse::<f64>().is_ok_and(|t| t > applied && t < reverted + 2.0))
+        .filter(|f| {
+            f[agent] == "h1"
+                && f[peer] == "10.201.6.254"
+                && f[t_s].parse::<f64>().is_ok_and(|t| t > applied && t < reverted + 2.0)
+        })
         .map(|f| f[retransmits].parse::<f64>().unwrap())
         .sum();
     assert!(retrans > 0.0, "no retransmits from h1 to the client during the drop: {kernel}");
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(dir.join("throughput.png")).unwrap()));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(dir.join("throughput.png")).unwrap(),
+    ));
     let mut reader = decoder.read_info().unwrap();
     let mut img = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut img).unwrap();
@@ -764,40 +1143,78 @@ faults:
         (img[i], img[i + 1], img[i + 2])
     };
     let shaded = px(f64::midpoint(applied, reverted));
-    assert!(shaded.0 > 200 && shaded.1 < 225 && shaded.2 < 215, "the fault interval is shaded in the PNG: {shaded:?}");
+    assert!(
+        shaded.0 > 200 && shaded.1 < 225 && shaded.2 < 215,
+        "the fault interval is shaded in the PNG: {shaded:?}"
+    );
     assert_eq!(px(2.5), (255, 255, 255), "the baseline is not shaded");
 
     // A guardrail aborts the run at once and every fault is reverted.
-    let guarded = base.replace("    for: 2s\n", "    for: 3s\n") + "guardrails:\n  - error_rate > 50% for 1s\n";
+    let guarded = base.replace("    for: 2s\n", "    for: 3s\n")
+        + "guardrails:\n  - error_rate > 50% for 1s\n";
     let (out, dir) = scenario(&h, "guarded", &guarded);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("run aborted") && stderr.contains("guardrail"), "{stderr}");
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        !out.status.success() && stderr.contains("run aborted") && stderr.contains("guardrail"),
+        "{stderr}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let f = &s["faults"][0];
-    assert!(f["reverted_at_s"].as_f64().unwrap() < f["planned_end_s"].as_f64().unwrap(), "reverted early: {f}");
+    assert!(
+        f["reverted_at_s"].as_f64().unwrap() < f["planned_end_s"].as_f64().unwrap(),
+        "reverted early: {f}"
+    );
     assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
     assert_eq!(h.udp(1, 2, 50), 50, "traffic flows again");
 
     // A scenario is checked whole before anything runs: a selector that matches nothing.
     let (out, _) = scenario(&h, "bad", &base.replace("role=db", "role=cache"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("bad.yaml: faults[0]: selector") && stderr.contains("matches no agent"), "{stderr}");
+    assert!(
+        !out.status.success()
+            && stderr.contains("bad.yaml: faults[0]: selector")
+            && stderr.contains("matches no agent"),
+        "{stderr}"
+    );
 
     // And what each fault needs from the agents' kernel: a delay where there is no netem is
     // refused before the run, or skipped and recorded when the entry says optional.
-    let agents: Vec<serde_json::Value> = serde_json::from_str(&h.cli_ok(&["agents", "list", "--json"])).unwrap();
+    let agents: Vec<serde_json::Value> =
+        serde_json::from_str(&h.cli_ok(&["agents", "list", "--json"])).unwrap();
     if agents.iter().any(|a| a["capabilities"]["netem"] == false) {
-        let delay = base.replace("    kind: drop\n    interface: eth0\n    loss: 100%\n", "    kind: netem\n    interface: eth0\n    delay: 10ms\n");
+        let delay = base.replace(
+            "    kind: drop\n    interface: eth0\n    loss: 100%\n",
+            "    kind: netem\n    interface: eth0\n    delay: 10ms\n",
+        );
         let (out, _) = scenario(&h, "no-netem", &delay);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("faults[0] (netem (delay 10ms, interface eth0) on role=db)") && stderr.contains("lacks netem") && stderr.contains("optional: true"), "{stderr}");
-        let (out, dir) = scenario(&h, "optional-netem", &delay.replace("    select: role=db\n", "    select: role=db\n    optional: true\n"));
+        assert!(
+            !out.status.success()
+                && stderr.contains("faults[0] (netem (delay 10ms, interface eth0) on role=db)")
+                && stderr.contains("lacks netem")
+                && stderr.contains("optional: true"),
+            "{stderr}"
+        );
+        let (out, dir) = scenario(
+            &h,
+            "optional-netem",
+            &delay.replace("    select: role=db\n", "    select: role=db\n    optional: true\n"),
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
         let f = &s["faults"][0];
-        assert!(f["skipped"].as_str().is_some_and(|w| w.contains("lacks netem")) && f["applied_at_s"].is_null(), "{f}");
+        assert!(
+            f["skipped"].as_str().is_some_and(|w| w.contains("lacks netem"))
+                && f["applied_at_s"].is_null(),
+            "{f}"
+        );
     } else {
-        eprintln!("skipped the no-netem checks: these agents' kernel has netem (the VM tests cover netem itself)");
+        eprintln!(
+            "skipped the no-netem checks: these agents' kernel has netem (the VM tests cover netem itself)"
+        );
     }
 
     // Issue 12: what must hold *while* faults are active. The same run as the first, whose
@@ -807,29 +1224,57 @@ faults:
     let (out, dir) = scenario(&h, "during", &during);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("error_rate < 5% during fault"), "{stderr}");
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let verdicts = s["hypothesis"].as_array().unwrap();
     assert!(verdicts.iter().any(|v| v["phase"] == "fault" && v["holds"] == false), "{s}");
-    assert!(verdicts.iter().any(|v| v["phase"].as_str().is_some_and(|p| p.starts_with("faults[0] drop")) && v["holds"] == false), "{s}");
-    assert!(verdicts.iter().filter(|v| v["phase"] == "baseline" || v["phase"] == "recovery").all(|v| v["holds"] == true), "{s}");
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v["phase"].as_str().is_some_and(|p| p.starts_with("faults[0] drop"))
+                && v["holds"] == false),
+        "{s}"
+    );
+    assert!(
+        verdicts
+            .iter()
+            .filter(|v| v["phase"] == "baseline" || v["phase"] == "recovery")
+            .all(|v| v["holds"] == true),
+        "{s}"
+    );
 }
 
 /// A controller client presenting `stem`'s certificate from the test's CA (`cli` is an
 /// operator, `viewer` reads only, `agent-NAME` an agent bound to NAME).
-async fn controller_as(h: &Hosts, stem: &str) -> faultline_proto::controller::v1::controller_service_client::ControllerServiceClient<tonic::transport::Channel> {
+async fn controller_as(
+    h: &Hosts,
+    stem: &str,
+) -> faultline_proto::controller::v1::controller_service_client::ControllerServiceClient<
+    tonic::transport::Channel,
+> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let read = |f: String| std::fs::read(h.dir.join("tls").join(f)).unwrap();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
         .identity(Identity::from_pem(read(format!("{stem}.pem")), read(format!("{stem}-key.pem"))))
         .domain_name(faultline_proto::transport::CONTROLLER_NAME);
-    let ch = Endpoint::from_shared(h.ctl_url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let ch = Endpoint::from_shared(h.ctl_url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     faultline_proto::controller::v1::controller_service_client::ControllerServiceClient::new(ch)
 }
 
 /// Hardening F2 and F3 at the controller: only an agent certificate registers, and only
 /// under the name it carries; a stale registration is forgotten; each role gets its calls.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story, step by step: each step needs the state the last one left"
+)]
 fn registrations_are_bound_to_certificates_and_roles_to_calls() {
     use faultline_proto::{agent::v1 as apb, controller::v1 as pb};
     let h = Hosts::with_config(7, 2, 300, "forget_down_after_s = 2\n");
@@ -845,7 +1290,16 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
             Command::new("ip")
                 .args(["netns", "exec", &h.ns(2)])
                 .arg(bin("faultline-agent"))
-                .args(["--listen", &format!("10.201.7.2:{port}"), "--name", name, "--no-kernel-metrics", "--attach-ahead", "0", "--tls-dir"])
+                .args([
+                    "--listen",
+                    &format!("10.201.7.2:{port}"),
+                    "--name",
+                    name,
+                    "--no-kernel-metrics",
+                    "--attach-ahead",
+                    "0",
+                    "--tls-dir",
+                ])
                 .arg(h.dir.join("tls"))
                 .arg("--state-dir")
                 .arg(h.dir.join(format!("state-{name}")))
@@ -858,71 +1312,141 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
     let _ghosts = KillOnDrop(ghosts);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let register_at = |name: &str, url: &str| pb::RegisterRequest { name: name.into(), url: url.into(), labels: [("role".to_owned(), "db".to_owned())].into() };
+        let register_at = |name: &str, url: &str| pb::RegisterRequest {
+            name: name.into(),
+            url: url.into(),
+            labels: [("role".to_owned(), "db".to_owned())].into(),
+        };
         let register = |name: &str| register_at(name, &h1_url);
-        let code = |r: Result<tonic::Response<tonic::codec::Streaming<pb::Heartbeat>>, tonic::Status>| r.err().map(|e| (e.code(), e.message().to_owned()));
+        let code = |r: Result<
+            tonic::Response<tonic::codec::Streaming<pb::Heartbeat>>,
+            tonic::Status,
+        >| r.err().map(|e| (e.code(), e.message().to_owned()));
         // Any other certificate from the CA, or another agent's, cannot take a name.
         let (c, m) = code(controller_as(&h, "cli").await.register(register("h1")).await).unwrap();
         assert_eq!(c, tonic::Code::PermissionDenied, "{m}");
-        let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register("h1")).await).unwrap();
+        let (c, m) =
+            code(controller_as(&h, "agent-ghost").await.register(register("h1")).await).unwrap();
         assert!(c == tonic::Code::PermissionDenied && m.contains("\"ghost\""), "{m}");
         let (c, m) = code(controller_as(&h, "agent").await.register(register("h1")).await).unwrap();
         assert!(c == tonic::Code::PermissionDenied && m.contains("certs issue agent"), "{m}");
-        let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register(&"g".repeat(1 << 20))).await).unwrap();
+        let (c, m) = code(
+            controller_as(&h, "agent-ghost").await.register(register(&"g".repeat(1 << 20))).await,
+        )
+        .unwrap();
         assert!(c == tonic::Code::InvalidArgument && m.len() < 300, "{c:?} {} bytes", m.len());
         // An agent cannot borrow another's address: registered as itself with h1's URL, the
         // controller finds there an agent whose certificate names h1, not ghost, and
         // refuses; nothing meant for ghost can reach h1.
-        let (c, m) = code(controller_as(&h, "agent-ghost").await.register(register("ghost")).await).unwrap();
-        assert!(c == tonic::Code::Unavailable && m.contains("names agent \"ghost\"") && m.contains(&h1_url), "{c:?} {m}");
-        assert!(!h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"), "the impostor was admitted");
+        let (c, m) =
+            code(controller_as(&h, "agent-ghost").await.register(register("ghost")).await).unwrap();
+        assert!(
+            c == tonic::Code::Unavailable
+                && m.contains("names agent \"ghost\"")
+                && m.contains(&h1_url),
+            "{c:?} {m}"
+        );
+        assert!(
+            !h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"),
+            "the impostor was admitted"
+        );
         // A registration that goes away is forgotten, and no longer blocks role=db.
         let ghost_url = "https://10.201.7.2:7071";
         let mut session = None;
         for _ in 0..100 {
-            match controller_as(&h, "agent-ghost").await.register(register_at("ghost", ghost_url)).await {
+            match controller_as(&h, "agent-ghost")
+                .await
+                .register(register_at("ghost", ghost_url))
+                .await
+            {
                 Ok(s) => {
                     session = Some(s);
                     break;
                 }
-                Err(e) if e.code() == tonic::Code::Unavailable => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) if e.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(e) => panic!("registering ghost at its own agent: {e:?}"),
             }
         }
         let session = session.expect("ghost's own agent never answered");
         assert!(h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"));
         drop(session);
-        eventually("ghost is forgotten", || !h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost"));
+        eventually("ghost is forgotten", || {
+            !h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost")
+        });
         // `agents forget` removes a live registration and ends its session.
-        let mut live = controller_as(&h, "agent-ghost2").await.register(register_at("ghost2", "https://10.201.7.2:7072")).await.unwrap().into_inner();
+        let mut live = controller_as(&h, "agent-ghost2")
+            .await
+            .register(register_at("ghost2", "https://10.201.7.2:7072"))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(live.message().await.unwrap().is_some());
         h.cli_ok(&["agents", "forget", "ghost2"]);
         assert!(!h.agents().as_array().unwrap().iter().any(|a| a["name"] == "ghost2"));
-        assert!(tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = live.message().await {} }).await.is_ok(), "the forgotten session goes on");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while let Ok(Some(_)) = live.message().await {}
+            })
+            .await
+            .is_ok(),
+            "the forgotten session goes on"
+        );
 
         // Roles: viewers read, operators act; agent and controller certificates do neither here.
         let apply = || pb::ApplyFaultRequest {
             target: Some(pb::Target { agents: vec!["h1".into()], ..Default::default() }),
-            spec: Some(apb::FaultSpec { interface: "eth0".into(), lease_ms: 60_000, kind: Some(apb::fault_spec::Kind::Drop(apb::Drop { percent: 1.0 })), ..Default::default() }),
+            spec: Some(apb::FaultSpec {
+                interface: "eth0".into(),
+                lease_ms: 60_000,
+                kind: Some(apb::fault_spec::Kind::Drop(apb::Drop { percent: 1.0 })),
+                ..Default::default()
+            }),
         };
-        for (stem, read_ok, write_ok) in [("cli", true, true), ("viewer", true, false), ("agent-ghost", false, false), ("controller", false, false)] {
+        for (stem, read_ok, write_ok) in [
+            ("cli", true, true),
+            ("viewer", true, false),
+            ("agent-ghost", false, false),
+            ("controller", false, false),
+        ] {
             let mut c = controller_as(&h, stem).await;
-            assert_eq!(c.list_agents(pb::ListAgentsRequest {}).await.is_ok(), read_ok, "{stem} listing agents");
-            assert_eq!(c.list_faults(pb::ListFaultsRequest {}).await.is_ok(), read_ok, "{stem} listing faults");
-            assert_eq!(c.list_containers(pb::ListContainersRequest::default()).await.is_ok(), read_ok, "{stem} listing containers");
+            assert_eq!(
+                c.list_agents(pb::ListAgentsRequest {}).await.is_ok(),
+                read_ok,
+                "{stem} listing agents"
+            );
+            assert_eq!(
+                c.list_faults(pb::ListFaultsRequest {}).await.is_ok(),
+                read_ok,
+                "{stem} listing faults"
+            );
+            assert_eq!(
+                c.list_containers(pb::ListContainersRequest::default()).await.is_ok(),
+                read_ok,
+                "{stem} listing containers"
+            );
             let applied = c.apply_fault(apply()).await;
             assert_eq!(applied.is_ok(), write_ok, "{stem} applying: {applied:?}");
             if let Err(e) = &applied {
                 assert_eq!(e.code(), tonic::Code::PermissionDenied, "{stem}: {e:?}");
             }
-            let id = applied.as_ref().map_or_else(|_| "c-none".to_owned(), |r| r.get_ref().fault.as_ref().unwrap().id.clone());
+            let id = applied.as_ref().map_or_else(
+                |_| "c-none".to_owned(),
+                |r| r.get_ref().fault.as_ref().unwrap().id.clone(),
+            );
             let renewed = c.renew_fault(pb::RenewFaultRequest { id, lease_ms: 120_000 }).await;
             assert_eq!(renewed.is_ok(), write_ok, "{stem} renewing: {renewed:?}");
             if let Ok(r) = &renewed {
-                let left = r.get_ref().fault.as_ref().unwrap().expires_at_unix_ms - faultline_proto::now_unix_ms();
-                assert!((100_000..=120_000).contains(&left), "renewed to 120 s from now: {left} ms left");
+                let left = r.get_ref().fault.as_ref().unwrap().expires_at_unix_ms
+                    - faultline_proto::now_unix_ms();
+                assert!(
+                    (100_000..=120_000).contains(&left),
+                    "renewed to 120 s from now: {left} ms left"
+                );
             }
-            let reverted = c.revert_fault(pb::RevertFaultRequest { all: true, id: String::new() }).await;
+            let reverted =
+                c.revert_fault(pb::RevertFaultRequest { all: true, id: String::new() }).await;
             assert_eq!(reverted.is_ok(), write_ok, "{stem} reverting");
         }
         // The controller bounds leases as the agents do (a week), instead of passing 2^64-1 on.
@@ -931,7 +1455,11 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
         huge.spec.as_mut().unwrap().lease_ms = u64::MAX;
         assert_eq!(op.apply_fault(huge).await.unwrap_err().code(), tonic::Code::InvalidArgument);
         // An event position past the end replays nothing.
-        let mut events = op.watch_events(pb::WatchEventsRequest { after_seq: u64::MAX, follow: false, last: 0 }).await.unwrap().into_inner();
+        let mut events = op
+            .watch_events(pb::WatchEventsRequest { after_seq: u64::MAX, follow: false, last: 0 })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(events.message().await.unwrap().is_none());
     });
 }
@@ -954,23 +1482,69 @@ impl Drop for KillOnDrop {
 fn a_container_fault_goes_to_the_agents_running_the_container() {
     let h = Hosts::new(8, 2);
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
-    let c = docker::Containers::new(81, &[("web", &["tier=front", "app=shop81"]), ("db", &["tier=back", "app=shop81"])]);
+    let c = docker::Containers::new(
+        81,
+        &[("web", &["tier=front", "app=shop81"]), ("db", &["tier=back", "app=shop81"])],
+    );
     let db = c.ip4("db");
     assert_eq!(c.ping("web", &db, 3, "0.2").1, 3, "baseline");
-    let applied: serde_json::Value =
-        serde_json::from_str(&h.cli_ok(&["fault", "apply", "drop", "--container-select", "tier=front,app=shop81", "--loss", "100%", "--lease", "60s", "--mode", "one", "--json"])).unwrap();
+    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "fault",
+        "apply",
+        "drop",
+        "--container-select",
+        "tier=front,app=shop81",
+        "--loss",
+        "100%",
+        "--lease",
+        "60s",
+        "--mode",
+        "one",
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(applied["placements"].as_array().map(Vec::len), Some(1), "{applied}");
     assert_eq!(c.ping("web", &db, 3, "0.2").1, 0, "the web container's egress is cut");
     assert_eq!(c.ping("db", &c.ip4("web"), 3, "0.2").1, 0, "and so are its replies to db");
     h.cli_ok(&["fault", "revert", applied["id"].as_str().unwrap()]);
     assert_eq!(c.ping("web", &db, 3, "0.2").1, 3, "healed");
 
-    let bad = h.cli(&["fault", "apply", "drop", "--container-select", "app=shop81", "--loss", "5%", "--lease", "60s"]);
+    let bad = h.cli(&[
+        "fault",
+        "apply",
+        "drop",
+        "--container-select",
+        "app=shop81",
+        "--loss",
+        "5%",
+        "--lease",
+        "60s",
+    ]);
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && msg.contains("2 containers match on agent") && msg.contains(&c.name("web")), "{msg}");
-    let bad = h.cli(&["fault", "apply", "drop", "--container", "flt81-nosuch", "--loss", "5%", "--lease", "60s"]);
+    assert!(
+        !bad.status.success()
+            && msg.contains("2 containers match on agent")
+            && msg.contains(&c.name("web")),
+        "{msg}"
+    );
+    let bad = h.cli(&[
+        "fault",
+        "apply",
+        "drop",
+        "--container",
+        "flt81-nosuch",
+        "--loss",
+        "5%",
+        "--lease",
+        "60s",
+    ]);
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && msg.contains("NotFound") && msg.contains("none of the 2 selected agents"), "{msg}");
+    assert!(
+        !bad.status.success()
+            && msg.contains("NotFound")
+            && msg.contains("none of the 2 selected agents"),
+        "{msg}"
+    );
 }
 
 /// Issue 14: a partition between containers, computed by the controller from the
@@ -980,21 +1554,59 @@ fn a_container_fault_goes_to_the_agents_running_the_container() {
 fn a_partition_cuts_containers_from_each_other_by_their_own_addresses() {
     let h = Hosts::new(9, 2);
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
-    let c = docker::Containers::new(82, &[("web", &["app=shop82"]), ("db", &["app=shop82", "com.docker.compose.service=redis"]), ("api", &["app=shop82"])]);
+    let c = docker::Containers::new(
+        82,
+        &[
+            ("web", &["app=shop82"]),
+            ("db", &["app=shop82", "com.docker.compose.service=redis"]),
+            ("api", &["app=shop82"]),
+        ],
+    );
     let (web, db, api) = ((c.ip4("web"), c.ip6("web")), (c.ip4("db"), c.ip6("db")), c.ip4("api"));
     for to in [&db.0, &db.1, &api] {
         assert_eq!(c.ping("web", to, 3, "0.2").1, 3, "baseline web -> {to}");
     }
 
-    let listed: serde_json::Value = serde_json::from_str(&h.cli_ok(&["containers", "list", "--select", "app=shop82", "--json"])).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "containers",
+        "list",
+        "--select",
+        "app=shop82",
+        "--json",
+    ]))
+    .unwrap();
     let rows = listed["containers"].as_array().unwrap();
     assert_eq!(rows.len(), 6, "each of the 2 agents sees the 3 containers: {listed}");
-    assert!(rows.iter().all(|r| r["agent"].as_str().is_some_and(|a| a.starts_with('h')) && r["addresses"].as_array().is_some_and(|a| a.len() == 2)), "{listed}");
+    assert!(
+        rows.iter().all(|r| r["agent"].as_str().is_some_and(|a| a.starts_with('h'))
+            && r["addresses"].as_array().is_some_and(|a| a.len() == 2)),
+        "{listed}"
+    );
 
-    let out: serde_json::Value =
-        serde_json::from_str(&h.cli_ok(&["partition", "groups", "--container-select", "app=shop82", "--group", &c.name("web"), "--group", "redis", "--lease", "60s", "--json"])).unwrap();
-    assert_eq!(out["cut"].as_str(), Some(&*format!("{} | {} ({} untouched)", c.name("db"), c.name("web"), c.name("api"))), "{out}");
-    assert_eq!(out["placements"].as_array().map(Vec::len), Some(2), "one part per cut container: {out}");
+    let out: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "partition",
+        "groups",
+        "--container-select",
+        "app=shop82",
+        "--group",
+        &c.name("web"),
+        "--group",
+        "redis",
+        "--lease",
+        "60s",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        out["cut"].as_str(),
+        Some(&*format!("{} | {} ({} untouched)", c.name("db"), c.name("web"), c.name("api"))),
+        "{out}"
+    );
+    assert_eq!(
+        out["placements"].as_array().map(Vec::len),
+        Some(2),
+        "one part per cut container: {out}"
+    );
     for to in [&db.0, &db.1] {
         assert_eq!(c.ping("web", to, 3, "0.2").1, 0, "web -> db {to} crossed the partition");
     }
@@ -1008,20 +1620,46 @@ fn a_partition_cuts_containers_from_each_other_by_their_own_addresses() {
         assert_eq!(c.ping(from, to, 3, "0.2").1, 3, "healed {from} -> {to}");
     }
 
-    let bad = h.cli(&["partition", "groups", "--container-select", "app=shop82", "--group", &c.name("web"), "--group", "nosuch", "--lease", "60s"]);
+    let bad = h.cli(&[
+        "partition",
+        "groups",
+        "--container-select",
+        "app=shop82",
+        "--group",
+        &c.name("web"),
+        "--group",
+        "nosuch",
+        "--lease",
+        "60s",
+    ]);
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && msg.contains("groups: \"nosuch\" names none of the containers taking part"), "{msg}");
+    assert!(
+        !bad.status.success()
+            && msg.contains("groups: \"nosuch\" names none of the containers taking part"),
+        "{msg}"
+    );
     let bad = h.cli(&["partition", "halves", "--containers", &c.name("web"), "--lease", "60s"]);
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && msg.contains("a partition needs at least 2 containers, 1 found"), "{msg}");
+    assert!(
+        !bad.status.success() && msg.contains("a partition needs at least 2 containers, 1 found"),
+        "{msg}"
+    );
 }
 
 /// `curl` against the Web API: (status, body). `auth`: extra curl arguments (a token
 /// header, a client certificate).
-fn curl(h: &Hosts, method: &str, path: &str, auth: &[&str], body: Option<&serde_json::Value>) -> (u16, String) {
+fn curl(
+    h: &Hosts,
+    method: &str,
+    path: &str,
+    auth: &[&str],
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
     let url = format!("https://10.201.{}.254:7443{path}", h.id);
     let mut c = Command::new("curl");
-    c.args(["-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}", "--cacert"]).arg(h.dir.join("tls/ca.pem")).args(auth);
+    c.args(["-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}", "--cacert"])
+        .arg(h.dir.join("tls/ca.pem"))
+        .args(auth);
     if let Some(b) = body {
         c.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
     }
@@ -1036,33 +1674,74 @@ fn curl(h: &Hosts, method: &str, path: &str, auth: &[&str], body: Option<&serde_
 /// with the CLI's spec (idempotent retries), streams events, and schemathesis finds no
 /// server error, schema violation or undocumented status in any operation.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one Web API session, step by step: each step needs the last one's state"
+)]
 fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     let tokens = std::env::temp_dir().join(format!("faultline-web-tokens-{}", std::process::id()));
-    let (operator, viewer) = ("op-0123456789abcdef0123456789abcdef", "vw-0123456789abcdef0123456789abcdef");
-    std::fs::write(&tokens, format!("# test tokens\noperator {operator}\nviewer {viewer}\n")).unwrap();
+    let (operator, viewer) =
+        ("op-0123456789abcdef0123456789abcdef", "vw-0123456789abcdef0123456789abcdef");
+    std::fs::write(&tokens, format!("# test tokens\noperator {operator}\nviewer {viewer}\n"))
+        .unwrap();
     let metrics = "10.201.10.254:9480";
-    let h = Hosts::with_config(10, 2, 300, &format!("web_listen = \"10.201.10.254:7443\"\nweb_token_file = {:?}\nmetrics_listen = \"{metrics}\"\n", tokens.display().to_string()));
+    let h = Hosts::with_config(
+        10,
+        2,
+        300,
+        &format!(
+            "web_listen = \"10.201.10.254:7443\"\nweb_token_file = {:?}\nmetrics_listen = \"{metrics}\"\n",
+            tokens.display().to_string()
+        ),
+    );
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
-    let (op, vw) = (format!("Authorization: Bearer {operator}"), format!("Authorization: Bearer {viewer}"));
+    let (op, vw) =
+        (format!("Authorization: Bearer {operator}"), format!("Authorization: Bearer {viewer}"));
     let (op, vw) = (["-H", op.as_str()], ["-H", vw.as_str()]);
-    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let json = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
 
     // Closed: a health check only without credentials.
     let (code, body) = curl(&h, "GET", "/api/health", &[], None);
     assert_eq!((code, json(&body)["status"].as_str()), (200, Some("ok")), "{body}");
     let (code, body) = curl(&h, "GET", "/api/agents", &[], None);
-    assert_eq!((code, json(&body)["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
-    let (code, _) = curl(&h, "GET", "/api/agents", &["-H", "Authorization: Bearer not-a-token-not-a-token-123"], None);
+    assert_eq!(
+        (code, json(&body)["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{body}"
+    );
+    let (code, _) = curl(
+        &h,
+        "GET",
+        "/api/agents",
+        &["-H", "Authorization: Bearer not-a-token-not-a-token-123"],
+        None,
+    );
     assert_eq!(code, 401);
     let (code, body) = curl(&h, "GET", "/api/agents", &vw, None);
     assert_eq!(code, 200, "{body}");
-    let names: Vec<String> = json(&body).as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> = json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(names, ["h1", "h2"]);
     let drop = serde_json::json!({"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "loss": "100%"}, "on": ["h1"], "client_request_id": "r-1"});
     let (code, body) = curl(&h, "POST", "/api/faults", &vw, Some(&drop));
-    assert_eq!((code, json(&body)["error"]["code"].as_str()), (403, Some("permission_denied")), "a viewer cannot inject: {body}");
+    assert_eq!(
+        (code, json(&body)["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "a viewer cannot inject: {body}"
+    );
     // Client certificates: the CLI's (operator) and viewer.pem read; an agent's reads nothing.
-    let cert = |dir: &std::path::Path, stem: &str| [dir.join(format!("{stem}.pem")).display().to_string(), dir.join(format!("{stem}-key.pem")).display().to_string()];
+    let cert = |dir: &std::path::Path, stem: &str| {
+        [
+            dir.join(format!("{stem}.pem")).display().to_string(),
+            dir.join(format!("{stem}-key.pem")).display().to_string(),
+        ]
+    };
     let tls = h.dir.join("tls");
     let [c, k] = cert(&tls, "cli");
     assert_eq!(curl(&h, "GET", "/api/faults", &["--cert", &c, "--key", &k], None).0, 200);
@@ -1073,41 +1752,104 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     assert_eq!(curl(&h, "GET", "/api/faults", &["--cert", &c, "--key", &k], None).0, 403);
     // A certificate from another CA does not even finish the handshake.
     let other = h.dir.join("other-ca");
-    assert!(Command::new(bin("faultline")).args(["certs", "init"]).arg(&other).status().unwrap().success());
+    assert!(
+        Command::new(bin("faultline"))
+            .args(["certs", "init"])
+            .arg(&other)
+            .status()
+            .unwrap()
+            .success()
+    );
     let [c, k] = cert(&other, "cli");
-    assert_eq!(curl(&h, "GET", "/api/faults", &["--cert", &c, "--key", &k], None).0, 0, "a foreign client certificate is refused in the handshake");
+    assert_eq!(
+        curl(&h, "GET", "/api/faults", &["--cert", &c, "--key", &k], None).0,
+        0,
+        "a foreign client certificate is refused in the handshake"
+    );
 
     // Issue 30: a page whose name an attacker rebinds to this address sends its own Host
     // (421), and a change requested by a page of another origin is refused (403): both
     // before any handler, so nothing is applied.
-    let (code, body) = curl(&h, "GET", "/api/agents", &[vw[0], vw[1], "-H", "Host: rebind.attacker.example"], None);
+    let (code, body) = curl(
+        &h,
+        "GET",
+        "/api/agents",
+        &[vw[0], vw[1], "-H", "Host: rebind.attacker.example"],
+        None,
+    );
     assert!(code == 421 && json(&body)["error"]["code"] == "misdirected_request", "{code} {body}");
-    let (code, body) = curl(&h, "POST", "/api/faults", &[op[0], op[1], "-H", "Origin: https://evil.example"], Some(&drop));
-    assert!(code == 403 && json(&body)["error"]["message"].as_str().unwrap().contains("evil.example"), "{code} {body}");
-    let (code, body) = curl(&h, "POST", "/api/faults", &[op[0], op[1], "-H", "Sec-Fetch-Site: cross-site"], Some(&drop));
+    let (code, body) = curl(
+        &h,
+        "POST",
+        "/api/faults",
+        &[op[0], op[1], "-H", "Origin: https://evil.example"],
+        Some(&drop),
+    );
+    assert!(
+        code == 403 && json(&body)["error"]["message"].as_str().unwrap().contains("evil.example"),
+        "{code} {body}"
+    );
+    let (code, body) = curl(
+        &h,
+        "POST",
+        "/api/faults",
+        &[op[0], op[1], "-H", "Sec-Fetch-Site: cross-site"],
+        Some(&drop),
+    );
     assert_eq!(code, 403, "{body}");
-    assert_eq!(json(&curl(&h, "GET", "/api/faults", &vw, None).1).as_array().map(Vec::len), Some(0), "a refused request applied a fault");
+    assert_eq!(
+        json(&curl(&h, "GET", "/api/faults", &vw, None).1).as_array().map(Vec::len),
+        Some(0),
+        "a refused request applied a fault"
+    );
 
     // Faults with the CLI's spec; a retried request applies nothing twice.
     assert_eq!(h.udp(1, 2, 50), 50, "baseline");
     let (code, body) = curl(&h, "POST", "/api/faults", &op, Some(&drop));
     assert_eq!(code, 201, "{body}");
     let fault = json(&body);
-    assert_eq!((fault["kind"].as_str(), fault["parts"][0]["agent"].as_str()), (Some("drop"), Some("h1")), "{fault}");
+    assert_eq!(
+        (fault["kind"].as_str(), fault["parts"][0]["agent"].as_str()),
+        (Some("drop"), Some("h1")),
+        "{fault}"
+    );
     assert_eq!(h.udp(1, 2, 50), 0, "h1's egress is cut");
     let (code, again) = curl(&h, "POST", "/api/faults", &op, Some(&drop));
-    assert_eq!((code, json(&again)["id"].clone()), (200, fault["id"].clone()), "the retry answers the first fault: {again}");
+    assert_eq!(
+        (code, json(&again)["id"].clone()),
+        (200, fault["id"].clone()),
+        "the retry answers the first fault: {again}"
+    );
     let mut other_request = drop.clone();
     other_request["settings"]["loss"] = "50%".into();
-    assert_eq!(curl(&h, "POST", "/api/faults", &op, Some(&other_request)).0, 409, "one id, two requests");
+    assert_eq!(
+        curl(&h, "POST", "/api/faults", &op, Some(&other_request)).0,
+        409,
+        "one id, two requests"
+    );
     let (code, list) = curl(&h, "GET", "/api/faults", &vw, None);
     assert_eq!((code, json(&list).as_array().map(Vec::len)), (200, Some(1)), "{list}");
-    let (code, body) = curl(&h, "POST", "/api/faults", &op, Some(&serde_json::json!({"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "los": "5%"}})));
+    let (code, body) = curl(
+        &h,
+        "POST",
+        "/api/faults",
+        &op,
+        Some(
+            &serde_json::json!({"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "los": "5%"}}),
+        ),
+    );
     assert!(code == 400 && json(&body)["error"]["field"] == "settings.los", "{code} {body}");
-    let (code, body) = curl(&h, "POST", "/api/faults", &op, Some(&serde_json::json!({"kind": "drop", "settings": {"interface": "eth0", "loss": "5%"}})));
+    let (code, body) = curl(
+        &h,
+        "POST",
+        "/api/faults",
+        &op,
+        Some(&serde_json::json!({"kind": "drop", "settings": {"interface": "eth0", "loss": "5%"}})),
+    );
     assert!(code == 400 && json(&body)["error"]["field"] == "lease", "{code} {body}");
     web_renew(&h, &op, &vw, fault["id"].as_str().unwrap());
-    let (code, body) = curl(&h, "DELETE", &format!("/api/faults/{}", fault["id"].as_str().unwrap()), &op, None);
+    let (code, body) =
+        curl(&h, "DELETE", &format!("/api/faults/{}", fault["id"].as_str().unwrap()), &op, None);
     assert_eq!(code, 200, "{body}");
     assert_eq!(h.udp(1, 2, 50), 50, "healed");
     assert_eq!(h.udp(2, 1, 50), 50, "healed");
@@ -1115,8 +1857,19 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
 
     // Events: stored, and streamed from a seq.
     let (code, body) = curl(&h, "GET", "/api/events?last=20", &vw, None);
-    let kinds: Vec<String> = json(&body).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-    assert!(code == 200 && ["fault_applied", "fault_renewed", "fault_reverted"].iter().all(|k| kinds.iter().any(|x| x == k)), "{kinds:?}");
+    let kinds: Vec<String> = json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        code == 200
+            && ["fault_applied", "fault_renewed", "fault_reverted"]
+                .iter()
+                .all(|k| kinds.iter().any(|x| x == k)),
+        "{kinds:?}"
+    );
     let out = Command::new("curl")
         .args(["-sS", "-N", "--max-time", "2", "--cacert"])
         .arg(h.dir.join("tls/ca.pem"))
@@ -1125,7 +1878,12 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
         .output()
         .unwrap();
     let sse = String::from_utf8_lossy(&out.stdout);
-    assert!(sse.contains("event: event") && sse.contains("id: 1\n") && sse.contains("\"kind\":\"fault_reverted\""), "{sse}");
+    assert!(
+        sse.contains("event: event")
+            && sse.contains("id: 1\n")
+            && sse.contains("\"kind\":\"fault_reverted\""),
+        "{sse}"
+    );
 
     web_traffic(&h, &op, &vw, metrics);
     web_runs(&h, &op, &vw);
@@ -1133,14 +1891,29 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
     // Described: OpenAPI 3.1 and Swagger UI from the binary itself.
     let (code, body) = curl(&h, "GET", "/api/openapi.json", &[], None);
     let api = json(&body);
-    assert!(code == 200 && api["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")) && api["paths"]["/api/faults"]["post"].is_object(), "{body}");
+    assert!(
+        code == 200
+            && api["openapi"].as_str().is_some_and(|v| v.starts_with("3.1"))
+            && api["paths"]["/api/faults"]["post"].is_object(),
+        "{body}"
+    );
     let (code, page) = curl(&h, "GET", "/api/docs/", &[], None);
-    assert!(code == 200 && page.contains("swagger-ui") && !page.contains("unpkg.com") && !page.contains("cdn"), "{page}");
+    assert!(
+        code == 200
+            && page.contains("swagger-ui")
+            && !page.contains("unpkg.com")
+            && !page.contains("cdn"),
+        "{page}"
+    );
 
     // schemathesis, property-based, every operation but the endless stream (tested above).
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let st = root.join("target/pyenv/bin/schemathesis");
-    assert!(st.exists(), "{} missing: `cargo xtask setup` installs schemathesis (PyPI) into the venv", st.display());
+    assert!(
+        st.exists(),
+        "{} missing: `cargo xtask setup` installs schemathesis (PyPI) into the venv",
+        st.display()
+    );
     let out = Command::new(&st)
         .args(["run", &format!("https://10.201.{}.254:7443/api/openapi.json", h.id), "--tls-verify"])
         .arg(h.dir.join("tls/ca.pem"))
@@ -1157,7 +1930,11 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "schemathesis:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "schemathesis:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_file(&tokens);
 }
 
@@ -1172,25 +1949,52 @@ fn idle_connections_on_every_controller_port_leave_operators_answered() {
     let operator = "op-idle-0123456789abcdef0123456789ab";
     std::fs::write(&tokens, format!("operator {operator}\n")).unwrap();
     let (web, metrics) = ("10.201.12.254:7443", "10.201.12.254:9482");
-    let mut h = Hosts::with_config(12, 2, 300, &format!("web_listen = \"{web}\"\nweb_token_file = {:?}\nmetrics_listen = \"{metrics}\"\n", tokens.display().to_string()));
+    let mut h = Hosts::with_config(
+        12,
+        2,
+        300,
+        &format!(
+            "web_listen = \"{web}\"\nweb_token_file = {:?}\nmetrics_listen = \"{metrics}\"\n",
+            tokens.display().to_string()
+        ),
+    );
     Hosts::kill(&mut h.controller);
     h.start_controller_with_nofile(Some(1024));
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
     let ports = [h.ctl(), web.to_owned(), metrics.to_owned()];
     let held: Vec<std::net::TcpStream> = in_ns(&h.ns(2), || {
-        ports.iter().flat_map(|p| (0..1100).filter_map(|_| std::net::TcpStream::connect_timeout(&p.parse().unwrap(), Duration::from_secs(2)).ok()).collect::<Vec<_>>()).collect()
+        ports
+            .iter()
+            .flat_map(|p| {
+                (0..1100)
+                    .filter_map(|_| {
+                        std::net::TcpStream::connect_timeout(
+                            &p.parse().unwrap(),
+                            Duration::from_secs(2),
+                        )
+                        .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     });
     println!("{} idle connections opened from h2", held.len());
     let pid = h.controller.as_ref().unwrap().id();
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     println!("the controller holds {fds} descriptors");
-    assert!(fds < 512, "the controller holds {fds} of its 1024 descriptors: its ports are not bounded");
+    assert!(
+        fds < 512,
+        "the controller holds {fds} of its 1024 descriptors: its ports are not bounded"
+    );
     // Operators are answered on every port.
     assert_eq!(h.agents().as_array().map(Vec::len), Some(2), "gRPC: agents list");
-    h.cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "2s", "--on", "h1"]);
+    h.cli_ok(&[
+        "fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "2s", "--on", "h1",
+    ]);
     assert_eq!(h.udp(1, 2, 20), 0, "the fault acts");
     eventually("the fault ends on time", || h.cli_ok(&["fault", "list", "--json"]).trim() == "[]");
-    let (code, body) = curl(&h, "GET", "/api/agents", &["-H", &format!("Authorization: Bearer {operator}")], None);
+    let (code, body) =
+        curl(&h, "GET", "/api/agents", &["-H", &format!("Authorization: Bearer {operator}")], None);
     assert_eq!(code, 200, "the Web API: {body}");
     assert!(scrape(metrics).contains("faultline_"), "the metrics port answers another address");
     drop(held);
@@ -1200,31 +2004,66 @@ fn idle_connections_on_every_controller_port_leave_operators_answered() {
 /// A fault renewed through the Web API (and the CLI through the controller) outlives its
 /// first lease; viewers cannot renew; a lease past a week is refused naming the field.
 fn web_renew(h: &Hosts, op: &[&str], vw: &[&str], fault: &str) {
-    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let json = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
     // Renewed past its first lease, it goes on: the lease is set anew from now.
-    let (code, body) = curl(h, "POST", &format!("/api/faults/{fault}/renew"), vw, Some(&serde_json::json!({"lease": "90s"})));
+    let (code, body) = curl(
+        h,
+        "POST",
+        &format!("/api/faults/{fault}/renew"),
+        vw,
+        Some(&serde_json::json!({"lease": "90s"})),
+    );
     assert_eq!(code, 403, "viewers do not renew: {body}");
-    let (code, body) = curl(h, "POST", &format!("/api/faults/{fault}/renew"), op, Some(&serde_json::json!({"lease": "2 weeks"})));
+    let (code, body) = curl(
+        h,
+        "POST",
+        &format!("/api/faults/{fault}/renew"),
+        op,
+        Some(&serde_json::json!({"lease": "2 weeks"})),
+    );
     assert!(code == 400 && json(&body)["error"]["field"] == "lease", "{code} {body}");
     let short = serde_json::json!({"kind": "drop", "lease": "2s", "settings": {"interface": "eth0", "loss": "100%"}, "on": ["h2"]});
     let (code, body) = curl(h, "POST", "/api/faults", op, Some(&short));
     assert_eq!(code, 201, "{body}");
     let short_id = json(&body)["id"].as_str().unwrap().to_owned();
-    let (code, body) = curl(h, "POST", &format!("/api/faults/{short_id}/renew"), op, Some(&serde_json::json!({"lease": "90s"})));
-    assert!(code == 200 && json(&body)["seconds_left"].as_f64().is_some_and(|s| s > 80.0), "{code} {body}");
+    let (code, body) = curl(
+        h,
+        "POST",
+        &format!("/api/faults/{short_id}/renew"),
+        op,
+        Some(&serde_json::json!({"lease": "90s"})),
+    );
+    assert!(
+        code == 200 && json(&body)["seconds_left"].as_f64().is_some_and(|s| s > 80.0),
+        "{code} {body}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(h.udp(2, 1, 50), 0, "still cut past its first lease");
     let out = h.cli_ok(&["fault", "renew", &short_id, "--lease", "60s"]);
     assert!(out.contains("renewed"), "the CLI renews through the controller too: {out}");
     assert_eq!(curl(h, "DELETE", &format!("/api/faults/{short_id}"), op, None).0, 200);
-    assert_eq!(curl(h, "POST", "/api/faults/c-nosuch/renew", op, Some(&serde_json::json!({"lease": "9s"}))).0, 404);
+    assert_eq!(
+        curl(
+            h,
+            "POST",
+            "/api/faults/c-nosuch/renew",
+            op,
+            Some(&serde_json::json!({"lease": "9s"}))
+        )
+        .0,
+        404
+    );
 }
 
 /// Runs through the Web API: a scenario started from its YAML (refused naming the field
 /// when wrong), its state and analysis, its report and PNGs (with a token, and through a
 /// link a browser can follow), a second run stopped early.
 fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
-    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let json = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
     let _nginx = common::Nginx::start_in(Some(&h.ns(2)), "10.201.10.2", 8085);
     let scenario = |recovery: &str| {
         format!(
@@ -1232,15 +2071,31 @@ fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
              phases:\n  warmup: 1s\n  baseline: 3s\n  fault: 2s\n  recovery: {recovery}\nfaults:\n  - at: 0s\n    for: 1s\n    kind: drop\n    interface: eth0\n    loss: 10%\n    select: role=web\n"
         )
     };
-    let (code, body) = curl(h, "POST", "/api/runs", vw, Some(&serde_json::json!({"scenario": scenario("3s")})));
+    let (code, body) =
+        curl(h, "POST", "/api/runs", vw, Some(&serde_json::json!({"scenario": scenario("3s")})));
     assert_eq!(code, 403, "viewers do not start runs: {body}");
-    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": "name: x\nload: 5\n"})));
-    assert!(code == 400 && json(&body)["error"]["field"].as_str().is_some_and(|f| f.starts_with("scenario.")), "{code} {body}");
+    let (code, body) = curl(
+        h,
+        "POST",
+        "/api/runs",
+        op,
+        Some(&serde_json::json!({"scenario": "name: x\nload: 5\n"})),
+    );
+    assert!(
+        code == 400
+            && json(&body)["error"]["field"].as_str().is_some_and(|f| f.starts_with("scenario.")),
+        "{code} {body}"
+    );
     web_runs_name_no_files(h, op);
-    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")})));
+    let (code, body) =
+        curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")})));
     assert!(code == 201 && json(&body)["state"] == "running", "{code} {body}");
     let id = json(&body)["id"].as_str().unwrap().to_owned();
-    assert_eq!(curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")}))).0, 409, "one run at a time");
+    assert_eq!(
+        curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("3s")}))).0,
+        409,
+        "one run at a time"
+    );
     let mut run = serde_json::Value::Null;
     eventually("the run ends", || {
         run = json(&curl(h, "GET", &format!("/api/runs/{id}"), vw, None).1);
@@ -1248,7 +2103,8 @@ fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
     });
     assert_eq!(run["state"], "passed", "{run}");
     assert!(run["analysis"]["phases"].is_array(), "the analysis of a finished run: {run}");
-    let files: Vec<&str> = run["files"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    let files: Vec<&str> =
+        run["files"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
     for f in ["report.html", "throughput.png", "summary.json", "seconds.csv", "scenario.yaml"] {
         assert!(files.contains(&f), "{f} in {files:?}");
     }
@@ -1265,19 +2121,41 @@ fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
     let url = json(&body)["url"].as_str().unwrap().to_owned();
     assert_eq!(curl(h, "GET", &format!("{url}report.html"), &[], None).0, 200);
     assert_eq!(curl(h, "GET", &format!("{url}throughput.png"), &[], None).0, 200);
-    assert_eq!(curl(h, "GET", &format!("/runs/{id}/00000000000000000000000000000000/report.html"), &[], None).0, 404, "a made-up link opens nothing");
+    assert_eq!(
+        curl(
+            h,
+            "GET",
+            &format!("/runs/{id}/00000000000000000000000000000000/report.html"),
+            &[],
+            None
+        )
+        .0,
+        404,
+        "a made-up link opens nothing"
+    );
     // Stopped early: aborted, faults reverted, what was measured reported.
-    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("60s")})));
+    let (code, body) =
+        curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": scenario("60s")})));
     assert_eq!(code, 201, "{body}");
     let long = json(&body)["id"].as_str().unwrap().to_owned();
     std::thread::sleep(Duration::from_secs(2));
     let (code, body) = curl(h, "POST", &format!("/api/runs/{long}/stop"), op, None);
     assert_eq!(code, 202, "{body}");
-    eventually("the stopped run ends", || json(&curl(h, "GET", &format!("/api/runs/{long}"), vw, None).1)["state"] != "running");
+    eventually("the stopped run ends", || {
+        json(&curl(h, "GET", &format!("/api/runs/{long}"), vw, None).1)["state"] != "running"
+    });
     let stopped = json(&curl(h, "GET", &format!("/api/runs/{long}"), vw, None).1);
-    assert!(stopped["state"] == "aborted" && stopped["message"].as_str().unwrap().contains("Web API"), "{stopped}");
+    assert!(
+        stopped["state"] == "aborted" && stopped["message"].as_str().unwrap().contains("Web API"),
+        "{stopped}"
+    );
     let (code, list) = curl(h, "GET", "/api/runs", vw, None);
-    let ids: Vec<String> = json(&list).as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = json(&list)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
     assert!(code == 200 && ids == [long.clone(), id.clone()], "newest first: {ids:?}");
     assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
 }
@@ -1288,13 +2166,19 @@ fn web_runs(h: &Hosts, op: &[&str], vw: &[&str]) {
 /// endless file holds nothing: the controller answers at once. Inline, the same settings
 /// work.
 fn web_runs_name_no_files(h: &Hosts, op: &[&str]) {
-    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let json = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
     let thief = std::net::TcpListener::bind("10.201.10.254:0").unwrap();
     thief.set_nonblocking(true).unwrap();
     let target = format!("http://{}/", thief.local_addr().unwrap());
     let fifo = h.dir.join("body.fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let with = |extra: &str| format!("name: thief\nload:\n  target: {target}\n  rate: 10\n  method: POST\n{extra}phases:\n  baseline: 1s\n  fault: 1s\n  recovery: 1s\n");
+    let with = |extra: &str| {
+        format!(
+            "name: thief\nload:\n  target: {target}\n  rate: 10\n  method: POST\n{extra}phases:\n  baseline: 1s\n  fault: 1s\n  recovery: 1s\n"
+        )
+    };
     let fifo_body = format!("@{}", fifo.display());
     for (extra, field) in [
         ("  body: \"@/etc/shadow\"\n".to_owned(), "scenario.load.body"),
@@ -1306,45 +2190,85 @@ fn web_runs_name_no_files(h: &Hosts, op: &[&str]) {
         ("  cacert: /etc/shadow\n".to_owned(), "scenario.load.cacert"),
         ("  cacert: ../../tls/ca-key.pem\n".to_owned(), "scenario.load.cacert"),
     ] {
-        let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": with(&extra)})));
+        let (code, body) =
+            curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": with(&extra)})));
         assert!(code == 400 && json(&body)["error"]["field"] == field, "{extra}: {code} {body}");
-        assert!(json(&body)["error"]["message"].as_str().unwrap().contains("inline"), "the refusal says what to do instead: {body}");
+        assert!(
+            json(&body)["error"]["message"].as_str().unwrap().contains("inline"),
+            "the refusal says what to do instead: {body}"
+        );
         // Nothing blocked: the controller answers health checks and listings at once.
         assert_eq!(curl(h, "GET", "/api/health", &[], None).0, 200);
         assert_eq!(curl(h, "GET", "/api/runs", op, None).0, 200);
     }
     // Inline, the CA is taken: the scenario then fails on the next thing wrong with it.
     let ca = std::fs::read_to_string(h.dir.join("tls/ca.pem")).unwrap();
-    let inline_ca = format!("  cacert: |\n{}  connections: 0\n", ca.lines().map(|l| format!("    {l}\n")).collect::<String>());
+    let inline_ca = format!(
+        "  cacert: |\n{}  connections: 0\n",
+        ca.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    );
     let https = with(&inline_ca).replace("target: http://", "target: https://");
-    let (code, body) = curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": https})));
-    assert!(code == 400 && json(&body)["error"]["field"] == "scenario.load.connections", "{code} {body}");
+    let (code, body) =
+        curl(h, "POST", "/api/runs", op, Some(&serde_json::json!({"scenario": https})));
+    assert!(
+        code == 400 && json(&body)["error"]["field"] == "scenario.load.connections",
+        "{code} {body}"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert!(thief.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "the caller's listener was reached");
+    assert!(
+        thief.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the caller's listener was reached"
+    );
     let _ = std::fs::remove_file(&fifo);
 }
 
 /// The Web API's traffic: started by the seed-style call as written, watched per second,
 /// ended by itself or stopped, bounded, and shown on the controller's /metrics.
 fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
-    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"));
+    let json = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
     let _nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.10.1", 8080);
     let start = serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 50, "durationSeconds": 3});
     let (code, body) = curl(h, "POST", "/api/traffic/start", vw, Some(&start));
     assert_eq!(code, 403, "viewers watch traffic, they do not start it: {body}");
     // Not a way to load faultline itself: the Web API, gRPC, /metrics and the agents.
-    for own in ["http://10.201.10.254:7443/", "http://10.201.10.254:7080/", &format!("http://{metrics}/metrics"), "http://10.201.10.2:7070/"] {
-        let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&serde_json::json!({"targetUrl": own, "rps": 50, "durationSeconds": 3})));
-        assert!(code == 400 && json(&body)["error"]["field"] == "targetUrl" && body.contains("faultline's own"), "{own}: {code} {body}");
+    for own in [
+        "http://10.201.10.254:7443/",
+        "http://10.201.10.254:7080/",
+        &format!("http://{metrics}/metrics"),
+        "http://10.201.10.2:7070/",
+    ] {
+        let (code, body) = curl(
+            h,
+            "POST",
+            "/api/traffic/start",
+            op,
+            Some(&serde_json::json!({"targetUrl": own, "rps": 50, "durationSeconds": 3})),
+        );
+        assert!(
+            code == 400
+                && json(&body)["error"]["field"] == "targetUrl"
+                && body.contains("faultline's own"),
+            "{own}: {code} {body}"
+        );
     }
     let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&start));
     assert!(code == 201 && json(&body)["running"] == true, "{code} {body}");
-    assert_eq!(curl(h, "POST", "/api/traffic/start", op, Some(&start)).0, 409, "one load at a time");
+    assert_eq!(
+        curl(h, "POST", "/api/traffic/start", op, Some(&start)).0,
+        409,
+        "one load at a time"
+    );
     eventually("the load's seconds are counted while it runs", || {
         let (_, b) = curl(h, "GET", "/api/traffic", vw, None);
-        json(&b)["seconds"].as_array().is_some_and(|s| s.iter().any(|x| x["requests"].as_u64().unwrap_or(0) > 0))
+        json(&b)["seconds"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["requests"].as_u64().unwrap_or(0) > 0))
     });
-    eventually("the load ends by itself", || json(&curl(h, "GET", "/api/traffic", vw, None).1)["running"] == false);
+    eventually("the load ends by itself", || {
+        json(&curl(h, "GET", "/api/traffic", vw, None).1)["running"] == false
+    });
     let done = json(&curl(h, "GET", "/api/traffic", vw, None).1);
     let latest = json(&curl(h, "GET", "/api/traffic?last=1", vw, None).1);
     let all = done["seconds"].as_array().unwrap();
@@ -1352,19 +2276,45 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
     assert_eq!(latest["seconds"][0]["second"], all[all.len() - 1]["second"], "the latest second");
     assert_eq!(curl(h, "GET", "/api/traffic?last=0", vw, None).0, 400);
     let summary = &done["summary"];
-    assert!(summary["requests"].as_u64().is_some_and(|n| (140..=160).contains(&n)) && summary["errors"] == 0, "50/s for 3 s, all answered: {done}");
+    assert!(
+        summary["requests"].as_u64().is_some_and(|n| (140..=160).contains(&n))
+            && summary["errors"] == 0,
+        "50/s for 3 s, all answered: {done}"
+    );
     // And on the controller's /metrics, for a dashboard beside the application's own.
     let text = scrape(metrics);
-    for line in ["faultline_traffic_running 0", "faultline_traffic_target_rps 50", "faultline_traffic_last_second_errors 0"] {
+    for line in [
+        "faultline_traffic_running 0",
+        "faultline_traffic_target_rps 50",
+        "faultline_traffic_last_second_errors 0",
+    ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
-    let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 50, "durationSeconds": 600})));
+    let (code, body) = curl(
+        h,
+        "POST",
+        "/api/traffic/start",
+        op,
+        Some(
+            &serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 50, "durationSeconds": 600}),
+        ),
+    );
     assert_eq!(code, 201, "{body}");
     let (code, body) = curl(h, "POST", "/api/traffic/stop", op, None);
-    assert!(code == 200 && json(&body)["running"] == false && json(&body)["summary"].is_object(), "stopped: {code} {body}");
-    let (code, body) = curl(h, "POST", "/api/traffic/start", op, Some(&serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 1e9, "durationSeconds": 3})));
+    assert!(
+        code == 200 && json(&body)["running"] == false && json(&body)["summary"].is_object(),
+        "stopped: {code} {body}"
+    );
+    let (code, body) = curl(
+        h,
+        "POST",
+        "/api/traffic/start",
+        op,
+        Some(
+            &serde_json::json!({"targetUrl": "http://10.201.10.1:8080/", "rps": 1e9, "durationSeconds": 3}),
+        ),
+    );
     assert!(code == 400 && json(&body)["error"]["field"] == "rps", "{code} {body}");
-
 }
 
 /// Issue 15: the console in a real browser (Debian's chromium, driven by Playwright from
@@ -1379,10 +2329,20 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
 #[test]
 fn the_console_drives_faults_and_traffic_in_a_real_browser() {
     use std::io::{BufRead, Write};
-    let tokens = std::env::temp_dir().join(format!("faultline-console-tokens-{}", std::process::id()));
-    let (operator, viewer) = ("op-console-0123456789abcdef01234567", "vw-console-0123456789abcdef01234567");
+    let tokens =
+        std::env::temp_dir().join(format!("faultline-console-tokens-{}", std::process::id()));
+    let (operator, viewer) =
+        ("op-console-0123456789abcdef01234567", "vw-console-0123456789abcdef01234567");
     std::fs::write(&tokens, format!("operator {operator}\nviewer {viewer}\n")).unwrap();
-    let h = Hosts::with_config(11, 2, 300, &format!("web_listen = \"10.201.11.254:7443\"\nweb_token_file = {:?}\n", tokens.display().to_string()));
+    let h = Hosts::with_config(
+        11,
+        2,
+        300,
+        &format!(
+            "web_listen = \"10.201.11.254:7443\"\nweb_token_file = {:?}\n",
+            tokens.display().to_string()
+        ),
+    );
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
     let _nginx = common::Nginx::start_in(Some(&h.ns(2)), "10.201.11.2", 8090);
     // The browser trusts the controller's key by its hash (chromium's SPKI list), and
@@ -1398,7 +2358,11 @@ fn the_console_drives_faults_and_traffic_in_a_real_browser() {
     let artifacts = root.join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let python = root.join("target/pyenv/bin/python");
-    assert!(python.exists(), "{} missing: `cargo xtask setup` installs Playwright (PyPI) into the venv", python.display());
+    assert!(
+        python.exists(),
+        "{} missing: `cargo xtask setup` installs Playwright (PyPI) into the venv",
+        python.display()
+    );
     let mut browser = Command::new(&python)
         .arg(root.join("controller/tests/python/console.py"))
         .args(["https://10.201.11.254:7443", operator, viewer, "http://10.201.11.2:8090/", &spki])
@@ -1421,10 +2385,15 @@ fn the_console_drives_faults_and_traffic_in_a_real_browser() {
 
     assert_eq!(h.udp(1, 2, 50), 50, "baseline");
     let applied = next();
-    let Some(fault) = applied.strip_prefix("applied ") else { failed(&format!("expected 'applied ID', got {applied:?}")) };
+    let Some(fault) = applied.strip_prefix("applied ") else {
+        failed(&format!("expected 'applied ID', got {applied:?}"))
+    };
     assert_eq!(h.udp(1, 2, 50), 0, "the drop fault applied from the form cuts h1's egress");
     let listed = h.cli_ok(&["fault", "list", "--json"]);
-    assert!(listed.contains(&format!("\"id\":\"{fault}\"")), "the CLI sees the console's fault: {listed}");
+    assert!(
+        listed.contains(&format!("\"id\":\"{fault}\"")),
+        "the CLI sees the console's fault: {listed}"
+    );
     writeln!(to_browser, "go").unwrap();
 
     let reverted = next();
@@ -1435,19 +2404,37 @@ fn the_console_drives_faults_and_traffic_in_a_real_browser() {
     assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
     // What stays on eth0 is the classifier the agent attached ahead at its start (issue
     // 17), which passes everything (the datagrams above): no qdisc or filter of ours.
-    let out = Command::new("ip").args(["netns", "exec", &h.ns(1), "tc", "qdisc", "show", "dev", "eth0"]).output().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &h.ns(1), "tc", "qdisc", "show", "dev", "eth0"])
+        .output()
+        .unwrap();
     let qdiscs = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !["clsact", "htb", "netem"].iter().any(|q| qdiscs.contains(q)), "{qdiscs}");
+    assert!(
+        out.status.success() && !["clsact", "htb", "netem"].iter().any(|q| qdiscs.contains(q)),
+        "{qdiscs}"
+    );
     writeln!(to_browser, "go").unwrap();
 
     let result = next();
-    let Some(result) = result.strip_prefix("result ") else { failed(&format!("expected the result, got {result:?}")) };
+    let Some(result) = result.strip_prefix("result ") else {
+        failed(&format!("expected the result, got {result:?}"))
+    };
     let result: serde_json::Value = serde_json::from_str(result).unwrap();
     assert!(browser.wait().unwrap().success());
     assert_eq!(result["elsewhere"], serde_json::json!([]), "requests to other origins: {result}");
-    assert_eq!(result["console_errors"], serde_json::json!([]), "errors in the browser's console: {result}");
-    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "the console's run left nothing applied");
-    for shot in ["fault-applied", "traffic", "reverted", "runs", "report", "swagger", "client-certificate"] {
+    assert_eq!(
+        result["console_errors"],
+        serde_json::json!([]),
+        "errors in the browser's console: {result}"
+    );
+    assert_eq!(
+        h.cli_ok(&["fault", "list", "--json"]).trim(),
+        "[]",
+        "the console's run left nothing applied"
+    );
+    for shot in
+        ["fault-applied", "traffic", "reverted", "runs", "report", "swagger", "client-certificate"]
+    {
         assert!(artifacts.join(format!("console-{shot}.png")).exists(), "screenshot {shot}");
     }
     let _ = std::fs::remove_file(&tokens);

@@ -37,7 +37,10 @@ pub mod feature {
 use feature as f;
 
 fn direction_ingress(spec: &pb::FaultSpec) -> bool {
-    matches!(pb::Direction::try_from(spec.direction), Ok(pb::Direction::Ingress | pb::Direction::Both))
+    matches!(
+        pb::Direction::try_from(spec.direction),
+        Ok(pb::Direction::Ingress | pb::Direction::Both)
+    )
 }
 
 /// The features a fault needs on the agent that applies it.
@@ -100,7 +103,11 @@ pub fn missing(spec: &pb::FaultSpec, probes: &[pb::Probe]) -> Option<Missing> {
     needs(spec).into_iter().find_map(|feature| match probes.iter().find(|p| p.feature == feature) {
         Some(p) if p.ok => None,
         Some(p) => Some(Missing { feature, detail: p.detail.clone(), remedy: p.remedy.clone() }),
-        None => Some(Missing { feature, detail: "not reported by this agent".into(), remedy: "upgrade the agent".into() }),
+        None => Some(Missing {
+            feature,
+            detail: "not reported by this agent".into(),
+            remedy: "upgrade the agent".into(),
+        }),
     })
 }
 
@@ -109,17 +116,49 @@ pub fn missing(spec: &pb::FaultSpec, probes: &[pb::Probe]) -> Option<Missing> {
 #[must_use]
 pub fn kinds() -> Vec<(&'static str, pb::FaultSpec)> {
     let spec = |kind: Kind| pb::FaultSpec { kind: Some(kind), ..Default::default() };
-    let target = |selector: Selector| Some(pb::ProcessTarget { selector: Some(selector), ..Default::default() });
+    let target = |selector: Selector| {
+        Some(pb::ProcessTarget { selector: Some(selector), ..Default::default() })
+    };
     vec![
         ("netem", spec(Kind::Netem(pb::Netem::default()))),
-        ("netem --direction ingress|both", pb::FaultSpec { direction: pb::Direction::Both.into(), ..spec(Kind::Netem(pb::Netem::default())) }),
+        (
+            "netem --direction ingress|both",
+            pb::FaultSpec {
+                direction: pb::Direction::Both.into(),
+                ..spec(Kind::Netem(pb::Netem::default()))
+            },
+        ),
         ("bandwidth", spec(Kind::Bandwidth(pb::Bandwidth::default()))),
-        ("bandwidth --direction ingress|both", pb::FaultSpec { direction: pb::Direction::Both.into(), ..spec(Kind::Bandwidth(pb::Bandwidth::default())) }),
+        (
+            "bandwidth --direction ingress|both",
+            pb::FaultSpec {
+                direction: pb::Direction::Both.into(),
+                ..spec(Kind::Bandwidth(pb::Bandwidth::default()))
+            },
+        ),
         ("drop", spec(Kind::Drop(pb::Drop::default()))),
         ("partition", spec(Kind::Partition(pb::Partition {}))),
-        ("freeze --pid/--name (SIGSTOP)", pb::FaultSpec { target: target(Selector::Pid(0)), ..spec(Kind::Freeze(pb::Freeze::default())) }),
-        ("freeze --cgroup (cgroup.freeze)", pb::FaultSpec { target: target(Selector::Cgroup(String::new())), ..spec(Kind::Freeze(pb::Freeze::default())) }),
-        ("freeze --unit", pb::FaultSpec { target: target(Selector::SystemdUnit(String::new())), ..spec(Kind::Freeze(pb::Freeze::default())) }),
+        (
+            "freeze --pid/--name (SIGSTOP)",
+            pb::FaultSpec {
+                target: target(Selector::Pid(0)),
+                ..spec(Kind::Freeze(pb::Freeze::default()))
+            },
+        ),
+        (
+            "freeze --cgroup (cgroup.freeze)",
+            pb::FaultSpec {
+                target: target(Selector::Cgroup(String::new())),
+                ..spec(Kind::Freeze(pb::Freeze::default()))
+            },
+        ),
+        (
+            "freeze --unit",
+            pb::FaultSpec {
+                target: target(Selector::SystemdUnit(String::new())),
+                ..spec(Kind::Freeze(pb::Freeze::default()))
+            },
+        ),
         ("kill", spec(Kind::Kill(pb::Kill::default()))),
         ("restart", spec(Kind::Restart(pb::Restart::default()))),
         ("cpu-stress", spec(Kind::CpuStress(pb::CpuStress::default()))),
@@ -149,7 +188,13 @@ pub fn render(host: &str, kernel: &str, probes: &[pb::Probe]) -> String {
     let mut out = format!("faultline doctor: {host} (Linux {kernel})\n\nfeatures\n");
     let width = probes.iter().map(|p| p.feature.len()).max().unwrap_or(0);
     for p in probes {
-        let _ = writeln!(out, "  {} {:width$}  {}", if p.ok { "ok  " } else { "MISS" }, p.feature, p.detail);
+        let _ = writeln!(
+            out,
+            "  {} {:width$}  {}",
+            if p.ok { "ok  " } else { "MISS" },
+            p.feature,
+            p.detail
+        );
         if !p.ok && !p.remedy.is_empty() {
             let _ = writeln!(out, "       {:width$}  -> {}", "", p.remedy);
         }
@@ -190,11 +235,31 @@ mod tests {
     use super::*;
 
     fn probe(feature: &str, ok: bool) -> pb::Probe {
-        pb::Probe { feature: feature.into(), ok, detail: format!("{feature} detail"), remedy: if ok { String::new() } else { format!("fix {feature}") } }
+        pb::Probe {
+            feature: feature.into(),
+            ok,
+            detail: format!("{feature} detail"),
+            remedy: if ok { String::new() } else { format!("fix {feature}") },
+        }
     }
 
     fn all_ok() -> Vec<pb::Probe> {
-        [f::NETEM, f::HTB, f::TBF, f::IFB, f::INGRESS_REDIRECT, f::EBPF, f::CGROUP_FREEZE, f::CGROUP_CPU, f::SYSTEMD, f::CAP_NET_ADMIN, f::CAP_KILL].iter().map(|x| probe(x, true)).collect()
+        [
+            f::NETEM,
+            f::HTB,
+            f::TBF,
+            f::IFB,
+            f::INGRESS_REDIRECT,
+            f::EBPF,
+            f::CGROUP_FREEZE,
+            f::CGROUP_CPU,
+            f::SYSTEMD,
+            f::CAP_NET_ADMIN,
+            f::CAP_KILL,
+        ]
+        .iter()
+        .map(|x| probe(x, true))
+        .collect()
     }
 
     #[test]
@@ -202,41 +267,79 @@ mod tests {
         let mut probes = all_ok();
         probes[0].ok = false;
         probes[0].remedy = "load sch_netem, or use the VM lab".into();
-        let netem = pb::FaultSpec { kind: Some(Kind::Netem(pb::Netem::default())), ..Default::default() };
+        let netem =
+            pb::FaultSpec { kind: Some(Kind::Netem(pb::Netem::default())), ..Default::default() };
         let m = missing(&netem, &probes).unwrap();
         assert_eq!(m.feature, f::NETEM);
         assert!(m.to_string().contains("use the VM lab"), "{m}");
-        let drop = pb::FaultSpec { kind: Some(Kind::Drop(pb::Drop::default())), ..Default::default() };
+        let drop =
+            pb::FaultSpec { kind: Some(Kind::Drop(pb::Drop::default())), ..Default::default() };
         assert_eq!(missing(&drop, &probes), None);
-        assert_eq!(supported_kinds(&probes), ["bandwidth", "drop", "partition", "freeze", "kill", "restart", "cpu-stress", "memory-pressure", "cpu-throttle"]);
+        assert_eq!(
+            supported_kinds(&probes),
+            [
+                "bandwidth",
+                "drop",
+                "partition",
+                "freeze",
+                "kill",
+                "restart",
+                "cpu-stress",
+                "memory-pressure",
+                "cpu-throttle"
+            ]
+        );
         let text = render("h", "6.18", &probes);
-        assert!(text.contains("MISS netem") && text.contains("-> load sch_netem, or use the VM lab") && text.contains("NO   netem "), "{text}");
+        assert!(
+            text.contains("MISS netem")
+                && text.contains("-> load sch_netem, or use the VM lab")
+                && text.contains("NO   netem "),
+            "{text}"
+        );
     }
 
     #[test]
     fn ingress_shaping_needs_the_redirect_and_unit_targets_need_systemd() {
-        let probes: Vec<pb::Probe> = all_ok().into_iter().map(|p| if p.feature == f::INGRESS_REDIRECT || p.feature == f::SYSTEMD { pb::Probe { ok: false, ..p } } else { p }).collect();
+        let probes: Vec<pb::Probe> = all_ok()
+            .into_iter()
+            .map(|p| {
+                if p.feature == f::INGRESS_REDIRECT || p.feature == f::SYSTEMD {
+                    pb::Probe { ok: false, ..p }
+                } else {
+                    p
+                }
+            })
+            .collect();
         let kinds = kinds();
-        let verdict = |name: &str| missing(&kinds.iter().find(|(n, _)| *n == name).unwrap().1, &probes).map(|m| m.feature);
+        let verdict = |name: &str| {
+            missing(&kinds.iter().find(|(n, _)| *n == name).unwrap().1, &probes).map(|m| m.feature)
+        };
         assert_eq!(verdict("netem"), None);
         assert_eq!(verdict("netem --direction ingress|both"), Some(f::INGRESS_REDIRECT));
         assert_eq!(verdict("freeze --unit"), Some(f::SYSTEMD));
         assert_eq!(verdict("freeze --cgroup (cgroup.freeze)"), None);
         // Egress netem and freeze by pid work: the compact list names both kinds.
-        assert!(supported_kinds(&probes).contains(&"netem") && supported_kinds(&probes).contains(&"freeze"));
+        assert!(
+            supported_kinds(&probes).contains(&"netem")
+                && supported_kinds(&probes).contains(&"freeze")
+        );
     }
 
     /// The controller's former per-kind table, in this vocabulary.
     #[test]
     fn each_kind_needs_its_features() {
         use Selector::{Cgroup, Pid, SystemdUnit};
-        let spec = |kind: Kind, selector: Option<Selector>, direction: pb::Direction| pb::FaultSpec {
-            kind: Some(kind),
-            target: selector.map(|s| pb::ProcessTarget { selector: Some(s), ..Default::default() }),
-            direction: direction as i32,
-            ..Default::default()
+        let spec =
+            |kind: Kind, selector: Option<Selector>, direction: pb::Direction| pb::FaultSpec {
+                kind: Some(kind),
+                target: selector
+                    .map(|s| pb::ProcessTarget { selector: Some(s), ..Default::default() }),
+                direction: direction as i32,
+                ..Default::default()
+            };
+        let with = |features: &[&str]| -> Vec<pb::Probe> {
+            features.iter().map(|x| probe(x, true)).collect()
         };
-        let with = |features: &[&str]| -> Vec<pb::Probe> { features.iter().map(|x| probe(x, true)).collect() };
         let lacks = |s: &pb::FaultSpec, probes: &[pb::Probe]| missing(s, probes).map(|m| m.feature);
         let netem = Kind::Netem(pb::Netem::default());
         assert_eq!(lacks(&spec(netem.clone(), None, pb::Direction::Egress), &[]), Some(f::NETEM));
@@ -246,18 +349,67 @@ mod tests {
         let freeze = |method: pb::FreezeMethod| Kind::Freeze(pb::Freeze { method: method as i32 });
         // SIGSTOP needs no cgroup freezer; a cgroup or unit target does.
         let kill = with(&[f::CAP_KILL]);
-        assert_eq!(lacks(&spec(freeze(pb::FreezeMethod::Auto), Some(Pid(7)), pb::Direction::Egress), &kill), None);
-        assert_eq!(lacks(&spec(freeze(pb::FreezeMethod::Auto), Some(Cgroup("/a".into())), pb::Direction::Egress), &kill), Some(f::CGROUP_FREEZE));
+        assert_eq!(
+            lacks(
+                &spec(freeze(pb::FreezeMethod::Auto), Some(Pid(7)), pb::Direction::Egress),
+                &kill
+            ),
+            None
+        );
+        assert_eq!(
+            lacks(
+                &spec(
+                    freeze(pb::FreezeMethod::Auto),
+                    Some(Cgroup("/a".into())),
+                    pb::Direction::Egress
+                ),
+                &kill
+            ),
+            Some(f::CGROUP_FREEZE)
+        );
         let freezer = with(&[f::CGROUP_FREEZE]);
-        assert_eq!(lacks(&spec(freeze(pb::FreezeMethod::Auto), Some(SystemdUnit("x.service".into())), pb::Direction::Egress), &freezer), Some(f::SYSTEMD));
-        assert_eq!(lacks(&spec(Kind::CpuThrottle(pb::CpuThrottle::default()), Some(Cgroup("/a".into())), pb::Direction::Egress), &freezer), Some(f::CGROUP_CPU));
-        assert_eq!(lacks(&spec(Kind::Kill(pb::Kill::default()), Some(Pid(7)), pb::Direction::Egress), &kill), None);
-        assert_eq!(lacks(&spec(Kind::Drop(pb::Drop::default()), None, pb::Direction::Egress), &with(&[f::CAP_NET_ADMIN])), Some(f::EBPF));
+        assert_eq!(
+            lacks(
+                &spec(
+                    freeze(pb::FreezeMethod::Auto),
+                    Some(SystemdUnit("x.service".into())),
+                    pb::Direction::Egress
+                ),
+                &freezer
+            ),
+            Some(f::SYSTEMD)
+        );
+        assert_eq!(
+            lacks(
+                &spec(
+                    Kind::CpuThrottle(pb::CpuThrottle::default()),
+                    Some(Cgroup("/a".into())),
+                    pb::Direction::Egress
+                ),
+                &freezer
+            ),
+            Some(f::CGROUP_CPU)
+        );
+        assert_eq!(
+            lacks(
+                &spec(Kind::Kill(pb::Kill::default()), Some(Pid(7)), pb::Direction::Egress),
+                &kill
+            ),
+            None
+        );
+        assert_eq!(
+            lacks(
+                &spec(Kind::Drop(pb::Drop::default()), None, pb::Direction::Egress),
+                &with(&[f::CAP_NET_ADMIN])
+            ),
+            Some(f::EBPF)
+        );
     }
 
     #[test]
     fn an_unreported_feature_counts_as_missing() {
-        let netem = pb::FaultSpec { kind: Some(Kind::Netem(pb::Netem::default())), ..Default::default() };
+        let netem =
+            pb::FaultSpec { kind: Some(Kind::Netem(pb::Netem::default())), ..Default::default() };
         assert_eq!(missing(&netem, &[]).map(|m| m.feature), Some(f::NETEM));
     }
 }

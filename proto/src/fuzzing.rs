@@ -33,9 +33,73 @@ impl Rng {
 
 /// Tokens that have broken parsers before.
 pub const TOKENS: &[&str] = &[
-    "0", "-1", "-5", "1e400", "nan", "NaN", ".nan", "inf", "-inf", "18446744073709551615", "99999999999999999999999", "4294967296", "0.0000001", "%", "ms", "us", "s", "m", "h",
-    "mbit", "kbit", "gbit", "bps", "k", "m", "g", "..", "/", ":", ",", "=", "@", "-", "--", " ", "\n", "\t", "\u{feff}", "\0", "é", "💥", "'", "\"", "[", "]", "{", "}", "*", "&a", "!!",
-    "~", "null", "true", "false", "for", "<", ">", "p99", "error_rate", "rate", "role=db", "10.0.0.0/8", "::1", "fd00::/64", "0.0.0.0/0", "/33", "eth0",
+    "0",
+    "-1",
+    "-5",
+    "1e400",
+    "nan",
+    "NaN",
+    ".nan",
+    "inf",
+    "-inf",
+    "18446744073709551615",
+    "99999999999999999999999",
+    "4294967296",
+    "0.0000001",
+    "%",
+    "ms",
+    "us",
+    "s",
+    "m",
+    "h",
+    "mbit",
+    "kbit",
+    "gbit",
+    "bps",
+    "k",
+    "m",
+    "g",
+    "..",
+    "/",
+    ":",
+    ",",
+    "=",
+    "@",
+    "-",
+    "--",
+    " ",
+    "\n",
+    "\t",
+    "\u{feff}",
+    "\0",
+    "é",
+    "💥",
+    "'",
+    "\"",
+    "[",
+    "]",
+    "{",
+    "}",
+    "*",
+    "&a",
+    "!!",
+    "~",
+    "null",
+    "true",
+    "false",
+    "for",
+    "<",
+    ">",
+    "p99",
+    "error_rate",
+    "rate",
+    "role=db",
+    "10.0.0.0/8",
+    "::1",
+    "fd00::/64",
+    "0.0.0.0/0",
+    "/33",
+    "eth0",
 ];
 
 /// One random edit of `input`.
@@ -53,7 +117,9 @@ pub fn mutate(rng: &mut Rng, input: &str) -> String {
             2 if at < s.len() => s[at] = char::from(rng.below(128) as u8),
             3 => {
                 // A long run: what an attacker sends to make errors and buffers huge.
-                let run: String = std::iter::repeat_n(*rng.pick(&['9', 'a', ' ', '-', '[']), 1 + rng.below(5000)).collect();
+                let run: String =
+                    std::iter::repeat_n(*rng.pick(&['9', 'a', ' ', '-', '[']), 1 + rng.below(5000))
+                        .collect();
                 s.splice(at..at, run.chars()).for_each(drop);
             }
             4 if !s.is_empty() => {
@@ -70,7 +136,10 @@ pub fn mutate(rng: &mut Rng, input: &str) -> String {
 }
 
 fn budget() -> Duration {
-    let secs = std::env::var("FAULTLINE_FUZZ_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(1.0);
+    let secs = std::env::var("FAULTLINE_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(1.0);
     Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(1))
 }
 
@@ -78,9 +147,14 @@ fn budget() -> Duration {
 /// spent; a panic fails the calling test with the input that caused it. Prints and returns
 /// the iterations reached.
 pub fn run(name: &str, seeds: &[&str], mut target: impl FnMut(&str)) -> u64 {
-    let seed = std::env::var("FAULTLINE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64)
-    });
+    let seed = std::env::var("FAULTLINE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
     let mut rng = Rng::new(seed);
     let deadline = Instant::now() + budget();
     let mut iterations = 0u64;
@@ -93,7 +167,10 @@ pub fn run(name: &str, seeds: &[&str], mut target: impl FnMut(&str)) -> u64 {
             let base = rng.below(current.len());
             let input = mutate(&mut rng, &current[base]);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(&input)));
-            assert!(result.is_ok(), "fuzz {name}: panic on input {input:?} (FAULTLINE_FUZZ_SEED={seed})");
+            assert!(
+                result.is_ok(),
+                "fuzz {name}: panic on input {input:?} (FAULTLINE_FUZZ_SEED={seed})"
+            );
             iterations += 1;
             // Keep exploring from some mutants, so edits accumulate.
             if rng.chance(8) && input.len() < 20_000 {
@@ -103,6 +180,9 @@ pub fn run(name: &str, seeds: &[&str], mut target: impl FnMut(&str)) -> u64 {
             }
         }
     }
-    println!("fuzz {name}: {iterations} inputs in {:.0} s, 0 panics (seed {seed})", budget().as_secs_f64());
+    println!(
+        "fuzz {name}: {iterations} inputs in {:.0} s, 0 panics (seed {seed})",
+        budget().as_secs_f64()
+    );
     iterations
 }

@@ -59,8 +59,18 @@ pub const MAX_NAME: usize = 63;
 
 /// Checks an agent name: 1..=63 letters, digits and '-', not starting with '-'.
 pub fn check_agent_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= MAX_NAME && !name.starts_with('-') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok { Ok(()) } else { Err(format!("{} is not an agent name (1 to {MAX_NAME} letters, digits and '-', not starting with '-')", crate::quote(name))) }
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not an agent name (1 to {MAX_NAME} letters, digits and '-', not starting with '-')",
+            crate::quote(name)
+        ))
+    }
 }
 
 /// A caller as its certificate says.
@@ -76,7 +86,8 @@ pub struct Caller {
 /// Reads role and name from a DER certificate. Exactly one role name must be present.
 pub fn from_der(der: &[u8]) -> Result<Caller, String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
     let mut roles = Vec::new();
     let mut name = None;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -100,17 +111,30 @@ pub fn from_der(der: &[u8]) -> Result<Caller, String> {
     }
     roles.dedup();
     match roles.as_slice() {
-        [role] => Ok(Caller { role: *role, agent_name: name.filter(|_| *role == CertRole::Agent), local_root: false }),
-        [] => Err("the certificate names no faultline role (agent/controller/operator/viewer.faultline)".into()),
+        [role] => Ok(Caller {
+            role: *role,
+            agent_name: name.filter(|_| *role == CertRole::Agent),
+            local_root: false,
+        }),
+        [] => Err(
+            "the certificate names no faultline role (agent/controller/operator/viewer.faultline)"
+                .into(),
+        ),
         _ => Err("the certificate names more than one faultline role".into()),
     }
 }
 
 /// The caller of `req`, refused with `PERMISSION_DENIED` unless its role is in `allowed`.
 /// `tls` says whether the server runs mutual TLS (then a certificate is always there).
-pub fn authorize<T>(req: &Request<T>, tls: bool, allowed: &[CertRole], what: &str) -> Result<Caller, Status> {
+pub fn authorize<T>(
+    req: &Request<T>,
+    tls: bool,
+    allowed: &[CertRole],
+    what: &str,
+) -> Result<Caller, Status> {
     let caller = if tls {
-        let certs = req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let certs =
+            req.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         from_der(leaf.as_ref()).map_err(Status::permission_denied)?
     } else {
@@ -149,8 +173,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         crate::transport::certgen::init(&dir).unwrap();
         crate::transport::certgen::issue(&dir, CertRole::Agent, "db1").unwrap();
-        let der = |f: &str| x509_parser::pem::parse_x509_pem(&std::fs::read(dir.join(f)).unwrap()).unwrap().1.contents;
-        assert_eq!(from_der(&der("agent.pem")).unwrap(), Caller { role: CertRole::Agent, agent_name: None, local_root: false });
+        let der = |f: &str| {
+            x509_parser::pem::parse_x509_pem(&std::fs::read(dir.join(f)).unwrap())
+                .unwrap()
+                .1
+                .contents
+        };
+        assert_eq!(
+            from_der(&der("agent.pem")).unwrap(),
+            Caller { role: CertRole::Agent, agent_name: None, local_root: false }
+        );
         assert_eq!(from_der(&der("agent-db1.pem")).unwrap().agent_name.as_deref(), Some("db1"));
         assert_eq!(from_der(&der("controller.pem")).unwrap().role, CertRole::Controller);
         assert_eq!(from_der(&der("cli.pem")).unwrap().role, CertRole::Operator);

@@ -25,7 +25,7 @@ pub mod controller {
 
 impl agent::v1::fault_spec::Kind {
     /// The kind's name as the CLI, logs and metrics labels spell it.
-    #[must_use] 
+    #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
             Self::Netem(_) => "netem",

@@ -43,13 +43,25 @@ impl Limits {
     /// An agent: a controller, a few operators and viewers; never thousands.
     #[must_use]
     pub fn agent() -> Self {
-        Self { total: 256, per_peer: 32, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
+        Self {
+            total: 256,
+            per_peer: 32,
+            first_bytes: Duration::from_secs(10),
+            privileged: Vec::new(),
+            root_only: false,
+        }
     }
     /// A /metrics port: Prometheus keeps one connection open per scrape target; strangers
     /// get a few places and no more.
     #[must_use]
     pub fn metrics() -> Self {
-        Self { total: 64, per_peer: 8, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
+        Self {
+            total: 64,
+            per_peer: 8,
+            first_bytes: Duration::from_secs(10),
+            privileged: Vec::new(),
+            root_only: false,
+        }
     }
     /// At most `percent` of this process's descriptor limit for this listener's
     /// connections (never fewer than 16): every listener of a daemon together stays below
@@ -57,7 +69,9 @@ impl Limits {
     /// netlink, the other ports).
     #[must_use]
     pub fn within(mut self, percent: u64) -> Self {
-        let share = usize::try_from(descriptor_limit().saturating_mul(percent) / 100).unwrap_or(usize::MAX).max(16);
+        let share = usize::try_from(descriptor_limit().saturating_mul(percent) / 100)
+            .unwrap_or(usize::MAX)
+            .max(16);
         self.total = self.total.min(share);
         self.per_peer = self.per_peer.min(self.total);
         self
@@ -70,7 +84,13 @@ impl Limits {
     /// A controller: one session per agent plus operators and viewers.
     #[must_use]
     pub fn controller() -> Self {
-        Self { total: 4096, per_peer: 64, first_bytes: Duration::from_secs(10), privileged: Vec::new(), root_only: false }
+        Self {
+            total: 4096,
+            per_peer: 64,
+            first_bytes: Duration::from_secs(10),
+            privileged: Vec::new(),
+            root_only: false,
+        }
     }
 }
 
@@ -128,9 +148,16 @@ impl Connected for Conn<UnixStream> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.opened < OPENING && self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS or HTTP/2 opening in time")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no TLS or HTTP/2 opening in time",
+            )));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.stream).poll_read(cx, buf);
@@ -143,7 +170,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -152,7 +183,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -161,29 +196,40 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
 }
 
 /// Binds `addr` and yields the connections `limits` admits; the others are closed at once.
-pub async fn bind(addr: SocketAddr, limits: Limits) -> io::Result<impl futures_core::Stream<Item = io::Result<Conn>>> {
+pub async fn bind(
+    addr: SocketAddr,
+    limits: Limits,
+) -> io::Result<impl futures_core::Stream<Item = io::Result<Conn>>> {
     let listener = TcpListener::bind(addr).await?;
     let counts = Arc::new(Mutex::new(Counts::default()));
-    Ok(futures_util::stream::unfold((listener, counts, limits), |(listener, counts, limits)| async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: wait instead of spinning; connections that end
-                    // give descriptors back.
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    Ok(futures_util::stream::unfold(
+        (listener, counts, limits),
+        |(listener, counts, limits)| async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: wait instead of spinning; connections that end
+                        // give descriptors back.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if let Some(conn) = admit(stream, peer, &counts, &limits) {
+                    return Some((Ok(conn), (listener, counts, limits)));
                 }
-            };
-            if let Some(conn) = admit(stream, peer, &counts, &limits) {
-                return Some((Ok(conn), (listener, counts, limits)));
             }
-        }
-    }))
+        },
+    ))
 }
 
-fn admit(stream: TcpStream, peer: SocketAddr, counts: &Arc<Mutex<Counts>>, limits: &Limits) -> Option<Conn> {
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    counts: &Arc<Mutex<Counts>>,
+    limits: &Limits,
+) -> Option<Conn> {
     let ip = canonical(peer.ip());
     if limits.root_only {
         let local = stream.local_addr().ok()?;
@@ -210,7 +256,14 @@ fn admit(stream: TcpStream, peer: SocketAddr, counts: &Arc<Mutex<Counts>>, limit
     }
     // Small gRPC replies must not wait on Nagle and the peer's delayed ACK.
     let _ = stream.set_nodelay(true);
-    Some(Conn { stream, counts: counts.clone(), peer: Some(ip), privileged, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) })
+    Some(Conn {
+        stream,
+        counts: counts.clone(),
+        peer: Some(ip),
+        privileged,
+        opened: 0,
+        deadline: Box::pin(tokio::time::sleep(limits.first_bytes)),
+    })
 }
 
 /// The abstract socket name of the agent serving `port`. Abstract names belong to the
@@ -230,38 +283,60 @@ const LOCAL_CAPS: [(u32, &str); 2] = [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN
 /// Binds the agent's local socket (`local_name(port)`) and yields the connections of root
 /// callers that hold `LOCAL_CAPS`, at most `limits.total` at a time, each with the same
 /// opening deadline as TCP. Others are closed at once, with a warning naming who they were.
-pub fn bind_local(port: u16, limits: &Limits) -> io::Result<impl futures_core::Stream<Item = io::Result<Conn<UnixStream>>> + use<>> {
+pub fn bind_local(
+    port: u16,
+    limits: &Limits,
+) -> io::Result<impl futures_core::Stream<Item = io::Result<Conn<UnixStream>>> + use<>> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(local_name(port))?;
     let listener = UnixListener::bind_addr(&addr.into())?;
     let counts = Arc::new(Mutex::new(Counts::default()));
     let limits = limits.clone();
-    Ok(futures_util::stream::unfold((listener, counts, limits), |(listener, counts, limits)| async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("accept on the local socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(futures_util::stream::unfold(
+        (listener, counts, limits),
+        |(listener, counts, limits)| async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!("accept on the local socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if let Err(why) = stream
+                    .peer_cred()
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| local_peer_allowed(c.uid(), c.pid()))
+                {
+                    tracing::warn!(
+                        "local socket: refused: {why} (use TLS and a certificate otherwise)"
+                    );
                     continue;
                 }
-            };
-            if let Err(why) = stream.peer_cred().map_err(|e| e.to_string()).and_then(|c| local_peer_allowed(c.uid(), c.pid())) {
-                tracing::warn!("local socket: refused: {why} (use TLS and a certificate otherwise)");
-                continue;
-            }
-            {
-                let mut c = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if c.total >= limits.total {
-                    tracing::debug!(total = c.total, "local connection refused: over the limit");
-                    continue;
+                {
+                    let mut c = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if c.total >= limits.total {
+                        tracing::debug!(
+                            total = c.total,
+                            "local connection refused: over the limit"
+                        );
+                        continue;
+                    }
+                    c.total += 1;
                 }
-                c.total += 1;
+                let conn = Conn {
+                    stream,
+                    counts: counts.clone(),
+                    peer: None,
+                    privileged: false,
+                    opened: 0,
+                    deadline: Box::pin(tokio::time::sleep(limits.first_bytes)),
+                };
+                return Some((Ok(conn), (listener, counts, limits)));
             }
-            let conn = Conn { stream, counts: counts.clone(), peer: None, privileged: false, opened: 0, deadline: Box::pin(tokio::time::sleep(limits.first_bytes)) };
-            return Some((Ok(conn), (listener, counts, limits)));
-        }
-    }))
+        },
+    ))
 }
 
 /// Root in this user namespace, holding `LOCAL_CAPS` in its effective set. The caller is
@@ -272,17 +347,29 @@ fn local_peer_allowed(uid: u32, pid: Option<i32>) -> Result<(), String> {
         return Err(format!("uid {uid} is not root"));
     }
     let pid = pid.filter(|p| *p > 0).ok_or("the caller's pid is not visible here")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid}: {e}"))?;
-    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|h| u64::from_str_radix(h.trim(), 16).ok()).ok_or(format!("pid {pid}: no CapEff"))?;
-    let missing: Vec<&str> = LOCAL_CAPS.iter().filter(|(bit, _)| caps & (1 << bit) == 0).map(|(_, n)| *n).collect();
-    if missing.is_empty() { Ok(()) } else { Err(format!("pid {pid} (root) lacks {}", missing.join(" and "))) }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("pid {pid}: {e}"))?;
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .ok_or(format!("pid {pid}: no CapEff"))?;
+    let missing: Vec<&str> =
+        LOCAL_CAPS.iter().filter(|(bit, _)| caps & (1 << bit) == 0).map(|(_, n)| *n).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("pid {pid} (root) lacks {}", missing.join(" and ")))
+    }
 }
 
 /// The peer as counted: an IPv4-mapped address as IPv4, and an IPv6 address by its /64,
 /// since one host is given a whole /64 and may connect from any address in it.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()), IpAddr::V4),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()), IpAddr::V4),
         v4 @ IpAddr::V4(_) => v4,
     }
 }
@@ -318,7 +405,9 @@ pub fn raise_descriptor_limit() -> io::Result<(u64, u64)> {
 /// with `Limits::within`) and says in the log what it is.
 pub fn raise_descriptor_limit_and_log() {
     match raise_descriptor_limit() {
-        Ok((before, after)) if before < after => tracing::info!(before, after, "descriptor limit raised"),
+        Ok((before, after)) if before < after => {
+            tracing::info!(before, after, "descriptor limit raised");
+        }
         Ok((_, limit)) => tracing::info!(limit, "descriptor limit"),
         Err(e) => tracing::warn!(limit = descriptor_limit(), "descriptor limit not raised: {e}"),
     }
@@ -339,7 +428,9 @@ impl<S: futures_core::Stream<Item = io::Result<Conn>> + Send + 'static> AxumList
 }
 
 #[cfg(feature = "axum")]
-impl<S: futures_core::Stream<Item = io::Result<Conn>> + Send + 'static> axum::serve::Listener for AxumListener<S> {
+impl<S: futures_core::Stream<Item = io::Result<Conn>> + Send + 'static> axum::serve::Listener
+    for AxumListener<S>
+{
     type Io = Conn;
     type Addr = SocketAddr;
     async fn accept(&mut self) -> (Conn, SocketAddr) {
@@ -362,14 +453,16 @@ impl<S: futures_core::Stream<Item = io::Result<Conn>> + Send + 'static> axum::se
 
 /// Binds a /metrics port: the bounded listener with `Limits::metrics`, as an axum listener.
 #[cfg(feature = "axum")]
-pub async fn bind_metrics(addr: SocketAddr) -> io::Result<AxumListener<impl futures_core::Stream<Item = io::Result<Conn>> + Send + 'static>> {
+pub async fn bind_metrics(
+    addr: SocketAddr,
+) -> io::Result<AxumListener<impl futures_core::Stream<Item = io::Result<Conn>> + Send + 'static>> {
     let incoming = bind(addr, Limits::metrics().within(5)).await?;
     Ok(AxumListener::new(incoming, addr))
 }
 
 /// The uid owning the socket at `peer` connected to `local`, from /proc/net/tcp(6): the
 /// connecting process's socket, seen from this (the same) network namespace.
-#[must_use] 
+#[must_use]
 pub fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     let want = (hex_addr(peer), hex_addr(local));
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -387,9 +480,17 @@ pub fn socket_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
 /// How /proc/net/tcp(6) spell an address: each 32-bit word in host order, then the port.
 /// An IPv4 peer may appear in either table (an IPv6 socket shows it v4-mapped).
 fn hex_addr(a: SocketAddr) -> Vec<String> {
-    let v6 = |octets: [u8; 16]| -> String { octets.chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).collect() };
+    let v6 = |octets: [u8; 16]| -> String {
+        octets
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect()
+    };
     match canonical(a.ip()) {
-        IpAddr::V4(v4) => vec![format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.octets()), a.port()), format!("{}:{:04X}", v6(v4.to_ipv6_mapped().octets()), a.port())],
+        IpAddr::V4(v4) => vec![
+            format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.octets()), a.port()),
+            format!("{}:{:04X}", v6(v4.to_ipv6_mapped().octets()), a.port()),
+        ],
         IpAddr::V6(v6a) => vec![format!("{}:{:04X}", v6(v6a.octets()), a.port())],
     }
 }
@@ -406,7 +507,10 @@ mod tests {
         assert_eq!(canonical(ip("::ffff:10.0.0.5")), ip("10.0.0.5"));
         let limit = descriptor_limit();
         let l = Limits::controller().within(30);
-        assert!(l.total as u64 <= (limit * 30 / 100).max(16) && l.per_peer <= l.total, "{l:?} under {limit}");
+        assert!(
+            l.total as u64 <= (limit * 30 / 100).max(16) && l.per_peer <= l.total,
+            "{l:?} under {limit}"
+        );
         assert!(Limits::metrics().within(5).total <= 64);
     }
 
@@ -417,7 +521,13 @@ mod tests {
         let probe = std::net::TcpListener::bind(addr).unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let limits = Limits { total: 2, per_peer: 2, first_bytes: Duration::from_secs(5), privileged: Vec::new(), root_only: false };
+        let limits = Limits {
+            total: 2,
+            per_peer: 2,
+            first_bytes: Duration::from_secs(5),
+            privileged: Vec::new(),
+            root_only: false,
+        };
         let mut incoming = Box::pin(bind(addr, limits).await.unwrap());
         let a = TcpStream::connect(addr).await.unwrap();
         let first = incoming.next().await.unwrap().unwrap();
@@ -428,11 +538,20 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_millis(300), incoming.next()).await;
         assert!(next.is_err(), "a third connection was admitted");
         let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap_or(0);
         assert_eq!(n, 0);
         drop((first, a));
         let _d = TcpStream::connect(addr).await.unwrap();
-        assert!(tokio::time::timeout(Duration::from_secs(2), incoming.next()).await.is_ok(), "a freed place was not given out again");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), incoming.next()).await.is_ok(),
+            "a freed place was not given out again"
+        );
     }
 
     #[tokio::test]
@@ -461,6 +580,15 @@ mod tests {
     }
 
     fn nix_uid() -> u32 {
-        std::fs::read_to_string("/proc/self/status").unwrap().lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }

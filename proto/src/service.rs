@@ -31,7 +31,10 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 /// drain for at most [`DRAIN`]. `serve` gets the future its graceful shutdown waits on.
 /// `on_stop` runs before the drain because a client's open stream must not keep faults
 /// in the kernel (nor make systemd escalate to SIGKILL before they are reverted).
-pub async fn serve_until_stopped<S, E>(serve: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> S, on_stop: impl Future<Output = ()>) -> Result<(), E>
+pub async fn serve_until_stopped<S, E>(
+    serve: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> S,
+    on_stop: impl Future<Output = ()>,
+) -> Result<(), E>
 where
     S: Future<Output = Result<(), E>>,
 {
@@ -41,7 +44,8 @@ where
     }));
     tokio::pin!(server);
     notify("READY=1");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
     tokio::select! {
         r = &mut server => return r,
         _ = tokio::signal::ctrl_c() => {}
@@ -50,7 +54,9 @@ where
     notify("STOPPING=1");
     on_stop.await;
     let _ = stopping.send(());
-    if let Ok(r) = tokio::time::timeout(DRAIN, server).await { r } else {
+    if let Ok(r) = tokio::time::timeout(DRAIN, server).await {
+        r
+    } else {
         tracing::info!("streams still open after {DRAIN:?}: closing them");
         Ok(())
     }
@@ -61,7 +67,9 @@ where
 pub async fn health_and_reflection<S: tonic::server::NamedService>() -> Result<
     (
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
     ),
     tonic_reflection::server::Error,
 > {

@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
-const PROTOS: &[&str] = &["faultline/agent/v1/agent.proto", "faultline/controller/v1/controller.proto"];
+const PROTOS: &[&str] =
+    &["faultline/agent/v1/agent.proto", "faultline/controller/v1/controller.proto"];
 
 pub fn run(check: bool) -> Result<()> {
     let root = workspace_root();

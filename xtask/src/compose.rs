@@ -27,7 +27,8 @@ const BASE: &str = "debian:bookworm-slim";
 /// from the network (python3 for service-a, redis, Prometheus) and CA certificates.
 const BASE_PACKAGES: &str = "python3,redis-server,prometheus,ca-certificates";
 /// Services of the default profile: each must report healthy.
-const SERVICES: &[&str] = &["faultline-controller", "faultline-agent", "service-a", "service-b", "redis", "prometheus"];
+const SERVICES: &[&str] =
+    &["faultline-controller", "faultline-agent", "service-a", "service-b", "redis", "prometheus"];
 
 /// What Docker holds: compared before and after, so `down` can show it left nothing.
 #[derive(PartialEq, Eq, Debug)]
@@ -39,9 +40,15 @@ struct DockerState {
 }
 
 fn lines(args: &[&str]) -> Result<BTreeSet<String>> {
-    let out = Command::new("docker").args(args).output().context("running docker (apt: docker.io)")?;
+    let out =
+        Command::new("docker").args(args).output().context("running docker (apt: docker.io)")?;
     ensure!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 fn docker_state() -> Result<DockerState> {
@@ -49,12 +56,20 @@ fn docker_state() -> Result<DockerState> {
         containers: lines(&["ps", "-aq", "--no-trunc"])?,
         networks: lines(&["network", "ls", "-q", "--no-trunc"])?,
         volumes: lines(&["volume", "ls", "-q"])?,
-        tags: lines(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?.into_iter().filter(|t| !t.contains("<none>")).collect(),
+        tags: lines(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?
+            .into_iter()
+            .filter(|t| !t.contains("<none>"))
+            .collect(),
     })
 }
 
 fn docker_ok(args: &[&str]) -> bool {
-    Command::new("docker").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("docker")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A running platform: `docker compose -p PROJECT`, with the ports it publishes on the
@@ -89,7 +104,8 @@ impl Platform {
     fn compose(&self, args: &[&str]) -> Command {
         let mut cmd = compose_cmd();
         cmd.args(["-p", &self.project]).args(args);
-        cmd.env("FAULTLINE_WEB_PORT", self.web_port.to_string()).env("PROMETHEUS_PORT", self.prometheus_port.to_string());
+        cmd.env("FAULTLINE_WEB_PORT", self.web_port.to_string())
+            .env("PROMETHEUS_PORT", self.prometheus_port.to_string());
         cmd
     }
 
@@ -97,7 +113,14 @@ impl Platform {
     /// healthy and the agent has registered.
     pub fn up(project: &str, web_port: u16, prometheus_port: u16, keep: bool) -> Result<Self> {
         let before = docker_state()?;
-        let p = Self { project: project.into(), web_port, prometheus_port, before, keep, token: std::sync::OnceLock::new() };
+        let p = Self {
+            project: project.into(),
+            web_port,
+            prometheus_port,
+            before,
+            keep,
+            token: std::sync::OnceLock::new(),
+        };
         ensure_base()?;
         stage()?;
         if let Err(e) = p.start() {
@@ -117,14 +140,26 @@ impl Platform {
         let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             let agents = self.api("GET", "/api/agents", None)?;
-            if agents.as_array().is_some_and(|a| a.iter().any(|x| x["name"] == "faultline-agent" && x["healthy"] == true)) {
+            if agents.as_array().is_some_and(|a| {
+                a.iter().any(|x| x["name"] == "faultline-agent" && x["healthy"] == true)
+            }) {
                 break;
             }
-            ensure!(Instant::now() < deadline, "the agent did not register with the controller within 60 s: {agents}");
+            ensure!(
+                Instant::now() < deadline,
+                "the agent did not register with the controller within 60 s: {agents}"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
-        println!("compose: {} services healthy and the agent registered {:.1} s after `up`", SERVICES.len(), started.elapsed().as_secs_f64());
-        println!("compose: the Web API's operator token (acting needs it; without it a request only reads): {}", self.token()?);
+        println!(
+            "compose: {} services healthy and the agent registered {:.1} s after `up`",
+            SERVICES.len(),
+            started.elapsed().as_secs_f64()
+        );
+        println!(
+            "compose: the Web API's operator token (acting needs it; without it a request only reads): {}",
+            self.token()?
+        );
         Ok(())
     }
 
@@ -132,7 +167,10 @@ impl Platform {
         let deadline = Instant::now() + Duration::from_mins(3);
         loop {
             let out = self.compose(&["ps", "-q"]).output()?;
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
             let mut states = Vec::new();
             for id in &ids {
                 let o = Command::new("docker").args(["inspect", "-f", "{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id]).output()?;
@@ -155,21 +193,46 @@ impl Platform {
         if let Some(t) = self.token.get() {
             return Ok(t);
         }
-        let out = self.compose(&["exec", "-T", "faultline-controller", "sed", "-n", "s/^operator //p", "/tls/web-tokens"]).output()?;
+        let out = self
+            .compose(&[
+                "exec",
+                "-T",
+                "faultline-controller",
+                "sed",
+                "-n",
+                "s/^operator //p",
+                "/tls/web-tokens",
+            ])
+            .output()?;
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        ensure!(out.status.success() && token.len() >= 24, "reading the operator token: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success() && token.len() >= 24,
+            "reading the operator token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(self.token.get_or_init(|| token))
     }
 
     /// A Web API call as an operator's script makes it: curl with the operator token (the
     /// platform answers requests without one as a viewer's).
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let (status, text) = self.http(method, &format!("http://127.0.0.1:{}{path}", self.web_port), body, Some(self.token()?))?;
+        let (status, text) = self.http(
+            method,
+            &format!("http://127.0.0.1:{}{path}", self.web_port),
+            body,
+            Some(self.token()?),
+        )?;
         ensure!((200..300).contains(&status), "{method} {path}: HTTP {status}: {text}");
         serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
     }
 
-    fn http(&self, method: &str, url: &str, body: Option<&Value>, token: Option<&str>) -> Result<(u16, String)> {
+    fn http(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Result<(u16, String)> {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "30", "-X", method, "-w", "\n%{http_code}", url]);
         if let Some(t) = token {
@@ -188,10 +251,26 @@ impl Platform {
     /// A `PromQL` query against the platform's Prometheus, over `[start, end]` (unix seconds).
     fn prom_range(&self, query: &str, start: f64, end: f64) -> Result<Value> {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "30", "-G", &format!("http://127.0.0.1:{}/api/v1/query_range", self.prometheus_port)])
-            .args(["--data-urlencode", &format!("query={query}"), "--data-urlencode", &format!("start={start}"), "--data-urlencode", &format!("end={end}"), "--data-urlencode", "step=2"])
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "-G",
+                &format!("http://127.0.0.1:{}/api/v1/query_range", self.prometheus_port),
+            ])
+            .args([
+                "--data-urlencode",
+                &format!("query={query}"),
+                "--data-urlencode",
+                &format!("start={start}"),
+                "--data-urlencode",
+                &format!("end={end}"),
+                "--data-urlencode",
+                "step=2",
+            ])
             .output()?;
-        let v: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("Prometheus: {}", String::from_utf8_lossy(&out.stdout)))?;
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("Prometheus: {}", String::from_utf8_lossy(&out.stdout)))?;
         ensure!(v["status"] == "success", "PromQL {query}: {v}");
         Ok(v["data"]["result"].clone())
     }
@@ -213,11 +292,19 @@ impl Platform {
         let dir = into.join(&id);
         std::fs::create_dir_all(&dir)?;
         for name in info["files"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-            let out = Command::new("curl").args(["-sS", "--fail", "--max-time", "30", "-o"]).arg(dir.join(name)).arg(format!("http://127.0.0.1:{}/api/runs/{id}/files/{name}", self.web_port)).status()?;
+            let out = Command::new("curl")
+                .args(["-sS", "--fail", "--max-time", "30", "-o"])
+                .arg(dir.join(name))
+                .arg(format!("http://127.0.0.1:{}/api/runs/{id}/files/{name}", self.web_port))
+                .status()?;
             ensure!(out.success(), "downloading {name} of run {id}");
         }
         let state = info["state"].as_str().unwrap_or("").to_owned();
-        println!("compose: run {id}: {state} ({}); {}", info["message"].as_str().unwrap_or(""), dir.join("report.html").display());
+        println!(
+            "compose: run {id}: {state} ({}); {}",
+            info["message"].as_str().unwrap_or(""),
+            dir.join("report.html").display()
+        );
         Ok((state, dir))
     }
 
@@ -225,7 +312,10 @@ impl Platform {
     /// fails if Docker then holds anything it did not hold before.
     pub fn down(&self) -> Result<()> {
         if self.keep {
-            println!("compose: left up (--keep): `docker compose -f {FILE} -p {} down -v` removes it", self.project);
+            println!(
+                "compose: left up (--keep): `docker compose -f {FILE} -p {} down -v` removes it",
+                self.project
+            );
             return Ok(());
         }
         run_cmd(&mut self.compose(&["down", "-v", "--remove-orphans"]))?;
@@ -237,8 +327,14 @@ impl Platform {
             run_cmd(Command::new("docker").args(["rmi", tag.as_str()]).stdout(Stdio::null()))?;
         }
         let after = docker_state()?;
-        ensure!(after == self.before, "compose: Docker does not hold what it held before `up`:\nbefore {:?}\nafter  {after:?}", self.before);
-        println!("compose: down; no container, network, volume or image tag left that was not there before");
+        ensure!(
+            after == self.before,
+            "compose: Docker does not hold what it held before `up`:\nbefore {:?}\nafter  {after:?}",
+            self.before
+        );
+        println!(
+            "compose: down; no container, network, volume or image tag left that was not there before"
+        );
         Ok(())
     }
 }
@@ -256,7 +352,12 @@ fn ensure_base() -> Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
         let _ = std::fs::remove_dir_all(&dir);
         println!("compose: no registry answers for {BASE}; debootstrap bookworm ({BASE_PACKAGES})");
-        run_cmd(Command::new("debootstrap").args(["--variant=minbase", &format!("--include={BASE_PACKAGES}"), "bookworm"]).arg(&tmp).arg(crate::setup::debian_uri()?))?;
+        run_cmd(
+            Command::new("debootstrap")
+                .args(["--variant=minbase", &format!("--include={BASE_PACKAGES}"), "bookworm"])
+                .arg(&tmp)
+                .arg(crate::setup::debian_uri()?),
+        )?;
         // What an image does not need: downloaded packages and the mirror's lists.
         for sub in ["var/cache/apt/archives", "var/lib/apt/lists"] {
             for e in std::fs::read_dir(tmp.join(sub))?.flatten() {
@@ -268,8 +369,17 @@ fn ensure_base() -> Result<()> {
         std::fs::write(tmp.join(".faultline-base"), BASE_PACKAGES)?;
         std::fs::rename(&tmp, &dir)?;
     }
-    let tar = Command::new("tar").arg("-C").arg(&dir).args(["--exclude=./.faultline-base", "-c", "."]).stdout(Stdio::piped()).spawn()?;
-    let status = Command::new("docker").args(["import", "--change", "CMD [\"bash\"]", "-", BASE]).stdin(tar.stdout.context("tar's output")?).stdout(Stdio::null()).status()?;
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .args(["--exclude=./.faultline-base", "-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let status = Command::new("docker")
+        .args(["import", "--change", "CMD [\"bash\"]", "-", BASE])
+        .stdin(tar.stdout.context("tar's output")?)
+        .stdout(Stdio::null())
+        .status()?;
     ensure!(status.success(), "docker import {BASE} failed");
     println!("compose: {BASE} imported from {}", dir.display());
     Ok(())
@@ -279,7 +389,20 @@ fn ensure_base() -> Result<()> {
 /// and service-a's Python libraries.
 fn stage() -> Result<()> {
     let ws = workspace_root();
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller", "-p", "demo-service-b"]).current_dir(&ws))?;
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "faultline-agent",
+                "-p",
+                "faultline-controller",
+                "-p",
+                "demo-service-b",
+            ])
+            .current_dir(&ws),
+    )?;
     let copy = |from: &str, to: &str| -> Result<()> {
         let to = ws.join(to);
         std::fs::create_dir_all(to.parent().context("a file in a directory")?)?;
@@ -297,7 +420,19 @@ fn stage() -> Result<()> {
         // Wheels for Debian 12's Python (3.11), whatever Python the host runs.
         run_cmd(
             Command::new(ws.join(crate::setup::PY_VENV).join("bin/pip"))
-                .args(["install", "-q", "--no-compile", "--only-binary=:all:", "--python-version", "3.11.2", "--platform", "manylinux2014_x86_64", "--implementation", "cp", "--target"])
+                .args([
+                    "install",
+                    "-q",
+                    "--no-compile",
+                    "--only-binary=:all:",
+                    "--python-version",
+                    "3.11.2",
+                    "--platform",
+                    "manylinux2014_x86_64",
+                    "--implementation",
+                    "cp",
+                    "--target",
+                ])
                 .arg(&site)
                 .arg("-r")
                 .arg(ws.join("compose/services/service-a/requirements.txt")),
@@ -313,7 +448,9 @@ pub fn build() -> Result<()> {
     ensure_base()?;
     stage()?;
     run_cmd(compose_cmd().args(["-p", "faultline", "build"]))?;
-    println!("compose: images built; `cd compose && docker-compose -p faultline up -d` (or `docker compose`) starts the platform");
+    println!(
+        "compose: images built; `cd compose && docker-compose -p faultline up -d` (or `docker compose`) starts the platform"
+    );
     Ok(())
 }
 
@@ -329,7 +466,10 @@ pub fn demo(keep: bool) -> Result<()> {
     let scenario = std::fs::read_to_string(workspace_root().join("compose/scenario.yaml"))?;
     let ran = p.run_scenario(&scenario, &workspace_root().join("runs"));
     if keep {
-        println!("compose: console http://localhost:5050/ (sign in with the operator token {}), Prometheus http://localhost:9090/", p.token().unwrap_or("in /tls/web-tokens"));
+        println!(
+            "compose: console http://localhost:5050/ (sign in with the operator token {}), Prometheus http://localhost:9090/",
+            p.token().unwrap_or("in /tls/web-tokens")
+        );
     }
     let downed = p.down();
     ran?;
@@ -360,7 +500,22 @@ fn check_closed(p: &Platform) -> Result<()> {
     let url = |path: &str| format!("http://127.0.0.1:{}{path}", p.web_port);
     let anyone = |method: &str, path: &str, body: Option<&Value>| -> Result<u16> {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "nobody", "--", "curl", "-sS", "-o", "/dev/null", "--max-time", "30", "-X", method, "-w", "%{http_code}", &url(path)]);
+        cmd.args([
+            "-u",
+            "nobody",
+            "--",
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "30",
+            "-X",
+            method,
+            "-w",
+            "%{http_code}",
+            &url(path),
+        ]);
         if let Some(b) = body {
             cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
         }
@@ -369,8 +524,18 @@ fn check_closed(p: &Platform) -> Result<()> {
     };
     ensure!(anyone("GET", "/api/agents", None)? == 200, "a viewer without a token cannot read");
     for (method, path, body) in [
-        ("POST", "/api/faults", Some(json!({"kind": "freeze", "lease": "10s", "settings": {"container": "service-b"}}))),
-        ("POST", "/api/traffic/start", Some(json!({"targetUrl": "http://service-a/api/message-a", "rps": 1, "durationSeconds": 1}))),
+        (
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "freeze", "lease": "10s", "settings": {"container": "service-b"}})),
+        ),
+        (
+            "POST",
+            "/api/traffic/start",
+            Some(
+                json!({"targetUrl": "http://service-a/api/message-a", "rps": 1, "durationSeconds": 1}),
+            ),
+        ),
         ("POST", "/api/runs", Some(json!({"scenario": "name: x"}))),
         ("DELETE", "/api/faults", None),
     ] {
@@ -378,13 +543,25 @@ fn check_closed(p: &Platform) -> Result<()> {
         ensure!(code == 401 || code == 403, "{method} {path} without the token: HTTP {code}");
     }
     let mut sleeper = Command::new("sleep").arg("60").spawn()?;
-    let refused = p.http("POST", &url("/api/faults"), Some(&json!({"kind": "freeze", "lease": "5s", "settings": {"pid": sleeper.id()}})), Some(p.token()?));
-    let frozen = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id())).unwrap_or_default().contains(") T ");
+    let refused = p.http(
+        "POST",
+        &url("/api/faults"),
+        Some(&json!({"kind": "freeze", "lease": "5s", "settings": {"pid": sleeper.id()}})),
+        Some(p.token()?),
+    );
+    let frozen = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id()))
+        .unwrap_or_default()
+        .contains(") T ");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     let (code, text) = refused?;
-    ensure!(!(200..300).contains(&code) && text.contains("scope-label") && !frozen, "a host process was not refused by the scoped agent: HTTP {code} {text}");
-    println!("compose: without the token every write is refused; with it, a host process is refused (HTTP {code})");
+    ensure!(
+        !(200..300).contains(&code) && text.contains("scope-label") && !frozen,
+        "a host process was not refused by the scoped agent: HTTP {code} {text}"
+    );
+    println!(
+        "compose: without the token every write is refused; with it, a host process is refused (HTTP {code})"
+    );
     Ok(())
 }
 
@@ -396,12 +573,19 @@ fn check(p: &Platform) -> Result<()> {
     ensure!(traffic["running"] == true, "traffic did not start: {traffic}");
     std::thread::sleep(Duration::from_secs(12));
     // service-b frozen for 10 s, through the Web API, named by its compose service.
-    let applied = p.api("POST", "/api/faults", Some(&json!({"kind": "freeze", "lease": "10s", "settings": {"container": "service-b"}})))?;
+    let applied = p.api(
+        "POST",
+        "/api/faults",
+        Some(&json!({"kind": "freeze", "lease": "10s", "settings": {"container": "service-b"}})),
+    )?;
     let (f0, f1) = (unix_now(), unix_now() + 10.0);
     println!("compose: {} applied: {}", applied["id"], applied["container"]);
     std::thread::sleep(Duration::from_secs(12));
     let faults = p.api("GET", "/api/faults", None)?;
-    ensure!(faults.as_array().is_some_and(Vec::is_empty), "the fault outlived its 10 s lease: {faults}");
+    ensure!(
+        faults.as_array().is_some_and(Vec::is_empty),
+        "the fault outlived its 10 s lease: {faults}"
+    );
     std::thread::sleep(Duration::from_secs(14));
     let t1 = unix_now();
 
@@ -410,25 +594,55 @@ fn check(p: &Platform) -> Result<()> {
     let started = status["startedUnixMs"].as_f64().context("traffic: startedUnixMs")? / 1000.0;
     let seconds = status["seconds"].as_array().context("traffic: seconds")?;
     let errors_between = |from: f64, to: f64| -> u64 {
-        seconds.iter().filter(|s| (from..to).contains(&(started + s["second"].as_f64().unwrap_or(-1.0)))).map(|s| s["errors"].as_u64().unwrap_or(0)).sum()
+        seconds
+            .iter()
+            .filter(|s| (from..to).contains(&(started + s["second"].as_f64().unwrap_or(-1.0))))
+            .map(|s| s["errors"].as_u64().unwrap_or(0))
+            .sum()
     };
-    let (during, before, after) = (errors_between(f0 + 2.0, f1 - 1.0), errors_between(t0 + 3.0, f0 - 1.0), errors_between(t1 - 8.0, t1 - 1.0));
-    println!("compose: the load's errors: {before} in the baseline, {during} while service-b was frozen, {after} in the last 8 s");
-    ensure!(during >= 50 && before == 0 && after == 0, "the freeze's effect is not in the load's figures: {before} / {during} / {after} errors");
+    let (during, before, after) = (
+        errors_between(f0 + 2.0, f1 - 1.0),
+        errors_between(t0 + 3.0, f0 - 1.0),
+        errors_between(t1 - 8.0, t1 - 1.0),
+    );
+    println!(
+        "compose: the load's errors: {before} in the baseline, {during} while service-b was frozen, {after} in the last 8 s"
+    );
+    ensure!(
+        during >= 50 && before == 0 && after == 0,
+        "the freeze's effect is not in the load's figures: {before} / {during} / {after} errors"
+    );
     p.api("POST", "/api/traffic/stop", Some(&json!({})))?;
 
     // Prometheus saw it too: service-a's 5xx rate and p99 rose while the fault was active.
     let max_in = |v: &Value, from: f64, to: f64| -> f64 {
-        v.as_array().into_iter().flatten().flat_map(|s| s["values"].as_array().cloned().unwrap_or_default()).filter(|x| (from..=to).contains(&x[0].as_f64().unwrap_or(0.0))).filter_map(|x| x[1].as_str()?.parse::<f64>().ok()).filter(|x| x.is_finite()).fold(0.0, f64::max)
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+            .filter(|x| (from..=to).contains(&x[0].as_f64().unwrap_or(0.0)))
+            .filter_map(|x| x[1].as_str()?.parse::<f64>().ok())
+            .filter(|x| x.is_finite())
+            .fold(0.0, f64::max)
     };
     let errors = p.prom_range(r#"sum(rate(http_server_request_duration_seconds_count{job="service-a", http_response_status_code=~"5.."}[6s]))"#, t0, t1)?;
     let p99 = p.prom_range(r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a"}[6s])))"#, t0, t1)?;
     let active = p.prom_range(r#"sum(faultline_fault_active{kind="freeze"})"#, t0, t1)?;
     let (e_during, e_after) = (max_in(&errors, f0 + 3.0, f1), max_in(&errors, t1 - 6.0, t1));
-    let (l_before, l_during, l_after) = (max_in(&p99, t0 + 8.0, f0 - 1.0), max_in(&p99, f0 + 3.0, f1), max_in(&p99, t1 - 6.0, t1));
-    println!("compose: Prometheus: service-a 5xx/s {e_during:.1} during, {e_after:.1} after; p99 {l_before:.3} s before, {l_during:.3} s during, {l_after:.3} s after; freeze active {}", max_in(&active, f0, f1));
-    ensure!(e_during > 1.0 && e_after == 0.0, "service-a's 5xx in Prometheus did not rise and fall with the fault");
-    ensure!(l_during > 0.5 && l_during > 5.0 * l_after.max(l_before), "service-a's p99 in Prometheus did not rise with the fault");
+    let (l_before, l_during, l_after) =
+        (max_in(&p99, t0 + 8.0, f0 - 1.0), max_in(&p99, f0 + 3.0, f1), max_in(&p99, t1 - 6.0, t1));
+    println!(
+        "compose: Prometheus: service-a 5xx/s {e_during:.1} during, {e_after:.1} after; p99 {l_before:.3} s before, {l_during:.3} s during, {l_after:.3} s after; freeze active {}",
+        max_in(&active, f0, f1)
+    );
+    ensure!(
+        e_during > 1.0 && e_after == 0.0,
+        "service-a's 5xx in Prometheus did not rise and fall with the fault"
+    );
+    ensure!(
+        l_during > 0.5 && l_during > 5.0 * l_after.max(l_before),
+        "service-a's p99 in Prometheus did not rise with the fault"
+    );
     ensure!(max_in(&active, f0, f1) == 1.0, "faultline_fault_active did not show the freeze");
 
     // Every PromQL expression of every provisioned dashboard parses and returns data.
@@ -436,13 +650,22 @@ fn check(p: &Platform) -> Result<()> {
     let mut n = 0;
     for file in std::fs::read_dir(&dir)? {
         let path = file?.path();
-        let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| path.display().to_string())?;
+        let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| path.display().to_string())?;
         let mut exprs = Vec::new();
         collect_exprs(&dash, &mut exprs);
         for e in exprs {
-            let q = e.replace("$__rate_interval", "10s").replace("$__interval", "2s").replace("$__range", "5m");
-            let got = p.prom_range(&q, t0, t1).with_context(|| format!("{}: {e}", path.display()))?;
-            ensure!(got.as_array().is_some_and(|a| !a.is_empty()), "{}: no data for {e}", path.display());
+            let q = e
+                .replace("$__rate_interval", "10s")
+                .replace("$__interval", "2s")
+                .replace("$__range", "5m");
+            let got =
+                p.prom_range(&q, t0, t1).with_context(|| format!("{}: {e}", path.display()))?;
+            ensure!(
+                got.as_array().is_some_and(|a| !a.is_empty()),
+                "{}: no data for {e}",
+                path.display()
+            );
             n += 1;
         }
     }

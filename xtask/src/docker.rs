@@ -38,7 +38,12 @@ pub fn start() -> Result<Engine> {
     }
     let log_path = crate::codegen::workspace_root().join("target/dockerd.log");
     let log = std::fs::File::create(&log_path).with_context(|| log_path.display().to_string())?;
-    let mut child = Command::new("dockerd").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("starting dockerd (apt: docker.io)")?;
+    let mut child = Command::new("dockerd")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting dockerd (apt: docker.io)")?;
     let deadline = Instant::now() + Duration::from_mins(1);
     while !answers() {
         if let Some(status) = child.try_wait()? {
@@ -50,9 +55,55 @@ pub fn start() -> Result<Engine> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let policy = Command::new("iptables").args(["-w", "-S", "FORWARD"]).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned()).unwrap_or_default();
-    println!("docker: started dockerd (pid {}), log in {}; firewall now: {policy}", child.id(), log_path.display());
+    let policy = Command::new("iptables")
+        .args(["-w", "-S", "FORWARD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    println!(
+        "docker: started dockerd (pid {}), log in {}; firewall now: {policy}",
+        child.id(),
+        log_path.display()
+    );
     Ok(Engine { child: Some(child) })
+}
+
+/// The images the host tests import (`faultline-test/busybox`, `faultline-test/tc`): shared
+/// by every test process of one run, so removed here, once they are all done.
+pub fn remove_test_images() -> Result<()> {
+    let out = Command::new("docker")
+        .args([
+            "image",
+            "ls",
+            "--filter",
+            "reference=faultline-test/*",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+        .output()
+        .context("docker image ls")?;
+    if !out.status.success() {
+        bail!("docker image ls: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let images: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    if images.is_empty() {
+        return Ok(());
+    }
+    let rm = Command::new("docker")
+        .args(["image", "rm"])
+        .args(&images)
+        .output()
+        .context("docker image rm")?;
+    if !rm.status.success() {
+        bail!(
+            "docker image rm {}: {}",
+            images.join(" "),
+            String::from_utf8_lossy(&rm.stderr).trim()
+        );
+    }
+    println!("docker: removed the tests' images {}", images.join(", "));
+    Ok(())
 }
 
 impl Drop for Engine {

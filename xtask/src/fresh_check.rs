@@ -17,12 +17,18 @@ use crate::{codegen::workspace_root, setup::run_cmd, tools};
 pub const FRESH_LIST: &str = "/usr/share/package-lists/installed-rust.txt";
 
 fn fresh_packages(list: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(list).with_context(|| format!("reading {} (give --fresh-list FILE: lines `apt<TAB>package<TAB>version`)", list.display()))?;
+    let text = std::fs::read_to_string(list).with_context(|| {
+        format!(
+            "reading {} (give --fresh-list FILE: lines `apt<TAB>package<TAB>version`)",
+            list.display()
+        )
+    })?;
     Ok(text
         .lines()
         .filter_map(|l| {
             let mut f = l.split('\t');
-            (f.next() == Some("apt")).then(|| f.next().unwrap_or("").split(':').next().unwrap_or("").to_owned())
+            (f.next() == Some("apt"))
+                .then(|| f.next().unwrap_or("").split(':').next().unwrap_or("").to_owned())
         })
         .collect())
 }
@@ -45,17 +51,32 @@ fn purgeable(fresh: &[String]) -> Vec<&'static str> {
 
 pub fn run(purge: bool, fresh_list: &Path) -> Result<()> {
     let ws = workspace_root();
-    if !String::from_utf8_lossy(&Command::new("git").args(["status", "--porcelain"]).current_dir(&ws).output()?.stdout).trim().is_empty() {
+    if !String::from_utf8_lossy(
+        &Command::new("git").args(["status", "--porcelain"]).current_dir(&ws).output()?.stdout,
+    )
+    .trim()
+    .is_empty()
+    {
         println!("fresh-check: uncommitted changes are not checked (the clone takes HEAD)");
     }
     if purge {
         let fresh = fresh_packages(fresh_list)?;
-        let installed: Vec<&str> = purgeable(&fresh).into_iter().filter(|p| Command::new("dpkg").args(["-s", p]).output().is_ok_and(|o| o.status.success())).collect();
+        let installed: Vec<&str> = purgeable(&fresh)
+            .into_iter()
+            .filter(|p| {
+                Command::new("dpkg").args(["-s", p]).output().is_ok_and(|o| o.status.success())
+            })
+            .collect();
         // Their dependencies stay (no autoremove): an orphan the fresh image had as automatic
         // must not vanish, and a dependency kept cannot stand in for a listed program.
         if !installed.is_empty() {
             println!("fresh-check: apt-get purge {}", installed.join(" "));
-            run_cmd(Command::new("apt-get").args(["purge", "-y", "-q"]).args(&installed).env("DEBIAN_FRONTEND", "noninteractive"))?;
+            run_cmd(
+                Command::new("apt-get")
+                    .args(["purge", "-y", "-q"])
+                    .args(&installed)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
         }
         let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
         let linker = Path::new(&home).join(".cargo/bin/bpf-linker");
@@ -71,9 +92,18 @@ pub fn run(purge: bool, fresh_list: &Path) -> Result<()> {
     run_cmd(Command::new("git").args(["clone", "--quiet", "--no-hardlinks"]).arg(&ws).arg(&clone))?;
     // CI puts ../shared beside the clone; the tests do not read it, but keep the shape.
     let started = Instant::now();
-    let status = Command::new("bash").arg(".ci/run").current_dir(&clone).env_remove("CARGO_TARGET_DIR").status().context("running .ci/run in the clone")?;
+    let status = Command::new("bash")
+        .arg(".ci/run")
+        .current_dir(&clone)
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .context("running .ci/run in the clone")?;
     let took = started.elapsed();
-    println!("fresh-check: .ci/run in a clean clone of HEAD {} after {:.1} min", if status.success() { "passed" } else { "FAILED" }, took.as_secs_f64() / 60.0);
+    println!(
+        "fresh-check: .ci/run in a clean clone of HEAD {} after {:.1} min",
+        if status.success() { "passed" } else { "FAILED" },
+        took.as_secs_f64() / 60.0
+    );
     if !status.success() {
         bail!(".ci/run failed in {}", clone.display());
     }
@@ -89,7 +119,11 @@ mod tests {
     fn a_purge_never_touches_what_the_fresh_image_has() {
         let fresh = vec!["iproute2".to_owned(), "qemu-utils".to_owned(), "systemd".to_owned()];
         let p = purgeable(&fresh);
-        assert!(p.contains(&"nginx") && p.contains(&"vagrant-libvirt") && p.contains(&"qemu-system-x86"));
+        assert!(
+            p.contains(&"nginx")
+                && p.contains(&"vagrant-libvirt")
+                && p.contains(&"qemu-system-x86")
+        );
         assert!(!p.contains(&"iproute2") && !p.contains(&"qemu-utils") && !p.contains(&"systemd"));
     }
 }

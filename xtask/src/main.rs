@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask setup | test | demo | codegen | vm-test | bench | fresh-check`.
+//! Developer tasks: `cargo xtask setup | check | test | demo | codegen | vm-test | bench | fresh-check`.
 
+mod check;
 mod codegen;
 mod compose;
 mod docker;
@@ -28,7 +29,11 @@ struct Cli {
 enum Task {
     /// Installs everything builds and tests need (apt packages, nightly rust-src, bpf-linker, the VM kernel).
     Setup,
-    /// Runs every test: codegen freshness, unit, privileged host tests, VM tests.
+    /// The fast gate, as any user: format, lints as errors, and the tests that need neither
+    /// root nor a VM (a few minutes warm).
+    Check,
+    /// Runs every test: the fast gate first, codegen freshness, unit, privileged host tests,
+    /// VM tests, the Compose platform and the demo.
     Test,
     /// netem tests in a qemu VM running a Debian kernel (this host's kernel may lack netem).
     VmTest,
@@ -118,16 +123,55 @@ fn main() -> Result<()> {
         }
         Task::Install { args } => {
             let ws = workspace_root();
-            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
-            run_cmd(Command::new(ws.join("dist/install.sh")).arg("--bin").arg(ws.join("target/release")).args(args))
+            run_cmd(
+                Command::new("cargo")
+                    .args([
+                        "build",
+                        "--release",
+                        "-p",
+                        "faultline-agent",
+                        "-p",
+                        "faultline-controller",
+                    ])
+                    .current_dir(&ws),
+            )?;
+            run_cmd(
+                Command::new(ws.join("dist/install.sh"))
+                    .arg("--bin")
+                    .arg(ws.join("target/release"))
+                    .args(args),
+            )
         }
         Task::Bench => {
             setup::run()?;
-            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-agent", "--bench", "faults"]).current_dir(workspace_root()))?;
+            run_cmd(
+                Command::new("cargo")
+                    .args(["bench", "-p", "faultline-agent", "--bench", "faults"])
+                    .current_dir(workspace_root()),
+            )?;
             // The fan-out bench starts the release binaries itself.
-            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(workspace_root()))?;
-            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "fanout"]).current_dir(workspace_root()))?;
-            run_cmd(Command::new("cargo").args(["bench", "-p", "faultline-controller", "--bench", "load"]).current_dir(workspace_root()))
+            run_cmd(
+                Command::new("cargo")
+                    .args([
+                        "build",
+                        "--release",
+                        "-p",
+                        "faultline-agent",
+                        "-p",
+                        "faultline-controller",
+                    ])
+                    .current_dir(workspace_root()),
+            )?;
+            run_cmd(
+                Command::new("cargo")
+                    .args(["bench", "-p", "faultline-controller", "--bench", "fanout"])
+                    .current_dir(workspace_root()),
+            )?;
+            run_cmd(
+                Command::new("cargo")
+                    .args(["bench", "-p", "faultline-controller", "--bench", "load"])
+                    .current_dir(workspace_root()),
+            )
         }
         Task::VmTest => vm::run(),
         Task::VmSystemd => {
@@ -137,8 +181,11 @@ fn main() -> Result<()> {
         Task::Codegen { check } => codegen::run(check),
         Task::Fuzz { seconds } => fuzz(seconds),
         Task::FreshCheck { purge, fresh_list } => fresh_check::run(purge, &fresh_list),
+        Task::Check => check::run(),
         Task::Test => {
             setup::run()?;
+            // Minutes, not the suite's 45: a format slip or a lint stops here.
+            check::run()?;
             codegen::run(true)?;
             // Host tests change network namespaces and qdiscs: they need root.
             if !nix_is_root() {
@@ -146,7 +193,11 @@ fn main() -> Result<()> {
             }
             // Everything from here on runs with Docker's engine (and its firewall) in place.
             let _docker = docker::start()?;
-            run_cmd(Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()))?;
+            run_cmd(
+                Command::new("cargo").args(["test", "--workspace"]).current_dir(workspace_root()),
+            )?;
+            // Kept when a test failed (the `?` above), for a look; gone when all passed.
+            docker::remove_test_images()?;
             fuzz(60)?;
             vm::run()?;
             vm_systemd::run()?;
@@ -164,7 +215,11 @@ fn demo(keep: bool, vm: bool) -> Result<()> {
         anyhow::bail!("the lab needs root (network namespaces, eBPF)");
     }
     let ws = workspace_root();
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"])
+            .current_dir(&ws),
+    )?;
     let mut cmd = Command::new(ws.join("target/release/faultline"));
     cmd.args(["lab", "demo"]).current_dir(&ws);
     if vm {
@@ -180,7 +235,17 @@ fn demo(keep: bool, vm: bool) -> Result<()> {
 fn fuzz(seconds: u32) -> Result<()> {
     run_cmd(
         Command::new("cargo")
-            .args(["test", "--workspace", "--lib", "--bins", "fuzz_", "--", "--nocapture", "--test-threads", "2"])
+            .args([
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "fuzz_",
+                "--",
+                "--nocapture",
+                "--test-threads",
+                "2",
+            ])
             .env("FAULTLINE_FUZZ_SECONDS", seconds.to_string())
             .current_dir(workspace_root()),
     )
@@ -189,6 +254,10 @@ fn fuzz(seconds: u32) -> Result<()> {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

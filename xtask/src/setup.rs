@@ -20,7 +20,10 @@ impl NoServiceStart {
         if Path::new(POLICY_RC_D).exists() {
             return Ok(Self(false));
         }
-        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# faultline setup: no service starts during install\nexit 101\n")?;
+        std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# faultline setup: no service starts during install\nexit 101\n",
+        )?;
         std::fs::set_permissions(POLICY_RC_D, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         Ok(Self(true))
     }
@@ -43,7 +46,10 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
 }
 
 fn ok(cmd: &mut Command) -> bool {
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// grpcio, schemathesis and Playwright from `PyPI` in a venv of its own (the host's Python
@@ -52,7 +58,8 @@ fn ok(cmd: &mut Command) -> bool {
 /// by Playwright driving Debian's chromium (Playwright's own browser download is never
 /// run: it needs a CDN this machine cannot reach).
 pub const PY_VENV: &str = "target/pyenv";
-const PY_PACKAGES: &[&str] = &["grpcio==1.76.0", "grpcio-tools==1.76.0", "schemathesis==4.32.5", "playwright==1.65.2"];
+const PY_PACKAGES: &[&str] =
+    &["grpcio==1.76.0", "grpcio-tools==1.76.0", "schemathesis==4.32.5", "playwright==1.65.2"];
 
 fn python_client_env() -> Result<()> {
     let venv = workspace_root().join(PY_VENV);
@@ -68,13 +75,18 @@ fn python_client_env() -> Result<()> {
 /// The codename of this Debian release (bookworm), to ask apt for the release's own build.
 fn codename() -> Option<String> {
     let os = std::fs::read_to_string("/etc/os-release").ok()?;
-    os.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|c| c.trim_matches('"').to_owned()).filter(|c| !c.is_empty())
+    os.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_owned())
+        .filter(|c| !c.is_empty())
 }
 
 fn apt_install(packages: &[String], allow_downgrades: bool) -> Result<()> {
     let _guard = NoServiceStart::new()?;
     let mut cmd = Command::new("apt-get");
-    cmd.args(["install", "-y", "-q", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd.args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
     if allow_downgrades {
         cmd.arg("--allow-downgrades");
     }
@@ -92,9 +104,20 @@ fn foreign_listed() -> Vec<String> {
             _ => None,
         })
         .filter(|p| {
-            let installed = Command::new("dpkg-query").args(["-W", "-f=${Version}", p]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-            let offered = Command::new("apt-cache").args(["madison", p]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-            !installed.is_empty() && !offered.lines().any(|l| l.split('|').nth(1).is_some_and(|v| v.trim() == installed))
+            let installed = Command::new("dpkg-query")
+                .args(["-W", "-f=${Version}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            let offered = Command::new("apt-cache")
+                .args(["madison", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            !installed.is_empty()
+                && !offered
+                    .lines()
+                    .any(|l| l.split('|').nth(1).is_some_and(|v| v.trim() == installed))
         })
         .map(str::to_owned)
         .collect();
@@ -112,9 +135,19 @@ fn foreign_listed() -> Vec<String> {
 /// a downgrade). Setup fails loudly, naming program and package, if anything is still
 /// missing after that.
 fn apt_packages() -> Result<()> {
-    let extra = || -> Vec<String> { tools::APT_EXTRA.iter().filter(|(p, _)| !ok(Command::new("dpkg").args(["-s", p]))).map(|(p, _)| (*p).to_owned()).collect() };
+    let extra = || -> Vec<String> {
+        tools::APT_EXTRA
+            .iter()
+            .filter(|(p, _)| !ok(Command::new("dpkg").args(["-s", p])))
+            .map(|(p, _)| (*p).to_owned())
+            .collect()
+    };
     let wanted = || -> Vec<String> {
-        let mut w: Vec<String> = tools::missing_apt().into_iter().map(|(_, pkg)| pkg.to_owned()).chain(extra()).collect();
+        let mut w: Vec<String> = tools::missing_apt()
+            .into_iter()
+            .map(|(_, pkg)| pkg.to_owned())
+            .chain(extra())
+            .collect();
         w.sort();
         w.dedup();
         w
@@ -137,10 +170,18 @@ fn apt_packages() -> Result<()> {
                 .args(["install", "-s", "-q", "--no-install-recommends", "--allow-downgrades"])
                 .args(&plan)
                 .output()
-                .is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("Remv ")))
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && !String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .any(|l| l.starts_with("Remv "))
+                })
         });
         let Some(fix) = fix else {
-            bail!("{e:#}; no release build of the foreign packages ({}) resolves it", foreign.join(", "));
+            bail!(
+                "{e:#}; no release build of the foreign packages ({}) resolves it",
+                foreign.join(", ")
+            );
         };
         println!("setup: apt gave up; {fix} (a build from elsewhere is installed) resolves it");
         again.push(fix);
@@ -149,7 +190,11 @@ fn apt_packages() -> Result<()> {
         println!("setup: apt-get install {}", again.join(" "));
         apt_install(&again, true)?;
     }
-    let missing: Vec<String> = tools::missing_apt().into_iter().map(|(t, pkg)| format!("{} (apt: {pkg}; for {})", t.program, t.why)).chain(extra()).collect();
+    let missing: Vec<String> = tools::missing_apt()
+        .into_iter()
+        .map(|(t, pkg)| format!("{} (apt: {pkg}; for {})", t.program, t.why))
+        .chain(extra())
+        .collect();
     if !missing.is_empty() {
         bail!("setup: still missing after apt-get install: {}", missing.join(", "));
     }
@@ -160,13 +205,30 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         println!("setup: installing the nightly toolchain");
-        run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let sysroot = String::from_utf8(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output()?.stdout)?;
+    let sysroot = String::from_utf8(
+        Command::new("rustup")
+            .args(["run", "nightly", "rustc", "--print", "sysroot"])
+            .output()?
+            .stdout,
+    )?;
     let sysroot = sysroot.trim();
     if !Path::new(sysroot).join("lib/rustlib/src/rust/library/core").exists() {
         println!("setup: rustup component add rust-src --toolchain nightly");
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     // bpf-linker loads the toolchain's libLLVM, which rustup puts on the library path.
     if !ok(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"])) {
@@ -178,7 +240,15 @@ pub fn run() -> Result<()> {
             .map(|e| e.path())
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so.")))
             .context("nightly toolchain ships no libLLVM.so")?;
-        let major = lib.file_name().unwrap().to_string_lossy().trim_start_matches("libLLVM.so.").split('.').next().unwrap_or("").to_owned();
+        let major = lib
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("libLLVM.so.")
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         let prefix = workspace_root().join("target/llvm");
         std::fs::create_dir_all(prefix.join("lib"))?;
         let link = prefix.join("lib/libLLVM.so");
@@ -187,7 +257,14 @@ pub fn run() -> Result<()> {
         println!("setup: building bpf-linker against LLVM {major} from {}", lib.display());
         run_cmd(
             Command::new("cargo")
-                .args(["+nightly", "install", "bpf-linker", "--locked", "--no-default-features", "--features"])
+                .args([
+                    "+nightly",
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--no-default-features",
+                    "--features",
+                ])
                 .arg(format!("llvm-{major}"))
                 .env("LLVM_PREFIX", &prefix),
         )?;
@@ -202,16 +279,25 @@ pub fn run() -> Result<()> {
 
 /// Debian kernels the VM tests boot, each with netem: the stable one (`cls_bpf` attach,
 /// no bpf redirect into IFB) and the backports one (TCX, everything).
-pub const KERNELS: &[(&str, &str)] = &[("debian-stable", "bookworm"), ("debian-backports", "bookworm-backports")];
+pub const KERNELS: &[(&str, &str)] =
+    &[("debian-stable", "bookworm"), ("debian-backports", "bookworm-backports")];
 
 /// The Debian mirror this machine already uses (no host is written into faultline).
 pub fn debian_uri() -> Result<String> {
-    let deb822 = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let deb822 =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
     let classic = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     deb822
         .lines()
-        .find_map(|l| l.strip_prefix("URIs:").map(|u| u.split_whitespace().next().unwrap_or("").to_owned()))
-        .or_else(|| classic.lines().find(|l| l.starts_with("deb ")).and_then(|l| l.split_whitespace().nth(1).map(str::to_owned)))
+        .find_map(|l| {
+            l.strip_prefix("URIs:").map(|u| u.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .or_else(|| {
+            classic
+                .lines()
+                .find(|l| l.starts_with("deb "))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
         .filter(|u| !u.is_empty())
         .context("no Debian mirror in /etc/apt/sources.list(.d)")
 }
@@ -239,7 +325,8 @@ pub fn kernel(label: &str, suite: &str) -> Result<PathBuf> {
         format!("-oDir::Cache={}", apt.join("cache").display()),
     ];
     run_cmd(Command::new("apt-get").args(&opts).args(["update", "-q"]))?;
-    let deps = Command::new("apt-cache").args(&opts).args(["depends", "linux-image-amd64"]).output()?;
+    let deps =
+        Command::new("apt-cache").args(&opts).args(["depends", "linux-image-amd64"]).output()?;
     let pkg = String::from_utf8_lossy(&deps.stdout)
         .lines()
         .find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_owned))
@@ -250,7 +337,11 @@ pub fn kernel(label: &str, suite: &str) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dl);
     std::fs::create_dir_all(&dl)?;
     run_cmd(Command::new("apt-get").args(&opts).args(["download", &pkg]).current_dir(&dl))?;
-    let deb = std::fs::read_dir(&dl)?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "deb")).context("kernel .deb missing")?;
+    let deb = std::fs::read_dir(&dl)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("kernel .deb missing")?;
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;

@@ -47,11 +47,27 @@ pub const TOOLS: &[Tool] = &[
     apt("iptables-restore", "iptables", "benchmarks load many iptables rules at once"),
     apt("ip6tables", "iptables", "the lab lets its bridge's frames through FORWARD (IPv6)"),
     // --no-install-recommends is setup's default: engine, containerd and runc, no extras.
-    apt("dockerd", "docker.io", "the test suite runs with Docker's engine (and its firewall) running"),
+    apt(
+        "dockerd",
+        "docker.io",
+        "the test suite runs with Docker's engine (and its firewall) running",
+    ),
     apt("docker", "docker.io", "the container tests build an image and run containers"),
-    apt("docker-compose", "docker-compose", "the Compose platform is built, started and stopped with it (Compose 1.29; `docker compose` v2 is used where installed)"),
-    apt("ctr", "containerd", "the container tests run a Kubernetes-labelled container through containerd directly"),
-    essential("nsenter", "util-linux", "the container tests read a container's tc state from inside it"),
+    apt(
+        "docker-compose",
+        "docker-compose",
+        "the Compose platform is built, started and stopped with it (Compose 1.29; `docker compose` v2 is used where installed)",
+    ),
+    apt(
+        "ctr",
+        "containerd",
+        "the container tests run a Kubernetes-labelled container through containerd directly",
+    ),
+    essential(
+        "nsenter",
+        "util-linux",
+        "the container tests read a container's tc state from inside it",
+    ),
     apt("iperf3", "iperf3", "bandwidth tests and benchmarks"),
     apt("protoc", "protobuf-compiler", "cargo xtask codegen (spawned by tonic-prost-build)"),
     apt("qemu-system-x86_64", "qemu-system-x86", "VM tests, vm-systemd, the VM lab"),
@@ -65,7 +81,11 @@ pub const TOOLS: &[Tool] = &[
     apt("promtool", "prometheus", "tests check the agent's /metrics text"),
     apt("nginx", "nginx", "the system under test in tests and the lab"),
     apt("wrk", "wrk", "load benchmarks"),
-    Tool { program: "oha", source: Source::CargoInstall("oha"), why: "the open-loop load benchmark runs beside it" },
+    Tool {
+        program: "oha",
+        source: Source::CargoInstall("oha"),
+        why: "the open-loop load benchmark runs beside it",
+    },
     apt("nft", "nftables", "xtask/scripts/bench-cli.sh times nft beside fault apply"),
     apt("redis-server", "redis-server", "the system under test in tests and the lab"),
     apt("redis-cli", "redis-tools", "load tests read redis back"),
@@ -76,9 +96,17 @@ pub const TOOLS: &[Tool] = &[
     apt("depmod", "kmod", "indexing the VM image's kernel modules"),
     apt("openssl", "openssl", "tests make a self-signed certificate for https load"),
     apt("curl", "curl", "the Web API test calls it as a user's script would"),
-    apt("chromium", "chromium", "the console test drives a real browser (Playwright, the system chromium)"),
+    apt(
+        "chromium",
+        "chromium",
+        "the console test drives a real browser (Playwright, the system chromium)",
+    ),
     apt("vagrant", "vagrant", "the install test validates vagrant/Vagrantfile"),
-    apt("ldd", "libc-bin", "collecting shared libraries for initramfs images and the benchmark's tc sidecar image"),
+    apt(
+        "ldd",
+        "libc-bin",
+        "collecting shared libraries for initramfs images and the benchmark's tc sidecar image",
+    ),
     apt("taskset", "util-linux", "benchmarks pin client and server to cores"),
     apt("runuser", "util-linux", "tests act as an unprivileged local user"),
     apt("pgrep", "procps", "tests find processes"),
@@ -98,12 +126,37 @@ pub const TOOLS: &[Tool] = &[
     essential("apt-cache", "apt", "setup finds the VM kernels' package names"),
     essential("python3", "python3", "setup makes the Python client's venv"),
     Tool { program: "cargo", source: Source::Rustup, why: "building" },
-    Tool { program: "rustup", source: Source::Rustup, why: "setup: nightly, rust-src, bpf-linker's LLVM" },
-    Tool { program: "pip", source: Source::Venv, why: "setup installs grpcio and schemathesis into the venv" },
-    Tool { program: "schemathesis", source: Source::Venv, why: "the Web API test runs it against /api/openapi.json" },
-    Tool { program: "playwright", source: Source::Venv, why: "the console test drives chromium with it" },
-    Tool { program: "faultline", source: Source::Own, why: "the CLI, run by tests, the lab and xtask" },
-    Tool { program: "faultline-agent", source: Source::Own, why: "the agent, run by tests, the lab and xtask" },
+    Tool { program: "rustfmt", source: Source::Rustup, why: "check: agent-ebpf's format" },
+    Tool {
+        program: "rustup",
+        source: Source::Rustup,
+        why: "setup: nightly, rust-src, bpf-linker's LLVM",
+    },
+    Tool {
+        program: "pip",
+        source: Source::Venv,
+        why: "setup installs grpcio and schemathesis into the venv",
+    },
+    Tool {
+        program: "schemathesis",
+        source: Source::Venv,
+        why: "the Web API test runs it against /api/openapi.json",
+    },
+    Tool {
+        program: "playwright",
+        source: Source::Venv,
+        why: "the console test drives chromium with it",
+    },
+    Tool {
+        program: "faultline",
+        source: Source::Own,
+        why: "the CLI, run by tests, the lab and xtask",
+    },
+    Tool {
+        program: "faultline-agent",
+        source: Source::Own,
+        why: "the agent, run by tests, the lab and xtask",
+    },
 ];
 
 /// Packages with no program to look for: data, plugins, libraries.
@@ -119,7 +172,10 @@ pub const APT_EXTRA: &[(&str, &str)] = &[
 pub fn find(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .chain(
+            ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+                .map(PathBuf::from),
+        )
         .map(|d| d.join(program))
         .find(|p| is_executable(p))
 }
@@ -148,7 +204,11 @@ pub fn missing_apt() -> Vec<(&'static Tool, &'static str)> {
 #[cfg(test)]
 pub fn spawned_programs(source: &str) -> Vec<String> {
     // Comments describe spawning; they do not spawn.
-    let code: String = source.lines().filter(|l| !l.trim_start().starts_with("//")).flat_map(|l| [l, "\n"]).collect();
+    let code: String = source
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .flat_map(|l| [l, "\n"])
+        .collect();
     let source = code.as_str();
     let mut found = Vec::new();
     let literal = |s: &str| -> Option<String> {
@@ -182,7 +242,9 @@ pub fn spawned_programs(source: &str) -> Vec<String> {
     // `"exec", NS, "program"` on one line, NS being one argument (no `]`, `)` or `;`).
     after("\"exec\", ", &mut |r| {
         let line = r.lines().next().unwrap_or("");
-        if let Some((_, next)) = line.split_once(", ").filter(|(ns, _)| !ns.contains([']', ')', ';'])) {
+        if let Some((_, next)) =
+            line.split_once(", ").filter(|(ns, _)| !ns.contains([']', ')', ';']))
+        {
             found.extend(literal(next));
         }
     });
@@ -194,7 +256,9 @@ pub fn spawned_programs(source: &str) -> Vec<String> {
         let Some(end) = rest.find('"') else { break };
         let s = &rest[..end];
         for dir in ["/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/"] {
-            if let Some(name) = s.strip_prefix(dir).filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))) {
+            if let Some(name) = s.strip_prefix(dir).filter(|n| {
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+            }) {
                 found.push(name.to_owned());
             }
         }
@@ -223,14 +287,32 @@ mod tests {
             const T: &[&str] = &["/usr/sbin/ip", "/bin/busybox"];
             assert_eq!(sh(a, b), &["not-a-program"]);
         "#;
-        assert_eq!(spawned_programs(src), ["busybox", "ip", "iperf3", "nginx", "ping", "redis-server", "ss", "taskset", "tc", "wrk"]);
+        assert_eq!(
+            spawned_programs(src),
+            [
+                "busybox",
+                "ip",
+                "iperf3",
+                "nginx",
+                "ping",
+                "redis-server",
+                "ss",
+                "taskset",
+                "tc",
+                "wrk"
+            ]
+        );
     }
 
     fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
             let name = e.file_name();
-            if p.is_dir() && name != "target" && name != "gen" && !name.to_string_lossy().starts_with('.') {
+            if p.is_dir()
+                && name != "target"
+                && name != "gen"
+                && !name.to_string_lossy().starts_with('.')
+            {
                 rust_sources(&p, out);
             } else if p.extension().is_some_and(|x| x == "rs") {
                 out.push(p);
@@ -240,8 +322,14 @@ mod tests {
 
     /// Paths the scanner sees that name no program this project runs.
     const NOT_RUN: &[(&str, &str)] = &[
-        ("policy-rc.d", "setup writes /usr/sbin/policy-rc.d so apt starts no service; it never runs it"),
-        ("faultline-controller", "a Compose service: `compose exec -T faultline-controller sed ...` runs sed in its container"),
+        (
+            "policy-rc.d",
+            "setup writes /usr/sbin/policy-rc.d so apt starts no service; it never runs it",
+        ),
+        (
+            "faultline-controller",
+            "a Compose service: `compose exec -T faultline-controller sed ...` runs sed in its container",
+        ),
     ];
 
     /// The structural check: a program the sources run but setup does not know about fails
@@ -254,19 +342,27 @@ mod tests {
             rust_sources(&ws.join(crate_dir), &mut files);
         }
         assert!(files.len() > 50, "found only {} sources", files.len());
-        let listed: Vec<&str> = TOOLS.iter().map(|t| t.program).chain(NOT_RUN.iter().map(|(p, _)| *p)).collect();
+        let listed: Vec<&str> =
+            TOOLS.iter().map(|t| t.program).chain(NOT_RUN.iter().map(|(p, _)| *p)).collect();
         let mut unlisted = Vec::new();
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();
             // This file's own test snippet names programs on purpose.
-            let text = if f.ends_with("xtask/src/tools.rs") { text.split("#[cfg(test)]").next().unwrap().to_owned() } else { text };
+            let text = if f.ends_with("xtask/src/tools.rs") {
+                text.split("#[cfg(test)]").next().unwrap().to_owned()
+            } else {
+                text
+            };
             for p in spawned_programs(&text) {
                 if !listed.contains(&p.as_str()) {
                     unlisted.push(format!("{p} (in {})", f.strip_prefix(&ws).unwrap().display()));
                 }
             }
         }
-        assert!(unlisted.is_empty(), "programs run by the sources but missing from xtask/src/tools.rs TOOLS: {unlisted:?}");
+        assert!(
+            unlisted.is_empty(),
+            "programs run by the sources but missing from xtask/src/tools.rs TOOLS: {unlisted:?}"
+        );
     }
 
     #[test]

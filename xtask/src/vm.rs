@@ -15,10 +15,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::{codegen::workspace_root, setup::run_cmd};
 
-const MODULES: &[&str] = &["veth", "ifb", "sch_netem", "sch_htb", "sch_tbf", "sch_ingress", "cls_bpf"];
+const MODULES: &[&str] =
+    &["veth", "ifb", "sch_netem", "sch_htb", "sch_tbf", "sch_ingress", "cls_bpf"];
 const TOOLS: &[&str] = &["/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/ping", "/usr/bin/iperf3"];
 const APPLETS: &[&str] = &[
-    "sh", "mount", "mkdir", "insmod", "poweroff", "sleep", "cat", "echo", "awk", "grep", "sed", "kill", "cut", "head", "tail", "diff", "uname", "ls", "wc",
+    "sh", "mount", "mkdir", "insmod", "poweroff", "sleep", "cat", "echo", "awk", "grep", "sed",
+    "kill", "cut", "head", "tail", "diff", "uname", "ls", "wc",
 ];
 
 /// Shared libraries a binary needs, by `ldd`.
@@ -44,10 +46,24 @@ fn initramfs(kernel_dir: &Path) -> Result<PathBuf> {
     let ws = workspace_root();
     let root = kernel_dir.join("initramfs");
     let _ = std::fs::remove_dir_all(&root);
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "proc", "sys", "tmp", "run", "var/lib", "dev", "etc"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "lib/modules",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "var/lib",
+        "dev",
+        "etc",
+    ] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static missing (cargo xtask setup)")?;
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("busybox-static missing (cargo xtask setup)")?;
     for a in APPLETS {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
     }
@@ -55,7 +71,11 @@ fn initramfs(kernel_dir: &Path) -> Result<PathBuf> {
     let bins = [ws.join("target/release/faultline-agent"), ws.join("target/release/faultline")];
     for b in bins.iter().map(PathBuf::as_path).chain(TOOLS.iter().map(Path::new)) {
         libs(b, &mut needed)?;
-        let dst = if b.starts_with(&ws) { root.join("bin").join(b.file_name().unwrap()) } else { root.join(b.strip_prefix("/")?) };
+        let dst = if b.starts_with(&ws) {
+            root.join("bin").join(b.file_name().unwrap())
+        } else {
+            root.join(b.strip_prefix("/")?)
+        };
         std::fs::copy(b, &dst).with_context(|| format!("copying {}", b.display()))?;
     }
     for l in &needed {
@@ -69,14 +89,18 @@ fn initramfs(kernel_dir: &Path) -> Result<PathBuf> {
             copy(&p, &root)?;
         }
     }
-    let release = std::fs::read_dir(kernel_dir.join("lib/modules"))?.next().context("no kernel modules")??.path();
+    let release = std::fs::read_dir(kernel_dir.join("lib/modules"))?
+        .next()
+        .context("no kernel modules")??
+        .path();
     for m in MODULES {
         let dst = root.join("lib/modules").join(format!("{m}.ko"));
         if let Some(found) = walk(&release.join("kernel"), &format!("{m}.ko"))? {
             std::fs::copy(found, dst)?;
         } else {
             // Newer Debian kernels ship xz-compressed modules; busybox insmod wants them plain.
-            let xz = walk(&release.join("kernel"), &format!("{m}.ko.xz"))?.with_context(|| format!("module {m} not in {}", release.display()))?;
+            let xz = walk(&release.join("kernel"), &format!("{m}.ko.xz"))?
+                .with_context(|| format!("module {m} not in {}", release.display()))?;
             let out = Command::new("xz").arg("-dc").arg(&xz).output().context("xz (xz-utils)")?;
             std::fs::write(dst, out.stdout)?;
         }
@@ -86,7 +110,11 @@ fn initramfs(kernel_dir: &Path) -> Result<PathBuf> {
         std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o755))?;
     }
     let out = kernel_dir.join("initrd.gz");
-    run_cmd(Command::new("sh").arg("-c").arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", root.display(), out.display())))?;
+    run_cmd(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}",
+        root.display(),
+        out.display()
+    )))?;
     Ok(out)
 }
 
@@ -106,7 +134,11 @@ fn walk(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
 
 pub fn run() -> Result<()> {
     let ws = workspace_root();
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]).current_dir(&ws))?;
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"])
+            .current_dir(&ws),
+    )?;
     let mut failures = Vec::new();
     // FAULTLINE_VM_ONLY=debian-backports boots one kernel (for quick iterations).
     let only = std::env::var("FAULTLINE_VM_ONLY").ok();
@@ -130,17 +162,35 @@ fn boot(kernel_dir: &Path, label: &str) -> Result<()> {
     let initrd = initramfs(kernel_dir)?;
     let kernel = vmlinuz(kernel_dir)?;
     println!("vm-test: booting {} under qemu (TCG)", kernel.display());
-    qemu(label, &kernel, &initrd, &["-smp", "2"], "console=ttyS0 quiet panic=-1", &kernel_dir.join("console.log"))
+    qemu(
+        label,
+        &kernel,
+        &initrd,
+        &["-smp", "2"],
+        "console=ttyS0 quiet panic=-1",
+        &kernel_dir.join("console.log"),
+    )
 }
 
 pub fn vmlinuz(kernel_dir: &Path) -> Result<PathBuf> {
     let boot = kernel_dir.join("boot");
-    std::fs::read_dir(&boot)?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))).context("no vmlinuz")
+    std::fs::read_dir(&boot)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz")))
+        .context("no vmlinuz")
 }
 
 /// Boots a VM and counts the "vm-test: ok ..." and "vm-test: FAIL ..." lines its console
 /// prints until "vm-test: done"; the console goes to `log`.
-pub fn qemu(label: &str, kernel: &Path, initrd: &Path, extra: &[&str], append: &str, log: &Path) -> Result<()> {
+pub fn qemu(
+    label: &str,
+    kernel: &Path,
+    initrd: &Path,
+    extra: &[&str],
+    append: &str,
+    log: &Path,
+) -> Result<()> {
     let mut qemu = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot", "-kernel"])
         .arg(kernel)
@@ -171,7 +221,11 @@ pub fn qemu(label: &str, kernel: &Path, initrd: &Path, extra: &[&str], append: &
             Ok(line) => {
                 console.push_str(&line);
                 console.push('\n');
-                let Some(rest) = line.trim_end_matches('\r').split("vm-test: ").nth(1).map(str::to_owned) else { continue };
+                let Some(rest) =
+                    line.trim_end_matches('\r').split("vm-test: ").nth(1).map(str::to_owned)
+                else {
+                    continue;
+                };
                 println!("vm-test: {rest}");
                 if rest.starts_with("ok ") {
                     passed += 1;
@@ -193,7 +247,11 @@ pub fn qemu(label: &str, kernel: &Path, initrd: &Path, extra: &[&str], append: &
     let _ = qemu.kill();
     let _ = qemu.wait();
     std::fs::write(log, &console)?;
-    println!("vm tests ({label}): {passed} passed, {failed} failed ({:.0} s; console in {})", start.elapsed().as_secs_f64(), log.display());
+    println!(
+        "vm tests ({label}): {passed} passed, {failed} failed ({:.0} s; console in {})",
+        start.elapsed().as_secs_f64(),
+        log.display()
+    );
     if !done {
         bail!("the VM did not finish its tests; see {}", log.display());
     }

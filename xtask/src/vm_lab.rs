@@ -38,7 +38,10 @@ pub fn build() -> Result<PathBuf> {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     // Started by faultline-lab-host once configured, not at boot with Debian's defaults.
     vm_systemd::systemctl(&root, &["disable", "nginx.service", "redis-server.service"])?;
-    vm_systemd::systemctl(&root, &["enable", "faultline-lab-host.service", "faultline-agent.service"])?;
+    vm_systemd::systemctl(
+        &root,
+        &["enable", "faultline-lab-host.service", "faultline-agent.service"],
+    )?;
     let out = ws.join("target/vm/lab");
     vm_systemd::image(&root, &kernel_dir, &out)?;
     std::fs::remove_dir_all(&root)?;
@@ -50,7 +53,10 @@ pub fn build() -> Result<PathBuf> {
 fn rtt(addr: &str) -> Option<f64> {
     let out = Command::new("ping").args(["-c", "5", "-i", "0.2", "-q", addr]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| l.split(" = ").nth(1)).and_then(|v| v.split('/').nth(1)).and_then(|v| v.parse().ok())
+    text.lines()
+        .find_map(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// `cargo xtask vm-lab-test`: the VM lab boots, a netem delay applied through the
@@ -61,9 +67,18 @@ pub fn test() -> Result<()> {
     let cli = ws.join("target/release/faultline");
     let dir = ws.join("target/vm/lab-run");
     let faultline = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&cli).args(args).env("FAULTLINE_CONTROLLER", "https://10.77.0.1:7080").env("FAULTLINE_TLS_DIR", dir.join("tls")).output()?;
+        let out = Command::new(&cli)
+            .args(args)
+            .env("FAULTLINE_CONTROLLER", "https://10.77.0.1:7080")
+            .env("FAULTLINE_TLS_DIR", dir.join("tls"))
+            .output()?;
         if !out.status.success() {
-            bail!("faultline {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "faultline {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
@@ -81,14 +96,29 @@ pub fn test() -> Result<()> {
         check("three VM hosts registered".into(), up.matches("healthy").count() == 3);
         // The doctor of a VM's agent (the same probes `faultline doctor` prints) on the
         // Debian kernel: netem present, where this host's kernel has none.
-        let info = Command::new(&cli).args(["--agent", "https://10.77.0.12:7070", "info", "--json"]).env_remove("FAULTLINE_CONTROLLER").env("FAULTLINE_TLS_DIR", dir.join("tls")).output()?;
+        let info = Command::new(&cli)
+            .args(["--agent", "https://10.77.0.12:7070", "info", "--json"])
+            .env_remove("FAULTLINE_CONTROLLER")
+            .env("FAULTLINE_TLS_DIR", dir.join("tls"))
+            .output()?;
         let info = String::from_utf8_lossy(&info.stdout);
-        check("doctor on the VM lab's Debian kernel: netem present".into(), info.contains(r#""feature":"netem","ok":true"#));
+        check(
+            "doctor on the VM lab's Debian kernel: netem present".into(),
+            info.contains(r#""feature":"netem","ok":true"#),
+        );
         let before = rtt("10.77.0.12").unwrap_or(f64::NAN);
-        let id = faultline(&["fault", "apply", "netem", "-i", "eth0", "--delay", "100ms", "--lease", "60s", "--on", "h2"])?;
+        let id = faultline(&[
+            "fault", "apply", "netem", "-i", "eth0", "--delay", "100ms", "--lease", "60s", "--on",
+            "h2",
+        ])?;
         let during = rtt("10.77.0.12").unwrap_or(f64::NAN);
         let other = rtt("10.77.0.13").unwrap_or(f64::NAN);
-        check(format!("netem 100 ms on h2 through the controller: ping {before:.1} -> {during:.1} ms"), (100.0..200.0).contains(&during));
+        check(
+            format!(
+                "netem 100 ms on h2 through the controller: ping {before:.1} -> {during:.1} ms"
+            ),
+            (100.0..200.0).contains(&during),
+        );
         check(format!("h3 untouched: {other:.1} ms"), other < 50.0);
         faultline(&["fault", "revert", id.trim()])?;
         let after = rtt("10.77.0.12").unwrap_or(f64::NAN);
@@ -98,9 +128,12 @@ pub fn test() -> Result<()> {
     let down = faultline(&["lab", "down", "--dir", &d]);
     result?;
     down?;
-    let links = String::from_utf8_lossy(&Command::new("ip").args(["-o", "link", "show"]).output()?.stdout).into_owned();
+    let links =
+        String::from_utf8_lossy(&Command::new("ip").args(["-o", "link", "show"]).output()?.stdout)
+            .into_owned();
     check("no tap or bridge left".into(), !links.contains("fl-lab"));
-    let procs = String::from_utf8_lossy(&Command::new("pgrep").args(["-af", &d]).output()?.stdout).into_owned();
+    let procs = String::from_utf8_lossy(&Command::new("pgrep").args(["-af", &d]).output()?.stdout)
+        .into_owned();
     check(format!("no VM left running {}", procs.trim()), procs.trim().is_empty());
     if !failed.is_empty() {
         bail!("VM lab checks failed: {failed:?}");

@@ -54,7 +54,8 @@ impl NetCtx<'_> {
 
     /// An interface's index there; `None` only when the kernel says there is none.
     pub fn lookup(&self, name: &str) -> Result<Option<u32>, KernelError> {
-        self.run(|| link::lookup(name))?.map_err(|source| KernelError::Io { what: format!("looking up {name}"), source })
+        self.run(|| link::lookup(name))?
+            .map_err(|source| KernelError::Io { what: format!("looking up {name}"), source })
     }
 }
 
@@ -65,7 +66,10 @@ impl Place {
 
     /// Runs `f` on the classifier from inside the namespace: a TCX link or a `cls_bpf`
     /// filter is made (and in netlink attach mode, removed) where the calling thread is.
-    fn with_bpf<T: Send>(&mut self, f: impl FnOnce(&mut Classifier) -> T + Send) -> Result<T, KernelError> {
+    fn with_bpf<T: Send>(
+        &mut self,
+        f: impl FnOnce(&mut Classifier) -> T + Send,
+    ) -> Result<T, KernelError> {
         let Self { ns, bpf, .. } = self;
         in_ns(ns.as_ref(), || f(bpf))
     }

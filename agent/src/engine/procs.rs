@@ -15,7 +15,9 @@ use crate::{
         cgroup::{self, Cgroup},
         procfs::{self, SignalError, Stat},
     },
-    process::{self, FreezeMethod, Guard, ProcessFault, ProcessKind, Resolved, Target, TargetError},
+    process::{
+        self, FreezeMethod, Guard, ProcessFault, ProcessKind, Resolved, Target, TargetError,
+    },
 };
 
 impl From<TargetError> for EngineError {
@@ -24,7 +26,9 @@ impl From<TargetError> for EngineError {
             TargetError::NotFound(m) => Self::NotFound(m),
             TargetError::Refused(m) => Self::Precondition(m),
             TargetError::Cgroup(cgroup::CgroupError::Missing(..)) => Self::NotFound(e.to_string()),
-            TargetError::Cgroup(io @ cgroup::CgroupError::Io { .. }) => Self::Kernel(super::KernelError::Cgroup(io)),
+            TargetError::Cgroup(io @ cgroup::CgroupError::Io { .. }) => {
+                Self::Kernel(super::KernelError::Cgroup(io))
+            }
             TargetError::Cgroup(other) => Self::Precondition(other.to_string()),
         }
     }
@@ -46,30 +50,47 @@ impl Engine {
     /// does, cpu.max and stress charged to it), else its init process with every
     /// descendant (cgroup v1 hosts; a `docker exec` process is no descendant of init).
     /// The request is rewritten to that target, so status shows what was acted on.
-    async fn container_target(&self, request: &mut pb::FaultSpec) -> Result<Option<Container>, EngineError> {
+    async fn container_target(
+        &self,
+        request: &mut pb::FaultSpec,
+    ) -> Result<Option<Container>, EngineError> {
         let Some(t) = &request.container else {
             // A host process (or cgroup): not for an agent scoped to containers.
             self.runtimes.check_scope(None)?;
             return Ok(None);
         };
         if request.target.is_some() {
-            return Err(InvalidField { field: "target".into(), reason: "give a target or a container, not both".into() }.into());
+            return Err(InvalidField {
+                field: "target".into(),
+                reason: "give a target or a container, not both".into(),
+            }
+            .into());
         }
         let c = self.runtimes.resolve(&Selector::try_from(t)?).await?;
         self.runtimes.check_scope(Some(&c))?;
-        let own_cgroup = procfs::cgroup(c.process.pid).filter(|g| g != "/" && g.contains(&c.id) && cgroup::resolve(g).is_ok());
+        let own_cgroup = procfs::cgroup(c.process.pid)
+            .filter(|g| g != "/" && g.contains(&c.id) && cgroup::resolve(g).is_ok());
         let selector = match own_cgroup {
             Some(g) => pb::process_target::Selector::Cgroup(g),
             None => pb::process_target::Selector::Pid(c.process.pid),
         };
         let include_children = matches!(selector, pb::process_target::Selector::Pid(_));
-        request.target = Some(pb::ProcessTarget { selector: Some(selector), include_children, full_command_line: false });
+        request.target = Some(pb::ProcessTarget {
+            selector: Some(selector),
+            include_children,
+            full_command_line: false,
+        });
         Ok(Some(c))
     }
 
     /// Restart of a container: through its runtime, which starts it again as it was
     /// created (`docker restart`); a caller's command has no meaning there.
-    async fn restart_container(&self, request: pb::FaultSpec, spec: ProcessFault, c: Container) -> Result<pb::FaultStatus, EngineError> {
+    async fn restart_container(
+        &self,
+        request: pb::FaultSpec,
+        spec: ProcessFault,
+        c: Container,
+    ) -> Result<pb::FaultStatus, EngineError> {
         let grace = container_restart(&spec)?;
         let old: Vec<Stat> = procfs::stat(c.process.pid).into_iter().collect();
         self.runtimes.restart(&c, grace).await?;
@@ -80,7 +101,17 @@ impl Engine {
             expires: Instant::now(),
             lease: spec.lease,
             objects: Vec::new(),
-            applied: Applied::Process { spec, processes: old, cgroup: None, notes: vec![format!("{} restart {} (grace {} s)", c.runtime, c.name, grace.as_secs())] },
+            applied: Applied::Process {
+                spec,
+                processes: old,
+                cgroup: None,
+                notes: vec![format!(
+                    "{} restart {} (grace {} s)",
+                    c.runtime,
+                    c.name,
+                    grace.as_secs()
+                )],
+            },
             revert_failed: None,
             container: Some(c),
         };
@@ -89,7 +120,10 @@ impl Engine {
         Ok(status(&st, &f))
     }
 
-    pub(super) async fn apply_process(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+    pub(super) async fn apply_process(
+        &self,
+        mut request: pb::FaultSpec,
+    ) -> Result<pb::FaultStatus, EngineError> {
         let container = self.container_target(&mut request).await?;
         let spec = ProcessFault::try_from(&request)?;
         if let (Some(c), ProcessKind::Restart { .. }) = (&container, &spec.kind) {
@@ -104,7 +138,12 @@ impl Engine {
             expires: Instant::now() + spec.lease,
             lease: spec.lease,
             objects: Vec::new(),
-            applied: Applied::Process { spec: spec.clone(), processes: Vec::new(), cgroup: None, notes: Vec::new() },
+            applied: Applied::Process {
+                spec: spec.clone(),
+                processes: Vec::new(),
+                cgroup: None,
+                notes: Vec::new(),
+            },
             revert_failed: None,
             container,
         };
@@ -113,7 +152,8 @@ impl Engine {
         if spec.kind.one_shot() {
             f.id = self.next_id().await;
             let target = spec.target.as_ref().expect("validated: needs a target");
-            let (processes, cgroup, notes) = one_shot(&spec.kind, target, resolved.expect("resolved with the target")).await?;
+            let (processes, cgroup, notes) =
+                one_shot(&spec.kind, target, resolved.expect("resolved with the target")).await?;
             info!(id = f.id, kind = spec.kind.name(), pids = ?processes.iter().map(|p| p.id.pid).collect::<Vec<_>>(), "done");
             f.applied = Applied::Process { spec, processes, cgroup, notes };
             f.applied_at = SystemTime::now();
@@ -143,31 +183,48 @@ impl Engine {
     /// What `apply_process` checks before acting: the request, the target resolved and
     /// guarded, for restart the replacement's launch readable and allowed, for a SIGSTOP
     /// freeze no target already stopped. The answer lists the processes it would act on.
-    pub(super) async fn check_process(&self, mut request: pb::FaultSpec) -> Result<pb::FaultStatus, EngineError> {
+    pub(super) async fn check_process(
+        &self,
+        mut request: pb::FaultSpec,
+    ) -> Result<pb::FaultStatus, EngineError> {
         let container = self.container_target(&mut request).await?;
         let spec = ProcessFault::try_from(&request)?;
         if let (Some(c), ProcessKind::Restart { .. }) = (&container, &spec.kind) {
             container_restart(&spec)?;
             let pid = c.process.pid;
-            return Ok(pb::FaultStatus { id: "check".into(), spec: Some(request), engine: "process".into(), container: Some(c.to_wire(0)), processes: vec![pb::Process { pid, ..Default::default() }], ..Default::default() });
+            return Ok(pb::FaultStatus {
+                id: "check".into(),
+                spec: Some(request),
+                engine: "process".into(),
+                container: Some(c.to_wire(0)),
+                processes: vec![pb::Process { pid, ..Default::default() }],
+                ..Default::default()
+            });
         }
-        let resolved = spec.target.as_ref().map(|t| process::resolve(t, &Guard::new())).transpose()?;
+        let resolved =
+            spec.target.as_ref().map(|t| process::resolve(t, &Guard::new())).transpose()?;
         let (targets, cgroup) = match resolved {
             Some(Resolved::Processes(p)) => (p, None),
             Some(Resolved::Cgroup(c)) => (process::members(&c), Some(c)),
             None => (Vec::new(), None),
         };
         match &spec.kind {
-            ProcessKind::Restart { command, .. } if !matches!(spec.target, Some(Target::Unit(_)) if command.is_empty()) => {
+            ProcessKind::Restart { command, .. } if !matches!(spec.target, Some(Target::Unit(_)) if command.is_empty()) =>
+            {
                 restart_allowed(command)?;
                 let pids: Vec<u32> = targets.iter().map(|p| p.id.pid).collect();
                 for p in targets.iter().filter(|p| !pids.contains(&p.ppid)) {
-                    process::capture(p.id.pid).map_err(|e| EngineError::Precondition(format!("{e}; nothing was killed")))?;
+                    process::capture(p.id.pid).map_err(|e| {
+                        EngineError::Precondition(format!("{e}; nothing was killed"))
+                    })?;
                 }
             }
             ProcessKind::Freeze(FreezeMethod::Sigstop) => {
                 if let Some(p) = targets.iter().find(|p| matches!(p.state, 'T' | 't')) {
-                    return Err(EngineError::Precondition(format!("process {} ({}) is already stopped, not by this fault; it is left as it is", p.id.pid, p.comm)));
+                    return Err(EngineError::Precondition(format!(
+                        "process {} ({}) is already stopped, not by this fault; it is left as it is",
+                        p.id.pid, p.comm
+                    )));
                 }
             }
             _ => {}
@@ -176,7 +233,14 @@ impl Engine {
             id: "check".into(),
             spec: Some(request),
             engine: "process".into(),
-            processes: targets.iter().map(|p| pb::Process { pid: p.id.pid, start_time: p.id.start_time, name: p.comm.clone() }).collect(),
+            processes: targets
+                .iter()
+                .map(|p| pb::Process {
+                    pid: p.id.pid,
+                    start_time: p.id.start_time,
+                    name: p.comm.clone(),
+                })
+                .collect(),
             cgroup: cgroup.map(|c| c.rel).unwrap_or_default(),
             ..Default::default()
         })
@@ -204,16 +268,27 @@ fn record(st: &mut State, f: &mut Active, obj: KernelObject) -> Result<(), Engin
 }
 
 /// Applies a fault that lasts until reverted; every change journaled first.
-fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Resolved>) -> Result<(), EngineError> {
+fn act(
+    st: &mut State,
+    f: &mut Active,
+    kind: &ProcessKind,
+    resolved: Option<Resolved>,
+) -> Result<(), EngineError> {
     match (kind, resolved) {
         (ProcessKind::Freeze(FreezeMethod::Cgroup), Some(Resolved::Cgroup(c))) => {
             // Journaled relative to the cgroup2 root: found again wherever it is mounted.
             let obj = KernelObject::CgroupFreeze { dir: c.rel.clone().into() };
             if let Some(other) = st.faults.values().find(|o| o.objects.contains(&obj)) {
-                return Err(EngineError::Conflict(format!("cgroup {} is already frozen by fault {}", c.rel, other.id)));
+                return Err(EngineError::Conflict(format!(
+                    "cgroup {} is already frozen by fault {}",
+                    c.rel, other.id
+                )));
             }
             if c.freeze_requested()? {
-                return Err(EngineError::Precondition(format!("cgroup {} is already frozen, not by faultline; it is left as it is", c.rel)));
+                return Err(EngineError::Precondition(format!(
+                    "cgroup {} is already frozen, not by faultline; it is left as it is",
+                    c.rel
+                )));
             }
             record(st, f, obj)?;
             let done = c.set_frozen(true, FREEZE_WAIT)?;
@@ -226,7 +301,10 @@ fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Reso
                 Resolved::Cgroup(c) => (process::members(&c), Some(c)),
             };
             if let Some(p) = targets.iter().find(|p| matches!(p.state, 'T' | 't')) {
-                return Err(EngineError::Precondition(format!("process {} ({}) is already stopped, not by this fault; it is left as it is", p.id.pid, p.comm)));
+                return Err(EngineError::Precondition(format!(
+                    "process {} ({}) is already stopped, not by this fault; it is left as it is",
+                    p.id.pid, p.comm
+                )));
             }
             let mut stopped = Vec::new();
             for p in targets {
@@ -242,23 +320,41 @@ fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Reso
                 }
             }
             if stopped.is_empty() {
-                return Err(EngineError::NotFound("every selected process exited before it could be stopped".into()));
+                return Err(EngineError::NotFound(
+                    "every selected process exited before it could be stopped".into(),
+                ));
             }
             // A signal is delivered when the task next runs: report the fault applied
             // once the kernel shows every process stopped.
             let deadline = Instant::now() + FREEZE_WAIT;
             let pending = loop {
-                let pending: Vec<u32> = stopped.iter().filter(|p| procfs::stat(p.id.pid).is_some_and(|s| s.id == p.id && !matches!(s.state, 'T' | 't'))).map(|p| p.id.pid).collect();
+                let pending: Vec<u32> = stopped
+                    .iter()
+                    .filter(|p| {
+                        procfs::stat(p.id.pid)
+                            .is_some_and(|s| s.id == p.id && !matches!(s.state, 'T' | 't'))
+                    })
+                    .map(|p| p.id.pid)
+                    .collect();
                 if pending.is_empty() || Instant::now() >= deadline {
                     break pending;
                 }
                 std::thread::sleep(Duration::from_millis(2));
             };
-            let note = (!pending.is_empty()).then(|| format!("SIGSTOP sent but not yet in effect after {} ms for pids {pending:?}", FREEZE_WAIT.as_millis()));
+            let note = (!pending.is_empty()).then(|| {
+                format!(
+                    "SIGSTOP sent but not yet in effect after {} ms for pids {pending:?}",
+                    FREEZE_WAIT.as_millis()
+                )
+            });
             set(f, stopped, cgroup, note);
         }
-        (ProcessKind::CpuStress { threads }, resolved) => stress(st, f, &["cpu".into(), threads.to_string()], resolved)?,
-        (ProcessKind::MemoryPressure { bytes }, resolved) => stress(st, f, &["memory".into(), bytes.to_string()], resolved)?,
+        (ProcessKind::CpuStress { threads }, resolved) => {
+            stress(st, f, &["cpu".into(), threads.to_string()], resolved)?;
+        }
+        (ProcessKind::MemoryPressure { bytes }, resolved) => {
+            stress(st, f, &["memory".into(), bytes.to_string()], resolved)?;
+        }
         (ProcessKind::CpuThrottle { cpus, period_us }, Some(Resolved::Cgroup(c))) => {
             if !c.has_controller("cpu") {
                 return Err(EngineError::Precondition(format!(
@@ -271,28 +367,45 @@ fn act(st: &mut State, f: &mut Active, kind: &ProcessKind, resolved: Option<Reso
             }
             let previous = c.cpu_max()?;
             let ours = cgroup::cpu_max_value(*cpus, *period_us);
-            record(st, f, KernelObject::CpuMax { dir: c.rel.clone().into(), previous, ours: ours.clone() })?;
+            record(
+                st,
+                f,
+                KernelObject::CpuMax { dir: c.rel.clone().into(), previous, ours: ours.clone() },
+            )?;
             c.set_cpu_max(&ours)?;
             set(f, process::members(&c), Some(c), None);
         }
-        (k, _) => return Err(EngineError::Invalid(crate::fault::InvalidField { field: "target".into(), reason: format!("{} cannot act on this target", k.name()) })),
+        (k, _) => {
+            return Err(EngineError::Invalid(crate::fault::InvalidField {
+                field: "target".into(),
+                reason: format!("{} cannot act on this target", k.name()),
+            }));
+        }
     }
     Ok(())
 }
 
-fn stress(st: &mut State, f: &mut Active, args: &[String], resolved: Option<Resolved>) -> Result<(), EngineError> {
+fn stress(
+    st: &mut State,
+    f: &mut Active,
+    args: &[String],
+    resolved: Option<Resolved>,
+) -> Result<(), EngineError> {
     let cgroup = match resolved {
         None => None,
         Some(Resolved::Cgroup(c)) => Some(c),
         Some(Resolved::Processes(_)) => unreachable!("validated: stress targets are cgroups"),
     };
-    let mut child = process::spawn_stress(args).map_err(|e| EngineError::io("starting the stress worker", e))?;
+    let mut child = process::spawn_stress(args)
+        .map_err(|e| EngineError::io("starting the stress worker", e))?;
     let pid = child.id();
     // Reaped when it is killed at revert.
     std::thread::spawn(move || child.wait());
     // The worker dies with the agent (PDEATHSIG), so it is journaled right after
     // it exists: there is no pid to record before.
-    let Some(stat) = procfs::stat(pid) else { return Err(EngineError::refused(format!("stress worker {pid} exited at once"))) };
+    let Some(stat) = procfs::stat(pid) else {
+        return Err(EngineError::refused(format!("stress worker {pid} exited at once")));
+    };
     record(st, f, KernelObject::Child { pid, start_time: stat.id.start_time })?;
     if let Some(c) = &cgroup {
         c.add_process(pid)?;
@@ -302,7 +415,11 @@ fn stress(st: &mut State, f: &mut Active, args: &[String], resolved: Option<Reso
 }
 
 /// Kill or restart: signal, wait, and (restart) start the replacement.
-async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Result<(Vec<Stat>, Option<Cgroup>, Vec<String>), EngineError> {
+async fn one_shot(
+    kind: &ProcessKind,
+    target: &Target,
+    resolved: Resolved,
+) -> Result<(Vec<Stat>, Option<Cgroup>, Vec<String>), EngineError> {
     let (targets, cgroup) = match resolved {
         Resolved::Processes(p) => (p, None),
         Resolved::Cgroup(c) => (process::members(&c), Some(c)),
@@ -320,7 +437,10 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                     .await
                     .map_err(|e| EngineError::io("running systemctl", e))?;
                 if !out.status.success() {
-                    return Err(EngineError::refused(format!("systemctl restart {unit}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+                    return Err(EngineError::refused(format!(
+                        "systemctl restart {unit}: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
                 }
                 return Ok((targets, cgroup, vec![format!("systemctl restart {unit}")]));
             }
@@ -332,7 +452,18 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
             let roots: Vec<&Stat> = targets.iter().filter(|p| !pids.contains(&p.ppid)).collect();
             let launches = roots
                 .iter()
-                .map(|p| process::capture(p.id.pid).and_then(|l| if command.is_empty() && l.argv.is_empty() { Err(format!("process {} has no command line to start again (exiting?)", l.pid)) } else { Ok(l) }))
+                .map(|p| {
+                    process::capture(p.id.pid).and_then(|l| {
+                        if command.is_empty() && l.argv.is_empty() {
+                            Err(format!(
+                                "process {} has no command line to start again (exiting?)",
+                                l.pid
+                            ))
+                        } else {
+                            Ok(l)
+                        }
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| EngineError::Precondition(format!("{e}; nothing was killed")))?;
             let hit = send(&targets, *signal)?;
@@ -341,14 +472,25 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
                 notes.push(format!("still running after {} ms: SIGKILL", grace.as_millis()));
                 send_quiet(&hit, libc::SIGKILL);
                 if !wait_gone(&hit, Duration::from_secs(5)).await {
-                    return Err(EngineError::refused("the old processes survived SIGKILL (uninterruptible sleep?); nothing was started"));
+                    return Err(EngineError::refused(
+                        "the old processes survived SIGKILL (uninterruptible sleep?); nothing was started",
+                    ));
                 }
             }
             let given = (!command.is_empty()).then_some(command.as_slice());
             for l in &launches {
-                let pid = process::relaunch(l, given).map_err(|e| EngineError::io(format!("starting pid {}'s replacement", l.pid), e))?;
-                let what = given.map_or_else(|| l.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "), |c| c.join(" "));
-                notes.push(format!("started pid {pid}: {what} (uid {}, in {})", l.uid, l.cwd.display()));
+                let pid = process::relaunch(l, given).map_err(|e| {
+                    EngineError::io(format!("starting pid {}'s replacement", l.pid), e)
+                })?;
+                let what = given.map_or_else(
+                    || l.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+                    |c| c.join(" "),
+                );
+                notes.push(format!(
+                    "started pid {pid}: {what} (uid {}, in {})",
+                    l.uid,
+                    l.cwd.display()
+                ));
             }
             Ok((hit, cgroup, notes))
         }
@@ -360,9 +502,11 @@ async fn one_shot(kind: &ProcessKind, target: &Target, resolved: Resolved) -> Re
 /// as it was created; a caller's command has no place there).
 fn container_restart(spec: &ProcessFault) -> Result<Duration, EngineError> {
     match &spec.kind {
-        ProcessKind::Restart { command, .. } if !command.is_empty() => {
-            Err(InvalidField { field: "restart.command".into(), reason: "a container is restarted by its runtime, as it was created; no command".into() }.into())
+        ProcessKind::Restart { command, .. } if !command.is_empty() => Err(InvalidField {
+            field: "restart.command".into(),
+            reason: "a container is restarted by its runtime, as it was created; no command".into(),
         }
+        .into()),
         ProcessKind::Restart { grace, .. } => Ok(*grace),
         _ => unreachable!("called for restart"),
     }
@@ -379,7 +523,10 @@ fn restart_allowed(command: &[String]) -> Result<(), EngineError> {
     if let Some(program) = command.first().filter(|p| !process::executable(p)) {
         return Err(EngineError::Invalid(crate::fault::InvalidField {
             field: "restart.command[0]".into(),
-            reason: format!("{} is not an executable file here (nor in PATH); nothing was killed", faultline_proto::quote(program)),
+            reason: format!(
+                "{} is not an executable file here (nor in PATH); nothing was killed",
+                faultline_proto::quote(program)
+            ),
         }));
     }
     Ok(())

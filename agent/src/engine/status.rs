@@ -10,14 +10,18 @@ use super::{Active, Applied, Engine, SHAPED_CLASS, State, unix_ms};
 use crate::{
     fault::{FaultKind, FaultSpec},
     journal::KernelObject,
-    kernel::{procfs, tc, trace::{Snapshot, Tracer}},
+    kernel::{
+        procfs, tc,
+        trace::{Snapshot, Tracer},
+    },
 };
 
 impl Engine {
     pub async fn list(&self) -> Vec<pb::FaultStatus> {
         let (mut out, shaped) = {
             let st = self.state.lock().await;
-            let out: Vec<pb::FaultStatus> = st.faults.values().map(|f| status(&st, f)).chain(leftover_status(&st)).collect();
+            let out: Vec<pb::FaultStatus> =
+                st.faults.values().map(|f| status(&st, f)).chain(leftover_status(&st)).collect();
             (out, shaped(&st))
         };
         self.observe_bandwidth(&mut out, shaped).await;
@@ -62,7 +66,11 @@ impl Engine {
     pub async fn metrics(&self) -> (Option<Snapshot>, Vec<pb::FaultStatus>) {
         let (snap, mut faults, shaped) = {
             let st = self.state.lock().await;
-            (st.tracer.as_ref().map(Tracer::snapshot), st.faults.values().map(|f| status(&st, f)).collect::<Vec<_>>(), shaped(&st))
+            (
+                st.tracer.as_ref().map(Tracer::snapshot),
+                st.faults.values().map(|f| status(&st, f)).collect::<Vec<_>>(),
+                shaped(&st),
+            )
         };
         self.observe_bandwidth(&mut faults, shaped).await;
         (snap, faults)
@@ -87,7 +95,13 @@ pub(super) fn shaped(st: &State) -> Vec<Shaped> {
             let Applied::Net { spec, place, shaped, .. } = &f.applied else { return None };
             let FaultKind::Bandwidth { rate_bps, .. } = spec.kind else { return None };
             let nl = st.places.get(place)?.nl.clone();
-            Some(Shaped { id: f.id.clone(), nl, ifindexes: shaped.clone(), rate_bps, since: f.applied_at })
+            Some(Shaped {
+                id: f.id.clone(),
+                nl,
+                ifindexes: shaped.clone(),
+                rate_bps,
+                since: f.applied_at,
+            })
         })
         .collect()
 }
@@ -102,7 +116,11 @@ pub(super) fn rtt_to(st: &State, spec: &FaultSpec) -> Option<Hist> {
     Some(st.tracer.as_ref()?.rtt_of(|key| spec.matcher.peers.iter().any(|c| c.contains(key))))
 }
 
-pub(super) fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common::Counters>) -> Option<pb::Observed> {
+pub(super) fn observed(
+    st: &State,
+    f: &Active,
+    c: Option<&faultline_ebpf_common::Counters>,
+) -> Option<pb::Observed> {
     let Applied::Net { spec, rtt_before, .. } = &f.applied else { return None };
     let configured = match &spec.kind {
         FaultKind::Drop { probability } => Some(probability * 100.0),
@@ -110,9 +128,16 @@ pub(super) fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common:
         _ => None,
     };
     if let (Some(configured), Some(c)) = (configured, c) {
-        let measured = if c.matched_packets == 0 { 0.0 } else { c.dropped_packets as f64 * 100.0 / c.matched_packets as f64 };
+        let measured = if c.matched_packets == 0 {
+            0.0
+        } else {
+            c.dropped_packets as f64 * 100.0 / c.matched_packets as f64
+        };
         return Some(pb::Observed {
-            summary: format!("dropped {measured:.2} % of {} matched packets (asked {configured} %)", c.matched_packets),
+            summary: format!(
+                "dropped {measured:.2} % of {} matched packets (asked {configured} %)",
+                c.matched_packets
+            ),
             configured,
             measured,
             unit: "percent".into(),
@@ -127,16 +152,38 @@ pub(super) fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common:
             let during_sum = now.sum_us.saturating_sub(before.sum_us);
             let configured = n.delay.as_secs_f64() * 1000.0;
             if during_n == 0 {
-                return Some(pb::Observed { summary: "no TCP RTT samples to the fault's peers yet".into(), configured, unit: "ms".into(), ..Default::default() });
+                return Some(pb::Observed {
+                    summary: "no TCP RTT samples to the fault's peers yet".into(),
+                    configured,
+                    unit: "ms".into(),
+                    ..Default::default()
+                });
             }
             let during = during_sum as f64 / during_n as f64 / 1000.0;
             let (measured, summary) = if before.count == 0 {
-                (during, format!("TCP smoothed RTT to the peers {during:.1} ms over {during_n} samples (none before the fault to compare; asked +{configured} ms)"))
+                (
+                    during,
+                    format!(
+                        "TCP smoothed RTT to the peers {during:.1} ms over {during_n} samples (none before the fault to compare; asked +{configured} ms)"
+                    ),
+                )
             } else {
                 let base = before.sum_us as f64 / before.count as f64 / 1000.0;
-                (during - base, format!("TCP smoothed RTT to the peers {base:.1} ms before, {during:.1} ms during: +{:.1} ms (asked +{configured} ms)", during - base))
+                (
+                    during - base,
+                    format!(
+                        "TCP smoothed RTT to the peers {base:.1} ms before, {during:.1} ms during: +{:.1} ms (asked +{configured} ms)",
+                        during - base
+                    ),
+                )
             };
-            Some(pb::Observed { summary, configured, measured, unit: "ms".into(), samples: during_n })
+            Some(pb::Observed {
+                summary,
+                configured,
+                measured,
+                unit: "ms".into(),
+                samples: during_n,
+            })
         }
         _ => None,
     }
@@ -144,7 +191,9 @@ pub(super) fn observed(st: &State, f: &Active, c: Option<&faultline_ebpf_common:
 
 pub(super) fn status(st: &State, f: &Active) -> pb::FaultStatus {
     let c = match &f.applied {
-        Applied::Net { slot, place, .. } => st.places.get(place).and_then(|p| p.bpf.counters(*slot).ok()),
+        Applied::Net { slot, place, .. } => {
+            st.places.get(place).and_then(|p| p.bpf.counters(*slot).ok())
+        }
         Applied::Process { .. } => None,
     };
     let left = f.expires.saturating_duration_since(Instant::now());
@@ -159,9 +208,20 @@ pub(super) fn status(st: &State, f: &Active) -> pb::FaultStatus {
             Applied::Process { .. } => "process".into(),
         },
         kernel_objects: f.objects.iter().map(describe).chain(notes(f)).collect(),
-        counters: c.map(|c| pb::Counters { matched_packets: c.matched_packets, matched_bytes: c.matched_bytes, dropped_packets: c.dropped_packets }),
+        counters: c.map(|c| pb::Counters {
+            matched_packets: c.matched_packets,
+            matched_bytes: c.matched_bytes,
+            dropped_packets: c.dropped_packets,
+        }),
         processes: match &f.applied {
-            Applied::Process { processes, .. } => processes.iter().map(|p| pb::Process { pid: p.id.pid, start_time: p.id.start_time, name: p.comm.clone() }).collect(),
+            Applied::Process { processes, .. } => processes
+                .iter()
+                .map(|p| pb::Process {
+                    pid: p.id.pid,
+                    start_time: p.id.start_time,
+                    name: p.comm.clone(),
+                })
+                .collect(),
             Applied::Net { .. } => Vec::new(),
         },
         cgroup: match &f.applied {
@@ -169,15 +229,32 @@ pub(super) fn status(st: &State, f: &Active) -> pb::FaultStatus {
             _ => String::new(),
         },
         observed: observed(st, f, c.as_ref()),
-        revert_error: f.revert_failed.as_ref().map(|r| format!("{} (attempt {}, retrying)", r.error, r.attempts)).unwrap_or_default(),
-        container: f.container.as_ref().map(|c| c.to_wire(f.place().or_else(|| crate::kernel::netns::inode_of(c.process.pid)).unwrap_or_default())),
+        revert_error: f
+            .revert_failed
+            .as_ref()
+            .map(|r| format!("{} (attempt {}, retrying)", r.error, r.attempts))
+            .unwrap_or_default(),
+        container: f.container.as_ref().map(|c| {
+            c.to_wire(
+                f.place()
+                    .or_else(|| crate::kernel::netns::inode_of(c.process.pid))
+                    .unwrap_or_default(),
+            )
+        }),
         container_gone: f
             .container
             .as_ref()
             .filter(|c| !procfs::alive(c.process).unwrap_or(true))
             .map(|c| {
-                let held = if f.place().is_some() { "; its network namespace is held until the fault ends" } else { "" };
-                format!("container {} is no longer running (its init process {} is gone){held}", c.name, c.process.pid)
+                let held = if f.place().is_some() {
+                    "; its network namespace is held until the fault ends"
+                } else {
+                    ""
+                };
+                format!(
+                    "container {} is no longer running (its init process {} is gone){held}",
+                    c.name, c.process.pid
+                )
             })
             .unwrap_or_default(),
     }
@@ -204,17 +281,35 @@ pub(super) fn notes(f: &Active) -> Vec<String> {
 
 /// " in container ID (netns:[INODE])" for an object in a container's namespace.
 fn inside(netns: Option<&crate::kernel::netns::NsRef>) -> String {
-    netns.map(|n| format!(" in container {} (netns:[{}])", n.container.get(..12).unwrap_or(&n.container), n.inode)).unwrap_or_default()
+    netns
+        .map(|n| {
+            format!(
+                " in container {} (netns:[{}])",
+                n.container.get(..12).unwrap_or(&n.container),
+                n.inode
+            )
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) fn describe(o: &KernelObject) -> String {
     match o {
-        KernelObject::Qdisc { ifname, handle, kind, netns, .. } => format!("qdisc {kind} {} on {ifname}{}", tc::fmt_handle(*handle), inside(netns.as_ref())),
+        KernelObject::Qdisc { ifname, handle, kind, netns, .. } => format!(
+            "qdisc {kind} {} on {ifname}{}",
+            tc::fmt_handle(*handle),
+            inside(netns.as_ref())
+        ),
         KernelObject::Ifb { name, netns } => format!("ifb {name}{}", inside(netns.as_ref())),
-        KernelObject::ClsBpf { ifname, ingress, netns } => format!("cls_bpf {} on {ifname}{}", if *ingress { "ingress" } else { "egress" }, inside(netns.as_ref())),
+        KernelObject::ClsBpf { ifname, ingress, netns } => format!(
+            "cls_bpf {} on {ifname}{}",
+            if *ingress { "ingress" } else { "egress" },
+            inside(netns.as_ref())
+        ),
         KernelObject::CgroupFreeze { dir } => format!("cgroup.freeze=1 in {}", dir.display()),
         KernelObject::Stopped { pid, .. } => format!("SIGSTOP pid {pid}"),
         KernelObject::Child { pid, .. } => format!("stress worker pid {pid}"),
-        KernelObject::CpuMax { dir, ours, previous } => format!("cpu.max {ours} (was {previous}) in {}", dir.display()),
+        KernelObject::CpuMax { dir, ours, previous } => {
+            format!("cpu.max {ours} (was {previous}) in {}", dir.display())
+        }
     }
 }

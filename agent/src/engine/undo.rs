@@ -33,11 +33,22 @@ pub async fn undo(net: NetCtx<'_>, obj: &KernelObject) -> Result<(), String> {
     match obj {
         KernelObject::Qdisc { ifname, parent, handle, kind, .. } => {
             // The ifindex may have changed if the device was recreated: go by name.
-            let Some(ifindex) = net.lookup(ifname).map_err(|e| e.to_string())? else { return Ok(()) };
+            let Some(ifindex) = net.lookup(ifname).map_err(|e| e.to_string())? else {
+                return Ok(());
+            };
             let qdiscs = tc::list_qdiscs(nl, ifindex).await.map_err(|e| e.to_string())?;
-            let Some(q) = qdiscs.into_iter().find(|q| q.parent == *parent && (q.handle == *handle || kind == "clsact")) else { return Ok(()) };
+            let Some(q) = qdiscs
+                .into_iter()
+                .find(|q| q.parent == *parent && (q.handle == *handle || kind == "clsact"))
+            else {
+                return Ok(());
+            };
             if q.kind != *kind {
-                warn!("{ifname}: qdisc {} is {} now, not our {kind}; leaving it", tc::fmt_handle(q.handle), q.kind);
+                warn!(
+                    "{ifname}: qdisc {} is {} now, not our {kind}; leaving it",
+                    tc::fmt_handle(q.handle),
+                    q.kind
+                );
                 return Ok(());
             }
             match tc::del_qdisc(nl, &q).await {
@@ -57,20 +68,34 @@ pub async fn undo(net: NetCtx<'_>, obj: &KernelObject) -> Result<(), String> {
             if net.lookup(ifname).map_err(|e| e.to_string())?.is_none() {
                 return Ok(());
             }
-            net.run(|| bpf::detach_leftover(ifname, *ingress)).map_err(|e| e.to_string())?.map_err(|e| format!("{ifname}: removing leftover cls_bpf: {e}"))
+            net.run(|| bpf::detach_leftover(ifname, *ingress))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{ifname}: removing leftover cls_bpf: {e}"))
         }
         // A cgroup removed meanwhile took its tasks' state with it.
-        KernelObject::CgroupFreeze { dir } => cgroup::write_journaled(dir, "cgroup.freeze", "0").map(|_| ()).map_err(|e| e.to_string()),
+        KernelObject::CgroupFreeze { dir } => cgroup::write_journaled(dir, "cgroup.freeze", "0")
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         KernelObject::Stopped { pid, start_time } => signal(*pid, *start_time, libc::SIGCONT),
         KernelObject::Child { pid, start_time } => signal(*pid, *start_time, libc::SIGKILL),
-        KernelObject::CpuMax { dir, previous, ours } => match cgroup::read_journaled(dir, "cpu.max").map_err(|e| e.to_string())? {
-            Some(now) if now.trim() == ours => cgroup::write_journaled(dir, "cpu.max", previous).map(|_| ()).map_err(|e| e.to_string()),
-            Some(now) => {
-                warn!("{}: cpu.max reads {:?} now, not our {ours:?}; leaving it", dir.display(), now.trim());
-                Ok(())
+        KernelObject::CpuMax { dir, previous, ours } => {
+            match cgroup::read_journaled(dir, "cpu.max").map_err(|e| e.to_string())? {
+                Some(now) if now.trim() == ours => {
+                    cgroup::write_journaled(dir, "cpu.max", previous)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                Some(now) => {
+                    warn!(
+                        "{}: cpu.max reads {:?} now, not our {ours:?}; leaving it",
+                        dir.display(),
+                        now.trim()
+                    );
+                    Ok(())
+                }
+                None => Ok(()),
             }
-            None => Ok(()),
-        },
+        }
     }
 }
 
@@ -79,8 +104,13 @@ pub async fn undo(net: NetCtx<'_>, obj: &KernelObject) -> Result<(), String> {
 /// meanwhile takes its namespace's qdiscs and devices along).
 async fn undo_anywhere(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
     let Some(r) = obj.netns() else { return undo(NetCtx { nl, ns: None }, obj).await };
-    let Some(ns) = Netns::find(r).map_err(|e| format!("finding namespace {}: {e}", r.inode))? else {
-        info!(container = r.container, netns = r.inode, "its namespace is gone, and the object with it");
+    let Some(ns) = Netns::find(r).map_err(|e| format!("finding namespace {}: {e}", r.inode))?
+    else {
+        info!(
+            container = r.container,
+            netns = r.inode,
+            "its namespace is gone, and the object with it"
+        );
         return Ok(());
     };
     let handle = ns.netlink().map_err(|e| format!("netlink in namespace {}: {e}", r.inode))?;
@@ -89,7 +119,11 @@ async fn undo_anywhere(nl: &Handle, obj: &KernelObject) -> Result<(), String> {
 
 /// Undoes what a previous agent left, newest first; returns what could not be undone
 /// (still in the journal) with why.
-pub async fn recover(nl: &Handle, journal: &mut Journal, leftover: &[Entry]) -> Vec<(Entry, String)> {
+pub async fn recover(
+    nl: &Handle,
+    journal: &mut Journal,
+    leftover: &[Entry],
+) -> Vec<(Entry, String)> {
     let mut failed = Vec::new();
     for e in leftover.iter().rev() {
         info!(fault = e.fault, object = ?e.object, "undoing");

@@ -31,7 +31,9 @@ pub enum BpfError {
     #[error("all {MAX_RULES} eBPF fault slots are in use")]
     NoSlot,
     /// The peer table (shared by every fault's peers) is full.
-    #[error("match.peers: the eBPF peer table holds at most {MAX_PEERS} entries across all active faults, and is full; revert a fault with many peers or use fewer, wider CIDRs")]
+    #[error(
+        "match.peers: the eBPF peer table holds at most {MAX_PEERS} entries across all active faults, and is full; revert a fault with many peers or use fewer, wider CIDRs"
+    )]
     PeersFull,
 }
 
@@ -59,11 +61,15 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    #[must_use] 
+    #[must_use]
     pub fn detect() -> Self {
-        if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) { Self::Tcx } else { Self::Netlink }
+        if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            Self::Tcx
+        } else {
+            Self::Netlink
+        }
     }
-    #[must_use] 
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Tcx => "tcx",
@@ -107,11 +113,15 @@ impl Classifier {
                 .map_err(|e: aya::programs::ProgramError| BpfError::Load(e.to_string()))?;
             prog.load().map_err(|e| BpfError::Load(format!("{name}: {e}")))?;
         }
-        let take = |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or_else(|| BpfError::Load(format!("map {name} missing")));
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or_else(|| BpfError::Load(format!("map {name} missing")))
+        };
         let rules = Array::try_from(take(&mut ebpf, "RULES")?).map_err(map_err("RULES"))?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
         let peers = LpmTrie::try_from(take(&mut ebpf, "PEERS")?).map_err(map_err("PEERS"))?;
-        let control = HashMap::try_from(take(&mut ebpf, "CONTROL_PORTS")?).map_err(map_err("CONTROL_PORTS"))?;
+        let control = HashMap::try_from(take(&mut ebpf, "CONTROL_PORTS")?)
+            .map_err(map_err("CONTROL_PORTS"))?;
         Ok(Self {
             ebpf,
             rules,
@@ -141,10 +151,17 @@ impl Classifier {
     /// On failure the caller empties the slot with `remove` (which skips peers never added).
     pub fn install(&mut self, slot: u32, rule: Rule, peers: &[Cidr]) -> Result<(), BpfError> {
         for c in peers {
-            self.peers.insert(&peer_key(slot, c), 1, 0).map_err(|e| if full(&e) { BpfError::PeersFull } else { map_err("PEERS")(e) })?;
+            self.peers
+                .insert(&peer_key(slot, c), 1, 0)
+                .map_err(|e| if full(&e) { BpfError::PeersFull } else { map_err("PEERS")(e) })?;
         }
-        let zero = PerCpuValues::try_from(vec![Counters::default(); aya::util::nr_cpus().map_err(|(_, e)| BpfError::Load(e.to_string()))?])
-            .map_err(|e| BpfError::Load(e.to_string()))?;
+        let zero = PerCpuValues::try_from(vec![
+            Counters::default();
+            aya::util::nr_cpus().map_err(|(_, e)| {
+                BpfError::Load(e.to_string())
+            })?
+        ])
+        .map_err(|e| BpfError::Load(e.to_string()))?;
         self.counters.set(slot, zero, 0).map_err(map_err("COUNTERS"))?;
         self.rules.set(slot, rule, 0).map_err(map_err("RULES"))
     }
@@ -174,7 +191,7 @@ impl Classifier {
     }
 
     /// Slots in use, for tests and status.
-    #[must_use] 
+    #[must_use]
     pub fn slots_in_use(&self) -> usize {
         self.used.iter().filter(|u| **u).count()
     }
@@ -189,7 +206,7 @@ impl Classifier {
         }))
     }
 
-    #[must_use] 
+    #[must_use]
     pub fn is_attached(&self, ifname: &str, ingress: bool) -> bool {
         self.links.contains_key(&(ifname.to_owned(), ingress))
     }
@@ -199,11 +216,18 @@ impl Classifier {
         if self.is_attached(ifname, ingress) {
             return Ok(());
         }
-        let (name, kind) = if ingress { (PROG_INGRESS, TcAttachType::Ingress) } else { (PROG_EGRESS, TcAttachType::Egress) };
-        let prog: &mut SchedClassifier = self.ebpf.program_mut(name).expect("loaded").try_into().expect("classifier");
-        let id = prog
-            .attach(ifname, kind)
-            .map_err(|e| BpfError::Attach { prog: name, ifname: ifname.to_owned(), reason: e.to_string() })?;
+        let (name, kind) = if ingress {
+            (PROG_INGRESS, TcAttachType::Ingress)
+        } else {
+            (PROG_EGRESS, TcAttachType::Egress)
+        };
+        let prog: &mut SchedClassifier =
+            self.ebpf.program_mut(name).expect("loaded").try_into().expect("classifier");
+        let id = prog.attach(ifname, kind).map_err(|e| BpfError::Attach {
+            prog: name,
+            ifname: ifname.to_owned(),
+            reason: e.to_string(),
+        })?;
         self.links.insert((ifname.to_owned(), ingress), id);
         Ok(())
     }
@@ -232,13 +256,18 @@ impl Classifier {
     }
 
     /// When the next idle link is due for `sweep(older_than)`.
-    #[must_use] 
+    #[must_use]
     pub fn next_sweep(&self, older_than: std::time::Duration) -> Option<std::time::Instant> {
         self.idle.values().map(|t| *t + older_than).min()
     }
 
     pub fn sweep(&mut self, older_than: std::time::Duration) {
-        let due: Vec<(String, bool)> = self.idle.iter().filter(|(_, t)| t.elapsed() >= older_than).map(|(k, _)| k.clone()).collect();
+        let due: Vec<(String, bool)> = self
+            .idle
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= older_than)
+            .map(|(k, _)| k.clone())
+            .collect();
         for (ifname, ingress) in due {
             self.idle.remove(&(ifname.clone(), ingress));
             if let Err(e) = self.detach(&ifname, ingress) {
@@ -252,17 +281,28 @@ impl Classifier {
         self.resident.remove(&(ifname.to_owned(), ingress));
         let Some(id) = self.links.remove(&(ifname.to_owned(), ingress)) else { return Ok(()) };
         let name = if ingress { PROG_INGRESS } else { PROG_EGRESS };
-        let prog: &mut SchedClassifier = self.ebpf.program_mut(name).expect("loaded").try_into().expect("classifier");
-        prog.detach(id).map_err(|e| BpfError::Attach { prog: name, ifname: ifname.to_owned(), reason: format!("detach: {e}") })
+        let prog: &mut SchedClassifier =
+            self.ebpf.program_mut(name).expect("loaded").try_into().expect("classifier");
+        prog.detach(id).map_err(|e| BpfError::Attach {
+            prog: name,
+            ifname: ifname.to_owned(),
+            reason: format!("detach: {e}"),
+        })
     }
 }
 
 /// Removes `cls_bpf` filters a dead agent left (netlink attach mode only).
 pub fn detach_leftover(ifname: &str, ingress: bool) -> Result<(), String> {
-    let (name, kind) = if ingress { (PROG_INGRESS, TcAttachType::Ingress) } else { (PROG_EGRESS, TcAttachType::Egress) };
+    let (name, kind) = if ingress {
+        (PROG_INGRESS, TcAttachType::Ingress)
+    } else {
+        (PROG_EGRESS, TcAttachType::Egress)
+    };
     match aya::programs::tc::qdisc_detach_program(ifname, kind, name) {
         Ok(()) => Ok(()),
-        Err(aya::programs::tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(aya::programs::tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
         Err(e) => Err(e.to_string()),
     }
 }

@@ -44,10 +44,14 @@ fn feature(config: &str, symbol: &str, module: &str) -> Option<String> {
         return Some(format!("module {module} loaded"));
     }
     let moddir = Path::new("/lib/modules").join(release());
-    if std::fs::read_to_string(moddir.join("modules.builtin")).is_ok_and(|b| b.lines().any(|l| l.ends_with(&format!("/{module}.ko")))) {
+    if std::fs::read_to_string(moddir.join("modules.builtin"))
+        .is_ok_and(|b| b.lines().any(|l| l.ends_with(&format!("/{module}.ko"))))
+    {
         return Some(format!("built in ({module})"));
     }
-    if std::fs::read_to_string(moddir.join("modules.dep")).is_ok_and(|d| d.lines().any(|l| l.split(':').next().is_some_and(|p| p.contains(&format!("/{module}.ko"))))) {
+    if std::fs::read_to_string(moddir.join("modules.dep")).is_ok_and(|d| {
+        d.lines().any(|l| l.split(':').next().is_some_and(|p| p.contains(&format!("/{module}.ko"))))
+    }) {
         return Some(format!("module {module} available"));
     }
     None
@@ -55,7 +59,9 @@ fn feature(config: &str, symbol: &str, module: &str) -> Option<String> {
 
 #[must_use]
 pub fn release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn kernel_config() -> String {
@@ -80,12 +86,15 @@ fn qdisc(config: &str, feature: &str, symbol: &str, module: &str) -> Probe {
     probe(
         feature,
         feature_found(config, symbol, module),
-        &format!("`modprobe {module}`, or a kernel built with {symbol} (Debian's and most distributions' stock kernels have it; `faultline lab up --vm` runs the lab on one)"),
+        &format!(
+            "`modprobe {module}`, or a kernel built with {symbol} (Debian's and most distributions' stock kernels have it; `faultline lab up --vm` runs the lab on one)"
+        ),
     )
 }
 
 fn feature_found(config: &str, symbol: &str, module: &str) -> Result<String, String> {
-    feature(config, symbol, module).ok_or_else(|| format!("not in this kernel ({symbol} unset, no {module} module)"))
+    feature(config, symbol, module)
+        .ok_or_else(|| format!("not in this kernel ({symbol} unset, no {module} module)"))
 }
 
 /// Capability bits (linux/capability.h) the agent's mechanisms use, and what for.
@@ -114,22 +123,39 @@ fn runtime(feature: &str, paths: &[&str], what: &str) -> Probe {
         },
         None => Err(format!("no socket at {}", paths.join(", "))),
     };
-    probe(feature, result, &format!("container targets on this host need {what} running (informational until container targets land)"))
+    probe(
+        feature,
+        result,
+        &format!(
+            "container targets on this host need {what} running (informational until container targets land)"
+        ),
+    )
 }
 
 fn cgroup_cpu(cgroup2: Option<&Path>) -> Probe {
     let Some(m) = cgroup2 else {
-        return probe(f::CGROUP_CPU, Err("no cgroup2 mount".to_owned()), "mount the unified hierarchy with the cpu controller");
+        return probe(
+            f::CGROUP_CPU,
+            Err("no cgroup2 mount".to_owned()),
+            "mount the unified hierarchy with the cpu controller",
+        );
     };
     let control = m.join("cgroup.subtree_control");
     // Children of the root can be throttled when the root delegates cpu to them.
     if std::fs::read_to_string(&control).is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")) {
-        return probe(f::CGROUP_CPU, Ok(format!("cpu controller enabled in {}", control.display())), "");
+        return probe(
+            f::CGROUP_CPU,
+            Ok(format!("cpu controller enabled in {}", control.display())),
+            "",
+        );
     }
     probe(
         f::CGROUP_CPU,
         Err(format!("cpu controller not enabled in {}", control.display())),
-        &format!("`echo +cpu > {}` (impossible while cpu is mounted as a cgroup v1 controller: boot with the unified hierarchy)", control.display()),
+        &format!(
+            "`echo +cpu > {}` (impossible while cpu is mounted as a cgroup v1 controller: boot with the unified hierarchy)",
+            control.display()
+        ),
     )
 }
 
@@ -139,7 +165,8 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
     let config = kernel_config();
     let cgroup2 = super::cgroup::mount();
     let version = aya::util::KernelVersion::current().ok();
-    let at_least = |major, minor| version.is_some_and(|v| v >= aya::util::KernelVersion::new(major, minor, 0));
+    let at_least =
+        |major, minor| version.is_some_and(|v| v >= aya::util::KernelVersion::new(major, minor, 0));
     let mut probes = vec![
         qdisc(&config, f::NETEM, "CONFIG_NET_SCH_NETEM", "sch_netem"),
         qdisc(&config, f::HTB, "CONFIG_NET_SCH_HTB", "sch_htb"),
@@ -149,7 +176,11 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
             f::INGRESS_REDIRECT,
             // Before 6.4 the kernel did not mark eBPF-redirected packets and ifb dropped them
             // (commit "bpf: Set skb redirect and from_ingress info in __bpf_tx_skb").
-            if at_least(6, 4) { Ok(format!("Linux {} >= 6.4", release())) } else { Err(format!("Linux {} < 6.4 drops packets eBPF redirects into IFB", release())) },
+            if at_least(6, 4) {
+                Ok(format!("Linux {} >= 6.4", release()))
+            } else {
+                Err(format!("Linux {} < 6.4 drops packets eBPF redirects into IFB", release()))
+            },
             "ingress shaping needs Linux >= 6.4; shape the peer's egress instead",
         ),
         probe(
@@ -160,8 +191,13 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
         probe(
             f::TC_ATTACH,
             Ok(match ebpf.as_ref().map_or_else(|_| AttachMode::detect(), |m| *m) {
-                AttachMode::Tcx => "TCX links (Linux >= 6.6): they vanish with the agent".to_owned(),
-                AttachMode::Netlink => "cls_bpf filters on clsact (Linux < 6.6): journaled, removed after a crash".to_owned(),
+                AttachMode::Tcx => {
+                    "TCX links (Linux >= 6.6): they vanish with the agent".to_owned()
+                }
+                AttachMode::Netlink => {
+                    "cls_bpf filters on clsact (Linux < 6.6): journaled, removed after a crash"
+                        .to_owned()
+                }
             }),
             "",
         ),
@@ -170,17 +206,32 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
             tracing.clone().map(|()| "the kernel-metrics tracepoint programs load".to_owned()),
             "mount tracefs at /sys/kernel/tracing and give the agent CAP_PERFMON (and CAP_SYS_ADMIN where kernel.perf_event_paranoid > 2), or run with --no-kernel-metrics",
         ),
-        probe(f::CGROUP2, cgroup2.as_ref().map(|m| format!("cgroup v2 at {}", m.display())).ok_or_else(|| "no cgroup2 mount".to_owned()), "mount the unified hierarchy: mount -t cgroup2 none /sys/fs/cgroup"),
+        probe(
+            f::CGROUP2,
+            cgroup2
+                .as_ref()
+                .map(|m| format!("cgroup v2 at {}", m.display()))
+                .ok_or_else(|| "no cgroup2 mount".to_owned()),
+            "mount the unified hierarchy: mount -t cgroup2 none /sys/fs/cgroup",
+        ),
         // cgroup.freeze exists in every non-root cgroup2 directory since 5.2.
         probe(
             f::CGROUP_FREEZE,
-            if cgroup2.is_some() && at_least(5, 2) { Ok("cgroup.freeze (cgroup v2, Linux >= 5.2)".to_owned()) } else { Err("no cgroup v2 freezer".to_owned()) },
+            if cgroup2.is_some() && at_least(5, 2) {
+                Ok("cgroup.freeze (cgroup v2, Linux >= 5.2)".to_owned())
+            } else {
+                Err("no cgroup v2 freezer".to_owned())
+            },
             "cgroup v2 on Linux >= 5.2; or freeze by --pid/--name (SIGSTOP)",
         ),
         cgroup_cpu(cgroup2.as_deref()),
         probe(
             f::SYSTEMD,
-            if super::cgroup::systemd_booted() { Ok("PID 1 is systemd".to_owned()) } else { Err("PID 1 is not systemd".to_owned()) },
+            if super::cgroup::systemd_booted() {
+                Ok("PID 1 is systemd".to_owned())
+            } else {
+                Err("PID 1 is not systemd".to_owned())
+            },
             "--unit targets need systemd; target the unit's cgroup (--cgroup) or its processes (--pid, --name)",
         ),
     ];
@@ -191,10 +242,22 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
             Some(_) => Err(format!("not held: needed for {why}")),
             None => Err("CapEff unreadable in /proc/self/status".to_owned()),
         };
-        probes.push(probe(feature, result, "run the agent as root, or grant it (dist/systemd/faultline-agent.service does)"));
+        probes.push(probe(
+            feature,
+            result,
+            "run the agent as root, or grant it (dist/systemd/faultline-agent.service does)",
+        ));
     }
-    probes.push(runtime(f::DOCKER, &["/var/run/docker.sock", "/run/docker.sock"], "the Docker engine"));
-    probes.push(runtime(f::CONTAINERD, &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock"], "containerd"));
+    probes.push(runtime(
+        f::DOCKER,
+        &["/var/run/docker.sock", "/run/docker.sock"],
+        "the Docker engine",
+    ));
+    probes.push(runtime(
+        f::CONTAINERD,
+        &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock"],
+        "containerd",
+    ));
     probes.push(runtime(f::PODMAN, &["/run/podman/podman.sock"], "Podman's API service"));
     Capabilities { probes }
 }

@@ -27,7 +27,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 /// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
 pub fn mount() -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split_whitespace().nth(4)).map(PathBuf::from)
+    info.lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .map(PathBuf::from)
 }
 
 /// Where a journaled cgroup is now. The journal keeps paths relative to the cgroup2 root
@@ -39,7 +42,10 @@ pub fn locate(journaled: &Path) -> Result<PathBuf, CgroupError> {
     if journaled.starts_with(&root) && journaled.exists() {
         return Ok(journaled.to_owned());
     }
-    let rel = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].iter().find_map(|m| journaled.strip_prefix(m).ok()).unwrap_or(journaled);
+    let rel = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|m| journaled.strip_prefix(m).ok())
+        .unwrap_or(journaled);
     Ok(root.join(rel.strip_prefix("/").unwrap_or(rel)))
 }
 
@@ -81,7 +87,10 @@ pub fn resolve(path: &str) -> Result<Cgroup, CgroupError> {
     let root = mount().ok_or(CgroupError::NotMounted)?;
     let p = Path::new(path);
     if p.components().any(|c| c == Component::ParentDir) {
-        return Err(CgroupError::Invalid(format!("{}: '..' is not allowed in a cgroup path", faultline_proto::quote(path))));
+        return Err(CgroupError::Invalid(format!(
+            "{}: '..' is not allowed in a cgroup path",
+            faultline_proto::quote(path)
+        )));
     }
     let rel = p.strip_prefix(&root).unwrap_or(p);
     let rel = rel.strip_prefix("/").unwrap_or(rel);
@@ -130,7 +139,7 @@ impl Cgroup {
         self.write("cgroup.procs", &pid.to_string())
     }
 
-    #[must_use] 
+    #[must_use]
     pub fn has_controller(&self, name: &str) -> bool {
         self.read("cgroup.controllers").is_ok_and(|c| c.split_whitespace().any(|x| x == name))
     }
@@ -144,14 +153,14 @@ impl Cgroup {
     }
 
     /// Whether `other` (a rel path) is this cgroup or lies beneath it.
-    #[must_use] 
+    #[must_use]
     pub fn contains(&self, other: &str) -> bool {
         self.rel == "/" || other == self.rel || other.starts_with(&format!("{}/", self.rel))
     }
 }
 
 /// Whether systemd is PID 1 (`sd_booted(3)`'s test).
-#[must_use] 
+#[must_use]
 pub fn systemd_booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
@@ -159,7 +168,10 @@ pub fn systemd_booted() -> bool {
 /// A systemd unit's cgroup, from `systemctl show`.
 pub fn unit_cgroup(unit: &str) -> Result<Cgroup, CgroupError> {
     if !systemd_booted() {
-        return Err(CgroupError::Invalid(format!("{}: systemd is not PID 1 on this host, so it has no units; target the cgroup or the processes instead", faultline_proto::quote(unit))));
+        return Err(CgroupError::Invalid(format!(
+            "{}: systemd is not PID 1 on this host, so it has no units; target the cgroup or the processes instead",
+            faultline_proto::quote(unit)
+        )));
     }
     let out = std::process::Command::new("systemctl")
         .args(["show", "--property=ControlGroup", "--value", "--", unit])
@@ -167,13 +179,16 @@ pub fn unit_cgroup(unit: &str) -> Result<Cgroup, CgroupError> {
         .map_err(io(Path::new("systemctl")))?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || path.is_empty() {
-        return Err(CgroupError::Invalid(format!("{}: systemd knows no running unit of that name (systemctl show gave no ControlGroup)", faultline_proto::quote(unit))));
+        return Err(CgroupError::Invalid(format!(
+            "{}: systemd knows no running unit of that name (systemctl show gave no ControlGroup)",
+            faultline_proto::quote(unit)
+        )));
     }
     resolve(&path)
 }
 
 /// cpu.max for `cpus` CPUs over `period_us`: "quota period".
-#[must_use] 
+#[must_use]
 pub fn cpu_max_value(cpus: f64, period_us: u64) -> String {
     let quota = ((cpus * period_us as f64).round() as u64).max(1000);
     format!("{quota} {period_us}")

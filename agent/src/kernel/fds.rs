@@ -58,7 +58,11 @@ mod tests {
         let mut calls = 0;
         let r = retry(|| {
             calls += 1;
-            if calls == 1 { Err(std::io::Error::from_raw_os_error(libc::EMFILE)) } else { Ok(calls) }
+            if calls == 1 {
+                Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+            } else {
+                Ok(calls)
+            }
         });
         assert_eq!(r.unwrap(), 2);
         // Any other error is returned as it is, once.

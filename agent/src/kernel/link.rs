@@ -8,7 +8,7 @@ use rtnetlink::{Handle, LinkIfb};
 /// so recovery can tell them from the user's own (`ifb0`, ...).
 pub const IFB_PREFIX: &str = "flifb";
 
-#[must_use] 
+#[must_use]
 pub fn ifb_name(ifindex: u32) -> String {
     format!("{IFB_PREFIX}{ifindex}")
 }
@@ -24,10 +24,12 @@ pub struct Interface {
 }
 
 fn sysfs(name: &str, attr: &str) -> Option<String> {
-    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join(attr)).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join(attr))
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
-#[must_use] 
+#[must_use]
 pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
@@ -42,19 +44,21 @@ pub fn lookup(name: &str) -> std::io::Result<Option<u32>> {
     }
 }
 
-#[must_use] 
+#[must_use]
 pub fn exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
 /// Interfaces with their addresses, from getifaddrs and sysfs.
-#[must_use] 
+#[must_use]
 pub fn interfaces() -> Vec<Interface> {
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir("/sys/class/net") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let flags = sysfs(&name, "flags").and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok()).unwrap_or(0);
+            let flags = sysfs(&name, "flags")
+                .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+                .unwrap_or(0);
             by_name.insert(
                 name.clone(),
                 Interface {
@@ -70,7 +74,9 @@ pub fn interfaces() -> Vec<Interface> {
     }
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
-            let (Some(addr), Some(iface)) = (a.address, by_name.get_mut(&a.interface_name)) else { continue };
+            let (Some(addr), Some(iface)) = (a.address, by_name.get_mut(&a.interface_name)) else {
+                continue;
+            };
             let prefix = |m: Option<nix::sys::socket::SockaddrStorage>, v4: bool| -> u32 {
                 m.and_then(|m| {
                     if v4 {
@@ -100,7 +106,9 @@ pub fn addresses_here() -> Vec<std::net::IpAddr> {
     addrs
         .filter_map(|a| {
             let a = a.address?;
-            a.as_sockaddr_in().map(|v4| std::net::IpAddr::V4(v4.ip())).or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
         })
         .filter(|ip| match ip {
             std::net::IpAddr::V4(v) => !v.is_loopback() && !v.is_link_local(),

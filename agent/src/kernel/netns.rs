@@ -41,7 +41,8 @@ impl std::fmt::Debug for Netns {
 }
 
 /// Runtimes keep a namespace alive with a bind mount even when no process is left in it.
-const BIND_MOUNT_DIRS: &[&str] = &["/var/run/docker/netns", "/run/docker/netns", "/var/run/netns", "/run/netns"];
+const BIND_MOUNT_DIRS: &[&str] =
+    &["/var/run/docker/netns", "/run/docker/netns", "/var/run/netns", "/run/netns"];
 
 impl Netns {
     /// The network namespace of process `pid`.
@@ -75,7 +76,8 @@ impl Netns {
             std::thread::Builder::new()
                 .name("faultline-netns".into())
                 .spawn_scoped(s, move || {
-                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(io::Error::from)?;
                     Ok(f())
                 })?
                 .join()
@@ -100,8 +102,17 @@ impl Netns {
     /// the agent made inside it).
     pub fn find(r: &NsRef) -> io::Result<Option<Self>> {
         let candidates = std::iter::once(PathBuf::from(format!("/proc/{}/ns/net", r.pid)))
-            .chain(std::fs::read_dir("/proc").into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).map(|e| e.path().join("ns/net")))
-            .chain(BIND_MOUNT_DIRS.iter().flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path())));
+            .chain(
+                std::fs::read_dir("/proc")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                    .map(|e| e.path().join("ns/net")),
+            )
+            .chain(BIND_MOUNT_DIRS.iter().flat_map(|d| {
+                std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path())
+            }));
         for path in candidates {
             // Racing processes come and go: a candidate that cannot be read is skipped.
             if std::fs::metadata(&path).is_ok_and(|m| m.ino() == r.inode)
@@ -125,13 +136,22 @@ pub fn inode_of(pid: u32) -> Option<u64> {
 /// The calling thread's namespace cookie; 0 on kernels without `SO_NETNS_COOKIE`. Any
 /// socket answers for its namespace; an unbound one needs no address (loopback may be down).
 fn cookie() -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    let fd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
+    use std::os::fd::AsRawFd;
+    let fd = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(io::Error::from)?;
     let mut value: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: `value` is a u64 the kernel writes at most `len` (8) bytes into; fd is open.
-    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NETNS_COOKIE, (&raw mut value).cast(), &raw mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
     if rc == 0 {
         Ok(value)
     } else {
@@ -144,13 +164,25 @@ fn cookie() -> io::Result<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn own_namespace_is_found_by_its_identity() {
-        let own = Netns::of_pid(std::process::id()).unwrap();
-        assert_eq!(own.inode, Netns::current_inode().unwrap());
-        let found = Netns::find(&own.reference(std::process::id(), "self")).unwrap().expect("own namespace");
-        assert_eq!((found.inode, found.cookie), (own.inode, own.cookie));
-        // A namespace nobody has: inode 1 is never a namespace's.
-        assert!(Netns::find(&NsRef { inode: 1, cookie: 0, pid: 1, container: String::new() }).unwrap().is_none());
+    /// Tests that open namespaces (setns needs `CAP_SYS_ADMIN`): `cargo xtask check`, which
+    /// runs as any user, skips `needs_root::`; `cargo xtask test` runs them as root.
+    mod needs_root {
+        use super::*;
+
+        #[test]
+        fn own_namespace_is_found_by_its_identity() {
+            let own = Netns::of_pid(std::process::id()).unwrap();
+            assert_eq!(own.inode, Netns::current_inode().unwrap());
+            let found = Netns::find(&own.reference(std::process::id(), "self"))
+                .unwrap()
+                .expect("own namespace");
+            assert_eq!((found.inode, found.cookie), (own.inode, own.cookie));
+            // A namespace nobody has: inode 1 is never a namespace's.
+            assert!(
+                Netns::find(&NsRef { inode: 1, cookie: 0, pid: 1, container: String::new() })
+                    .unwrap()
+                    .is_none()
+            );
+        }
     }
 }

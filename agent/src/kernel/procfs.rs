@@ -7,7 +7,9 @@ use std::{
 };
 
 /// A process identity: a pid alone can be reused, a pid with its start time cannot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ProcId {
     pub pid: u32,
     /// Clock ticks after boot (/proc/PID/stat field 22).
@@ -27,7 +29,7 @@ pub struct Stat {
 
 /// Parses /proc/PID/stat. The name sits in parentheses and may itself contain
 /// spaces and parentheses, so fields are counted from the last ')'.
-#[must_use] 
+#[must_use]
 pub fn parse_stat(pid: u32, text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
@@ -44,13 +46,13 @@ pub fn parse_stat(pid: u32, text: &str) -> Option<Stat> {
     })
 }
 
-#[must_use] 
+#[must_use]
 pub fn stat(pid: u32) -> Option<Stat> {
     parse_stat(pid, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The process's current identity check: still there, and still the same process.
-#[must_use] 
+#[must_use]
 pub fn is_alive(id: ProcId) -> bool {
     stat(id.pid).is_some_and(|s| s.id == id && s.state != 'Z')
 }
@@ -67,29 +69,39 @@ pub fn alive(id: ProcId) -> std::io::Result<bool> {
 
 /// Whether the process is a kernel thread (`PF_KTHREAD` in /proc/PID/stat's flags, field
 /// 9): signals and cgroup moves do nothing to those, so they are no target.
-#[must_use] 
+#[must_use]
 pub fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|t| {
-        let rest = t.get(t.rfind(')')? + 2..)?;
-        rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-    }).is_some_and(|flags| flags & PF_KTHREAD != 0)
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = t.get(t.rfind(')')? + 2..)?;
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
-#[must_use] 
+#[must_use]
 pub fn cmdline(pid: u32) -> String {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The process's cgroup v2 path ("/system.slice/x.service"), from /proc/PID/cgroup.
-#[must_use] 
+#[must_use]
 pub fn cgroup(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
 }
 
 /// The process's network namespace ("net:[4026531840]"), from /proc/PID/ns/net.
-#[must_use] 
+#[must_use]
 pub fn netns(pid: u32) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/ns/net")).ok().map(|p| p.to_string_lossy().into_owned())
 }
@@ -100,7 +112,7 @@ pub fn all() -> Vec<Stat> {
 }
 
 /// `roots` and all their descendants, each once.
-#[must_use] 
+#[must_use]
 pub fn with_descendants(roots: &[Stat], everyone: &[Stat]) -> Vec<Stat> {
     let mut out: Vec<Stat> = roots.to_vec();
     let mut i = 0;
@@ -149,10 +161,22 @@ pub fn signal(id: ProcId, signal: i32) -> Result<(), SignalError> {
         Err(source) => return Err(SignalError::Os { pid: id.pid, source }),
     }
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo, no flags.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
     if rc < 0 {
         let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::ESRCH) { SignalError::Gone(id.pid) } else { SignalError::Os { pid: id.pid, source: e } });
+        return Err(if e.raw_os_error() == Some(libc::ESRCH) {
+            SignalError::Gone(id.pid)
+        } else {
+            SignalError::Os { pid: id.pid, source: e }
+        });
     }
     Ok(())
 }

@@ -3,7 +3,10 @@
 use futures_util::{StreamExt, TryStreamExt};
 use rtnetlink::{
     Handle,
-    packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
+    packet_core::{
+        DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage,
+        NetlinkPayload,
+    },
     packet_route::{
         RouteNetlinkMessage,
         tc::{TcAttribute, TcHandle, TcMessage},
@@ -22,7 +25,7 @@ pub struct TcError {
 }
 
 impl TcError {
-    #[must_use] 
+    #[must_use]
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
@@ -36,7 +39,7 @@ pub struct Qdisc {
     pub kind: String,
 }
 
-#[must_use] 
+#[must_use]
 pub fn fmt_handle(h: u32) -> String {
     if h == TC_H_ROOT {
         return "root".into();
@@ -51,23 +54,33 @@ fn to_io(e: rtnetlink::Error) -> std::io::Error {
     }
 }
 
-async fn send(handle: &Handle, msg: RouteNetlinkMessage, flags: u16, op: String) -> Result<(), TcError> {
+async fn send(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    flags: u16,
+    op: String,
+) -> Result<(), TcError> {
     let mut req = NetlinkMessage::from(msg);
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    let mut resp = handle
-        .clone()
-        .request(req)
-        .map_err(|e| TcError { op: op.clone(), source: to_io(e) })?;
+    let mut resp =
+        handle.clone().request(req).map_err(|e| TcError { op: op.clone(), source: to_io(e) })?;
     while let Some(m) = resp.next().await {
         if let NetlinkPayload::Error(err) = m.payload
-            && err.code.is_some() {
-                return Err(TcError { op, source: err.to_io() });
-            }
+            && err.code.is_some()
+        {
+            return Err(TcError { op, source: err.to_io() });
+        }
     }
     Ok(())
 }
 
-fn message(ifindex: u32, parent: u32, handle: u32, kind: Option<&str>, options: Option<Vec<u8>>) -> TcMessage {
+fn message(
+    ifindex: u32,
+    parent: u32,
+    handle: u32,
+    kind: Option<&str>,
+    options: Option<Vec<u8>>,
+) -> TcMessage {
     let mut m = TcMessage::with_index(ifindex as i32);
     m.header.parent = TcHandle::from(parent);
     m.header.handle = TcHandle::from(handle);
@@ -82,7 +95,13 @@ fn message(ifindex: u32, parent: u32, handle: u32, kind: Option<&str>, options: 
 
 /// Adds a qdisc; fails rather than replaces when one is already there.
 pub async fn add_qdisc(nl: &Handle, q: &Qdisc, options: Vec<u8>) -> Result<(), TcError> {
-    let op = format!("add {} qdisc {} parent {} on ifindex {}", q.kind, fmt_handle(q.handle), fmt_handle(q.parent), q.ifindex);
+    let op = format!(
+        "add {} qdisc {} parent {} on ifindex {}",
+        q.kind,
+        fmt_handle(q.handle),
+        fmt_handle(q.parent),
+        q.ifindex
+    );
     let m = message(q.ifindex, q.parent, q.handle, Some(&q.kind), Some(options));
     send(nl, RouteNetlinkMessage::NewQueueDiscipline(m), NLM_F_CREATE | NLM_F_EXCL, op).await
 }
@@ -93,7 +112,14 @@ pub async fn del_qdisc(nl: &Handle, q: &Qdisc) -> Result<(), TcError> {
     send(nl, RouteNetlinkMessage::DelQueueDiscipline(m), 0, op).await
 }
 
-pub async fn add_class(nl: &Handle, ifindex: u32, parent: u32, classid: u32, kind: &str, options: Vec<u8>) -> Result<(), TcError> {
+pub async fn add_class(
+    nl: &Handle,
+    ifindex: u32,
+    parent: u32,
+    classid: u32,
+    kind: &str,
+    options: Vec<u8>,
+) -> Result<(), TcError> {
     let op = format!("add {kind} class {} on ifindex {ifindex}", fmt_handle(classid));
     let m = message(ifindex, parent, classid, Some(kind), Some(options));
     send(nl, RouteNetlinkMessage::NewTrafficClass(m), NLM_F_CREATE | NLM_F_EXCL, op).await
@@ -136,10 +162,20 @@ pub struct ClassStats {
 }
 
 /// The counters of class `classid` on an interface, if it exists.
-pub async fn class_stats(nl: &Handle, ifindex: u32, classid: u32) -> Result<Option<ClassStats>, TcError> {
+pub async fn class_stats(
+    nl: &Handle,
+    ifindex: u32,
+    classid: u32,
+) -> Result<Option<ClassStats>, TcError> {
     use rtnetlink::packet_route::tc::TcStats2;
     let op = format!("list classes of ifindex {ifindex}");
-    let msgs: Vec<TcMessage> = nl.traffic_class(ifindex as i32).get().execute().try_collect().await.map_err(|e| TcError { op, source: to_io(e) })?;
+    let msgs: Vec<TcMessage> = nl
+        .traffic_class(ifindex as i32)
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| TcError { op, source: to_io(e) })?;
     Ok(msgs.into_iter().find(|m| u32::from(m.header.handle) == classid).map(|m| {
         let mut out = ClassStats::default();
         for a in &m.attributes {

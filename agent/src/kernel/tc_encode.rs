@@ -30,7 +30,7 @@ const TC_HTB_PROTOVER: u32 = 3;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 
 /// A probability (0..=1) as the kernel's fixed point, rounded half-to-even like tc's `rint()`.
-#[must_use] 
+#[must_use]
 pub fn prob_u32(p: f64) -> u32 {
     (p.clamp(0.0, 1.0) * f64::from(u32::MAX)).round_ties_even() as u32
 }
@@ -57,12 +57,14 @@ pub fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 
 /// The netem `TCA_OPTIONS` payload: `struct tc_netem_qopt` followed by attributes.
 /// `dist_table` is the delay distribution (tc's `.dist` file contents), when not uniform.
-#[must_use] 
+#[must_use]
 pub fn netem_options(spec: &NetemSpec, dist_table: Option<&[i16]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     let (loss, ge) = match spec.loss {
         Some(LossModel::Random { probability, .. }) => (prob_u32(probability), None),
-        Some(LossModel::GilbertElliott { p, r, bad_loss, good_loss }) => (0, Some((p, r, bad_loss, good_loss))),
+        Some(LossModel::GilbertElliott { p, r, bad_loss, good_loss }) => {
+            (0, Some((p, r, bad_loss, good_loss)))
+        }
         None => (0, None),
     };
     let gap = u32::from(spec.reorder.is_some());
@@ -93,7 +95,10 @@ pub fn netem_options(spec: &NetemSpec, dist_table: Option<&[i16]>) -> Vec<u8> {
     let dup_corr = spec.duplicate.map_or(0.0, |d| d.correlation);
     if spec.delay_correlation > 0.0 || loss_corr > 0.0 || dup_corr > 0.0 {
         let mut corr = Vec::new();
-        put_u32s(&mut corr, &[prob_u32(spec.delay_correlation), prob_u32(loss_corr), prob_u32(dup_corr)]);
+        put_u32s(
+            &mut corr,
+            &[prob_u32(spec.delay_correlation), prob_u32(loss_corr), prob_u32(dup_corr)],
+        );
         put_attr(&mut out, TCA_NETEM_CORR, &corr);
     }
     if let Some(r) = spec.reorder {
@@ -135,7 +140,7 @@ pub fn netem_options(spec: &NetemSpec, dist_table: Option<&[i16]>) -> Vec<u8> {
 }
 
 /// Whether a netem spec needs a distribution table, and its tc name.
-#[must_use] 
+#[must_use]
 pub fn dist_name(d: Distribution) -> Option<&'static str> {
     match d {
         Distribution::Uniform => None,
@@ -162,7 +167,7 @@ pub fn parse_dist(text: &str) -> Result<Vec<i16>, String> {
 
 /// htb qdisc options: `struct tc_htb_glob` and an explicit direct queue length.
 /// Packets the classifier does not steer go to htb's direct queue, unshaped.
-#[must_use] 
+#[must_use]
 pub fn htb_qdisc_options(direct_qlen: u32) -> Vec<u8> {
     let mut glob = Vec::new();
     // version, rate2quantum, defcls (0: unclassified -> direct), debug, direct_pkts
@@ -186,7 +191,7 @@ fn ratespec(bytes_per_sec: u64) -> [u8; 12] {
 }
 
 /// htb class options for a class limited to `rate_bps` with `burst` bytes of buffer.
-#[must_use] 
+#[must_use]
 pub fn htb_class_options(rate_bps: u64, burst: u32) -> Vec<u8> {
     let bps = rate_bps / 8;
     // buffer is the time to send `burst` bytes at `rate`, in ticks.
@@ -216,7 +221,10 @@ mod tests {
     /// The `TCA_OPTIONS` payload of a netlink message captured from real `tc`
     /// (`strace -e write=3 tc ...`, files in agent/tests/data).
     fn tc_options(hex: &str, attr: u16) -> Vec<u8> {
-        let b: Vec<u8> = (0..hex.trim().len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let b: Vec<u8> = (0..hex.trim().len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
         let mut off = 16 + 20;
         while off < b.len() {
             let len = u16::from_ne_bytes([b[off], b[off + 1]]) as usize;
@@ -272,13 +280,22 @@ mod tests {
             limit: 500,
             ..base()
         };
-        assert_eq!(netem_options(&spec, None), tc_options(include_str!("../../tests/data/netem_full.hex"), 2));
+        assert_eq!(
+            netem_options(&spec, None),
+            tc_options(include_str!("../../tests/data/netem_full.hex"), 2)
+        );
     }
 
     #[test]
     fn netem_loss_matches_tc() {
-        let spec = NetemSpec { loss: Some(LossModel::Random { probability: 0.10, correlation: 0.0 }), ..base() };
-        assert_eq!(netem_options(&spec, None), tc_options(include_str!("../../tests/data/netem_loss.hex"), 2));
+        let spec = NetemSpec {
+            loss: Some(LossModel::Random { probability: 0.10, correlation: 0.0 }),
+            ..base()
+        };
+        assert_eq!(
+            netem_options(&spec, None),
+            tc_options(include_str!("../../tests/data/netem_loss.hex"), 2)
+        );
     }
 
     #[test]
@@ -286,26 +303,45 @@ mod tests {
         // tc ... netem delay 50ms loss gemodel 1% 10% 70% 0.1%
         let spec = NetemSpec {
             delay: Duration::from_millis(50),
-            loss: Some(LossModel::GilbertElliott { p: 0.01, r: 0.10, bad_loss: 0.70, good_loss: 0.001 }),
+            loss: Some(LossModel::GilbertElliott {
+                p: 0.01,
+                r: 0.10,
+                bad_loss: 0.70,
+                good_loss: 0.001,
+            }),
             ..base()
         };
-        assert_eq!(netem_options(&spec, None), tc_options(include_str!("../../tests/data/netem_gemodel.hex"), 2));
+        assert_eq!(
+            netem_options(&spec, None),
+            tc_options(include_str!("../../tests/data/netem_gemodel.hex"), 2)
+        );
     }
 
     #[test]
     fn netem_distribution_matches_tc() {
         // tc ... netem delay 100ms 20ms distribution normal (table from iproute2's normal.dist)
         let captured = tc_options(include_str!("../../tests/data/netem_normal.hex"), 2);
-        let table: Vec<i16> = sub_attr(&captured[24..], TCA_NETEM_DELAY_DIST).chunks(2).map(|c| i16::from_ne_bytes([c[0], c[1]])).collect();
+        let table: Vec<i16> = sub_attr(&captured[24..], TCA_NETEM_DELAY_DIST)
+            .chunks(2)
+            .map(|c| i16::from_ne_bytes([c[0], c[1]]))
+            .collect();
         assert_eq!(table.len(), 4096);
-        let spec = NetemSpec { delay: Duration::from_millis(100), jitter: Duration::from_millis(20), distribution: Distribution::Normal, ..base() };
+        let spec = NetemSpec {
+            delay: Duration::from_millis(100),
+            jitter: Duration::from_millis(20),
+            distribution: Distribution::Normal,
+            ..base()
+        };
         assert_eq!(netem_options(&spec, Some(&table)), captured);
     }
 
     #[test]
     fn htb_qdisc_matches_tc() {
         // tc qdisc add dev X root handle fa17: htb default 0 direct_qlen 1000
-        assert_eq!(htb_qdisc_options(1000), tc_options(include_str!("../../tests/data/htb_qdisc.hex"), 2));
+        assert_eq!(
+            htb_qdisc_options(1000),
+            tc_options(include_str!("../../tests/data/htb_qdisc.hex"), 2)
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::TracePoint,
 };
-use faultline_ebpf_common::{HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_OWNER_ADDRS, MetricKey, PeerCounters, off};
+use faultline_ebpf_common::{
+    HIST_BUCKETS, Hist, MAX_DROP_REASONS, MAX_OWNER_ADDRS, MetricKey, PeerCounters, off,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/faultline-trace"));
 
@@ -44,7 +46,7 @@ pub struct Format {
     pub print_fmt: String,
 }
 
-#[must_use] 
+#[must_use]
 pub fn parse_format(text: &str) -> Format {
     let mut f = Format::default();
     for line in text.lines() {
@@ -56,9 +58,16 @@ pub fn parse_format(text: &str) -> Format {
         let Some(rest) = line.strip_prefix("field:") else { continue };
         let mut parts = rest.split(';');
         let decl = parts.next().unwrap_or_default();
-        let offset = parts.find_map(|p| p.trim().strip_prefix("offset:")).and_then(|o| o.parse().ok());
+        let offset =
+            parts.find_map(|p| p.trim().strip_prefix("offset:")).and_then(|o| o.parse().ok());
         // "__u8 daddr_v6[16]" -> daddr_v6; "const void * skaddr" -> skaddr
-        let name = decl.rsplit([' ', '*']).next().unwrap_or_default().split('[').next().unwrap_or_default();
+        let name = decl
+            .rsplit([' ', '*'])
+            .next()
+            .unwrap_or_default()
+            .split('[')
+            .next()
+            .unwrap_or_default();
         if let (false, Some(o)) = (name.is_empty(), offset) {
             f.fields.insert(name.to_owned(), o);
         }
@@ -67,7 +76,7 @@ pub fn parse_format(text: &str) -> Format {
 }
 
 /// Names of enum `skb_drop_reason` values, from `kfree_skb`'s `__print_symbolic` list.
-#[must_use] 
+#[must_use]
 pub fn drop_reason_names(print_fmt: &str) -> BTreeMap<u32, String> {
     let mut names = BTreeMap::new();
     let Some(start) = print_fmt.find("__print_symbolic(REC->reason") else { return names };
@@ -135,7 +144,9 @@ fn local_addresses() -> BTreeSet<[u8; 16]> {
         .flatten()
         .filter_map(|a| {
             let addr = a.address?;
-            addr.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())).or_else(|| addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            addr.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
         })
         .map(key)
         .collect()
@@ -144,25 +155,42 @@ fn local_addresses() -> BTreeSet<[u8; 16]> {
 /// Makes sure tracefs is mounted (it is on most distributions; a minimal initramfs or
 /// container may lack it). Returns whether this call mounted it.
 pub fn ensure_tracefs() -> Result<bool, TraceError> {
-    if Path::new(TRACEFS).join("events").is_dir() || Path::new("/sys/kernel/debug/tracing/events").is_dir() {
+    if Path::new(TRACEFS).join("events").is_dir()
+        || Path::new("/sys/kernel/debug/tracing/events").is_dir()
+    {
         return Ok(false);
     }
-    nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| TraceError::Tracefs(format!("mounting tracefs at {TRACEFS}: {e}")))?;
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| TraceError::Tracefs(format!("mounting tracefs at {TRACEFS}: {e}")))?;
     Ok(true)
 }
 
 fn events_dir() -> &'static Path {
-    if Path::new(TRACEFS).join("events").is_dir() { Path::new(TRACEFS) } else { Path::new("/sys/kernel/debug/tracing") }
+    if Path::new(TRACEFS).join("events").is_dir() {
+        Path::new(TRACEFS)
+    } else {
+        Path::new("/sys/kernel/debug/tracing")
+    }
 }
 
 fn format(cat: &str, name: &str) -> Result<Format, TraceError> {
     let p = events_dir().join("events").join(cat).join(name).join("format");
-    std::fs::read_to_string(&p).map(|t| parse_format(&t)).map_err(|e| TraceError::Tracefs(format!("{}: {e}", p.display())))
+    std::fs::read_to_string(&p)
+        .map(|t| parse_format(&t))
+        .map_err(|e| TraceError::Tracefs(format!("{}: {e}", p.display())))
 }
 
 fn field(f: &Format, event: &str, name: &str) -> Result<u32, TraceError> {
-    f.fields.get(name).map(|o| *o as u32).ok_or_else(|| TraceError::Field(event.to_owned(), name.to_owned()))
+    f.fields
+        .get(name)
+        .map(|o| *o as u32)
+        .ok_or_else(|| TraceError::Field(event.to_owned(), name.to_owned()))
 }
 
 impl Tracer {
@@ -197,17 +225,26 @@ impl Tracer {
         let load = |e: &dyn std::fmt::Display| TraceError::Load(e.to_string());
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load(&e))?;
         {
-            let mut arr: Array<_, u32> = Array::try_from(ebpf.map_mut("OFFSETS").ok_or_else(|| load(&"map OFFSETS missing"))?).map_err(|e| load(&e))?;
+            let mut arr: Array<_, u32> = Array::try_from(
+                ebpf.map_mut("OFFSETS").ok_or_else(|| load(&"map OFFSETS missing"))?,
+            )
+            .map_err(|e| load(&e))?;
             for (i, o) in offsets {
                 arr.set(i, o, 0).map_err(|e| load(&e))?;
             }
         }
         for (prog, cat, name) in PROGRAMS {
-            let p: &mut TracePoint = ebpf.program_mut(prog).ok_or_else(|| load(&format!("program {prog} missing")))?.try_into().map_err(|e| load(&e))?;
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| load(&format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| load(&e))?;
             p.load().map_err(|e| load(&format!("{prog}: {e}")))?;
-            p.attach(cat, name).map_err(|e| load(&format!("attaching {prog} to {cat}:{name}: {e}")))?;
+            p.attach(cat, name)
+                .map_err(|e| load(&format!("attaching {prog} to {cat}:{name}: {e}")))?;
         }
-        let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| load(&format!("map {name} missing")));
+        let mut take =
+            |name: &str| ebpf.take_map(name).ok_or_else(|| load(&format!("map {name} missing")));
         let rtt = PerCpuHashMap::try_from(take("RTT")?).map_err(|e| load(&e))?;
         let connect = PerCpuHashMap::try_from(take("CONNECT")?).map_err(|e| load(&e))?;
         let peers = PerCpuHashMap::try_from(take("PEER_COUNTERS")?).map_err(|e| load(&e))?;
@@ -221,16 +258,31 @@ impl Tracer {
             next: 0,
         };
         let local = if local_only {
-            let mut local = Local { map: HashMap::try_from(take("LOCAL")?).map_err(|e| load(&e))?, known: BTreeSet::new() };
+            let mut local = Local {
+                map: HashMap::try_from(take("LOCAL")?).map_err(|e| load(&e))?,
+                known: BTreeSet::new(),
+            };
             local.refresh();
             // Filled first, then switched on: no event of ours is ever left out.
-            let mut only: Array<_, u32> = Array::try_from(ebpf.map_mut("LOCAL_ONLY").ok_or_else(|| load(&"map LOCAL_ONLY missing"))?).map_err(|e| load(&e))?;
+            let mut only: Array<_, u32> = Array::try_from(
+                ebpf.map_mut("LOCAL_ONLY").ok_or_else(|| load(&"map LOCAL_ONLY missing"))?,
+            )
+            .map_err(|e| load(&e))?;
             only.set(0, 1, 0).map_err(|e| load(&e))?;
             Some(Mutex::new(local))
         } else {
             None
         };
-        Ok(Self { _ebpf: ebpf, rtt, connect, peers, drops, reasons: drop_reason_names(&kfree.print_fmt), local, owners: Mutex::new(owners) })
+        Ok(Self {
+            _ebpf: ebpf,
+            rtt,
+            connect,
+            peers,
+            drops,
+            reasons: drop_reason_names(&kfree.print_fmt),
+            local,
+            owners: Mutex::new(owners),
+        })
     }
 
     fn refresh_local(&self) {
@@ -247,7 +299,8 @@ impl Tracer {
 
     pub fn snapshot(&self) -> Snapshot {
         self.refresh_local();
-        let names = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).names.clone();
+        let names =
+            self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).names.clone();
         let who = |k: MetricKey| -> Who {
             let owner = match k.owner {
                 0 => String::new(),
@@ -277,7 +330,11 @@ impl Tracer {
         for reason in 0..MAX_DROP_REASONS {
             let n: u64 = self.drops.get(&reason, 0).map_or(0, |v| v.iter().sum());
             if n > 0 {
-                let name = self.reasons.get(&reason).cloned().unwrap_or_else(|| format!("REASON_{reason}"));
+                let name = self
+                    .reasons
+                    .get(&reason)
+                    .cloned()
+                    .unwrap_or_else(|| format!("REASON_{reason}"));
                 s.drops.push((reason, name, n));
             }
         }
@@ -340,7 +397,12 @@ impl Owners {
         // they outnumber what the maps can still hold figures for.
         if self.ids.len() > 2 * faultline_ebpf_common::MAX_METRIC_PEERS as usize {
             let live: BTreeSet<&String> = containers.iter().map(|(id, _, _)| id).collect();
-            let gone: Vec<(String, u32)> = self.ids.iter().filter(|(id, _)| !live.contains(id)).map(|(id, o)| (id.clone(), *o)).collect();
+            let gone: Vec<(String, u32)> = self
+                .ids
+                .iter()
+                .filter(|(id, _)| !live.contains(id))
+                .map(|(id, o)| (id.clone(), *o))
+                .collect();
             for (id, o) in gone {
                 self.ids.remove(&id);
                 self.names.remove(&o);
@@ -356,7 +418,10 @@ impl Owners {
             if self.known.get(a) == Some(o) || self.map.insert(a, o, 0).is_ok() {
                 held.insert(*a, *o);
             } else {
-                tracing::warn!("kernel metrics: cannot attribute address {} to a container", addr(*a));
+                tracing::warn!(
+                    "kernel metrics: cannot attribute address {} to a container",
+                    addr(*a)
+                );
             }
         }
         // Off while no container is known: the programs then skip the lookup.
@@ -408,6 +473,9 @@ mod tests {
 
     #[test]
     fn mapped_keys_come_back_as_ipv4() {
-        assert_eq!(addr(std::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets()).to_string(), "10.1.2.3");
+        assert_eq!(
+            addr(std::net::Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets()).to_string(),
+            "10.1.2.3"
+        );
     }
 }

@@ -42,8 +42,18 @@ pub fn ensure_image() {
 
 /// Imports the tree at `root` as a one-layer image named `image`, then removes the tree.
 fn import(root: &std::path::Path, image: &str) {
-    let tar = Command::new("tar").arg("-C").arg(root).args(["-c", "."]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let out = Command::new("docker").args(["import", "-", image]).stdin(tar.stdout.unwrap()).output().unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["-c", "."])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Command::new("docker")
+        .args(["import", "-", image])
+        .stdin(tar.stdout.unwrap())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(root);
 }
@@ -51,7 +61,8 @@ fn import(root: &std::path::Path, image: &str) {
 /// (transmitted, received) from ping's summary, busybox's or iputils'; `None` without one.
 pub fn ping_counts(output: &str) -> Option<(u32, u32)> {
     let line = output.lines().find(|l| l.contains("packets transmitted"))?;
-    let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let nums: Vec<u32> =
+        line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     Some((*nums.first()?, *nums.get(1)?))
 }
 
@@ -67,7 +78,11 @@ pub fn ensure_tc_image() {
     let root = std::env::temp_dir().join(format!("fl-tc-image-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let ldd = Command::new("ldd").arg("/usr/sbin/tc").output().expect("ldd (libc-bin)");
-    let libs = String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')).map(str::to_owned).collect::<Vec<_>>();
+    let libs = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
     for file in libs.iter().map(String::as_str).chain(["/usr/sbin/tc"]) {
         let to = root.join(file.trim_start_matches('/'));
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -98,7 +113,16 @@ impl Containers {
             let _ = docker(&["rm", "-f", n]);
         }
         let _ = docker(&["network", "rm", &net]);
-        docker_ok(&["network", "create", "--ipv6", "--subnet", &format!("10.79.{id}.0/24"), "--subnet", &format!("fd79:{id}::/64"), &net]);
+        docker_ok(&[
+            "network",
+            "create",
+            "--ipv6",
+            "--subnet",
+            &format!("10.79.{id}.0/24"),
+            "--subnet",
+            &format!("fd79:{id}::/64"),
+            &net,
+        ]);
         let me = Self { net, names };
         for ((_, labels), name) in specs.iter().zip(&me.names) {
             let mut args = vec!["run", "-d", "--name", name, "--network", &me.net];
@@ -113,7 +137,11 @@ impl Containers {
     }
 
     pub fn name(&self, short: &str) -> String {
-        self.names.iter().find(|n| n.ends_with(&format!("-{short}"))).cloned().expect("a container of this set")
+        self.names
+            .iter()
+            .find(|n| n.ends_with(&format!("-{short}")))
+            .cloned()
+            .expect("a container of this set")
     }
 
     pub fn pid(&self, short: &str) -> u32 {
@@ -121,11 +149,21 @@ impl Containers {
     }
 
     pub fn ip4(&self, short: &str) -> String {
-        docker_ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &self.name(short)])
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.name(short),
+        ])
     }
 
     pub fn ip6(&self, short: &str) -> String {
-        docker_ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}", &self.name(short)])
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}",
+            &self.name(short),
+        ])
     }
 
     /// Runs `cmd` inside container `short`: the image's busybox applets, not the host's programs.
@@ -138,16 +176,20 @@ impl Containers {
 
     /// `ping` from inside container `short`: (transmitted, received).
     pub fn ping(&self, short: &str, to: &str, count: u32, interval: &str) -> (u32, u32) {
-        let out = self.exec(short, &["ping", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", to]);
+        let out = self
+            .exec(short, &["ping", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", to]);
         let text = String::from_utf8_lossy(&out.stdout);
-        ping_counts(&text).unwrap_or_else(|| panic!("ping output: {text} {}", String::from_utf8_lossy(&out.stderr)))
+        ping_counts(&text).unwrap_or_else(|| {
+            panic!("ping output: {text} {}", String::from_utf8_lossy(&out.stderr))
+        })
     }
 
     /// A container namespace's qdiscs, filters and links, for byte-for-byte comparison.
     pub fn ns_state(&self, short: &str) -> String {
         let ns = format!("--net=/proc/{}/ns/net", self.pid(short));
         let run = |cmd: &[&str]| {
-            let out = Command::new("nsenter").arg(&ns).args(cmd).output().expect("nsenter (util-linux)");
+            let out =
+                Command::new("nsenter").arg(&ns).args(cmd).output().expect("nsenter (util-linux)");
             assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
@@ -157,14 +199,22 @@ impl Containers {
             .lines()
             .map(|l| {
                 let words: Vec<&str> = l.split_whitespace().collect();
-                let keep: Vec<&str> = words.iter().enumerate().filter(|(i, _)| *i == 0 || words[i - 1] != "direct_packets_stat").map(|(_, w)| *w).collect();
+                let keep: Vec<&str> = words
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i == 0 || words[i - 1] != "direct_packets_stat")
+                    .map(|(_, w)| *w)
+                    .collect();
                 keep.join(" ") + "\n"
             })
             .collect();
         for dir in ["ingress", "egress"] {
             s += &run(&["tc", "filter", "show", "dev", "eth0", dir]);
         }
-        s + &run(&["ip", "-o", "link", "show"]).lines().map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n").collect::<String>()
+        s + &run(&["ip", "-o", "link", "show"])
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
+            .collect::<String>()
     }
 
     pub fn remove(&self, short: &str) {
@@ -183,14 +233,22 @@ impl Drop for Containers {
 
 /// The containerd socket the agent would find by default (Docker's managed one here).
 pub fn containerd_socket() -> &'static str {
-    ["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("a containerd socket (dockerd starts one)")
+    [
+        "/run/containerd/containerd.sock",
+        "/run/k3s/containerd/containerd.sock",
+        "/var/run/docker/containerd/containerd.sock",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("a containerd socket (dockerd starts one)")
 }
 
 pub fn ctr(ns: &str, args: &[&str]) -> Output {
-    Command::new("ctr").args(["--address", containerd_socket(), "--namespace", ns]).args(args).output().expect("run ctr (apt: containerd)")
+    Command::new("ctr")
+        .args(["--address", containerd_socket(), "--namespace", ns])
+        .args(args)
+        .output()
+        .expect("run ctr (apt: containerd)")
 }
 
 pub fn ctr_ok(ns: &str, args: &[&str]) -> String {
@@ -228,13 +286,22 @@ impl CtrTask {
 
     pub fn pid(&self) -> u32 {
         let out = ctr_ok(&self.ns, &["task", "ls"]);
-        out.lines().find(|l| l.split_whitespace().next() == Some(self.id.as_str())).and_then(|l| l.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).expect("the task's pid")
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(self.id.as_str()))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .expect("the task's pid")
     }
 
     fn remove(&self) {
         let _ = ctr(&self.ns, &["task", "kill", "-s", "SIGKILL", &self.id]);
         for _ in 0..50 {
-            if ctr(&self.ns, &["task", "rm", "-f", &self.id]).status.success() || !ctr(&self.ns, &["task", "ls"]).stdout.windows(self.id.len()).any(|w| w == self.id.as_bytes()) {
+            if ctr(&self.ns, &["task", "rm", "-f", &self.id]).status.success()
+                || !ctr(&self.ns, &["task", "ls"])
+                    .stdout
+                    .windows(self.id.len())
+                    .any(|w| w == self.id.as_bytes())
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -67,9 +67,18 @@ impl Lab {
         }
         // A second address on B, to show that peer-targeted faults spare other peers.
         ip(&["-n", &b, "addr", "add", &format!("10.200.{id}.3/24"), "dev", "tb"]);
-        let state = std::env::temp_dir().join(format!("faultline-test-{id}-{}", std::process::id()));
+        let state =
+            std::env::temp_dir().join(format!("faultline-test-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
-        let mut lab = Self { id, a, b, state, agent: None, agent_args: agent_args.iter().map(|s| (*s).to_owned()).collect(), nofile: None };
+        let mut lab = Self {
+            id,
+            a,
+            b,
+            state,
+            agent: None,
+            agent_args: agent_args.iter().map(|s| (*s).to_owned()).collect(),
+            nofile: None,
+        };
         lab.start_agent();
         lab
     }
@@ -101,7 +110,8 @@ impl Lab {
         let addr = self.metrics_listen();
         self.in_a(|| {
             let mut s = std::net::TcpStream::connect(&addr).expect("connect to /metrics");
-            write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+            write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             assert!(out.starts_with("HTTP/1.1 200"), "{}", out.lines().next().unwrap_or(""));
@@ -110,28 +120,47 @@ impl Lab {
     }
 
     pub fn metrics(&self) -> pb::MetricsSample {
-        self.grpc(async |mut c| c.get_metrics(pb::GetMetricsRequest {}).await.expect("metrics").into_inner())
+        self.grpc(async |mut c| {
+            c.get_metrics(pb::GetMetricsRequest {}).await.expect("metrics").into_inner()
+        })
     }
 
     pub fn peer_metrics(&self, peer: &str) -> pb::PeerMetrics {
-        self.metrics().peers.into_iter().find(|p| p.peer == peer && p.container.is_empty()).unwrap_or_default()
+        self.metrics()
+            .peers
+            .into_iter()
+            .find(|p| p.peer == peer && p.container.is_empty())
+            .unwrap_or_default()
     }
 
     pub fn start_agent(&mut self) {
         use std::os::unix::process::CommandExt;
         let log = File::create(self.state.with_extension("log")).expect("agent log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.a, env!("CARGO_BIN_EXE_faultline-agent"), "--listen", &self.listen(), "--metrics-listen", &self.metrics_listen(), "--state-dir"])
-            .arg(&self.state)
-            .arg("--tls-dir")
-            .arg(test_certs())
-            .args(&self.agent_args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        cmd.args([
+            "netns",
+            "exec",
+            &self.a,
+            env!("CARGO_BIN_EXE_faultline-agent"),
+            "--listen",
+            &self.listen(),
+            "--metrics-listen",
+            &self.metrics_listen(),
+            "--state-dir",
+        ])
+        .arg(&self.state)
+        .arg("--tls-dir")
+        .arg(test_certs())
+        .args(&self.agent_args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
         if let Some(n) = self.nofile {
             // SAFETY: setrlimit is async-signal-safe; the closure runs between fork and exec.
             unsafe {
-                cmd.pre_exec(move || nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from));
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
             }
         }
         let child = cmd.spawn().expect("spawn agent");
@@ -144,14 +173,21 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("agent did not answer; log: {}", std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default());
+        panic!(
+            "agent did not answer; log: {}",
+            std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default()
+        );
     }
 
     /// SIGKILL: the agent gets no chance to clean up.
     pub fn kill_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {
             // `ip netns exec` execs the agent, so this pid is the agent's.
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
             c.wait().unwrap();
         }
     }
@@ -167,20 +203,30 @@ impl Lab {
     /// Runs an async gRPC body from inside namespace A.
     pub fn grpc<T: Send>(&self, f: impl AsyncFnOnce(AgentServiceClient<Channel>) -> T + Send) -> T {
         let url = self.url();
-        self.in_a(|| rt().block_on(async { f(client(&url).await.expect("connect to agent")).await }))
+        self.in_a(|| {
+            rt().block_on(async { f(client(&url).await.expect("connect to agent")).await })
+        })
     }
 
     pub fn apply(&self, spec: pb::FaultSpec) -> Result<pb::FaultStatus, tonic::Status> {
-        self.grpc(async |mut c| c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec), dry_run: false }).await.map(|r| r.into_inner().fault.unwrap()))
+        self.grpc(async |mut c| {
+            c.apply_fault(pb::ApplyFaultRequest { spec: Some(spec), dry_run: false })
+                .await
+                .map(|r| r.into_inner().fault.unwrap())
+        })
     }
 
     pub fn revert(&self, id: &str) {
         let id = id.to_owned();
-        self.grpc(async |mut c| c.revert_fault(pb::RevertFaultRequest { id, all: false }).await.expect("revert"));
+        self.grpc(async |mut c| {
+            c.revert_fault(pb::RevertFaultRequest { id, all: false }).await.expect("revert")
+        });
     }
 
     pub fn list(&self) -> Vec<pb::FaultStatus> {
-        self.grpc(async |mut c| c.list_faults(pb::ListFaultsRequest {}).await.expect("list").into_inner().faults)
+        self.grpc(async |mut c| {
+            c.list_faults(pb::ListFaultsRequest {}).await.expect("list").into_inner().faults
+        })
     }
 
     /// `tc qdisc show` and `tc filter show` of A's interface, for byte-for-byte comparison.
@@ -189,7 +235,10 @@ impl Lab {
         for dir in ["ingress", "egress"] {
             s += &sh_ok(&self.a, &["tc", "filter", "show", "dev", "ta", dir]);
         }
-        s + &sh_ok(&self.a, &["ip", "-o", "link", "show"]).lines().map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n").collect::<String>()
+        s + &sh_ok(&self.a, &["ip", "-o", "link", "show"])
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
+            .collect::<String>()
     }
 }
 
@@ -202,7 +251,30 @@ impl Drop for Lab {
         for ns in [&self.a, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = std::fs::remove_dir_all(&self.state);
+        clean_up_or_keep(&self.state);
+    }
+}
+
+/// A test agent's state directory and what was written beside it (`STATE.log`,
+/// `STATE.squat.log`, ...): removed when the test passed, kept and named when it failed.
+pub fn clean_up_or_keep(state: &std::path::Path) {
+    let (Some(dir), Some(name)) = (state.parent(), state.file_name()) else { return };
+    let name = name.to_string_lossy().into_owned();
+    let prefix = format!("{name}.");
+    let ours =
+        std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy() == name || n.to_string_lossy().starts_with(&prefix)
+            })
+        });
+    for p in ours {
+        if std::thread::panicking() {
+            eprintln!("kept for a look: {}", p.display());
+        } else if p.is_dir() {
+            let _ = std::fs::remove_dir_all(&p);
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
     }
 }
 
@@ -215,7 +287,8 @@ pub fn rt() -> tokio::runtime::Runtime {
 pub fn test_certs() -> &'static std::path::Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("certs-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         faultline_proto::transport::certgen::init(&dir).expect("lab certificates");
         dir
@@ -225,19 +298,28 @@ pub fn test_certs() -> &'static std::path::Path {
 /// A channel as the CLI makes one: mTLS with the test CA for https://, plaintext for http://.
 pub async fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
     use faultline_proto::transport::{AGENT_NAME, Role, Security};
-    let security = if url.starts_with("https://") { Security::load(test_certs(), Role::Cli).expect("test certificates") } else { Security::Insecure };
+    let security = if url.starts_with("https://") {
+        Security::load(test_certs(), Role::Cli).expect("test certificates")
+    } else {
+        Security::Insecure
+    };
     security.endpoint("url", url, AGENT_NAME).expect("a valid test URL").connect().await
 }
 
 /// A client presenting the test CA's certificate `stem` (agent, controller, cli, viewer).
-pub async fn client_as(url: &str, stem: &str) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+pub async fn client_as(
+    url: &str,
+    stem: &str,
+) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let read = |f: String| std::fs::read(test_certs().join(f)).unwrap();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
         .identity(Identity::from_pem(read(format!("{stem}.pem")), read(format!("{stem}-key.pem"))))
         .domain_name(faultline_proto::transport::AGENT_NAME);
-    Ok(AgentServiceClient::new(Endpoint::from_shared(url.to_owned()).unwrap().tls_config(tls)?.connect().await?))
+    Ok(AgentServiceClient::new(
+        Endpoint::from_shared(url.to_owned()).unwrap().tls_config(tls)?.connect().await?,
+    ))
 }
 
 pub async fn client(url: &str) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
@@ -258,11 +340,20 @@ pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 pub fn spec(kind: pb::fault_spec::Kind) -> pb::FaultSpec {
-    pb::FaultSpec { interface: "ta".into(), direction: pb::Direction::Egress as i32, lease_ms: 120_000, kind: Some(kind), ..Default::default() }
+    pb::FaultSpec {
+        interface: "ta".into(),
+        direction: pb::Direction::Egress as i32,
+        lease_ms: 120_000,
+        kind: Some(kind),
+        ..Default::default()
+    }
 }
 
 pub fn with_peers(mut s: pb::FaultSpec, peers: &[&str]) -> pb::FaultSpec {
-    s.r#match = Some(pb::TrafficMatch { peers: peers.iter().map(|p| (*p).to_owned()).collect(), ..Default::default() });
+    s.r#match = Some(pb::TrafficMatch {
+        peers: peers.iter().map(|p| (*p).to_owned()).collect(),
+        ..Default::default()
+    });
     s
 }
 
@@ -277,7 +368,10 @@ pub struct UdpRun {
 /// that no queue on the path overflows, and counts what arrives.
 pub fn udp_run(from_ns: &str, to_ns: &str, to: SocketAddr, n: u32) -> UdpRun {
     let done = AtomicBool::new(false);
-    let bind: SocketAddr = if to.is_ipv4() { format!("0.0.0.0:{}", to.port()) } else { format!("[::]:{}", to.port()) }.parse().unwrap();
+    let bind: SocketAddr =
+        if to.is_ipv4() { format!("0.0.0.0:{}", to.port()) } else { format!("[::]:{}", to.port()) }
+            .parse()
+            .unwrap();
     std::thread::scope(|s| {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let done = &done;

@@ -140,8 +140,22 @@ pub enum AgentsCmd {
     Forget { name: String },
 }
 
-pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path::Path>) -> Result<()> {
-    let ControllerCmd::Serve { listen, config, state, metrics_listen, otlp_endpoint, web_listen, web_token_file, web_anonymous, web_plaintext } = c;
+pub async fn serve(
+    c: &ControllerCmd,
+    insecure: bool,
+    tls_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    let ControllerCmd::Serve {
+        listen,
+        config,
+        state,
+        metrics_listen,
+        otlp_endpoint,
+        web_listen,
+        web_token_file,
+        web_anonymous,
+        web_plaintext,
+    } = c;
     let mut config = match config {
         Some(p) => daemon::Config::load(p)?,
         None => daemon::Config::default(),
@@ -155,7 +169,8 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     config.web_plaintext |= *web_plaintext;
     let tracer = crate::daemon::observe::init_tracing(config.otlp_endpoint.as_deref())?;
     faultline_proto::listener::raise_descriptor_limit_and_log();
-    let listen = listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
+    let listen =
+        listen.or(config.listen).unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal"));
     let dir = tls_dir.map(std::path::Path::to_path_buf).or(config.tls_dir.clone());
     let security = Security::from_flags(insecure, dir.as_deref(), Role::Controller)?;
     // The Web API serves HTTPS with the same certificate.
@@ -167,7 +182,6 @@ pub async fn serve(c: &ControllerCmd, insecure: bool, tls_dir: Option<&std::path
     }
     served
 }
-
 
 /// `HH:MM:SS.mmm` UTC: events are read against other logs, which are mostly UTC.
 fn clock(unix_ms: i64) -> String {
@@ -185,7 +199,6 @@ fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
     })
 }
 
-
 /// What is asked of the controller.
 pub enum Call {
     Agents(AgentsCmd),
@@ -196,10 +209,15 @@ pub enum Call {
     Run(crate::run::RunArgs),
 }
 
-#[expect(clippy::too_many_lines, reason = "one arm per controller call, each a request and its rendering")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per controller call, each a request and its rendering"
+)]
 pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
     let endpoint = security.endpoint("--controller", url, CONTROLLER_NAME)?;
-    let mut c = ControllerServiceClient::new(endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?);
+    let mut c = ControllerServiceClient::new(
+        endpoint.connect().await.map_err(|e| unreachable_error("controller", url, &e))?,
+    );
     match call {
         Call::Run(r) => return crate::run::run(&r, c, security).await,
         Call::Agents(AgentsCmd::Forget { name }) => {
@@ -207,7 +225,8 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
             println!("forgot {name}");
         }
         Call::Agents(AgentsCmd::List { json }) => {
-            let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
+            let agents =
+                c.list_agents(pb::ListAgentsRequest {}).await.map_err(explain)?.into_inner().agents;
             if json {
                 let v: Vec<_> = agents
                     .iter()
@@ -222,16 +241,23 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
                 // Columns as wide as their widest cell; the free-form ones (capabilities,
                 // labels, an error) last, where their length shifts nothing.
                 let rows: Vec<[String; 9]> = agents
                     .iter()
                     .map(|a| {
                         let caps = a.capabilities.clone().unwrap_or_default();
-                        let mut labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let mut labels: Vec<String> =
+                            a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                         labels.sort();
-                        let hb = if a.last_heartbeat_unix_ms == 0 { "-".into() } else { format!("{:.1}s", (now - a.last_heartbeat_unix_ms) as f64 / 1000.0) };
+                        let hb = if a.last_heartbeat_unix_ms == 0 {
+                            "-".into()
+                        } else {
+                            format!("{:.1}s", (now - a.last_heartbeat_unix_ms) as f64 / 1000.0)
+                        };
                         // Every kind the agent can apply (from the probes the controller checks
                         // faults against), and whether its kernel metrics run.
                         let mut kinds = faultline_proto::doctor::supported_kinds(&caps.probes);
@@ -244,24 +270,60 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                             a.hostname.clone(),
                             a.active_faults.to_string(),
                             hb,
-                            a.addresses.iter().find(|x| !x.starts_with("127.") && !x.starts_with("::1")).cloned().unwrap_or_default(),
+                            a.addresses
+                                .iter()
+                                .find(|x| !x.starts_with("127.") && !x.starts_with("::1"))
+                                .cloned()
+                                .unwrap_or_default(),
                             kinds.join(","),
                             labels.join(","),
-                            if a.error.is_empty() { String::new() } else { format!("({})", a.error) },
+                            if a.error.is_empty() {
+                                String::new()
+                            } else {
+                                format!("({})", a.error)
+                            },
                         ]
                     })
                     .collect();
-                let head = ["name", "health", "host", "faults", "hb_ago", "address", "can apply", "labels", ""].map(str::to_owned);
-                let width: Vec<usize> = (0..9).map(|i| rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+                let head = [
+                    "name",
+                    "health",
+                    "host",
+                    "faults",
+                    "hb_ago",
+                    "address",
+                    "can apply",
+                    "labels",
+                    "",
+                ]
+                .map(str::to_owned);
+                let width: Vec<usize> = (0..9)
+                    .map(|i| {
+                        rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0)
+                    })
+                    .collect();
                 for r in std::iter::once(&head).chain(&rows) {
-                    let line: Vec<String> = r.iter().enumerate().map(|(i, c)| if i == 3 || i == 4 { format!("{c:>w$}", w = width[i]) } else { format!("{c:<w$}", w = width[i]) }).collect();
+                    let line: Vec<String> = r
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            if i == 3 || i == 4 {
+                                format!("{c:>w$}", w = width[i])
+                            } else {
+                                format!("{c:<w$}", w = width[i])
+                            }
+                        })
+                        .collect();
                     println!("{}", line.join("  ").trim_end());
                 }
             }
         }
         Call::Fault(FaultCmd::Apply(a)) => {
             let f = c
-                .apply_fault(pb::ApplyFaultRequest { target: Some(target(&a)), spec: Some(spec(&a)?) })
+                .apply_fault(pb::ApplyFaultRequest {
+                    target: Some(target(&a)),
+                    spec: Some(spec(&a)?),
+                })
                 .await
                 .map_err(explain)?
                 .into_inner()
@@ -277,7 +339,8 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
             }
         }
         Call::Fault(FaultCmd::List { json }) => {
-            let faults = c.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;
+            let faults =
+                c.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;
             if json {
                 println!("{}", serde_json::Value::Array(faults.iter().map(fault_json).collect()));
             } else if faults.is_empty() {
@@ -287,7 +350,11 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                 for f in &faults {
                     let j = fault_json(f);
                     let spec = f.spec.clone().unwrap_or_default();
-                    let label = if spec.label.is_empty() { String::new() } else { format!("  [{}]", spec.label) };
+                    let label = if spec.label.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [{}]", spec.label)
+                    };
                     println!(
                         "{:<8} {:<10} {:<36} on {:<16} {:>6.0} s left{label}",
                         f.id,
@@ -303,11 +370,18 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
             if id.is_none() && !all {
                 bail!("give a fault id, or --all");
             }
-            let r = c.revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all }).await.map_err(explain)?.into_inner();
+            let r = c
+                .revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all })
+                .await
+                .map_err(explain)?
+                .into_inner();
             if json {
                 let failures: Vec<_> = r.failures.iter().map(|f| json!({"agent": f.agent, "agent_fault_id": f.agent_fault_id, "error": f.error})).collect();
                 let agents: Vec<_> = r.agents.iter().map(|a| json!({"agent": a.agent, "agent_fault_id": a.agent_fault_id, "reverted_at_unix_ms": a.reverted_at_unix_ms})).collect();
-                println!("{}", json!({"reverted": r.reverted, "agents": agents, "failures": failures}));
+                println!(
+                    "{}",
+                    json!({"reverted": r.reverted, "agents": agents, "failures": failures})
+                );
                 return Ok(());
             }
             for id in r.reverted {
@@ -327,7 +401,17 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                     ShapeArg::MajoritiesRing => pb::Shape::MajoritiesRing,
                     ShapeArg::Bridge => pb::Shape::Bridge,
                 } as i32,
-                groups: p.groups.iter().map(|g| pb::Group { agents: g.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect() }).collect(),
+                groups: p
+                    .groups
+                    .iter()
+                    .map(|g| pb::Group {
+                        agents: g
+                            .split(',')
+                            .map(|x| x.trim().to_owned())
+                            .filter(|x| !x.is_empty())
+                            .collect(),
+                    })
+                    .collect(),
                 node: p.node.unwrap_or_default(),
                 lease_ms: p.lease.as_millis() as u64,
                 label: p.label,
@@ -340,35 +424,71 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
             };
             let f = c.partition(req).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
             if p.json {
-                let cut: serde_json::Map<String, serde_json::Value> = f.cut_from.iter().map(|(a, g)| (a.clone(), json!(g.agents))).collect();
-                println!("{}", json!({"id": f.id, "cut": f.cut, "cut_from": cut, "placements": fault_json(&f)["placements"]}));
+                let cut: serde_json::Map<String, serde_json::Value> =
+                    f.cut_from.iter().map(|(a, g)| (a.clone(), json!(g.agents))).collect();
+                println!(
+                    "{}",
+                    json!({"id": f.id, "cut": f.cut, "cut_from": cut, "placements": fault_json(&f)["placements"]})
+                );
             } else {
                 println!("{}", f.id);
                 eprintln!("  cut: {}", f.cut);
                 let mut cut: Vec<_> = f.cut_from.iter().collect();
                 cut.sort_by(|x, y| x.0.cmp(y.0));
                 for (a, g) in cut {
-                    eprintln!("  {a} cut from {}", if g.agents.is_empty() { "nobody".into() } else { g.agents.join(",") });
+                    eprintln!(
+                        "  {a} cut from {}",
+                        if g.agents.is_empty() { "nobody".into() } else { g.agents.join(",") }
+                    );
                 }
             }
         }
         Call::Containers(crate::cli::ContainersCmd::List { select, agents, json }) => {
-            let r = c.list_containers(pb::ListContainersRequest { selector: agents.unwrap_or_default(), select }).await.map_err(explain)?.into_inner();
-            let listed: Vec<(Option<&str>, &faultline_proto::agent::v1::Container)> = r.containers.iter().filter_map(|a| Some((Some(a.agent.as_str()), a.container.as_ref()?))).collect();
+            let r = c
+                .list_containers(pb::ListContainersRequest {
+                    selector: agents.unwrap_or_default(),
+                    select,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let listed: Vec<(Option<&str>, &faultline_proto::agent::v1::Container)> = r
+                .containers
+                .iter()
+                .filter_map(|a| Some((Some(a.agent.as_str()), a.container.as_ref()?)))
+                .collect();
             crate::cli::print_containers(&listed, &r.unreachable, json);
         }
         Call::Events(a) => {
             let mut stream = c
-                .watch_events(pb::WatchEventsRequest { after_seq: a.after, follow: a.follow, last: a.last })
+                .watch_events(pb::WatchEventsRequest {
+                    after_seq: a.after,
+                    follow: a.follow,
+                    last: a.last,
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();
             while let Some(e) = stream.message().await.map_err(explain)? {
-                let kind = pb::EventKind::try_from(e.kind).map_or_else(|_| format!("kind {}", e.kind), |k| k.as_str_name().to_ascii_lowercase());
+                let kind = pb::EventKind::try_from(e.kind).map_or_else(
+                    |_| format!("kind {}", e.kind),
+                    |k| k.as_str_name().to_ascii_lowercase(),
+                );
                 if a.json {
-                    println!("{}", json!({"seq": e.seq, "unix_ms": e.unix_ms, "kind": kind, "fault_id": e.fault_id, "agents": e.agents, "message": e.message}));
+                    println!(
+                        "{}",
+                        json!({"seq": e.seq, "unix_ms": e.unix_ms, "kind": kind, "fault_id": e.fault_id, "agents": e.agents, "message": e.message})
+                    );
                 } else {
-                    println!("{:>6} {} {:<18} {:<10} {:<16} {}", e.seq, clock(e.unix_ms), kind, e.fault_id, e.agents.join(","), e.message);
+                    println!(
+                        "{:>6} {} {:<18} {:<10} {:<16} {}",
+                        e.seq,
+                        clock(e.unix_ms),
+                        kind,
+                        e.fault_id,
+                        e.agents.join(","),
+                        e.message
+                    );
                 }
             }
         }
@@ -381,9 +501,19 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
             }
             let mut out = Vec::new();
             for id in ids {
-                let f = c.renew_fault(pb::RenewFaultRequest { id, lease_ms: lease.as_millis() as u64 }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+                let f = c
+                    .renew_fault(pb::RenewFaultRequest { id, lease_ms: lease.as_millis() as u64 })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+                    .fault
+                    .unwrap_or_default();
                 if !json {
-                    println!("{} renewed: ends in {:.1} s", f.id, (f.expires_at_unix_ms - faultline_proto::now_unix_ms()) as f64 / 1000.0);
+                    println!(
+                        "{} renewed: ends in {:.1} s",
+                        f.id,
+                        (f.expires_at_unix_ms - faultline_proto::now_unix_ms()) as f64 / 1000.0
+                    );
                 }
                 out.push(fault_json(&f));
             }

@@ -12,15 +12,28 @@ use serde_json::json;
 
 pub mod controller;
 
-use crate::{remote::{explain, unreachable_error}, units};
+use crate::{
+    remote::{explain, unreachable_error},
+    units,
+};
 
 #[derive(Parser)]
-#[command(name = "faultline", version, about = "faultline: inject network faults and see what they do")]
+#[command(
+    name = "faultline",
+    version,
+    about = "faultline: inject network faults and see what they do"
+)]
 pub struct Cli {
     /// The agent to talk to, e.g. <https://10.0.0.5:7070>, or `local[:PORT]`: this network
     /// namespace's agent through its local socket (root only, no certificates). Unset, root
     /// uses the local socket where an agent serves it, and everyone else the default.
-    #[arg(long, global = true, env = "FAULTLINE_AGENT", default_value = "https://127.0.0.1:7070", help_heading = "Connection")]
+    #[arg(
+        long,
+        global = true,
+        env = "FAULTLINE_AGENT",
+        default_value = "https://127.0.0.1:7070",
+        help_heading = "Connection"
+    )]
     agent: String,
     /// Whether `agent` is clap's default (no flag, no variable): then root tries the local socket first.
     #[arg(skip)]
@@ -51,14 +64,22 @@ impl Cli {
     /// command line is a choice and the environment a default: `--agent URL` wins over an
     /// exported `FAULTLINE_CONTROLLER` (which `lab status --env` suggests), and is never
     /// silently ignored; both flags on one command line are refused.
-    pub fn settle_endpoints(&mut self, agent: Option<clap::parser::ValueSource>, controller: Option<clap::parser::ValueSource>) -> Result<()> {
+    pub fn settle_endpoints(
+        &mut self,
+        agent: Option<clap::parser::ValueSource>,
+        controller: Option<clap::parser::ValueSource>,
+    ) -> Result<()> {
         use clap::parser::ValueSource::{CommandLine, DefaultValue, EnvVariable};
         self.agent_is_default = agent == Some(DefaultValue);
         match (agent, controller, self.controller.is_some()) {
-            (Some(CommandLine), Some(CommandLine), _) => bail!("give --agent URL (one agent) or --controller URL (through the controller), not both"),
+            (Some(CommandLine), Some(CommandLine), _) => bail!(
+                "give --agent URL (one agent) or --controller URL (through the controller), not both"
+            ),
             (Some(CommandLine), _, true) => self.controller = None,
             (Some(EnvVariable), Some(EnvVariable), _) => {
-                eprintln!("note: FAULTLINE_AGENT and FAULTLINE_CONTROLLER are both set; asking the controller (give --agent URL to ask the agent)");
+                eprintln!(
+                    "note: FAULTLINE_AGENT and FAULTLINE_CONTROLLER are both set; asking the controller (give --agent URL to ask the agent)"
+                );
             }
             _ => {}
         }
@@ -90,9 +111,7 @@ pub enum Cmd {
     #[command(subcommand)]
     Certs(CertsCmd),
     /// Print a shell completion script, e.g. `faultline completions bash > /etc/bash_completion.d/faultline`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// The controller's agents (needs --controller).
     #[command(subcommand)]
     Agents(crate::cli::controller::AgentsCmd),
@@ -246,7 +265,11 @@ fn status_json(f: &pb::FaultStatus) -> serde_json::Value {
 
 fn print_status(f: &pb::FaultStatus) {
     let j = status_json(f);
-    let left = (f.lease_expires_at_unix_ms - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)).max(0);
+    let left = (f.lease_expires_at_unix_ms
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64))
+    .max(0);
     println!(
         "{:<12} {:<10} {:<10} {:<8} lease {:>7.1}s  matched {:>9}  dropped {:>9}  {}",
         f.id,
@@ -257,23 +280,43 @@ fn print_status(f: &pb::FaultStatus) {
         j["counters"]["matched_packets"],
         j["counters"]["dropped_packets"],
         if f.processes.is_empty() && f.cgroup.is_empty() {
-            j["peers"].as_array().map(|p| p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+            j["peers"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
         } else {
-            format!("{} pids {}", f.cgroup, f.processes.iter().map(|p| format!("{}({})", p.pid, p.name)).collect::<Vec<_>>().join(","))
+            format!(
+                "{} pids {}",
+                f.cgroup,
+                f.processes
+                    .iter()
+                    .map(|p| format!("{}({})", p.pid, p.name))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         },
     );
 }
 
 fn print_observed(f: &pb::FaultStatus) {
     if let Some(c) = &f.container {
-        println!("    in container {} ({} {}, netns:[{}])", c.name, c.runtime, c.id.get(..12).unwrap_or(&c.id), c.netns_inode);
+        println!(
+            "    in container {} ({} {}, netns:[{}])",
+            c.name,
+            c.runtime,
+            c.id.get(..12).unwrap_or(&c.id),
+            c.netns_inode
+        );
     }
     if !f.container_gone.is_empty() {
         println!("    {}", f.container_gone);
     }
     if let Some(o) = &f.observed {
         let unit = if o.unit == "percent" { "%" } else { o.unit.as_str() };
-        println!("    observed: measured={:.2}{unit} configured={}{unit} samples={}  {}", o.measured, o.configured, o.samples, o.summary);
+        println!(
+            "    observed: measured={:.2}{unit} configured={}{unit} samples={}  {}",
+            o.measured, o.configured, o.samples, o.summary
+        );
     }
 }
 
@@ -295,7 +338,9 @@ fn mean_ms(h: &pb::Histogram) -> f64 {
 }
 
 fn sample_json(s: &pb::MetricsSample) -> serde_json::Value {
-    let hist = |h: &Option<pb::Histogram>| h.as_ref().map(|h| json!({"buckets": h.buckets, "count": h.count, "sum_us": h.sum_us}));
+    let hist = |h: &Option<pb::Histogram>| {
+        h.as_ref().map(|h| json!({"buckets": h.buckets, "count": h.count, "sum_us": h.sum_us}))
+    };
     let host = s.host.clone().unwrap_or_default();
     json!({
         "unix_ms": s.unix_ms,
@@ -314,20 +359,37 @@ fn sample_json(s: &pb::MetricsSample) -> serde_json::Value {
 fn print_sample(s: &pb::MetricsSample) {
     let h = s.host.clone().unwrap_or_default();
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
-    println!("host  cpu {:.1} %  memory {:.1}/{:.1} GiB  load {:.2} {:.2} {:.2}", h.cpu_percent, gib(h.memory_used_bytes), gib(h.memory_total_bytes), h.load1, h.load5, h.load15);
+    println!(
+        "host  cpu {:.1} %  memory {:.1}/{:.1} GiB  load {:.2} {:.2} {:.2}",
+        h.cpu_percent,
+        gib(h.memory_used_bytes),
+        gib(h.memory_total_bytes),
+        h.load1,
+        h.load5,
+        h.load15
+    );
     if !s.kernel_metrics_detail.is_empty() {
         println!("kernel metrics unavailable: {}", s.kernel_metrics_detail);
     }
     // Quantiles are log2 bucket upper bounds: "p50<=" 262.1 means the median lies in (131.1, 262.1] ms.
-    println!("{:<28} {:>8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}", "peer", "srtt_n", "p50<=ms", "p99<=ms", "mean_ms", "conn_n", "conn_p50", "fail", "retrans");
+    println!(
+        "{:<28} {:>8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>6} {:>8}",
+        "peer", "srtt_n", "p50<=ms", "p99<=ms", "mean_ms", "conn_n", "conn_p50", "fail", "retrans"
+    );
     for p in &s.peers {
         let srtt = p.srtt.clone().unwrap_or_default();
         let conn = p.connect.clone().unwrap_or_default();
-        let q = |h: &pb::Histogram, x| if h.count == 0 { "-".to_owned() } else { format!("{:.3}", quantile_ms(h, x)) };
+        let q = |h: &pb::Histogram, x| {
+            if h.count == 0 { "-".to_owned() } else { format!("{:.3}", quantile_ms(h, x)) }
+        };
         println!(
             "{:<28} {:>8} {:>10} {:>10} {:>10.3} {:>8} {:>10} {:>6} {:>8}",
             // A container's sockets: "web: 10.0.0.5".
-            if p.container.is_empty() { p.peer.clone() } else { format!("{}: {}", p.container, p.peer) },
+            if p.container.is_empty() {
+                p.peer.clone()
+            } else {
+                format!("{}: {}", p.container, p.peer)
+            },
             srtt.count,
             q(&srtt, 0.5),
             q(&srtt, 0.99),
@@ -341,7 +403,14 @@ fn print_sample(s: &pb::MetricsSample) {
     if !s.drops.is_empty() {
         let mut drops = s.drops.clone();
         drops.sort_by_key(|d| std::cmp::Reverse(d.count));
-        println!("kernel drops: {}", drops.iter().map(|d| format!("{} {}", d.reason, d.count)).collect::<Vec<_>>().join(", "));
+        println!(
+            "kernel drops: {}",
+            drops
+                .iter()
+                .map(|d| format!("{} {}", d.reason, d.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for f in &s.faults {
         print_status(f);
@@ -353,7 +422,10 @@ fn print_sample(s: &pb::MetricsSample) {
 /// `faultline doctor`: the agent binary probes (it holds the eBPF programs whose loading is
 /// part of the answer); this one only finds it and passes its report on.
 fn doctor(json: bool) -> Result<()> {
-    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("faultline-agent"))).filter(|p| p.exists());
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("faultline-agent")))
+        .filter(|p| p.exists());
     let agent = beside.unwrap_or_else(|| "faultline-agent".into());
     let mut cmd = std::process::Command::new(&agent);
     cmd.arg("--doctor");
@@ -370,7 +442,16 @@ fn doctor(json: bool) -> Result<()> {
 /// Commands that ask neither one agent nor a controller. clap gives a global flag to
 /// every command, so without this their help would offer `--agent` and `--controller`
 /// for nothing (`controller serve` is the controller; `lab` starts its own).
-const NO_ENDPOINT: &[&[&str]] = &[&["controller", "serve"], &["load"], &["lab"], &["report"], &["analyze"], &["certs"], &["doctor"], &["completions"]];
+const NO_ENDPOINT: &[&[&str]] = &[
+    &["controller", "serve"],
+    &["load"],
+    &["lab"],
+    &["report"],
+    &["analyze"],
+    &["certs"],
+    &["doctor"],
+    &["completions"],
+];
 
 /// The command line as `main` parses it: `Cli`, with `--agent` and `--controller` hidden
 /// where they do nothing. clap copies a global flag into each subcommand that has no
@@ -384,7 +465,11 @@ pub fn command() -> clap::Command {
         }
     }
     let cmd = <Cli as clap::CommandFactory>::command();
-    let copies: Vec<clap::Arg> = cmd.get_arguments().filter(|a| ["agent", "controller"].contains(&a.get_id().as_str())).cloned().collect();
+    let copies: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| ["agent", "controller"].contains(&a.get_id().as_str()))
+        .cloned()
+        .collect();
     NO_ENDPOINT.iter().fold(cmd, |c, path| hide(c, path, &copies))
 }
 
@@ -393,7 +478,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     let Cli { agent, agent_is_default, tls_dir, insecure, controller, cmd } = cli;
     let security = || Security::from_flags(insecure, tls_dir.as_deref(), Role::Cli);
     let agent = AgentAt { url: agent, is_default: agent_is_default, security: &security };
-    let need_controller = |url: Option<String>| url.context("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)");
+    let need_controller = |url: Option<String>| {
+        url.context("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)")
+    };
     match cmd {
         Cmd::Controller(c) => controller::serve(&c, insecure, tls_dir.as_deref()).await,
         Cmd::Load(a) => crate::load::args::run(&a).await,
@@ -419,7 +506,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
-            if failed.is_empty() { Ok(()) } else { bail!("no report for {} of {} runs: {}", failed.len(), runs.len(), failed.join(", ")) }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!(
+                    "no report for {} of {} runs: {}",
+                    failed.len(),
+                    runs.len(),
+                    failed.join(", ")
+                )
+            }
         }
         Cmd::Analyze { run, baseline, json } => {
             let a = crate::report::analyze::analyze(&run, baseline.as_deref())?;
@@ -443,9 +539,30 @@ pub async fn run(cli: Cli) -> Result<()> {
             let url = need_controller(controller)?;
             controller::call(&url, &security()?, controller::Call::Run(r)).await
         }
-        Cmd::Agents(a) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Agents(a)).await,
-        Cmd::Partition(p) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Partition(p)).await,
-        Cmd::Events(e) => controller::call(&need_controller(controller)?, &security()?, controller::Call::Events(e)).await,
+        Cmd::Agents(a) => {
+            controller::call(
+                &need_controller(controller)?,
+                &security()?,
+                controller::Call::Agents(a),
+            )
+            .await
+        }
+        Cmd::Partition(p) => {
+            controller::call(
+                &need_controller(controller)?,
+                &security()?,
+                controller::Call::Partition(p),
+            )
+            .await
+        }
+        Cmd::Events(e) => {
+            controller::call(
+                &need_controller(controller)?,
+                &security()?,
+                controller::Call::Events(e),
+            )
+            .await
+        }
         Cmd::Fault(mut f) => {
             // Bad flags are reported before any connection is tried: a typo should not
             // read as "cannot reach the agent".
@@ -465,7 +582,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             agent_call(&agent, AgentCall::Info { json }).await
         }
         Cmd::Containers(c) => match controller {
-            Some(url) => controller::call(&url, &security()?, controller::Call::Containers(c)).await,
+            Some(url) => {
+                controller::call(&url, &security()?, controller::Call::Containers(c)).await
+            }
             None => agent_call(&agent, AgentCall::Containers(c)).await,
         },
         Cmd::Metrics { peers, watch, interval, json } => {
@@ -479,7 +598,11 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Containers as `containers list` shows them, each with the agent that saw it when
 /// asked through a controller.
-pub(crate) fn print_containers(list: &[(Option<&str>, &pb::Container)], unreachable: &[String], json: bool) {
+pub(crate) fn print_containers(
+    list: &[(Option<&str>, &pb::Container)],
+    unreachable: &[String],
+    json: bool,
+) {
     if json {
         let list: Vec<_> = list
             .iter()
@@ -496,7 +619,14 @@ pub(crate) fn print_containers(list: &[(Option<&str>, &pb::Container)], unreacha
     }
     for (agent, c) in list {
         let agent = agent.map_or(String::new(), |a| format!("{a:<12} "));
-        println!("{agent}{:<24} {:<12} {:<10} pid {:<8} {}", c.name, c.id.get(..12).unwrap_or(&c.id), c.runtime, c.pid, c.addresses.join(" "));
+        println!(
+            "{agent}{:<24} {:<12} {:<10} pid {:<8} {}",
+            c.name,
+            c.id.get(..12).unwrap_or(&c.id),
+            c.runtime,
+            c.pid,
+            c.addresses.join(" ")
+        );
     }
     for u in unreachable {
         eprintln!("unreachable: {u}");
@@ -582,7 +712,6 @@ fn local_port(agent: &str) -> Result<Option<u16>> {
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "one arm per agent call, each a request and its rendering")]
 async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
     let mut client = AgentServiceClient::new(agent.connect().await?);
     match call {
@@ -601,10 +730,20 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
                 );
             } else {
                 println!("agent {}", d.agent_version);
-                print!("{}", faultline_proto::doctor::render(&d.hostname, &d.kernel_release, &c.probes));
+                print!(
+                    "{}",
+                    faultline_proto::doctor::render(&d.hostname, &d.kernel_release, &c.probes)
+                );
                 println!("\ninterfaces");
                 for i in d.interfaces {
-                    println!("  {:>3} {:<16} {:<5} mtu {:<6} {}", i.index, i.name, if i.up { "up" } else { "down" }, i.mtu, i.addresses.join(" "));
+                    println!(
+                        "  {:>3} {:<16} {:<5} mtu {:<6} {}",
+                        i.index,
+                        i.name,
+                        if i.up { "up" } else { "down" },
+                        i.mtu,
+                        i.addresses.join(" ")
+                    );
                 }
             }
         }
@@ -612,12 +751,23 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
             if agents.is_some() {
                 bail!("--agents picks agents through a controller: give --controller URL");
             }
-            let r = client.list_containers(pb::ListContainersRequest { select }).await.map_err(explain)?.into_inner();
-            let listed: Vec<(Option<&str>, &pb::Container)> = r.containers.iter().map(|c| (None, c)).collect();
+            let r = client
+                .list_containers(pb::ListContainersRequest { select })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let listed: Vec<(Option<&str>, &pb::Container)> =
+                r.containers.iter().map(|c| (None, c)).collect();
             print_containers(&listed, &r.unreachable, json);
         }
         AgentCall::Fault(FaultCmd::Apply(a)) => {
-            let f = client.apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false }).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
+            let f = client
+                .apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .fault
+                .unwrap_or_default();
             if a.common().json {
                 println!("{}", status_json(&f));
                 return Ok(());
@@ -632,7 +782,12 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
             }
         }
         AgentCall::Fault(FaultCmd::List { json }) => {
-            let faults = client.list_faults(pb::ListFaultsRequest {}).await.map_err(explain)?.into_inner().faults;
+            let faults = client
+                .list_faults(pb::ListFaultsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .faults;
             if json {
                 println!("{}", serde_json::Value::Array(faults.iter().map(status_json).collect()));
             } else if faults.is_empty() {
@@ -651,10 +806,14 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
                 }
                 s
             };
-            let show = |s: &pb::MetricsSample| if json { println!("{}", sample_json(s)) } else { print_sample(s) };
+            let show = |s: &pb::MetricsSample| {
+                if json { println!("{}", sample_json(s)) } else { print_sample(s) }
+            };
             if watch {
                 let mut stream = client
-                    .watch_metrics(pb::WatchMetricsRequest { interval_ms: interval.as_millis() as u64 })
+                    .watch_metrics(pb::WatchMetricsRequest {
+                        interval_ms: interval.as_millis() as u64,
+                    })
                     .await
                     .map_err(explain)?
                     .into_inner();
@@ -665,14 +824,24 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
                     show(&keep(s));
                 }
             } else {
-                show(&keep(client.get_metrics(pb::GetMetricsRequest {}).await.map_err(explain)?.into_inner()));
+                show(&keep(
+                    client
+                        .get_metrics(pb::GetMetricsRequest {})
+                        .await
+                        .map_err(explain)?
+                        .into_inner(),
+                ));
             }
         }
         AgentCall::Fault(FaultCmd::Revert { id, all, json }) => {
             if id.is_none() && !all {
                 bail!("give a fault id, or --all");
             }
-            let r = client.revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all }).await.map_err(explain)?.into_inner();
+            let r = client
+                .revert_fault(pb::RevertFaultRequest { id: id.unwrap_or_default(), all })
+                .await
+                .map_err(explain)?
+                .into_inner();
             if json {
                 println!("{}", json!({"reverted": r.reverted}));
             } else {
@@ -683,12 +852,18 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
         }
         AgentCall::Fault(FaultCmd::Renew { ids, lease, json }) => {
             let r = client
-                .renew_leases(pb::RenewLeasesRequest { ids, lease_ms: lease.map_or(0, |d| d.as_millis() as u64) })
+                .renew_leases(pb::RenewLeasesRequest {
+                    ids,
+                    lease_ms: lease.map_or(0, |d| d.as_millis() as u64),
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();
             if json {
-                println!("{}", serde_json::Value::Array(r.faults.iter().map(status_json).collect()));
+                println!(
+                    "{}",
+                    serde_json::Value::Array(r.faults.iter().map(status_json).collect())
+                );
             } else {
                 r.faults.iter().for_each(print_status);
             }
@@ -701,23 +876,53 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
 mod tests {
     /// The help text of one command line.
     fn help(args: &[&str]) -> String {
-        let e = super::command().try_get_matches_from(std::iter::once("faultline").chain(args.iter().copied()).chain(["--help"])).unwrap_err();
+        let e = super::command()
+            .try_get_matches_from(
+                std::iter::once("faultline").chain(args.iter().copied()).chain(["--help"]),
+            )
+            .unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
         e.to_string()
     }
 
     #[test]
     fn connection_flags_show_only_where_they_apply() {
-        for args in [&["controller", "serve"][..], &["load"], &["lab", "up"], &["certs", "init"], &["report"], &["analyze"], &["doctor"]] {
+        for args in [
+            &["controller", "serve"][..],
+            &["load"],
+            &["lab", "up"],
+            &["certs", "init"],
+            &["report"],
+            &["analyze"],
+            &["doctor"],
+        ] {
             let h = help(args);
             assert!(!h.contains("--agent <") && !h.contains("--controller <"), "{args:?}:\n{h}");
         }
-        for args in [&["fault", "apply", "netem"][..], &["fault", "list"], &["info"], &["run"], &["agents", "list"], &["metrics"], &["containers", "list"]] {
+        for args in [
+            &["fault", "apply", "netem"][..],
+            &["fault", "list"],
+            &["info"],
+            &["run"],
+            &["agents", "list"],
+            &["metrics"],
+            &["containers", "list"],
+        ] {
             let h = help(args);
             assert!(h.contains("--agent <") && h.contains("--controller <"), "{args:?}:\n{h}");
         }
         // Given anyway, a hidden flag is accepted, as before.
-        assert!(super::command().try_get_matches_from(["faultline", "--agent", "https://h:7070", "load", "http://x/"]).is_ok());
+        assert!(
+            super::command()
+                .try_get_matches_from([
+                    "faultline",
+                    "--agent",
+                    "https://h:7070",
+                    "load",
+                    "http://x/"
+                ])
+                .is_ok()
+        );
     }
 
     #[test]
@@ -737,7 +942,9 @@ mod tests {
     fn only_the_default_agent_may_become_the_local_socket() {
         use clap::FromArgMatches;
         let parse = |args: &[&str]| {
-            let m = super::command().try_get_matches_from(std::iter::once("faultline").chain(args.iter().copied())).unwrap();
+            let m = super::command()
+                .try_get_matches_from(std::iter::once("faultline").chain(args.iter().copied()))
+                .unwrap();
             let mut cli = super::Cli::from_arg_matches(&m).unwrap();
             cli.settle_endpoints(m.value_source("agent"), m.value_source("controller")).unwrap();
             cli.agent_is_default

@@ -1,6 +1,10 @@
 //! The controller's configuration file (TOML).
 
-use std::{collections::BTreeMap, net::SocketAddr, path::{Path, PathBuf}};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result};
 
@@ -60,7 +64,9 @@ pub struct StaticAgent {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}: not a valid controller config", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{}: not a valid controller config", path.display()))
     }
 }

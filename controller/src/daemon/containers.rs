@@ -37,19 +37,32 @@ pub(super) struct Member {
 impl Member {
     /// Its addresses as the single hosts a peer list takes ("10.0.0.5/32").
     pub fn peers(&self) -> Vec<String> {
-        self.container.addresses.iter().filter_map(|a| partition::host_address(&format!("{a}/{}", if a.contains(':') { 128 } else { 32 }))).collect()
+        self.container
+            .addresses
+            .iter()
+            .filter_map(|a| {
+                partition::host_address(&format!("{a}/{}", if a.contains(':') { 128 } else { 32 }))
+            })
+            .collect()
     }
 }
 
 impl Controller {
     /// Every running container carrying `select` on `agents`' hosts, all asked at once;
     /// an agent (or runtime) that could not be asked is listed with the reason.
-    pub(super) async fn agent_containers(&self, agents: &[String], select: &[String]) -> (Vec<(String, apb::Container)>, Vec<String>) {
-        let calls = agents.iter().filter_map(|n| {
-            let mut client = self.lock().agents.get(n)?.client.clone();
-            let (n, select) = (n.clone(), select.to_vec());
-            Some(async move { (n, client.list_containers(apb::ListContainersRequest { select }).await) })
-        });
+    pub(super) async fn agent_containers(
+        &self,
+        agents: &[String],
+        select: &[String],
+    ) -> (Vec<(String, apb::Container)>, Vec<String>) {
+        let calls =
+            agents.iter().filter_map(|n| {
+                let mut client = self.lock().agents.get(n)?.client.clone();
+                let (n, select) = (n.clone(), select.to_vec());
+                Some(async move {
+                    (n, client.list_containers(apb::ListContainersRequest { select }).await)
+                })
+            });
         let (mut found, mut unasked) = (Vec::new(), Vec::new());
         for (agent, answer) in futures_util::future::join_all(calls).await {
             match answer {
@@ -65,20 +78,35 @@ impl Controller {
     }
 
     /// `containers list` through the controller.
-    pub(super) async fn container_list(&self, r: pb::ListContainersRequest) -> Result<pb::ListContainersResponse, DaemonError> {
+    pub(super) async fn container_list(
+        &self,
+        r: pb::ListContainersRequest,
+    ) -> Result<pb::ListContainersResponse, DaemonError> {
         let agents = self.select(&pb::Target { selector: r.selector, ..Default::default() })?;
         let (found, unreachable) = self.agent_containers(&agents, &r.select).await;
-        Ok(pb::ListContainersResponse { containers: found.into_iter().map(|(agent, c)| pb::AgentContainer { agent, container: Some(c) }).collect(), unreachable })
+        Ok(pb::ListContainersResponse {
+            containers: found
+                .into_iter()
+                .map(|(agent, c)| pb::AgentContainer { agent, container: Some(c) })
+                .collect(),
+            unreachable,
+        })
     }
 
     /// (agent, container id) for each agent the target selects whose host runs a
     /// container `wanted` names; one per agent, the mode applied over them.
-    pub(super) async fn container_placements(&self, t: &pb::Target, wanted: &apb::ContainerTarget) -> Result<Vec<(String, String)>, DaemonError> {
+    pub(super) async fn container_placements(
+        &self,
+        t: &pb::Target,
+        wanted: &apb::ContainerTarget,
+    ) -> Result<Vec<(String, String)>, DaemonError> {
         let every = pb::Target { mode: pb::Mode::All as i32, count: 0, percent: 0.0, ..t.clone() };
         let agents = self.select(&every)?;
         let (listed, unasked) = self.agent_containers(&agents, &wanted.select).await;
         let mut by_agent: BTreeMap<String, Vec<apb::Container>> = BTreeMap::new();
-        for (agent, c) in listed.into_iter().filter(|(_, c)| wanted.name.is_empty() || called(&wanted.name, c)) {
+        for (agent, c) in
+            listed.into_iter().filter(|(_, c)| wanted.name.is_empty() || called(&wanted.name, c))
+        {
             by_agent.entry(agent).or_default().push(c);
         }
         let mut found = Vec::new();
@@ -95,7 +123,11 @@ impl Controller {
             )));
         }
         if found.is_empty() {
-            let why = if unasked.is_empty() { String::new() } else { format!(" (not asked: {})", unasked.join("; ")) };
+            let why = if unasked.is_empty() {
+                String::new()
+            } else {
+                format!(" (not asked: {})", unasked.join("; "))
+            };
             return Err(DaemonError::not_found(format!(
                 "container: none of the {} selected agents ({}) runs a container named {:?} (name, id prefix or compose service) with labels {:?}{why}",
                 agents.len(),
@@ -114,34 +146,71 @@ impl Controller {
     /// The containers a partition cuts: those on `agents`' hosts carrying `select` and,
     /// when `names` are given, called by one of them. A container two agents both see
     /// (agents sharing a host) takes part once.
-    pub(super) async fn partition_members(&self, agents: &[String], select: &[String], names: &[String]) -> Result<Vec<Member>, DaemonError> {
+    pub(super) async fn partition_members(
+        &self,
+        agents: &[String],
+        select: &[String],
+        names: &[String],
+    ) -> Result<Vec<Member>, DaemonError> {
         let (listed, unasked) = self.agent_containers(agents, select).await;
         let mut seen = BTreeSet::new();
-        let listed: Vec<(String, apb::Container)> = listed.into_iter().filter(|(_, c)| seen.insert(c.id.clone())).collect();
+        let listed: Vec<(String, apb::Container)> =
+            listed.into_iter().filter(|(_, c)| seen.insert(c.id.clone())).collect();
         for n in names {
             if !listed.iter().any(|(_, c)| called(n, c)) {
                 let all: Vec<&str> = listed.iter().map(|(_, c)| c.name.as_str()).collect();
-                let why = if unasked.is_empty() { String::new() } else { format!("; not asked: {}", unasked.join("; ")) };
-                return Err(DaemonError::not_found(format!("containers: no running container is called {} (running with labels {select:?}: {}{why})", faultline_proto::quote(n), all.join(", "))));
+                let why = if unasked.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not asked: {}", unasked.join("; "))
+                };
+                return Err(DaemonError::not_found(format!(
+                    "containers: no running container is called {} (running with labels {select:?}: {}{why})",
+                    faultline_proto::quote(n),
+                    all.join(", ")
+                )));
             }
         }
-        let chosen: Vec<(String, apb::Container)> = listed.into_iter().filter(|(_, c)| names.is_empty() || names.iter().any(|n| called(n, c))).collect();
+        let chosen: Vec<(String, apb::Container)> = listed
+            .into_iter()
+            .filter(|(_, c)| names.is_empty() || names.iter().any(|n| called(n, c)))
+            .collect();
         if chosen.len() < 2 {
-            let why = if unasked.is_empty() { String::new() } else { format!(" (not asked: {})", unasked.join("; ")) };
-            return Err(DaemonError::invalid(format!("containers: a partition needs at least 2 containers, {} found with labels {select:?} and names {names:?}{why}", chosen.len())));
+            let why = if unasked.is_empty() {
+                String::new()
+            } else {
+                format!(" (not asked: {})", unasked.join("; "))
+            };
+            return Err(DaemonError::invalid(format!(
+                "containers: a partition needs at least 2 containers, {} found with labels {select:?} and names {names:?}{why}",
+                chosen.len()
+            )));
         }
         let mut count: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, c) in &chosen {
             *count.entry(c.name.as_str()).or_default() += 1;
         }
-        let keys: Vec<String> = chosen.iter().map(|(a, c)| if count[c.name.as_str()] > 1 { format!("{a}/{}", c.name) } else { c.name.clone() }).collect();
-        Ok(chosen.into_iter().zip(keys).map(|((agent, container), key)| Member { key, agent, container }).collect())
+        let keys: Vec<String> = chosen
+            .iter()
+            .map(|(a, c)| {
+                if count[c.name.as_str()] > 1 { format!("{a}/{}", c.name) } else { c.name.clone() }
+            })
+            .collect();
+        Ok(chosen
+            .into_iter()
+            .zip(keys)
+            .map(|((agent, container), key)| Member { key, agent, container })
+            .collect())
     }
 }
 
 /// The member a user's word (in a group, or --node) names: its key, name, id prefix or
 /// compose service; exactly one must answer to it.
-pub(super) fn member_key(field: &str, word: &str, members: &[Member]) -> Result<String, DaemonError> {
+pub(super) fn member_key(
+    field: &str,
+    word: &str,
+    members: &[Member],
+) -> Result<String, DaemonError> {
     if let Some(m) = members.iter().find(|m| m.key == word) {
         return Ok(m.key.clone());
     }
@@ -181,7 +250,9 @@ mod tests {
         // Issue 16: a fault names a compose service as a partition does.
         let mut b = c("shop_service-b_1", "fedcba98");
         b.labels.insert(COMPOSE_SERVICE.into(), "service-b".into());
-        assert!(called("service-b", &b) && called("shop_service-b_1", &b) && !named("service-b", &b));
+        assert!(
+            called("service-b", &b) && called("shop_service-b_1", &b) && !named("service-b", &b)
+        );
         assert!(!called("service", &b));
     }
 
@@ -202,6 +273,10 @@ mod tests {
         assert!(e.contains("names 2 containers") && e.contains("h1/web, h2/web"), "{e}");
         let e = member_key("node", "db", &members).unwrap_err().message;
         assert!(e.starts_with("node: \"db\" names none"), "{e}");
-        assert_eq!(members[0].peers(), ["172.18.0.3/32", "fd00::3/128"], "link-local is no identity");
+        assert_eq!(
+            members[0].peers(),
+            ["172.18.0.3/32", "fd00::3/128"],
+            "link-local is no identity"
+        );
     }
 }

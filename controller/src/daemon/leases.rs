@@ -32,7 +32,10 @@ impl Controller {
         let now = Instant::now();
         let (expired, live): (Vec<_>, Vec<_>) = {
             let st = self.lock();
-            st.faults.values().map(|f| (f.id.clone(), f.placements.clone(), f.expires <= now)).partition(|(_, _, e)| *e)
+            st.faults
+                .values()
+                .map(|f| (f.id.clone(), f.placements.clone(), f.expires <= now))
+                .partition(|(_, _, e)| *e)
         };
         for (id, _, _) in expired {
             let _ = self.revert(&id, pb::EventKind::FaultExpired).await;
@@ -40,7 +43,10 @@ impl Controller {
         let mut renewals = Vec::new();
         for (id, placements, _) in live {
             // Never past the fault's own end: the agents then end it on time by themselves.
-            let left = self.lock().faults.get(&id).map_or(Duration::ZERO, |f| f.expires.saturating_duration_since(Instant::now()));
+            let left =
+                self.lock().faults.get(&id).map_or(Duration::ZERO, |f| {
+                    f.expires.saturating_duration_since(Instant::now())
+                });
             let lease = self.part_lease(left);
             for (agent, fid) in placements {
                 if let Some(call) = self.renew_part(&agent, &fid, lease) {
@@ -50,7 +56,8 @@ impl Controller {
             }
         }
         for (id, agent, fid, r) in futures_util::future::join_all(renewals).await {
-            let counter = if r.is_ok() { &self.stats.renewals_ok } else { &self.stats.renewals_failed };
+            let counter =
+                if r.is_ok() { &self.stats.renewals_ok } else { &self.stats.renewals_failed };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match r {
                 Ok(_) => {}
@@ -69,7 +76,12 @@ impl Controller {
                         }
                         left
                     };
-                    self.event(pb::EventKind::FaultLost, &id, std::slice::from_ref(&agent), format!("{agent} no longer holds its part ({left} agents still do)"));
+                    self.event(
+                        pb::EventKind::FaultLost,
+                        &id,
+                        std::slice::from_ref(&agent),
+                        format!("{agent} no longer holds its part ({left} agents still do)"),
+                    );
                     if left == 0 {
                         self.end(&id, "lost");
                         self.stats.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -91,7 +103,14 @@ impl Controller {
     }
 
     /// Renews one agent's part of a fault; None when the agent is not known.
-    pub(super) fn renew_part(&self, agent: &str, fid: &str, lease_ms: u64) -> Option<impl Future<Output = Result<tonic::Response<apb::RenewLeasesResponse>, tonic::Status>> + use<>> {
+    pub(super) fn renew_part(
+        &self,
+        agent: &str,
+        fid: &str,
+        lease_ms: u64,
+    ) -> Option<
+        impl Future<Output = Result<tonic::Response<apb::RenewLeasesResponse>, tonic::Status>> + use<>,
+    > {
         let mut c = self.lock().agents.get(agent).map(|a| a.client.clone())?;
         let req = apb::RenewLeasesRequest { ids: vec![fid.to_owned()], lease_ms };
         Some(async move { c.renew_leases(req).await })
@@ -110,23 +129,44 @@ impl Controller {
 
     /// Ends a fault everywhere; `why` is `FaultReverted` (asked) or `FaultExpired`. Returns
     /// each agent's result.
-    pub(super) async fn revert(&self, id: &str, why: pb::EventKind) -> Result<Vec<pb::AgentResult>, DaemonError> {
+    pub(super) async fn revert(
+        &self,
+        id: &str,
+        why: pb::EventKind,
+    ) -> Result<Vec<pb::AgentResult>, DaemonError> {
         let Some(f) = self.lock().faults.remove(id) else {
             let known: Vec<String> = self.lock().faults.keys().cloned().collect();
-            return Err(DaemonError::not_found(format!("id: no active fault {id:?} (active: {known:?})")));
+            return Err(DaemonError::not_found(format!(
+                "id: no active fault {id:?} (active: {known:?})"
+            )));
         };
         let reason = if why == pb::EventKind::FaultExpired { "expired" } else { "reverted" };
-        let span = tracing::info_span!("revert_fault", fault_id = id, reason, agents = f.placements.len());
+        let span =
+            tracing::info_span!("revert_fault", fault_id = id, reason, agents = f.placements.len());
         let results = self.revert_placements(&f.placements).instrument(span).await;
         let failures: Vec<&pb::AgentResult> = results.iter().filter(|r| !r.ok).collect();
-        let counter = if why == pb::EventKind::FaultExpired { &self.stats.expired } else { &self.stats.reverted };
+        let counter = if why == pb::EventKind::FaultExpired {
+            &self.stats.expired
+        } else {
+            &self.stats.reverted
+        };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.end(id, reason);
         let agents: Vec<String> = f.placements.iter().map(|p| p.0.clone()).collect();
-        let detail = if failures.is_empty() { String::new() } else { format!("; not reached: {}", failures.iter().map(|f| format!("{}: {}", f.agent, f.error)).collect::<Vec<_>>().join("; ")) };
+        let detail = if failures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not reached: {}",
+                failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.agent, f.error))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
         self.event(why, id, &agents, format!("{reason} on {} agents{detail}", agents.len()));
         tracing::info!(id, reason, "ended");
         Ok(results)
     }
-
 }

@@ -10,27 +10,26 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use faultline_proto::transport::{AGENT_NAME, Security};
 use faultline_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
     controller::v1 as pb,
 };
-use faultline_proto::transport::{AGENT_NAME, Security};
 use tonic::transport::Channel;
-
 
 mod config;
 mod containers;
-pub mod runs;
-pub mod traffic;
-pub mod web;
 mod error;
 mod fanout;
 mod grpc;
 mod leases;
+pub mod observe;
 mod ops;
 mod registry;
-pub mod observe;
+pub mod runs;
 pub mod store;
+pub mod traffic;
+pub mod web;
 
 pub use config::Config;
 pub use error::{DaemonError, ErrorKind};
@@ -128,9 +127,18 @@ use faultline_proto::{now_unix_ms as now_ms, unix_ms};
 /// (`identity::agent_server_name`), or an agent could register another's URL and have
 /// that one apply its faults. Inventory agents (the operator's own list) are checked for
 /// the agent role only.
-fn client(security: &Security, url: &str, bound: Option<&str>) -> Result<AgentServiceClient<Channel>, DaemonError> {
-    let server_name = bound.map_or_else(|| AGENT_NAME.to_owned(), faultline_proto::identity::agent_server_name);
-    let ch = security.endpoint("url", url, &server_name).map_err(|e| DaemonError::invalid(e.to_string()))?.timeout(Duration::from_secs(10)).connect_lazy();
+fn client(
+    security: &Security,
+    url: &str,
+    bound: Option<&str>,
+) -> Result<AgentServiceClient<Channel>, DaemonError> {
+    let server_name =
+        bound.map_or_else(|| AGENT_NAME.to_owned(), faultline_proto::identity::agent_server_name);
+    let ch = security
+        .endpoint("url", url, &server_name)
+        .map_err(|e| DaemonError::invalid(e.to_string()))?
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
     Ok(AgentServiceClient::new(ch))
 }
 
@@ -140,12 +148,22 @@ impl Controller {
     /// renews again if the agents still hold them.
     pub fn new(config: &Config, store: Store, security: Security) -> Result<Self> {
         let heartbeat = Duration::from_millis(config.heartbeat_ms.unwrap_or(1000));
-        anyhow::ensure!((Duration::from_millis(100)..=Duration::from_mins(1)).contains(&heartbeat), "heartbeat_ms: 100..=60000");
+        anyhow::ensure!(
+            (Duration::from_millis(100)..=Duration::from_mins(1)).contains(&heartbeat),
+            "heartbeat_ms: 100..=60000"
+        );
         let forget_down_after = Duration::from_secs(config.forget_down_after_s.unwrap_or(600));
-        anyhow::ensure!(forget_down_after <= Duration::from_hours(8760), "forget_down_after_s: at most a year");
+        anyhow::ensure!(
+            forget_down_after <= Duration::from_hours(8760),
+            "forget_down_after_s: at most a year"
+        );
         let mut st = State { next_id: store.max_fault_number()?, ..State::default() };
         for a in &config.agents {
-            anyhow::ensure!(!st.agents.contains_key(&a.name), "agents: {:?} is listed twice", a.name);
+            anyhow::ensure!(
+                !st.agents.contains_key(&a.name),
+                "agents: {:?} is listed twice",
+                a.name
+            );
             st.agents.insert(
                 a.name.clone(),
                 AgentEntry {
@@ -157,7 +175,8 @@ impl Controller {
                     last_heartbeat: None,
                     describe: None,
                     error: "not yet reached".into(),
-                    client: client(&security, &a.url, None).map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message))?,
+                    client: client(&security, &a.url, None)
+                        .map_err(|e| anyhow::anyhow!("agents.{}.url: {}", a.name, e.message))?,
                     session: 0,
                 },
             );
@@ -175,7 +194,9 @@ impl Controller {
                     labels: a.labels,
                     source: Source::Registered,
                     healthy: false,
-                    last_heartbeat: Some(UNIX_EPOCH + Duration::from_millis(a.last_seen_ms.max(0) as u64)),
+                    last_heartbeat: Some(
+                        UNIX_EPOCH + Duration::from_millis(a.last_seen_ms.max(0) as u64),
+                    ),
                     describe: None,
                     error: "not registered since the controller started".into(),
                     client: c,
@@ -214,8 +235,21 @@ impl Controller {
 
     /// Records an event and tells the watchers. A database that fails is logged, not
     /// fatal: the faults still end by their leases.
-    fn event(&self, kind: pb::EventKind, fault_id: &str, agents: &[String], message: impl Into<String>) {
-        let e = pb::Event { seq: 0, unix_ms: now_ms(), kind: kind as i32, fault_id: fault_id.into(), agents: agents.to_vec(), message: message.into() };
+    fn event(
+        &self,
+        kind: pb::EventKind,
+        fault_id: &str,
+        agents: &[String],
+        message: impl Into<String>,
+    ) {
+        let e = pb::Event {
+            seq: 0,
+            unix_ms: now_ms(),
+            kind: kind as i32,
+            fault_id: fault_id.into(),
+            agents: agents.to_vec(),
+            message: message.into(),
+        };
         let _order = self.event_order.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.store.append_event(e) {
             Ok(e) => {
@@ -249,7 +283,8 @@ impl Controller {
             placements: f.placements.clone(),
             cut_from: f.cut_from.clone(),
             applied_ms: unix_ms(f.applied_at),
-            expires_ms: now_ms() + f.expires.saturating_duration_since(Instant::now()).as_millis() as i64,
+            expires_ms: now_ms()
+                + f.expires.saturating_duration_since(Instant::now()).as_millis() as i64,
         };
         if let Err(e) = self.store.put_fault(&stored) {
             tracing::error!("{e}");
@@ -275,7 +310,10 @@ impl Controller {
             .values()
             .map(|a| {
                 let host = a.describe.as_ref().map_or(String::new(), |d| d.hostname.clone());
-                let age = a.last_heartbeat.and_then(|t| now.duration_since(t).ok()).map_or(-1.0, |d| d.as_secs_f64());
+                let age = a
+                    .last_heartbeat
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map_or(-1.0, |d| d.as_secs_f64());
                 (a.name.clone(), host, a.healthy, age)
             })
             .collect();
@@ -284,18 +322,34 @@ impl Controller {
         for f in st.faults.values() {
             let kind = f.spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name).to_owned();
             *active.entry(kind.clone()).or_default() += 1;
-            let container = f.spec.container.as_ref().map_or(String::new(), |c| if c.name.is_empty() { c.select.join(",") } else { c.name.clone() });
-            parts.extend(f.placements.iter().map(|(agent, _)| (f.id.clone(), kind.clone(), agent.clone(), container.clone())));
+            let container = f.spec.container.as_ref().map_or(String::new(), |c| {
+                if c.name.is_empty() { c.select.join(",") } else { c.name.clone() }
+            });
+            parts.extend(
+                f.placements.iter().map(|(agent, _)| {
+                    (f.id.clone(), kind.clone(), agent.clone(), container.clone())
+                }),
+            );
         }
         drop(st);
-        observe::Snapshot { agents, active: active.into_iter().collect(), parts, traffic: self.traffic.status() }
+        observe::Snapshot {
+            agents,
+            active: active.into_iter().collect(),
+            parts,
+            traffic: self.traffic.status(),
+        }
     }
 
     fn seed(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     }
 
-    fn record(&self, spec: apb::FaultSpec, placed: Placed, cut_from: BTreeMap<String, Vec<String>>) -> pb::ControllerFault {
+    fn record(
+        &self,
+        spec: apb::FaultSpec,
+        placed: Placed,
+        cut_from: BTreeMap<String, Vec<String>>,
+    ) -> pb::ControllerFault {
         let mut st = self.lock();
         st.next_id += 1;
         let f = Fault {
@@ -310,20 +364,28 @@ impl Controller {
         tracing::info!(id = f.id, agents = ?f.placements.iter().map(|p| &p.0).collect::<Vec<_>>(), "applied");
         let status = self.status(&f);
         self.persist(&f);
-        let (id, agents) = (f.id.clone(), f.placements.iter().map(|p| p.0.clone()).collect::<Vec<_>>());
+        let (id, agents) =
+            (f.id.clone(), f.placements.iter().map(|p| p.0.clone()).collect::<Vec<_>>());
         let expires = f.expires;
         st.faults.insert(f.id.clone(), f);
         drop(st);
         self.expire_at(id.clone(), expires);
         let spec = status.spec.clone().unwrap_or_default();
         let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
-        let label = if spec.label.is_empty() { String::new() } else { format!(" [{}]", spec.label) };
+        let label =
+            if spec.label.is_empty() { String::new() } else { format!(" [{}]", spec.label) };
         // What was done, where and for how long: the event log alone should tell.
         self.event(
             pb::EventKind::FaultApplied,
             &id,
             &agents,
-            format!("{kind} {} on {} for {} s{label}", crate::faults::in_words(&spec), agents.join(","), spec.lease_ms / 1000).replace("  ", " "),
+            format!(
+                "{kind} {} on {} for {} s{label}",
+                crate::faults::in_words(&spec),
+                agents.join(","),
+                spec.lease_ms / 1000
+            )
+            .replace("  ", " "),
         );
         status
     }
@@ -346,16 +408,32 @@ impl Controller {
                 .collect(),
             applied_at_unix_ms: unix_ms(f.applied_at),
             expires_at_unix_ms: unix_ms(SystemTime::now() + left),
-            cut_from: f.cut_from.iter().map(|(a, b)| (a.clone(), pb::Group { agents: b.clone() })).collect(),
-            cut: if f.cut_from.is_empty() { String::new() } else { partition::describe(&f.cut_from.iter().map(|(a, b)| (a.clone(), b.iter().cloned().collect())).collect()) },
+            cut_from: f
+                .cut_from
+                .iter()
+                .map(|(a, b)| (a.clone(), pb::Group { agents: b.clone() }))
+                .collect(),
+            cut: if f.cut_from.is_empty() {
+                String::new()
+            } else {
+                partition::describe(
+                    &f.cut_from
+                        .iter()
+                        .map(|(a, b)| (a.clone(), b.iter().cloned().collect()))
+                        .collect(),
+                )
+            },
         }
     }
 }
 
 /// Whether `text` names `id` as a whole word (f-1 is not in f-12).
 fn mentions(text: &str, id: &str) -> bool {
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    text.match_indices(id).any(|(i, _)| !word(text[..i].chars().next_back()) && !word(text[i + id.len()..].chars().next()))
+    let word =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    text.match_indices(id).any(|(i, _)| {
+        !word(text[..i].chars().next_back()) && !word(text[i + id.len()..].chars().next())
+    })
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -368,28 +446,51 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         (st.agents.len(), st.faults.len())
     };
     tracing::info!(state = %path.display(), agents, faults, "state loaded");
-    let restored: Vec<(String, Instant)> = ctl.lock().faults.values().map(|f| (f.id.clone(), f.expires)).collect();
+    let restored: Vec<(String, Instant)> =
+        ctl.lock().faults.values().map(|f| (f.id.clone(), f.expires)).collect();
     for (id, at) in restored {
         ctl.expire_at(id, at);
     }
-    ctl.event(pb::EventKind::ControllerStarted, "", &[], format!("listening on {listen}; state {}: {agents} agents, {faults} active faults", path.display()));
+    ctl.event(
+        pb::EventKind::ControllerStarted,
+        "",
+        &[],
+        format!(
+            "listening on {listen}; state {}: {agents} agents, {faults} active faults",
+            path.display()
+        ),
+    );
     let on_stop = ctl.clone();
     tokio::spawn(ctl.clone().tick_forever());
     let retention = Duration::from_hours(24 * config.event_retention_days.unwrap_or(30));
-    anyhow::ensure!((1..=3650).contains(&config.event_retention_days.unwrap_or(30)), "event_retention_days: 1 to 3650");
+    anyhow::ensure!(
+        (1..=3650).contains(&config.event_retention_days.unwrap_or(30)),
+        "event_retention_days: 1 to 3650"
+    );
     let keep = config.event_retention_count.unwrap_or(1_000_000);
     anyhow::ensure!(keep >= 1, "event_retention_count: at least 1");
     tokio::spawn(ctl.clone().prune_events_forever(retention, keep));
-    let (health_service, reflection) =
-        faultline_proto::service::health_and_reflection::<pb::controller_service_server::ControllerServiceServer<Controller>>().await.context("building reflection service")?;
+    let (health_service, reflection) = faultline_proto::service::health_and_reflection::<
+        pb::controller_service_server::ControllerServiceServer<Controller>,
+    >()
+    .await
+    .context("building reflection service")?;
     if let Some(addr) = config.metrics_listen {
-        let listener = faultline_proto::listener::bind_metrics(addr).await.with_context(|| format!("binding metrics_listen {addr}"))?;
+        let listener = faultline_proto::listener::bind_metrics(addr)
+            .await
+            .with_context(|| format!("binding metrics_listen {addr}"))?;
         let c = ctl.clone();
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(async move || {
                 let text = observe::prometheus(&c.snapshot(), &c.stats);
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
             }),
         );
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -403,10 +504,19 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         .with_anonymous(config.web_anonymous.as_deref())
         .map_err(anyhow::Error::msg)?;
         if let Some(r) = tokens.anonymous() {
-            tracing::warn!(role = r.name(), "Web API: requests without credentials act as {}s (web_anonymous): whoever reaches {addr} may", r.name());
+            tracing::warn!(
+                role = r.name(),
+                "Web API: requests without credentials act as {}s (web_anonymous): whoever reaches {addr} may",
+                r.name()
+            );
         }
         let tls = if ctl.security.is_tls() && !config.web_plaintext {
-            Some(web::tls_config(config.tls_dir.as_deref().unwrap_or(std::path::Path::new(faultline_proto::transport::DEFAULT_TLS_DIR)))?)
+            Some(web::tls_config(
+                config
+                    .tls_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(faultline_proto::transport::DEFAULT_TLS_DIR)),
+            )?)
         } else {
             None
         };
@@ -417,11 +527,24 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
         let runs_dir = path.parent().map_or_else(|| PathBuf::from("runs"), |p| p.join("runs"));
         let runs = std::sync::Arc::new(runs::Runs::new(runs_dir, listen, cli));
         let own = [Some(listen), Some(addr), config.metrics_listen].into_iter().flatten().collect();
-        web::start(web::Web::new(ctl.clone(), tokens, runs, config.web_hosts.clone(), own), addr, tls, config.web_plaintext).await?;
+        web::start(
+            web::Web::new(ctl.clone(), tokens, runs, config.web_hosts.clone(), own),
+            addr,
+            tls,
+            config.web_plaintext,
+        )
+        .await?;
     }
-    let incoming = ctl.security.incoming(listen, faultline_proto::listener::Limits::controller().within(40)).await.with_context(|| format!("binding {listen}"))?;
+    let incoming = ctl
+        .security
+        .incoming(listen, faultline_proto::listener::Limits::controller().within(40))
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, tls = ctl.security.is_tls(), "controller ready");
-    let server = server.add_service(health_service).add_service(reflection).add_service(pb::controller_service_server::ControllerServiceServer::new(ctl));
+    let server = server
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(pb::controller_service_server::ControllerServiceServer::new(ctl));
     // A clean stop leaves no fault behind; a killed controller leaves them to the leases.
     faultline_proto::service::serve_until_stopped(
         |stopping| server.serve_with_incoming_shutdown(incoming, stopping),
@@ -430,7 +553,12 @@ pub async fn serve(listen: SocketAddr, config: Config, security: Security) -> Re
             for id in &ids {
                 let _ = on_stop.revert(id, pb::EventKind::FaultReverted).await;
             }
-            on_stop.event(pb::EventKind::ControllerStopped, "", &[], format!("stopped cleanly; reverted {} faults", ids.len()));
+            on_stop.event(
+                pb::EventKind::ControllerStopped,
+                "",
+                &[],
+                format!("stopped cleanly; reverted {} faults", ids.len()),
+            );
         },
     )
     .await?;

@@ -21,13 +21,22 @@ impl Controller {
             st.agents
                 .values()
                 .filter(|a| a.source == Source::Registered && !a.healthy)
-                .filter(|a| a.last_heartbeat.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= self.forget_down_after))
-                .filter(|a| !st.faults.values().any(|f| f.placements.iter().any(|(n, _)| *n == a.name)))
+                .filter(|a| {
+                    a.last_heartbeat.is_none_or(|t| {
+                        now.duration_since(t).unwrap_or_default() >= self.forget_down_after
+                    })
+                })
+                .filter(|a| {
+                    !st.faults.values().any(|f| f.placements.iter().any(|(n, _)| *n == a.name))
+                })
                 .map(|a| a.name.clone())
                 .collect()
         };
         for name in stale {
-            self.forget(&name, format!("down for more than {} s", self.forget_down_after.as_secs()));
+            self.forget(
+                &name,
+                format!("down for more than {} s", self.forget_down_after.as_secs()),
+            );
         }
     }
 
@@ -44,8 +53,13 @@ impl Controller {
     /// Asks each inventory agent how it is (registered ones heartbeat through their
     /// session) and says so when that changed.
     pub(super) async fn poll_inventory(&self) {
-        let inventory: Vec<(String, AgentServiceClient<Channel>)> =
-            self.lock().agents.values().filter(|a| a.source == Source::Inventory).map(|a| (a.name.clone(), a.client.clone())).collect();
+        let inventory: Vec<(String, AgentServiceClient<Channel>)> = self
+            .lock()
+            .agents
+            .values()
+            .filter(|a| a.source == Source::Inventory)
+            .map(|a| (a.name.clone(), a.client.clone()))
+            .collect();
         for (name, mut c) in inventory {
             let r = c.describe(apb::DescribeRequest {}).await;
             let change = {
@@ -64,10 +78,13 @@ impl Controller {
                         e.message().clone_into(&mut a.error);
                     }
                 }
-                (was != a.healthy || a.last_heartbeat.is_none()).then(|| (a.healthy, a.url.clone(), a.error.clone()))
+                (was != a.healthy || a.last_heartbeat.is_none())
+                    .then(|| (a.healthy, a.url.clone(), a.error.clone()))
             };
             match change {
-                Some((true, url, _)) => self.event(pb::EventKind::AgentUp, "", &[name], format!("answers at {url}")),
+                Some((true, url, _)) => {
+                    self.event(pb::EventKind::AgentUp, "", &[name], format!("answers at {url}"));
+                }
                 Some((false, _, error)) => self.event(pb::EventKind::AgentDown, "", &[name], error),
                 None => {}
             }
@@ -79,10 +96,14 @@ impl Controller {
         let st = self.lock();
         for n in &t.agents {
             if !st.agents.contains_key(n) {
-                return Err(DaemonError::not_found(format!("target.agents: no agent {n:?} (known: {:?})", st.agents.keys().collect::<Vec<_>>())));
+                return Err(DaemonError::not_found(format!(
+                    "target.agents: no agent {n:?} (known: {:?})",
+                    st.agents.keys().collect::<Vec<_>>()
+                )));
             }
         }
-        let selector = targeting::parse_selector(&t.selector).map_err(|e| DaemonError::invalid(e.to_string()))?;
+        let selector = targeting::parse_selector(&t.selector)
+            .map_err(|e| DaemonError::invalid(e.to_string()))?;
         let mut picked: Vec<String> = st
             .agents
             .values()
@@ -91,8 +112,13 @@ impl Controller {
             .map(|a| a.name.clone())
             .collect();
         if picked.is_empty() {
-            let labels: Vec<String> = st.agents.values().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
-            return Err(DaemonError::not_found(format!("target: no agent matches selector {:?} (agents: {})", t.selector, labels.join("; "))));
+            let labels: Vec<String> =
+                st.agents.values().map(|a| format!("{} {:?}", a.name, a.labels)).collect();
+            return Err(DaemonError::not_found(format!(
+                "target: no agent matches selector {:?} (agents: {})",
+                t.selector,
+                labels.join("; ")
+            )));
         }
         let keep = keep(t, picked.len())?;
         partition::shuffle(&mut picked, self.seed());
@@ -100,7 +126,6 @@ impl Controller {
         picked.sort();
         Ok(picked)
     }
-
 }
 
 /// How many of `n` candidates (agents, or agents running a container) the target's mode keeps.
@@ -109,13 +134,21 @@ pub(super) fn keep(t: &pb::Target, n: usize) -> Result<usize, DaemonError> {
         Ok(pb::Mode::All) => n,
         Ok(pb::Mode::One) => 1,
         Ok(pb::Mode::Fixed) if t.count == 0 || t.count as usize > n => {
-            return Err(DaemonError::invalid(format!("target.count: {} is not in 1..={n} (agents selected)", t.count)));
+            return Err(DaemonError::invalid(format!(
+                "target.count: {} is not in 1..={n} (agents selected)",
+                t.count
+            )));
         }
         Ok(pb::Mode::Fixed) => t.count as usize,
         Ok(pb::Mode::Percent) if !(t.percent > 0.0 && t.percent <= 100.0) => {
-            return Err(DaemonError::invalid(format!("target.percent: {} is not in (0, 100]", t.percent)));
+            return Err(DaemonError::invalid(format!(
+                "target.percent: {} is not in (0, 100]",
+                t.percent
+            )));
         }
         Ok(pb::Mode::Percent) => ((n as f64 * t.percent / 100.0).ceil() as usize).clamp(1, n),
-        Err(_) => return Err(DaemonError::invalid(format!("target.mode: unknown value {}", t.mode))),
+        Err(_) => {
+            return Err(DaemonError::invalid(format!("target.mode: unknown value {}", t.mode)));
+        }
     })
 }

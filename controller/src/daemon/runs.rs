@@ -87,7 +87,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A run id is its directory's name: lowercase letters, digits and '-' (`web-drop-20261130T171500z`).
 fn check_id(id: &str) -> Result<(), DaemonError> {
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') || id.starts_with('-') {
+    if id.is_empty()
+        || id.len() > 128
+        || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || id.starts_with('-')
+    {
         return Err(DaemonError::invalid("id: a run id (lowercase letters, digits and '-')"));
     }
     Ok(())
@@ -95,8 +99,15 @@ fn check_id(id: &str) -> Result<(), DaemonError> {
 
 /// A file name of a run directory: no path, no hidden file, a known extension.
 fn check_file(name: &str) -> Result<&'static str, DaemonError> {
-    let bad = || DaemonError::invalid("name: a file of the run directory (report.html, throughput.png, seconds.csv, summary.json, ...)");
-    if name.len() > 128 || name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    let bad = || {
+        DaemonError::invalid(
+            "name: a file of the run directory (report.html, throughput.png, seconds.csv, summary.json, ...)",
+        )
+    };
+    if name.len() > 128
+        || name.starts_with('.')
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         return Err(bad());
     }
     let ext = name.rsplit_once('.').map(|(_, e)| e).ok_or_else(bad)?;
@@ -120,10 +131,18 @@ const REPORT_ERROR_TXT: &str = "report-error.txt";
 impl Runs {
     /// `grpc`: the controller's own listening address (an unspecified one is reached on
     /// loopback); `security`: the CLI's credentials from the TLS directory, or why not.
-    pub fn new(dir: PathBuf, grpc: std::net::SocketAddr, security: Result<Security, String>) -> Self {
+    pub fn new(
+        dir: PathBuf,
+        grpc: std::net::SocketAddr,
+        security: Result<Security, String>,
+    ) -> Self {
         let mut addr = grpc;
         if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
         }
         let client = security.map(|s| {
             let scheme = if s.is_tls() { "https" } else { "http" };
@@ -137,25 +156,37 @@ impl Runs {
     /// names). No lock is held while it is written and checked (which resolves the load's
     /// host name, up to 3 s): listings and stops answer meanwhile.
     pub fn start(self: &Arc<Self>, yaml: &str) -> Result<Info, DaemonError> {
-        let (url, security) = self.client.clone().map_err(|why| DaemonError::unavailable(format!("runs: {why}")))?;
+        let (url, security) =
+            self.client.clone().map_err(|why| DaemonError::unavailable(format!("runs: {why}")))?;
         if yaml.len() > MAX_SCENARIO {
             return Err(DaemonError::invalid(format!("scenario: at most {MAX_SCENARIO} bytes")));
         }
         self.idle()?;
         let incoming = self.dir.join(".incoming");
-        std::fs::create_dir_all(&incoming).map_err(|e| DaemonError::internal(format!("runs directory {}: {e}", incoming.display())))?;
+        std::fs::create_dir_all(&incoming).map_err(|e| {
+            DaemonError::internal(format!("runs directory {}: {e}", incoming.display()))
+        })?;
         // Each request its own file: two starts at once must not read each other's.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let file = incoming.join(format!("{}-{}.yaml", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        std::fs::write(&file, yaml).map_err(|e| DaemonError::internal(format!("{}: {e}", file.display())))?;
-        let scenario = run::scenario::load_with(&file, crate::load::args::Files::Refused).map_err(|e| {
-            let _ = std::fs::remove_file(&file);
-            let line = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
-            DaemonError::invalid(format!("scenario.{}: {}{line}", e.field, e.problem))
-        })?;
+        let file = incoming.join(format!(
+            "{}-{}.yaml",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::write(&file, yaml)
+            .map_err(|e| DaemonError::internal(format!("{}: {e}", file.display())))?;
+        let scenario =
+            run::scenario::load_with(&file, crate::load::args::Files::Refused).map_err(|e| {
+                let _ = std::fs::remove_file(&file);
+                let line = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                DaemonError::invalid(format!("scenario.{}: {}{line}", e.field, e.problem))
+            })?;
         let base = format!("{}-{}", slug(&scenario.name), run::utc_stamp().to_ascii_lowercase());
         // Two runs started in one second get -2, -3, ... (bounded: the history is finite).
-        let id = (1..=10_000).map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") }).find(|id| !self.dir.join(id).exists()).unwrap_or(base);
+        let id = (1..=10_000)
+            .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+            .find(|id| !self.dir.join(id).exists())
+            .unwrap_or(base);
         let out = self.dir.join(&id);
         let final_file = incoming.join(format!("{id}.yaml"));
         if let Err(e) = std::fs::rename(&file, &final_file) {
@@ -167,12 +198,19 @@ impl Runs {
         {
             let mut cur = lock(&self.current);
             if let Some(c) = cur.as_ref().filter(|c| !c.done) {
-                let busy = DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id));
+                let busy =
+                    DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id));
                 drop(cur);
                 let _ = std::fs::remove_file(&final_file);
                 return Err(busy);
             }
-            *cur = Some(Current { id: id.clone(), scenario: scenario.name.clone(), started_unix_ms, stop: Some(stop_tx), done: false });
+            *cur = Some(Current {
+                id: id.clone(),
+                scenario: scenario.name.clone(),
+                started_unix_ms,
+                stop: Some(stop_tx),
+                done: false,
+            });
         }
         let me = self.clone();
         let task_id = id.clone();
@@ -188,13 +226,22 @@ impl Runs {
                 c.done = true;
             }
         });
-        Ok(Info { id, scenario: scenario.name, state: State::Running, message: String::new(), started_unix_ms, files: Vec::new() })
+        Ok(Info {
+            id,
+            scenario: scenario.name,
+            state: State::Running,
+            message: String::new(),
+            started_unix_ms,
+            files: Vec::new(),
+        })
     }
 
     /// Refuses while a run is going (asked again when the new run takes its place).
     fn idle(&self) -> Result<(), DaemonError> {
         match lock(&self.current).as_ref().filter(|c| !c.done) {
-            Some(c) => Err(DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id))),
+            Some(c) => {
+                Err(DaemonError::conflict(format!("runs: {} is running; stop it or wait", c.id)))
+            }
             None => Ok(()),
         }
     }
@@ -205,9 +252,17 @@ impl Runs {
         std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()).then_some(dir)
     }
 
-    async fn execute(&self, scenario: &Path, out: &Path, url: &str, security: &Security, stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
+    async fn execute(
+        &self,
+        scenario: &Path,
+        out: &Path,
+        url: &str,
+        security: &Security,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> anyhow::Result<()> {
         use anyhow::Context;
-        let endpoint = security.endpoint("controller", url, faultline_proto::transport::CONTROLLER_NAME)?;
+        let endpoint =
+            security.endpoint("controller", url, faultline_proto::transport::CONTROLLER_NAME)?;
         let client = faultline_proto::controller::v1::controller_service_client::ControllerServiceClient::new(endpoint.connect().await.with_context(|| format!("connecting to this controller at {url}"))?);
         let args = run::RunArgs::from_caller(scenario.to_path_buf(), out.to_path_buf());
         run::execute_until(&args, client, security, async move {
@@ -219,7 +274,9 @@ impl Runs {
         // A run that ran keeps its verdict when its report cannot be drawn (too short a
         // baseline for a band, say): that is said beside it.
         let dir = out.to_path_buf();
-        if let Err(e) = tokio::task::spawn_blocking(move || crate::report::write(&dir, None)).await? {
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || crate::report::write(&dir, None)).await?
+        {
             std::fs::write(out.join(REPORT_ERROR_TXT), format!("report: {e:#}\n"))?;
         }
         Ok(())
@@ -236,7 +293,9 @@ impl Runs {
                 }
                 Ok(())
             }
-            None if self.run_dir(id).is_some() => Err(DaemonError::precondition(format!("id: {id} is not running"))),
+            None if self.run_dir(id).is_some() => {
+                Err(DaemonError::precondition(format!("id: {id} is not running")))
+            }
             None => Err(DaemonError::not_found(format!("id: no run {id}"))),
         }
     }
@@ -244,13 +303,28 @@ impl Runs {
     /// The runs, newest first: the one running, then the directories on disk.
     pub fn list(&self) -> Vec<Info> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut ids: Vec<String> = entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).filter_map(|e| e.file_name().into_string().ok()).filter(|n| check_id(n).is_ok()).collect();
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| check_id(n).is_ok())
+            .collect();
         // Ordered by the directories' times (metadata only): only the listed ones are read.
         ids.sort_by_cached_key(|id| std::cmp::Reverse(started(&self.dir.join(id))));
         ids.truncate(MAX_LISTED);
         let mut out: Vec<Info> = ids.iter().filter_map(|id| self.info(id).ok()).collect();
         if let Some(c) = lock(&self.current).as_ref().filter(|c| !c.done && !ids.contains(&c.id)) {
-            out.insert(0, Info { id: c.id.clone(), scenario: c.scenario.clone(), state: State::Running, message: String::new(), started_unix_ms: c.started_unix_ms, files: Vec::new() });
+            out.insert(
+                0,
+                Info {
+                    id: c.id.clone(),
+                    scenario: c.scenario.clone(),
+                    state: State::Running,
+                    message: String::new(),
+                    started_unix_ms: c.started_unix_ms,
+                    files: Vec::new(),
+                },
+            );
         }
         out
     }
@@ -258,42 +332,84 @@ impl Runs {
     /// One run, from its directory (and, while it runs, from memory).
     pub fn info(&self, id: &str) -> Result<Info, DaemonError> {
         check_id(id)?;
-        let running = lock(&self.current).as_ref().filter(|c| c.id == id && !c.done).map(|c| (c.scenario.clone(), c.started_unix_ms));
+        let running = lock(&self.current)
+            .as_ref()
+            .filter(|c| c.id == id && !c.done)
+            .map(|c| (c.scenario.clone(), c.started_unix_ms));
         let Some(dir) = self.run_dir(id) else {
             return running
-                .map(|(scenario, started_unix_ms)| Info { id: id.to_owned(), scenario, state: State::Running, message: String::new(), started_unix_ms, files: Vec::new() })
+                .map(|(scenario, started_unix_ms)| Info {
+                    id: id.to_owned(),
+                    scenario,
+                    state: State::Running,
+                    message: String::new(),
+                    started_unix_ms,
+                    files: Vec::new(),
+                })
                 .ok_or_else(|| DaemonError::not_found(format!("id: no run {id}")));
         };
-        let mut files: Vec<String> = std::fs::read_dir(&dir).map(|e| e.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_file())).filter_map(|e| e.file_name().into_string().ok()).filter(|n| check_file(n).is_ok()).collect()).unwrap_or_default();
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .map(|e| {
+                e.filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| check_file(n).is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         files.sort();
         let error = std::fs::read_to_string(dir.join(ERROR_TXT)).ok();
-        let (state, message, scenario, started_unix_ms) = match (running, files::Summary::read(&dir)) {
-            (Some((scenario, started)), _) => (State::Running, String::new(), scenario, started),
-            (None, Ok(s)) => {
-                let failed: Vec<String> = s.hypothesis.iter().filter(|v| !v.holds).map(|v| format!("{} in {}", v.hypothesis, v.phase)).collect();
-                let (state, message) = match (&s.aborted, error) {
-                    (_, Some(e)) => (State::Error, e.trim().to_owned()),
-                    (Some(why), None) => (State::Aborted, why.clone()),
-                    (None, None) if failed.is_empty() => (State::Passed, String::new()),
-                    (None, None) => (State::Failed, format!("does not hold: {}", failed.join("; "))),
-                };
-                let report = std::fs::read_to_string(dir.join(REPORT_ERROR_TXT)).unwrap_or_default();
-                let message = [message, report.trim().to_owned()].into_iter().filter(|m| !m.is_empty()).collect::<Vec<_>>().join("; ");
-                (state, message, s.scenario, s.started_unix_ms)
-            }
-            (None, Err(e)) => (State::Error, error.map_or_else(|| format!("{e:#}"), |e| e.trim().to_owned()), String::new(), started(&dir)),
-        };
+        let (state, message, scenario, started_unix_ms) =
+            match (running, files::Summary::read(&dir)) {
+                (Some((scenario, started)), _) => {
+                    (State::Running, String::new(), scenario, started)
+                }
+                (None, Ok(s)) => {
+                    let failed: Vec<String> = s
+                        .hypothesis
+                        .iter()
+                        .filter(|v| !v.holds)
+                        .map(|v| format!("{} in {}", v.hypothesis, v.phase))
+                        .collect();
+                    let (state, message) = match (&s.aborted, error) {
+                        (_, Some(e)) => (State::Error, e.trim().to_owned()),
+                        (Some(why), None) => (State::Aborted, why.clone()),
+                        (None, None) if failed.is_empty() => (State::Passed, String::new()),
+                        (None, None) => {
+                            (State::Failed, format!("does not hold: {}", failed.join("; ")))
+                        }
+                    };
+                    let report =
+                        std::fs::read_to_string(dir.join(REPORT_ERROR_TXT)).unwrap_or_default();
+                    let message = [message, report.trim().to_owned()]
+                        .into_iter()
+                        .filter(|m| !m.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    (state, message, s.scenario, s.started_unix_ms)
+                }
+                (None, Err(e)) => (
+                    State::Error,
+                    error.map_or_else(|| format!("{e:#}"), |e| e.trim().to_owned()),
+                    String::new(),
+                    started(&dir),
+                ),
+            };
         Ok(Info { id: id.to_owned(), scenario, state, message, started_unix_ms, files })
     }
 
     /// A finished run's analysis, as `faultline analyze RUN --json` prints it: the
     /// analysis.json its report wrote (read, not computed again per request).
     pub fn analysis(&self, info: &Info) -> Result<Option<serde_json::Value>, DaemonError> {
-        if matches!(info.state, State::Running | State::Error) || !info.files.iter().any(|f| f == files::ANALYSIS_JSON) {
+        if matches!(info.state, State::Running | State::Error)
+            || !info.files.iter().any(|f| f == files::ANALYSIS_JSON)
+        {
             return Ok(None);
         }
         let (bytes, _) = self.file(&info.id, files::ANALYSIS_JSON)?;
-        Ok(Some(serde_json::from_slice(&bytes).map_err(|e| DaemonError::internal(format!("{}/{}: {e}", info.id, files::ANALYSIS_JSON)))?))
+        Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            DaemonError::internal(format!("{}/{}: {e}", info.id, files::ANALYSIS_JSON))
+        })?))
     }
 
     /// A file of a run's directory, with its content type.
@@ -319,24 +435,37 @@ impl Runs {
         let mut links = lock(&self.links);
         links.retain(|_, (_, at)| at.elapsed() < LINK_LIFE);
         if links.len() >= MAX_LINKS {
-            return Err(DaemonError::new(super::ErrorKind::Exhausted, format!("runs: {MAX_LINKS} links open; retry in a few minutes")));
+            return Err(DaemonError::new(
+                super::ErrorKind::Exhausted,
+                format!("runs: {MAX_LINKS} links open; retry in a few minutes"),
+            ));
         }
         let mut secret = [0u8; 16];
         // The TLS library's CSPRNG (the operating system's), already linked.
-        tokio_rustls::rustls::crypto::ring::default_provider().secure_random.fill(&mut secret).map_err(|_| DaemonError::internal("random: the system's generator failed"))?;
+        tokio_rustls::rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut secret)
+            .map_err(|_| DaemonError::internal("random: the system's generator failed"))?;
         let ticket: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         links.insert(ticket.clone(), (id.to_owned(), Instant::now()));
         Ok((ticket, faultline_proto::now_unix_ms() + LINK_LIFE.as_millis() as i64))
     }
 
     /// A file through a link: the ticket must open this run and still be valid.
-    pub fn file_by_link(&self, id: &str, ticket: &str, name: &str) -> Result<(Vec<u8>, &'static str), DaemonError> {
+    pub fn file_by_link(
+        &self,
+        id: &str,
+        ticket: &str,
+        name: &str,
+    ) -> Result<(Vec<u8>, &'static str), DaemonError> {
         let valid = {
             let links = lock(&self.links);
             links.get(ticket).is_some_and(|(run, at)| run == id && at.elapsed() < LINK_LIFE)
         };
         if !valid {
-            return Err(DaemonError::not_found("ticket: no such link, or it expired (ask POST /api/runs/{id}/link again)"));
+            return Err(DaemonError::not_found(
+                "ticket: no such link, or it expired (ask POST /api/runs/{id}/link again)",
+            ));
         }
         self.file(id, name)
     }
@@ -348,7 +477,10 @@ fn started(dir: &Path) -> i64 {
 }
 
 fn slug(s: &str) -> String {
-    let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
     let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
     let s: String = s.chars().take(64).collect();
     if s.is_empty() { "run".to_owned() } else { s.trim_end_matches('-').to_owned() }

@@ -82,9 +82,12 @@ impl Store {
             // A missing directory is reported by SQLite with the path, below.
             let _ = std::fs::create_dir_all(dir);
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let conn = Connection::open(path)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Self::init(conn).map_err(|e| match e {
-            StoreError::Sql(source) => StoreError::Open { path: path.display().to_string(), source },
+            StoreError::Sql(source) => {
+                StoreError::Open { path: path.display().to_string(), source }
+            }
             e => e,
         })
     }
@@ -125,11 +128,15 @@ impl Store {
 
     pub fn agents(&self) -> Result<Vec<StoredAgent>, StoreError> {
         let conn = self.conn();
-        let mut q = conn.prepare("SELECT name, url, labels, source, last_seen_ms FROM agents ORDER BY name")?;
-        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?)))?;
+        let mut q = conn
+            .prepare("SELECT name, url, labels, source, last_seen_ms FROM agents ORDER BY name")?;
+        let rows = q.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        })?;
         rows.map(|r| {
             let (name, url, labels, source, last_seen_ms) = r?;
-            let labels = serde_json::from_str(&labels).map_err(|e| corrupt("agent labels")(format!("{name}: {e}")))?;
+            let labels = serde_json::from_str(&labels)
+                .map_err(|e| corrupt("agent labels")(format!("{name}: {e}")))?;
             Ok(StoredAgent { name, url, labels, source, last_seen_ms })
         })
         .collect()
@@ -148,7 +155,10 @@ impl Store {
     }
 
     pub fn end_fault(&self, id: &str, ended_ms: i64, reason: &str) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE faults SET ended_ms = ?2, end_reason = ?3 WHERE id = ?1 AND ended_ms IS NULL", params![id, ended_ms, reason])?;
+        self.conn().execute(
+            "UPDATE faults SET ended_ms = ?2, end_reason = ?3 WHERE id = ?1 AND ended_ms IS NULL",
+            params![id, ended_ms, reason],
+        )?;
         Ok(())
     }
 
@@ -156,7 +166,16 @@ impl Store {
     pub fn active_faults(&self) -> Result<Vec<StoredFault>, StoreError> {
         let conn = self.conn();
         let mut q = conn.prepare("SELECT id, spec, placements, cut_from, applied_ms, expires_ms FROM faults WHERE ended_ms IS NULL ORDER BY rowid")?;
-        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?)))?;
+        let rows = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?;
         rows.map(|r| {
             let (id, spec, placements, cut_from, applied_ms, expires_ms) = r?;
             let bad = |e: &dyn std::fmt::Display| corrupt("fault")(format!("{id}: {e}"));
@@ -211,17 +230,30 @@ impl Store {
 
     /// Events by `sql`, which selects the event columns with `?1` the seq to start after
     /// and `?2` a row limit (-1: none).
-    fn query_events(&self, sql: &str, after_seq: u64, limit: i64) -> Result<Vec<pb::Event>, StoreError> {
+    fn query_events(
+        &self,
+        sql: &str,
+        after_seq: u64,
+        limit: i64,
+    ) -> Result<Vec<pb::Event>, StoreError> {
         let conn = self.conn();
         let mut q = conn.prepare(sql)?;
         // A seq past i64 is past every event (not -1, which would replay them all).
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
         let rows = q.query_map(params![after, limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
         })?;
         rows.map(|r| {
             let (seq, unix_ms, kind, fault_id, agents, message) = r?;
-            let agents = serde_json::from_str(&agents).map_err(|e| corrupt("event agents")(format!("{seq}: {e}")))?;
+            let agents = serde_json::from_str(&agents)
+                .map_err(|e| corrupt("event agents")(format!("{seq}: {e}")))?;
             Ok(pb::Event { seq: seq as u64, unix_ms, kind, fault_id, agents, message })
         })
         .collect()
@@ -241,7 +273,13 @@ impl Store {
     #[cfg(test)]
     fn fault_end(&self, id: &str) -> Option<(i64, String)> {
         use rusqlite::OptionalExtension;
-        self.conn().query_row("SELECT ended_ms, end_reason FROM faults WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))).optional().ok().flatten()
+        self.conn()
+            .query_row("SELECT ended_ms, end_reason FROM faults WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .ok()
+            .flatten()
     }
 }
 
@@ -252,7 +290,12 @@ mod tests {
     fn fault(id: &str) -> StoredFault {
         StoredFault {
             id: id.into(),
-            spec: apb::FaultSpec { interface: "eth0".into(), lease_ms: 60_000, kind: Some(apb::fault_spec::Kind::Partition(apb::Partition {})), ..Default::default() },
+            spec: apb::FaultSpec {
+                interface: "eth0".into(),
+                lease_ms: 60_000,
+                kind: Some(apb::fault_spec::Kind::Partition(apb::Partition {})),
+                ..Default::default()
+            },
             placements: vec![("h1".into(), "f-1".into()), ("h2".into(), "f-9".into())],
             cut_from: BTreeMap::from([("h1".into(), vec!["h2".into()])]),
             applied_ms: 1,
@@ -281,7 +324,13 @@ mod tests {
     #[test]
     fn agents_upsert_by_name() {
         let s = Store::memory();
-        let mut a = StoredAgent { name: "h1".into(), url: "https://10.0.0.1:7070".into(), labels: BTreeMap::from([("role".into(), "db".into())]), source: "registered".into(), last_seen_ms: 1 };
+        let mut a = StoredAgent {
+            name: "h1".into(),
+            url: "https://10.0.0.1:7070".into(),
+            labels: BTreeMap::from([("role".into(), "db".into())]),
+            source: "registered".into(),
+            last_seen_ms: 1,
+        };
         s.put_agent(&a).unwrap();
         a.url = "https://10.0.0.2:7070".into();
         s.put_agent(&a).unwrap();
@@ -292,7 +341,12 @@ mod tests {
     fn events_are_paged_and_pruned_by_age_and_count() {
         let s = Store::open(Path::new(":memory:")).unwrap();
         for i in 0..10 {
-            s.append_event(pb::Event { unix_ms: i * 1000, message: format!("e{i}"), ..Default::default() }).unwrap();
+            s.append_event(pb::Event {
+                unix_ms: i * 1000,
+                message: format!("e{i}"),
+                ..Default::default()
+            })
+            .unwrap();
         }
         let page: Vec<u64> = s.events_page(3, 4).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(page, [4, 5, 6, 7]);
@@ -311,7 +365,15 @@ mod tests {
     fn events_are_numbered_and_replayed_after_a_seq_or_the_last_n() {
         let s = Store::memory();
         for i in 0..5 {
-            let e = s.append_event(pb::Event { unix_ms: i, kind: pb::EventKind::FaultApplied as i32, message: format!("e{i}"), agents: vec!["h1".into()], ..Default::default() }).unwrap();
+            let e = s
+                .append_event(pb::Event {
+                    unix_ms: i,
+                    kind: pb::EventKind::FaultApplied as i32,
+                    message: format!("e{i}"),
+                    agents: vec!["h1".into()],
+                    ..Default::default()
+                })
+                .unwrap();
             assert_eq!(e.seq, i as u64 + 1);
         }
         assert!(s.events(u64::MAX, 0).unwrap().is_empty(), "a seq past the end replays nothing");

@@ -83,15 +83,26 @@ impl Traffic {
     /// Starts a load; refused while another runs.
     /// Starts `s` unless it targets one of `own` (the controller's and its agents'
     /// listening addresses; an unspecified address stands for every local one).
-    pub fn start(self: &Arc<Self>, s: Start, own: &[std::net::SocketAddr]) -> Result<Status, DaemonError> {
+    pub fn start(
+        self: &Arc<Self>,
+        s: Start,
+        own: &[std::net::SocketAddr],
+    ) -> Result<Status, DaemonError> {
         if !(s.rps.is_finite() && s.rps > 0.0 && s.rps <= MAX_RPS) {
             return Err(DaemonError::invalid(format!("rps: more than 0, at most {MAX_RPS}")));
         }
         if s.duration.is_zero() || s.duration > MAX_DURATION {
-            return Err(DaemonError::invalid(format!("durationSeconds: more than 0, at most {}", MAX_DURATION.as_secs())));
+            return Err(DaemonError::invalid(format!(
+                "durationSeconds: more than 0, at most {}",
+                MAX_DURATION.as_secs()
+            )));
         }
         if s.rps * s.duration.as_secs_f64() > MAX_SCHEDULED {
-            return Err(DaemonError::invalid(format!("rps: {} requests over {} s is more than the {MAX_SCHEDULED} one load may schedule", s.rps, s.duration.as_secs())));
+            return Err(DaemonError::invalid(format!(
+                "rps: {} requests over {} s is more than the {MAX_SCHEDULED} one load may schedule",
+                s.rps,
+                s.duration.as_secs()
+            )));
         }
         if s.connections.is_some_and(|c| c == 0 || c > MAX_CONNECTIONS) {
             return Err(DaemonError::invalid(format!("connections: 1 to {MAX_CONNECTIONS}")));
@@ -99,7 +110,13 @@ impl Traffic {
         if s.target_url.len() > 2048 || s.target_url.starts_with('-') {
             return Err(DaemonError::invalid("targetUrl: a URL of at most 2048 bytes"));
         }
-        let mut words = vec![s.target_url.clone(), "--rate".into(), s.rps.to_string(), "--duration".into(), format!("{}ms", s.duration.as_millis())];
+        let mut words = vec![
+            s.target_url.clone(),
+            "--rate".into(),
+            s.rps.to_string(),
+            "--duration".into(),
+            format!("{}ms", s.duration.as_millis()),
+        ];
         let mut add = |flag: &str, v: Option<String>| {
             if let Some(v) = v {
                 words.extend([flag.to_owned(), v]);
@@ -110,24 +127,40 @@ impl Traffic {
         add("--method", s.method.clone());
         add("--timeout", s.timeout.map(|t| format!("{}ms", t.as_millis())));
         let field = |m: String| {
-            let f = ["rate", "duration", "connections", "shape", "method", "timeout"].into_iter().find(|f| m.contains(f)).map_or("targetUrl", |f| match f {
-                "rate" => "rps",
-                "duration" => "durationSeconds",
-                "timeout" => "timeoutSeconds",
-                other => other,
-            });
+            let f = ["rate", "duration", "connections", "shape", "method", "timeout"]
+                .into_iter()
+                .find(|f| m.contains(f))
+                .map_or("targetUrl", |f| match f {
+                    "rate" => "rps",
+                    "duration" => "durationSeconds",
+                    "timeout" => "timeoutSeconds",
+                    other => other,
+                });
             DaemonError::invalid(format!("{f}: {m}"))
         };
-        let spec = LoadArgs::from_words(&words).map_err(field)?.spec_with(load::args::Files::Refused).map_err(|e| field(format!("{e:#}").replace("--", "")))?;
+        let spec = LoadArgs::from_words(&words)
+            .map_err(field)?
+            .spec_with(load::args::Files::Refused)
+            .map_err(|e| field(format!("{e:#}").replace("--", "")))?;
         let target = spec.target.addr();
-        let is_own = |o: &std::net::SocketAddr| o.port() == target.port() && (o.ip() == target.ip() || (o.ip().is_unspecified() && (target.ip().is_loopback() || local_ip(target.ip()))));
+        let is_own = |o: &std::net::SocketAddr| {
+            o.port() == target.port()
+                && (o.ip() == target.ip()
+                    || (o.ip().is_unspecified()
+                        && (target.ip().is_loopback() || local_ip(target.ip()))))
+        };
         if own.iter().any(is_own) {
-            return Err(DaemonError::invalid(format!("targetUrl: {target} is faultline's own (the controller's or an agent's listener); traffic is for the system under test")));
+            return Err(DaemonError::invalid(format!(
+                "targetUrl: {target} is faultline's own (the controller's or an agent's listener); traffic is for the system under test"
+            )));
         }
 
         let mut cur = lock(&self.current);
         if let Some(c) = cur.as_ref().filter(|c| c.status.running) {
-            return Err(DaemonError::conflict(format!("traffic: load {} is running against {}; stop it first", c.status.id, c.status.start.target_url)));
+            return Err(DaemonError::conflict(format!(
+                "traffic: load {} is running against {}; stop it first",
+                c.status.id, c.status.start.target_url
+            )));
         }
         let id = {
             let mut n = lock(&self.next_id);
@@ -135,7 +168,15 @@ impl Traffic {
             *n
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let status = Status { id, start: s, running: true, started_unix_ms: faultline_proto::now_unix_ms(), elapsed: Duration::ZERO, seconds: Vec::new(), summary: None };
+        let status = Status {
+            id,
+            start: s,
+            running: true,
+            started_unix_ms: faultline_proto::now_unix_ms(),
+            elapsed: Duration::ZERO,
+            seconds: Vec::new(),
+            summary: None,
+        };
         *cur = Some(Current { status: status.clone(), began: Instant::now(), stop: Some(stop_tx) });
         drop(cur);
         let me = self.clone();
@@ -145,8 +186,17 @@ impl Traffic {
                 let me = me.clone();
                 move |rec: &load::record::Recorder, elapsed: Duration| me.progress(id, rec, elapsed)
             };
-            let run = load::run(&spec, begin, async move { let _ = stop_rx.await; }, progress).await;
-            let summary = load::summary(&run, run.elapsed.min(spec.duration).max(Duration::from_millis(1)));
+            let run = load::run(
+                &spec,
+                begin,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                progress,
+            )
+            .await;
+            let summary =
+                load::summary(&run, run.elapsed.min(spec.duration).max(Duration::from_millis(1)));
             let mut cur = lock(&me.current);
             if let Some(c) = cur.as_mut().filter(|c| c.status.id == id) {
                 c.status.seconds = figures(&run.recorder);
@@ -174,7 +224,9 @@ impl Traffic {
     pub async fn stop(&self) -> Result<Status, DaemonError> {
         let id = {
             let mut cur = lock(&self.current);
-            let c = cur.as_mut().ok_or_else(|| DaemonError::not_found("traffic: no load was started"))?;
+            let c = cur
+                .as_mut()
+                .ok_or_else(|| DaemonError::not_found("traffic: no load was started"))?;
             if let Some(tx) = c.stop.take() {
                 let _ = tx.send(());
             }
@@ -209,10 +261,18 @@ fn figures(rec: &load::record::Recorder) -> Vec<SecondFigures> {
 
 fn figures_upto(rec: &load::record::Recorder, upto: usize) -> Vec<SecondFigures> {
     let upto = upto.min(rec.seconds.len());
-    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| (!h.is_empty()).then(|| crate::table::ms3(ms_at(h, p)));
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| {
+        (!h.is_empty()).then(|| crate::table::ms3(ms_at(h, p)))
+    };
     rec.seconds[upto.saturating_sub(KEEP_SECONDS)..upto]
         .iter()
         .enumerate()
-        .map(|(i, s)| SecondFigures { second: (upto.saturating_sub(KEEP_SECONDS) + i) as u64, requests: s.requests(), errors: s.errors(), p50_ms: q(&s.corrected, 0.5), p99_ms: q(&s.corrected, 0.99) })
+        .map(|(i, s)| SecondFigures {
+            second: (upto.saturating_sub(KEEP_SECONDS) + i) as u64,
+            requests: s.requests(),
+            errors: s.errors(),
+            p50_ms: q(&s.corrected, 0.5),
+            p99_ms: q(&s.corrected, 0.99),
+        })
         .collect()
 }

@@ -20,7 +20,10 @@ fn rule(bridge: &str) -> [&str; 10] {
 
 /// The firewall tools of this machine (IPv4 and IPv6); none where iptables is not installed.
 pub fn tools() -> Vec<&'static str> {
-    ["iptables", "ip6tables"].into_iter().filter(|t| Command::new(t).arg("--version").output().is_ok_and(|o| o.status.success())).collect()
+    ["iptables", "ip6tables"]
+        .into_iter()
+        .filter(|t| Command::new(t).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .collect()
 }
 
 fn iptables(tool: &str, op: &str, bridge: &str) -> Result<std::process::Output> {

@@ -183,7 +183,11 @@ fn state_file(dir: &Path) -> PathBuf {
 
 fn load(dir: &Path) -> Result<Option<State>> {
     match std::fs::read_to_string(state_file(dir)) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("{} is not a lab state file", state_file(dir).display()))?)),
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a lab state file", state_file(dir).display())
+            })?))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", state_file(dir).display())),
     }
@@ -216,9 +220,17 @@ struct Lab<'a> {
 impl Lab<'_> {
     /// Starts `program` in host `host`'s namespace (or this one for None), detached from
     /// this process, output to DIR/logs/HOST-WHAT.log, and records it.
-    fn spawn(&mut self, what: ProcKind, host: &str, ns: Option<&str>, program: &Path, args: &[String]) -> Result<()> {
+    fn spawn(
+        &mut self,
+        what: ProcKind,
+        host: &str,
+        ns: Option<&str>,
+        program: &Path,
+        args: &[String],
+    ) -> Result<()> {
         let log = self.dir.join("logs").join(format!("{host}-{what}.log"));
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -231,8 +243,15 @@ impl Lab<'_> {
         cmd.args(args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
         let child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
         // `ip netns exec` execs the program in place, so the pid is the program's.
-        let (start_time, _) = start_time(child.id()).with_context(|| format!("{what} on {host} exited at once; see {}", log.display()))?;
-        self.state.processes.push(Proc { what, host: host.into(), pid: child.id(), start_time, log });
+        let (start_time, _) = start_time(child.id())
+            .with_context(|| format!("{what} on {host} exited at once; see {}", log.display()))?;
+        self.state.processes.push(Proc {
+            what,
+            host: host.into(),
+            pid: child.id(),
+            start_time,
+            log,
+        });
         save(self.dir, &self.state)
     }
 
@@ -240,7 +259,8 @@ impl Lab<'_> {
         for p in &self.state.processes {
             if !p.alive() {
                 let tail = std::fs::read_to_string(&p.log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: Vec<&str> =
+                    tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
                 bail!("{} on {} exited; {}:\n{}", p.what, p.host, p.log.display(), tail.join("\n"));
             }
         }
@@ -301,7 +321,9 @@ fn security(dir: &Path) -> Result<Security> {
 
 async fn controller(dir: &Path) -> Result<ControllerServiceClient<tonic::transport::Channel>> {
     let endpoint = security(dir)?.endpoint("controller", &controller_url(), CONTROLLER_NAME)?;
-    Ok(ControllerServiceClient::new(endpoint.connect().await.context("connecting to the lab's controller")?))
+    Ok(ControllerServiceClient::new(
+        endpoint.connect().await.context("connecting to the lab's controller")?,
+    ))
 }
 
 async fn agents(dir: &Path) -> Result<Vec<pb::Agent>> {
@@ -321,18 +343,28 @@ async fn up(o: &Opts) -> Result<()> {
     require_root()?;
     let dir = o.dir.as_path();
     if let Some(old) = load(dir)? {
-        if old.hosts == o.hosts && old.vm == o.vm.is_some() && !old.processes.is_empty() && old.processes.iter().all(Proc::alive) {
+        if old.hosts == o.hosts
+            && old.vm == o.vm.is_some()
+            && !old.processes.is_empty()
+            && old.processes.iter().all(Proc::alive)
+        {
             println!("the lab in {} is already up", dir.display());
             return status(dir, false).await;
         }
-        eprintln!("the lab in {} is partly up or of another kind: taking it down first", dir.display());
+        eprintln!(
+            "the lab in {} is partly up or of another kind: taking it down first",
+            dir.display()
+        );
         down(dir)?;
     }
     // Never take over what this lab did not create.
     let names: Vec<String> = (1..=o.hosts).map(netns_name).collect();
     for n in &names {
         if netns_exists(n) {
-            bail!("network namespace {n} exists but no lab in {} created it; remove it (ip netns del {n}) or use --dir of the lab that did", dir.display());
+            bail!(
+                "network namespace {n} exists but no lab in {} created it; remove it (ip netns del {n}) or use --dir of the lab that did",
+                dir.display()
+            );
         }
         if link_exists(n) {
             bail!("interface {n} exists but no lab in {} created it", dir.display());
@@ -346,7 +378,10 @@ async fn up(o: &Opts) -> Result<()> {
         Some(image) => {
             for f in ["disk.img", "vmlinuz", "stage1.gz"] {
                 if !image.join(f).is_file() {
-                    bail!("--vm {}: no {f} there (`cargo xtask vm-lab-image` builds the image)", image.display());
+                    bail!(
+                        "--vm {}: no {f} there (`cargo xtask vm-lab-image` builds the image)",
+                        image.display()
+                    );
                 }
             }
             let qemu = find_program("qemu-system-x86_64", "apt install qemu-system-x86")?;
@@ -355,18 +390,27 @@ async fn up(o: &Opts) -> Result<()> {
             Hosts::Vms { image: image.clone(), qemu, accel }
         }
         None => Hosts::Namespaces {
-            agent: find_program("faultline-agent", "build it: cargo build --release -p faultline-agent")?,
+            agent: find_program(
+                "faultline-agent",
+                "build it: cargo build --release -p faultline-agent",
+            )?,
             nginx: find_program("nginx", "apt install nginx")?,
             redis: find_program("redis-server", "apt install redis-server")?,
         },
     };
 
-    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
-    let mut lab = Lab { dir, state: State { hosts: o.hosts, vm: o.vm.is_some(), ..State::default() } };
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mut lab =
+        Lab { dir, state: State { hosts: o.hosts, vm: o.vm.is_some(), ..State::default() } };
     save(dir, &lab.state)?;
     let result = build(&mut lab, &names, &hosts, &me).await;
     if let Err(e) = result {
-        return Err(e.context(format!("the lab is partly up: logs in {}/logs; `faultline lab down --dir {}` removes it", dir.display(), dir.display())));
+        return Err(e.context(format!(
+            "the lab is partly up: logs in {}/logs; `faultline lab down --dir {}` removes it",
+            dir.display(),
+            dir.display()
+        )));
     }
     status(dir, false).await
 }
@@ -387,7 +431,11 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     for i in 1..=n {
         let host = format!("h{i}");
         if !dir.join(format!("tls/agent-{host}.pem")).exists() {
-            faultline_proto::transport::certgen::issue(&dir.join("tls"), faultline_proto::identity::CertRole::Agent, &host)?;
+            faultline_proto::transport::certgen::issue(
+                &dir.join("tls"),
+                faultline_proto::identity::CertRole::Agent,
+                &host,
+            )?;
         }
     }
     lab.state.bridge = Some(BRIDGE.into());
@@ -401,12 +449,29 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
         if let Err(e) = firewall::open(tool, BRIDGE) {
             lab.state.firewall.pop();
             save(dir, &lab.state)?;
-            eprintln!("warning: {e:#}: if this host's firewall drops forwarded traffic, the lab's hosts cannot reach each other");
+            eprintln!(
+                "warning: {e:#}: if this host's firewall drops forwarded traffic, the lab's hosts cannot reach each other"
+            );
         }
     }
     let tls = dir.join("tls").display().to_string();
     let listen = format!("{CONTROLLER_IP}:{CONTROLLER_PORT}");
-    lab.spawn(ProcKind::Controller, "lab", None, me, &["--tls-dir".into(), tls.clone(), "controller".into(), "serve".into(), "--listen".into(), listen.clone(), "--state".into(), dir.join("controller.db").display().to_string()])?;
+    lab.spawn(
+        ProcKind::Controller,
+        "lab",
+        None,
+        me,
+        &[
+            "--tls-dir".into(),
+            tls.clone(),
+            "controller".into(),
+            "serve".into(),
+            "--listen".into(),
+            listen.clone(),
+            "--state".into(),
+            dir.join("controller.db").display().to_string(),
+        ],
+    )?;
     wait_for("the controller", Duration::from_secs(20), || TcpStream::connect(&listen).is_ok())?;
     let registered = match hosts {
         Hosts::Namespaces { agent, nginx, redis } => {
@@ -430,7 +495,10 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
             break;
         }
         if Instant::now() > deadline {
-            bail!("{healthy} of {n} agents registered with the controller after {} s", registered.as_secs());
+            bail!(
+                "{healthy} of {n} agents registered with the controller after {} s",
+                registered.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -438,9 +506,14 @@ async fn build(lab: &mut Lab<'_>, names: &[String], hosts: &Hosts, me: &Path) ->
     wait_for("nginx on h1", Duration::from_secs(30), || http_ok(&front))?;
     for i in 2..=n {
         let addr = format!("{}:6379", host_ip(i));
-        wait_for(&format!("redis on h{i}"), Duration::from_secs(30), || ask(&addr, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")))?;
+        wait_for(&format!("redis on h{i}"), Duration::from_secs(30), || {
+            ask(&addr, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+        })?;
         if i > 2 {
-            wait_for(&format!("redis replication h2 -> h{i}"), Duration::from_secs(30), || ask(&addr, b"INFO replication\r\n").is_some_and(|r| r.contains("master_link_status:up")))?;
+            wait_for(&format!("redis replication h2 -> h{i}"), Duration::from_secs(30), || {
+                ask(&addr, b"INFO replication\r\n")
+                    .is_some_and(|r| r.contains("master_link_status:up"))
+            })?;
         }
     }
     lab.check_alive()
@@ -461,7 +534,8 @@ fn down(dir: &Path) -> Result<()> {
         return Ok(());
     };
     // Agents first and alone: on SIGTERM each reverts the faults it holds.
-    let (agents, others): (Vec<Proc>, Vec<Proc>) = s.processes.iter().cloned().partition(|p| p.what == ProcKind::Agent);
+    let (agents, others): (Vec<Proc>, Vec<Proc>) =
+        s.processes.iter().cloned().partition(|p| p.what == ProcKind::Agent);
     stop(&agents, Duration::from_secs(10));
     stop(&others, Duration::from_secs(5));
     for ns in &s.netns {
@@ -483,12 +557,21 @@ fn down(dir: &Path) -> Result<()> {
         firewall::close(tool, s.bridge.as_deref().unwrap_or(BRIDGE))?;
     }
     if let Some(b) = &s.bridge
-        && link_exists(b) {
-            ip(&["link", "del", b])?;
-        }
+        && link_exists(b)
+    {
+        ip(&["link", "del", b])?;
+    }
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    let hosts = if s.vm { format!("{} taps", s.taps.len()) } else { format!("{} namespaces", s.netns.len()) };
-    println!("lab down: {} processes stopped, {hosts} and the bridge removed, {} removed", s.processes.len(), dir.display());
+    let hosts = if s.vm {
+        format!("{} taps", s.taps.len())
+    } else {
+        format!("{} namespaces", s.netns.len())
+    };
+    println!(
+        "lab down: {} processes stopped, {hosts} and the bridge removed, {} removed",
+        s.processes.len(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -505,7 +588,13 @@ fn stop(procs: &[Proc], grace: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
     for p in live.iter().filter(|p| p.alive()) {
-        eprintln!("{} on {} (pid {}) ignored SIGTERM for {} s: killing it", p.what, p.host, p.pid, grace.as_secs());
+        eprintln!(
+            "{} on {} (pid {}) ignored SIGTERM for {} s: killing it",
+            p.what,
+            p.host,
+            p.pid,
+            grace.as_secs()
+        );
         let _ = signal::kill(pid(p), signal::Signal::SIGKILL);
     }
 }
@@ -514,26 +603,54 @@ async fn status(dir: &Path, env: bool) -> Result<()> {
     let Some(s) = load(dir)? else {
         bail!("no lab in {} (`faultline lab up` starts one)", dir.display());
     };
-    let vars = format!("export FAULTLINE_CONTROLLER={} FAULTLINE_TLS_DIR={}", controller_url(), dir.join("tls").display());
+    let vars = format!(
+        "export FAULTLINE_CONTROLLER={} FAULTLINE_TLS_DIR={}",
+        controller_url(),
+        dir.join("tls").display()
+    );
     if env {
         println!("{vars}");
         return Ok(());
     }
-    println!("lab in {}: {} hosts on bridge {BRIDGE} ({CONTROLLER_IP}/24), controller {}", dir.display(), s.hosts, controller_url());
+    println!(
+        "lab in {}: {} hosts on bridge {BRIDGE} ({CONTROLLER_IP}/24), controller {}",
+        dir.display(),
+        s.hosts,
+        controller_url()
+    );
     for p in &s.processes {
-        println!("  {:<4} {:<10} pid {:<8} {}", p.host, p.what, p.pid, if p.alive() { "running" } else { "GONE" });
+        println!(
+            "  {:<4} {:<10} pid {:<8} {}",
+            p.host,
+            p.what,
+            p.pid,
+            if p.alive() { "running" } else { "GONE" }
+        );
     }
     match agents(dir).await {
         Ok(list) => {
             for a in list {
-                let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("  agent {:<4} {:<26} {:<8} {}", a.name, a.url, if a.healthy { "healthy" } else { "DOWN" }, labels.join(","));
+                let labels: Vec<String> =
+                    a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "  agent {:<4} {:<26} {:<8} {}",
+                    a.name,
+                    a.url,
+                    if a.healthy { "healthy" } else { "DOWN" },
+                    labels.join(",")
+                );
             }
         }
         Err(e) => println!("  controller unreachable: {e:#}"),
     }
-    println!("  service: http://{}:80/ (nginx over backends h2..h{}), redis://{}:6379 (primary)", host_ip(1), s.hosts, host_ip(2));
-    println!("use it:  eval \"$(faultline lab status --env)\"   # then: faultline agents list; faultline run examples/lab.yaml");
+    println!(
+        "  service: http://{}:80/ (nginx over backends h2..h{}), redis://{}:6379 (primary)",
+        host_ip(1),
+        s.hosts,
+        host_ip(2)
+    );
+    println!(
+        "use it:  eval \"$(faultline lab status --env)\"   # then: faultline agents list; faultline run examples/lab.yaml"
+    );
     Ok(())
 }
-

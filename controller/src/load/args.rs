@@ -4,7 +4,16 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{LoadSpec, Target, grpc::GrpcTarget, http::HttpTarget, record::{Recorder, ms_at}, redis::RedisTarget, schedule::Shape, tcp::TcpTarget, tls::TlsOptions};
+use super::{
+    LoadSpec, Target,
+    grpc::GrpcTarget,
+    http::HttpTarget,
+    record::{Recorder, ms_at},
+    redis::RedisTarget,
+    schedule::Shape,
+    tcp::TcpTarget,
+    tls::TlsOptions,
+};
 use crate::{load, units};
 
 /// The largest request body a load sends (a file named by `--body @FILE` included).
@@ -103,29 +112,75 @@ impl LoadArgs {
     /// `faultline load`'s arguments from words, as a command line gives them: the
     /// controller's traffic (Web API) takes the CLI's path and its checks.
     pub fn from_words(words: &[String]) -> Result<Self, String> {
-        <Words as clap::Parser>::try_parse_from(words).map(|w| w.args).map_err(|e| e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").replace("--", ""))
+        <Words as clap::Parser>::try_parse_from(words).map(|w| w.args).map_err(|e| {
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .replace("--", "")
+        })
     }
 
     fn target(&self, body: Vec<u8>) -> Result<Target> {
         let first = &self.urls[0];
-        let (scheme, rest) = first.split_once("://").ok_or_else(|| anyhow::anyhow!("url: {first:?}: give SCHEME://HOST:PORT (http, tcp, redis, grpc)"))?;
+        let (scheme, rest) = first.split_once("://").ok_or_else(|| {
+            anyhow::anyhow!("url: {first:?}: give SCHEME://HOST:PORT (http, tcp, redis, grpc)")
+        })?;
         if !["http", "https"].contains(&scheme) && self.urls.len() > 1 {
             bail!("url: several URLs are for http:// and https:// only");
         }
         let addr = || -> Result<std::net::SocketAddr> {
             let hostport = rest.split('/').next().unwrap_or("");
-            let (host, port) = hostport.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))).ok_or_else(|| anyhow::anyhow!("url: {first:?}: give a host and a port, e.g. {scheme}://10.0.0.5:6379"))?;
+            let (host, port) = hostport
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "url: {first:?}: give a host and a port, e.g. {scheme}://10.0.0.5:6379"
+                    )
+                })?;
             super::resolve(host, port).map_err(|e| anyhow::anyhow!("url: {first:?}: {e}"))
         };
         Ok(match scheme {
             "http" | "https" => {
-                let tls = TlsOptions { cacert: self.cacert.clone(), no_verify: self.tls_no_verify, server_name: self.tls_server_name.clone() };
-                Target::Http(HttpTarget::new(&self.urls, self.http2, &self.method, &self.headers, body.into(), !self.no_reuse, &tls).map_err(anyhow::Error::msg)?)
+                let tls = TlsOptions {
+                    cacert: self.cacert.clone(),
+                    no_verify: self.tls_no_verify,
+                    server_name: self.tls_server_name.clone(),
+                };
+                Target::Http(
+                    HttpTarget::new(
+                        &self.urls,
+                        self.http2,
+                        &self.method,
+                        &self.headers,
+                        body.into(),
+                        !self.no_reuse,
+                        &tls,
+                    )
+                    .map_err(anyhow::Error::msg)?,
+                )
             }
-            "tcp" => Target::Tcp(TcpTarget { addr: addr()?, send: self.send.as_deref().map(unescape), expect: unescape(&self.expect), reuse: !self.no_reuse }),
-            "redis" => Target::Redis(RedisTarget { addr: addr()?, set_percent: self.redis_set_percent, keys: self.redis_keys, value: vec![b'x'; self.redis_value_size] }),
-            "grpc" => Target::Grpc(GrpcTarget::new(addr()?, rest.split_once('/').map_or("", |(_, s)| s), body.into()).map_err(anyhow::Error::msg)?),
-            other => bail!("url: {first:?}: unknown scheme {other:?} (http, https, tcp, redis, grpc)"),
+            "tcp" => Target::Tcp(TcpTarget {
+                addr: addr()?,
+                send: self.send.as_deref().map(unescape),
+                expect: unescape(&self.expect),
+                reuse: !self.no_reuse,
+            }),
+            "redis" => Target::Redis(RedisTarget {
+                addr: addr()?,
+                set_percent: self.redis_set_percent,
+                keys: self.redis_keys,
+                value: vec![b'x'; self.redis_value_size],
+            }),
+            "grpc" => Target::Grpc(
+                GrpcTarget::new(addr()?, rest.split_once('/').map_or("", |(_, s)| s), body.into())
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            other => {
+                bail!("url: {first:?}: unknown scheme {other:?} (http, https, tcp, redis, grpc)")
+            }
         })
     }
 
@@ -139,12 +194,21 @@ impl LoadArgs {
     /// scenario through the Web API, its traffic) carries its body and CA inline.
     pub fn spec_with(&self, files: Files) -> Result<LoadSpec> {
         let body = match (self.body.strip_prefix('@'), files) {
-            (Some(path), Files::Local) => crate::localfile::read(std::path::Path::new(path), MAX_BODY, "--body").map_err(anyhow::Error::msg)?,
-            (Some(_), Files::Refused) => bail!("--body: a file (@PATH) is read by the faultline command only, never by the controller for a caller; give the body inline"),
+            (Some(path), Files::Local) => {
+                crate::localfile::read(std::path::Path::new(path), MAX_BODY, "--body")
+                    .map_err(anyhow::Error::msg)?
+            }
+            (Some(_), Files::Refused) => bail!(
+                "--body: a file (@PATH) is read by the faultline command only, never by the controller for a caller; give the body inline"
+            ),
             (None, _) => self.body.clone().into_bytes(),
         };
-        if files == Files::Refused && self.cacert.as_deref().is_some_and(|c| !super::tls::is_inline_pem(c)) {
-            bail!("--cacert: a file is read by the faultline command only, never by the controller for a caller; give the CA's PEM text inline (-----BEGIN CERTIFICATE----- ...)");
+        if files == Files::Refused
+            && self.cacert.as_deref().is_some_and(|c| !super::tls::is_inline_pem(c))
+        {
+            bail!(
+                "--cacert: a file is read by the faultline command only, never by the controller for a caller; give the CA's PEM text inline (-----BEGIN CERTIFICATE----- ...)"
+            );
         }
         let target = self.target(body)?;
         if self.rate.is_none() && self.concurrency.is_none() {
@@ -159,8 +223,19 @@ impl LoadArgs {
             }
             (rate, None) => (Some(Shape::parse(&self.shape, rate)?), self.connections),
         };
-        let seed = self.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
-        let spec = LoadSpec { target, shape, duration: self.duration, connections, timeout: self.timeout, seed };
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+        let spec = LoadSpec {
+            target,
+            shape,
+            duration: self.duration,
+            connections,
+            timeout: self.timeout,
+            seed,
+        };
         spec.check().map_err(anyhow::Error::msg)?;
         Ok(spec)
     }
@@ -193,7 +268,11 @@ fn progress_line(rec: &Recorder, elapsed: Duration, target: Option<f64>) {
     let i = elapsed.as_secs().saturating_sub(1) as usize;
     let Some(s) = rec.seconds.get(i) else { return };
     let target = target.map_or(String::new(), |r| format!(" (target {r:.0})"));
-    let unsent = if s.not_started() > 0 { format!("  not started {}", s.not_started()) } else { String::new() };
+    let unsent = if s.not_started() > 0 {
+        format!("  not started {}", s.not_started())
+    } else {
+        String::new()
+    };
     // Answers, not starts: what the target served in that second.
     eprintln!(
         "[{:>4}s] {:>7}/s{target}  p50 {:.2} ms  p99 {:.2} ms  errors {}  late {}{unsent}",
@@ -213,15 +292,21 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let run = load::run(&spec, std::time::Instant::now() + Duration::from_millis(20), stop, move |rec, elapsed| {
-        if !quiet {
-            progress_line(rec, elapsed, target_rate);
-        }
-    })
+    let run = load::run(
+        &spec,
+        std::time::Instant::now() + Duration::from_millis(20),
+        stop,
+        move |rec, elapsed| {
+            if !quiet {
+                progress_line(rec, elapsed, target_rate);
+            }
+        },
+    )
     .await;
     let s = load::summary(&run, run.elapsed.min(spec.duration).max(Duration::from_millis(1)));
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
         std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&s)? + "\n")?;
         crate::table::write(dir, &load::seconds_rows(&run.recorder))?;
         std::fs::write(dir.join("latency.hlog"), load::interval_log(&run))?;
@@ -240,10 +325,22 @@ pub async fn run(a: &LoadArgs) -> Result<()> {
         s.elapsed_s,
         s.answered,
         s.rate,
-        s.target_rate.map_or(String::new(), |r| format!(" (target {r:.1}/s, scheduled {}, not started {})", s.scheduled.map_or("-".to_owned(), |n| n.to_string()), s.not_started))
+        s.target_rate.map_or(String::new(), |r| format!(
+            " (target {r:.1}/s, scheduled {}, not started {})",
+            s.scheduled.map_or("-".to_owned(), |n| n.to_string()),
+            s.not_started
+        ))
     );
-    println!("status {}  failures {}  error rate {:.2} %", serde_json::to_string(&s.status)?, serde_json::to_string(&s.failures)?, s.error_rate * 100.0);
-    println!("latency from intended start (ms): p50 {} p90 {} p99 {} p99.9 {} max {}", l.p50, l.p90, l.p99, l.p999, l.max);
+    println!(
+        "status {}  failures {}  error rate {:.2} %",
+        serde_json::to_string(&s.status)?,
+        serde_json::to_string(&s.failures)?,
+        s.error_rate * 100.0
+    );
+    println!(
+        "latency from intended start (ms): p50 {} p90 {} p99 {} p99.9 {} max {}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
     println!("latency from actual start (ms):   p50 {} p99 {} max {}", u.p50, u.p99, u.max);
     println!("late starts (> 5 ms) {}  max start lag {:.1} ms", s.late_starts, s.max_start_lag_ms);
     Ok(())

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use super::record::{Failure, Outcome};
 
@@ -32,10 +34,21 @@ impl GrpcTarget {
     pub fn new(addr: SocketAddr, path: &str, body: Bytes) -> Result<Self, String> {
         let call = match path.split_once('/') {
             None => GrpcCall::Health(path.to_owned()),
-            Some((service, method)) if !service.is_empty() && !method.is_empty() && !method.contains('/') => {
-                GrpcCall::Unary { path: format!("/{service}/{method}").parse().map_err(|e| format!("url: /{path}: {e}"))?, request: body }
+            Some((service, method))
+                if !service.is_empty() && !method.is_empty() && !method.contains('/') =>
+            {
+                GrpcCall::Unary {
+                    path: format!("/{service}/{method}")
+                        .parse()
+                        .map_err(|e| format!("url: /{path}: {e}"))?,
+                    request: body,
+                }
             }
-            _ => return Err(format!("url: /{path}: give grpc://IP:PORT/SERVICE (health check) or grpc://IP:PORT/package.Service/Method (unary call)")),
+            _ => {
+                return Err(format!(
+                    "url: /{path}: give grpc://IP:PORT/SERVICE (health check) or grpc://IP:PORT/package.Service/Method (unary call)"
+                ));
+            }
         };
         Ok(Self { addr, call })
     }
@@ -84,9 +97,12 @@ impl Decoder for Raw {
 fn status(s: &tonic::Status) -> Failure {
     match s.code() {
         // Answered, but no: unknown service or method, not allowed.
-        tonic::Code::NotFound | tonic::Code::Unimplemented | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
-            Failure::Rejected
-        }
+        tonic::Code::NotFound
+        | tonic::Code::Unimplemented
+        | tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated
+        | tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition => Failure::Rejected,
         tonic::Code::DeadlineExceeded => Failure::Timeout,
         _ => Failure::Io,
     }
@@ -94,7 +110,8 @@ fn status(s: &tonic::Status) -> Failure {
 
 pub async fn call(t: &GrpcTarget, conn: &mut Option<GrpcConn>) -> Outcome {
     if conn.is_none() {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", t.addr)).expect("an address makes a valid URI");
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", t.addr))
+            .expect("an address makes a valid URI");
         match endpoint.tcp_nodelay(true).connect().await {
             Ok(ch) => *conn = Some(GrpcConn(ch)),
             Err(_) => return Outcome::Failed(Failure::Connect),
@@ -102,16 +119,22 @@ pub async fn call(t: &GrpcTarget, conn: &mut Option<GrpcConn>) -> Outcome {
     }
     let ch = conn.as_ref().expect("just set").0.clone();
     let result = match &t.call {
-        GrpcCall::Health(service) => match HealthClient::new(ch).check(HealthCheckRequest { service: service.clone() }).await {
-            Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
-            // Answered, but not serving.
-            Ok(_) => return Outcome::Failed(Failure::Rejected),
-            Err(s) => Err(s),
-        },
+        GrpcCall::Health(service) => {
+            match HealthClient::new(ch).check(HealthCheckRequest { service: service.clone() }).await
+            {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+                // Answered, but not serving.
+                Ok(_) => return Outcome::Failed(Failure::Rejected),
+                Err(s) => Err(s),
+            }
+        }
         GrpcCall::Unary { path, request } => {
             let mut grpc = tonic::client::Grpc::new(ch);
             match grpc.ready().await {
-                Ok(()) => grpc.unary(tonic::Request::new(request.clone()), path.clone(), Raw).await.map(|_| ()),
+                Ok(()) => grpc
+                    .unary(tonic::Request::new(request.clone()), path.clone(), Raw)
+                    .await
+                    .map(|_| ()),
                 Err(_) => Err(tonic::Status::unavailable("connection lost")),
             }
         }

@@ -35,7 +35,15 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     /// `urls` must all name one host:port (one connection pool).
-    pub fn new(urls: &[String], http2: bool, method: &str, headers: &[String], body: Bytes, reuse: bool, tls: &TlsOptions) -> Result<Self, String> {
+    pub fn new(
+        urls: &[String],
+        http2: bool,
+        method: &str,
+        headers: &[String],
+        body: Bytes,
+        reuse: bool,
+        tls: &TlsOptions,
+    ) -> Result<Self, String> {
         let mut addr = None;
         let mut parsed = Vec::new();
         let mut https = None;
@@ -51,29 +59,39 @@ impl HttpTarget {
             }
             https = Some(this);
             let auth = uri.authority().ok_or_else(|| format!("url: {u:?}: no host"))?.clone();
-            let a = super::resolve(auth.host(), auth.port_u16().unwrap_or(if this { 443 } else { 80 })).map_err(|e| format!("url: {u:?}: {e}"))?;
+            let a =
+                super::resolve(auth.host(), auth.port_u16().unwrap_or(if this { 443 } else { 80 }))
+                    .map_err(|e| format!("url: {u:?}: {e}"))?;
             if addr.is_some_and(|x| x != a) {
-                return Err(format!("url: {u:?}: every URL must name the same host and port ({})", addr.unwrap_or(a)));
+                return Err(format!(
+                    "url: {u:?}: every URL must name the same host and port ({})",
+                    addr.unwrap_or(a)
+                ));
             }
             addr = Some(a);
             let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
             parsed.push((path, auth.to_string()));
         }
         let addr = addr.ok_or("url: at least one URL")?;
-        let method: hyper::Method = method.parse().map_err(|_| format!("method: {method:?} is not an HTTP method"))?;
+        let method: hyper::Method =
+            method.parse().map_err(|_| format!("method: {method:?} is not an HTTP method"))?;
         let headers: Vec<(HeaderName, HeaderValue)> = headers
             .iter()
             .map(|h| {
-                let (k, v) = h.split_once(':').ok_or_else(|| format!("header: {h:?} is not NAME: VALUE"))?;
-                let k = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| format!("header: {k:?}: {e}"))?;
-                let v = HeaderValue::from_str(v.trim()).map_err(|e| format!("header: {v:?}: {e}"))?;
+                let (k, v) =
+                    h.split_once(':').ok_or_else(|| format!("header: {h:?} is not NAME: VALUE"))?;
+                let k = HeaderName::from_bytes(k.trim().as_bytes())
+                    .map_err(|e| format!("header: {k:?}: {e}"))?;
+                let v =
+                    HeaderValue::from_str(v.trim()).map_err(|e| format!("header: {v:?}: {e}"))?;
                 Ok((k, v))
             })
             .collect::<Result<_, String>>()?;
         let raw = parsed
             .iter()
             .map(|(path, authority)| {
-                let mut r = format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
+                let mut r =
+                    format!("{method} {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
                 for (k, v) in &headers {
                     r.extend_from_slice(k.as_str().as_bytes());
                     r.extend_from_slice(b": ");
@@ -91,7 +109,11 @@ impl HttpTarget {
                 r
             })
             .collect();
-        let tls = if https == Some(true) { Some(Tls::new(tls, addr.ip(), if http2 { "h2" } else { "http/1.1" })?) } else { None };
+        let tls = if https == Some(true) {
+            Some(Tls::new(tls, addr.ip(), if http2 { "h2" } else { "http/1.1" })?)
+        } else {
+            None
+        };
         Ok(Self { addr, http2, method, urls: parsed, headers, body, reuse, raw, tls })
     }
 }
@@ -139,9 +161,14 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Failure> {
     let mut close = resp.version == Some(0);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()).ok_or(Failure::Protocol)?;
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(Failure::Protocol)?;
             body = Body::Length(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") && h.value.eq_ignore_ascii_case(b"chunked") {
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            && h.value.eq_ignore_ascii_case(b"chunked")
+        {
             body = Body::Chunked;
         } else if h.name.eq_ignore_ascii_case("connection") {
             close = h.value.eq_ignore_ascii_case(b"close");
@@ -160,7 +187,8 @@ fn chunked_end(b: &[u8]) -> Result<Option<usize>, Failure> {
     loop {
         let Some(eol) = line_end(i) else { return Ok(None) };
         let line = std::str::from_utf8(&b[i..eol]).map_err(|_| Failure::Protocol)?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).map_err(|_| Failure::Protocol)?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| Failure::Protocol)?;
         i = eol + 2;
         if size == 0 {
             // Trailers, then an empty line.
@@ -188,7 +216,11 @@ impl H1 {
     /// Sends `req` and reads the whole answer: Ok((status, connection reusable)), or
     /// Err((failure, retry)) where retry means a reused connection failed before any
     /// answer byte (the server had closed it), so the request can go on a new one.
-    async fn call(&mut self, req: &[u8], head_request: bool) -> Result<(u16, bool), (Failure, bool)> {
+    async fn call(
+        &mut self,
+        req: &[u8],
+        head_request: bool,
+    ) -> Result<(u16, bool), (Failure, bool)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let reused = std::mem::replace(&mut self.used, true);
         self.buf.clear();
@@ -212,7 +244,11 @@ impl H1 {
             if self.buf.len() == self.buf.capacity() {
                 self.buf.reserve(self.buf.len());
             }
-            let n = self.io.read_buf(&mut self.buf).await.map_err(|_| (Failure::Io, reused && self.buf.is_empty()))?;
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|_| (Failure::Io, reused && self.buf.is_empty()))?;
             if n == 0 {
                 return match head {
                     Some(Head { status, body: Body::UntilClose, .. }) => Ok((status, false)),
@@ -233,9 +269,12 @@ async fn open(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Failure> {
             Ok(s) => Ok(Stream::Tls(Box::new(s))),
             Err(e) => {
                 // Counted as a failed connect like any other; the reason is said once.
-                static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
                 if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    eprintln!("load: TLS handshake with {addr} failed: {e} (counted as connect failures; see --cacert, --tls-server-name, --tls-no-verify)");
+                    eprintln!(
+                        "load: TLS handshake with {addr} failed: {e} (counted as connect failures; see --cacert, --tls-server-name, --tls-no-verify)"
+                    );
                 }
                 Err(Failure::Connect)
             }
@@ -248,7 +287,9 @@ async fn connect(t: &HttpTarget) -> Result<Conn, Failure> {
         return Ok(Conn::H1(H1::connect(t.addr, t.tls.as_ref()).await?));
     }
     let io = open(t.addr, t.tls.as_ref()).await?;
-    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.map_err(|_| Failure::Connect)?;
+    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .map_err(|_| Failure::Connect)?;
     tokio::spawn(conn);
     Ok(Conn::H2(send))
 }
@@ -292,11 +333,14 @@ async fn call_h1(t: &HttpTarget, conn: &mut Option<Conn>, i: usize) -> Outcome {
 async fn call_h2(t: &HttpTarget, conn: &mut Option<Conn>, i: usize) -> Outcome {
     let (path, authority) = &t.urls[i];
     let scheme = if t.tls.is_some() { "https" } else { "http" };
-    let mut b = Request::builder().method(t.method.clone()).uri(format!("{scheme}://{authority}{path}"));
+    let mut b =
+        Request::builder().method(t.method.clone()).uri(format!("{scheme}://{authority}{path}"));
     for (k, v) in &t.headers {
         b = b.header(k, v);
     }
-    let Ok(req) = b.body(Full::new(t.body.clone())) else { return Outcome::Failed(Failure::Protocol) };
+    let Ok(req) = b.body(Full::new(t.body.clone())) else {
+        return Outcome::Failed(Failure::Protocol);
+    };
     // A connection the server closed (GOAWAY) is replaced before sending.
     let usable = match conn.as_mut() {
         Some(Conn::H2(s)) => s.ready().await.is_ok(),
@@ -333,13 +377,17 @@ mod tests {
 
     #[test]
     fn heads_and_chunked_bodies_parse() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false).unwrap().unwrap();
+        let h =
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false).unwrap().unwrap();
         assert_eq!((h.status, h.len, h.close), (200, 38, false));
         assert!(matches!(h.body, Body::Length(3)));
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false).unwrap().is_none());
         let h = parse_head(b"HTTP/1.0 404 x\r\n\r\n", false).unwrap().unwrap();
         assert!(h.close && matches!(h.body, Body::UntilClose));
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 9\r\n\r\n", true).unwrap().unwrap();
+        let h =
+            parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 9\r\n\r\n", true)
+                .unwrap()
+                .unwrap();
         assert!(h.close && matches!(h.body, Body::Length(0)), "HEAD has no body");
         assert_eq!(parse_head(b"NOPE\r\n\r\n", false).err(), Some(Failure::Protocol));
         let body = b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\nTrailer: y\r\n\r\n";

@@ -123,9 +123,17 @@ async fn call(target: &Target, conns: &mut Conns, n: u64) -> Outcome {
 /// Runs the load until its schedule is done or `stop` completes (Ctrl-C: what was
 /// recorded so far is kept); `progress` is called about once a second.
 /// Intended starts count from `start` (a scenario shares it with its fault schedule).
-pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future<Output = ()>, mut progress: impl FnMut(&Recorder, Duration) + Send) -> Run {
+pub async fn run(
+    spec: &LoadSpec,
+    start: Instant,
+    stop: impl std::future::Future<Output = ()>,
+    mut progress: impl FnMut(&Recorder, Duration) + Send,
+) -> Run {
     let rec: Shared = Arc::default();
-    let started_unix_ms = (std::time::SystemTime::now() + start.saturating_duration_since(Instant::now())).duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let started_unix_ms = (std::time::SystemTime::now()
+        + start.saturating_duration_since(Instant::now()))
+    .duration_since(std::time::UNIX_EPOCH)
+    .map_or(0, |d| d.as_millis() as i64);
     let end = start + spec.duration;
     let (scheduled, target_rate, workers) = if let Some(shape) = &spec.shape {
         let arrivals = shape.arrivals(spec.duration, spec.seed);
@@ -136,7 +144,8 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
         let (tx, rx) = async_channel::unbounded::<(u64, Duration)>();
         let workers: Vec<_> = (0..spec.connections)
             .map(|_| {
-                let (rx, rec, target, timeout) = (rx.clone(), rec.clone(), spec.target.clone(), spec.timeout);
+                let (rx, rec, target, timeout) =
+                    (rx.clone(), rec.clone(), spec.target.clone(), spec.timeout);
                 tokio::spawn(async move {
                     let mut conn = Conns::default();
                     loop {
@@ -145,13 +154,20 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
                         let lag = now.saturating_duration_since(start + at);
                         // Still queued when the run and its grace are over: never sent, and said so.
                         if now > end + timeout {
-                            lock(&rec).record(at, lag, Duration::ZERO, Outcome::Failed(Failure::NotStarted));
+                            lock(&rec).record(
+                                at,
+                                lag,
+                                Duration::ZERO,
+                                Outcome::Failed(Failure::NotStarted),
+                            );
                             continue;
                         }
-                        let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
-                            conn.drop_all();
-                            Outcome::Failed(Failure::Timeout)
-                        });
+                        let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n))
+                            .await
+                            .unwrap_or_else(|_| {
+                                conn.drop_all();
+                                Outcome::Failed(Failure::Timeout)
+                            });
                         lock(&rec).record(at, lag, now.elapsed(), outcome);
                     }
                 })
@@ -183,17 +199,20 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
     } else {
         let workers: Vec<_> = (0..spec.connections)
             .map(|w| {
-                let (rec, target, timeout, stride) = (rec.clone(), spec.target.clone(), spec.timeout, spec.connections as u64);
+                let (rec, target, timeout, stride) =
+                    (rec.clone(), spec.target.clone(), spec.timeout, spec.connections as u64);
                 tokio::spawn(async move {
                     tokio::time::sleep_until(start.into()).await;
                     let mut conn = Conns::default();
                     let mut n = w as u64;
                     while Instant::now() < end {
                         let sent = Instant::now();
-                        let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n)).await.unwrap_or_else(|_| {
-                            conn.drop_all();
-                            Outcome::Failed(Failure::Timeout)
-                        });
+                        let outcome = tokio::time::timeout(timeout, call(&target, &mut conn, n))
+                            .await
+                            .unwrap_or_else(|_| {
+                                conn.drop_all();
+                                Outcome::Failed(Failure::Timeout)
+                            });
                         lock(&rec).record(sent - start, Duration::ZERO, sent.elapsed(), outcome);
                         n += stride;
                     }
@@ -206,7 +225,8 @@ pub async fn run(spec: &LoadSpec, start: Instant, stop: impl std::future::Future
     let all = futures_util::future::join_all(workers);
     tokio::pin!(all);
     tokio::pin!(stop);
-    let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
     let mut interrupted = false;
     loop {
         tokio::select! {
@@ -307,13 +327,19 @@ pub fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
     std::thread::Builder::new()
         .name("resolve".into())
         .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+            let _ =
+                tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
         })
         .map_err(|e| format!("{host}: resolving: {e}"))?;
     match rx.recv_timeout(RESOLVE_TIMEOUT) {
-        Ok(Ok(addrs)) => addrs.into_iter().next().ok_or_else(|| format!("{host}: resolves to no address")),
+        Ok(Ok(addrs)) => {
+            addrs.into_iter().next().ok_or_else(|| format!("{host}: resolves to no address"))
+        }
         Ok(Err(e)) => Err(format!("{host}: does not resolve: {e}")),
-        Err(_) => Err(format!("{host}: the resolver did not answer within {} s", RESOLVE_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "{host}: the resolver did not answer within {} s",
+            RESOLVE_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -334,12 +360,33 @@ pub fn summary(run: &Run, duration: Duration) -> Summary {
         not_started: t.not_started(),
         errors: t.errors(),
         error_rate: if requests == 0 { 0.0 } else { t.errors() as f64 / requests as f64 },
-        status: t.status.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, *n)).collect(),
-        failures: Failure::ALL.iter().zip(t.failures).filter(|(_, n)| *n > 0).map(|(f, n)| (f.name().to_owned(), n)).collect(),
+        status: t
+            .status
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (if i == 0 { "ok".to_owned() } else { format!("{i}xx") }, *n))
+            .collect(),
+        failures: Failure::ALL
+            .iter()
+            .zip(t.failures)
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, n)| (f.name().to_owned(), n))
+            .collect(),
         late_starts: t.late,
         max_start_lag_ms: run.recorder.max_lag.as_secs_f64() * 1000.0,
-        latency_ms: Latency { p50: q(&t.corrected, 0.5), p90: q(&t.corrected, 0.9), p99: q(&t.corrected, 0.99), p999: q(&t.corrected, 0.999), max: q(&t.corrected, 1.0) },
-        uncorrected_latency_ms: UncorrectedLatency { p50: q(&t.uncorrected, 0.5), p99: q(&t.uncorrected, 0.99), max: q(&t.uncorrected, 1.0) },
+        latency_ms: Latency {
+            p50: q(&t.corrected, 0.5),
+            p90: q(&t.corrected, 0.9),
+            p99: q(&t.corrected, 0.99),
+            p999: q(&t.corrected, 0.999),
+            max: q(&t.corrected, 1.0),
+        },
+        uncorrected_latency_ms: UncorrectedLatency {
+            p50: q(&t.uncorrected, 0.5),
+            p99: q(&t.uncorrected, 0.99),
+            max: q(&t.uncorrected, 1.0),
+        },
     }
 }
 
@@ -348,8 +395,12 @@ pub fn summary(run: &Run, duration: Duration) -> Summary {
 /// (V2, compressed, base64) — readable by `HistogramLogProcessor`, `HdrHistogram`'s Python
 /// and Go ports, and `hdrhistogram`'s `IntervalLogIterator`. Ends with the run's total.
 pub fn interval_log(run: &Run) -> Vec<u8> {
-    use hdrhistogram::serialization::{V2DeflateSerializer, interval_log::{IntervalLogWriterBuilder, Tag}};
-    let start = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(run.started_unix_ms).unwrap_or(0));
+    use hdrhistogram::serialization::{
+        V2DeflateSerializer,
+        interval_log::{IntervalLogWriterBuilder, Tag},
+    };
+    let start = std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(run.started_unix_ms).unwrap_or(0));
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
@@ -363,8 +414,18 @@ pub fn interval_log(run: &Run) -> Vec<u8> {
         let _ = w.write_histogram(&s.uncorrected, at, second, Tag::new("uncorrected"));
     }
     let whole = Duration::from_secs(run.recorder.seconds.len() as u64);
-    let _ = w.write_histogram(&run.recorder.total.corrected, Duration::ZERO, whole, Tag::new("total-corrected"));
-    let _ = w.write_histogram(&run.recorder.total.uncorrected, Duration::ZERO, whole, Tag::new("total-uncorrected"));
+    let _ = w.write_histogram(
+        &run.recorder.total.corrected,
+        Duration::ZERO,
+        whole,
+        Tag::new("total-corrected"),
+    );
+    let _ = w.write_histogram(
+        &run.recorder.total.uncorrected,
+        Duration::ZERO,
+        whole,
+        Tag::new("total-uncorrected"),
+    );
     drop(w);
     out
 }
@@ -409,15 +470,38 @@ pub struct SecondRow {
 impl crate::table::Row for SecondRow {
     const FILE: &'static str = "seconds.csv";
     const COLUMNS: &'static [&'static str] = &[
-        "second", "requests", "errors", "late", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "uncorrected_p50_ms", "uncorrected_p99_ms", "ok", "1xx", "2xx", "3xx", "4xx", "5xx",
-        "connect", "timeout", "io", "protocol", "rejected", "not_started",
+        "second",
+        "requests",
+        "errors",
+        "late",
+        "p50_ms",
+        "p90_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "uncorrected_p50_ms",
+        "uncorrected_p99_ms",
+        "ok",
+        "1xx",
+        "2xx",
+        "3xx",
+        "4xx",
+        "5xx",
+        "connect",
+        "timeout",
+        "io",
+        "protocol",
+        "rejected",
+        "not_started",
     ];
     const REQUIRED: &'static [&'static str] = &["second", "requests", "errors"];
 }
 
 pub fn seconds_rows(rec: &Recorder) -> Vec<SecondRow> {
     // An empty second has no latency: an empty cell, not 0.
-    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| (!h.is_empty()).then(|| crate::table::ms3(record::ms_at(h, p)));
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| {
+        (!h.is_empty()).then(|| crate::table::ms3(record::ms_at(h, p)))
+    };
     rec.seconds
         .iter()
         .enumerate()

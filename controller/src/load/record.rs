@@ -24,7 +24,8 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Self; 6] = [Self::Connect, Self::Timeout, Self::Io, Self::Protocol, Self::Rejected, Self::NotStarted];
+    pub const ALL: [Self; 6] =
+        [Self::Connect, Self::Timeout, Self::Io, Self::Protocol, Self::Rejected, Self::NotStarted];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -79,13 +80,21 @@ impl Default for Second {
 
 impl Second {
     fn new(sigfig: u8) -> Self {
-        Self { corrected: histogram(sigfig), uncorrected: histogram(sigfig), status: [0; 6], failures: [0; Failure::ALL.len()], late: 0 }
+        Self {
+            corrected: histogram(sigfig),
+            uncorrected: histogram(sigfig),
+            status: [0; 6],
+            failures: [0; Failure::ALL.len()],
+            late: 0,
+        }
     }
 
     fn record(&mut self, lag: Duration, took: Duration, outcome: Outcome) {
         match outcome {
             Outcome::Answer(status) => self.status[usize::from(status / 100).min(5)] += 1,
-            Outcome::Failed(f) => self.failures[Failure::ALL.iter().position(|x| *x == f).expect("listed")] += 1,
+            Outcome::Failed(f) => {
+                self.failures[Failure::ALL.iter().position(|x| *x == f).expect("listed")] += 1;
+            }
         }
         if outcome != Outcome::Failed(Failure::NotStarted) {
             // Auto-resizing histograms only refuse values beyond u64 range.
@@ -176,7 +185,10 @@ mod tests {
         // Corrected latency includes the 900 ms the start waited; uncorrected does not.
         assert_eq!(r.total.corrected.max() / 1000, 1000);
         assert_eq!(r.total.uncorrected.max() / 1000, 100);
-        assert!(r.seconds[1].corrected.max().abs_diff(1_000_000) < 10_000, "per second: 2 significant digits");
+        assert!(
+            r.seconds[1].corrected.max().abs_diff(1_000_000) < 10_000,
+            "per second: 2 significant digits"
+        );
         // A request never sent has no latency, but counts as an error.
         assert_eq!(r.seconds[2].corrected.len(), 0);
         assert_eq!(r.total.errors(), 3);

@@ -38,7 +38,12 @@ fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// The end of one complete reply in `b`, and whether it is an error reply.
 pub fn reply_end(b: &[u8]) -> Result<Option<(usize, bool)>, Failure> {
     let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-    let num = || std::str::from_utf8(&b[1..eol]).ok().and_then(|s| s.parse::<i64>().ok()).ok_or(Failure::Protocol);
+    let num = || {
+        std::str::from_utf8(&b[1..eol])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or(Failure::Protocol)
+    };
     match b.first() {
         Some(b'+' | b':') => Ok(Some((eol + 2, false))),
         Some(b'-') => Ok(Some((eol + 2, true))),
@@ -75,7 +80,11 @@ pub async fn call(t: &RedisTarget, conn: &mut Option<RedisConn>, n: u64) -> Outc
         match TcpStream::connect(t.addr).await {
             Ok(io) => {
                 let _ = io.set_nodelay(true);
-                *conn = Some(RedisConn { io, buf: Vec::with_capacity(1024), out: Vec::with_capacity(256) });
+                *conn = Some(RedisConn {
+                    io,
+                    buf: Vec::with_capacity(1024),
+                    out: Vec::with_capacity(256),
+                });
             }
             Err(_) => return Outcome::Failed(Failure::Connect),
         }

@@ -33,7 +33,10 @@ fn bad(field: &'static str, problem: impl Into<String>) -> ShapeError {
 }
 
 fn rate(field: &'static str, s: &str) -> Result<f64, ShapeError> {
-    let r: f64 = s.trim().parse().map_err(|_| bad(field, format!("{s:?} is not a rate (requests per second)")))?;
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| bad(field, format!("{s:?} is not a rate (requests per second)")))?;
     if !(r.is_finite() && r >= 0.0) {
         return Err(bad(field, format!("{s:?}: a rate is a number >= 0")));
     }
@@ -56,7 +59,10 @@ impl Shape {
         let (kind, args) = spec.split_once(':').unwrap_or((spec, ""));
         let need_rate = || match base_rate {
             None => Err(bad("--rate", format!("required with --shape {kind}"))),
-            Some(r) if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) => Err(bad("--rate", format!("{r} is not a rate in (0, 10000000] requests per second"))),
+            Some(r) if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) => Err(bad(
+                "--rate",
+                format!("{r} is not a rate in (0, 10000000] requests per second"),
+            )),
             Some(r) => Ok(r),
         };
         let shape = match kind {
@@ -68,44 +74,92 @@ impl Shape {
                 let mut from = None;
                 let mut stages = Vec::new();
                 for st in args.split(',').filter(|s| !s.trim().is_empty()) {
-                    let (range, dur) = st.split_once('/').ok_or_else(|| bad("--shape", format!("ramp stage {st:?} is not FROM..TO/DURATION")))?;
-                    let (a, b) = range.split_once("..").ok_or_else(|| bad("--shape", format!("ramp stage {st:?} is not FROM..TO/DURATION")))?;
+                    let (range, dur) = st.split_once('/').ok_or_else(|| {
+                        bad("--shape", format!("ramp stage {st:?} is not FROM..TO/DURATION"))
+                    })?;
+                    let (a, b) = range.split_once("..").ok_or_else(|| {
+                        bad("--shape", format!("ramp stage {st:?} is not FROM..TO/DURATION"))
+                    })?;
                     let (a, b) = (rate("--shape", a)?, rate("--shape", b)?);
                     match from {
                         None => from = Some(a),
-                        Some(_) if stages.last().is_some_and(|(to, _): &(f64, Duration)| (*to - a).abs() > 1e-9) => {
-                            return Err(bad("--shape", format!("ramp stage {st:?} starts at {a}, but the previous stage ended at {}", stages.last().map_or(0.0, |s| s.0))));
+                        Some(_)
+                            if stages.last().is_some_and(|(to, _): &(f64, Duration)| {
+                                (*to - a).abs() > 1e-9
+                            }) =>
+                        {
+                            return Err(bad(
+                                "--shape",
+                                format!(
+                                    "ramp stage {st:?} starts at {a}, but the previous stage ended at {}",
+                                    stages.last().map_or(0.0, |s| s.0)
+                                ),
+                            ));
                         }
                         Some(_) => {}
                     }
                     stages.push((b, duration("--shape", dur)?));
                 }
-                let Some(from) = from else { return Err(bad("--shape", "ramp needs at least one stage FROM..TO/DURATION")) };
+                let Some(from) = from else {
+                    return Err(bad("--shape", "ramp needs at least one stage FROM..TO/DURATION"));
+                };
                 Self::Ramp { from, stages }
             }
             "spike" => {
-                let (peak, rest) = args.split_once('@').ok_or_else(|| bad("--shape", "spike is spike:PEAK@AT/LENGTH"))?;
-                let (at, len) = rest.split_once('/').ok_or_else(|| bad("--shape", "spike is spike:PEAK@AT/LENGTH"))?;
+                let (peak, rest) = args
+                    .split_once('@')
+                    .ok_or_else(|| bad("--shape", "spike is spike:PEAK@AT/LENGTH"))?;
+                let (at, len) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("--shape", "spike is spike:PEAK@AT/LENGTH"))?;
                 let at = crate::units::duration(at.trim()).map_err(|e| bad("--shape", e))?;
-                Self::Spike { base: need_rate()?, peak: rate("--shape", peak)?, at, length: duration("--shape", len)? }
+                Self::Spike {
+                    base: need_rate()?,
+                    peak: rate("--shape", peak)?,
+                    at,
+                    length: duration("--shape", len)?,
+                }
             }
             "burst" => {
-                let (n, every) = args.split_once('/').ok_or_else(|| bad("--shape", "burst is burst:REQUESTS/EVERY"))?;
-                let requests: u32 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| bad("--shape", format!("burst size {n:?} is not a whole number > 0")))?;
+                let (n, every) = args
+                    .split_once('/')
+                    .ok_or_else(|| bad("--shape", "burst is burst:REQUESTS/EVERY"))?;
+                let requests: u32 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    bad("--shape", format!("burst size {n:?} is not a whole number > 0"))
+                })?;
                 Self::Burst { requests, every: duration("--shape", every)? }
             }
             "sine" => {
-                let (amp, period) = args.split_once('/').ok_or_else(|| bad("--shape", "sine is sine:AMPLITUDE/PERIOD"))?;
+                let (amp, period) = args
+                    .split_once('/')
+                    .ok_or_else(|| bad("--shape", "sine is sine:AMPLITUDE/PERIOD"))?;
                 let mean = need_rate()?;
                 let amplitude = rate("--shape", amp)?;
                 if amplitude > mean {
-                    return Err(bad("--shape", format!("sine amplitude {amplitude} exceeds the mean rate {mean}: the rate would go negative")));
+                    return Err(bad(
+                        "--shape",
+                        format!(
+                            "sine amplitude {amplitude} exceeds the mean rate {mean}: the rate would go negative"
+                        ),
+                    ));
                 }
                 Self::Sine { mean, amplitude, period: duration("--shape", period)? }
             }
-            other => return Err(bad("--shape", format!("unknown shape {other:?} (constant, poisson, ramp, spike, burst, sine)"))),
+            other => {
+                return Err(bad(
+                    "--shape",
+                    format!(
+                        "unknown shape {other:?} (constant, poisson, ramp, spike, burst, sine)"
+                    ),
+                ));
+            }
         };
-        if kind != "ramp" && kind != "burst" && kind != "spike" && kind != "sine" && !args.is_empty() {
+        if kind != "ramp"
+            && kind != "burst"
+            && kind != "spike"
+            && kind != "sine"
+            && !args.is_empty()
+        {
             return Err(bad("--shape", format!("{kind} takes no arguments (the rate is --rate)")));
         }
         Ok(shape)
@@ -128,10 +182,16 @@ impl Shape {
                 level
             }
             Self::Spike { base, peak, at, length } => {
-                if t >= at.as_secs_f64() && t < (*at + *length).as_secs_f64() { *peak } else { *base }
+                if t >= at.as_secs_f64() && t < (*at + *length).as_secs_f64() {
+                    *peak
+                } else {
+                    *base
+                }
             }
             Self::Burst { requests, every } => f64::from(*requests) / every.as_secs_f64(),
-            Self::Sine { mean, amplitude, period } => mean + amplitude * (std::f64::consts::TAU * t / period.as_secs_f64()).sin(),
+            Self::Sine { mean, amplitude, period } => {
+                mean + amplitude * (std::f64::consts::TAU * t / period.as_secs_f64()).sin()
+            }
         }
     }
 
@@ -155,7 +215,8 @@ impl Shape {
                     rng ^= rng >> 12;
                     rng ^= rng << 25;
                     rng ^= rng >> 27;
-                    let u = ((rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                    let u = ((rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 1.0)
+                        / (1u64 << 53) as f64;
                     t += -u.ln() / rate;
                     if t >= end {
                         break;
@@ -201,7 +262,8 @@ mod tests {
         let a = Shape::Constant { rate: 200.0 }.arrivals(s(10.0), 1);
         assert_eq!(a.len(), 2000);
         assert_eq!(a[0], Duration::ZERO);
-        let gaps: Vec<f64> = a.windows(2).map(|w| w[1].checked_sub(w[0]).unwrap().as_secs_f64()).collect();
+        let gaps: Vec<f64> =
+            a.windows(2).map(|w| w[1].checked_sub(w[0]).unwrap().as_secs_f64()).collect();
         assert!(gaps.iter().all(|g| (g - 0.005).abs() < 1e-6), "{:?}", &gaps[..5]);
     }
 
@@ -239,7 +301,8 @@ mod tests {
         let n = a.len() as f64;
         // Count: Poisson(60000), sd 245; 4 sd.
         assert!((n - 60_000.0).abs() < 4.0 * 245.0, "{n}");
-        let gaps: Vec<f64> = a.windows(2).map(|w| w[1].checked_sub(w[0]).unwrap().as_secs_f64()).collect();
+        let gaps: Vec<f64> =
+            a.windows(2).map(|w| w[1].checked_sub(w[0]).unwrap().as_secs_f64()).collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
         // Exponential: sd equals the mean (coefficient of variation 1; evenly spaced would be 0).
@@ -249,20 +312,32 @@ mod tests {
         let mut sorted = gaps.clone();
         sorted.sort_by(f64::total_cmp);
         let m = sorted.len() as f64;
-        let d = sorted.iter().enumerate().map(|(i, g)| {
-            let f = 1.0 - (-rate * g).exp();
-            (f - i as f64 / m).abs().max(((i + 1) as f64 / m - f).abs())
-        }).fold(0.0, f64::max);
+        let d = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let f = 1.0 - (-rate * g).exp();
+                (f - i as f64 / m).abs().max(((i + 1) as f64 / m - f).abs())
+            })
+            .fold(0.0, f64::max);
         assert!(d < 1.63 / m.sqrt(), "KS D = {d}, limit {}", 1.63 / m.sqrt());
         // Seeds give different but equally valid schedules.
-        assert_ne!(Shape::Poisson { rate }.arrivals(s(1.0), 1), Shape::Poisson { rate }.arrivals(s(1.0), 2));
+        assert_ne!(
+            Shape::Poisson { rate }.arrivals(s(1.0), 1),
+            Shape::Poisson { rate }.arrivals(s(1.0), 2)
+        );
     }
 
     #[test]
     fn bad_shapes_name_the_field() {
         assert_eq!(Shape::parse("poisson", None).unwrap_err().field, "--rate");
         assert!(Shape::parse("ramp:0..x/1s", None).unwrap_err().problem.contains("\"x\""));
-        assert!(Shape::parse("ramp:0..10/1s,20..30/1s", None).unwrap_err().problem.contains("previous stage ended at 10"));
+        assert!(
+            Shape::parse("ramp:0..10/1s,20..30/1s", None)
+                .unwrap_err()
+                .problem
+                .contains("previous stage ended at 10")
+        );
         assert!(Shape::parse("sine:200/1s", Some(100.0)).unwrap_err().problem.contains("negative"));
         assert!(Shape::parse("zigzag", Some(1.0)).unwrap_err().problem.contains("unknown shape"));
         assert!(Shape::parse("burst:0/1s", None).is_err());

@@ -54,7 +54,9 @@ pub async fn call(t: &TcpTarget, conn: &mut Option<TcpConn>) -> Outcome {
             if c.io.read_buf(&mut c.buf).await.map_err(|_| Failure::Io)? == 0 {
                 return Err(Failure::Io);
             }
-            if t.expect.is_empty() || c.buf.windows(t.expect.len()).any(|w| w == t.expect.as_slice()) {
+            if t.expect.is_empty()
+                || c.buf.windows(t.expect.len()).any(|w| w == t.expect.as_slice())
+            {
                 return Ok(());
             }
         }

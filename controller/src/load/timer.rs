@@ -34,7 +34,11 @@ impl Timer {
     /// profile refusing it, descriptors exhausted): starts then come up to 1 ms late,
     /// which the corrected latencies show, rather than the load failing.
     pub fn new() -> Self {
-        let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC).ok();
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .ok();
         // SAFETY: the `TimerFd` owns its descriptor from creation until it is dropped, and
         // the `AsyncFd` owns the `TimerFd`: the descriptor stays open and the same for the
         // registration's whole life.
@@ -49,11 +53,18 @@ impl Timer {
         }
         // Relative to now: an `Instant` does not expose its CLOCK_MONOTONIC value, and the
         // nanoseconds between reading the clock and arming the timer do not matter.
-        if fd.get_ref().0.set(Expiration::OneShot(TimeSpec::from_duration(left)), TimerSetTimeFlags::empty()).is_err() {
+        if fd
+            .get_ref()
+            .0
+            .set(Expiration::OneShot(TimeSpec::from_duration(left)), TimerSetTimeFlags::empty())
+            .is_err()
+        {
             return tokio::time::sleep_until(at.into()).await;
         }
         loop {
-            let Ok(mut ready) = fd.readable().await else { return tokio::time::sleep_until(at.into()).await };
+            let Ok(mut ready) = fd.readable().await else {
+                return tokio::time::sleep_until(at.into()).await;
+            };
             // `wait` reads the expiration count; EAGAIN means the readiness was stale.
             match ready.try_io(|fd| fd.get_ref().0.wait().map_err(std::io::Error::from)) {
                 Ok(_) => return,
@@ -78,6 +89,7 @@ mod tests {
             t.sleep_until(at).await;
             assert!(Instant::now() >= at);
         }
-        t.sleep_until(Instant::now().checked_sub(std::time::Duration::from_millis(5)).unwrap()).await;
+        t.sleep_until(Instant::now().checked_sub(std::time::Duration::from_millis(5)).unwrap())
+            .await;
     }
 }

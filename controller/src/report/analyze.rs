@@ -176,7 +176,11 @@ pub fn bands(baseline: &[Sec]) -> Bands {
     let gh = (3.0 * gs).max(0.05 * g).max(1.0);
     let (e, es) = robust(&baseline.iter().map(Sec::error_rate).collect::<Vec<_>>());
     let (p, ps) = robust(&baseline.iter().filter_map(|s| s.p99).collect::<Vec<_>>());
-    Bands { goodput: (g - gh, g + gh), error_rate_max: e + (3.0 * es).max(0.01), p99_max: (p + 3.0 * ps).max(2.0 * p).max(p + 10.0) }
+    Bands {
+        goodput: (g - gh, g + gh),
+        error_rate_max: e + (3.0 * es).max(0.01),
+        p99_max: (p + 3.0 * ps).max(2.0 * p).max(p + 10.0),
+    }
 }
 
 /// Why a second is outside the band (empty: inside).
@@ -225,7 +229,8 @@ pub fn windows(secs: &[Sec], b: &Bands, from: usize) -> Vec<(usize, usize, Vec<&
 /// seconds in a row; None if it never is within the run.
 pub fn recovery(secs: &[Sec], b: &Bands, reverted_at: f64, sustain: usize) -> Option<f64> {
     let first = reverted_at.floor() as usize;
-    let inside: Vec<(usize, bool)> = secs.iter().filter(|s| s.t >= first).map(|s| (s.t, outside(s, b).is_empty())).collect();
+    let inside: Vec<(usize, bool)> =
+        secs.iter().filter(|s| s.t >= first).map(|s| (s.t, outside(s, b).is_empty())).collect();
     for i in 0..inside.len() {
         if inside.len() - i >= sustain && inside[i..i + sustain].iter().all(|x| x.1) {
             return Some((inside[i].0 as f64 - reverted_at).max(0.0));
@@ -245,12 +250,25 @@ fn phase(summary: &Summary, name: &str) -> Option<(usize, usize)> {
 }
 
 /// Rows of `agent` with from <= t < to.
-fn rows_of<'a, R>(rows: &'a [R], t_s: fn(&R) -> f64, of: fn(&R) -> &str, agent: &'a str, from: f64, to: f64) -> impl Iterator<Item = &'a R> + 'a {
+fn rows_of<'a, R>(
+    rows: &'a [R],
+    t_s: fn(&R) -> f64,
+    of: fn(&R) -> &str,
+    agent: &'a str,
+    from: f64,
+    to: f64,
+) -> impl Iterator<Item = &'a R> + 'a {
     rows.iter().filter(move |r| of(r) == agent && (from..to).contains(&t_s(r)))
 }
 
 /// What the kernel of `agent` saw over [from, to).
-fn kernel_window(kernel: &[KernelRow], drops: &[DropRow], agent: &str, from: f64, to: f64) -> KernelWindow {
+fn kernel_window(
+    kernel: &[KernelRow],
+    drops: &[DropRow],
+    agent: &str,
+    from: f64,
+    to: f64,
+) -> KernelWindow {
     let secs = (to - from).max(1e-9);
     let (mut retransmits, mut samples, mut rtt_sum, mut failures) = (0.0, 0.0, 0.0, 0.0);
     for r in rows_of(kernel, |r| r.t_s, |r| &r.agent, agent, from, to) {
@@ -261,8 +279,15 @@ fn kernel_window(kernel: &[KernelRow], drops: &[DropRow], agent: &str, from: f64
         rtt_sum += n * r.srtt_mean_ms.unwrap_or(0.0);
     }
     // A fold from 0.0: an empty f64 sum() is -0.0.
-    let dropped = rows_of(drops, |r| r.t_s, |r| &r.agent, agent, from, to).map(|r| r.drops as f64).fold(0.0, |a, b| a + b);
-    KernelWindow { retransmits_per_s: retransmits / secs, srtt_ms: (samples > 0.0).then(|| rtt_sum / samples), drops_per_s: dropped / secs, connect_failures: failures }
+    let dropped = rows_of(drops, |r| r.t_s, |r| &r.agent, agent, from, to)
+        .map(|r| r.drops as f64)
+        .fold(0.0, |a, b| a + b);
+    KernelWindow {
+        retransmits_per_s: retransmits / secs,
+        srtt_ms: (samples > 0.0).then(|| rtt_sum / samples),
+        drops_per_s: dropped / secs,
+        connect_failures: failures,
+    }
 }
 
 fn change(now: f64, before: f64) -> Option<f64> {
@@ -275,15 +300,24 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
         Some(b) => read_run(b)?,
         None => (summary.clone(), secs.clone()),
     };
-    let Some((b0, b1)) = phase(&ref_summary, "baseline") else { bail!("{}: summary.json has no baseline phase", dir.display()) };
+    let Some((b0, b1)) = phase(&ref_summary, "baseline") else {
+        bail!("{}: summary.json has no baseline phase", dir.display())
+    };
     let base: Vec<Sec> = ref_secs.iter().filter(|s| (b0..b1).contains(&s.t)).cloned().collect();
     if base.len() < 3 {
-        bail!("the baseline phase has {} seconds of data; at least 3 are needed for a band", base.len());
+        bail!(
+            "the baseline phase has {} seconds of data; at least 3 are needed for a band",
+            base.len()
+        );
     }
     let b = bands(&base);
     let (_, w1) = phase(&summary, "warmup").unwrap_or((0, 0));
     let found = windows(&secs, &b, w1);
-    let last_revert = summary.faults.iter().filter_map(|f| f.reverted_at_s).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let last_revert = summary
+        .faults
+        .iter()
+        .filter_map(|f| f.reverted_at_s)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let recovered = last_revert.map(|r| recovery(&secs, &b, r, 3));
     let base_m = ref_summary.phase("baseline").map(|p| p.measured.clone()).unwrap_or_default();
     let mut phases = Vec::new();
@@ -293,15 +327,25 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
         phases.push(PhaseChange {
             phase: name.into(),
             measured: m.cloned(),
-            vs_baseline_percent: Change { goodput: pct(Measured::goodput), p50: pct(|m| m.p50_ms), p95: pct(|m| m.p95_ms), p99: pct(|m| m.p99_ms) },
+            vs_baseline_percent: Change {
+                goodput: pct(Measured::goodput),
+                p50: pct(|m| m.p50_ms),
+                p95: pct(|m| m.p95_ms),
+                p99: pct(|m| m.p99_ms),
+            },
         });
     }
     // Each fault: the anomaly windows that overlap its interval, and what the kernels of
     // its agents saw then (baseline: this run's baseline phase). A run without kernel
     // metrics has no kernel.csv.
-    let (kernel, drops) = (table::read_if_present::<KernelRow>(dir)?, table::read_if_present::<DropRow>(dir)?);
+    let (kernel, drops) =
+        (table::read_if_present::<KernelRow>(dir)?, table::read_if_present::<DropRow>(dir)?);
     // Agents whose drop counts are the whole kernel's (a lab of namespaces on one kernel).
-    let whole_kernel: std::collections::BTreeSet<String> = table::read_if_present::<AgentRow>(dir)?.into_iter().filter(|a| a.drops_whole_kernel).map(|a| a.agent).collect();
+    let whole_kernel: std::collections::BTreeSet<String> = table::read_if_present::<AgentRow>(dir)?
+        .into_iter()
+        .filter(|a| a.drops_whole_kernel)
+        .map(|a| a.agent)
+        .collect();
     let (k0, k1) = phase(&summary, "baseline").unwrap_or((b0, b1));
     let per_fault: Vec<FaultEffect> = summary
         .faults
@@ -309,7 +353,11 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
         .map(|f| {
             let (a, r) = (f.applied_at_s, f.reverted_at_s);
             let overlapping: Vec<[usize; 2]> = match (a, r) {
-                (Some(a), Some(r)) => found.iter().filter(|w| (w.0 as f64) < r + 1.0 && (w.1 as f64) > a).map(|w| [w.0, w.1]).collect(),
+                (Some(a), Some(r)) => found
+                    .iter()
+                    .filter(|w| (w.0 as f64) < r + 1.0 && (w.1 as f64) > a)
+                    .map(|w| [w.0, w.1])
+                    .collect(),
                 _ => Vec::new(),
             };
             let seen: Vec<KernelSeen> = match (a, r) {
@@ -318,10 +366,11 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
                     .iter()
                     .map(|agent| {
                         // The agent's own apply and revert, where the run placed them on its clock.
-                        let (a, r) = match f.part_of(agent).map(|p| (p.applied_at_s, p.reverted_at_s)) {
-                            Some((Some(pa), Some(pr))) if pr > pa => (pa, pr),
-                            _ => (a, r),
-                        };
+                        let (a, r) =
+                            match f.part_of(agent).map(|p| (p.applied_at_s, p.reverted_at_s)) {
+                                Some((Some(pa), Some(pr))) if pr > pa => (pa, pr),
+                                _ => (a, r),
+                            };
                         KernelSeen {
                             agent: agent.clone(),
                             baseline: kernel_window(&kernel, &drops, agent, k0 as f64, k1 as f64),
@@ -333,15 +382,34 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
                     .collect(),
                 _ => Vec::new(),
             };
-            FaultEffect { fault: f.fault.clone(), id: f.id.clone(), applied_at_s: a, reverted_at_s: r, anomaly_windows: overlapping, kernel: seen, error: f.error.clone() }
+            FaultEffect {
+                fault: f.fault.clone(),
+                id: f.id.clone(),
+                applied_at_s: a,
+                reverted_at_s: r,
+                anomaly_windows: overlapping,
+                kernel: seen,
+                error: f.error.clone(),
+            }
         })
         .collect();
     Ok(Analysis {
         run: dir.display().to_string(),
         baseline_from: baseline.map_or_else(|| "this run".to_owned(), |b| b.display().to_string()),
-        band: Band { goodput_per_s: [b.goodput.0, b.goodput.1], error_rate_max: b.error_rate_max, p99_ms_max: b.p99_max },
+        band: Band {
+            goodput_per_s: [b.goodput.0, b.goodput.1],
+            error_rate_max: b.error_rate_max,
+            p99_ms_max: b.p99_max,
+        },
         phases,
-        anomaly_windows: found.into_iter().map(|w| AnomalyWindow { from_s: w.0, to_s: w.1, why: w.2.into_iter().map(str::to_owned).collect() }).collect(),
+        anomaly_windows: found
+            .into_iter()
+            .map(|w| AnomalyWindow {
+                from_s: w.0,
+                to_s: w.1,
+                why: w.2.into_iter().map(str::to_owned).collect(),
+            })
+            .collect(),
         recovery_s: recovered.flatten(),
         recovered: recovered.map(|r| r.is_some()),
         faults: per_fault,
@@ -354,10 +422,17 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
 pub fn print(a: &Analysis) {
     println!("run {} (band from {})", a.run, a.baseline_from);
     let band = &a.band;
-    println!("band: goodput {:.1}..{:.1}/s, error rate <= {:.2} %, p99 <= {:.2} ms", band.goodput_per_s[0], band.goodput_per_s[1], band.error_rate_max * 100.0, band.p99_ms_max);
+    println!(
+        "band: goodput {:.1}..{:.1}/s, error rate <= {:.2} %, p99 <= {:.2} ms",
+        band.goodput_per_s[0],
+        band.goodput_per_s[1],
+        band.error_rate_max * 100.0,
+        band.p99_ms_max
+    );
     // Each figure itself, its change against the baseline beside it: "+35666.3 %" alone
     // says nothing of whether 3 ms became 1 s.
-    let with = |abs: String, v: Option<f64>| v.map_or(abs.clone(), |x| format!("{abs} ({x:+.1} %)"));
+    let with =
+        |abs: String, v: Option<f64>| v.map_or(abs.clone(), |x| format!("{abs} ({x:+.1} %)"));
     for p in &a.phases {
         let c = &p.vs_baseline_percent;
         let m = p.measured.clone().unwrap_or_default();
@@ -401,7 +476,13 @@ pub fn print(a: &Analysis) {
         }
     }
     for h in &a.hypothesis {
-        println!("hypothesis {:<24} {:<9} {:<14} {}", h.hypothesis, h.phase, super::condition_value(&h.hypothesis, h.value), if h.holds { "✓ holds" } else { "✗ FAILS" });
+        println!(
+            "hypothesis {:<24} {:<9} {:<14} {}",
+            h.hypothesis,
+            h.phase,
+            super::condition_value(&h.hypothesis, h.value),
+            if h.holds { "✓ holds" } else { "✗ FAILS" }
+        );
     }
     if let Some(r) = &a.aborted {
         println!("aborted: {r}");
@@ -427,9 +508,16 @@ mod tests {
         assert_eq!(during.drops_per_s, 3.0, "12 drops in [10, 14); the one at 14.0 is outside");
         assert_eq!(during.connect_failures, 1.0);
         let quiet = kernel_window(&kernel, &drops, "h2", 0.0, 3.0);
-        assert_eq!((quiet.retransmits_per_s, quiet.srtt_ms, quiet.drops_per_s), (0.0, Some(1.0), 0.0));
+        assert_eq!(
+            (quiet.retransmits_per_s, quiet.srtt_ms, quiet.drops_per_s),
+            (0.0, Some(1.0), 0.0)
+        );
         assert!(quiet.drops_per_s.is_sign_positive(), "prints as 0.0, not -0.0");
-        assert_eq!(kernel_window(&kernel, &drops, "h9", 0.0, 20.0).srtt_ms, None, "no samples: no RTT");
+        assert_eq!(
+            kernel_window(&kernel, &drops, "h9", 0.0, 20.0).srtt_ms,
+            None,
+            "no samples: no RTT"
+        );
     }
 
     fn sec(t: usize, requests: f64, errors: f64, p99: f64) -> Sec {
@@ -470,7 +558,11 @@ mod tests {
         let w = windows(&v, &b, 0);
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!((w[0].0, w[0].1), (10, 17));
-        assert!(w[0].2.contains(&"errors") && w[0].2.contains(&"latency") && w[0].2.contains(&"goodput low"));
+        assert!(
+            w[0].2.contains(&"errors")
+                && w[0].2.contains(&"latency")
+                && w[0].2.contains(&"goodput low")
+        );
         // Reverted at 14.5: back inside the band from second 17.
         assert_eq!(recovery(&v, &b, 14.5, 3), Some(2.5));
         // Never back: a run that ends in trouble.
@@ -483,8 +575,14 @@ mod tests {
 
     #[test]
     fn csv_columns_are_found_by_name() {
-        let read_seconds = |csv: &str| table::parse::<SecondRow>(csv).map(|rows| rows.into_iter().map(Sec::from).collect::<Vec<_>>());
-        let s = read_seconds("second,requests,errors,late,p50_ms,p99_ms\n0,10,1,0,1.0,2.5\n1,10,0,0,,\n").unwrap();
+        let read_seconds = |csv: &str| {
+            table::parse::<SecondRow>(csv)
+                .map(|rows| rows.into_iter().map(Sec::from).collect::<Vec<_>>())
+        };
+        let s = read_seconds(
+            "second,requests,errors,late,p50_ms,p99_ms\n0,10,1,0,1.0,2.5\n1,10,0,0,,\n",
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].requests, s[0].errors, s[0].p99), (10.0, 1.0, Some(2.5)));
         assert_eq!(s[1].p99, None);

@@ -25,7 +25,7 @@ const R: f64 = 16.0;
 /// Top margin: the title, then a row of legend.
 const T: f64 = 48.0;
 const B: f64 = 40.0;
-/// How wide a 12 px DejaVu Sans character is, about: labels are placed so they do not meet.
+/// How wide a 12 px `DejaVu Sans` character is, about: labels are placed so they do not meet.
 const LABEL_CHAR_W: f64 = 7.2;
 /// Shades: a fault's interval, an anomaly window.
 pub const FAULT_FILL: &str = "#e4572e";
@@ -34,14 +34,27 @@ const ANOMALY_FILL: &str = "#f3a712";
 /// The run's verdict at a glance: (CSS class, text). Aborted beats failed beats passed;
 /// a run with no hypothesis is not judged.
 pub fn verdict(summary: &Summary, an: &Analysis) -> (&'static str, String) {
-    let failed: Vec<&crate::run::files::Verdict> = an.hypothesis.iter().filter(|h| !h.holds).collect();
+    let failed: Vec<&crate::run::files::Verdict> =
+        an.hypothesis.iter().filter(|h| !h.holds).collect();
     match (&summary.aborted, failed.len(), an.hypothesis.len()) {
         (Some(why), _, _) => ("aborted", format!("ABORTED: {why}")),
         (None, 0, 0) => ("unjudged", "RAN: no hypothesis to judge it by".to_owned()),
         (None, 0, n) => ("passed", format!("PASSED: all {n} conditions held")),
         (None, f, n) => (
             "failed",
-            format!("FAILED: {f} of {n} conditions did not hold ({})", failed.iter().map(|h| format!("{} in {}: {}", h.hypothesis, h.phase, condition_value(&h.hypothesis, h.value))).collect::<Vec<_>>().join("; ")),
+            format!(
+                "FAILED: {f} of {n} conditions did not hold ({})",
+                failed
+                    .iter()
+                    .map(|h| format!(
+                        "{} in {}: {}",
+                        h.hypothesis,
+                        h.phase,
+                        condition_value(&h.hypothesis, h.value)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         ),
     }
 }
@@ -76,7 +89,12 @@ impl Axes {
     }
 
     fn y(&self, v: f64) -> f64 {
-        let f = if self.log { (v.max(self.y_min).log10() - self.y_min.log10()) / (self.y_max.log10() - self.y_min.log10()) } else { (v - self.y_min) / (self.y_max - self.y_min) };
+        let f = if self.log {
+            (v.max(self.y_min).log10() - self.y_min.log10())
+                / (self.y_max.log10() - self.y_min.log10())
+        } else {
+            (v - self.y_min) / (self.y_max - self.y_min)
+        };
         H - B - f.clamp(0.0, 1.0) * (H - T - B)
     }
 
@@ -94,8 +112,11 @@ impl Axes {
         } else {
             let raw = (self.y_max - self.y_min) / 5.0;
             let mag = 10f64.powf(raw.log10().floor());
-            let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(raw);
-            (0..=((self.y_max - self.y_min) / step) as usize).map(|i| self.y_min + i as f64 * step).collect()
+            let step =
+                [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(raw);
+            (0..=((self.y_max - self.y_min) / step) as usize)
+                .map(|i| self.y_min + i as f64 * step)
+                .collect()
         }
     }
 }
@@ -108,7 +129,15 @@ pub struct Shade {
 }
 
 /// A time series plot: lines over seconds, shaded intervals, phase boundaries.
-pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f64)>)], shades: &[Shade], phases: &[(f64, String)], x_max: f64, log: bool) -> String {
+pub fn timeseries(
+    title: &str,
+    y_label: &str,
+    series: &[(&str, &str, Vec<(f64, f64)>)],
+    shades: &[Shade],
+    phases: &[(f64, String)],
+    x_max: f64,
+    log: bool,
+) -> String {
     let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).filter(|v| v.is_finite());
     let y_max_raw = values.clone().fold(0.0_f64, f64::max);
     let (y_min, y_max) = if log {
@@ -119,22 +148,51 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
         (0.0, if y_max_raw > 0.0 { y_max_raw * 1.1 } else { 1.0 })
     };
     let a = Axes { x_max: x_max.max(1.0), y_min, y_max, log };
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/>"#
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
     for sh in shades {
         let (x0, x1) = (a.x(sh.from), a.x(sh.to));
-        let _ = write!(s, r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="0.25"><title>{}</title></rect>"#, (x1 - x0).max(1.0), H - T - B, sh.fill, esc(&sh.label));
+        let _ = write!(
+            s,
+            r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="0.25"><title>{}</title></rect>"#,
+            (x1 - x0).max(1.0),
+            H - T - B,
+            sh.fill,
+            esc(&sh.label)
+        );
     }
     for t in a.ticks() {
         let y = a.y(t);
         let label = if t >= 100.0 || t == t.round() { format!("{t:.0}") } else { format!("{t}") };
-        let _ = write!(s, r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##, W - R, L - 6.0, y + 4.0);
+        let _ = write!(
+            s,
+            r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+            W - R,
+            L - 6.0,
+            y + 4.0
+        );
     }
-    let step = if a.x_max > 120.0 { 30.0 } else if a.x_max > 30.0 { 10.0 } else { 5.0 };
+    let step = if a.x_max > 120.0 {
+        30.0
+    } else if a.x_max > 30.0 {
+        10.0
+    } else {
+        5.0
+    };
     let mut t = 0.0;
     while t <= a.x_max {
         let x = a.x(t);
-        let _ = write!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"#, H - B + 16.0);
+        let _ = write!(
+            s,
+            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"#,
+            H - B + 16.0
+        );
         t += step;
     }
     // Phase names in the first row where they do not run into the last one written there
@@ -148,30 +206,74 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
             rows_end.push(0.0);
         }
         rows_end[row] = px + 3.0 + width;
-        let _ = write!(s, r##"<line x1="{px:.1}" x2="{px:.1}" y1="{T}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##, H - B, px + 3.0, T + 12.0 + 14.0 * row as f64, esc(name));
+        let _ = write!(
+            s,
+            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{T}" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">{}</text>"##,
+            H - B,
+            px + 3.0,
+            T + 12.0 + 14.0 * row as f64,
+            esc(name)
+        );
     }
     // Each fault's shade named at its foot, cut to its width (the whole name is its tooltip).
     for sh in shades.iter().filter(|sh| sh.fill == FAULT_FILL) {
         let (x0, x1) = (a.x(sh.from), a.x(sh.to));
         let fits = ((x1 - x0 - 4.0) / LABEL_CHAR_W).floor().max(0.0) as usize;
         let n = sh.label.chars().count();
-        let text: String = if n <= fits { sh.label.clone() } else if fits >= 4 { sh.label.chars().take(fits - 1).chain(['…']).collect() } else { String::new() };
+        let text: String = if n <= fits {
+            sh.label.clone()
+        } else if fits >= 4 {
+            sh.label.chars().take(fits - 1).chain(['…']).collect()
+        } else {
+            String::new()
+        };
         if !text.is_empty() {
-            let _ = write!(s, r##"<text x="{:.1}" y="{}" font-size="11" fill="#7a2a12">{}</text>"##, x0 + 2.0, H - B - 4.0, esc(&text));
+            let _ = write!(
+                s,
+                r##"<text x="{:.1}" y="{}" font-size="11" fill="#7a2a12">{}</text>"##,
+                x0 + 2.0,
+                H - B - 4.0,
+                esc(&text)
+            );
         }
     }
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"#, (L + W - R) / 2.0, H - 6.0, (T + H - B) / 2.0, esc(y_label));
-    let _ = write!(s, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, W - L - R, H - T - B);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">seconds</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        (L + W - R) / 2.0,
+        H - 6.0,
+        (T + H - B) / 2.0,
+        esc(y_label)
+    );
+    let _ = write!(
+        s,
+        r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
+        W - L - R,
+        H - T - B
+    );
     for (_, color, pts) in series {
-        let path: Vec<String> = pts.iter().filter(|p| p.1.is_finite() && (!log || p.1 > 0.0)).map(|(t, v)| format!("{:.1},{:.1}", a.x(*t), a.y(*v))).collect();
+        let path: Vec<String> = pts
+            .iter()
+            .filter(|p| p.1.is_finite() && (!log || p.1 > 0.0))
+            .map(|(t, v)| format!("{:.1},{:.1}", a.x(*t), a.y(*v)))
+            .collect();
         if !path.is_empty() {
-            let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.8"/>"#, path.join(" "));
+            let _ = write!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.8"/>"#,
+                path.join(" ")
+            );
         }
     }
     // Legend, left to right under the title: the lines, then the shades.
     let mut lx = L;
     for (name, color, _) in series {
-        let _ = write!(s, r#"<rect x="{lx:.1}" y="30" width="14" height="4" fill="{color}"/><text x="{:.1}" y="36">{}</text>"#, lx + 18.0, esc(name));
+        let _ = write!(
+            s,
+            r#"<rect x="{lx:.1}" y="30" width="14" height="4" fill="{color}"/><text x="{:.1}" y="36">{}</text>"#,
+            lx + 18.0,
+            esc(name)
+        );
         lx += 7.5 * name.chars().count() as f64 + 30.0;
     }
     let mut kinds: Vec<(&str, &str)> = Vec::new();
@@ -182,7 +284,11 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
         }
     }
     for (name, fill) in kinds {
-        let _ = write!(s, r#"<rect x="{lx:.1}" y="26" width="14" height="12" fill="{fill}" fill-opacity="0.35"/><text x="{:.1}" y="36">{name}</text>"#, lx + 18.0);
+        let _ = write!(
+            s,
+            r#"<rect x="{lx:.1}" y="26" width="14" height="12" fill="{fill}" fill-opacity="0.35"/><text x="{:.1}" y="36">{name}</text>"#,
+            lx + 18.0
+        );
         lx += 7.5 * name.len() as f64 + 30.0;
     }
     s += "</svg>";
@@ -191,13 +297,28 @@ pub fn timeseries(title: &str, y_label: &str, series: &[(&str, &str, Vec<(f64, f
 
 /// Grouped bars: one group per phase, one bar per measure.
 pub fn bars(title: &str, y_label: &str, groups: &[(String, Vec<(&str, &str, f64)>)]) -> String {
-    let y_max = groups.iter().flat_map(|g| g.1.iter().map(|b| b.2)).fold(0.0_f64, f64::max).max(1e-9) * 1.15;
+    let y_max =
+        groups.iter().flat_map(|g| g.1.iter().map(|b| b.2)).fold(0.0_f64, f64::max).max(1e-9)
+            * 1.15;
     let a = Axes { x_max: 1.0, y_min: 0.0, y_max, log: false };
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/>"#
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
     for t in a.ticks() {
         let y = a.y(t);
-        let _ = write!(s, r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##, W - R, L - 6.0, y + 4.0, if t == t.round() { format!("{t:.0}") } else { format!("{t:.2}") });
+        let _ = write!(
+            s,
+            r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            W - R,
+            L - 6.0,
+            y + 4.0,
+            if t == t.round() { format!("{t:.0}") } else { format!("{t:.2}") }
+        );
     }
     let gw = (W - L - R) / groups.len().max(1) as f64;
     for (i, (label, bs)) in groups.iter().enumerate() {
@@ -206,18 +327,43 @@ pub fn bars(title: &str, y_label: &str, groups: &[(String, Vec<(&str, &str, f64)
         for (j, (name, color, v)) in bs.iter().enumerate() {
             let x = x0 + gw * 0.15 + j as f64 * bw;
             let y = a.y(*v);
-            let _ = write!(s, r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{name}: {v:.3}</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.1}</text>"#, bw - 2.0, H - B - y, x + bw / 2.0, y - 3.0);
+            let _ = write!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{name}: {v:.3}</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.1}</text>"#,
+                bw - 2.0,
+                H - B - y,
+                x + bw / 2.0,
+                y - 3.0
+            );
         }
-        let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, x0 + gw / 2.0, H - B + 16.0, esc(label));
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            x0 + gw / 2.0,
+            H - B + 16.0,
+            esc(label)
+        );
     }
     let mut lx = L;
     if let Some((_, bs)) = groups.first() {
         for (name, color, _) in bs {
-            let _ = write!(s, r#"<rect x="{lx:.1}" y="30" width="14" height="4" fill="{color}"/><text x="{:.1}" y="36">{}</text>"#, lx + 18.0, esc(name));
+            let _ = write!(
+                s,
+                r#"<rect x="{lx:.1}" y="30" width="14" height="4" fill="{color}"/><text x="{:.1}" y="36">{}</text>"#,
+                lx + 18.0,
+                esc(name)
+            );
             lx += 7.5 * name.chars().count() as f64 + 30.0;
         }
     }
-    let _ = write!(s, r##"<text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text><rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/></svg>"##, (T + H - B) / 2.0, esc(y_label), W - L - R, H - T - B);
+    let _ = write!(
+        s,
+        r##"<text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text><rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/></svg>"##,
+        (T + H - B) / 2.0,
+        esc(y_label),
+        W - L - R,
+        H - T - B
+    );
     s
 }
 
@@ -228,7 +374,8 @@ pub fn png(svg: &str, path: &Path) -> Result<()> {
     opt.fontdb_mut().load_system_fonts();
     let tree = usvg::Tree::from_str(svg, &opt).context("parsing the plot's SVG")?;
     let size = tree.size().to_int_size();
-    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).context("allocating the image")?;
+    let mut pixmap =
+        tiny_skia::Pixmap::new(size.width(), size.height()).context("allocating the image")?;
     resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
     pixmap.save_png(path).with_context(|| format!("writing {}", path.display()))
 }
@@ -263,8 +410,17 @@ pub fn findings(an: &Analysis, summary: &Summary) -> Vec<String> {
     if an.anomaly_windows.is_empty() {
         out.push("No second left the baseline band: the service absorbed the faults.".into());
     } else {
-        let w: Vec<String> = an.anomaly_windows.iter().map(|w| format!("{}–{} s ({})", w.from_s, w.to_s, w.why())).collect();
-        out.push(format!("The service left its baseline band in {} window{}: {}.", w.len(), if w.len() == 1 { "" } else { "s" }, w.join("; ")));
+        let w: Vec<String> = an
+            .anomaly_windows
+            .iter()
+            .map(|w| format!("{}–{} s ({})", w.from_s, w.to_s, w.why()))
+            .collect();
+        out.push(format!(
+            "The service left its baseline band in {} window{}: {}.",
+            w.len(),
+            if w.len() == 1 { "" } else { "s" },
+            w.join("; ")
+        ));
     }
     match (an.recovered, an.recovery_s) {
         (Some(true), Some(x)) => out.push(format!("It was back inside the band {x:.1} s after the last fault was reverted, and stayed there for at least 3 s.")),
@@ -273,13 +429,30 @@ pub fn findings(an: &Analysis, summary: &Summary) -> Vec<String> {
     }
     if phase("recovery").is_some() {
         let r = measured("recovery");
-        out.push(format!("Recovery phase: p99 {:.1} ms, errors {:.2} %.", r.p99_ms, r.error_rate * 100.0));
+        out.push(format!(
+            "Recovery phase: p99 {:.1} ms, errors {:.2} %.",
+            r.p99_ms,
+            r.error_rate * 100.0
+        ));
     }
-    let fails: Vec<String> = an.hypothesis.iter().filter(|h| !h.holds).map(|h| format!("{} in {}", h.hypothesis, h.phase)).collect();
+    let fails: Vec<String> = an
+        .hypothesis
+        .iter()
+        .filter(|h| !h.holds)
+        .map(|h| format!("{} in {}", h.hypothesis, h.phase))
+        .collect();
     if !an.hypothesis.is_empty() {
         let during = an.hypothesis.iter().any(|h| h.phase.starts_with("fault"));
-        let when = if during { "before the faults, while they were active and after recovery" } else { "before the faults and after recovery" };
-        out.push(if fails.is_empty() { format!("The steady-state hypothesis held {when}.") } else { format!("The steady-state hypothesis failed: {}.", fails.join("; ")) });
+        let when = if during {
+            "before the faults, while they were active and after recovery"
+        } else {
+            "before the faults and after recovery"
+        };
+        out.push(if fails.is_empty() {
+            format!("The steady-state hypothesis held {when}.")
+        } else {
+            format!("The steady-state hypothesis failed: {}.", fails.join("; "))
+        });
     }
     if let Some(r) = &an.aborted {
         out.push(format!("The run was aborted: {r}."));
@@ -307,15 +480,27 @@ fn series(secs: &[Sec], f: impl Fn(&Sec) -> Option<f64>) -> Vec<(f64, f64)> {
 
 /// Retransmits per second and smoothed RTT for the (agent, peer) pairs with the most
 /// retransmits (or RTT samples), from kernel.csv; None when there is nothing to show.
-fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f64) -> Option<(String, String)> {
+fn kernel_plots(
+    dir: &Path,
+    shades: &[Shade],
+    phases: &[(f64, String)],
+    x_max: f64,
+) -> Option<(String, String)> {
     let rows: Vec<KernelRow> = table::read(dir).ok()?;
     // (agent -> peer) -> per-second retransmits, and (t, srtt) points.
-    let mut rt: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> = std::collections::BTreeMap::new();
-    let mut rtt: std::collections::BTreeMap<String, Vec<(f64, f64)>> = std::collections::BTreeMap::new();
+    let mut rt: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> =
+        std::collections::BTreeMap::new();
+    let mut rtt: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
+        std::collections::BTreeMap::new();
     for r in rows {
         // A container's sockets are its own line: "h1/web → 10.0.0.5".
-        let key = if r.container.is_empty() { format!("{} → {}", r.agent, r.peer) } else { format!("{}/{} → {}", r.agent, r.container, r.peer) };
-        *rt.entry(key.clone()).or_default().entry(r.t_s.floor() as i64).or_default() += r.retransmits as f64;
+        let key = if r.container.is_empty() {
+            format!("{} → {}", r.agent, r.peer)
+        } else {
+            format!("{}/{} → {}", r.agent, r.container, r.peer)
+        };
+        *rt.entry(key.clone()).or_default().entry(r.t_s.floor() as i64).or_default() +=
+            r.retransmits as f64;
         if let Some(m) = r.srtt_mean_ms {
             rtt.entry(key).or_default().push((r.t_s, m));
         }
@@ -324,19 +509,54 @@ fn kernel_plots(dir: &Path, shades: &[Shade], phases: &[(f64, String)], x_max: f
         return None;
     }
     let names: std::collections::BTreeSet<&String> = rtt.keys().chain(rt.keys()).collect();
-    let mut keys: Vec<(f64, usize, String)> = names.into_iter().map(|k| (rt.get(k).map_or(0.0, |m| m.values().sum()), rtt.get(k).map_or(0, Vec::len), k.clone())).collect();
+    let mut keys: Vec<(f64, usize, String)> = names
+        .into_iter()
+        .map(|k| {
+            (rt.get(k).map_or(0.0, |m| m.values().sum()), rtt.get(k).map_or(0, Vec::len), k.clone())
+        })
+        .collect();
     keys.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
     let colors = ["#c5283d", "#2e86ab", "#1b998b", "#a23b72"];
-    let top: Vec<(&str, String)> = keys.iter().take(colors.len()).zip(colors).map(|(k, c)| (c, k.2.clone())).collect();
+    let top: Vec<(&str, String)> =
+        keys.iter().take(colors.len()).zip(colors).map(|(k, c)| (c, k.2.clone())).collect();
     let last = x_max.floor() as i64;
     let rt_series: Vec<(&str, &str, Vec<(f64, f64)>)> = top
         .iter()
-        .map(|(c, k)| (k.as_str(), *c, (0..last).map(|t| (t as f64 + 0.5, rt.get(k).and_then(|m| m.get(&t)).copied().unwrap_or(0.0))).collect()))
+        .map(|(c, k)| {
+            (
+                k.as_str(),
+                *c,
+                (0..last)
+                    .map(|t| {
+                        (t as f64 + 0.5, rt.get(k).and_then(|m| m.get(&t)).copied().unwrap_or(0.0))
+                    })
+                    .collect(),
+            )
+        })
         .collect();
-    let rtt_series: Vec<(&str, &str, Vec<(f64, f64)>)> = top.iter().map(|(c, k)| (k.as_str(), *c, rtt.get(k).cloned().unwrap_or_default())).collect();
+    let rtt_series: Vec<(&str, &str, Vec<(f64, f64)>)> = top
+        .iter()
+        .map(|(c, k)| (k.as_str(), *c, rtt.get(k).cloned().unwrap_or_default()))
+        .collect();
     Some((
-        timeseries("Kernel: TCP retransmits per second (agent → peer)", "retransmits/s", &rt_series, shades, phases, x_max, false),
-        timeseries("Kernel: TCP smoothed RTT (agent → peer)", "ms (log scale)", &rtt_series, shades, phases, x_max, true),
+        timeseries(
+            "Kernel: TCP retransmits per second (agent → peer)",
+            "retransmits/s",
+            &rt_series,
+            shades,
+            phases,
+            x_max,
+            false,
+        ),
+        timeseries(
+            "Kernel: TCP smoothed RTT (agent → peer)",
+            "ms (log scale)",
+            &rtt_series,
+            shades,
+            phases,
+            x_max,
+            true,
+        ),
     ))
 }
 
@@ -351,24 +571,50 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     let mut shades: Vec<Shade> = summary
         .faults
         .iter()
-        .filter_map(|f| Some(Shade { from: f.applied_at_s?, to: f.reverted_at_s?, fill: FAULT_FILL, label: f.fault.clone() }))
+        .filter_map(|f| {
+            Some(Shade {
+                from: f.applied_at_s?,
+                to: f.reverted_at_s?,
+                fill: FAULT_FILL,
+                label: f.fault.clone(),
+            })
+        })
         .collect();
-    shades.extend(an.anomaly_windows.iter().map(|w| Shade { from: w.from_s as f64, to: w.to_s as f64, fill: ANOMALY_FILL, label: "anomaly".into() }));
-    let phases: Vec<(f64, String)> = summary.phases.iter().filter(|p| p.to_s > p.from_s).map(|p| (p.from_s as f64, p.name.clone())).collect();
+    shades.extend(an.anomaly_windows.iter().map(|w| Shade {
+        from: w.from_s as f64,
+        to: w.to_s as f64,
+        fill: ANOMALY_FILL,
+        label: "anomaly".into(),
+    }));
+    let phases: Vec<(f64, String)> = summary
+        .phases
+        .iter()
+        .filter(|p| p.to_s > p.from_s)
+        .map(|p| (p.from_s as f64, p.name.clone()))
+        .collect();
     let throughput = timeseries(
         "Throughput (answers without error, and errors, per second)",
         "requests/s",
-        &[("goodput", "#1b998b", series(&secs, |s| Some(s.requests - s.errors))), ("errors", "#c5283d", series(&secs, |s| Some(s.errors)))],
+        &[
+            ("goodput", "#1b998b", series(&secs, |s| Some(s.requests - s.errors))),
+            ("errors", "#c5283d", series(&secs, |s| Some(s.errors))),
+        ],
         &shades,
         &phases,
         x_max,
         false,
     );
-    let lat = |col: fn(&SecondRow) -> Option<f64>| rows.iter().filter_map(|r| col(r).map(|v| (r.second as f64 + 0.5, v))).collect::<Vec<_>>();
+    let lat = |col: fn(&SecondRow) -> Option<f64>| {
+        rows.iter().filter_map(|r| col(r).map(|v| (r.second as f64 + 0.5, v))).collect::<Vec<_>>()
+    };
     let latency = timeseries(
         "Latency from the intended start (p50, p95, p99 per second)",
         "ms (log scale)",
-        &[("p50", "#2e86ab", lat(|r| r.p50_ms)), ("p95", "#a23b72", lat(|r| r.p95_ms)), ("p99", "#f18f01", series(&secs, |s| s.p99))],
+        &[
+            ("p50", "#2e86ab", lat(|r| r.p50_ms)),
+            ("p95", "#a23b72", lat(|r| r.p95_ms)),
+            ("p99", "#f18f01", series(&secs, |s| s.p99)),
+        ],
         &shades,
         &phases,
         x_max,
@@ -379,12 +625,24 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         .iter()
         .map(|p| {
             let m = p.measured.clone().unwrap_or_default();
-            (p.phase.clone(), vec![("p50 ms", "#2e86ab", m.p50_ms), ("p95 ms", "#a23b72", m.p95_ms), ("p99 ms", "#f18f01", m.p99_ms)])
+            (
+                p.phase.clone(),
+                vec![
+                    ("p50 ms", "#2e86ab", m.p50_ms),
+                    ("p95 ms", "#a23b72", m.p95_ms),
+                    ("p99 ms", "#f18f01", m.p99_ms),
+                ],
+            )
         })
         .collect();
-    let phase_bars = bars(&format!("Latency by phase (band from {})", an.baseline_from), "ms", &groups);
+    let phase_bars =
+        bars(&format!("Latency by phase (band from {})", an.baseline_from), "ms", &groups);
     let kernel = kernel_plots(dir, &shades, &phases, x_max);
-    let mut plots = vec![("throughput", throughput.clone()), ("latency", latency.clone()), ("phases", phase_bars.clone())];
+    let mut plots = vec![
+        ("throughput", throughput.clone()),
+        ("latency", latency.clone()),
+        ("phases", phase_bars.clone()),
+    ];
     if let Some((rt, rtt)) = &kernel {
         plots.push(("kernel_retransmits", rt.clone()));
         plots.push(("kernel_rtt", rtt.clone()));
@@ -400,7 +658,12 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         esc(&summary.scenario)
     );
     let (class, verdict) = verdict(&summary, &an);
-    let _ = write!(html, "<h1>{}</h1><p class=\"verdict {class}\">{}</p>", esc(&summary.scenario), esc(&verdict));
+    let _ = write!(
+        html,
+        "<h1>{}</h1><p class=\"verdict {class}\">{}</p>",
+        esc(&summary.scenario),
+        esc(&verdict)
+    );
     if summary.started_unix_ms > 0 {
         let end_s = summary.phases.iter().map(|p| p.to_s).max().unwrap_or(0);
         let _ = write!(
@@ -446,7 +709,10 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         l.elapsed_s,
         l.answered,
         l.rate,
-        l.target_rate.map_or(String::new(), |r| format!(" (target {r:.1}/s, not started {})", l.not_started)),
+        l.target_rate.map_or(String::new(), |r| format!(
+            " (target {r:.1}/s, not started {})",
+            l.not_started
+        )),
         l.late_starts
     );
     html += "<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
@@ -481,15 +747,26 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
                 esc(&k.agent),
                 pair(|w| Some(w.retransmits_per_s)),
                 pair(|w| w.srtt_ms),
-                pair(|w| Some(w.drops_per_s)) + if k.drops_whole_kernel { " <small>(whole kernel)</small>" } else { "" },
+                pair(|w| Some(w.drops_per_s))
+                    + if k.drops_whole_kernel { " <small>(whole kernel)</small>" } else { "" },
                 d.connect_failures
             );
         }
     }
     html += "</table><p>Baseline phase → while the fault was applied, on the agents it was placed on. Drops marked <i>whole kernel</i> come from agents that share one kernel with other hosts (a lab of network namespaces): a freed packet carries no address, so they cannot be told apart; TCP figures are each host's own.</p><h2>Hypothesis</h2><table><tr><th>condition</th><th>phase</th><th>value</th><th>verdict</th></tr>";
     for h in &an.hypothesis {
-        let mark = if h.holds { "<span class=\"ok\">✓ holds</span>" } else { "<span class=\"bad\">✗ fails</span>" };
-        let _ = write!(html, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{mark}</td></tr>", esc(&h.hypothesis), esc(&h.phase), esc(&condition_value(&h.hypothesis, h.value)));
+        let mark = if h.holds {
+            "<span class=\"ok\">✓ holds</span>"
+        } else {
+            "<span class=\"bad\">✗ fails</span>"
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{mark}</td></tr>",
+            esc(&h.hypothesis),
+            esc(&h.phase),
+            esc(&condition_value(&h.hypothesis, h.value))
+        );
     }
     html += "</table><h2>The kernel's view (from the agents)</h2>";
     match &kernel {
@@ -498,14 +775,19 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
             html += rt;
             html += rtt;
         }
-        None => html += "<p>No kernel metrics in this run (kernel.csv is missing or empty: agents unreachable from the CLI, or without kernel metrics).</p>",
+        None => {
+            html += "<p>No kernel metrics in this run (kernel.csv is missing or empty: agents unreachable from the CLI, or without kernel metrics).</p>";
+        }
     }
     let _ = writeln!(
         html,
         "<p>Data: <code>seconds.csv</code>, <code>faults.csv</code>, <code>summary.json</code>, <code>analysis.json</code>, <code>kernel.csv</code>, <code>drops.csv</code>, <code>host.csv</code>, <code>agents.csv</code>; plots as PNG: {}.</p></body></html>",
         plots.iter().map(|(n, _)| format!("{n}.png")).collect::<Vec<_>>().join(", ")
     );
-    std::fs::write(dir.join(crate::run::files::ANALYSIS_JSON), serde_json::to_string_pretty(&an)? + "\n")?;
+    std::fs::write(
+        dir.join(crate::run::files::ANALYSIS_JSON),
+        serde_json::to_string_pretty(&an)? + "\n",
+    )?;
     std::fs::write(dir.join("report.html"), html)?;
     written.push(dir.join(crate::run::files::ANALYSIS_JSON));
     written.push(dir.join("report.html"));
@@ -522,7 +804,12 @@ mod tests {
         assert_eq!(condition_value("error_rate < 5%", 0.636), "63.60 %");
         assert_eq!(condition_value("p99 < 250ms", 35.25), "35.2 ms");
         assert_eq!(condition_value("rate > 90", 99.04), "99.0 requests/s");
-        let v = |h: &str, holds: bool, value: f64| Verdict { hypothesis: h.into(), phase: "recovery".into(), holds, value };
+        let v = |h: &str, holds: bool, value: f64| Verdict {
+            hypothesis: h.into(),
+            phase: "recovery".into(),
+            holds,
+            value,
+        };
         let mut an = Analysis::default();
         let mut summary = Summary::default();
         assert_eq!(verdict(&summary, &an).0, "unjudged");
@@ -531,7 +818,11 @@ mod tests {
         an.hypothesis[1] = v("error_rate < 1%", false, 0.25);
         let (class, text) = verdict(&summary, &an);
         assert_eq!(class, "failed");
-        assert!(text.starts_with("FAILED: 1 of 2") && text.contains("error_rate < 1% in recovery: 25.00 %"), "{text}");
+        assert!(
+            text.starts_with("FAILED: 1 of 2")
+                && text.contains("error_rate < 1% in recovery: 25.00 %"),
+            "{text}"
+        );
         summary.aborted = Some("guardrail error_rate < 50% breached for 3 s".into());
         assert!(verdict(&summary, &an).1.starts_with("ABORTED: guardrail"));
         assert_eq!(crate::run::utc_time(1_796_608_595_000), "2026-12-07 01:56:35 UTC");
@@ -539,9 +830,21 @@ mod tests {
 
     #[test]
     fn phase_labels_do_not_meet_and_fault_shades_are_named() {
-        let phases = [(0.0, "warmup".to_owned()), (1.0, "baseline".to_owned()), (20.0, "fault".to_owned())];
-        let shades = [Shade { from: 20.0, to: 40.0, fill: FAULT_FILL, label: "drop 20% on h2".into() }, Shade { from: 41.0, to: 41.5, fill: FAULT_FILL, label: "freeze".into() }];
-        let svg = timeseries("t", "y", &[("a", "#000", vec![(0.0, 1.0), (60.0, 2.0)])], &shades, &phases, 60.0, false);
+        let phases =
+            [(0.0, "warmup".to_owned()), (1.0, "baseline".to_owned()), (20.0, "fault".to_owned())];
+        let shades = [
+            Shade { from: 20.0, to: 40.0, fill: FAULT_FILL, label: "drop 20% on h2".into() },
+            Shade { from: 41.0, to: 41.5, fill: FAULT_FILL, label: "freeze".into() },
+        ];
+        let svg = timeseries(
+            "t",
+            "y",
+            &[("a", "#000", vec![(0.0, 1.0), (60.0, 2.0)])],
+            &shades,
+            &phases,
+            60.0,
+            false,
+        );
         let y_of = |name: &str| {
             let at = svg.find(&format!(">{name}</text>")).unwrap();
             let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
@@ -551,6 +854,9 @@ mod tests {
         assert!(y_of("warmup") != y_of("baseline"), "{svg}");
         assert_eq!(y_of("warmup"), y_of("fault"), "a label with room stays on the first row");
         assert!(svg.contains(">drop 20% on h2</text>"), "the fault's shade is named");
-        assert!(!svg.contains(">freeze</text>"), "a shade too narrow for its name is named only in its tooltip");
+        assert!(
+            !svg.contains(">freeze</text>"),
+            "a shade too narrow for its name is named only in its tooltip"
+        );
     }
 }

@@ -49,13 +49,17 @@ pub struct Summary {
 impl Summary {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(SUMMARY_JSON);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: not a run directory (no {SUMMARY_JSON})", dir.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("{}: not a run directory (no {SUMMARY_JSON})", dir.display())
+        })?;
         // The path of the field that failed ("faults[2].applied_at_s"), not just a column.
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+            .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::write(dir.join(SUMMARY_JSON), serde_json::to_string_pretty(self)? + "\n").with_context(|| dir.join(SUMMARY_JSON).display().to_string())
+        std::fs::write(dir.join(SUMMARY_JSON), serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| dir.join(SUMMARY_JSON).display().to_string())
     }
 
     pub fn phase(&self, name: &str) -> Option<&Phase> {
@@ -162,7 +166,17 @@ pub struct FaultRow {
 
 impl Row for FaultRow {
     const FILE: &'static str = "faults.csv";
-    const COLUMNS: &'static [&'static str] = &["index", "fault", "id", "agents", "planned_at_s", "planned_end_s", "applied_at_s", "reverted_at_s", "error"];
+    const COLUMNS: &'static [&'static str] = &[
+        "index",
+        "fault",
+        "id",
+        "agents",
+        "planned_at_s",
+        "planned_end_s",
+        "applied_at_s",
+        "reverted_at_s",
+        "error",
+    ];
 }
 
 /// `fault_agents.csv`: when each agent's kernel change was in place and undone, by its
@@ -185,7 +199,16 @@ pub struct FaultAgentRow {
 impl Row for FaultAgentRow {
     const FILE: &'static str = "fault_agents.csv";
     const COLUMNS: &'static [&'static str] = &[
-        "index", "id", "agent", "agent_fault_id", "applied_at_s", "reverted_at_s", "clock_offset_ms", "offset_uncertainty_ms", "applied_agent_unix_ms", "reverted_agent_unix_ms",
+        "index",
+        "id",
+        "agent",
+        "agent_fault_id",
+        "applied_at_s",
+        "reverted_at_s",
+        "clock_offset_ms",
+        "offset_uncertainty_ms",
+        "applied_agent_unix_ms",
+        "reverted_agent_unix_ms",
     ];
 }
 
@@ -207,7 +230,14 @@ pub struct AgentRow {
 
 impl Row for AgentRow {
     const FILE: &'static str = "agents.csv";
-    const COLUMNS: &'static [&'static str] = &["agent", "url", "clock_offset_ms", "offset_uncertainty_ms", "drops_whole_kernel", "error"];
+    const COLUMNS: &'static [&'static str] = &[
+        "agent",
+        "url",
+        "clock_offset_ms",
+        "offset_uncertainty_ms",
+        "drops_whole_kernel",
+        "error",
+    ];
 }
 
 /// kernel.csv: what one agent's tracepoints counted for one remote peer in the second
@@ -230,7 +260,17 @@ pub struct KernelRow {
 
 impl Row for KernelRow {
     const FILE: &'static str = "kernel.csv";
-    const COLUMNS: &'static [&'static str] = &["t_s", "agent", "container", "peer", "srtt_samples", "srtt_mean_ms", "retransmits", "connects", "connect_failures"];
+    const COLUMNS: &'static [&'static str] = &[
+        "t_s",
+        "agent",
+        "container",
+        "peer",
+        "srtt_samples",
+        "srtt_mean_ms",
+        "retransmits",
+        "connects",
+        "connect_failures",
+    ];
 }
 
 /// drops.csv: packets one agent's kernel dropped for one reason in the second before `t_s`.
@@ -261,7 +301,8 @@ pub struct HostRow {
 
 impl Row for HostRow {
     const FILE: &'static str = "host.csv";
-    const COLUMNS: &'static [&'static str] = &["t_s", "agent", "cpu_percent", "memory_used_bytes", "load1"];
+    const COLUMNS: &'static [&'static str] =
+        &["t_s", "agent", "cpu_percent", "memory_used_bytes", "load1"];
 }
 
 #[cfg(test)]
@@ -279,7 +320,8 @@ mod tests {
         assert_eq!(serde_header::<DropRow>(), DropRow::COLUMNS);
         assert_eq!(serde_header::<HostRow>(), HostRow::COLUMNS);
         // seconds.csv has one column per load failure, named as the load names them.
-        let failures: Vec<&str> = crate::load::record::Failure::ALL.iter().map(|f| f.name()).collect();
+        let failures: Vec<&str> =
+            crate::load::record::Failure::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(SecondRow::COLUMNS[SecondRow::COLUMNS.len() - failures.len()..], failures[..]);
     }
 
@@ -288,8 +330,23 @@ mod tests {
         let s = Summary {
             scenario: "web".into(),
             aborted: Some("guardrail".into()),
-            phases: vec![Phase { name: "baseline".into(), from_s: 1, to_s: 4, measured: Measured { requests: 300, rate: 100.0, error_rate: 0.1, ..Measured::default() } }],
-            faults: vec![FaultRecord { agents: vec!["h1".into()], applied_at_s: Some(4.1), parts: vec![PartRecord { agent: "h1".into(), ..PartRecord::default() }], ..FaultRecord::default() }],
+            phases: vec![Phase {
+                name: "baseline".into(),
+                from_s: 1,
+                to_s: 4,
+                measured: Measured {
+                    requests: 300,
+                    rate: 100.0,
+                    error_rate: 0.1,
+                    ..Measured::default()
+                },
+            }],
+            faults: vec![FaultRecord {
+                agents: vec!["h1".into()],
+                applied_at_s: Some(4.1),
+                parts: vec![PartRecord { agent: "h1".into(), ..PartRecord::default() }],
+                ..FaultRecord::default()
+            }],
             ..Summary::default()
         };
         let dir = std::env::temp_dir().join(format!("faultline-files-{}", std::process::id()));
@@ -301,7 +358,10 @@ mod tests {
         // Written before parts, skips and the load's summary existed.
         std::fs::write(dir.join(SUMMARY_JSON), r#"{"scenario": "old", "aborted": null, "faults": [{"index": 0, "fault": "drop", "applied_at_s": 6.0, "error": ""}]}"#).unwrap();
         let old = Summary::read(&dir).unwrap();
-        assert_eq!((old.scenario.as_str(), old.faults[0].applied_at_s, old.faults[0].parts.len()), ("old", Some(6.0), 0));
+        assert_eq!(
+            (old.scenario.as_str(), old.faults[0].applied_at_s, old.faults[0].parts.len()),
+            ("old", Some(6.0), 0)
+        );
         std::fs::write(dir.join(SUMMARY_JSON), r#"{"phases": 3}"#).unwrap();
         let err = format!("{:#}", Summary::read(&dir).unwrap_err());
         assert!(err.contains(SUMMARY_JSON) && err.contains("phases"), "{err}");

@@ -13,7 +13,14 @@ use super::{
 use crate::{load, table};
 
 /// The run's verdicts and its directory's files, once load and faults are done.
-pub(super) fn finish(s: &Scenario, run: &load::Run, dir: PathBuf, timeline: &[Timeline], placed: &[Vec<OnRunClock>], aborted: Option<String>) -> Result<Outcome> {
+pub(super) fn finish(
+    s: &Scenario,
+    run: &load::Run,
+    dir: PathBuf,
+    timeline: &[Timeline],
+    placed: &[Vec<OnRunClock>],
+    aborted: Option<String>,
+) -> Result<Outcome> {
     let secs = |d: Duration| d.as_secs();
     let phases = [
         ("warmup", 0, secs(s.warmup)),
@@ -21,14 +28,23 @@ pub(super) fn finish(s: &Scenario, run: &load::Run, dir: PathBuf, timeline: &[Ti
         ("fault", secs(s.fault_start()), secs(s.fault_start() + s.fault)),
         ("recovery", secs(s.fault_start() + s.fault), secs(s.total())),
     ];
-    let windows: BTreeMap<&str, Window> = phases.iter().map(|(n, a, b)| (*n, window(&run.recorder, *a, *b))).collect();
+    let windows: BTreeMap<&str, Window> =
+        phases.iter().map(|(n, a, b)| (*n, window(&run.recorder, *a, *b))).collect();
     let (verdicts, failed) = judge(s, run, timeline, &windows);
     let summary = files::Summary {
         scenario: s.name.clone(),
         description: s.description.clone(),
         started_unix_ms: run.started_unix_ms,
         aborted: aborted.clone(),
-        phases: phases.iter().map(|(n, a, b)| files::Phase { name: (*n).to_owned(), from_s: *a, to_s: *b, measured: windows[n].measured() }).collect(),
+        phases: phases
+            .iter()
+            .map(|(n, a, b)| files::Phase {
+                name: (*n).to_owned(),
+                from_s: *a,
+                to_s: *b,
+                measured: windows[n].measured(),
+            })
+            .collect(),
         hypothesis: verdicts,
         faults: timeline.iter().zip(placed).map(|(t, placed)| record(t, placed)).collect(),
         load: load::summary(run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
@@ -40,10 +56,22 @@ pub(super) fn finish(s: &Scenario, run: &load::Run, dir: PathBuf, timeline: &[Ti
 
     for (n, _, _) in &phases {
         let w = &windows[n];
-        println!("{n:<9} {:>7} requests  {:>8.1}/s  errors {:>6.2} %  p50 {:>8.2} ms  p99 {:>8.2} ms", w.requests, w.value(Metric::Rate), w.value(Metric::ErrorRate) * 100.0, w.value(Metric::P50), w.value(Metric::P99));
+        println!(
+            "{n:<9} {:>7} requests  {:>8.1}/s  errors {:>6.2} %  p50 {:>8.2} ms  p99 {:>8.2} ms",
+            w.requests,
+            w.value(Metric::Rate),
+            w.value(Metric::ErrorRate) * 100.0,
+            w.value(Metric::P50),
+            w.value(Metric::P99)
+        );
     }
     for v in &summary.hypothesis {
-        println!("hypothesis {:<24} {:<9} {}", v.hypothesis, v.phase, if v.holds { "holds" } else { "FAILS" });
+        println!(
+            "hypothesis {:<24} {:<9} {}",
+            v.hypothesis,
+            v.phase,
+            if v.holds { "holds" } else { "FAILS" }
+        );
     }
     println!("run directory: {}", dir.display());
     Ok(Outcome { dir, aborted, failed })
@@ -52,7 +80,12 @@ pub(super) fn finish(s: &Scenario, run: &load::Run, dir: PathBuf, timeline: &[Ti
 /// Every condition judged: the hypothesis over baseline and recovery, `during` over the
 /// fault phase and over each applied fault's own window (whole seconds from its apply to
 /// its revert, as the run's clock saw them). Returns the verdicts and the failed ones.
-fn judge(s: &Scenario, run: &load::Run, timeline: &[Timeline], windows: &BTreeMap<&str, Window>) -> (Vec<files::Verdict>, Vec<String>) {
+fn judge(
+    s: &Scenario,
+    run: &load::Run,
+    timeline: &[Timeline],
+    windows: &BTreeMap<&str, Window>,
+) -> (Vec<files::Verdict>, Vec<String>) {
     let mut verdicts = Vec::new();
     let mut failed = Vec::new();
     let mut check = |c: &Condition, phase: String, w: &Window, how: &str| {
@@ -70,8 +103,16 @@ fn judge(s: &Scenario, run: &load::Run, timeline: &[Timeline], windows: &BTreeMa
     for c in &s.during {
         check(c, "fault".into(), &windows["fault"], "during");
         for t in timeline {
-            let (Some(from), Some(to)) = (t.applied_at, t.reverted_at.or(t.applied_at.map(|_| t.planned_end))) else { continue };
-            let w = window(&run.recorder, from.floor() as u64, (to.ceil() as u64).max(from.floor() as u64 + 1));
+            let (Some(from), Some(to)) =
+                (t.applied_at, t.reverted_at.or(t.applied_at.map(|_| t.planned_end)))
+            else {
+                continue;
+            };
+            let w = window(
+                &run.recorder,
+                from.floor() as u64,
+                (to.ceil() as u64).max(from.floor() as u64 + 1),
+            );
             if w.requests > 0 {
                 check(c, format!("faults[{}] {}", t.index, t.describe), &w, "during");
             }
@@ -111,7 +152,11 @@ fn record(t: &Timeline, placed: &[OnRunClock]) -> files::FaultRecord {
 
 /// faults.csv and `fault_agents.csv`: the faults of summary.json, flat, and each agent's
 /// part by its own clock and ours.
-fn write_fault_tables(dir: &std::path::Path, timeline: &[Timeline], faults: &[files::FaultRecord]) -> Result<()> {
+fn write_fault_tables(
+    dir: &std::path::Path,
+    timeline: &[Timeline],
+    faults: &[files::FaultRecord],
+) -> Result<()> {
     let ms3 = |v: Option<f64>| v.map(table::ms3);
     let rows: Vec<files::FaultRow> = faults
         .iter()

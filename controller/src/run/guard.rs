@@ -22,7 +22,12 @@ pub(super) fn window(rec: &Recorder, from: u64, to: u64) -> Window {
     for s in rec.seconds.iter().take(to as usize).skip(from as usize) {
         sum.add(s);
     }
-    Window { requests: sum.requests(), errors: sum.errors(), seconds: to.saturating_sub(from).max(1), corrected: sum.corrected }
+    Window {
+        requests: sum.requests(),
+        errors: sum.errors(),
+        seconds: to.saturating_sub(from).max(1),
+        corrected: sum.corrected,
+    }
 }
 
 impl Window {
@@ -36,7 +41,13 @@ impl Window {
             Metric::P50 => q(0.5),
             Metric::P90 => q(0.9),
             Metric::P99 => q(0.99),
-            Metric::ErrorRate => if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 },
+            Metric::ErrorRate => {
+                if self.requests == 0 {
+                    0.0
+                } else {
+                    self.errors as f64 / self.requests as f64
+                }
+            }
             Metric::Rate => self.requests as f64 / self.seconds as f64,
         }
     }
@@ -63,13 +74,26 @@ impl Window {
 
 /// The load's once-a-second callback: prints the second that just finished and stops the
 /// run (through `stop`) when a guardrail's condition held for its whole span.
-pub(super) fn progress(guardrails: Vec<Guardrail>, stop: tokio::sync::watch::Sender<Option<String>>) -> impl Fn(&Recorder, Duration) + Send + 'static {
+pub(super) fn progress(
+    guardrails: Vec<Guardrail>,
+    stop: tokio::sync::watch::Sender<Option<String>>,
+) -> impl Fn(&Recorder, Duration) + Send + 'static {
     move |rec: &Recorder, elapsed: Duration| {
         let done = elapsed.as_secs().saturating_sub(1) as usize;
         if let Some(sec) = rec.seconds.get(done) {
             // Answers, not starts: what the target served in that second.
-            let unsent = if sec.not_started() > 0 { format!("  not started {}", sec.not_started()) } else { String::new() };
-            eprintln!("[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}{unsent}", done + 1, sec.answered(), load::record::ms_at(&sec.corrected, 0.99), sec.errors());
+            let unsent = if sec.not_started() > 0 {
+                format!("  not started {}", sec.not_started())
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "[{:>4}s] {:>6}/s  p99 {:.2} ms  errors {}{unsent}",
+                done + 1,
+                sec.answered(),
+                load::record::ms_at(&sec.corrected, 0.99),
+                sec.errors()
+            );
         }
         for g in &guardrails {
             let n = g.seconds as usize;
@@ -81,7 +105,10 @@ pub(super) fn progress(guardrails: Vec<Guardrail>, stop: tokio::sync::watch::Sen
                 w.requests > 0 && w.holds(&g.condition).0
             });
             if breached && stop.borrow().is_none() {
-                let _ = stop.send(Some(format!("guardrail {:?} held for {} s", g.condition.text, g.seconds)));
+                let _ = stop.send(Some(format!(
+                    "guardrail {:?} held for {} s",
+                    g.condition.text, g.seconds
+                )));
             }
         }
     }

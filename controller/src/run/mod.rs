@@ -90,19 +90,35 @@ struct OnRunClock {
 }
 
 impl Part {
-    fn on_run_clock(&self, clocks: &BTreeMap<String, (f64, f64)>, run_start_unix_ms: f64) -> OnRunClock {
+    fn on_run_clock(
+        &self,
+        clocks: &BTreeMap<String, (f64, f64)>,
+        run_start_unix_ms: f64,
+    ) -> OnRunClock {
         let clock = clocks.get(&self.agent).copied();
-        let at = |ms: i64| clock.filter(|_| ms > 0).map(|(offset, _)| (ms as f64 - offset - run_start_unix_ms) / 1000.0);
+        let at = |ms: i64| {
+            clock
+                .filter(|_| ms > 0)
+                .map(|(offset, _)| (ms as f64 - offset - run_start_unix_ms) / 1000.0)
+        };
         OnRunClock { applied_s: at(self.applied_ms), reverted_s: at(self.reverted_ms), clock }
     }
 }
 
 fn slug(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect::<String>().split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 pub fn utc_stamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (y, m, d, hh, mm, ss) = civil(secs as i64);
     format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
@@ -130,13 +146,21 @@ fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-pub async fn run(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<()> {
+pub async fn run(
+    args: &RunArgs,
+    client: ControllerServiceClient<Channel>,
+    security: &faultline_proto::transport::Security,
+) -> Result<()> {
     execute(args, client, security).await?.verdict()
 }
 
 /// Runs the scenario and writes the run directory; the verdict is the caller's to judge.
 /// Ctrl-C stops it early (every fault reverted, what was measured kept).
-pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security) -> Result<Outcome> {
+pub async fn execute(
+    args: &RunArgs,
+    client: ControllerServiceClient<Channel>,
+    security: &faultline_proto::transport::Security,
+) -> Result<Outcome> {
     execute_until(args, client, security, async {
         let _ = tokio::signal::ctrl_c().await;
         "interrupted (Ctrl-C)".to_owned()
@@ -146,7 +170,12 @@ pub async fn execute(args: &RunArgs, client: ControllerServiceClient<Channel>, s
 
 /// As `execute`, stopped early when `cancel` resolves, with the reason it gives. The
 /// controller runs scenarios this way: a process that serves must not take SIGINT over.
-pub async fn execute_until(args: &RunArgs, client: ControllerServiceClient<Channel>, security: &faultline_proto::transport::Security, cancel: impl Future<Output = String> + Send + 'static) -> Result<Outcome> {
+pub async fn execute_until(
+    args: &RunArgs,
+    client: ControllerServiceClient<Channel>,
+    security: &faultline_proto::transport::Security,
+    cancel: impl Future<Output = String> + Send + 'static,
+) -> Result<Outcome> {
     let mut c = client;
     let p = plan::plan(args, &mut c).await?;
     // The agents' kernel and host metrics, streamed through the run (best effort: an agent
@@ -172,11 +201,24 @@ pub async fn execute_until(args: &RunArgs, client: ControllerServiceClient<Chann
     let clocks: BTreeMap<String, (f64, f64)> = {
         let c = lock(&collected);
         c.write(&p.dir, run.started_unix_ms as f64)?;
-        c.agents.iter().filter_map(|a| Some((a.agent.clone(), (a.clock_offset_ms?, a.offset_uncertainty_ms.unwrap_or(0.0))))).collect()
+        c.agents
+            .iter()
+            .filter_map(|a| {
+                Some((
+                    a.agent.clone(),
+                    (a.clock_offset_ms?, a.offset_uncertainty_ms.unwrap_or(0.0)),
+                ))
+            })
+            .collect()
     };
     let mut timeline = lock(&timeline).clone();
     timeline.sort_by_key(|t| t.index);
-    let placed: Vec<Vec<OnRunClock>> = timeline.iter().map(|t| t.parts.iter().map(|p| p.on_run_clock(&clocks, run.started_unix_ms as f64)).collect()).collect();
+    let placed: Vec<Vec<OnRunClock>> = timeline
+        .iter()
+        .map(|t| {
+            t.parts.iter().map(|p| p.on_run_clock(&clocks, run.started_unix_ms as f64)).collect()
+        })
+        .collect();
     finish::finish(&p.scenario, &run, p.dir, &timeline, &placed, aborted)
 }
 
@@ -214,13 +256,27 @@ mod tests {
     fn a_part_is_placed_on_the_run_clock_by_its_agent_offset() {
         // The agent's clock runs 250 ms ahead of ours; the run started at 1_000_000 ms.
         let clocks = BTreeMap::from([("h1".to_owned(), (250.0, 0.3))]);
-        let p = Part { agent: "h1".into(), agent_fault_id: "f-1".into(), applied_ms: 1_004_250, reverted_ms: 1_006_750 };
+        let p = Part {
+            agent: "h1".into(),
+            agent_fault_id: "f-1".into(),
+            applied_ms: 1_004_250,
+            reverted_ms: 1_006_750,
+        };
         let clock = Some((250.0, 0.3));
-        assert_eq!(p.on_run_clock(&clocks, 1_000_000.0), OnRunClock { applied_s: Some(4.0), reverted_s: Some(6.5), clock });
+        assert_eq!(
+            p.on_run_clock(&clocks, 1_000_000.0),
+            OnRunClock { applied_s: Some(4.0), reverted_s: Some(6.5), clock }
+        );
         // Not reverted (kill, restart), or an agent whose offset was not measured.
         let once = Part { reverted_ms: 0, ..p.clone() };
-        assert_eq!(once.on_run_clock(&clocks, 1_000_000.0), OnRunClock { applied_s: Some(4.0), reverted_s: None, clock });
+        assert_eq!(
+            once.on_run_clock(&clocks, 1_000_000.0),
+            OnRunClock { applied_s: Some(4.0), reverted_s: None, clock }
+        );
         let unknown = Part { agent: "h2".into(), ..p };
-        assert_eq!(unknown.on_run_clock(&clocks, 1_000_000.0), OnRunClock { applied_s: None, reverted_s: None, clock: None });
+        assert_eq!(
+            unknown.on_run_clock(&clocks, 1_000_000.0),
+            OnRunClock { applied_s: None, reverted_s: None, clock: None }
+        );
     }
 }

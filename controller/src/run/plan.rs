@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
+use faultline_proto::controller::v1::{
+    self as pb, controller_service_client::ControllerServiceClient,
+};
 use tonic::transport::Channel;
 
 use super::{
-    RunArgs, files, slug,
+    RunArgs, files,
     scenario::{FaultRequest, Scenario},
-    utc_stamp,
+    slug, utc_stamp,
 };
 use crate::load::{LoadSpec, args::LoadArgs};
 
@@ -41,16 +43,38 @@ pub(super) async fn plan(args: &RunArgs, c: &mut ControllerServiceClient<Channel
     let (s, load) = tokio::task::spawn_blocking(move || -> Result<_> {
         let s = super::scenario::load_with(&file, files)?;
         let mut load_argv = s.load_args.clone();
-        load_argv.extend(["--duration".into(), format!("{}ms", s.total().as_millis()), "--json".into()]);
-        let load = LoadOnly::try_parse_from(&load_argv).map_err(|e| anyhow::anyhow!("{}: load: {}", file.display(), e.to_string().lines().next().unwrap_or("")))?.load.spec_with(files)?;
+        load_argv.extend([
+            "--duration".into(),
+            format!("{}ms", s.total().as_millis()),
+            "--json".into(),
+        ]);
+        let load = LoadOnly::try_parse_from(&load_argv)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: load: {}",
+                    file.display(),
+                    e.to_string().lines().next().unwrap_or("")
+                )
+            })?
+            .load
+            .spec_with(files)?;
         Ok((s, load))
     })
     .await??;
-    let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(crate::remote::explain)?.into_inner().agents;
+    let agents = c
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(crate::remote::explain)?
+        .into_inner()
+        .agents;
     let skipped = check_targets(&s, &args.scenario, &agents)?;
-    let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp())));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
-    std::fs::copy(&args.scenario, dir.join(files::SCENARIO_YAML)).with_context(|| format!("copying {}", args.scenario.display()))?;
+    let dir = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("{}-{}", slug(&s.name), utc_stamp()))
+    });
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the run directory {}", dir.display()))?;
+    std::fs::copy(&args.scenario, dir.join(files::SCENARIO_YAML))
+        .with_context(|| format!("copying {}", args.scenario.display()))?;
     eprintln!(
         "run {}: {} s ({} warmup, {} baseline, {} fault, {} recovery), {} faults, into {}",
         s.name,
@@ -77,36 +101,63 @@ fn check_targets(s: &Scenario, file: &Path, agents: &[pb::Agent]) -> Result<Vec<
                 let t = r.target.clone().unwrap_or_default();
                 (t.selector, t.agents, r.spec.as_ref())
             }
-            FaultRequest::Partition(p) => (p.selector.clone(), if p.node.is_empty() { vec![] } else { vec![p.node.clone()] }, None),
+            FaultRequest::Partition(p) => (
+                p.selector.clone(),
+                if p.node.is_empty() { vec![] } else { vec![p.node.clone()] },
+                None,
+            ),
         };
-        let sel = crate::targeting::parse_selector(&selector).map_err(|e| anyhow::anyhow!("{}: faults[{}]: {e}", file.display(), f.index))?;
+        let sel = crate::targeting::parse_selector(&selector)
+            .map_err(|e| anyhow::anyhow!("{}: faults[{}]: {e}", file.display(), f.index))?;
         for n in &named {
             if !agents.iter().any(|a| &a.name == n) {
-                bail!("{}: faults[{}]: no agent {n:?} (agents: {})", file.display(), f.index, names.join("; "));
+                bail!(
+                    "{}: faults[{}]: no agent {n:?} (agents: {})",
+                    file.display(),
+                    f.index,
+                    names.join("; ")
+                );
             }
         }
         let chosen: Vec<&pb::Agent> = if named.is_empty() || spec.is_none() {
-            agents.iter().filter(|a| crate::targeting::selector_matches(&sel, |k| a.labels.get(k))).collect()
+            agents
+                .iter()
+                .filter(|a| crate::targeting::selector_matches(&sel, |k| a.labels.get(k)))
+                .collect()
         } else {
             agents.iter().filter(|a| named.contains(&a.name)).collect()
         };
         if chosen.is_empty() {
-            bail!("{}: faults[{}]: selector {selector:?} matches no agent (agents: {})", file.display(), f.index, names.join("; "));
+            bail!(
+                "{}: faults[{}]: selector {selector:?} matches no agent (agents: {})",
+                file.display(),
+                f.index,
+                names.join("; ")
+            );
         }
         // A partition cuts with the eBPF classifier on every agent it involves.
         let lacking = chosen.iter().find_map(|a| {
             let probes = a.capabilities.as_ref().map(|c| c.probes.as_slice()).unwrap_or_default();
-            let partition = faultline_proto::agent::v1::FaultSpec { kind: Some(faultline_proto::agent::v1::fault_spec::Kind::Partition(faultline_proto::agent::v1::Partition {})), ..Default::default() };
+            let partition = faultline_proto::agent::v1::FaultSpec {
+                kind: Some(faultline_proto::agent::v1::fault_spec::Kind::Partition(
+                    faultline_proto::agent::v1::Partition {},
+                )),
+                ..Default::default()
+            };
             faultline_proto::doctor::missing(spec.unwrap_or(&partition), probes).map(|cap| (a, cap))
         });
         if let Some((a, cap)) = lacking {
             let why = format!("agent {} (kernel {}) lacks {cap}", a.name, a.kernel_release);
             if !f.optional {
-                bail!("{}: faults[{}] ({}): {why}; mark the fault `optional: true` to run the scenario without it on such agents", file.display(), f.index, f.describe);
+                bail!(
+                    "{}: faults[{}] ({}): {why}; mark the fault `optional: true` to run the scenario without it on such agents",
+                    file.display(),
+                    f.index,
+                    f.describe
+                );
             }
             skip.push((f.index, why));
         }
     }
     Ok(skip)
 }
-

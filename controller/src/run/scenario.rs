@@ -150,7 +150,12 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
     let (op_at, less) = match (s.find('<'), s.find('>')) {
         (Some(i), None) => (i, true),
         (None, Some(i)) => (i, false),
-        _ => return Err(format!("{} is not METRIC < VALUE or METRIC > VALUE", faultline_proto::quote(s))),
+        _ => {
+            return Err(format!(
+                "{} is not METRIC < VALUE or METRIC > VALUE",
+                faultline_proto::quote(s)
+            ));
+        }
     };
     let (m, v) = (s[..op_at].trim(), s[op_at + 1..].trim());
     let metric = match m {
@@ -159,19 +164,35 @@ pub fn parse_condition(s: &str) -> Result<Condition, String> {
         "p99" => Metric::P99,
         "error_rate" => Metric::ErrorRate,
         "rate" => Metric::Rate,
-        other => return Err(format!("{s:?}: unknown metric {other:?} (p50, p90, p99, error_rate, rate)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown metric {other:?} (p50, p90, p99, error_rate, rate)"
+            ));
+        }
     };
     let value = match metric {
-        Metric::P50 | Metric::P90 | Metric::P99 => units::duration(v).map_err(|e| format!("{s:?}: {e}"))?.as_secs_f64() * 1000.0,
+        Metric::P50 | Metric::P90 | Metric::P99 => {
+            units::duration(v).map_err(|e| format!("{s:?}: {e}"))?.as_secs_f64() * 1000.0
+        }
         Metric::ErrorRate => units::percent(v).map_err(|e| format!("{s:?}: {e}"))? / 100.0,
-        Metric::Rate => v.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0).ok_or_else(|| format!("{}: {} is not requests per second (a number >= 0)", faultline_proto::quote(s), faultline_proto::quote(v)))?,
+        Metric::Rate => {
+            v.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0).ok_or_else(|| {
+                format!(
+                    "{}: {} is not requests per second (a number >= 0)",
+                    faultline_proto::quote(s),
+                    faultline_proto::quote(v)
+                )
+            })?
+        }
     };
     Ok(Condition { metric, less, value, text: s.trim().to_owned() })
 }
 
 fn parse_guardrail(s: &str) -> Result<Guardrail, String> {
     // "error_rate > 50% for 5s"
-    let (cond, secs) = s.rsplit_once(" for ").ok_or_else(|| format!("{s:?} is not CONDITION for DURATION (e.g. error_rate > 50% for 5s)"))?;
+    let (cond, secs) = s.rsplit_once(" for ").ok_or_else(|| {
+        format!("{s:?} is not CONDITION for DURATION (e.g. error_rate > 50% for 5s)")
+    })?;
     let d = units::duration(secs.trim()).map_err(|e| format!("{s:?}: {e}"))?;
     let seconds = d.as_secs() as u32;
     if seconds == 0 || d.subsec_nanos() != 0 {
@@ -209,10 +230,21 @@ struct LoadFlags {
 /// A scenario's `load:` as `faultline load` arguments: `target` (one URL or a list) first,
 /// then every other key as its flag (`connections: 8` is `--connections 8`, a list repeats
 /// the flag, `true` is the bare flag). `body: @FILE` is read relative to the scenario.
-fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path, files: Files) -> Result<Vec<String>, FieldError> {
+fn load_argv(
+    load: &BTreeMap<String, serde_norway::Value>,
+    dir: &Path,
+    files: Files,
+) -> Result<Vec<String>, FieldError> {
     let mut argv = match load.get("target") {
-        Some(serde_norway::Value::Sequence(urls)) => urls.iter().map(scalar).collect::<Option<Vec<_>>>().ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
-        Some(v) => vec![scalar(v).ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?],
+        Some(serde_norway::Value::Sequence(urls)) => urls
+            .iter()
+            .map(scalar)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
+        Some(v) => vec![
+            scalar(v)
+                .ok_or_else(|| bad("target".to_owned(), "a URL or a list of URLs".to_owned()))?,
+        ],
         None => return Err(bad("target".into(), "required: the URL to send load to".into())),
     };
     match load.get("rate").map(scalar) {
@@ -223,9 +255,21 @@ fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path, files: Fi
     for (k, v) in load {
         match k.as_str() {
             "target" => continue,
-            "duration" => return Err(bad(k.clone(), "set by the phases (the load runs through all of them)".into())),
-            "out" | "json" => return Err(bad(k.clone(), "the run writes its own directory".into())),
-            "concurrency" => return Err(bad(k.clone(), "scenarios run open-loop load (rate), not closed loop".into())),
+            "duration" => {
+                return Err(bad(
+                    k.clone(),
+                    "set by the phases (the load runs through all of them)".into(),
+                ));
+            }
+            "out" | "json" => {
+                return Err(bad(k.clone(), "the run writes its own directory".into()));
+            }
+            "concurrency" => {
+                return Err(bad(
+                    k.clone(),
+                    "scenarios run open-loop load (rate), not closed loop".into(),
+                ));
+            }
             _ => {}
         }
         let flag = format!("--{}", k.replace('_', "-"));
@@ -233,9 +277,19 @@ fn load_argv(load: &BTreeMap<String, serde_norway::Value>, dir: &Path, files: Fi
             let s = scalar(v).ok_or_else(|| bad(k.clone(), "a plain value".to_owned()))?;
             // A body file is the scenario's neighbour, wherever the run starts.
             Ok(match s.strip_prefix('@') {
-                Some(file) if k == "body" && files == Files::Local && !Path::new(file).is_absolute() => format!("@{}", dir.join(file).display()),
+                Some(file)
+                    if k == "body" && files == Files::Local && !Path::new(file).is_absolute() =>
+                {
+                    format!("@{}", dir.join(file).display())
+                }
                 // Relative to the scenario too, but never inline PEM text.
-                None if k == "cacert" && files == Files::Local && !crate::load::tls::is_inline_pem(Path::new(&s)) && !Path::new(&s).is_absolute() => dir.join(&s).display().to_string(),
+                None if k == "cacert"
+                    && files == Files::Local
+                    && !crate::load::tls::is_inline_pem(Path::new(&s))
+                    && !Path::new(&s).is_absolute() =>
+                {
+                    dir.join(&s).display().to_string()
+                }
                 _ => s,
             })
         };
@@ -277,28 +331,68 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// A list setting written either way: `a,b` or a YAML list of scalars.
 fn words(entry: &BTreeMap<String, serde_norway::Value>, key: &str) -> Result<Vec<String>, String> {
-    let all = |v: Vec<String>| v.into_iter().flat_map(|w| w.split(',').map(|x| x.trim().to_owned()).collect::<Vec<_>>()).filter(|w| !w.is_empty()).collect();
+    let all = |v: Vec<String>| {
+        v.into_iter()
+            .flat_map(|w| w.split(',').map(|x| x.trim().to_owned()).collect::<Vec<_>>())
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
     match entry.get(key) {
         None => Ok(Vec::new()),
-        Some(serde_norway::Value::Sequence(items)) => items.iter().map(|i| scalar(i).ok_or_else(|| "a list of words".to_owned())).collect::<Result<Vec<_>, _>>().map(all),
-        Some(v) => scalar(v).map(|w| all(vec![w])).ok_or_else(|| "a word, a comma-separated list, or a YAML list".to_owned()),
+        Some(serde_norway::Value::Sequence(items)) => items
+            .iter()
+            .map(|i| scalar(i).ok_or_else(|| "a list of words".to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(all),
+        Some(v) => scalar(v)
+            .map(|w| all(vec![w]))
+            .ok_or_else(|| "a word, a comma-separated list, or a YAML list".to_owned()),
     }
 }
 
 /// A `partition: SHAPE` entry, as `faultline partition` would take it.
-fn partition_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>, shape: &serde_norway::Value, at: Duration, length: Duration, optional: bool) -> Result<FaultPlan, FieldError> {
+fn partition_plan(
+    index: usize,
+    entry: &BTreeMap<String, serde_norway::Value>,
+    shape: &serde_norway::Value,
+    at: Duration,
+    length: Duration,
+    optional: bool,
+) -> Result<FaultPlan, FieldError> {
     let field = |k: &str| format!("faults[{index}].{k}");
-    let shape_name = scalar(shape).ok_or_else(|| bad(field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into()))?;
+    let shape_name = scalar(shape).ok_or_else(|| {
+        bad(field("partition"), "a shape: isolate, halves, majorities-ring, bridge, groups".into())
+    })?;
     let shape = match shape_name.as_str() {
         "isolate" => pb::Shape::Isolate,
         "halves" => pb::Shape::Halves,
         "majorities-ring" => pb::Shape::MajoritiesRing,
         "bridge" => pb::Shape::Bridge,
         "groups" => pb::Shape::Groups,
-        other => return Err(bad(field("partition"), format!("unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"))),
+        other => {
+            return Err(bad(
+                field("partition"),
+                format!(
+                    "unknown shape {other:?} (isolate, halves, majorities-ring, bridge, groups)"
+                ),
+            ));
+        }
     };
     for k in entry.keys() {
-        if !["at", "for", "optional", "partition", "node", "select", "groups", "rest", "container_select", "containers"].contains(&k.as_str()) {
+        if ![
+            "at",
+            "for",
+            "optional",
+            "partition",
+            "node",
+            "select",
+            "groups",
+            "rest",
+            "container_select",
+            "containers",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(bad(field(k), "not a partition setting (node, select, groups, rest, container_select, containers)".into()));
         }
     }
@@ -307,7 +401,9 @@ fn partition_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>, s
         Some(serde_norway::Value::Sequence(gs)) => gs
             .iter()
             .map(|g| match g {
-                serde_norway::Value::Sequence(names) => Ok(pb::Group { agents: names.iter().filter_map(scalar).collect() }),
+                serde_norway::Value::Sequence(names) => {
+                    Ok(pb::Group { agents: names.iter().filter_map(scalar).collect() })
+                }
                 _ => Err(bad(field("groups"), "a list of lists of agent names".to_owned())),
             })
             .collect::<Result<_, _>>()?,
@@ -326,18 +422,32 @@ fn partition_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>, s
             Some(Some(r)) if r == "isolated" => pb::Rest::Isolated,
             Some(_) => return Err(bad(field("rest"), "untouched or isolated".into())),
         } as i32,
-        container_select: words(entry, "container_select").map_err(|e| bad(field("container_select"), e))?,
+        container_select: words(entry, "container_select")
+            .map_err(|e| bad(field("container_select"), e))?,
         containers: words(entry, "containers").map_err(|e| bad(field("containers"), e))?,
     };
-    let describe = format!("partition {shape_name}{}", if req.container_select.is_empty() && req.containers.is_empty() { "" } else { " of containers" });
+    let describe = format!(
+        "partition {shape_name}{}",
+        if req.container_select.is_empty() && req.containers.is_empty() {
+            ""
+        } else {
+            " of containers"
+        }
+    );
     Ok(FaultPlan { index, at, length, request: FaultRequest::Partition(req), describe, optional })
 }
 
 /// A fault entry as `fault apply` or `partition` would take it.
-fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Result<FaultPlan, FieldError> {
+fn fault_plan(
+    index: usize,
+    entry: &BTreeMap<String, serde_norway::Value>,
+) -> Result<FaultPlan, FieldError> {
     let field = |k: &str| format!("faults[{index}].{k}");
     let get_duration = |k: &str| -> Result<Duration, FieldError> {
-        let v = entry.get(k).and_then(scalar).ok_or_else(|| bad(field(k), "required (a duration such as 10s)".to_owned()))?;
+        let v = entry
+            .get(k)
+            .and_then(scalar)
+            .ok_or_else(|| bad(field(k), "required (a duration such as 10s)".to_owned()))?;
         units::duration(&v).map_err(|e| bad(field(k), e))
     };
     let at = get_duration("at")?;
@@ -353,7 +463,12 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
     if let Some(shape) = entry.get("partition") {
         return partition_plan(index, entry, shape, at, length, optional);
     }
-    let kind = entry.get("kind").and_then(scalar).ok_or_else(|| bad(field("kind"), "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned()))?;
+    let kind = entry.get("kind").and_then(scalar).ok_or_else(|| {
+        bad(
+            field("kind"),
+            "required: netem, bandwidth, drop, freeze, ... (or partition: SHAPE)".to_owned(),
+        )
+    })?;
     let mut settings = Vec::new();
     for (k, v) in entry {
         if ["at", "for", "kind", "optional"].contains(&k.as_str()) {
@@ -361,27 +476,54 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         }
         let setting = match v {
             serde_norway::Value::Bool(b) => Setting::Switch(*b),
-            serde_norway::Value::Sequence(items) => Setting::Values(items.iter().map(|i| scalar(i).ok_or_else(|| bad(field(k), "a list of plain values".to_owned()))).collect::<Result<_, _>>()?),
-            other => Setting::Value(scalar(other).ok_or_else(|| bad(field(k), "a plain value".to_owned()))?),
+            serde_norway::Value::Sequence(items) => Setting::Values(
+                items
+                    .iter()
+                    .map(|i| {
+                        scalar(i).ok_or_else(|| bad(field(k), "a list of plain values".to_owned()))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => Setting::Value(
+                scalar(other).ok_or_else(|| bad(field(k), "a plain value".to_owned()))?,
+            ),
         };
         settings.push((k.as_str(), setting));
     }
-    let (spec, target) = crate::faults::from_entry(&kind, settings.iter().map(|(k, v)| (*k, v)), Some(length + LEASE_MARGIN)).map_err(|e| {
+    let (spec, target) = crate::faults::from_entry(
+        &kind,
+        settings.iter().map(|(k, v)| (*k, v)),
+        Some(length + LEASE_MARGIN),
+    )
+    .map_err(|e| {
         let at = if e.field.is_empty() { format!("faults[{index}]") } else { field(&e.field) };
         // The lease is the scenario's: `for` plus a margin.
         bad(at, if e.field == "lease" { "set by `for`".to_owned() } else { e.problem })
     })?;
     // The report names the container a fault acted in, as the scenario named it.
-    let inside = spec.container.as_ref().map_or(String::new(), |c| match (c.name.is_empty(), c.select.is_empty()) {
-        (false, true) => format!(" in container {}", c.name),
-        (true, false) => format!(" in container {}", c.select.join(",")),
-        _ => format!(" in container {} {}", c.name, c.select.join(",")),
+    let inside = spec.container.as_ref().map_or(String::new(), |c| {
+        match (c.name.is_empty(), c.select.is_empty()) {
+            (false, true) => format!(" in container {}", c.name),
+            (true, false) => format!(" in container {}", c.select.join(",")),
+            _ => format!(" in container {} {}", c.name, c.select.join(",")),
+        }
     });
     // And the fault's own settings as the entry wrote them (20%, 256kbit, ^nginx$), so a
     // report row says what was done, not only its kind.
-    const TARGETING: [&str; 9] = ["select", "on", "mode", "count", "percent", "container", "container_select", "containers", "node"];
+    const TARGETING: [&str; 9] = [
+        "select",
+        "on",
+        "mode",
+        "count",
+        "percent",
+        "container",
+        "container_select",
+        "containers",
+        "node",
+    ];
     // What it does first, where last (a plot's shade shows the start of this).
-    let mut ordered: Vec<&(&str, Setting)> = settings.iter().filter(|(k, _)| !TARGETING.contains(k)).collect();
+    let mut ordered: Vec<&(&str, Setting)> =
+        settings.iter().filter(|(k, _)| !TARGETING.contains(k)).collect();
     ordered.sort_by_key(|(k, _)| ["interface", "direction"].contains(k));
     let own: Vec<String> = ordered
         .into_iter()
@@ -399,8 +541,21 @@ fn fault_plan(index: usize, entry: &BTreeMap<String, serde_norway::Value>) -> Re
         n if n > 120 => format!(" ({}…)", own.chars().take(119).collect::<String>()),
         _ => format!(" ({own})"),
     };
-    let describe = format!("{kind}{own}{inside}{}", if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) });
-    Ok(FaultPlan { index, at, length, request: FaultRequest::Apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }), describe, optional })
+    let describe = format!(
+        "{kind}{own}{inside}{}",
+        if target.selector.is_empty() { String::new() } else { format!(" on {}", target.selector) }
+    );
+    Ok(FaultPlan {
+        index,
+        at,
+        length,
+        request: FaultRequest::Apply(pb::ApplyFaultRequest {
+            target: Some(target),
+            spec: Some(spec),
+        }),
+        describe,
+        optional,
+    })
 }
 
 /// `text` cut to its first 300 bytes (on a character boundary), saying how long it was.
@@ -430,9 +585,17 @@ pub const MAX_FILE: u64 = 1024 * 1024;
 pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
     // Problems quote the file's values; a huge value must not make a huge error.
-    let err = |line: Option<usize>, field: &str, problem: String| ScenarioError { file: file.clone(), line, field: field.to_owned(), problem: shorten(problem) };
-    let bytes = crate::localfile::read(path, MAX_FILE, "file").map_err(|e| err(None, "file", e.trim_start_matches("file: ").to_owned()))?;
-    let text = String::from_utf8(bytes).map_err(|e| err(None, "file", format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
+    let err = |line: Option<usize>, field: &str, problem: String| ScenarioError {
+        file: file.clone(),
+        line,
+        field: field.to_owned(),
+        problem: shorten(problem),
+    };
+    let bytes = crate::localfile::read(path, MAX_FILE, "file")
+        .map_err(|e| err(None, "file", e.trim_start_matches("file: ").to_owned()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(None, "file", format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    })?;
     // Editors on some systems start a file with a byte-order mark; YAML has no use for it.
     let text = text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text);
     let de = serde_norway::Deserializer::from_str(&text);
@@ -445,20 +608,34 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
         let problem = problem.split(" at line ").next().unwrap_or(&problem).to_owned();
         err(line, &field, problem)
     })?;
-    let line_of = |key: &str| text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1);
-    let dur = |key: &str, v: &str| units::duration(v).map_err(|e| err(line_of(key), &format!("phases.{key}"), e));
+    let line_of = |key: &str| {
+        text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
+    };
+    let dur = |key: &str, v: &str| {
+        units::duration(v).map_err(|e| err(line_of(key), &format!("phases.{key}"), e))
+    };
     let warmup = dur("warmup", &f.phases.warmup)?;
     let baseline = dur("baseline", &f.phases.baseline)?;
     let fault = dur("fault", &f.phases.fault)?;
     let recovery = dur("recovery", &f.phases.recovery)?;
     for (k, d) in [("baseline", baseline), ("fault", fault), ("recovery", recovery)] {
         if d < Duration::from_secs(1) {
-            return Err(err(line_of(k), &format!("phases.{k}"), "at least 1s: the analysis works in whole seconds".into()));
+            return Err(err(
+                line_of(k),
+                &format!("phases.{k}"),
+                "at least 1s: the analysis works in whole seconds".into(),
+            ));
         }
     }
     // A list of conditions under the top-level `key`, each error at its own line.
     let conditions = |key: &str, list: &[String]| -> Result<Vec<Condition>, ScenarioError> {
-        list.iter().enumerate().map(|(i, h)| parse_condition(h).map_err(|e| err(list_item_line(&text, key, i), &format!("{key}[{i}]"), e))).collect()
+        list.iter()
+            .enumerate()
+            .map(|(i, h)| {
+                parse_condition(h)
+                    .map_err(|e| err(list_item_line(&text, key, i), &format!("{key}[{i}]"), e))
+            })
+            .collect()
     };
     let hypothesis = conditions("hypothesis", &f.hypothesis)?;
     let during = conditions("during", &f.during)?;
@@ -466,40 +643,77 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
         .guardrails
         .iter()
         .enumerate()
-        .map(|(i, g)| parse_guardrail(g).map_err(|e| err(list_item_line(&text, "guardrails", i), &format!("guardrails[{i}]"), e)))
+        .map(|(i, g)| {
+            parse_guardrail(g).map_err(|e| {
+                err(list_item_line(&text, "guardrails", i), &format!("guardrails[{i}]"), e)
+            })
+        })
         .collect::<Result<_, _>>()?;
     let mut faults = Vec::new();
     for (i, entry) in f.faults.iter().enumerate() {
-        let plan = fault_plan(i, entry).map_err(|FieldError { field, problem }| err(list_item_line(&text, "faults", i), &field, problem))?;
+        let plan = fault_plan(i, entry).map_err(|FieldError { field, problem }| {
+            err(list_item_line(&text, "faults", i), &field, problem)
+        })?;
         if plan.at.checked_add(plan.length).is_none_or(|end| end > fault) {
             return Err(err(
                 list_item_line(&text, "faults", i),
                 &format!("faults[{i}]"),
-                format!("at {:?} + for {:?} ends after the fault phase ({fault:?}); the recovery phase must be fault-free", plan.at, plan.length),
+                format!(
+                    "at {:?} + for {:?} ends after the fault phase ({fault:?}); the recovery phase must be fault-free",
+                    plan.at, plan.length
+                ),
             ));
         }
         faults.push(plan);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let load_args = load_argv(&f.load, dir, files).map_err(|FieldError { field: key, problem }| err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem))?;
+    let load_args =
+        load_argv(&f.load, dir, files).map_err(|FieldError { field: key, problem }| {
+            err(line_of(&key).or_else(|| line_of("load")), &format!("load.{key}"), problem)
+        })?;
     // Checked now by `faultline load`'s own parser and checks, not after connecting.
     let mut argv = load_args.clone();
-    argv.extend(["--duration".into(), format!("{}ms", (warmup + baseline + fault + recovery).as_millis())]);
+    argv.extend([
+        "--duration".into(),
+        format!("{}ms", (warmup + baseline + fault + recovery).as_millis()),
+    ]);
     let parsed = LoadFlags::try_parse_from(&argv).map_err(|e| {
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ").to_owned();
         // clap names the flag; say it the way the file does.
-        let key = first.split("'--").nth(1).and_then(|r| r.split([' ', '\'', '<']).next()).map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_")));
+        let key = first
+            .split("'--")
+            .nth(1)
+            .and_then(|r| r.split([' ', '\'', '<']).next())
+            .map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_")));
         err(line_of("load"), &key, first.replace("--", ""))
     })?;
     parsed.load.spec_with(files).map_err(|e| {
         let problem = format!("{e:#}").replace("--", "");
         // The load's checks start with the flag they are about ("connections: at least 1").
-        let key = problem.split_once(':').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let key = problem.split_once(':').map(|(k, _)| k.trim()).filter(|k| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
         let line = key.and_then(|k| line_of(&k.replace('-', "_"))).or_else(|| line_of("load"));
-        err(line, &key.map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_"))), problem)
+        err(
+            line,
+            &key.map_or("load".to_owned(), |k| format!("load.{}", k.replace('-', "_"))),
+            problem,
+        )
     })?;
-    Ok(Scenario { name: f.name, description: f.description, load_args, hypothesis, during, warmup, baseline, fault, recovery, faults, guardrails })
+    Ok(Scenario {
+        name: f.name,
+        description: f.description,
+        load_args,
+        hypothesis,
+        during,
+        warmup,
+        baseline,
+        fault,
+        recovery,
+        faults,
+        guardrails,
+    })
 }
 
 #[cfg(test)]
@@ -507,12 +721,35 @@ mod tests {
     use super::*;
     use faultline_proto::agent::v1 as apb;
 
-    fn write(text: &str) -> std::path::PathBuf {
+    /// A scenario file of a test, removed when the test is done with it.
+    struct Scratch(std::path::PathBuf);
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl AsRef<Path> for Scratch {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn write(text: &str) -> Scratch {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("faultline-scenario-{}-{}.yaml", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "faultline-scenario-{}-{}.yaml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(&p, text).unwrap();
-        p
+        Scratch(p)
     }
 
     const GOOD: &str = "name: db drop
@@ -547,14 +784,19 @@ guardrails:
         let s = load(&write(GOOD)).unwrap();
         assert_eq!(s.total(), Duration::from_secs(42));
         assert_eq!(s.fault_start(), Duration::from_secs(12));
-        assert_eq!(s.hypothesis[0], Condition { metric: Metric::P99, less: true, value: 200.0, text: "p99 < 200ms".into() });
+        assert_eq!(
+            s.hypothesis[0],
+            Condition { metric: Metric::P99, less: true, value: 200.0, text: "p99 < 200ms".into() }
+        );
         assert!((s.hypothesis[1].value - 0.01).abs() < 1e-12);
         assert_eq!(s.guardrails[0].seconds, 5);
         let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
         assert_eq!(r.target.as_ref().unwrap().selector, "role=db");
         let spec = r.spec.as_ref().unwrap();
         assert_eq!((spec.interface.as_str(), spec.lease_ms), ("eth0", 12_000));
-        assert!(matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 100.0).abs() < 1e-9));
+        assert!(
+            matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 100.0).abs() < 1e-9)
+        );
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
         assert_eq!((p.node.as_str(), p.lease_ms), ("h1", 12_000));
         assert_eq!(s.load_args, ["http://10.0.0.5:8080/", "--rate", "200"]);
@@ -563,12 +805,22 @@ guardrails:
     /// Issue 14: a fault entry names a container as `fault apply` does.
     #[test]
     fn a_fault_entry_can_act_in_a_container() {
-        let text = GOOD.replace("    interface: eth0\n", "    container_select: com.docker.compose.service=db\n");
+        let text = GOOD.replace(
+            "    interface: eth0\n",
+            "    container_select: com.docker.compose.service=db\n",
+        );
         let s = load(&write(&text)).unwrap();
         let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
         let spec = r.spec.as_ref().unwrap();
-        assert_eq!((spec.interface.as_str(), spec.container.as_ref().unwrap().select.as_slice()), ("", &["com.docker.compose.service=db".to_owned()][..]));
-        assert_eq!(s.faults[0].describe, "drop (loss 100%) in container com.docker.compose.service=db on role=db", "the report names the container and the settings");
+        assert_eq!(
+            (spec.interface.as_str(), spec.container.as_ref().unwrap().select.as_slice()),
+            ("", &["com.docker.compose.service=db".to_owned()][..])
+        );
+        assert_eq!(
+            s.faults[0].describe,
+            "drop (loss 100%) in container com.docker.compose.service=db on role=db",
+            "the report names the container and the settings"
+        );
     }
 
     /// Issue 14: a partition entry cuts containers, named as the CLI names them.
@@ -577,9 +829,16 @@ guardrails:
         let text = GOOD.replace("    partition: isolate\n    node: h1\n", "    partition: groups\n    container_select: com.docker.compose.project=shop\n    containers: [web, redis]\n    groups: [[web], [redis]]\n");
         let s = load(&write(&text)).unwrap();
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
-        assert_eq!((p.container_select.as_slice(), p.containers.as_slice()), (&["com.docker.compose.project=shop".to_owned()][..], &["web".to_owned(), "redis".to_owned()][..]));
+        assert_eq!(
+            (p.container_select.as_slice(), p.containers.as_slice()),
+            (
+                &["com.docker.compose.project=shop".to_owned()][..],
+                &["web".to_owned(), "redis".to_owned()][..]
+            )
+        );
         assert_eq!(s.faults[1].describe, "partition groups of containers");
-        let e = load(&write(&text.replace("containers: [web, redis]", "containers: {web: 1}"))).unwrap_err();
+        let e = load(&write(&text.replace("containers: [web, redis]", "containers: {web: 1}")))
+            .unwrap_err();
         assert_eq!(e.field, "faults[1].containers", "{e}");
     }
 
@@ -631,7 +890,12 @@ guardrails:
 
     #[test]
     fn optional_is_the_scenario_s_not_a_fault_flag() {
-        let s = load(&write(&GOOD.replace("    node: h1", "    node: h1\n    optional: true").replace("    kind: drop", "    kind: drop\n    optional: false"))).unwrap();
+        let s = load(&write(
+            &GOOD
+                .replace("    node: h1", "    node: h1\n    optional: true")
+                .replace("    kind: drop", "    kind: drop\n    optional: false"),
+        ))
+        .unwrap();
         assert_eq!((s.faults[0].optional, s.faults[1].optional), (false, true));
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
         assert_eq!(p.node, "h1");
@@ -642,16 +906,26 @@ guardrails:
     fn huge_and_odd_values_are_named_not_panics() {
         let bad = |from: &str, to: &str| load(&write(&GOOD.replace(from, to))).unwrap_err();
         assert_eq!(bad("  fault: 20s", "  fault: 99999999999999999999999s").field, "phases.fault");
-        assert_eq!(bad("    for: 10s\n    kind", "    for: 10000000000000000000s\n    kind").field, "faults[0].for");
+        assert_eq!(
+            bad("    for: 10s\n    kind", "    for: 10000000000000000000s\n    kind").field,
+            "faults[0].for"
+        );
         let e = bad("  - at: 0s", "  - at: 10000000000000000000s");
         assert_eq!(e.field, "faults[0].at");
-        assert_eq!(bad("error_rate > 50% for 5s", "error_rate > 50% for 5000000000s").field, "guardrails[0]");
+        assert_eq!(
+            bad("error_rate > 50% for 5s", "error_rate > 50% for 5000000000s").field,
+            "guardrails[0]"
+        );
         assert_eq!(bad("  - p99 < 200ms", "  - rate > nan").field, "hypothesis[0]");
         assert_eq!(bad("  rate: 200", "  rate: -5").field, "load.rate");
         assert_eq!(bad("  rate: 200", "  rate: .nan").field, "load.rate");
         assert_eq!(bad("  rate: 200", "  rate: 200\n  connections: 0").field, "load.connections");
         let e = bad("    loss: 100%", &format!("    loss: {}%", "9".repeat(100_000)));
-        assert!(e.to_string().len() < 400, "the error echoes the whole input: {} bytes", e.to_string().len());
+        assert!(
+            e.to_string().len() < 400,
+            "the error echoes the whole input: {} bytes",
+            e.to_string().len()
+        );
         // A byte-order mark is not part of the YAML.
         assert!(load(&write(&format!("\u{feff}{GOOD}"))).is_ok());
         let p = write("x");
@@ -663,7 +937,8 @@ guardrails:
     /// from a file next to the scenario), and `during:` states what must hold under faults.
     #[test]
     fn load_takes_every_load_flag_and_during_is_parsed() {
-        let dir = std::env::temp_dir().join(format!("faultline-scenario-body-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("faultline-scenario-body-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("req.json"), "{}").unwrap();
         let text = GOOD
@@ -675,7 +950,21 @@ guardrails:
         let body = format!("@{}", dir.join("req.json").display());
         assert_eq!(
             s.load_args,
-            ["http://10.0.0.5:8080/", "--body", &body, "--connections", "8", "--header", "content-type: application/json", "--header", "x-a: b", "--method", "POST", "--rate", "200"]
+            [
+                "http://10.0.0.5:8080/",
+                "--body",
+                &body,
+                "--connections",
+                "8",
+                "--header",
+                "content-type: application/json",
+                "--header",
+                "x-a: b",
+                "--method",
+                "POST",
+                "--rate",
+                "200"
+            ]
         );
         assert_eq!(s.during.len(), 1);
         assert_eq!(s.during[0].metric, Metric::ErrorRate);
@@ -693,7 +982,11 @@ guardrails:
     #[test]
     fn every_example_scenario_loads() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let examples = std::fs::read_dir(root.join("examples")).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml"));
+        let examples = std::fs::read_dir(root.join("examples"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"));
         for p in examples.chain([root.join("vagrant/lab.yaml")]) {
             load(&p).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
         }

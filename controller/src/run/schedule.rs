@@ -7,7 +7,9 @@ use std::{
     time::Instant,
 };
 
-use faultline_proto::controller::v1::{self as pb, controller_service_client::ControllerServiceClient};
+use faultline_proto::controller::v1::{
+    self as pb, controller_service_client::ControllerServiceClient,
+};
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
 
@@ -21,14 +23,28 @@ use super::{
 pub(super) type Stop = watch::Sender<Option<String>>;
 
 /// Starts one task per fault of the plan (a skipped fault is written down at once).
-pub(super) fn faults(p: &Plan, c: &ControllerServiceClient<Channel>, start: Instant, stop: &Stop, timeline: &Arc<Mutex<Vec<Timeline>>>) -> Vec<JoinHandle<()>> {
+pub(super) fn faults(
+    p: &Plan,
+    c: &ControllerServiceClient<Channel>,
+    start: Instant,
+    stop: &Stop,
+    timeline: &Arc<Mutex<Vec<Timeline>>>,
+) -> Vec<JoinHandle<()>> {
     let s = &p.scenario;
     let mut tasks = Vec::new();
     for f in s.faults.clone() {
         if let Some((_, why)) = p.skipped.iter().find(|(i, _)| *i == f.index) {
             eprintln!("fault {} ({}) skipped: {why}", f.index, f.describe);
             let at = (s.fault_start() + f.at).as_secs_f64();
-            let t = Timeline { index: f.index, describe: f.describe.clone(), planned_at: at, planned_end: at + f.length.as_secs_f64(), error: format!("skipped: {why}"), skipped: Some(why.clone()), ..Timeline::default() };
+            let t = Timeline {
+                index: f.index,
+                describe: f.describe.clone(),
+                planned_at: at,
+                planned_end: at + f.length.as_secs_f64(),
+                error: format!("skipped: {why}"),
+                skipped: Some(why.clone()),
+                ..Timeline::default()
+            };
             lock(timeline).push(t);
             continue;
         }
@@ -39,11 +55,24 @@ pub(super) fn faults(p: &Plan, c: &ControllerServiceClient<Channel>, start: Inst
 }
 
 /// One fault's life: wait, apply, hold, revert (a kill or restart acts once).
-async fn fault(f: FaultPlan, mut c: ControllerServiceClient<Channel>, start: Instant, begin: Instant, stop_tx: Stop, timeline: Arc<Mutex<Vec<Timeline>>>) {
+async fn fault(
+    f: FaultPlan,
+    mut c: ControllerServiceClient<Channel>,
+    start: Instant,
+    begin: Instant,
+    stop_tx: Stop,
+    timeline: Arc<Mutex<Vec<Timeline>>>,
+) {
     let end = begin + f.length;
     let secs_since = || Instant::now().saturating_duration_since(start).as_secs_f64();
     let mut stop = stop_tx.subscribe();
-    let mut t = Timeline { index: f.index, describe: f.describe.clone(), planned_at: (begin - start).as_secs_f64(), planned_end: (end - start).as_secs_f64(), ..Timeline::default() };
+    let mut t = Timeline {
+        index: f.index,
+        describe: f.describe.clone(),
+        planned_at: (begin - start).as_secs_f64(),
+        planned_end: (end - start).as_secs_f64(),
+        ..Timeline::default()
+    };
     tokio::select! {
         () = tokio::time::sleep_until(begin.into()) => {}
         _ = stop.wait_for(Option::is_some) => {
@@ -60,8 +89,23 @@ async fn fault(f: FaultPlan, mut c: ControllerServiceClient<Channel>, start: Ins
                 t.describe = format!("{}: {}", f.describe, fault.cut);
             }
             t.agents = fault.placements.iter().map(|p| p.agent.clone()).collect();
-            t.parts = fault.placements.iter().map(|p| Part { agent: p.agent.clone(), agent_fault_id: p.agent_fault_id.clone(), applied_ms: p.applied_at_unix_ms, reverted_ms: 0 }).collect();
-            eprintln!("[{:>6.1}s] fault {} applied: {} on {}", t.applied_at.unwrap_or(0.0), t.id, f.describe, t.agents.join(","));
+            t.parts = fault
+                .placements
+                .iter()
+                .map(|p| Part {
+                    agent: p.agent.clone(),
+                    agent_fault_id: p.agent_fault_id.clone(),
+                    applied_ms: p.applied_at_unix_ms,
+                    reverted_ms: 0,
+                })
+                .collect();
+            eprintln!(
+                "[{:>6.1}s] fault {} applied: {} on {}",
+                t.applied_at.unwrap_or(0.0),
+                t.id,
+                f.describe,
+                t.agents.join(",")
+            );
             tokio::select! {
                 () = tokio::time::sleep_until(end.into()) => {}
                 _ = stop.wait_for(Option::is_some) => {}
@@ -69,7 +113,10 @@ async fn fault(f: FaultPlan, mut c: ControllerServiceClient<Channel>, start: Ins
             // Kill and restart act once; everything else is reverted here (its lease
             // would end it anyway, a moment later).
             if fault.id != faultline_proto::ONE_SHOT_ID {
-                match c.revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false }).await {
+                match c
+                    .revert_fault(pb::RevertFaultRequest { id: fault.id.clone(), all: false })
+                    .await
+                {
                     Ok(r) => {
                         for a in r.into_inner().agents {
                             if let Some(p) = t.parts.iter_mut().find(|p| p.agent == a.agent) {
@@ -86,13 +133,19 @@ async fn fault(f: FaultPlan, mut c: ControllerServiceClient<Channel>, start: Ins
         }
         Err(e) => {
             t.error = format!("{:?}: {}", e.code(), e.message());
-            let _ = stop_tx.send(Some(format!("faults[{}] ({}) could not be applied: {}", f.index, f.describe, t.error)));
+            let _ = stop_tx.send(Some(format!(
+                "faults[{}] ({}) could not be applied: {}",
+                f.index, f.describe, t.error
+            )));
         }
     }
     lock(&timeline).push(t);
 }
 
-async fn apply(c: &mut ControllerServiceClient<Channel>, f: &FaultPlan) -> Result<pb::ControllerFault, tonic::Status> {
+async fn apply(
+    c: &mut ControllerServiceClient<Channel>,
+    f: &FaultPlan,
+) -> Result<pb::ControllerFault, tonic::Status> {
     let r = match &f.request {
         FaultRequest::Apply(r) => c.apply_fault(r.clone()).await?,
         FaultRequest::Partition(p) => c.partition(p.clone()).await?,
@@ -108,7 +161,11 @@ pub(super) async fn stopped(mut stop: watch::Receiver<Option<String>>) {
 
 /// Ends every fault task (each reverts its fault on stop) and waits for them; returns
 /// why the run was cut short, if it was.
-pub(super) async fn stop_all(stop: &Stop, interrupted: bool, tasks: Vec<JoinHandle<()>>) -> Option<String> {
+pub(super) async fn stop_all(
+    stop: &Stop,
+    interrupted: bool,
+    tasks: Vec<JoinHandle<()>>,
+) -> Option<String> {
     if interrupted && stop.borrow().is_none() {
         let _ = stop.send(Some("interrupted (Ctrl-C)".into()));
     }

@@ -12,7 +12,10 @@ pub struct TargetingError {
 }
 
 /// Whether labels (looked up by `label`) carry every key=value of a parsed selector.
-pub fn selector_matches<'a>(selector: &[(String, String)], label: impl Fn(&str) -> Option<&'a String>) -> bool {
+pub fn selector_matches<'a>(
+    selector: &[(String, String)],
+    label: impl Fn(&str) -> Option<&'a String>,
+) -> bool {
     selector.iter().all(|(k, v)| label(k) == Some(v))
 }
 
@@ -25,7 +28,10 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, TargetingError> 
             p.split_once('=')
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| TargetingError { field: "target.selector", reason: format!("{} is not key=value", faultline_proto::quote(p)) })
+                .ok_or_else(|| TargetingError {
+                    field: "target.selector",
+                    reason: format!("{} is not key=value", faultline_proto::quote(p)),
+                })
         })
         .collect()
 }
@@ -36,7 +42,10 @@ mod tests {
 
     #[test]
     fn selectors_parse_and_bad_ones_name_the_field() {
-        assert_eq!(parse_selector("role=db, zone=a").unwrap(), vec![("role".into(), "db".into()), ("zone".into(), "a".into())]);
+        assert_eq!(
+            parse_selector("role=db, zone=a").unwrap(),
+            vec![("role".into(), "db".into()), ("zone".into(), "a".into())]
+        );
         assert!(parse_selector("").unwrap().is_empty());
         let e = parse_selector("role").unwrap_err();
         assert!(e.to_string().starts_with("target.selector"));

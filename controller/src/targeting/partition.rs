@@ -22,13 +22,23 @@ pub fn shuffle<T>(v: &mut [T], mut seed: u64) {
 /// shapes that use it (isolate, bridge) and `--group` for shape groups only: a flag a shape
 /// would ignore is refused. With shape groups, an agent named in no group keeps every
 /// connection unless `rest_isolated` (then it is cut from every other agent).
-pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, seed: u64, rest_isolated: bool) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+pub fn cut(
+    names: &[String],
+    shape: Shape,
+    groups: &[Vec<String>],
+    node: &str,
+    seed: u64,
+    rest_isolated: bool,
+) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
     let n = names.len();
     if n < 2 {
         return Err(format!("selector: a partition needs at least 2 agents, {n} selected"));
     }
     if !node.is_empty() && !matches!(shape, Shape::Isolate | Shape::Bridge) {
-        return Err(format!("node: the {} shape picks its own sides; --node is for isolate and bridge", shape.as_str_name().to_ascii_lowercase()));
+        return Err(format!(
+            "node: the {} shape picks its own sides; --node is for isolate and bridge",
+            shape.as_str_name().to_ascii_lowercase()
+        ));
     }
     if !groups.is_empty() && shape != Shape::Groups {
         return Err("groups: --group is for the groups shape".into());
@@ -42,7 +52,11 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
         if node.is_empty() {
             return Ok(order[0].clone());
         }
-        if names.iter().any(|x| x == node) { Ok(node.to_owned()) } else { Err(format!("node: {node:?} is not among the selected agents {names:?} ({what})")) }
+        if names.iter().any(|x| x == node) {
+            Ok(node.to_owned())
+        } else {
+            Err(format!("node: {node:?} is not among the selected agents {names:?} ({what})"))
+        }
     };
     let groups: Vec<Vec<String>> = match shape {
         Shape::Groups => {
@@ -52,18 +66,34 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
             for g in groups {
                 for a in g {
                     if !names.contains(a) {
-                        return Err(format!("groups: {} is not among the selected agents {names:?}", faultline_proto::quote(a)));
+                        return Err(format!(
+                            "groups: {} is not among the selected agents {names:?}",
+                            faultline_proto::quote(a)
+                        ));
                     }
                 }
             }
-            let rest: Vec<&String> = names.iter().filter(|a| !groups.iter().any(|g| g.contains(a))).collect();
+            let rest: Vec<&String> =
+                names.iter().filter(|a| !groups.iter().any(|g| g.contains(a))).collect();
             if rest_isolated {
                 groups.iter().cloned().chain(rest.into_iter().map(|a| vec![a.clone()])).collect()
             } else {
                 // Untouched: in no cut, on either side.
                 let mut out = BTreeMap::new();
                 for a in names {
-                    let blocked = if rest.contains(&a) { BTreeSet::new() } else { names.iter().filter(|b| !rest.contains(b) && *b != a && !groups.iter().any(|g| g.contains(a) && g.contains(b))).cloned().collect() };
+                    let blocked = if rest.contains(&a) {
+                        BTreeSet::new()
+                    } else {
+                        names
+                            .iter()
+                            .filter(|b| {
+                                !rest.contains(b)
+                                    && *b != a
+                                    && !groups.iter().any(|g| g.contains(a) && g.contains(b))
+                            })
+                            .cloned()
+                            .collect()
+                    };
                     out.insert(a.clone(), blocked);
                 }
                 return Ok(out);
@@ -88,22 +118,34 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
         }
         Shape::MajoritiesRing => {
             if n < 5 {
-                return Err(format!("shape: a majorities ring needs at least 5 agents (with fewer every majority is the same), {n} selected"));
+                return Err(format!(
+                    "shape: a majorities ring needs at least 5 agents (with fewer every majority is the same), {n} selected"
+                ));
             }
             // Each agent sees itself and its nearest neighbours on a ring, a bare majority.
             let majority = n / 2 + 1;
             let reach = (majority - 1).div_ceil(2);
             let mut out = BTreeMap::new();
             for (i, a) in order.iter().enumerate() {
-                let sees: BTreeSet<String> = (0..n).filter(|j| ring_distance(i, *j, n) <= reach).map(|j| order[j].clone()).collect();
-                out.insert(a.clone(), names.iter().filter(|b| !sees.contains(*b)).cloned().collect());
+                let sees: BTreeSet<String> = (0..n)
+                    .filter(|j| ring_distance(i, *j, n) <= reach)
+                    .map(|j| order[j].clone())
+                    .collect();
+                out.insert(
+                    a.clone(),
+                    names.iter().filter(|b| !sees.contains(*b)).cloned().collect(),
+                );
             }
             return Ok(out);
         }
     };
     let mut out = BTreeMap::new();
     for a in names {
-        let blocked: BTreeSet<String> = names.iter().filter(|b| *b != a && !groups.iter().any(|g| g.contains(a) && g.contains(b))).cloned().collect();
+        let blocked: BTreeSet<String> = names
+            .iter()
+            .filter(|b| *b != a && !groups.iter().any(|g| g.contains(a) && g.contains(b)))
+            .cloned()
+            .collect();
         out.insert(a.clone(), blocked);
     }
     Ok(out)
@@ -113,10 +155,16 @@ pub fn cut(names: &[String], shape: Shape, groups: &[Vec<String>], node: &str, s
 /// ("h2 | h3 (h1 untouched)", a bridge too), or, where the shape has no sides (a
 /// majorities ring), the pairs that cannot reach each other ("h1-h3, h2-h4").
 pub fn describe(cut: &BTreeMap<String, BTreeSet<String>>) -> String {
-    let untouched: Vec<&String> = cut.iter().filter(|(a, b)| b.is_empty() && !cut.values().any(|o| o.contains(*a))).map(|(a, _)| a).collect();
+    let untouched: Vec<&String> = cut
+        .iter()
+        .filter(|(a, b)| b.is_empty() && !cut.values().any(|o| o.contains(*a)))
+        .map(|(a, _)| a)
+        .collect();
     let all: BTreeSet<&String> = cut.keys().filter(|a| !untouched.contains(a)).collect();
     // Sides exist when "can reach" is an equivalence: each agent reaches exactly its side.
-    let side = |a: &String| -> BTreeSet<&String> { all.iter().copied().filter(|b| *b == a || !cut[a].contains(*b)).collect() };
+    let side = |a: &String| -> BTreeSet<&String> {
+        all.iter().copied().filter(|b| *b == a || !cut[a].contains(*b)).collect()
+    };
     let mut sides: Vec<BTreeSet<&String>> = Vec::new();
     let mut consistent = true;
     for a in &all {
@@ -129,10 +177,22 @@ pub fn describe(cut: &BTreeMap<String, BTreeSet<String>>) -> String {
             sides.push(s);
         }
     }
-    let rest = if untouched.is_empty() { String::new() } else { format!(" ({} untouched)", untouched.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")) };
+    let rest = if untouched.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} untouched)",
+            untouched.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")
+        )
+    };
     if consistent {
         sides.sort_by_key(|s| (s.len(), s.iter().next().map(|a| (*a).clone())));
-        return sides.iter().map(|s| s.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(" | ") + &rest;
+        return sides
+            .iter()
+            .map(|s| s.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(" | ")
+            + &rest;
     }
     let mut pairs = Vec::new();
     for (a, blocked) in cut {
@@ -182,10 +242,16 @@ fn in_network(net: IpAddr, len: u8, ip: IpAddr) -> bool {
 
 /// The interface whose network holds the peers (the path the cut must be made on).
 pub fn interface_towards(interfaces: &[Interface], peers: &[String]) -> Option<String> {
-    let peer_ips: Vec<IpAddr> = peers.iter().filter_map(|p| parse_cidr(p).map(|(ip, _)| ip)).collect();
+    let peer_ips: Vec<IpAddr> =
+        peers.iter().filter_map(|p| parse_cidr(p).map(|(ip, _)| ip)).collect();
     interfaces
         .iter()
-        .find(|i| i.addresses.iter().filter_map(|a| parse_cidr(a)).any(|(net, len)| peer_ips.iter().any(|p| in_network(net, len, *p))))
+        .find(|i| {
+            i.addresses
+                .iter()
+                .filter_map(|a| parse_cidr(a))
+                .any(|(net, len)| peer_ips.iter().any(|p| in_network(net, len, *p)))
+        })
         .map(|i| i.name.clone())
 }
 
@@ -208,7 +274,9 @@ mod tests {
         assert_eq!(c["h2"], BTreeSet::from(["h1".to_owned(), "h3".to_owned()]));
         assert_eq!(c["h1"], BTreeSet::from(["h2".to_owned()]));
         assert!(symmetric(&c));
-        assert!(cut(&names(3), Shape::Isolate, &[], "h9", 7, false).unwrap_err().starts_with("node"));
+        assert!(
+            cut(&names(3), Shape::Isolate, &[], "h9", 7, false).unwrap_err().starts_with("node")
+        );
     }
 
     #[test]
@@ -241,11 +309,16 @@ mod tests {
 
     #[test]
     fn groups_are_checked_and_honoured() {
-        let g = vec![vec!["h1".to_owned(), "h2".to_owned()], vec!["h2".to_owned(), "h3".to_owned()]];
+        let g =
+            vec![vec!["h1".to_owned(), "h2".to_owned()], vec!["h2".to_owned(), "h3".to_owned()]];
         let c = cut(&names(3), Shape::Groups, &g, "", 1, false).unwrap();
         assert_eq!(c["h1"], BTreeSet::from(["h3".to_owned()]));
         assert!(c["h2"].is_empty());
-        assert!(cut(&names(3), Shape::Groups, &[vec!["h7".to_owned()], vec![]], "", 1, false).unwrap_err().contains("h7"));
+        assert!(
+            cut(&names(3), Shape::Groups, &[vec!["h7".to_owned()], vec![]], "", 1, false)
+                .unwrap_err()
+                .contains("h7")
+        );
     }
 
     /// Agents named in no group keep their connections unless --rest isolated; a flag the
@@ -260,12 +333,22 @@ mod tests {
         let c = cut(&names(3), Shape::Groups, &g, "", 1, true).unwrap();
         assert_eq!(c["h1"], BTreeSet::from(["h2".to_owned(), "h3".to_owned()]));
         assert_eq!(describe(&c), "h1 | h2 | h3");
-        assert!(cut(&names(3), Shape::Halves, &[], "h1", 1, false).unwrap_err().starts_with("node"));
-        assert!(cut(&names(3), Shape::Isolate, &g, "", 1, false).unwrap_err().starts_with("groups"));
+        assert!(
+            cut(&names(3), Shape::Halves, &[], "h1", 1, false).unwrap_err().starts_with("node")
+        );
+        assert!(
+            cut(&names(3), Shape::Isolate, &g, "", 1, false).unwrap_err().starts_with("groups")
+        );
         assert!(cut(&names(3), Shape::Isolate, &[], "", 1, true).unwrap_err().starts_with("rest"));
-        assert_eq!(describe(&cut(&names(3), Shape::Isolate, &[], "h3", 1, false).unwrap()), "h3 | h1 h2");
+        assert_eq!(
+            describe(&cut(&names(3), Shape::Isolate, &[], "h3", 1, false).unwrap()),
+            "h3 | h1 h2"
+        );
         // The bridge is in no cut: two sides and the bridge.
-        assert_eq!(describe(&cut(&names(3), Shape::Bridge, &[], "h2", 1, false).unwrap()), "h1 | h3 (h2 untouched)");
+        assert_eq!(
+            describe(&cut(&names(3), Shape::Bridge, &[], "h2", 1, false).unwrap()),
+            "h1 | h3 (h2 untouched)"
+        );
         // A majorities ring has no sides: the pairs that cannot meet.
         let ring = describe(&cut(&names(5), Shape::MajoritiesRing, &[], "", 5, false).unwrap());
         assert_eq!(ring.split(", ").count(), 5, "{ring}");
@@ -278,8 +361,16 @@ mod tests {
         assert_eq!(host_address("fe80::1/64"), None);
         assert_eq!(host_address("fd00::5/64").as_deref(), Some("fd00::5/128"));
         let ifs = vec![
-            Interface { name: "lo".into(), addresses: vec!["127.0.0.1/8".into()], ..Default::default() },
-            Interface { name: "eth0".into(), addresses: vec!["10.0.0.1/24".into()], ..Default::default() },
+            Interface {
+                name: "lo".into(),
+                addresses: vec!["127.0.0.1/8".into()],
+                ..Default::default()
+            },
+            Interface {
+                name: "eth0".into(),
+                addresses: vec!["10.0.0.1/24".into()],
+                ..Default::default()
+            },
         ];
         assert_eq!(interface_towards(&ifs, &["10.0.0.7/32".into()]).as_deref(), Some("eth0"));
         assert_eq!(interface_towards(&ifs, &["192.0.2.1/32".into()]), None);

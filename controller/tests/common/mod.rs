@@ -23,12 +23,27 @@ impl Nginx {
     /// self-signed certificate for IP 127.0.0.1 and DNS web.test; returns its PEM path
     /// (openssl from Debian's base system).
     pub fn start_tls(port: u16) -> (Self, PathBuf) {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-tls-{port}-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("nginx-tls-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let ok = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=faultline test", "-addext", "subjectAltName=IP:127.0.0.1,DNS:web.test"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=faultline test",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:web.test",
+            ])
             // A server certificate, not a CA: rustls refuses a CA certificate as the leaf.
             .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
             .arg(&key)
@@ -47,19 +62,29 @@ impl Nginx {
             port + 1
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log")).spawn().expect("nginx (apt: nginx)");
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .spawn()
+            .expect("nginx (apt: nginx)");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return (Self { child, dir }, cert);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
     }
 
     /// The same inside network namespace `ns`, listening on `addr`.
     pub fn start_in(ns: Option<&str>, addr: &str, port: u16) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nginx-{port}-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("nginx-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display();
@@ -79,7 +104,13 @@ impl Nginx {
             }
             None => Command::new("nginx"),
         };
-        let child = cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log")).spawn().expect("nginx (apt: nginx)");
+        let child = cmd
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .spawn()
+            .expect("nginx (apt: nginx)");
         for _ in 0..100 {
             let up = std::fs::read_to_string(dir.join("nginx.pid")).is_ok();
             if up && (ns.is_some() || std::net::TcpStream::connect((addr, port)).is_ok()) {
@@ -87,7 +118,10 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
     }
 }
 
@@ -99,7 +133,6 @@ impl Drop for Nginx {
     }
 }
 
-
 /// Lets frames between the hosts on a test's bridge through the FORWARD chain, as the lab
 /// does for its own (see controller/src/lab/firewall.rs): with Docker's `FORWARD DROP` and
 /// `bridge-nf-call-iptables` = 1 they would be dropped. Deleted again on drop; the rule
@@ -110,18 +143,40 @@ pub struct BridgeOpen {
 
 impl BridgeOpen {
     fn rule(bridge: &str) -> [&str; 10] {
-        ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", "faultline test: its hosts on its bridge", "-j", "ACCEPT"]
+        [
+            "-i",
+            bridge,
+            "-o",
+            bridge,
+            "-m",
+            "comment",
+            "--comment",
+            "faultline test: its hosts on its bridge",
+            "-j",
+            "ACCEPT",
+        ]
     }
 
     pub fn new(bridge: &str) -> Self {
-        let out = std::process::Command::new("iptables").args(["-w", "-I", "FORWARD"]).args(Self::rule(bridge)).output().unwrap();
-        assert!(out.status.success(), "iptables -I FORWARD for {bridge}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-I", "FORWARD"])
+            .args(Self::rule(bridge))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iptables -I FORWARD for {bridge}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { bridge: bridge.to_owned() }
     }
 }
 
 impl Drop for BridgeOpen {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("iptables").args(["-w", "-D", "FORWARD"]).args(Self::rule(&self.bridge)).output();
+        let _ = std::process::Command::new("iptables")
+            .args(["-w", "-D", "FORWARD"])
+            .args(Self::rule(&self.bridge))
+            .output();
     }
 }

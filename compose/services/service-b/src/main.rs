@@ -22,7 +22,10 @@ use opentelemetry::{
     propagation::Extractor,
     trace::{Span, SpanKind, Status, Tracer},
 };
-use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
+    trace::SdkTracerProvider,
+};
 
 #[derive(Clone)]
 struct App {
@@ -62,9 +65,13 @@ async fn collector_runs(endpoint: &str) -> bool {
     false
 }
 
-async fn telemetry() -> Result<(SdkMeterProvider, Option<SdkTracerProvider>, prometheus::Registry)> {
+async fn telemetry() -> Result<(SdkMeterProvider, Option<SdkTracerProvider>, prometheus::Registry)>
+{
     let registry = prometheus::Registry::new();
-    let prom = opentelemetry_prometheus::exporter().with_registry(registry.clone()).build().context("prometheus exporter")?;
+    let prom = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .build()
+        .context("prometheus exporter")?;
     let mut meters = SdkMeterProvider::builder().with_resource(resource()).with_reader(prom);
     let mut tracer = None;
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
@@ -74,10 +81,19 @@ async fn telemetry() -> Result<(SdkMeterProvider, Option<SdkTracerProvider>, pro
     }
     if otlp {
         // The exporters read the endpoint from the environment.
-        let metrics = opentelemetry_otlp::MetricExporter::builder().with_tonic().build().context("OTLP metric exporter")?;
+        let metrics = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .build()
+            .context("OTLP metric exporter")?;
         meters = meters.with_periodic_exporter(metrics);
-        let spans = opentelemetry_otlp::SpanExporter::builder().with_tonic().build().context("OTLP span exporter")?;
-        let provider = SdkTracerProvider::builder().with_resource(resource()).with_batch_exporter(spans).build();
+        let spans = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .context("OTLP span exporter")?;
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_batch_exporter(spans)
+            .build();
         global::set_tracer_provider(provider.clone());
         tracer = Some(provider);
     }
@@ -87,12 +103,24 @@ async fn telemetry() -> Result<(SdkMeterProvider, Option<SdkTracerProvider>, pro
     Ok((meters, tracer, registry))
 }
 
-async fn message(State(app): State<App>, headers: HeaderMap, body: Option<Json<serde_json::Value>>) -> impl IntoResponse {
+async fn message(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Option<Json<serde_json::Value>>,
+) -> impl IntoResponse {
     let start = Instant::now();
     let parent = global::get_text_map_propagator(|p| p.extract(&Headers(&headers)));
-    let mut span = global::tracer("service-b").span_builder("POST /api/message-b").with_kind(SpanKind::Server).start_with_context(&global::tracer("service-b"), &parent);
+    let mut span = global::tracer("service-b")
+        .span_builder("POST /api/message-b")
+        .with_kind(SpanKind::Server)
+        .start_with_context(&global::tracer("service-b"), &parent);
     // A little work, as a real handler would do: hash the message a few thousand times.
-    let text = body.as_ref().and_then(|b| b.get("message")).and_then(|m| m.as_str()).unwrap_or("").to_owned();
+    let text = body
+        .as_ref()
+        .and_then(|b| b.get("message"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_owned();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for _ in 0..2000 {
         for b in text.bytes() {
@@ -104,20 +132,27 @@ async fn message(State(app): State<App>, headers: HeaderMap, body: Option<Json<s
     span.set_status(Status::Ok);
     span.end();
     record(&app, "/api/message-b", 200, start);
-    Json(serde_json::json!({"service": "service-b", "received": text, "digest": format!("{h:016x}")}))
+    Json(
+        serde_json::json!({"service": "service-b", "received": text, "digest": format!("{h:016x}")}),
+    )
 }
 
 fn record(app: &App, route: &'static str, status: u16, start: Instant) {
     app.duration.record(
         start.elapsed().as_secs_f64(),
-        &[KeyValue::new("http.request.method", "POST"), KeyValue::new("http.route", route), KeyValue::new("http.response.status_code", i64::from(status))],
+        &[
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", route),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ],
     );
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let mut out = String::new();
     match prometheus::TextEncoder::new().encode_utf8(&app.registry.gather(), &mut out) {
-        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -127,8 +162,16 @@ async fn main() -> Result<()> {
     let (meters, tracer, registry) = telemetry().await?;
     // The semantic conventions' buckets for request durations (the SDK's default ones are
     // meant for milliseconds), with two below 5 ms: this service answers in well under one.
-    let buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
-    let duration = global::meter("service-b").f64_histogram("http.server.request.duration").with_unit("s").with_description("Duration of HTTP server requests").with_boundaries(buckets).build();
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+        10.0,
+    ];
+    let duration = global::meter("service-b")
+        .f64_histogram("http.server.request.duration")
+        .with_unit("s")
+        .with_description("Duration of HTTP server requests")
+        .with_boundaries(buckets)
+        .build();
     let app = App { registry, duration };
     let router = Router::new()
         .route("/api/message-b", post(message))
@@ -136,11 +179,15 @@ async fn main() -> Result<()> {
         .route("/metrics", get(metrics))
         .with_state(app);
     let listen = std::env::var("LISTEN").unwrap_or_else(|_| "0.0.0.0:80".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     println!("service-b listening on {listen}");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         })
         .await?;

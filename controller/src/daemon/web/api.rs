@@ -18,7 +18,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     ApiError, Body, ErrorBody, MAX_BODY, Query, Web,
     auth::{Operator, Reader},
-    views::{AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode, PartitionRequest, RenewRequest, RevertView, Rest, RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView},
+    views::{
+        AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode,
+        PartitionRequest, RenewRequest, Rest, RevertView, RunLink, RunStart, RunView, SettingValue,
+        Shape, TrafficStart, TrafficView,
+    },
 };
 use crate::faults::Setting;
 
@@ -39,7 +43,15 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A token from the controller's web_token_file")).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A token from the controller's web_token_file"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -72,9 +84,19 @@ pub fn router(web: Arc<Web>) -> Router {
     router
         // Swagger UI would otherwise send the description's URL to validator.swagger.io
         // for its badge: nothing leaves the machine.
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", api).config(utoipa_swagger_ui::Config::default().validator_url("none")))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+                .url("/api/openapi.json", api)
+                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+        )
         .merge(super::console::router())
-        .fallback(async || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path; the API is described at /api/openapi.json"))
+        .fallback(async || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such path; the API is described at /api/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(within_deadline))
         .layer(axum::middleware::from_fn_with_state(guard, from_here))
@@ -82,7 +104,11 @@ pub fn router(web: Arc<Web>) -> Router {
 
 /// Refuses, before any handler, a Host that is not this controller's (DNS rebinding: 421)
 /// and a change requested by a page of another origin (403).
-async fn from_here(State(web): State<Arc<Web>>, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn from_here(
+    State(web): State<Arc<Web>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     if let Err(refused) = check_from_here(&web, req.method(), req.headers()) {
         return refused.into_response();
@@ -90,16 +116,35 @@ async fn from_here(State(web): State<Arc<Web>>, req: axum::extract::Request, nex
     next.run(req).await
 }
 
-fn check_from_here(web: &Web, method: &axum::http::Method, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_from_here(
+    web: &Web,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let header = |name: axum::http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let host = header(axum::http::header::HOST);
     if !super::auth::host_allowed(host, &web.hosts) {
-        let message = format!("Host: {} is not a name this controller answers to (IP addresses, localhost, and the names in its web_hosts setting are)", host.unwrap_or_default());
+        let message = format!(
+            "Host: {} is not a name this controller answers to (IP addresses, localhost, and the names in its web_hosts setting are)",
+            host.unwrap_or_default()
+        );
         return Err(ApiError::new(StatusCode::MISDIRECTED_REQUEST, "misdirected_request", message));
     }
-    let changes = !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
-    if changes && !super::auth::origin_allowed(header(axum::http::header::ORIGIN), header(axum::http::HeaderName::from_static("sec-fetch-site")), host) {
-        let message = format!("Origin: a page at {} may not change this controller (only its own console may)", header(axum::http::header::ORIGIN).unwrap_or("another site"));
+    let changes = !matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes
+        && !super::auth::origin_allowed(
+            header(axum::http::header::ORIGIN),
+            header(axum::http::HeaderName::from_static("sec-fetch-site")),
+            host,
+        )
+    {
+        let message = format!(
+            "Origin: a page at {} may not change this controller (only its own console may)",
+            header(axum::http::header::ORIGIN).unwrap_or("another site")
+        );
         return Err(ApiError::forbidden(message));
     }
     Ok(())
@@ -109,10 +154,17 @@ fn check_from_here(web: &Web, method: &axum::http::Method, headers: &HeaderMap) 
 /// a body sent a byte at a time holds its connection no longer than this.
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn within_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn within_deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request did not arrive and get its answer within 30 s")),
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request did not arrive and get its answer within 30 s",
+        )),
     }
 }
 
@@ -143,9 +195,26 @@ struct ContainersQuery {
 /// The running containers on the agents' hosts (every agent asked at once).
 #[utoipa::path(get, path = "/api/containers", tag = "agents", security(("bearer" = [])), params(ContainersQuery),
     responses((status = 200, body = ContainerList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn containers(_: Reader, State(w): State<Arc<Web>>, Query(q): Query<ContainersQuery>) -> Result<Json<ContainerList>, ApiError> {
-    let select = q.select.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let r = w.ctl.container_list(pb::ListContainersRequest { selector: q.agents.unwrap_or_default(), select }).await?;
+async fn containers(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Query(q): Query<ContainersQuery>,
+) -> Result<Json<ContainerList>, ApiError> {
+    let select = q
+        .select
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let r = w
+        .ctl
+        .container_list(pb::ListContainersRequest {
+            selector: q.agents.unwrap_or_default(),
+            select,
+        })
+        .await?;
     Ok(Json(r.into()))
 }
 
@@ -191,12 +260,15 @@ fn settings_of(r: &ApplyRequest) -> Vec<(String, Setting)> {
     };
     add("lease", r.lease.clone());
     add("select", r.select.clone());
-    add("mode", r.mode.map(|m| match m {
-        Mode::All => "all".to_owned(),
-        Mode::One => "one".to_owned(),
-        Mode::Fixed => "fixed".to_owned(),
-        Mode::Percent => "percent".to_owned(),
-    }));
+    add(
+        "mode",
+        r.mode.map(|m| match m {
+            Mode::All => "all".to_owned(),
+            Mode::One => "one".to_owned(),
+            Mode::Fixed => "fixed".to_owned(),
+            Mode::Percent => "percent".to_owned(),
+        }),
+    );
     add("count", r.count.map(|c| c.to_string()));
     add("percent", r.percent.map(number));
     add("label", r.label.clone());
@@ -214,29 +286,51 @@ fn settings_of(r: &ApplyRequest) -> Vec<(String, Setting)> {
         (status = 200, description = "A retry of a request with the same client_request_id: its fault, nothing applied again", body = FaultView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn apply(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<ApplyRequest>) -> Result<(StatusCode, Json<FaultView>), ApiError> {
+async fn apply(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Body(req): Body<ApplyRequest>,
+) -> Result<(StatusCode, Json<FaultView>), ApiError> {
     remembered(&w, req.client_request_id.clone(), &req, async || {
         let settings = settings_of(&req);
-        let (spec, target) = crate::faults::from_entry(req.kind.name(), settings.iter().map(|(k, v)| (k.as_str(), v)), None).map_err(|e| {
+        let (spec, target) = crate::faults::from_entry(
+            req.kind.name(),
+            settings.iter().map(|(k, v)| (k.as_str(), v)),
+            None,
+        )
+        .map_err(|e| {
             let field = match e.field.as_str() {
                 "" => String::new(),
-                f if ["lease", "select", "on", "mode", "count", "percent", "label"].contains(&f) => format!("{f}: "),
+                f if ["lease", "select", "on", "mode", "count", "percent", "label"]
+                    .contains(&f) =>
+                {
+                    format!("{f}: ")
+                }
                 f => format!("settings.{f}: "),
             };
             ApiError::invalid(format!("{field}{}", e.problem))
         })?;
-        Ok(w.ctl.apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) }).await?.into())
+        Ok(w.ctl
+            .apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) })
+            .await?
+            .into())
     })
     .await
 }
 
 /// Runs `make` once per `client_request_id`: a retry of the same request answers the first
 /// one's fault (200) instead of applying again.
-async fn remembered<R: serde::Serialize>(w: &Web, id: Option<String>, req: &R, make: impl AsyncFnOnce() -> Result<FaultView, ApiError>) -> Result<(StatusCode, Json<FaultView>), ApiError> {
+async fn remembered<R: serde::Serialize>(
+    w: &Web,
+    id: Option<String>,
+    req: &R,
+    make: impl AsyncFnOnce() -> Result<FaultView, ApiError>,
+) -> Result<(StatusCode, Json<FaultView>), ApiError> {
     let Some(id) = id else {
         return Ok((StatusCode::CREATED, Json(make().await?)));
     };
-    let request = serde_json::to_string(req).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+    let request =
+        serde_json::to_string(req).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
     if let Some(first) = w.recall(&id, &request)? {
         return Ok((StatusCode::OK, Json(first)));
     }
@@ -253,9 +347,14 @@ async fn remembered<R: serde::Serialize>(w: &Web, id: Option<String>, req: &R, m
         (status = 200, description = "A retry of a request with the same client_request_id", body = FaultView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn partition(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<PartitionRequest>) -> Result<(StatusCode, Json<FaultView>), ApiError> {
+async fn partition(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Body(req): Body<PartitionRequest>,
+) -> Result<(StatusCode, Json<FaultView>), ApiError> {
     remembered(&w, req.client_request_id.clone(), &req, async || {
-        let lease = crate::units::lease(&req.lease).map_err(|e| ApiError::invalid(format!("lease: {e}")))?;
+        let lease = crate::units::lease(&req.lease)
+            .map_err(|e| ApiError::invalid(format!("lease: {e}")))?;
         let r = pb::PartitionRequest {
             selector: req.select.clone().unwrap_or_default(),
             shape: match req.shape {
@@ -284,7 +383,11 @@ async fn partition(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<Parti
 /// Reverts one fault everywhere it acts.
 #[utoipa::path(delete, path = "/api/faults/{id}", tag = "faults", security(("bearer" = [])), params(("id" = String, Path, description = "The controller's fault id")),
     responses((status = 200, body = RevertView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn revert_one(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<Json<RevertView>, ApiError> {
+async fn revert_one(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Path(id): Path<String>,
+) -> Result<Json<RevertView>, ApiError> {
     if id.is_empty() || id.len() > 128 {
         return Err(ApiError::invalid("id: 1 to 128 characters"));
     }
@@ -295,16 +398,29 @@ async fn revert_one(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<Strin
 /// lease before this answers).
 #[utoipa::path(post, path = "/api/faults/{id}/renew", tag = "faults", security(("bearer" = [])), params(("id" = String, Path, description = "The controller's fault id")), request_body = RenewRequest,
     responses((status = 200, body = FaultView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
-async fn renew(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<String>, Body(req): Body<RenewRequest>) -> Result<Json<FaultView>, ApiError> {
-    let lease = crate::units::lease(&req.lease).map_err(|e| ApiError::invalid(format!("lease: {e}")))?;
-    Ok(Json(w.ctl.renew_fault(pb::RenewFaultRequest { id, lease_ms: lease.as_millis() as u64 }).await?.into()))
+async fn renew(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Path(id): Path<String>,
+    Body(req): Body<RenewRequest>,
+) -> Result<Json<FaultView>, ApiError> {
+    let lease =
+        crate::units::lease(&req.lease).map_err(|e| ApiError::invalid(format!("lease: {e}")))?;
+    Ok(Json(
+        w.ctl
+            .renew_fault(pb::RenewFaultRequest { id, lease_ms: lease.as_millis() as u64 })
+            .await?
+            .into(),
+    ))
 }
 
 /// Reverts every active fault.
 #[utoipa::path(delete, path = "/api/faults", tag = "faults", security(("bearer" = [])),
     responses((status = 200, body = RevertView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn revert_all(_: Operator, State(w): State<Arc<Web>>) -> Result<Json<RevertView>, ApiError> {
-    Ok(Json(w.ctl.revert_faults(pb::RevertFaultRequest { id: String::new(), all: true }).await?.into()))
+    Ok(Json(
+        w.ctl.revert_faults(pb::RevertFaultRequest { id: String::new(), all: true }).await?.into(),
+    ))
 }
 
 /// A seq as the description declares it (int64): larger values are refused, not read
@@ -334,14 +450,25 @@ struct EventsQuery {
 /// What happened, oldest first: stored history survives controller restarts.
 #[utoipa::path(get, path = "/api/events", tag = "events", security(("bearer" = [])), params(EventsQuery),
     responses((status = 200, body = Vec<EventView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn events(_: Reader, State(w): State<Arc<Web>>, Query(q): Query<EventsQuery>) -> Result<Json<Vec<EventView>>, ApiError> {
+async fn events(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
     let last = q.last.unwrap_or(100);
     if last == 0 || last > MAX_EVENTS {
         return Err(ApiError::invalid(format!("last: 1 to {MAX_EVENTS}")));
     }
     let stream = w.ctl.event_stream(seq("after_seq", q.after_seq)?, last, false)?;
     let events: Vec<Result<pb::Event, _>> = stream.collect().await;
-    Ok(Json(events.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().map(EventView::from).collect()))
+    Ok(Json(
+        events
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(EventView::from)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -360,9 +487,22 @@ struct StreamQuery {
 #[utoipa::path(get, path = "/api/events/stream", tag = "events", security(("bearer" = [])), params(StreamQuery),
     responses((status = 200, description = "text/event-stream: each `data` an EventView", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn event_stream(_: Reader, State(w): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<StreamQuery>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+async fn event_stream(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resume = match headers.get("last-event-id") {
-        Some(v) => seq("Last-Event-ID", Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| ApiError::invalid("Last-Event-ID: a seq (a number)"))?))?,
+        Some(v) => seq(
+            "Last-Event-ID",
+            Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| ApiError::invalid("Last-Event-ID: a seq (a number)"))?,
+            ),
+        )?,
         None => seq("after_seq", q.after_seq)?,
     };
     let stream = w.ctl.event_stream(resume, 0, true)?;
@@ -370,7 +510,11 @@ async fn event_stream(_: Reader, State(w): State<Arc<Web>>, headers: HeaderMap, 
         Ok(match e {
             Ok(e) => {
                 let v = EventView::from(e);
-                Event::default().id(v.seq.to_string()).event("event").json_data(&v).unwrap_or_else(|_| Event::default().event("error").data("unencodable event"))
+                Event::default()
+                    .id(v.seq.to_string())
+                    .event("event")
+                    .json_data(&v)
+                    .unwrap_or_else(|_| Event::default().event("error").data("unencodable event"))
             }
             Err(e) => Event::default().event("error").data(e.message),
         })
@@ -387,7 +531,10 @@ fn url_addr(url: &str) -> Option<std::net::SocketAddr> {
 /// Seconds as a caller writes them, checked: finite, positive, at most a day.
 fn seconds(field: &str, v: f64) -> Result<Duration, ApiError> {
     if !(v.is_finite() && v > 0.0 && v <= crate::daemon::traffic::MAX_DURATION.as_secs_f64()) {
-        return Err(ApiError::invalid(format!("{field}: more than 0, at most {}", crate::daemon::traffic::MAX_DURATION.as_secs())));
+        return Err(ApiError::invalid(format!(
+            "{field}: more than 0, at most {}",
+            crate::daemon::traffic::MAX_DURATION.as_secs()
+        )));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -398,7 +545,11 @@ fn seconds(field: &str, v: f64) -> Result<Duration, ApiError> {
 #[utoipa::path(post, path = "/api/traffic/start", tag = "traffic", security(("bearer" = [])), request_body = TrafficStart,
     responses((status = 201, description = "Started", body = TrafficView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "A load is running", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
-async fn traffic_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<TrafficStart>) -> Result<(StatusCode, Json<TrafficView>), ApiError> {
+async fn traffic_start(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Body(req): Body<TrafficStart>,
+) -> Result<(StatusCode, Json<TrafficView>), ApiError> {
     let start = crate::daemon::traffic::Start {
         duration: seconds("durationSeconds", req.duration_seconds)?,
         timeout: req.timeout_seconds.map(|t| seconds("timeoutSeconds", t)).transpose()?,
@@ -412,14 +563,19 @@ async fn traffic_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<T
     let mut own = w.own.clone();
     own.extend(w.ctl.agent_list().iter().filter_map(|a| url_addr(&a.url)));
     // Off the runtime's thread: a target's name is resolved while the load is set up.
-    let started = tokio::task::spawn_blocking(move || w.ctl.traffic.start(start, &own)).await.map_err(|e| crate::daemon::DaemonError::internal(format!("traffic: {e}")))?;
+    let started = tokio::task::spawn_blocking(move || w.ctl.traffic.start(start, &own))
+        .await
+        .map_err(|e| crate::daemon::DaemonError::internal(format!("traffic: {e}")))?;
     Ok((StatusCode::CREATED, Json(started?.into())))
 }
 
 /// Stops the running load; answers it as it ended (what was answered is kept).
 #[utoipa::path(post, path = "/api/traffic/stop", tag = "traffic", security(("bearer" = [])),
     responses((status = 200, body = TrafficView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
-async fn traffic_stop(_: Operator, State(w): State<Arc<Web>>) -> Result<Json<TrafficView>, ApiError> {
+async fn traffic_stop(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+) -> Result<Json<TrafficView>, ApiError> {
     Ok(Json(w.ctl.traffic.stop().await?.into()))
 }
 
@@ -435,11 +591,17 @@ struct TrafficQuery {
 /// The running load (or the last one): per-second requests, errors and latency.
 #[utoipa::path(get, path = "/api/traffic", tag = "traffic", security(("bearer" = [])), params(TrafficQuery),
     responses((status = 200, body = TrafficView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No load was started", body = ErrorBody)))]
-async fn traffic(_: Reader, State(w): State<Arc<Web>>, Query(q): Query<TrafficQuery>) -> Result<Json<TrafficView>, ApiError> {
+async fn traffic(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Query(q): Query<TrafficQuery>,
+) -> Result<Json<TrafficView>, ApiError> {
     if q.last.is_some_and(|l| l == 0 || l > 3600) {
         return Err(ApiError::invalid("last: 1 to 3600"));
     }
-    let mut status = w.ctl.traffic.status().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "traffic: no load was started"))?;
+    let mut status = w.ctl.traffic.status().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "traffic: no load was started")
+    })?;
     if let Some(last) = q.last {
         let keep = status.seconds.len().saturating_sub(last as usize);
         status.seconds.drain(..keep);
@@ -460,17 +622,27 @@ async fn runs(_: Reader, State(w): State<Arc<Web>>) -> Json<Vec<RunView>> {
 #[utoipa::path(post, path = "/api/runs", tag = "runs", security(("bearer" = [])), request_body = RunStart,
     responses((status = 201, description = "Started", body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "A run is running", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, description = "This controller cannot run scenarios (see the message)", body = ErrorBody)))]
-async fn run_start(_: Operator, State(w): State<Arc<Web>>, Body(req): Body<RunStart>) -> Result<(StatusCode, Json<RunView>), ApiError> {
+async fn run_start(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Body(req): Body<RunStart>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
     // Off the runtime's thread: checking the scenario resolves its load target's name.
     let runs = w.runs.clone();
-    let started = tokio::task::spawn_blocking(move || runs.start(&req.scenario)).await.map_err(|e| crate::daemon::DaemonError::internal(format!("runs: {e}")))?;
+    let started = tokio::task::spawn_blocking(move || runs.start(&req.scenario))
+        .await
+        .map_err(|e| crate::daemon::DaemonError::internal(format!("runs: {e}")))?;
     Ok((StatusCode::CREATED, Json(started?.into())))
 }
 
 /// One run: its state and, once it ended, its analysis.
 #[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn run(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+async fn run(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
     let info = w.runs.info(&id)?;
     let analysis = w.runs.analysis(&info)?;
     let mut v = RunView::from(info);
@@ -482,7 +654,11 @@ async fn run(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Re
 /// reported.
 #[utoipa::path(post, path = "/api/runs/{id}/stop", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
     responses((status = 202, description = "Stopping", body = RunView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn run_stop(_: Operator, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<(StatusCode, Json<RunView>), ApiError> {
+async fn run_stop(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
     w.runs.stop(&id)?;
     Ok((StatusCode::ACCEPTED, Json(w.runs.info(&id)?.into())))
 }
@@ -494,7 +670,12 @@ fn file_response((bytes, content_type): (Vec<u8>, &'static str)) -> axum::respon
     let mut r = bytes.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, axum::http::HeaderValue::from_static("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+        ),
+    );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
     r
 }
@@ -504,7 +685,11 @@ fn file_response((bytes, content_type): (Vec<u8>, &'static str)) -> axum::respon
     params(("id" = String, Path, description = "The run's id"), ("name" = String, Path, description = "A file name from the run's `files`")),
     responses((status = 200, description = "The file", content(("text/html"), ("image/png"), ("text/csv"), ("application/json"), ("application/yaml"), ("text/markdown"), ("text/plain"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn run_file(_: Reader, State(w): State<Arc<Web>>, Path((id, name)): Path<(String, String)>) -> Result<axum::response::Response, ApiError> {
+async fn run_file(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
     Ok(file_response(w.runs.file(&id, &name)?))
 }
 
@@ -512,9 +697,16 @@ async fn run_file(_: Reader, State(w): State<Arc<Web>>, Path((id, name)): Path<(
 /// browser tab (which cannot send a token with a link) or a colleague.
 #[utoipa::path(post, path = "/api/runs/{id}/link", tag = "runs", security(("bearer" = [])), params(("id" = String, Path, description = "The run's id")),
     responses((status = 201, body = RunLink), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn run_link(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) -> Result<(StatusCode, Json<RunLink>), ApiError> {
+async fn run_link(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RunLink>), ApiError> {
     let (ticket, expires_unix_ms) = w.runs.link(&id)?;
-    Ok((StatusCode::CREATED, Json(RunLink { url: format!("/runs/{id}/{ticket}/"), expires_unix_ms })))
+    Ok((
+        StatusCode::CREATED,
+        Json(RunLink { url: format!("/runs/{id}/{ticket}/"), expires_unix_ms }),
+    ))
 }
 
 /// A run's file through a link from POST /api/runs/{id}/link (the link is the credential).
@@ -522,7 +714,10 @@ async fn run_link(_: Reader, State(w): State<Arc<Web>>, Path(id): Path<String>) 
     params(("id" = String, Path, description = "The run's id"), ("ticket" = String, Path, description = "The link's secret"), ("name" = String, Path, description = "A file name")),
     responses((status = 200, description = "The file", content(("text/html"), ("image/png"), ("text/csv"), ("application/json"), ("application/yaml"), ("text/markdown"), ("text/plain"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn run_file_by_link(State(w): State<Arc<Web>>, Path((id, ticket, name)): Path<(String, String, String)>) -> Result<axum::response::Response, ApiError> {
+async fn run_file_by_link(
+    State(w): State<Arc<Web>>,
+    Path((id, ticket, name)): Path<(String, String, String)>,
+) -> Result<axum::response::Response, ApiError> {
     Ok(file_response(w.runs.file_by_link(&id, &ticket, &name)?))
 }
 
@@ -539,16 +734,34 @@ mod tests {
         }))
         .unwrap();
         let s = settings_of(&req);
-        let (spec, target) = crate::faults::from_entry(req.kind.name(), s.iter().map(|(k, v)| (k.as_str(), v)), None).unwrap();
+        let (spec, target) = crate::faults::from_entry(
+            req.kind.name(),
+            s.iter().map(|(k, v)| (k.as_str(), v)),
+            None,
+        )
+        .unwrap();
         assert_eq!((spec.interface.as_str(), spec.lease_ms), ("eth0", 60_000));
-        assert!(matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 10.0).abs() < 1e-9));
+        assert!(
+            matches!(spec.kind, Some(apb::fault_spec::Kind::Drop(ref d)) if (d.percent - 10.0).abs() < 1e-9)
+        );
         assert_eq!((target.selector.as_str(), target.mode), ("role=db", pb::Mode::One as i32));
         assert_eq!(number(10.0), "10");
         assert_eq!(number(0.5), "0.5");
         let bad: ApplyRequest = serde_json::from_value(serde_json::json!({"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "los": "10%"}})).unwrap();
         let s = settings_of(&bad);
-        let e = crate::faults::from_entry(bad.kind.name(), s.iter().map(|(k, v)| (k.as_str(), v)), None).unwrap_err();
+        let e = crate::faults::from_entry(
+            bad.kind.name(),
+            s.iter().map(|(k, v)| (k.as_str(), v)),
+            None,
+        )
+        .unwrap_err();
         assert!(e.problem.contains("los"), "{e:?}");
-        assert!(serde_json::from_value::<ApplyRequest>(serde_json::json!({"kind": "drop", "lese": "60s"})).is_err(), "unknown fields are refused");
+        assert!(
+            serde_json::from_value::<ApplyRequest>(
+                serde_json::json!({"kind": "drop", "lese": "60s"})
+            )
+            .is_err(),
+            "unknown fields are refused"
+        );
     }
 }

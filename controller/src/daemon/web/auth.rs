@@ -26,7 +26,8 @@ pub struct Tokens(Vec<(CertRole, Vec<u8>)>, Option<CertRole>);
 
 impl Tokens {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("web_token_file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("web_token_file {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| anyhow::anyhow!("web_token_file {}: {e}", path.display()))
     }
 
@@ -36,15 +37,24 @@ impl Tokens {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (role, token) = line.split_once(char::is_whitespace).ok_or_else(|| format!("line {n}: write ROLE TOKEN (operator or viewer, then the token)"))?;
+            let (role, token) = line.split_once(char::is_whitespace).ok_or_else(|| {
+                format!("line {n}: write ROLE TOKEN (operator or viewer, then the token)")
+            })?;
             let role = match role {
                 "operator" => CertRole::Operator,
                 "viewer" => CertRole::Viewer,
-                other => return Err(format!("line {n}: role {} is not operator or viewer", faultline_proto::quote(other))),
+                other => {
+                    return Err(format!(
+                        "line {n}: role {} is not operator or viewer",
+                        faultline_proto::quote(other)
+                    ));
+                }
             };
             let token = token.trim();
             if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!("line {n}: a token is at least {MIN_TOKEN_LEN} printable characters without spaces (e.g. `openssl rand -hex 32`)"));
+                return Err(format!(
+                    "line {n}: a token is at least {MIN_TOKEN_LEN} printable characters without spaces (e.g. `openssl rand -hex 32`)"
+                ));
             }
             out.push((role, token.as_bytes().to_vec()));
         }
@@ -104,8 +114,13 @@ pub struct PeerCert(pub Option<CertRole>);
 /// The role a request proves, or the reason it proves none (401).
 fn role(parts: &Parts, web: &Web) -> Result<CertRole, ApiError> {
     if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
-        let token = h.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| ApiError::unauthenticated("Authorization: only `Bearer TOKEN` is accepted"))?;
-        return web.tokens.role_of(token).ok_or_else(|| ApiError::unauthenticated("Authorization: unknown token"));
+        let token = h.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
+            ApiError::unauthenticated("Authorization: only `Bearer TOKEN` is accepted")
+        })?;
+        return web
+            .tokens
+            .role_of(token)
+            .ok_or_else(|| ApiError::unauthenticated("Authorization: unknown token"));
     }
     if let Some(r) = parts.extensions.get::<PeerCert>().and_then(|p| p.0) {
         return Ok(r);
@@ -113,7 +128,9 @@ fn role(parts: &Parts, web: &Web) -> Result<CertRole, ApiError> {
     if let Some(r) = web.tokens.anonymous() {
         return Ok(r);
     }
-    Err(ApiError::unauthenticated("no credentials: send `Authorization: Bearer TOKEN` (a token from the controller's web_token_file), or a client certificate from its CA"))
+    Err(ApiError::unauthenticated(
+        "no credentials: send `Authorization: Bearer TOKEN` (a token from the controller's web_token_file), or a client certificate from its CA",
+    ))
 }
 
 fn allow(parts: &Parts, web: &Web, allowed: &[CertRole], what: &str) -> Result<CertRole, ApiError> {
@@ -121,7 +138,11 @@ fn allow(parts: &Parts, web: &Web, allowed: &[CertRole], what: &str) -> Result<C
     if allowed.contains(&r) {
         return Ok(r);
     }
-    Err(ApiError::forbidden(format!("{what} is for {} credentials; these are a {}'s", allowed.iter().map(|r| r.name()).collect::<Vec<_>>().join(" or "), r.name())))
+    Err(ApiError::forbidden(format!(
+        "{what} is for {} credentials; these are a {}'s",
+        allowed.iter().map(|r| r.name()).collect::<Vec<_>>().join(" or "),
+        r.name()
+    )))
 }
 
 /// A caller allowed to read (viewer or operator).
@@ -131,15 +152,28 @@ pub struct Operator;
 
 impl FromRequestParts<std::sync::Arc<Web>> for Reader {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, web: &std::sync::Arc<Web>) -> Result<Self, ApiError> {
-        allow(parts, web, faultline_proto::identity::policy::CONTROLLER_READ, "reading").map(|_| Self)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        web: &std::sync::Arc<Web>,
+    ) -> Result<Self, ApiError> {
+        allow(parts, web, faultline_proto::identity::policy::CONTROLLER_READ, "reading")
+            .map(|_| Self)
     }
 }
 
 impl FromRequestParts<std::sync::Arc<Web>> for Operator {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, web: &std::sync::Arc<Web>) -> Result<Self, ApiError> {
-        allow(parts, web, faultline_proto::identity::policy::CONTROLLER_WRITE, "changing faults or traffic").map(|_| Self)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        web: &std::sync::Arc<Web>,
+    ) -> Result<Self, ApiError> {
+        allow(
+            parts,
+            web,
+            faultline_proto::identity::policy::CONTROLLER_WRITE,
+            "changing faults or traffic",
+        )
+        .map(|_| Self)
     }
 }
 
@@ -152,8 +186,14 @@ pub fn host_allowed(host: Option<&str>, hosts: &[String]) -> bool {
     let Some(host) = host else { return true };
     let name = match host.strip_prefix('[') {
         // [v6]:port
-        Some(rest) => return rest.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }),
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
+        }),
     };
     let name = name.trim_end_matches('.');
     name.parse::<std::net::IpAddr>().is_ok()
@@ -186,14 +226,31 @@ mod tests {
     #[test]
     fn hosts_and_origins_from_elsewhere_are_refused() {
         let hosts = vec!["faultline.example.org".to_owned()];
-        for ok in [None, Some("10.0.0.5:7443"), Some("[::1]:5050"), Some("localhost:5050"), Some("LOCALHOST"), Some("faultline.example.org:7443"), Some("app.localhost")] {
+        for ok in [
+            None,
+            Some("10.0.0.5:7443"),
+            Some("[::1]:5050"),
+            Some("localhost:5050"),
+            Some("LOCALHOST"),
+            Some("faultline.example.org:7443"),
+            Some("app.localhost"),
+        ] {
             assert!(host_allowed(ok, &hosts), "{ok:?}");
         }
-        for bad in ["rebind.attacker.example", "rebind.attacker.example:5050", "[evil]:80", "faultline.example.org.evil:1"] {
+        for bad in [
+            "rebind.attacker.example",
+            "rebind.attacker.example:5050",
+            "[evil]:80",
+            "faultline.example.org.evil:1",
+        ] {
             assert!(!host_allowed(Some(bad), &hosts), "{bad}");
         }
         assert!(origin_allowed(None, None, Some("10.0.0.5:7443")));
-        assert!(origin_allowed(Some("https://10.0.0.5:7443"), Some("same-origin"), Some("10.0.0.5:7443")));
+        assert!(origin_allowed(
+            Some("https://10.0.0.5:7443"),
+            Some("same-origin"),
+            Some("10.0.0.5:7443")
+        ));
         assert!(!origin_allowed(Some("https://evil.example"), None, Some("10.0.0.5:7443")));
         assert!(!origin_allowed(Some("null"), None, Some("10.0.0.5:7443")));
         assert!(!origin_allowed(None, Some("cross-site"), Some("10.0.0.5:7443")));
@@ -207,10 +264,24 @@ mod tests {
         assert_eq!(t.role_of(b"0123456789abcdef0123456789abcdeF"), None);
         assert_eq!(t.role_of(b""), None);
         assert!(Tokens::parse("operator short").unwrap_err().contains("at least 24"));
-        assert!(Tokens::parse("admin 0123456789abcdef0123456789abcdef").unwrap_err().contains("not operator or viewer"));
+        assert!(
+            Tokens::parse("admin 0123456789abcdef0123456789abcdef")
+                .unwrap_err()
+                .contains("not operator or viewer")
+        );
         assert!(Tokens::parse("operator").unwrap_err().starts_with("line 1"));
-        assert_eq!(Tokens::default().with_anonymous(Some("viewer")).unwrap().anonymous(), Some(CertRole::Viewer));
-        assert!(Tokens::default().with_anonymous(Some("operator")).unwrap_err().contains("at most read"));
-        assert!(Tokens::default().with_anonymous(Some("admin")).unwrap_err().contains("web_anonymous"));
+        assert_eq!(
+            Tokens::default().with_anonymous(Some("viewer")).unwrap().anonymous(),
+            Some(CertRole::Viewer)
+        );
+        assert!(
+            Tokens::default()
+                .with_anonymous(Some("operator"))
+                .unwrap_err()
+                .contains("at most read")
+        );
+        assert!(
+            Tokens::default().with_anonymous(Some("admin")).unwrap_err().contains("web_anonymous")
+        );
     }
 }

@@ -35,10 +35,27 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     const JS: &str = "text/javascript; charset=utf-8";
     const CSS: &str = "text/css; charset=utf-8";
     Router::new()
-        .route("/", get(async || asset("text/html; charset=utf-8", include_str!("console/index.html"))))
+        .route(
+            "/",
+            get(async || asset("text/html; charset=utf-8", include_str!("console/index.html"))),
+        )
         .route("/console/app.js", get(async || asset(JS, include_str!("console/app.js"))))
         .route("/console/app.css", get(async || asset(CSS, include_str!("console/app.css"))))
-        .route(&format!("/console/vendor/{UPLOT}/uPlot.iife.min.js"), get(async || asset(JS, include_str!("console/vendor/uplot-1.6.32/uPlot.iife.min.js"))))
-        .route(&format!("/console/vendor/{UPLOT}/uPlot.min.css"), get(async || asset(CSS, include_str!("console/vendor/uplot-1.6.32/uPlot.min.css"))))
-        .route(&format!("/console/vendor/{UPLOT}/LICENSE"), get(async || asset("text/plain; charset=utf-8", include_str!("console/vendor/uplot-1.6.32/LICENSE"))))
+        .route(
+            &format!("/console/vendor/{UPLOT}/uPlot.iife.min.js"),
+            get(async || asset(JS, include_str!("console/vendor/uplot-1.6.32/uPlot.iife.min.js"))),
+        )
+        .route(
+            &format!("/console/vendor/{UPLOT}/uPlot.min.css"),
+            get(async || asset(CSS, include_str!("console/vendor/uplot-1.6.32/uPlot.min.css"))),
+        )
+        .route(
+            &format!("/console/vendor/{UPLOT}/LICENSE"),
+            get(async || {
+                asset(
+                    "text/plain; charset=utf-8",
+                    include_str!("console/vendor/uplot-1.6.32/LICENSE"),
+                )
+            }),
+        )
 }

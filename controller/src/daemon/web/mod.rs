@@ -124,17 +124,30 @@ fn field_of(message: &str) -> String {
     message
         .split_once(": ")
         .map(|(f, _)| f)
-        .filter(|f| !f.is_empty() && f.len() <= 64 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"._[]-".contains(&b)))
+        .filter(|f| {
+            !f.is_empty()
+                && f.len() <= 64
+                && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"._[]-".contains(&b))
+        })
         .unwrap_or_default()
         .to_owned()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), field: field_of(&self.message), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                field: field_of(&self.message),
+                message: self.message,
+            },
+        };
         let mut r = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"faultline\""));
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"faultline\""),
+            );
         }
         r
     }
@@ -150,8 +163,16 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> 
         use axum::extract::rejection::JsonRejection;
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_argument", "send the body as application/json")),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument", format!("body: at most {MAX_BODY} bytes"))),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_argument",
+                "send the body as application/json",
+            )),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_argument",
+                format!("body: at most {MAX_BODY} bytes"),
+            )),
             Err(e) => Err(ApiError::invalid(format!("body: {}", e.body_text()))),
         }
     }
@@ -162,13 +183,25 @@ pub struct Query<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| Self(q.0)).map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))
     }
 }
 
 impl Web {
-    pub fn new(ctl: Controller, tokens: auth::Tokens, runs: Arc<super::runs::Runs>, hosts: Vec<String>, own: Vec<std::net::SocketAddr>) -> Arc<Self> {
+    pub fn new(
+        ctl: Controller,
+        tokens: auth::Tokens,
+        runs: Arc<super::runs::Runs>,
+        hosts: Vec<String>,
+        own: Vec<std::net::SocketAddr>,
+    ) -> Arc<Self> {
         Arc::new(Self { ctl, runs, tokens, hosts, own, remembered: Mutex::new(BTreeMap::new()) })
     }
 
@@ -182,17 +215,34 @@ impl Web {
         m.retain(|_, r| r.at.elapsed() < IDEMPOTENCY_WINDOW);
         if let Some(r) = m.get(id) {
             if r.request != request {
-                return Err(ApiError::new(StatusCode::CONFLICT, "already_exists", "client_request_id: used for another request in the last 10 minutes"));
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "already_exists",
+                    "client_request_id: used for another request in the last 10 minutes",
+                ));
             }
             return match &r.answer {
                 Some(a) => Ok(Some(a.clone())),
-                None => Err(ApiError::new(StatusCode::CONFLICT, "aborted", "client_request_id: the first request with this id is still being applied; retry")),
+                None => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "aborted",
+                    "client_request_id: the first request with this id is still being applied; retry",
+                )),
             };
         }
         if m.len() >= MAX_REMEMBERED {
-            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "resource_exhausted", format!("client_request_id: {MAX_REMEMBERED} requests remembered; retry later or send none")));
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "resource_exhausted",
+                format!(
+                    "client_request_id: {MAX_REMEMBERED} requests remembered; retry later or send none"
+                ),
+            ));
         }
-        m.insert(id.to_owned(), Remembered { at: Instant::now(), request: request.to_owned(), answer: None });
+        m.insert(
+            id.to_owned(),
+            Remembered { at: Instant::now(), request: request.to_owned(), answer: None },
+        );
         Ok(None)
     }
 
@@ -225,13 +275,21 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<Arc<tokio_rustls::rustls::Server
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let file = |name: &str| dir.join(name);
     let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(file("ca.pem")).with_context(|| format!("{}", file("ca.pem").display()))? {
+    for c in CertificateDer::pem_file_iter(file("ca.pem"))
+        .with_context(|| format!("{}", file("ca.pem").display()))?
+    {
         roots.add(c.context("ca.pem")?).context("ca.pem")?;
     }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(file("controller.pem")).with_context(|| format!("{}", file("controller.pem").display()))?.collect::<Result<_, _>>().context("controller.pem")?;
-    let key = PrivateKeyDer::from_pem_file(file("controller-key.pem")).with_context(|| format!("{}", file("controller-key.pem").display()))?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).allow_unauthenticated().build().context("client certificate verifier")?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file("controller.pem"))
+        .with_context(|| format!("{}", file("controller.pem").display()))?
+        .collect::<Result<_, _>>()
+        .context("controller.pem")?;
+    let key = PrivateKeyDer::from_pem_file(file("controller-key.pem"))
+        .with_context(|| format!("{}", file("controller-key.pem").display()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("client certificate verifier")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
@@ -245,18 +303,34 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<Arc<tokio_rustls::rustls::Server
 /// Binds `listen` and serves the Web API there for the process's life: each connection
 /// through the controller's bounded listener, TLS when `tls` is given (plaintext only on
 /// loopback unless `plaintext_anywhere`, the operator's explicit choice).
-pub async fn start(web: Arc<Web>, listen: SocketAddr, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>, plaintext_anywhere: bool) -> anyhow::Result<()> {
+pub async fn start(
+    web: Arc<Web>,
+    listen: SocketAddr,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    plaintext_anywhere: bool,
+) -> anyhow::Result<()> {
     if tls.is_none() && !listen.ip().is_loopback() && !plaintext_anywhere {
-        anyhow::bail!("web_listen {listen}: plaintext (--insecure) only on a loopback address (or say --web-plaintext)");
+        anyhow::bail!(
+            "web_listen {listen}: plaintext (--insecure) only on a loopback address (or say --web-plaintext)"
+        );
     }
-    let incoming = faultline_proto::listener::bind(listen, faultline_proto::listener::Limits::controller().within(30)).await.map_err(|e| anyhow::anyhow!("binding web_listen {listen}: {e}"))?;
+    let incoming = faultline_proto::listener::bind(
+        listen,
+        faultline_proto::listener::Limits::controller().within(30),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("binding web_listen {listen}: {e}"))?;
     let app = api::router(web);
     tracing::info!(%listen, tls = tls.is_some(), "Web API ready (docs at /api/docs)");
     tokio::spawn(accept(incoming, app, tls));
     Ok(())
 }
 
-async fn accept(incoming: impl futures_util::Stream<Item = std::io::Result<faultline_proto::listener::Conn>>, app: axum::Router, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) {
+async fn accept(
+    incoming: impl futures_util::Stream<Item = std::io::Result<faultline_proto::listener::Conn>>,
+    app: axum::Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) {
     use futures_util::StreamExt;
     let mut incoming = std::pin::pin!(incoming);
     while let Some(conn) = incoming.next().await {
@@ -271,16 +345,37 @@ async fn accept(incoming: impl futures_util::Stream<Item = std::io::Result<fault
         tokio::spawn(async move {
             // HTTP/1.1 only (TLS offers no other in ALPN): an HTTP/2 preface and then
             // silence would otherwise hold the connection with no request to time out.
-            let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new()).http1_only();
-            http.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let mut http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http1_only();
+            http.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
             let served = if let Some(cfg) = tls {
-                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(cfg).accept(conn)).await else { return };
+                let Ok(Ok(stream)) = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    tokio_rustls::TlsAcceptor::from(cfg).accept(conn),
+                )
+                .await
+                else {
+                    return;
+                };
                 // The role a client certificate carries (the CA checked it in the handshake).
-                let role = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| faultline_proto::identity::from_der(c.as_ref()).ok()).map(|c| c.role);
-                let svc = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(auth::PeerCert(role))));
+                let role = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| faultline_proto::identity::from_der(c.as_ref()).ok())
+                    .map(|c| c.role);
+                let svc = hyper_util::service::TowerToHyperService::new(
+                    app.layer(axum::Extension(auth::PeerCert(role))),
+                );
                 http.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc).await
             } else {
-                let svc = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(auth::PeerCert(None))));
+                let svc = hyper_util::service::TowerToHyperService::new(
+                    app.layer(axum::Extension(auth::PeerCert(None))),
+                );
                 http.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), svc).await
             };
             if let Err(e) = served {

@@ -43,7 +43,10 @@ impl From<pb::Agent> for AgentView {
     fn from(a: pb::Agent) -> Self {
         let probes = a.capabilities.map(|c| c.probes).unwrap_or_default();
         Self {
-            kinds: faultline_proto::doctor::supported_kinds(&probes).into_iter().map(str::to_owned).collect(),
+            kinds: faultline_proto::doctor::supported_kinds(&probes)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             name: a.name,
             url: a.url,
             labels: a.labels.into_iter().collect(),
@@ -89,7 +92,15 @@ impl From<pb::ListContainersResponse> for ContainerList {
             .into_iter()
             .filter_map(|a| {
                 let c = a.container?;
-                Some(ContainerView { agent: a.agent, id: c.id, name: c.name, runtime: c.runtime, pid: c.pid, labels: c.labels.into_iter().collect(), addresses: c.addresses })
+                Some(ContainerView {
+                    agent: a.agent,
+                    id: c.id,
+                    name: c.name,
+                    runtime: c.runtime,
+                    pid: c.pid,
+                    labels: c.labels.into_iter().collect(),
+                    addresses: c.addresses,
+                })
             })
             .collect();
         Self { containers, unreachable: r.unreachable }
@@ -134,7 +145,13 @@ impl From<pb::ControllerFault> for FaultView {
     fn from(f: pb::ControllerFault) -> Self {
         let spec = f.spec.unwrap_or_default();
         let now = faultline_proto::unix_ms(std::time::SystemTime::now());
-        let container = spec.container.as_ref().map_or(String::new(), |c| if c.select.is_empty() { c.name.clone() } else { [c.name.clone(), c.select.join(",")].join(" ").trim().to_owned() });
+        let container = spec.container.as_ref().map_or(String::new(), |c| {
+            if c.select.is_empty() {
+                c.name.clone()
+            } else {
+                [c.name.clone(), c.select.join(",")].join(" ").trim().to_owned()
+            }
+        });
         Self {
             id: f.id,
             kind: spec.kind.as_ref().map_or("", apb::fault_spec::Kind::name).to_owned(),
@@ -142,7 +159,15 @@ impl From<pb::ControllerFault> for FaultView {
             label: spec.label,
             interface: spec.interface,
             container,
-            parts: f.placements.into_iter().map(|p| PartView { agent: p.agent, agent_fault_id: p.agent_fault_id, applied_at_unix_ms: p.applied_at_unix_ms }).collect(),
+            parts: f
+                .placements
+                .into_iter()
+                .map(|p| PartView {
+                    agent: p.agent,
+                    agent_fault_id: p.agent_fault_id,
+                    applied_at_unix_ms: p.applied_at_unix_ms,
+                })
+                .collect(),
             applied_at_unix_ms: f.applied_at_unix_ms,
             expires_at_unix_ms: f.expires_at_unix_ms,
             seconds_left: ((f.expires_at_unix_ms - now).max(0) as f64 / 1000.0),
@@ -168,7 +193,14 @@ pub struct AgentFailure {
 
 impl From<pb::RevertFaultResponse> for RevertView {
     fn from(r: pb::RevertFaultResponse) -> Self {
-        Self { reverted: r.reverted, failures: r.failures.into_iter().map(|f| AgentFailure { agent: f.agent, error: f.error }).collect() }
+        Self {
+            reverted: r.reverted,
+            failures: r
+                .failures
+                .into_iter()
+                .map(|f| AgentFailure { agent: f.agent, error: f.error })
+                .collect(),
+        }
     }
 }
 
@@ -190,7 +222,10 @@ impl From<pb::Event> for EventView {
         Self {
             seq: e.seq,
             unix_ms: e.unix_ms,
-            kind: pb::EventKind::try_from(e.kind).map_or_else(|_| format!("kind_{}", e.kind), |k| k.as_str_name().to_ascii_lowercase()),
+            kind: pb::EventKind::try_from(e.kind).map_or_else(
+                |_| format!("kind_{}", e.kind),
+                |k| k.as_str_name().to_ascii_lowercase(),
+            ),
             fault_id: e.fault_id,
             agents: e.agents,
             message: e.message,
@@ -478,7 +513,17 @@ impl From<crate::daemon::traffic::Status> for TrafficView {
             duration_seconds: s.start.duration.as_secs_f64(),
             started_unix_ms: s.started_unix_ms,
             elapsed_seconds: s.elapsed.as_secs_f64(),
-            seconds: s.seconds.into_iter().map(|f| TrafficSecond { second: f.second, requests: f.requests, errors: f.errors, p50_ms: f.p50_ms, p99_ms: f.p99_ms }).collect(),
+            seconds: s
+                .seconds
+                .into_iter()
+                .map(|f| TrafficSecond {
+                    second: f.second,
+                    requests: f.requests,
+                    errors: f.errors,
+                    p50_ms: f.p50_ms,
+                    p99_ms: f.p99_ms,
+                })
+                .collect(),
             summary: s.summary.map(|m| TrafficSummary {
                 requests: m.requests,
                 rate: m.rate,
@@ -524,7 +569,15 @@ pub struct RunView {
 
 impl From<crate::daemon::runs::Info> for RunView {
     fn from(i: crate::daemon::runs::Info) -> Self {
-        Self { id: i.id, scenario: i.scenario, state: i.state.name().to_owned(), message: i.message, started_unix_ms: i.started_unix_ms, files: i.files, analysis: None }
+        Self {
+            id: i.id,
+            scenario: i.scenario,
+            state: i.state.name().to_owned(),
+            message: i.message,
+            started_unix_ms: i.started_unix_ms,
+            files: i.files,
+            analysis: None,
+        }
     }
 }
 
