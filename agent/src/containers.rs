@@ -398,10 +398,20 @@ impl Runtimes {
         // A scoped agent shows only what it may act on.
         let scoped: Vec<(String, String)> = labels.iter().chain(&self.scope).cloned().collect();
         let labels = scoped.as_slice();
-        let (mut out, mut unreachable) = (Vec::new(), Vec::new());
-        match self.list_docker(labels).await {
-            Ok(list) => out.extend(list),
-            Err(e) => unreachable.push(e.to_string()),
+        let (mut out, mut unreachable, mut absent) = (Vec::new(), Vec::new(), Vec::new());
+        // A runtime with no socket on this host is absent, not unreachable: beside a
+        // complete list from the other it is noise, so it is said only when no runtime
+        // answered (then an empty list says why). A named socket is never "absent".
+        let mut answered = false;
+        match self.docker_path() {
+            Err(e) => absent.push(e.to_string()),
+            Ok(_) => match self.list_docker(labels).await {
+                Ok(list) => {
+                    answered = true;
+                    out.extend(list);
+                }
+                Err(e) => unreachable.push(e.to_string()),
+            },
         }
         match self.containerd_path() {
             Ok(path) => {
@@ -409,12 +419,16 @@ impl Runtimes {
                     .await
                 {
                     Ok(list) => {
+                        answered = true;
                         out.extend(list.into_iter().take(MAX_LISTED.saturating_sub(out.len())));
                     }
                     Err(e) => unreachable.push(e.to_string()),
                 }
             }
-            Err(e) => unreachable.push(e.to_string()),
+            Err(e) => absent.push(e.to_string()),
+        }
+        if !answered {
+            unreachable.extend(absent);
         }
         (out, unreachable)
     }

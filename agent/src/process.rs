@@ -48,9 +48,9 @@ impl ProcessKind {
             Self::Freeze(_) => "freeze",
             Self::Kill { .. } => "kill",
             Self::Restart { .. } => "restart",
-            Self::CpuStress { .. } => "cpu_stress",
-            Self::MemoryPressure { .. } => "memory_pressure",
-            Self::CpuThrottle { .. } => "cpu_throttle",
+            Self::CpuStress { .. } => "cpu-stress",
+            Self::MemoryPressure { .. } => "memory-pressure",
+            Self::CpuThrottle { .. } => "cpu-throttle",
         }
     }
     /// Kill and restart act once and leave nothing to revert.

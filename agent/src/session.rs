@@ -51,11 +51,8 @@ impl Registration {
             url: self.url.clone(),
             labels: self.labels.clone(),
         };
-        let mut stream = c
-            .register(req)
-            .await
-            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
-            .into_inner();
+        let mut stream =
+            c.register(req).await.map_err(|e| faultline_proto::status_in_words(&e))?.into_inner();
         info!(controller = self.controller, name = self.name, "registered");
         // A controller that stops heartbeating is gone even if the TCP connection is not:
         // three missed heartbeats end the session (10 s until the first one says its interval).
@@ -64,7 +61,7 @@ impl Registration {
             match tokio::time::timeout(patience, stream.message()).await {
                 Ok(Ok(Some(hb))) => patience = Duration::from_millis(hb.interval_ms.max(100) * 3),
                 Ok(Ok(None)) => return Ok(()),
-                Ok(Err(e)) => return Err(format!("{:?}: {}", e.code(), e.message())),
+                Ok(Err(e)) => return Err(faultline_proto::status_in_words(&e)),
                 Err(_) => return Err("no heartbeat for 10 s".into()),
             }
         }

@@ -235,7 +235,7 @@ fn main() {
             ..Default::default()
         }
     };
-    let body = r#"{"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "loss": "1%", "peer": ["192.0.2.1/32"]}}"#;
+    let body = r#"{"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "loss": "1%", "peer": ["192.0.2.1/32"]}, "all": true}"#;
     let web = "https://10.202.255.254:7443";
     let mut times: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
     for _ in 0..CYCLES {
@@ -252,6 +252,7 @@ fn main() {
             "192.0.2.1/32",
             "--lease",
             "60s",
+            "--all",
         ]);
         times[0].0.push(t.elapsed());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -281,8 +282,12 @@ fn main() {
         let t = Instant::now();
         let f = rt
             .block_on(grpc.apply_fault(faultline_proto::controller::v1::ApplyFaultRequest {
-                target: Some(faultline_proto::controller::v1::Target::default()),
+                target: Some(faultline_proto::controller::v1::Target {
+                    all: true,
+                    ..Default::default()
+                }),
                 spec: Some(spec()),
+                dry_run: false,
             }))
             .unwrap()
             .into_inner()

@@ -258,12 +258,20 @@ pub struct Common {
     /// Print the applied fault as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
+    /// Change nothing: say where the fault would act (agents, and containers), each agent
+    /// checking it as it would before applying it.
+    #[arg(long)]
+    pub dry_run: bool,
     /// With --controller: agents with these labels, e.g. role=db,zone=a.
     #[arg(long, help_heading = "Controller targeting")]
     pub select: Option<String>,
     /// With --controller: these agents by name (repeatable, or comma-separated).
     #[arg(long = "on", value_delimiter = ',', help_heading = "Controller targeting")]
     pub on: Vec<String>,
+    /// With --controller: every agent (that --select matches, if given). Through a
+    /// controller a fault must name where it acts: --on, --select, a container, or --all.
+    #[arg(long, help_heading = "Controller targeting")]
+    pub all: bool,
     /// With --controller: all selected agents, one at random, a fixed number or a share.
     #[arg(long, value_enum, default_value = "all", help_heading = "Controller targeting")]
     pub mode: ModeArg,
@@ -543,7 +551,7 @@ impl ProcTarget {
         use pb::process_target::Selector;
         if self.interface.is_some() {
             bail!(
-                "--interface is for network faults; process faults take --cgroup, --unit, --pid or --name"
+                "--interface is for network faults; process faults take --cgroup, --unit, --pid or --name, or --container/--container-select for a container's processes"
             );
         }
         let given: Vec<Selector> = [
@@ -761,7 +769,18 @@ pub fn target(a: &Apply) -> cpb::Target {
         } as i32,
         count: c.count.unwrap_or(0),
         percent: c.percent.unwrap_or(0.0),
+        all: c.all,
     }
+}
+
+/// Why a fault through a controller that names no agents, selector or container is
+/// refused (`--all` says "everywhere" on purpose). One wording for every front end.
+pub const NO_TARGET: &str = "name where the fault acts: agents (--on NAME), a label selector (--select KEY=VALUE), a container (--container, --container-select), or every agent (--all); --dry-run shows which agents a request would hit";
+
+/// Whether a controller target says where a fault acts (see `NO_TARGET`).
+#[must_use]
+pub fn names_a_target(t: &cpb::Target, spec: &pb::FaultSpec) -> bool {
+    t.all || !t.agents.is_empty() || !t.selector.is_empty() || spec.container.is_some()
 }
 
 #[cfg(test)]
@@ -802,6 +821,42 @@ mod tests {
         );
         assert_eq!(rate_words(1_500_000_000), "1.5gbit");
         assert_eq!(trim_float(33.333), "33.33");
+    }
+
+    /// One spelling per kind (issue 31): what a request names a kind is what every answer,
+    /// event and label calls it.
+    #[test]
+    fn each_kind_is_spelled_as_requests_spell_it() {
+        let cases: [(&str, &[(&str, Setting)]); 4] = [
+            (
+                "cpu-stress",
+                &[("cgroup", Setting::Value("/x".into())), ("threads", Setting::Value("1".into()))],
+            ),
+            (
+                "memory-pressure",
+                &[("cgroup", Setting::Value("/x".into())), ("bytes", Setting::Value("1m".into()))],
+            ),
+            (
+                "cpu-throttle",
+                &[("cgroup", Setting::Value("/x".into())), ("cpus", Setting::Value("0.5".into()))],
+            ),
+            (
+                "drop",
+                &[
+                    ("interface", Setting::Value("eth0".into())),
+                    ("loss", Setting::Value("1%".into())),
+                ],
+            ),
+        ];
+        for (kind, settings) in cases {
+            let (spec, _) = from_entry(
+                kind,
+                settings.iter().map(|(k, v)| (*k, v)),
+                Some(Duration::from_secs(1)),
+            )
+            .unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+            assert_eq!(spec.kind.as_ref().map(pb::fault_spec::Kind::name), Some(kind));
+        }
     }
 
     #[test]
@@ -1101,6 +1156,11 @@ pub fn from_entry<'a>(
         if k == "lease" && lease.is_some() {
             return Err(bad(k, "set by the entry's own duration".into()));
         }
+        // The command's own output choices; a preview has its own request
+        // (POST /api/faults/preview), and a scenario applies what it lists.
+        if ["json", "dry_run", "dry-run"].contains(&k) {
+            return Err(bad(k, "not a setting of a fault entry".into()));
+        }
         if k.is_empty()
             || !k
                 .bytes()
@@ -1184,7 +1244,8 @@ pub struct KindInfo {
 }
 
 /// Settings every kind shares that a Web API request carries beside `settings`.
-pub const ENTRY_FIELDS: &[&str] = &["lease", "label", "select", "on", "mode", "count", "percent"];
+pub const ENTRY_FIELDS: &[&str] =
+    &["lease", "label", "select", "on", "all", "mode", "count", "percent"];
 
 /// Every fault kind with its settings, read from the flags `fault apply` parses: a front
 /// end that builds its form from this cannot drift from what the parser accepts. The
@@ -1200,8 +1261,9 @@ pub fn catalogue() -> Vec<KindInfo> {
                 .get_arguments()
                 .filter(|a| {
                     !a.is_hide_set()
-                        && a.get_long()
-                            .is_some_and(|l| !["json", "help", "peers-file"].contains(&l))
+                        && a.get_long().is_some_and(|l| {
+                            !["json", "help", "peers-file", "dry-run"].contains(&l)
+                        })
                 })
                 .map(|a| {
                     let long = a.get_long().unwrap_or_default();

@@ -27,5 +27,5 @@ pub fn explain(e: tonic::Status) -> anyhow::Error {
     } else {
         ""
     };
-    anyhow::anyhow!("{:?}: {}{hint}", e.code(), e.message())
+    anyhow::anyhow!("{}{hint}", faultline_proto::status_in_words(&e))
 }

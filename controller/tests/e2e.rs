@@ -376,11 +376,58 @@ fn agents_register_faults_fan_out_by_label_and_end_with_the_controller() {
     ]);
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(msg.contains("NotFound") && msg.contains("h1") && msg.contains("role"), "{msg}");
+    assert!(msg.contains("not found: ") && msg.contains("h1") && msg.contains("role"), "{msg}");
     let bad = h.cli(&[
         "fault", "apply", "drop", "-i", "eth0", "--loss", "5%", "--lease", "60s", "--on", "h9",
     ]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no agent \"h9\""));
+
+    // Safe by default (issue 32): no target is not "every agent"; --dry-run names the
+    // agents a request would hit, each checking it, and changes nothing.
+    let before = h.cli_ok(&["fault", "list", "--json"]);
+    let bad = h.cli(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("--all") && msg.contains("--on NAME"), "{msg}");
+    let dry = h.cli_ok(&[
+        "fault",
+        "apply",
+        "drop",
+        "-i",
+        "eth0",
+        "--loss",
+        "100%",
+        "--lease",
+        "60s",
+        "--all",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("would act on 3 agents") && ["h1", "h2", "h3"].iter().all(|a| dry.contains(a)),
+        "{dry}"
+    );
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]), before, "a refusal or a dry run applied");
+    assert_eq!(h.udp(2, 3, 50), 50, "a dry run cut the web host's egress");
+    ip(&["-n", &h.ns(3), "link", "set", "eth0", "name", "eth9"]);
+    let bad = h.cli(&[
+        "fault",
+        "apply",
+        "drop",
+        "-i",
+        "eth0",
+        "--loss",
+        "100%",
+        "--lease",
+        "60s",
+        "--select",
+        "role=web",
+        "--dry-run",
+    ]);
+    ip(&["-n", &h.ns(3), "link", "set", "eth9", "name", "eth0"]);
+    ip(&["-n", &h.ns(3), "link", "set", "eth0", "up"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("h3: interface: no interface"), "{msg}");
+    let events = h.cli_ok(&["events", "--last", "20"]);
+    assert!(events.contains("--all"), "the refused request is not an event: {events}");
 
     // All or nothing: an interface missing on one host fails the fault everywhere.
     ip(&["-n", &h.ns(3), "link", "set", "eth0", "name", "eth9"]);
@@ -851,13 +898,17 @@ fn the_controller_serves_metrics_and_traces_each_fan_out_agent_by_agent() {
     );
     eventually("two agents registered", || h.healthy().len() == 2);
     let id = h
-        .cli_ok(&["fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s"])
+        .cli_ok(&[
+            "fault", "apply", "drop", "-i", "eth0", "--loss", "100%", "--lease", "60s", "--all",
+        ])
         .trim()
         .to_owned();
     assert!(
-        !h.cli(&["fault", "apply", "drop", "-i", "nosuch0", "--loss", "1%", "--lease", "60s"])
-            .status
-            .success()
+        !h.cli(&[
+            "fault", "apply", "drop", "-i", "nosuch0", "--loss", "1%", "--lease", "60s", "--all"
+        ])
+        .status
+        .success()
     );
 
     let text = scrape(metrics);
@@ -1403,6 +1454,7 @@ fn registrations_are_bound_to_certificates_and_roles_to_calls() {
                 kind: Some(apb::fault_spec::Kind::Drop(apb::Drop { percent: 1.0 })),
                 ..Default::default()
             }),
+            dry_run: false,
         };
         for (stem, read_ok, write_ok) in [
             ("cli", true, true),
@@ -1541,7 +1593,7 @@ fn a_container_fault_goes_to_the_agents_running_the_container() {
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(
         !bad.status.success()
-            && msg.contains("NotFound")
+            && msg.contains("not found: ")
             && msg.contains("none of the 2 selected agents"),
         "{msg}"
     );
@@ -1847,6 +1899,28 @@ fn the_web_api_is_closed_described_and_drives_faults_as_the_cli_does() {
         Some(&serde_json::json!({"kind": "drop", "settings": {"interface": "eth0", "loss": "5%"}})),
     );
     assert!(code == 400 && json(&body)["error"]["field"] == "lease", "{code} {body}");
+    // No target is refused naming `all`; the preview names the agents and applies nothing.
+    let nowhere = serde_json::json!({"kind": "drop", "lease": "60s", "settings": {"interface": "eth0", "loss": "5%"}});
+    let (code, body) = curl(&h, "POST", "/api/faults", &op, Some(&nowhere));
+    assert!(code == 400 && json(&body)["error"]["field"] == "all", "{code} {body}");
+    let mut everywhere = nowhere.clone();
+    everywhere["all"] = true.into();
+    let (code, body) = curl(&h, "POST", "/api/faults/preview", &op, Some(&everywhere));
+    let preview = json(&body);
+    let agents: Vec<&str> = preview["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["agent"].as_str())
+        .collect();
+    assert!(code == 200 && agents == ["h1", "h2"], "{code} {body}");
+    assert_eq!(
+        curl(&h, "POST", "/api/faults/preview", &vw, Some(&everywhere)).0,
+        403,
+        "a viewer previews"
+    );
+    let (_, list) = curl(&h, "GET", "/api/faults", &vw, None);
+    assert_eq!(json(&list).as_array().map(Vec::len), Some(1), "a preview applied: {list}");
     web_renew(&h, &op, &vw, fault["id"].as_str().unwrap());
     let (code, body) =
         curl(&h, "DELETE", &format!("/api/faults/{}", fault["id"].as_str().unwrap()), &op, None);
@@ -2248,7 +2322,7 @@ fn web_traffic(h: &Hosts, op: &[&str], vw: &[&str], metrics: &str) {
         );
         assert!(
             code == 400
-                && json(&body)["error"]["field"] == "targetUrl"
+                && json(&body)["error"]["field"] == "target_url"
                 && body.contains("faultline's own"),
             "{own}: {code} {body}"
         );

@@ -253,7 +253,7 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
     // process is refused everywhere before any agent acts: h2's and h3's redis live on.
     let redis_before = states("redis");
     let pids = |s: &[(String, char)]| s.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>();
-    let out = faultline(&["fault", "apply", "kill", "--name", "^redis-server$"]);
+    let out = faultline(&["fault", "apply", "kill", "--name", "^redis-server$", "--all"]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && msg.contains("h1") && msg.contains("nothing was done on any"),
@@ -273,8 +273,8 @@ fn lab_up_partition_freeze_down_leaves_the_machine_as_it_was() {
             p["host"]
         );
     }
-    // A pid means something on one host only: without --on it goes nowhere.
-    let out = faultline(&["fault", "apply", "kill", "--pid", "1234"]);
+    // A pid means something on one host only: on every agent it goes nowhere.
+    let out = faultline(&["fault", "apply", "kill", "--pid", "1234", "--all"]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && msg.contains("--pid names something on one host only"),

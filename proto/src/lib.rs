@@ -24,7 +24,8 @@ pub mod controller {
 }
 
 impl agent::v1::fault_spec::Kind {
-    /// The kind's name as the CLI, logs and metrics labels spell it.
+    /// The kind's name as the CLI, scenarios, the Web API, events, logs and metrics labels
+    /// spell it: one spelling, the `fault apply` subcommand's (`cpu-stress`).
     #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
@@ -35,9 +36,9 @@ impl agent::v1::fault_spec::Kind {
             Self::Freeze(_) => "freeze",
             Self::Kill(_) => "kill",
             Self::Restart(_) => "restart",
-            Self::CpuStress(_) => "cpu_stress",
-            Self::MemoryPressure(_) => "memory_pressure",
-            Self::CpuThrottle(_) => "cpu_throttle",
+            Self::CpuStress(_) => "cpu-stress",
+            Self::MemoryPressure(_) => "memory-pressure",
+            Self::CpuThrottle(_) => "cpu-throttle",
         }
     }
 }
@@ -51,6 +52,38 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
 /// The id the controller answers a one-shot fault (kill, restart) with: it acted once,
 /// holds nothing and has no controller id to revert by.
 pub const ONE_SHOT_ID: &str = "done";
+
+/// A gRPC status code as a person reads it (the CLI's errors, events, a run's errors):
+/// what happened, never the code's name (`InvalidArgument` means nothing to an SRE).
+#[must_use]
+pub fn code_in_words(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "done",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "failed",
+        Code::InvalidArgument => "invalid request",
+        Code::DeadlineExceeded => "timed out",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "conflict",
+        Code::PermissionDenied => "not allowed",
+        Code::ResourceExhausted => "too many requests",
+        Code::FailedPrecondition => "not possible here",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not supported by this version",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data lost",
+        Code::Unauthenticated => "not authenticated",
+    }
+}
+
+/// A refusal as a person reads it: "not found: target: no agent ...".
+#[must_use]
+pub fn status_in_words(e: &tonic::Status) -> String {
+    format!("{}: {}", code_in_words(e.code()), e.message())
+}
 
 /// Now, in milliseconds since the Unix epoch.
 #[must_use]

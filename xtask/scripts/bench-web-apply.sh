@@ -11,12 +11,12 @@ N=${N:-50}
 . xtask/scripts/web-bench-lab.sh
 cli() { $BIN/faultline --insecure --controller http://127.0.0.1:7181 "$@"; }
 ms() { local d=$(( $(date +%s%N) - $1 )); printf "%d.%03d\n" $((d / 1000000)) $((d / 1000 % 1000)); }
-body='{"kind": "drop", "lease": "60s", "settings": {"interface": "flbench0", "loss": "1%"}}'
+body='{"kind": "drop", "lease": "60s", "settings": {"interface": "flbench0", "loss": "1%"}, "all": true}'
 
 for i in $(seq "$N"); do
     t=$(date +%s%N); id=$(api -H 'Content-Type: application/json' -d "$body" http://127.0.0.1:7182/api/faults | sed 's/.*"id":"\([^"]*\)".*/\1/'); echo "rest-apply $(ms "$t")"
     t=$(date +%s%N); api -X DELETE "http://127.0.0.1:7182/api/faults/$id" >/dev/null; echo "rest-revert $(ms "$t")"
-    t=$(date +%s%N); id=$(cli fault apply drop -i flbench0 --loss 1% --lease 60s); echo "cli-apply $(ms "$t")"
+    t=$(date +%s%N); id=$(cli fault apply drop -i flbench0 --loss 1% --lease 60s --all); echo "cli-apply $(ms "$t")"
     t=$(date +%s%N); cli fault revert "$id" >/dev/null; echo "cli-revert $(ms "$t")"
 done >"$dir/times"
 echo "--- $N rounds (p50 / p99 / max, ms)"

@@ -312,8 +312,14 @@ impl Platform {
     /// fails if Docker then holds anything it did not hold before.
     pub fn down(&self) -> Result<()> {
         if self.keep {
+            // The command this machine has: Compose v2 (`docker compose`) or v1.
+            let cmd = if docker_ok(&["compose", "version"]) {
+                "docker compose"
+            } else {
+                "docker-compose"
+            };
             println!(
-                "compose: left up (--keep): `docker compose -f {FILE} -p {} down -v` removes it",
+                "compose: left up (--keep): `{cmd} -f {FILE} -p {} down -v` removes it",
                 self.project
             );
             return Ok(());
@@ -461,7 +467,7 @@ fn unix_now() -> f64 {
 /// `cargo xtask demo --compose`: up, the scenario of compose/scenario.yaml, the report
 /// under runs/, down (unless `keep`).
 pub fn demo(keep: bool) -> Result<()> {
-    let _docker = crate::docker::start()?;
+    let docker = crate::docker::start()?;
     let p = Platform::up("faultline", 5050, 9090, keep)?;
     let scenario = std::fs::read_to_string(workspace_root().join("compose/scenario.yaml"))?;
     let ran = p.run_scenario(&scenario, &workspace_root().join("runs"));
@@ -472,6 +478,10 @@ pub fn demo(keep: bool) -> Result<()> {
         );
     }
     let downed = p.down();
+    // "Left up" means up: the engine this demo started keeps running with it.
+    if keep {
+        docker.keep_running();
+    }
     ran?;
     downed
 }
@@ -546,7 +556,7 @@ fn check_closed(p: &Platform) -> Result<()> {
     let refused = p.http(
         "POST",
         &url("/api/faults"),
-        Some(&json!({"kind": "freeze", "lease": "5s", "settings": {"pid": sleeper.id()}})),
+        Some(&json!({"kind": "freeze", "lease": "5s", "settings": {"pid": sleeper.id()}, "all": true})),
         Some(p.token()?),
     );
     let frozen = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id()))
@@ -591,7 +601,7 @@ fn check(p: &Platform) -> Result<()> {
 
     // The run's own figures: errors while service-b was frozen, none in the last 8 s.
     let status = p.api("GET", "/api/traffic", None)?;
-    let started = status["startedUnixMs"].as_f64().context("traffic: startedUnixMs")? / 1000.0;
+    let started = status["started_unix_ms"].as_f64().context("traffic: started_unix_ms")? / 1000.0;
     let seconds = status["seconds"].as_array().context("traffic: seconds")?;
     let errors_between = |from: f64, to: f64| -> u64 {
         seconds

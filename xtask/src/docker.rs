@@ -106,6 +106,21 @@ pub fn remove_test_images() -> Result<()> {
     Ok(())
 }
 
+impl Engine {
+    /// Leaves the engine running after this process (`demo --compose --keep`: the
+    /// platform it runs stays up); says how to stop it. Nothing to do if it was running
+    /// before.
+    pub fn keep_running(mut self) {
+        if let Some(child) = self.child.take() {
+            println!(
+                "docker: dockerd (pid {}) left running for what was kept; `kill {}` stops it",
+                child.id(),
+                child.id()
+            );
+        }
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         let Some(child) = &mut self.child else { return };

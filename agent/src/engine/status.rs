@@ -28,6 +28,9 @@ impl Engine {
         out
     }
 
+    /// The shortest window whose average rate `observe_bandwidth` reports.
+    const RATE_WINDOW_S: f64 = 5.0;
+
     /// A rate limit's effect, as its htb class counted it (the class is created with the
     /// fault, so its counters are the fault's): the rate that passed on average, and the
     /// packets held back over the limit and dropped.
@@ -44,15 +47,34 @@ impl Engine {
             }
             let secs = s.since.elapsed().unwrap_or_default().as_secs_f64().max(0.001);
             let measured = total.bytes as f64 * 8.0 / secs;
+            let limit = s.rate_bps as f64;
+            let held = format!(
+                "{} packets over the limit were delayed, {} dropped",
+                total.overlimits, total.drops
+            );
+            // A short window's average is mostly the burst htb lets through at line rate
+            // before it limits ("80.5 kbit/s over 2.8 s, limit 64"): say what passed, not a rate.
+            let summary = if secs < Self::RATE_WINDOW_S {
+                format!(
+                    "passed {} bytes in its first {secs:.1} s (too short for a rate: the burst passes before the limit of {:.1} kbit/s holds); {held}",
+                    total.bytes,
+                    limit / 1000.0
+                )
+            } else {
+                let above = if measured > limit {
+                    " (above it: the burst passed at line rate is in the average)"
+                } else {
+                    ""
+                };
+                format!(
+                    "passed {:.1} kbit/s on average over {secs:.1} s (limit {:.1} kbit/s{above}); {held}",
+                    measured / 1000.0,
+                    limit / 1000.0
+                )
+            };
             if let Some(st) = statuses.iter_mut().find(|x| x.id == s.id) {
                 st.observed = Some(pb::Observed {
-                    summary: format!(
-                        "passed {:.1} kbit/s on average over {secs:.1} s (limit {:.1} kbit/s); {} packets over the limit were delayed, {} dropped",
-                        measured / 1000.0,
-                        s.rate_bps as f64 / 1000.0,
-                        total.overlimits,
-                        total.drops
-                    ),
+                    summary,
                     configured: s.rate_bps as f64,
                     measured,
                     unit: "bit/s".into(),

@@ -248,16 +248,9 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
             "run the agent as root, or grant it (dist/systemd/faultline-agent.service does)",
         ));
     }
-    probes.push(runtime(
-        f::DOCKER,
-        &["/var/run/docker.sock", "/run/docker.sock"],
-        "the Docker engine",
-    ));
-    probes.push(runtime(
-        f::CONTAINERD,
-        &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock"],
-        "containerd",
-    ));
+    // The paths the agent itself tries (containers.rs), so doctor and the agent agree.
+    probes.push(runtime(f::DOCKER, &crate::containers::DOCKER_SOCKETS[..2], "the Docker engine"));
+    probes.push(runtime(f::CONTAINERD, crate::containers::CONTAINERD_SOCKETS, "containerd"));
     probes.push(runtime(f::PODMAN, &["/run/podman/podman.sock"], "Podman's API service"));
     Capabilities { probes }
 }

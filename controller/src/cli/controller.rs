@@ -193,10 +193,36 @@ fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
     json!({
         "id": f.id,
         "kind": f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", faultline_proto::agent::v1::fault_spec::Kind::name),
-        "placements": f.placements.iter().map(|p| json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_unix_ms": p.applied_at_unix_ms})).collect::<Vec<_>>(),
+        "placements": f.placements.iter().map(|p| {
+            let mut j = json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_unix_ms": p.applied_at_unix_ms});
+            if !p.container.is_empty() {
+                j["container"] = json!(p.container);
+            }
+            j
+        }).collect::<Vec<_>>(),
         "applied_at_unix_ms": f.applied_at_unix_ms,
         "expires_at_unix_ms": f.expires_at_unix_ms,
     })
+}
+
+/// A dry run's answer in words: where the fault would act, one agent a line.
+fn would_act(f: &pb::ControllerFault) -> String {
+    use std::fmt::Write;
+    let what = f.spec.as_ref().map(crate::faults::in_words).unwrap_or_default();
+    let n = f.placements.len();
+    let mut out = format!(
+        "dry run: {what} would act on {n} agent{} (each checked it; nothing was changed):\n",
+        if n == 1 { "" } else { "s" }
+    );
+    for p in &f.placements {
+        let inside = if p.container.is_empty() {
+            String::new()
+        } else {
+            format!("  container {}", p.container)
+        };
+        let _ = writeln!(out, "  {}{inside}", p.agent);
+    }
+    out
 }
 
 /// What is asked of the controller.
@@ -323,6 +349,7 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                 .apply_fault(pb::ApplyFaultRequest {
                     target: Some(target(&a)),
                     spec: Some(spec(&a)?),
+                    dry_run: a.common().dry_run,
                 })
                 .await
                 .map_err(explain)?
@@ -331,6 +358,10 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                 .unwrap_or_default();
             if a.common().json {
                 println!("{}", fault_json(&f));
+                return Ok(());
+            }
+            if a.common().dry_run {
+                print!("{}", would_act(&f));
                 return Ok(());
             }
             println!("{}", f.id);

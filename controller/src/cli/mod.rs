@@ -476,7 +476,8 @@ pub fn command() -> clap::Command {
 /// Every command, in one exhaustive match: local work, the controller, or one agent.
 pub async fn run(cli: Cli) -> Result<()> {
     let Cli { agent, agent_is_default, tls_dir, insecure, controller, cmd } = cli;
-    let security = || Security::from_flags(insecure, tls_dir.as_deref(), Role::Cli);
+    let security =
+        || Security::from_flags(insecure, tls_dir.as_deref(), Role::Cli).map_err(lab_hint);
     let agent = AgentAt { url: agent, is_default: agent_is_default, security: &security };
     let need_controller = |url: Option<String>| {
         url.context("`agents`, `partition`, `events` and `run` ask a controller: give --controller URL (or FAULTLINE_CONTROLLER)")
@@ -672,7 +673,22 @@ enum AgentCall {
 struct AgentAt<'a> {
     url: String,
     is_default: bool,
-    security: &'a dyn Fn() -> Result<Security, faultline_proto::transport::TransportError>,
+    security: &'a dyn Fn() -> Result<Security>,
+}
+
+/// Certificates not found while a lab is up: the lab's are the ones to use (`certs init`
+/// would make a new CA, which the lab's daemons refuse).
+fn lab_hint(e: faultline_proto::transport::TransportError) -> anyhow::Error {
+    use faultline_proto::transport::TransportError;
+    let up = std::path::Path::new(crate::lab::DEFAULT_DIR).join("lab.json").exists();
+    match e {
+        TransportError::Read { path, error, .. } if up => anyhow::anyhow!(
+            "TLS: reading {}: {error}. A lab is up ({}): its certificates are the ones to use; point the CLI at it with `eval \"$(faultline lab status --env)\"`",
+            path.display(),
+            crate::lab::DEFAULT_DIR
+        ),
+        e => e.into(),
+    }
 }
 
 /// The default port, where `local` without one looks.
@@ -712,6 +728,10 @@ fn local_port(agent: &str) -> Result<Option<u16>> {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per agent call, each a request and its rendering"
+)]
 async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
     let mut client = AgentServiceClient::new(agent.connect().await?);
     match call {
@@ -762,7 +782,10 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
         }
         AgentCall::Fault(FaultCmd::Apply(a)) => {
             let f = client
-                .apply_fault(pb::ApplyFaultRequest { spec: Some(spec(&a)?), dry_run: false })
+                .apply_fault(pb::ApplyFaultRequest {
+                    spec: Some(spec(&a)?),
+                    dry_run: a.common().dry_run,
+                })
                 .await
                 .map_err(explain)?
                 .into_inner()
@@ -770,6 +793,16 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
                 .unwrap_or_default();
             if a.common().json {
                 println!("{}", status_json(&f));
+                return Ok(());
+            }
+            if a.common().dry_run {
+                let what = f.spec.as_ref().map(crate::faults::in_words).unwrap_or_default();
+                println!(
+                    "dry run: {what} would act on this agent (it checked it; nothing was changed)"
+                );
+                for p in &f.processes {
+                    println!("  pid {} ({})", p.pid, p.name);
+                }
                 return Ok(());
             }
             // The id alone on the first line, for scripts: `id=$(faultline fault apply ...)`.

@@ -93,13 +93,13 @@ impl Controller {
         })
     }
 
-    /// (agent, container id) for each agent the target selects whose host runs a
+    /// (agent, container id, container name) for each agent the target selects whose host runs a
     /// container `wanted` names; one per agent, the mode applied over them.
     pub(super) async fn container_placements(
         &self,
         t: &pb::Target,
         wanted: &apb::ContainerTarget,
-    ) -> Result<Vec<(String, String)>, DaemonError> {
+    ) -> Result<Vec<(String, String, String)>, DaemonError> {
         let every = pb::Target { mode: pb::Mode::All as i32, count: 0, percent: 0.0, ..t.clone() };
         let agents = self.select(&every)?;
         let (listed, unasked) = self.agent_containers(&agents, &wanted.select).await;
@@ -112,7 +112,7 @@ impl Controller {
         let mut found = Vec::new();
         for (agent, hits) in by_agent {
             if let [one] = hits.as_slice() {
-                found.push((agent, one.id.clone()));
+                found.push((agent, one.id.clone(), one.name.clone()));
                 continue;
             }
             let names: Vec<&str> = hits.iter().map(|c| c.name.as_str()).collect();

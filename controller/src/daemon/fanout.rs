@@ -85,15 +85,15 @@ impl Controller {
             }
             Err(e) => {
                 self.stats.refused.fetch_add(1, Relaxed);
-                // The event names a refusal by its gRPC code ("FailedPrecondition: ..."), the
-                // words `faultline events` has always shown, whichever front end was asked.
-                let code = tonic::Status::from(e.clone()).code();
-                tracing::warn!(?code, "refused: {}", e.message);
+                // The event says what kind of refusal it was in words ("not found: ..."),
+                // the same whichever front end was asked.
+                let status = tonic::Status::from(e.clone());
+                tracing::warn!(code = ?status.code(), "refused: {}", e.message);
                 self.event(
                     pb::EventKind::FaultRefused,
                     "",
                     names,
-                    format!("{code:?}: {}", e.message),
+                    faultline_proto::status_in_words(&status),
                 );
             }
         }

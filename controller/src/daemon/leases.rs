@@ -152,7 +152,10 @@ impl Controller {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.end(id, reason);
-        let agents: Vec<String> = f.placements.iter().map(|p| p.0.clone()).collect();
+        // A partition of containers has a part per container: an agent counts once.
+        let mut agents: Vec<String> = f.placements.iter().map(|p| p.0.clone()).collect();
+        agents.sort();
+        agents.dedup();
         let detail = if failures.is_empty() {
             String::new()
         } else {
@@ -165,7 +168,14 @@ impl Controller {
                     .join("; ")
             )
         };
-        self.event(why, id, &agents, format!("{reason} on {} agents{detail}", agents.len()));
+        let parts = if f.placements.len() > agents.len() {
+            format!(" ({} parts)", f.placements.len())
+        } else {
+            String::new()
+        };
+        let n = agents.len();
+        let plural = if n == 1 { "" } else { "s" };
+        self.event(why, id, &agents, format!("{reason} on {n} agent{plural}{parts}{detail}"));
         tracing::info!(id, reason, "ended");
         Ok(results)
     }

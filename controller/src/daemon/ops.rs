@@ -293,13 +293,19 @@ impl Controller {
         }
         let started = Instant::now();
         let target = r.target.unwrap_or_default();
+        // Safe by default: a request that names no agents, selector or container does not
+        // mean "everywhere" unless it says --all.
+        if !crate::faults::names_a_target(&target, &spec) {
+            let refused = DaemonError::invalid(format!("target: {}", crate::faults::NO_TARGET));
+            return self.refusing(&[], started, Err(refused));
+        }
         // A container names its hosts: the agents running one that matches (the mode counts those).
         let containers = match &spec.container {
             Some(c) => Some(self.container_placements(&target, c).await?),
             None => None,
         };
         let names = match &containers {
-            Some(placed) => placed.iter().map(|(agent, _)| agent.clone()).collect(),
+            Some(placed) => placed.iter().map(|(agent, _, _)| agent.clone()).collect(),
             None => self.select(&target)?,
         };
         // A pid, cgroup or unit names something on one host: the same value on another host
@@ -324,19 +330,48 @@ impl Controller {
         // The agents hold a short lease the controller renews, never longer than the fault's
         // own: then they end it on time even if the controller's timer is late.
         let lease = (self.agent_lease().as_millis() as u64).min(spec.lease_ms.max(1));
-        let plan = names
+        let plan: Vec<(String, apb::FaultSpec)> = names
             .iter()
             .map(|n| {
                 let mut s = apb::FaultSpec { lease_ms: lease, ..spec.clone() };
                 // Each agent gets the container it found, by id: no second resolution can differ.
-                if let Some(id) =
-                    containers.iter().flatten().find(|(a, _)| a == n).map(|(_, id)| id.clone())
+                if let Some(id) = containers
+                    .iter()
+                    .flatten()
+                    .find(|(a, _, _)| a == n)
+                    .map(|(_, id, _)| id.clone())
                 {
                     s.container = Some(apb::ContainerTarget { name: id, select: Vec::new() });
                 }
                 (n.clone(), s)
             })
             .collect();
+        if r.dry_run {
+            // Everything an apply checks before acting, and nothing after. Its answer,
+            // either way, is to a question: not counted and not an event.
+            self.check_ready(&names, &spec)?;
+            self.check_all(&plan).await?;
+            let container_of = |n: &str| {
+                containers
+                    .iter()
+                    .flatten()
+                    .find(|(a, _, _)| a == n)
+                    .map(|(_, _, name)| name.clone())
+            };
+            return Ok(pb::ControllerFault {
+                spec: Some(spec),
+                placements: names
+                    .iter()
+                    .map(|n| pb::AgentResult {
+                        agent: n.clone(),
+                        ok: true,
+                        container: container_of(n).unwrap_or_default(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+        }
         let kind = spec.kind.as_ref().map_or("?", apb::fault_spec::Kind::name);
         let span = tracing::info_span!(
             "apply_fault",

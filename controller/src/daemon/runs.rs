@@ -89,10 +89,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn check_id(id: &str) -> Result<(), DaemonError> {
     if id.is_empty()
         || id.len() > 128
-        || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         || id.starts_with('-')
     {
-        return Err(DaemonError::invalid("id: a run id (lowercase letters, digits and '-')"));
+        return Err(DaemonError::invalid("id: a run id (letters, digits and '-')"));
     }
     Ok(())
 }
@@ -181,7 +181,8 @@ impl Runs {
                 let line = e.line.map(|l| format!(" (line {l})")).unwrap_or_default();
                 DaemonError::invalid(format!("scenario.{}: {}{line}", e.field, e.problem))
             })?;
-        let base = format!("{}-{}", slug(&scenario.name), run::utc_stamp().to_ascii_lowercase());
+        // The CLI's spelling (`drop-20261207T051200Z`): one run, one id everywhere.
+        let base = format!("{}-{}", run::slug(&scenario.name), run::utc_stamp());
         // Two runs started in one second get -2, -3, ... (bounded: the history is finite).
         let id = (1..=10_000)
             .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
@@ -476,24 +477,14 @@ fn started(dir: &Path) -> i64 {
     std::fs::metadata(dir).and_then(|m| m.modified()).map_or(0, faultline_proto::unix_ms)
 }
 
-fn slug(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect();
-    let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
-    let s: String = s.chars().take(64).collect();
-    if s.is_empty() { "run".to_owned() } else { s.trim_end_matches('-').to_owned() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ids_and_file_names_stay_inside_the_runs_directory() {
-        assert!(check_id("web-drop-20261130t171500z").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "-x", "UPPER", "a.b", &"a".repeat(129)] {
+        assert!(check_id("web-drop-20261130T171500Z").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "-x", "a b", "a.b", "é", &"a".repeat(129)] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
         assert_eq!(check_file("report.html").unwrap(), "text/html; charset=utf-8");
@@ -501,7 +492,7 @@ mod tests {
         for bad in ["", ".env", "../summary.json", "a/b.csv", "report", "x.sh", "x.exe"] {
             assert!(check_file(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(slug("Web drop: 100%!"), "web-drop-100");
-        assert_eq!(slug("???"), "run");
+        assert_eq!(run::slug("Web drop: 100%!"), "web-drop-100");
+        assert_eq!(run::slug("???"), "run");
     }
 }

@@ -93,7 +93,7 @@ impl Traffic {
         }
         if s.duration.is_zero() || s.duration > MAX_DURATION {
             return Err(DaemonError::invalid(format!(
-                "durationSeconds: more than 0, at most {}",
+                "duration_seconds: more than 0, at most {}",
                 MAX_DURATION.as_secs()
             )));
         }
@@ -108,7 +108,7 @@ impl Traffic {
             return Err(DaemonError::invalid(format!("connections: 1 to {MAX_CONNECTIONS}")));
         }
         if s.target_url.len() > 2048 || s.target_url.starts_with('-') {
-            return Err(DaemonError::invalid("targetUrl: a URL of at most 2048 bytes"));
+            return Err(DaemonError::invalid("target_url: a URL of at most 2048 bytes"));
         }
         let mut words = vec![
             s.target_url.clone(),
@@ -130,10 +130,10 @@ impl Traffic {
             let f = ["rate", "duration", "connections", "shape", "method", "timeout"]
                 .into_iter()
                 .find(|f| m.contains(f))
-                .map_or("targetUrl", |f| match f {
+                .map_or("target_url", |f| match f {
                     "rate" => "rps",
-                    "duration" => "durationSeconds",
-                    "timeout" => "timeoutSeconds",
+                    "duration" => "duration_seconds",
+                    "timeout" => "timeout_seconds",
                     other => other,
                 });
             DaemonError::invalid(format!("{f}: {m}"))
@@ -151,7 +151,7 @@ impl Traffic {
         };
         if own.iter().any(is_own) {
             return Err(DaemonError::invalid(format!(
-                "targetUrl: {target} is faultline's own (the controller's or an agent's listener); traffic is for the system under test"
+                "target_url: {target} is faultline's own (the controller's or an agent's listener); traffic is for the system under test"
             )));
         }
 

@@ -450,8 +450,15 @@ pub fn print(a: &Analysis) {
     for w in &a.anomaly_windows {
         println!("anomaly   {}s..{}s  {}", w.from_s, w.to_s, w.why());
     }
+    let listed = if a.anomaly_windows.is_empty() { "" } else { "; any anomaly is listed above" };
     match (a.recovered, a.recovery_s) {
-        (Some(true), Some(r)) => println!("recovery  {r:.1} s after the last revert"),
+        // "0.0 s" read as "instant" beside anomalies listed above: say what is measured.
+        (Some(true), Some(r)) if r < 0.5 => println!(
+            "recovery  at once after the last revert: inside the baseline's band from that second on, 3 s in a row{listed}"
+        ),
+        (Some(true), Some(r)) => println!(
+            "recovery  {r:.1} s after the last revert (then inside the baseline's band 3 s in a row)"
+        ),
         (Some(false), _) => println!("recovery  not within the run"),
         _ => println!("recovery  - (no fault was reverted)"),
     }

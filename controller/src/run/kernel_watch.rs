@@ -54,7 +54,7 @@ async fn offset(
         let s = c
             .get_metrics(apb::GetMetricsRequest {})
             .await
-            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
+            .map_err(|e| faultline_proto::status_in_words(&e))?
             .into_inner();
         let t1 = now_ms();
         let (off, half) = (s.unix_ms as f64 + 0.5 - f64::midpoint(t0, t1), (t1 - t0) / 2.0);

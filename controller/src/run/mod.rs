@@ -105,14 +105,16 @@ impl Part {
     }
 }
 
-fn slug(s: &str) -> String {
-    s.chars()
+/// A scenario's name as the first part of a run id and directory name: lowercase letters,
+/// digits and single dashes, at most 64 characters ("run" when nothing is left).
+pub fn slug(s: &str) -> String {
+    let s: String = s
+        .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect::<String>()
-        .split('-')
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
+        .collect();
+    let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+    let s: String = s.chars().take(64).collect();
+    if s.is_empty() { "run".to_owned() } else { s.trim_end_matches('-').to_owned() }
 }
 
 pub fn utc_stamp() -> String {

@@ -500,6 +500,18 @@ fn fault_plan(
         // The lease is the scenario's: `for` plus a margin.
         bad(at, if e.field == "lease" { "set by `for`".to_owned() } else { e.problem })
     })?;
+    // Checked when the file is read, not minutes into the run when the controller would
+    // refuse it: a fault entry says where it acts.
+    if !crate::faults::names_a_target(&target, &spec) {
+        let words = crate::faults::NO_TARGET
+            .replace("--on NAME", "on: [NAME]")
+            .replace("--select KEY=VALUE", "select: KEY=VALUE")
+            .replace("--container-select", "container_select")
+            .replace("--container", "container")
+            .replace("--all", "all: true")
+            .replace("; --dry-run shows which agents a request would hit", "");
+        return Err(bad(format!("faults[{index}]"), words));
+    }
     // The report names the container a fault acted in, as the scenario named it.
     let inside = spec.container.as_ref().map_or(String::new(), |c| {
         match (c.name.is_empty(), c.select.is_empty()) {
@@ -510,9 +522,10 @@ fn fault_plan(
     });
     // And the fault's own settings as the entry wrote them (20%, 256kbit, ^nginx$), so a
     // report row says what was done, not only its kind.
-    const TARGETING: [&str; 9] = [
+    const TARGETING: [&str; 10] = [
         "select",
         "on",
+        "all",
         "mode",
         "count",
         "percent",
@@ -552,6 +565,7 @@ fn fault_plan(
         request: FaultRequest::Apply(pb::ApplyFaultRequest {
             target: Some(target),
             spec: Some(spec),
+            dry_run: false,
         }),
         describe,
         optional,
@@ -899,6 +913,28 @@ guardrails:
         assert_eq!((s.faults[0].optional, s.faults[1].optional), (false, true));
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
         assert_eq!(p.node, "h1");
+    }
+
+    /// A fault entry says where it acts (issue 32): no `on`, `select` or container is
+    /// refused when the file is read, and `all: true` means every agent on purpose.
+    #[test]
+    fn a_fault_without_a_target_is_refused_unless_it_says_all() {
+        let e = load(&write(&GOOD.replace("    select: role=db\n", ""))).unwrap_err();
+        assert_eq!(e.field, "faults[0]");
+        assert!(
+            e.problem.contains("all: true") && e.problem.contains("on: [NAME]"),
+            "{}",
+            e.problem
+        );
+        let s = load(&write(&GOOD.replace("    select: role=db\n", "    all: true\n"))).unwrap();
+        let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
+        assert!(r.target.as_ref().is_some_and(|t| t.all));
+        assert_eq!(s.faults[0].describe, "drop (loss 100%, interface eth0)");
+        let e = load(&write(
+            &GOOD.replace("    select: role=db\n", "    dry_run: true\n    all: true\n"),
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "faults[0].dry_run");
     }
 
     /// Values that once panicked, wrapped or passed the check (hardening, F5).

@@ -125,14 +125,14 @@ async fn fault(
                         }
                     }
                     Err(e) if e.code() == tonic::Code::NotFound => {}
-                    Err(e) => t.error = format!("revert: {:?}: {}", e.code(), e.message()),
+                    Err(e) => t.error = format!("revert: {}", faultline_proto::status_in_words(&e)),
                 }
             }
             t.reverted_at = Some(secs_since());
             eprintln!("[{:>6.1}s] fault {} reverted", t.reverted_at.unwrap_or(0.0), t.id);
         }
         Err(e) => {
-            t.error = format!("{:?}: {}", e.code(), e.message());
+            t.error = faultline_proto::status_in_words(&e);
             let _ = stop_tx.send(Some(format!(
                 "faults[{}] ({}) could not be applied: {}",
                 f.index, f.describe, t.error

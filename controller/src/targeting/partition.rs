@@ -37,7 +37,8 @@ pub fn cut(
     if !node.is_empty() && !matches!(shape, Shape::Isolate | Shape::Bridge) {
         return Err(format!(
             "node: the {} shape picks its own sides; --node is for isolate and bridge",
-            shape.as_str_name().to_ascii_lowercase()
+            // SHAPE_MAJORITIES_RING as the CLI spells it: majorities-ring.
+            shape.as_str_name().trim_start_matches("SHAPE_").to_ascii_lowercase().replace('_', "-")
         ));
     }
     if !groups.is_empty() && shape != Shape::Groups {

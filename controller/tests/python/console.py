@@ -109,6 +109,20 @@ with sync_playwright() as pw:
     expect(page.locator("#apply-result")).to_contain_text("lease")
 
     page.fill("#setting-lease", "120s")
+    # Safe by default: with no agent named, nothing is sent everywhere; `all` is
+    # outlined, and the preview names the hosts before anything is applied.
+    page.fill("#setting-on", "")
+    page.click("#preview")
+    expect(page.locator("#setting-all")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#apply-result")).to_contain_text("all: true")
+    page.check("#setting-all")
+    page.click("#preview")
+    expect(page.locator("#apply-result")).to_contain_text("will hit 2 agents: h1, h2")
+    page.uncheck("#setting-all")
+    page.fill("#setting-on", "h1")
+    page.click("#preview")
+    expect(page.locator("#apply-result")).to_contain_text("will hit 1 agent: h1")
+    assert page.locator("#faults tbody tr").count() == 0, "a preview applied a fault"
     page.fill("#setting-label", "from the console")
     page.click("#apply button[type=submit]")
     row = page.locator("#faults tbody tr[data-kind=drop]")
@@ -129,9 +143,9 @@ with sync_playwright() as pw:
     wait_go()
 
     # Traffic against the lab's nginx; the chart fills second by second.
-    page.fill("#traffic-form input[name=targetUrl]", target)
+    page.fill("#traffic-form input[name=target_url]", target)
     page.fill("#traffic-form input[name=rps]", "100")
-    page.fill("#traffic-form input[name=durationSeconds]", "60")
+    page.fill("#traffic-form input[name=duration_seconds]", "60")
     page.click("#traffic-start")
     expect(page.locator("#chart canvas").first).to_be_visible()
     chart = page.locator("#chart")

@@ -186,6 +186,11 @@ pub struct Target {
     pub count: u32,
     #[prost(double, tag = "5")]
     pub percent: f64,
+    /// Every agent (that `selector` matches, if given). A fault must say where it acts:
+    /// agents, a selector, a container in its spec, or this; a request that names none of
+    /// them is refused, so a forgotten flag never sends a fault everywhere.
+    #[prost(bool, tag = "6")]
+    pub all: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -196,6 +201,10 @@ pub struct ApplyFaultRequest {
     /// renews, so they revert by themselves when the controller goes away.
     #[prost(message, optional, tag = "2")]
     pub spec: ::core::option::Option<super::super::agent::v1::FaultSpec>,
+    /// Change nothing: resolve the target, have each agent check the fault as it would
+    /// before applying it, and answer where it would act (placements with no ids).
+    #[prost(bool, tag = "3")]
+    pub dry_run: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -216,6 +225,10 @@ pub struct AgentResult {
     pub applied_at_unix_ms: i64,
     #[prost(int64, tag = "6")]
     pub reverted_at_unix_ms: i64,
+    /// The container it acts in on that agent, by name, where the fault names one
+    /// (filled in by a dry run).
+    #[prost(string, tag = "7")]
+    pub container: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -20,8 +20,8 @@ use super::{
     auth::{Operator, Reader},
     views::{
         AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode,
-        PartitionRequest, RenewRequest, Rest, RevertView, RunLink, RunStart, RunView, SettingValue,
-        Shape, TrafficStart, TrafficView,
+        PartitionRequest, PreviewView, RenewRequest, Rest, RevertView, RunLink, RunStart, RunView,
+        SettingValue, Shape, TrafficStart, TrafficView,
     },
 };
 use crate::faults::Setting;
@@ -55,16 +55,15 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// Every route, its OpenAPI description at /api/openapi.json and Swagger UI at /api/docs
-/// (its assets compiled in: nothing is fetched from the internet).
-pub fn router(web: Arc<Web>) -> Router {
-    let guard = web.clone();
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every operation with its description.
+fn operations() -> OpenApiRouter<Arc<Web>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(agents))
         .routes(routes!(containers))
         .routes(routes!(fault_kinds))
         .routes(routes!(faults, apply, revert_all))
+        .routes(routes!(preview))
         .routes(routes!(revert_one))
         .routes(routes!(renew))
         .routes(routes!(partition))
@@ -79,8 +78,13 @@ pub fn router(web: Arc<Web>) -> Router {
         .routes(routes!(run_file))
         .routes(routes!(run_link))
         .routes(routes!(run_file_by_link))
-        .with_state(web)
-        .split_for_parts();
+}
+
+/// Every route, its OpenAPI description at /api/openapi.json and Swagger UI at /api/docs
+/// (its assets compiled in: nothing is fetched from the internet).
+pub fn router(web: Arc<Web>) -> Router {
+    let guard = web.clone();
+    let (router, api) = operations().with_state(web).split_for_parts();
     router
         // Swagger UI would otherwise send the description's URL to validator.swagger.io
         // for its badge: nothing leaves the machine.
@@ -275,7 +279,60 @@ fn settings_of(r: &ApplyRequest) -> Vec<(String, Setting)> {
     if !r.on.is_empty() {
         out.push(("on".into(), Setting::Values(r.on.clone())));
     }
+    if r.all {
+        out.push(("all".into(), Setting::Switch(true)));
+    }
     out
+}
+
+/// An apply request as the controller's: the CLI's one parser, errors naming the field
+/// as the request does (`settings.loss`, `lease`); a request that says nowhere to act is
+/// refused here, naming `all`, before any agent is asked.
+fn fault_request(req: &ApplyRequest, dry_run: bool) -> Result<pb::ApplyFaultRequest, ApiError> {
+    let settings = settings_of(req);
+    let (spec, target) = crate::faults::from_entry(
+        req.kind.name(),
+        settings.iter().map(|(k, v)| (k.as_str(), v)),
+        None,
+    )
+    .map_err(|e| {
+        let field = match e.field.as_str() {
+            "" => String::new(),
+            f if crate::faults::ENTRY_FIELDS.contains(&f) => format!("{f}: "),
+            f => format!("settings.{f}: "),
+        };
+        ApiError::invalid(format!("{field}{}", e.problem))
+    })?;
+    if !crate::faults::names_a_target(&target, &spec) {
+        return Err(ApiError::invalid(format!("all: {}", web_words(crate::faults::NO_TARGET))));
+    }
+    Ok(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec), dry_run })
+}
+
+/// The CLI's flags as this API's fields.
+fn web_words(s: &str) -> String {
+    s.replace("--on NAME", "on: [NAME]")
+        .replace("--select KEY=VALUE", "select: \"KEY=VALUE\"")
+        .replace("--container-select", "settings.container_select")
+        .replace("--container", "settings.container")
+        .replace("--all", "all: true")
+        .replace("--dry-run", "POST /api/faults/preview")
+}
+
+/// Where a fault would act, changing nothing: the target resolved as an apply resolves
+/// it, and each agent checking the fault as it does before applying.
+#[utoipa::path(post, path = "/api/faults/preview", tag = "faults", security(("bearer" = [])), request_body = ApplyRequest,
+    responses(
+        (status = 200, description = "Where it would act; nothing was changed", body = PreviewView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn preview(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Body(req): Body<ApplyRequest>,
+) -> Result<Json<PreviewView>, ApiError> {
+    let f = FaultView::from(w.ctl.apply(fault_request(&req, true)?).await?);
+    Ok(Json(PreviewView { kind: f.kind, settings: f.settings, parts: f.parts }))
 }
 
 /// Applies a fault on the agents it targets, all or nothing; a kill or restart acts once
@@ -292,28 +349,7 @@ async fn apply(
     Body(req): Body<ApplyRequest>,
 ) -> Result<(StatusCode, Json<FaultView>), ApiError> {
     remembered(&w, req.client_request_id.clone(), &req, async || {
-        let settings = settings_of(&req);
-        let (spec, target) = crate::faults::from_entry(
-            req.kind.name(),
-            settings.iter().map(|(k, v)| (k.as_str(), v)),
-            None,
-        )
-        .map_err(|e| {
-            let field = match e.field.as_str() {
-                "" => String::new(),
-                f if ["lease", "select", "on", "mode", "count", "percent", "label"]
-                    .contains(&f) =>
-                {
-                    format!("{f}: ")
-                }
-                f => format!("settings.{f}: "),
-            };
-            ApiError::invalid(format!("{field}{}", e.problem))
-        })?;
-        Ok(w.ctl
-            .apply(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec) })
-            .await?
-            .into())
+        Ok(w.ctl.apply(fault_request(&req, false)?).await?.into())
     })
     .await
 }
@@ -551,8 +587,8 @@ async fn traffic_start(
     Body(req): Body<TrafficStart>,
 ) -> Result<(StatusCode, Json<TrafficView>), ApiError> {
     let start = crate::daemon::traffic::Start {
-        duration: seconds("durationSeconds", req.duration_seconds)?,
-        timeout: req.timeout_seconds.map(|t| seconds("timeoutSeconds", t)).transpose()?,
+        duration: seconds("duration_seconds", req.duration_seconds)?,
+        timeout: req.timeout_seconds.map(|t| seconds("timeout_seconds", t)).transpose()?,
         target_url: req.target_url,
         rps: req.rps,
         connections: req.connections.map(|c| c as usize),
@@ -726,6 +762,50 @@ mod tests {
     use faultline_proto::agent::v1 as apb;
 
     use super::*;
+
+    /// One dialect (issue 31): every field of every request and answer the description
+    /// lists, and every query parameter, is `snake_case`.
+    #[test]
+    fn every_field_the_api_describes_is_snake_case() {
+        let (_, api) = operations().split_for_parts();
+        let doc = serde_json::to_value(&api).unwrap();
+        let mut names = Vec::new();
+        fn walk(v: &serde_json::Value, names: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::Object(props)) = m.get("properties") {
+                        names.extend(props.keys().cloned());
+                    }
+                    if m.get("in").is_some_and(|i| i == "query")
+                        && let Some(n) = m.get("name").and_then(|n| n.as_str())
+                    {
+                        names.push(n.to_owned());
+                    }
+                    m.values().for_each(|x| walk(x, names));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, names)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut names);
+        assert!(names.len() > 50, "{names:?}");
+        let odd: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .collect();
+        assert!(odd.is_empty(), "not snake_case: {odd:?}");
+        // The seed's camelCase traffic call is still accepted.
+        let seed: TrafficStart = serde_json::from_value(serde_json::json!(
+            {"targetUrl": "http://x/", "rps": 1, "durationSeconds": 2, "timeoutSeconds": 3}
+        ))
+        .unwrap();
+        assert_eq!(
+            (seed.target_url.as_str(), seed.duration_seconds, seed.timeout_seconds),
+            ("http://x/", 2.0, Some(3.0))
+        );
+    }
 
     #[test]
     fn apply_requests_become_the_cli_s_flags() {

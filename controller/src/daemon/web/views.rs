@@ -115,6 +115,20 @@ pub struct PartView {
     pub agent_fault_id: String,
     /// When the agent had it in place, by the agent's clock (0: not reported).
     pub applied_at_unix_ms: i64,
+    /// The container it acts in there, by name ("" when the fault names none or the
+    /// answer does not say).
+    #[serde(default)]
+    pub container: String,
+}
+
+/// Where a fault would act, and nothing changed (POST /api/faults/preview).
+#[derive(Serialize, Deserialize, Clone, ToSchema)]
+pub struct PreviewView {
+    pub kind: String,
+    /// What it would do, in words (e.g. "loss 20% on eth0 egress").
+    pub settings: String,
+    /// One per agent it would act on (each agent checked it as before an apply).
+    pub parts: Vec<PartView>,
 }
 
 /// An active fault (or a one-shot kill or restart, id "done": nothing to revert).
@@ -166,6 +180,7 @@ impl From<pb::ControllerFault> for FaultView {
                     agent: p.agent,
                     agent_fault_id: p.agent_fault_id,
                     applied_at_unix_ms: p.applied_at_unix_ms,
+                    container: p.container,
                 })
                 .collect(),
             applied_at_unix_ms: f.applied_at_unix_ms,
@@ -357,12 +372,17 @@ pub struct ApplyRequest {
     /// `container_select`, pid, name, ... (lists for repeatable ones).
     #[serde(default)]
     pub settings: BTreeMap<String, SettingValue>,
-    /// Agents by label, e.g. "role=db,zone=a" (default: all).
+    /// Agents by label, e.g. "role=db,zone=a".
     #[serde(default)]
     pub select: Option<String>,
     /// Agents by name.
     #[serde(default)]
     pub on: Vec<String>,
+    /// Every agent (that `select` matches, if given). A fault must say where it acts:
+    /// `on`, `select`, a container setting, or `all: true`; a request naming none of
+    /// them is refused (400, field `all`) rather than sent to every agent.
+    #[serde(default)]
+    pub all: bool,
     #[serde(default)]
     pub mode: Option<Mode>,
     /// Mode fixed: how many.
@@ -432,14 +452,18 @@ pub struct PartitionRequest {
 }
 
 /// A load to send to the system under test, as `faultline load` sends it (open loop: the
-/// rate holds whatever the answers do). Field names as load tools' APIs spell them.
+/// rate holds whatever the answers do). `snake_case` like every field of this API; the
+/// camelCase the first platform's callers wrote (`targetUrl`, `durationSeconds`,
+/// `timeoutSeconds`) is accepted too.
 #[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct TrafficStart {
     /// <http://HOST:PORT/PATH> (or https://, tcp://, redis://, grpc://); a name is resolved once, when the load starts.
+    #[serde(alias = "targetUrl")]
     pub target_url: String,
     /// Requests per second (the base rate of `shape`).
     pub rps: f64,
+    #[serde(alias = "durationSeconds")]
     pub duration_seconds: f64,
     /// Connections: the most requests in flight at once (default 64).
     #[serde(default)]
@@ -451,13 +475,12 @@ pub struct TrafficStart {
     #[serde(default)]
     pub method: Option<String>,
     /// A request without an answer this long is an error (default 5).
-    #[serde(default)]
+    #[serde(default, alias = "timeoutSeconds")]
     pub timeout_seconds: Option<f64>,
 }
 
 /// One second of answers, by the second their requests were meant to start.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct TrafficSecond {
     pub second: u64,
     pub requests: u64,
@@ -469,7 +492,6 @@ pub struct TrafficSecond {
 
 /// The whole load, once it ended.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct TrafficSummary {
     pub requests: u64,
     /// Achieved: answers (any status) per second of wall time; not the schedule.
@@ -489,7 +511,6 @@ pub struct TrafficSummary {
 
 /// The running load, or the last one.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct TrafficView {
     pub id: u64,
     pub running: bool,

@@ -241,6 +241,22 @@ function showResult(text, bad) {
   p.classList.toggle('bad', bad);
 }
 
+/** Where the form's fault would act, each agent checking it; nothing is changed. */
+async function preview() {
+  const form = $('#apply');
+  const req = applyRequest();
+  delete req.client_request_id;
+  try {
+    const p = await api('POST', '/api/faults/preview', req);
+    markInvalid(form, '');
+    const where = p.parts.map((x) => (x.container ? `${x.agent} (container ${x.container})` : x.agent));
+    showResult(`will hit ${where.length} agent${where.length === 1 ? '' : 's'}: ${where.join(', ')} — ${p.settings}; nothing applied yet`, false);
+  } catch (e) {
+    markInvalid(form, e.field);
+    showResult(e.status === 403 ? `not allowed: ${e.message}` : e.message, true);
+  }
+}
+
 async function submitApply(ev) {
   ev.preventDefault();
   const form = $('#apply');
@@ -354,22 +370,22 @@ const faultShading = {
 };
 
 function chartData(t) {
-  const start = t.startedUnixMs / 1000;
+  const start = t.started_unix_ms / 1000;
   const xs = [], ok = [], failed = [], p50 = [], p99 = [];
   for (const s of t.seconds) {
     xs.push(start + s.second);
     ok.push(s.requests - s.errors);
     failed.push(s.errors);
-    p50.push(s.p50Ms ?? null);
-    p99.push(s.p99Ms ?? null);
+    p50.push(s.p50_ms ?? null);
+    p99.push(s.p99_ms ?? null);
   }
   return [xs, ok, failed, p50, p99];
 }
 
 function windowOf(t, min, max) {
   if (!t) return [min, max];
-  const start = t.startedUnixMs / 1000;
-  return [Math.min(start, min), Math.max(start + t.durationSeconds, max)];
+  const start = t.started_unix_ms / 1000;
+  return [Math.min(start, min), Math.max(start + t.duration_seconds, max)];
 }
 
 function drawChart(t) {
@@ -423,8 +439,8 @@ async function refreshTraffic() {
   const status = $('#traffic-status');
   status.classList.remove('bad');
   status.textContent = t.running
-    ? `load ${t.id} running against ${t.targetUrl} at ${t.rps}/s: ${t.elapsedSeconds.toFixed(0)} of ${t.durationSeconds} s, ${answered} answered, ${errors} failed`
-    : `load ${t.id} against ${t.targetUrl} ended: ` + (t.summary ? `${t.summary.requests} requests, ${t.summary.errors} failed, p50 ${t.summary.p50Ms.toFixed(2)} ms, p99 ${t.summary.p99Ms.toFixed(2)} ms` : `${answered} answered`);
+    ? `load ${t.id} running against ${t.target_url} at ${t.rps}/s: ${t.elapsed_seconds.toFixed(0)} of ${t.duration_seconds} s, ${answered} answered, ${errors} failed`
+    : `load ${t.id} against ${t.target_url} ended: ` + (t.summary ? `${t.summary.requests} requests, ${t.summary.errors} failed, p50 ${t.summary.p50_ms.toFixed(2)} ms, p99 ${t.summary.p99_ms.toFixed(2)} ms` : `${answered} answered`);
   drawChart(t);
 }
 
@@ -432,7 +448,7 @@ async function submitTraffic(ev) {
   ev.preventDefault();
   const form = $('#traffic-form');
   const v = (n) => form.elements[n].value.trim();
-  const req = { targetUrl: v('targetUrl'), rps: Number(v('rps')), durationSeconds: Number(v('durationSeconds')) };
+  const req = { target_url: v('target_url'), rps: Number(v('rps')), duration_seconds: Number(v('duration_seconds')) };
   if (v('shape')) req.shape = v('shape');
   try {
     await api('POST', '/api/traffic/start', req);
@@ -542,6 +558,7 @@ async function start() {
   });
   $('#kind').addEventListener('change', drawForm);
   $('#apply').addEventListener('submit', submitApply);
+  $('#preview').addEventListener('click', () => preview().catch(() => {}));
   $('#revert-all').addEventListener('click', () => revert());
   $('#traffic-form').addEventListener('submit', submitTraffic);
   $('#traffic-stop').addEventListener('click', stopTraffic);
