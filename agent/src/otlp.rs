@@ -71,20 +71,12 @@ fn read(l: &Latest) -> pb::MetricsSample {
 }
 
 fn mean_s(h: &pb::Histogram) -> f64 {
-    if h.count == 0 { 0.0 } else { h.sum_us as f64 / h.count as f64 / 1e6 }
+    h.mean_us() / 1e6
 }
 
 /// Upper bound (s) of the log2 bucket that holds the 99th percentile.
 fn p99_s(h: &pb::Histogram) -> f64 {
-    let want = (h.count as f64 * 0.99).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (b, n) in h.buckets.iter().enumerate() {
-        seen += n;
-        if seen >= want {
-            return (1u64 << (b + 1)) as f64 / 1e6;
-        }
-    }
-    0.0
+    h.quantile_bound_us(0.99).map_or(0.0, |us| us as f64 / 1e6)
 }
 
 type PeerF64 = fn(&pb::PeerMetrics) -> Option<f64>;

@@ -6,13 +6,18 @@ use std::time::Duration;
 /// typo or an attack, and bounding them keeps every sum and conversion in range.
 pub const MAX_DURATION: Duration = Duration::from_hours(8760);
 
-/// `1.5s`, `100ms`, `250us`, `2m`; a bare number is milliseconds. At most a year.
+/// `1.5s`, `100ms`, `250us`, `2m`, and `0`; any other number needs its unit (issue 32:
+/// `--delay 100` is microseconds to tc, milliseconds here once, and `--lease 60` was read
+/// as 60 ms). At most a year.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let v: f64 =
         num.parse().map_err(|_| format!("{s:?} is not a duration (like 100ms, 2s, 500us)"))?;
+    if unit.is_empty() && v != 0.0 {
+        return Err(format!("{s:?} has no unit: write {s}ms, {s}s or {s}us"));
+    }
     let secs = match unit {
         "" | "ms" | "msec" => v / 1e3,
         "us" | "usec" => v / 1e6,
@@ -31,8 +36,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A lease: a duration of at most a week (what the agents and the controller accept),
-/// always with its unit. A bare number would be milliseconds (as `duration` reads it),
-/// and `--lease 60` meant as a minute would end the fault 60 ms later without a word.
+/// always with its unit (`--lease 60` meant as a minute once ended the fault 60 ms later
+/// without a word); not even `0`, which would end it at once.
 pub fn lease(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -157,6 +162,11 @@ mod tests {
         assert_eq!(duration("250us").unwrap(), Duration::from_micros(250));
         assert!(duration("-5ms").is_err());
         assert!(duration("5parsecs").is_err());
+        // Issue 32: every number but 0 needs its unit.
+        assert_eq!(duration("0").unwrap(), Duration::ZERO);
+        let e = duration("100").unwrap_err();
+        assert!(e.contains("no unit") && e.contains("100ms"), "{e}");
+        assert!(duration("1.5").is_err());
         assert_eq!(rate("10mbit").unwrap(), 10_000_000);
         assert_eq!(rate("1Gbit").unwrap(), 1_000_000_000);
         assert_eq!(rate("1mbps").unwrap(), 8_000_000);

@@ -43,6 +43,33 @@ impl agent::v1::fault_spec::Kind {
     }
 }
 
+impl agent::v1::Histogram {
+    /// The upper bound, in microseconds, of the log2 bucket holding quantile `q` (bucket
+    /// `b` holds `[2^b, 2^(b+1))` µs); None when empty. The one reading of the kernel's
+    /// latency histograms (the CLI's table, the OTLP export). An agent's answer may carry
+    /// any number of buckets: past 63 the bound saturates instead of overflowing.
+    #[must_use]
+    pub fn quantile_bound_us(&self, q: f64) -> Option<u64> {
+        let want = (self.count as f64 * q).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (b, n) in self.buckets.iter().enumerate() {
+            seen = seen.saturating_add(*n);
+            if seen >= want {
+                return Some(
+                    u32::try_from(b + 1).ok().and_then(|s| 1u64.checked_shl(s)).unwrap_or(u64::MAX),
+                );
+            }
+        }
+        None
+    }
+
+    /// The mean in microseconds (0 when empty).
+    #[must_use]
+    pub fn mean_us(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum_us as f64 / self.count as f64 }
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 before it): how every side reports wall time.
 #[must_use]
 pub fn unix_ms(t: std::time::SystemTime) -> i64 {
@@ -138,5 +165,28 @@ mod tests {
         let long = "é".repeat(100_000);
         let q = super::quote(&long);
         assert!(q.len() < 100 && q.ends_with("(200000 bytes)"), "{q}");
+    }
+
+    #[test]
+    fn histogram_quantiles_are_bucket_bounds_and_hostile_sizes_saturate() {
+        use super::agent::v1::Histogram;
+        // 1 sample in [1, 2) µs, 98 in [4, 8) µs, 1 in [1024, 2048) µs.
+        let mut buckets = vec![0u64; 32];
+        buckets[0] = 1;
+        buckets[2] = 98;
+        buckets[10] = 1;
+        let h = Histogram { buckets, count: 100, sum_us: 1 + 98 * 5 + 1500 };
+        assert_eq!(h.quantile_bound_us(0.01), Some(2));
+        assert_eq!(h.quantile_bound_us(0.5), Some(8));
+        assert_eq!(h.quantile_bound_us(0.99), Some(8));
+        assert_eq!(h.quantile_bound_us(1.0), Some(2048));
+        assert!((h.mean_us() - 19.91).abs() < 1e-9);
+        assert_eq!(Histogram::default().quantile_bound_us(0.5), None);
+        assert_eq!(Histogram::default().mean_us(), 0.0);
+        // An answer with 100 buckets, the last one full: no overflow, a saturated bound.
+        let mut wide = vec![0u64; 100];
+        wide[99] = u64::MAX;
+        let h = Histogram { buckets: wide, count: 5, sum_us: 0 };
+        assert_eq!(h.quantile_bound_us(0.5), Some(u64::MAX));
     }
 }

@@ -322,19 +322,11 @@ fn print_observed(f: &pb::FaultStatus) {
 
 /// The upper bound (ms) of the log2 bucket holding quantile `q`.
 fn quantile_ms(h: &pb::Histogram, q: f64) -> f64 {
-    let want = (h.count as f64 * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (b, n) in h.buckets.iter().enumerate() {
-        seen += n;
-        if seen >= want {
-            return (1u64 << (b + 1)) as f64 / 1000.0;
-        }
-    }
-    f64::INFINITY
+    h.quantile_bound_us(q).map_or(f64::INFINITY, |us| us as f64 / 1000.0)
 }
 
 fn mean_ms(h: &pb::Histogram) -> f64 {
-    if h.count == 0 { 0.0 } else { h.sum_us as f64 / h.count as f64 / 1000.0 }
+    h.mean_us() / 1000.0
 }
 
 fn sample_json(s: &pb::MetricsSample) -> serde_json::Value {

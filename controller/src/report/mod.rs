@@ -30,6 +30,8 @@ const LABEL_CHAR_W: f64 = 7.2;
 /// Shades: a fault's interval, an anomaly window.
 pub const FAULT_FILL: &str = "#e4572e";
 const ANOMALY_FILL: &str = "#f3a712";
+/// An anomaly window's strip along the top of a plot, px.
+const ANOMALY_STRIP: f64 = 6.0;
 
 /// The run's verdict at a glance: (CSS class, text). Aborted beats failed beats passed;
 /// a run with no hypothesis is not judged.
@@ -128,6 +130,43 @@ pub struct Shade {
     pub label: String,
 }
 
+/// Shades never blend into a colour the legend lacks: faults are painted once over the
+/// union of their intervals (two at once are not darker), each fault then a clear
+/// rectangle carrying its tooltip; anomalies are an opaque strip along the top.
+fn paint_shades(s: &mut String, a: &Axes, shades: &[Shade]) {
+    let mut painted: Vec<(f64, f64)> = Vec::new();
+    let mut faults: Vec<(f64, f64)> =
+        shades.iter().filter(|sh| sh.fill == FAULT_FILL).map(|sh| (sh.from, sh.to)).collect();
+    faults.sort_by(|p, q| p.0.total_cmp(&q.0));
+    for (from, to) in faults {
+        match painted.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => painted.push((from, to)),
+        }
+    }
+    for (from, to) in painted {
+        let (x0, x1) = (a.x(from), a.x(to));
+        let _ = write!(
+            s,
+            r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{FAULT_FILL}" fill-opacity="0.25"/>"#,
+            (x1 - x0).max(1.0),
+            H - T - B
+        );
+    }
+    for sh in shades {
+        let (x0, x1) = (a.x(sh.from), a.x(sh.to));
+        let (y, height, opacity) =
+            if sh.fill == FAULT_FILL { (T, H - T - B, 0.0) } else { (T, ANOMALY_STRIP, 1.0) };
+        let _ = write!(
+            s,
+            r#"<rect x="{x0:.1}" y="{y}" width="{:.1}" height="{height:.1}" fill="{}" fill-opacity="{opacity}"><title>{}</title></rect>"#,
+            (x1 - x0).max(1.0),
+            sh.fill,
+            esc(&sh.label)
+        );
+    }
+}
+
 /// A time series plot: lines over seconds, shaded intervals, phase boundaries.
 pub fn timeseries(
     title: &str,
@@ -156,17 +195,7 @@ pub fn timeseries(
         r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#,
         esc(title)
     );
-    for sh in shades {
-        let (x0, x1) = (a.x(sh.from), a.x(sh.to));
-        let _ = write!(
-            s,
-            r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="0.25"><title>{}</title></rect>"#,
-            (x1 - x0).max(1.0),
-            H - T - B,
-            sh.fill,
-            esc(&sh.label)
-        );
-    }
+    paint_shades(&mut s, &a, shades);
     for t in a.ticks() {
         let y = a.y(t);
         let label = if t >= 100.0 || t == t.round() { format!("{t:.0}") } else { format!("{t}") };
@@ -284,9 +313,12 @@ pub fn timeseries(
         }
     }
     for (name, fill) in kinds {
+        // Drawn as in the plot: a fault's translucent block, an anomaly's opaque strip.
+        let (y, height, opacity) =
+            if fill == FAULT_FILL { (26.0, 12.0, 0.25) } else { (26.0, ANOMALY_STRIP, 1.0) };
         let _ = write!(
             s,
-            r#"<rect x="{lx:.1}" y="26" width="14" height="12" fill="{fill}" fill-opacity="0.35"/><text x="{:.1}" y="36">{name}</text>"#,
+            r#"<rect x="{lx:.1}" y="{y}" width="14" height="{height}" fill="{fill}" fill-opacity="{opacity}"/><text x="{:.1}" y="36">{name}</text>"#,
             lx + 18.0
         );
         lx += 7.5 * name.len() as f64 + 30.0;
@@ -857,6 +889,69 @@ mod tests {
         assert!(
             !svg.contains(">freeze</text>"),
             "a shade too narrow for its name is named only in its tooltip"
+        );
+    }
+
+    /// Issue 32: every colour a plot shows is in its legend. Overlapping faults are not
+    /// darker, and an anomaly over a fault does not blend into a third colour.
+    #[test]
+    fn overlapping_shades_show_only_the_legend_s_colours() {
+        let shades = [
+            Shade { from: 10.0, to: 30.0, fill: FAULT_FILL, label: "drop 20% on h2".into() },
+            Shade { from: 20.0, to: 40.0, fill: FAULT_FILL, label: "freeze on h3".into() },
+            Shade { from: 25.0, to: 35.0, fill: ANOMALY_FILL, label: "anomaly".into() },
+        ];
+        let svg = timeseries(
+            "t",
+            "y",
+            &[("a", "#000", vec![(0.0, 1.0), (60.0, 2.0)])],
+            &shades,
+            &[],
+            60.0,
+            false,
+        );
+        // Every painted rectangle (opacity above 0) as (fill, opacity, height).
+        let painted: Vec<(String, String, String)> = svg
+            .split("<rect ")
+            .skip(1)
+            .filter_map(|r| {
+                let attr = |k: &str| {
+                    r.split(&format!("{k}=\""))
+                        .nth(1)
+                        .map(|v| v.split('"').next().unwrap_or("").to_owned())
+                };
+                let opacity = attr("fill-opacity").unwrap_or_else(|| "1".into());
+                let fill = attr("fill")?;
+                (opacity != "0" && fill != "white" && fill != "#000")
+                    .then(|| (fill, opacity, attr("height").unwrap_or_default()))
+            })
+            .collect();
+        // The plot's fault block (the legend's is 12 px high).
+        let faults: Vec<_> = painted
+            .iter()
+            .filter(|p| p.0 == FAULT_FILL && p.2.parse::<f64>().ok() != Some(12.0))
+            .collect();
+        assert_eq!(
+            faults.len(),
+            1,
+            "two overlapping faults painted twice (darker where they meet): {painted:?}"
+        );
+        let anomaly: Vec<_> = painted.iter().filter(|p| p.0 == ANOMALY_FILL).collect();
+        assert!(
+            anomaly.len() == 2
+                && anomaly
+                    .iter()
+                    .all(|p| p.1 == "1" && p.2.parse::<f64>().ok() == Some(ANOMALY_STRIP)),
+            "the anomaly strip (and its legend entry) is opaque: {anomaly:?}"
+        );
+        assert!(
+            svg.contains(">fault</text>") && svg.contains(">anomaly</text>"),
+            "the legend names both"
+        );
+        // Both faults keep their tooltip.
+        assert!(
+            svg.contains("<title>drop 20% on h2</title>")
+                && svg.contains("<title>freeze on h3</title>")
         );
     }
 }
