@@ -777,6 +777,23 @@ pub fn target(a: &Apply) -> cpb::Target {
 /// refused (`--all` says "everywhere" on purpose). One wording for every front end.
 pub const NO_TARGET: &str = "name where the fault acts: agents (--on NAME), a label selector (--select KEY=VALUE), a container (--container, --container-select), or every agent (--all); --dry-run shows which agents a request would hit";
 
+/// `NO_TARGET` for a front end that names fields, not flags (a scenario entry, a Web API
+/// request): its settings under `settings` (e.g. "settings." or ""), and where it asks
+/// for a preview, if it can.
+#[must_use]
+pub fn no_target_in_fields(settings: &str, preview: Option<&str>) -> String {
+    let words = NO_TARGET
+        .replace("--on NAME", "on: [NAME]")
+        .replace("--select KEY=VALUE", "select: KEY=VALUE")
+        .replace("--container-select", &format!("{settings}container_select"))
+        .replace("--container", &format!("{settings}container"))
+        .replace("--all", "all: true");
+    match preview {
+        Some(p) => words.replace("--dry-run", p),
+        None => words.replace("; --dry-run shows which agents a request would hit", ""),
+    }
+}
+
 /// Whether a controller target says where a fault acts (see `NO_TARGET`).
 #[must_use]
 pub fn names_a_target(t: &cpb::Target, spec: &pb::FaultSpec) -> bool {

@@ -395,20 +395,7 @@ fn ensure_base() -> Result<()> {
 /// and service-a's Python libraries.
 fn stage() -> Result<()> {
     let ws = workspace_root();
-    run_cmd(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "faultline-agent",
-                "-p",
-                "faultline-controller",
-                "-p",
-                "demo-service-b",
-            ])
-            .current_dir(&ws),
-    )?;
+    crate::setup::build_release(&["demo-service-b"])?;
     let copy = |from: &str, to: &str| -> Result<()> {
         let to = ws.join(to);
         std::fs::create_dir_all(to.parent().context("a file in a directory")?)?;

@@ -123,18 +123,7 @@ fn main() -> Result<()> {
         }
         Task::Install { args } => {
             let ws = workspace_root();
-            run_cmd(
-                Command::new("cargo")
-                    .args([
-                        "build",
-                        "--release",
-                        "-p",
-                        "faultline-agent",
-                        "-p",
-                        "faultline-controller",
-                    ])
-                    .current_dir(&ws),
-            )?;
+            setup::build_release(&[])?;
             run_cmd(
                 Command::new(ws.join("dist/install.sh"))
                     .arg("--bin")
@@ -150,18 +139,7 @@ fn main() -> Result<()> {
                     .current_dir(workspace_root()),
             )?;
             // The fan-out bench starts the release binaries itself.
-            run_cmd(
-                Command::new("cargo")
-                    .args([
-                        "build",
-                        "--release",
-                        "-p",
-                        "faultline-agent",
-                        "-p",
-                        "faultline-controller",
-                    ])
-                    .current_dir(workspace_root()),
-            )?;
+            setup::build_release(&[])?;
             run_cmd(
                 Command::new("cargo")
                     .args(["bench", "-p", "faultline-controller", "--bench", "fanout"])
@@ -215,11 +193,7 @@ fn demo(keep: bool, vm: bool) -> Result<()> {
         anyhow::bail!("the lab needs root (network namespaces, eBPF)");
     }
     let ws = workspace_root();
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"])
-            .current_dir(&ws),
-    )?;
+    setup::build_release(&[])?;
     let mut cmd = Command::new(ws.join("target/release/faultline"));
     cmd.args(["lab", "demo"]).current_dir(&ws);
     if vm {

@@ -37,6 +37,17 @@ impl Drop for NoServiceStart {
     }
 }
 
+/// The release binaries every lab, VM test, bench and image starts (`extra`: more
+/// packages built alongside, e.g. the Compose platform's demo-service-b).
+pub fn build_release(extra: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"]);
+    for p in extra {
+        cmd.args(["-p", p]);
+    }
+    run_cmd(cmd.current_dir(crate::codegen::workspace_root()))
+}
+
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {

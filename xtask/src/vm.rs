@@ -133,12 +133,7 @@ fn walk(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
 }
 
 pub fn run() -> Result<()> {
-    let ws = workspace_root();
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"])
-            .current_dir(&ws),
-    )?;
+    crate::setup::build_release(&[])?;
     let mut failures = Vec::new();
     // FAULTLINE_VM_ONLY=debian-backports boots one kernel (for quick iterations).
     let only = std::env::var("FAULTLINE_VM_ONLY").ok();

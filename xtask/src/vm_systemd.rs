@@ -144,11 +144,7 @@ fn stage1(modules: &Path, order: &[String], out: &Path) -> Result<()> {
 /// Debian kernel's modules indexed for modprobe. Returns (root, kernel directory).
 pub fn stage(name: &str) -> Result<(PathBuf, PathBuf)> {
     let ws = workspace_root();
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "faultline-agent", "-p", "faultline-controller"])
-            .current_dir(&ws),
-    )?;
+    crate::setup::build_release(&[])?;
     let kernel_dir = crate::setup::kernel("debian-stable", "bookworm")?;
     let base = rootfs()?;
     let root = ws.join("target/vm").join(format!("{name}-root"));

@@ -330,18 +330,18 @@ impl Controller {
         // The agents hold a short lease the controller renews, never longer than the fault's
         // own: then they end it on time even if the controller's timer is late.
         let lease = (self.agent_lease().as_millis() as u64).min(spec.lease_ms.max(1));
+        // (container id, name) each agent found, where the fault names a container.
+        let found = |n: &str| {
+            containers.iter().flatten().find(|(a, _, _)| a == n).map(|(_, id, name)| (id, name))
+        };
         let plan: Vec<(String, apb::FaultSpec)> = names
             .iter()
             .map(|n| {
                 let mut s = apb::FaultSpec { lease_ms: lease, ..spec.clone() };
                 // Each agent gets the container it found, by id: no second resolution can differ.
-                if let Some(id) = containers
-                    .iter()
-                    .flatten()
-                    .find(|(a, _, _)| a == n)
-                    .map(|(_, id, _)| id.clone())
-                {
-                    s.container = Some(apb::ContainerTarget { name: id, select: Vec::new() });
+                if let Some((id, _)) = found(n) {
+                    s.container =
+                        Some(apb::ContainerTarget { name: id.clone(), select: Vec::new() });
                 }
                 (n.clone(), s)
             })
@@ -351,13 +351,6 @@ impl Controller {
             // either way, is to a question: not counted and not an event.
             self.check_ready(&names, &spec)?;
             self.check_all(&plan).await?;
-            let container_of = |n: &str| {
-                containers
-                    .iter()
-                    .flatten()
-                    .find(|(a, _, _)| a == n)
-                    .map(|(_, _, name)| name.clone())
-            };
             return Ok(pb::ControllerFault {
                 spec: Some(spec),
                 placements: names
@@ -365,7 +358,7 @@ impl Controller {
                     .map(|n| pb::AgentResult {
                         agent: n.clone(),
                         ok: true,
-                        container: container_of(n).unwrap_or_default(),
+                        container: found(n).map(|(_, name)| name.clone()).unwrap_or_default(),
                         ..Default::default()
                     })
                     .collect(),

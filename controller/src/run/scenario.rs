@@ -503,14 +503,7 @@ fn fault_plan(
     // Checked when the file is read, not minutes into the run when the controller would
     // refuse it: a fault entry says where it acts.
     if !crate::faults::names_a_target(&target, &spec) {
-        let words = crate::faults::NO_TARGET
-            .replace("--on NAME", "on: [NAME]")
-            .replace("--select KEY=VALUE", "select: KEY=VALUE")
-            .replace("--container-select", "container_select")
-            .replace("--container", "container")
-            .replace("--all", "all: true")
-            .replace("; --dry-run shows which agents a request would hit", "");
-        return Err(bad(format!("faults[{index}]"), words));
+        return Err(bad(format!("faults[{index}]"), crate::faults::no_target_in_fields("", None)));
     }
     // The report names the container a fault acted in, as the scenario named it.
     let inside = spec.container.as_ref().map_or(String::new(), |c| {

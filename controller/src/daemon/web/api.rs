@@ -304,19 +304,11 @@ fn fault_request(req: &ApplyRequest, dry_run: bool) -> Result<pb::ApplyFaultRequ
         ApiError::invalid(format!("{field}{}", e.problem))
     })?;
     if !crate::faults::names_a_target(&target, &spec) {
-        return Err(ApiError::invalid(format!("all: {}", web_words(crate::faults::NO_TARGET))));
+        let words =
+            crate::faults::no_target_in_fields("settings.", Some("POST /api/faults/preview"));
+        return Err(ApiError::invalid(format!("all: {words}")));
     }
     Ok(pb::ApplyFaultRequest { target: Some(target), spec: Some(spec), dry_run })
-}
-
-/// The CLI's flags as this API's fields.
-fn web_words(s: &str) -> String {
-    s.replace("--on NAME", "on: [NAME]")
-        .replace("--select KEY=VALUE", "select: \"KEY=VALUE\"")
-        .replace("--container-select", "settings.container_select")
-        .replace("--container", "settings.container")
-        .replace("--all", "all: true")
-        .replace("--dry-run", "POST /api/faults/preview")
 }
 
 /// Where a fault would act, changing nothing: the target resolved as an apply resolves
