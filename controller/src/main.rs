@@ -12,6 +12,7 @@ mod fuzz_tests;
 mod lab;
 mod load;
 mod localfile;
+mod probe;
 mod remote;
 mod report;
 mod run;

@@ -35,6 +35,18 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A duration as a user would write it back: `1s`, `500ms`, `2m`, `250us`.
+pub fn show_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    match us {
+        0 => "0s".to_owned(),
+        _ if us.is_multiple_of(60_000_000) => format!("{}m", us / 60_000_000),
+        _ if us.is_multiple_of(1_000_000) => format!("{}s", us / 1_000_000),
+        _ if us.is_multiple_of(1000) => format!("{}ms", us / 1000),
+        _ => format!("{us}us"),
+    }
+}
+
 /// A lease: a duration of at most a week (what the agents and the controller accept),
 /// always with its unit (`--lease 60` meant as a minute once ended the fault 60 ms later
 /// without a word); not even `0`, which would end it at once.

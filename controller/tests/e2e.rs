@@ -1295,6 +1295,213 @@ faults:
     );
 }
 
+/// Debian's Prometheus scraping `target`'s /metrics every second, storing under `dir`;
+/// killed on drop.
+struct Prometheus(Child);
+
+impl Prometheus {
+    fn start(dir: &std::path::Path, listen: &str, target: &str) -> Self {
+        std::fs::create_dir_all(dir.join("tsdb")).unwrap();
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 500ms\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (apt: prometheus)");
+        Self(child)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn summary(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// probes.csv as (`t_s`, probe, ok) rows.
+fn probe_samples(dir: &std::path::Path) -> Vec<(f64, String, bool)> {
+    let csv = std::fs::read_to_string(dir.join("probes.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[1].to_owned(), f[2] == "true")
+        })
+        .collect()
+}
+
+/// Issue 33: the system's own signals judge the run. An HTTP probe on nginx fails while
+/// its host's traffic is dropped and passes again after the revert (the recovery time is
+/// the probe's first lasting pass); a probe of a closed port fails every sample; a
+/// guardrail on a Prometheus query (`up` of the scrape of nginx's host) aborts the run
+/// and every fault is reverted; a hypothesis probe that fails in the baseline stops the
+/// run before any fault.
+#[test]
+fn probes_judge_the_steady_state_and_a_prometheus_guardrail_aborts_the_run() {
+    let h = Hosts::new(13, 2);
+    eventually("two agents registered", || h.healthy().len() == 2);
+    let _nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.13.1", 8080);
+    let _prom = Prometheus::start(&h.dir.join("prometheus"), "127.0.0.1:9913", "10.201.13.1:8080");
+    // `faultline probe` answers as the scenario will: once Prometheus has scraped nginx.
+    eventually("prometheus scraped nginx's host", || {
+        Command::new(bin("faultline"))
+            .args([
+                "probe",
+                "prometheus",
+                "url=http://127.0.0.1:9913",
+                "query=up{job=\"app\"}",
+                "expect=> 0",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let closed = Command::new(bin("faultline"))
+        .args(["probe", "tcp", "address=10.201.13.1:9", "--json"])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&closed.stdout).unwrap();
+    assert!(!closed.status.success() && answer["ok"] == false, "a closed port fails: {answer}");
+
+    let base = "name: probes
+load:
+  target: http://10.201.13.1:8080/
+  rate: 50
+  timeout: 300ms
+probes:
+  - name: web
+    kind: http
+    url: http://10.201.13.1:8080/
+    match: ok
+    interval: 500ms
+    timeout: 300ms
+  - name: closed
+    kind: tcp
+    address: 10.201.13.1:9
+  - name: up
+    kind: prometheus
+    url: http://127.0.0.1:9913
+    query: up{job=\"app\"}
+    expect: '> 0'
+hypothesis:
+  - probe web
+phases:
+  warmup: 1s
+  baseline: 3s
+  fault: 3s
+  recovery: 6s
+faults:
+  - at: 0s
+    for: 2s
+    kind: drop
+    interface: eth0
+    loss: 100%
+    select: role=db
+";
+    let (out, dir) = scenario(&h, "probes", base);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "faultline run: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&dir);
+    let f = &s["faults"][0];
+    let (applied, reverted) =
+        (f["applied_at_s"].as_f64().unwrap(), f["reverted_at_s"].as_f64().unwrap());
+    let samples = probe_samples(&dir);
+    let of = |name: &str| samples.iter().filter(|x| x.1 == name).collect::<Vec<_>>();
+    // nginx's answers are dropped: every web sample asked well inside the fault fails
+    // (one asked in its first 300 ms may have been answered before the drop).
+    let inside: Vec<_> =
+        of("web").into_iter().filter(|x| x.0 > applied + 0.35 && x.0 + 0.3 < reverted).collect();
+    assert!(!inside.is_empty() && inside.iter().all(|x| !x.2), "web during the drop: {samples:?}");
+    // Before: every sample passed (the hypothesis held in the baseline).
+    assert!(of("web").iter().filter(|x| x.0 >= 1.0 && x.0 < applied).all(|x| x.2), "{samples:?}");
+    // The recovery time is the first pass after the revert that lasts to the end.
+    let web = s["probes"].as_array().unwrap().iter().find(|p| p["name"] == "web").unwrap();
+    assert_eq!(web["recovered"], true, "{web}");
+    let first_pass = of("web").iter().find(|x| x.0 >= reverted && x.2).unwrap().0;
+    let recovery = web["recovery_s"].as_f64().unwrap();
+    assert!(
+        (reverted + recovery - first_pass).abs() <= 0.5,
+        "recovery {recovery} s after {reverted} vs the first pass at {first_pass}: {samples:?}"
+    );
+    assert!(of("web").iter().filter(|x| x.0 >= first_pass).all(|x| x.2), "{samples:?}");
+    // A closed port is a failure in every sample, never a pass or a skip.
+    let closed = of("closed");
+    assert!(closed.len() >= 10 && closed.iter().all(|x| !x.2), "{samples:?}");
+    // The verdicts name the probe; the analysis and the report show it.
+    let verdicts = s["hypothesis"].as_array().unwrap();
+    assert!(
+        verdicts.iter().filter(|v| v["hypothesis"] == "probe web").count() == 2
+            && verdicts.iter().all(|v| v["holds"] == true),
+        "{s}"
+    );
+    let text = Command::new(bin("faultline")).arg("analyze").arg(&dir).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("probe     web:") && text.contains("passing again"), "{text}");
+    let out = Command::new(bin("faultline")).arg("report").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Probes</h2>") && html.contains("Probe closed"), "report.html");
+    assert!(dir.join("probes.png").exists());
+
+    // A guardrail on Prometheus: `up` of nginx's host drops to 0 once its scrape times
+    // out, the probe fails twice in a row, and the run stops with the fault reverted
+    // long before its 8 s were over.
+    let guarded =
+        base.replace("  fault: 3s\n", "  fault: 9s\n").replace("    for: 2s\n", "    for: 8s\n")
+            + "guardrails:\n  - probe up fails 2 times\n";
+    let (out, dir) = scenario(&h, "guarded", &guarded);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("run aborted")
+            && stderr.contains("probe up fails 2 times"),
+        "{stderr}"
+    );
+    let s = summary(&dir);
+    let f = &s["faults"][0];
+    let (applied, reverted) =
+        (f["applied_at_s"].as_f64().unwrap(), f["reverted_at_s"].as_f64().unwrap());
+    // Scrape timeout (0.5 s) + the scrape interval (1 s) until up is 0, then two probe
+    // intervals (1 s each), with a second to spare for a busy host.
+    assert!(reverted - applied < 5.0, "reverted {:.1} s after the apply: {s}", reverted - applied);
+    assert!(s["aborted"].as_str().is_some_and(|a| a.contains("probe up")), "{s}");
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
+
+    // Steady state before the faults: a hypothesis probe failing in the baseline (the
+    // closed port) stops the run before the first fault.
+    let unsteady = base.replace("  - probe web\n", "  - probe web\n  - probe closed\n");
+    let (out, dir) = scenario(&h, "unsteady", &unsteady);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("steady state not met before the faults: probe closed"),
+        "{stderr}"
+    );
+    let s = summary(&dir);
+    assert!(s["faults"][0]["applied_at_s"].is_null(), "no fault was applied: {s}");
+}
+
 /// A controller client presenting `stem`'s certificate from the test's CA (`cli` is an
 /// operator, `viewer` reads only, `agent-NAME` an agent bound to NAME).
 async fn controller_as(

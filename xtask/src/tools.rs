@@ -79,6 +79,11 @@ pub const TOOLS: &[Tool] = &[
     essential("find", "findutils", "listing initramfs trees"),
     apt("xz", "xz-utils", "unpacking xz-compressed kernel modules"),
     apt("promtool", "prometheus", "tests check the agent's /metrics text"),
+    apt(
+        "prometheus",
+        "prometheus",
+        "tests run a Prometheus server for probes and guardrails on its queries",
+    ),
     apt("nginx", "nginx", "the system under test in tests and the lab"),
     apt("wrk", "wrk", "load benchmarks"),
     Tool {

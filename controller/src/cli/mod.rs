@@ -121,6 +121,8 @@ pub enum Cmd {
     Events(crate::cli::controller::EventsArgs),
     /// Send load to http(s)://, tcp://, redis:// or grpc:// on an open-loop schedule, or closed loop like wrk; print a summary.
     Load(crate::load::args::LoadArgs),
+    /// Ask a probe now (http, tcp, redis, prometheus, command), as a scenario's `probes:` would; exit 1 on a failure.
+    Probe(crate::probe::args::ProbeArgs),
     /// Run a scenario (load, faults on a schedule, guardrails) through a controller; write a run directory.
     Run(crate::run::RunArgs),
     /// A lab of namespaced hosts on this machine: agents, a controller, nginx and redis.
@@ -477,6 +479,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cmd {
         Cmd::Controller(c) => controller::serve(&c, insecure, tls_dir.as_deref()).await,
         Cmd::Load(a) => crate::load::args::run(&a).await,
+        Cmd::Probe(a) => crate::probe::args::run(&a).await,
         Cmd::Lab(l) => crate::lab::run(l).await,
         Cmd::Report { runs, baseline } => {
             // Each run its report; one that cannot be drawn does not stop the others, and

@@ -23,7 +23,9 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use crate::{
-    run::files::{AgentRow, DropRow, KernelRow, Measured, SecondRow, Summary, Verdict},
+    run::files::{
+        AgentRow, DropRow, KernelRow, Measured, ProbeRecord, SecondRow, Summary, Verdict,
+    },
     table,
 };
 
@@ -45,6 +47,8 @@ pub struct Analysis {
     pub faults: Vec<FaultEffect>,
     pub hypothesis: Vec<Verdict>,
     pub aborted: Option<String>,
+    /// The scenario's probes: failures and each one's own recovery time.
+    pub probes: Vec<ProbeRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -415,6 +419,7 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
         faults: per_fault,
         hypothesis: summary.hypothesis,
         aborted: summary.aborted,
+        probes: summary.probes,
     })
 }
 
@@ -461,6 +466,17 @@ pub fn print(a: &Analysis) {
         ),
         (Some(false), _) => println!("recovery  not within the run"),
         _ => println!("recovery  - (no fault was reverted)"),
+    }
+    for p in &a.probes {
+        let again = match (p.recovered, p.recovery_s) {
+            (Some(true), Some(r)) => format!("passing again {r:.1} s after the last revert"),
+            (Some(false), _) => "NOT passing again by the end of the run".to_owned(),
+            _ => "nothing was reverted".to_owned(),
+        };
+        println!(
+            "probe     {}: {} of {} samples failed; {again} ({})",
+            p.name, p.failures, p.samples, p.asks
+        );
     }
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
     for f in &a.faults {

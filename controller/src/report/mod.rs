@@ -11,7 +11,7 @@ pub mod llm;
 use analyze::{Analysis, Sec};
 
 use crate::{
-    run::files::{FaultRecord, KernelRow, PartRecord, SecondRow, Summary},
+    run::files::{FaultRecord, KernelRow, PartRecord, ProbeRecord, ProbeRow, SecondRow, Summary},
     table,
 };
 
@@ -69,6 +69,7 @@ pub fn condition_value(condition: &str, value: f64) -> String {
         Ok(Metric::ErrorRate) => format!("{:.2} %", value * 100.0),
         Ok(Metric::P50 | Metric::P90 | Metric::P99) => format!("{value:.1} ms"),
         Ok(Metric::Rate) => format!("{value:.1} requests/s"),
+        Err(_) if condition.starts_with("probe ") => format!("{value} failed samples"),
         Err(_) => format!("{value:.4}"),
     }
 }
@@ -165,6 +166,79 @@ fn paint_shades(s: &mut String, a: &Axes, shades: &[Shade]) {
             esc(&sh.label)
         );
     }
+}
+
+/// The probes on the run's clock (issue 33): a row per probe, a mark per sample (green
+/// pass, red fail, its detail as the tooltip), the fault intervals shaded behind.
+pub fn probe_strip(
+    probes: &[ProbeRecord],
+    rows: &[ProbeRow],
+    shades: &[Shade],
+    x_max: f64,
+) -> String {
+    const ROW: f64 = 26.0;
+    let height = T + ROW * probes.len() as f64 + B;
+    let a = Axes { x_max, y_min: 0.0, y_max: 1.0, log: false };
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{height}" fill="white"/><text x="{L}" y="20" font-size="14">Probes (each sample: green passed, red failed)</text>"#
+    );
+    for sh in shades.iter().filter(|sh| sh.fill == FAULT_FILL) {
+        let (x0, x1) = (a.x(sh.from), a.x(sh.to));
+        let _ = write!(
+            s,
+            r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{FAULT_FILL}" fill-opacity="0.25"><title>{}</title></rect>"#,
+            (x1 - x0).max(1.0),
+            ROW * probes.len() as f64,
+            esc(&sh.label)
+        );
+    }
+    for (i, p) in probes.iter().enumerate() {
+        let y = T + ROW * i as f64;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            L - 6.0,
+            y + ROW / 2.0 + 4.0,
+            esc(&p.name)
+        );
+        let width = (a.x(p.interval_s) - a.x(0.0)).clamp(1.0, 12.0) * 0.8;
+        for r in rows.iter().filter(|r| r.probe == p.name) {
+            let _ = write!(
+                s,
+                r#"<rect x="{:.1}" y="{:.1}" width="{width:.1}" height="{:.1}" fill="{}"><title>{:.1} s: {}</title></rect>"#,
+                a.x(r.t_s),
+                y + 5.0,
+                ROW - 10.0,
+                if r.ok { "#1b998b" } else { "#c5283d" },
+                r.t_s,
+                esc(&r.detail)
+            );
+        }
+    }
+    // Whole-second ticks under the rows, about ten of them.
+    let step = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0]
+        .into_iter()
+        .find(|st| x_max / st <= 12.0)
+        .unwrap_or(3600.0);
+    let rows_end = T + ROW * probes.len() as f64;
+    let mut t = 0.0;
+    while t <= x_max {
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" y1="{rows_end:.1}" x2="{x:.1}" y2="{:.1}" stroke="#888"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{t}</text>"##,
+            rows_end + 4.0,
+            rows_end + 16.0,
+            x = a.x(t)
+        );
+        t += step;
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds</text></svg>"#,
+        (L + W - R) / 2.0,
+        height - 8.0
+    );
+    s
 }
 
 /// A time series plot: lines over seconds, shaded intervals, phase boundaries.
@@ -486,6 +560,17 @@ pub fn findings(an: &Analysis, summary: &Summary) -> Vec<String> {
             format!("The steady-state hypothesis failed: {}.", fails.join("; "))
         });
     }
+    for p in &an.probes {
+        let again = match (p.recovered, p.recovery_s) {
+            (Some(true), Some(r)) => format!("; it passed again {r:.1} s after the last revert"),
+            (Some(false), _) => "; it was not passing again by the end of the run".to_owned(),
+            _ => String::new(),
+        };
+        out.push(format!(
+            "Probe {} ({}) failed {} of {} samples{again}.",
+            p.name, p.asks, p.failures, p.samples
+        ));
+    }
     if let Some(r) = &an.aborted {
         out.push(format!("The run was aborted: {r}."));
     }
@@ -679,6 +764,12 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         plots.push(("kernel_retransmits", rt.clone()));
         plots.push(("kernel_rtt", rtt.clone()));
     }
+    let probe_rows: Vec<ProbeRow> = table::read_if_present(dir)?;
+    let probes = (!summary.probes.is_empty())
+        .then(|| probe_strip(&summary.probes, &probe_rows, &shades, x_max));
+    if let Some(p) = &probes {
+        plots.push(("probes", p.clone()));
+    }
     let mut written = Vec::new();
     for (name, svg) in &plots {
         let p = dir.join(format!("{name}.png"));
@@ -714,6 +805,9 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
     html += "<p><span class=\"fault\">&nbsp;&nbsp;&nbsp;&nbsp;</span> fault interval &nbsp; <span class=\"anomaly\">&nbsp;&nbsp;&nbsp;&nbsp;</span> anomaly window (outside the baseline band)</p>";
     html += &throughput;
     html += &latency;
+    if let Some(p) = &probes {
+        html += p;
+    }
     html += &phase_bars;
     html += "<h2>Phases</h2><table><tr><th>phase</th><th>requests</th><th>rate/s</th><th>errors %</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>goodput vs baseline</th></tr>";
     for p in &an.phases {
@@ -800,7 +894,27 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
             esc(&condition_value(&h.hypothesis, h.value))
         );
     }
-    html += "</table><h2>The kernel's view (from the agents)</h2>";
+    html += "</table>";
+    if !summary.probes.is_empty() {
+        html += "<h2>Probes</h2><table><tr><th>probe</th><th>asks</th><th>samples</th><th>failed</th><th>passing again after the last revert</th></tr>";
+        for p in &summary.probes {
+            let recovery = match (p.recovered, p.recovery_s) {
+                (Some(true), Some(r)) => format!("<td class=\"ok\">{r:.1} s</td>"),
+                (Some(false), _) => "<td class=\"bad\">not by the end of the run</td>".to_owned(),
+                _ => "<td>- (nothing reverted)</td>".to_owned(),
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{recovery}</tr>",
+                esc(&p.name),
+                esc(&p.asks),
+                p.samples,
+                p.failures
+            );
+        }
+        html += "</table>";
+    }
+    html += "<h2>The kernel's view (from the agents)</h2>";
     match &kernel {
         Some((rt, rtt)) => {
             html += "<p>Per agent and remote peer, from the agents' eBPF tracepoints; times corrected by each agent's measured clock offset (agents.csv).</p>";

@@ -16,6 +16,7 @@
 //! | kernel.csv        | [`KernelRow`]: TCP per agent and peer, per second            |
 //! | drops.csv         | [`DropRow`]: kernel drops per agent and reason               |
 //! | host.csv          | [`HostRow`]: CPU, memory and load per agent                  |
+//! | probes.csv        | [`ProbeRow`]: each probe's samples, pass or fail             |
 //! | analysis.json     | `faultline analyze --json`, written by `faultline report`    |
 
 use std::path::Path;
@@ -44,6 +45,8 @@ pub struct Summary {
     pub hypothesis: Vec<Verdict>,
     pub faults: Vec<FaultRecord>,
     pub load: LoadSummary,
+    /// The scenario's probes: what each asked, its failures and its recovery.
+    pub probes: Vec<ProbeRecord>,
 }
 
 impl Summary {
@@ -106,6 +109,24 @@ pub struct Verdict {
     pub phase: String,
     pub holds: bool,
     pub value: f64,
+}
+
+/// One probe over the run (issue 33).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeRecord {
+    pub name: String,
+    pub kind: String,
+    /// What it asks: `GET http://10.0.0.2/`, `prometheus up > 0`.
+    pub asks: String,
+    pub interval_s: f64,
+    pub samples: usize,
+    pub failures: usize,
+    /// Seconds from the last revert until the probe passed again, every sample after;
+    /// None when it did not within the run, or when no fault was reverted.
+    pub recovery_s: Option<f64>,
+    /// None when no fault was reverted.
+    pub recovered: Option<bool>,
 }
 
 /// One fault of the scenario on the run's clock (seconds from the load's start).
@@ -305,6 +326,23 @@ impl Row for HostRow {
         &["t_s", "agent", "cpu_percent", "memory_used_bytes", "load1"];
 }
 
+/// probes.csv: one sample of one probe, on the run's clock (the second it was asked).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeRow {
+    pub t_s: f64,
+    pub probe: String,
+    pub ok: bool,
+    pub ms: f64,
+    pub detail: String,
+}
+
+impl Row for ProbeRow {
+    const FILE: &'static str = "probes.csv";
+    const COLUMNS: &'static [&'static str] = &["t_s", "probe", "ok", "ms", "detail"];
+    const REQUIRED: &'static [&'static str] = &["t_s", "probe", "ok"];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +350,7 @@ mod tests {
 
     #[test]
     fn every_csv_header_is_what_its_row_type_writes() {
+        assert_eq!(serde_header::<ProbeRow>(), ProbeRow::COLUMNS);
         assert_eq!(serde_header::<SecondRow>(), SecondRow::COLUMNS);
         assert_eq!(serde_header::<FaultRow>(), FaultRow::COLUMNS);
         assert_eq!(serde_header::<FaultAgentRow>(), FaultAgentRow::COLUMNS);

@@ -19,6 +19,7 @@ pub(super) fn finish(
     dir: PathBuf,
     timeline: &[Timeline],
     placed: &[Vec<OnRunClock>],
+    probed: &[files::ProbeRow],
     aborted: Option<String>,
 ) -> Result<Outcome> {
     let secs = |d: Duration| d.as_secs();
@@ -30,7 +31,16 @@ pub(super) fn finish(
     ];
     let windows: BTreeMap<&str, Window> =
         phases.iter().map(|(n, a, b)| (*n, window(&run.recorder, *a, *b))).collect();
-    let (verdicts, failed) = judge(s, run, timeline, &windows);
+    let (mut verdicts, mut failed) = judge(s, run, timeline, &windows);
+    let phase_s = |name: &str| {
+        phases.iter().find(|p| p.0 == name).map_or((0.0, 0.0), |p| (p.1 as f64, p.2 as f64))
+    };
+    for v in super::probes::verdicts(s, probed, timeline, phase_s) {
+        if !v.holds {
+            failed.push(format!("{} in {} ({} failed samples)", v.hypothesis, v.phase, v.value));
+        }
+        verdicts.push(v);
+    }
     let summary = files::Summary {
         scenario: s.name.clone(),
         description: s.description.clone(),
@@ -48,11 +58,15 @@ pub(super) fn finish(
         hypothesis: verdicts,
         faults: timeline.iter().zip(placed).map(|(t, placed)| record(t, placed)).collect(),
         load: load::summary(run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
+        probes: super::probes::records(s, probed, timeline),
     };
     summary.write(&dir)?;
     table::write(&dir, &load::seconds_rows(&run.recorder))?;
     std::fs::write(dir.join(files::LATENCY_HLOG), load::interval_log(run))?;
     write_fault_tables(&dir, timeline, &summary.faults)?;
+    if !s.probes.is_empty() {
+        table::write(&dir, probed)?;
+    }
 
     for (n, _, _) in &phases {
         let w = &windows[n];
@@ -71,6 +85,17 @@ pub(super) fn finish(
             v.hypothesis,
             v.phase,
             if v.holds { "holds" } else { "FAILS" }
+        );
+    }
+    for p in &summary.probes {
+        let recovery = match (p.recovered, p.recovery_s) {
+            (Some(true), Some(r)) => format!("  passing again {r:.1} s after the last revert"),
+            (Some(false), _) => "  NOT passing again by the end of the run".to_owned(),
+            _ => String::new(),
+        };
+        println!(
+            "probe {:<16} {:>4} samples  {:>4} failed{recovery}  ({})",
+            p.name, p.samples, p.failures, p.asks
         );
     }
     println!("run directory: {}", dir.display());

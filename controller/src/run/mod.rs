@@ -20,6 +20,7 @@ mod finish;
 mod guard;
 pub mod kernel_watch;
 mod plan;
+mod probes;
 pub mod scenario;
 mod schedule;
 
@@ -193,11 +194,13 @@ pub async fn execute_until(
         })
     };
     let timeline: Arc<Mutex<Vec<Timeline>>> = Arc::default();
+    let probing = probes::start(&p.scenario, start, &stop);
     let tasks = schedule::faults(&p, &c, start, &stop, &timeline);
     let progress = guard::progress(p.scenario.guardrails.clone(), stop.clone());
     let run = load::run(&p.load, start, schedule::stopped(stop_rx), progress).await;
     canceller.abort();
     let aborted = schedule::stop_all(&stop, run.interrupted, tasks).await;
+    let probed = probing.stop();
     tokio::time::sleep(kernel_watch::LAST_SAMPLE).await;
     watchers.iter().for_each(tokio::task::JoinHandle::abort);
     let clocks: BTreeMap<String, (f64, f64)> = {
@@ -221,7 +224,7 @@ pub async fn execute_until(
             t.parts.iter().map(|p| p.on_run_clock(&clocks, run.started_unix_ms as f64)).collect()
         })
         .collect();
-    finish::finish(&p.scenario, &run, p.dir, &timeline, &placed, aborted)
+    finish::finish(&p.scenario, &run, p.dir, &timeline, &placed, &probed, aborted)
 }
 
 /// A lock that a panicked task held is still good here: every writer appends whole

@@ -39,6 +39,10 @@ pub struct File {
     pub faults: Vec<BTreeMap<String, serde_norway::Value>>,
     #[serde(default)]
     pub guardrails: Vec<String>,
+    /// The system's own signals (issue 33), named by `probe NAME` in the hypothesis,
+    /// `during:` and guardrails (`probe NAME fails 3 times`).
+    #[serde(default)]
+    pub probes: Vec<BTreeMap<String, serde_norway::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +85,17 @@ pub struct Guardrail {
     pub seconds: u32,
 }
 
+/// `probe NAME fails N times`: the run stops when the probe fails N samples in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeGuardrail {
+    pub probe: String,
+    pub times: u32,
+    pub text: String,
+}
+
+/// The most probes a scenario may have: each is a task asking a service every interval.
+pub const MAX_PROBES: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
     pub index: usize,
@@ -114,6 +129,13 @@ pub struct Scenario {
     pub recovery: Duration,
     pub faults: Vec<FaultPlan>,
     pub guardrails: Vec<Guardrail>,
+    pub probes: Vec<crate::probe::Probe>,
+    /// Probes named in the hypothesis: every sample of the baseline passes, and they pass
+    /// again by the end of the recovery (the time that took is the recovery time).
+    pub steady_probes: Vec<String>,
+    /// Probes named in `during:`: every sample while faults are active passes.
+    pub during_probes: Vec<String>,
+    pub probe_guardrails: Vec<ProbeGuardrail>,
 }
 
 impl Scenario {
@@ -199,6 +221,59 @@ fn parse_guardrail(s: &str) -> Result<Guardrail, String> {
         return Err(format!("{s:?}: the duration is whole seconds, at least 1s"));
     }
     Ok(Guardrail { condition: parse_condition(cond)?, seconds })
+}
+
+/// `probe NAME` in a hypothesis or `during:` list: the probe's name.
+fn probe_ref(s: &str) -> Option<&str> {
+    s.trim().strip_prefix("probe ").map(str::trim)
+}
+
+/// `probe NAME fails N times` (or `time` for 1).
+fn parse_probe_guardrail(s: &str) -> Result<ProbeGuardrail, String> {
+    let form = || format!("{s:?} is not `probe NAME fails N times` (e.g. probe web fails 3 times)");
+    let rest = probe_ref(s).ok_or_else(form)?;
+    let (name, count) = rest.split_once(" fails ").ok_or_else(form)?;
+    let n = count.trim().trim_end_matches("times").trim_end_matches("time").trim();
+    let times: u32 = n
+        .parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| format!("{s:?}: {n:?} is not a number of failures from 1 to 1000"))?;
+    Ok(ProbeGuardrail { probe: name.trim().to_owned(), times, text: s.trim().to_owned() })
+}
+
+/// A `probes:` entry: `name`, `kind` and the kind's settings (a list where one is taken).
+fn probe_entry(
+    index: usize,
+    entry: &BTreeMap<String, serde_norway::Value>,
+    trust: crate::probe::Trust,
+) -> Result<crate::probe::Probe, FieldError> {
+    let field = |k: &str| format!("probes[{index}].{k}");
+    let name = entry.get("name").and_then(scalar).ok_or_else(|| {
+        bad(field("name"), "required: the name the hypothesis calls it by".into())
+    })?;
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(bad(field("name"), format!("{name:?}: 1 to 64 letters, digits, - and _")));
+    }
+    let mut settings = crate::probe::Settings::new();
+    for (k, v) in entry {
+        if k == "name" {
+            continue;
+        }
+        let values = match v {
+            serde_norway::Value::Bool(b) => vec![b.to_string()],
+            serde_norway::Value::Sequence(items) => items
+                .iter()
+                .map(|i| scalar(i).ok_or_else(|| bad(field(k), "a list of plain values".into())))
+                .collect::<Result<_, _>>()?,
+            other => vec![scalar(other).ok_or_else(|| bad(field(k), "a plain value".into()))?],
+        };
+        settings.insert(k.clone(), values);
+    }
+    crate::probe::parse(&name, &settings, trust).map_err(|e| bad(field(&e.field), e.problem))
 }
 
 /// The line where the `index`-th item of the top-level `key:` list starts.
@@ -634,10 +709,12 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
             ));
         }
     }
-    // A list of conditions under the top-level `key`, each error at its own line.
+    let probed = probe_lists(&f, &text, files, &err)?;
+    // Load conditions keep their own item's line: errors index the whole list.
     let conditions = |key: &str, list: &[String]| -> Result<Vec<Condition>, ScenarioError> {
         list.iter()
             .enumerate()
+            .filter(|(_, h)| probe_ref(h).is_none())
             .map(|(i, h)| {
                 parse_condition(h)
                     .map_err(|e| err(list_item_line(&text, key, i), &format!("{key}[{i}]"), e))
@@ -646,16 +723,14 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
     };
     let hypothesis = conditions("hypothesis", &f.hypothesis)?;
     let during = conditions("during", &f.during)?;
-    let guardrails = f
-        .guardrails
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            parse_guardrail(g).map_err(|e| {
+    let mut guardrails = Vec::new();
+    for (i, g) in f.guardrails.iter().enumerate() {
+        if probe_ref(g).is_none() {
+            guardrails.push(parse_guardrail(g).map_err(|e| {
                 err(list_item_line(&text, "guardrails", i), &format!("guardrails[{i}]"), e)
-            })
-        })
-        .collect::<Result<_, _>>()?;
+            })?);
+        }
+    }
     let mut faults = Vec::new();
     for (i, entry) in f.faults.iter().enumerate() {
         let plan = fault_plan(i, entry).map_err(|FieldError { field, problem }| {
@@ -720,7 +795,101 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
         recovery,
         faults,
         guardrails,
+        probes: probed.probes,
+        steady_probes: probed.steady,
+        during_probes: probed.during,
+        probe_guardrails: probed.guardrails,
     })
+}
+
+/// The file's probes and the entries of its lists that name them.
+struct Probed {
+    probes: Vec<crate::probe::Probe>,
+    steady: Vec<String>,
+    during: Vec<String>,
+    guardrails: Vec<ProbeGuardrail>,
+}
+
+/// `probes:`, and `probe NAME` in the hypothesis, `during:` and guardrails, each error at
+/// its item's line.
+fn probe_lists(
+    f: &File,
+    text: &str,
+    files: Files,
+    err: &dyn Fn(Option<usize>, &str, String) -> ScenarioError,
+) -> Result<Probed, ScenarioError> {
+    let line_of = |key: &str| {
+        text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
+    };
+    let trust = match files {
+        Files::Local => crate::probe::Trust::Local,
+        Files::Refused => crate::probe::Trust::Remote,
+    };
+    if f.probes.len() > MAX_PROBES {
+        return Err(err(line_of("probes"), "probes", format!("at most {MAX_PROBES} probes")));
+    }
+    let mut probes: Vec<crate::probe::Probe> = Vec::new();
+    for (i, entry) in f.probes.iter().enumerate() {
+        let p = probe_entry(i, entry, trust).map_err(|FieldError { field, problem }| {
+            err(list_item_line(text, "probes", i), &field, problem)
+        })?;
+        if probes.iter().any(|q| q.name == p.name) {
+            return Err(err(
+                list_item_line(text, "probes", i),
+                &format!("probes[{i}].name"),
+                format!("{:?} names another probe too", p.name),
+            ));
+        }
+        probes.push(p);
+    }
+    // `probe NAME` entries of a list, each naming a probe of the file.
+    let probe_refs = |key: &str, list: &[String]| -> Result<Vec<String>, ScenarioError> {
+        let mut names = Vec::new();
+        for (i, h) in list.iter().enumerate() {
+            if let Some(name) = probe_ref(h) {
+                if !probes.iter().any(|p| p.name == name) {
+                    return Err(err(
+                        list_item_line(text, key, i),
+                        &format!("{key}[{i}]"),
+                        format!("no probe is named {name:?} (probes: {})", probe_names(&probes)),
+                    ));
+                }
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    };
+    let steady_probes = probe_refs("hypothesis", &f.hypothesis)?;
+    let during_probes = probe_refs("during", &f.during)?;
+    let mut probe_guardrails = Vec::new();
+    for (i, g) in f.guardrails.iter().enumerate() {
+        let at = |e| err(list_item_line(text, "guardrails", i), &format!("guardrails[{i}]"), e);
+        if probe_ref(g).is_some() {
+            let pg = parse_probe_guardrail(g).map_err(at)?;
+            if !probes.iter().any(|p| p.name == pg.probe) {
+                return Err(at(format!(
+                    "no probe is named {:?} (probes: {})",
+                    pg.probe,
+                    probe_names(&probes)
+                )));
+            }
+            probe_guardrails.push(pg);
+        }
+    }
+    Ok(Probed {
+        probes,
+        steady: steady_probes,
+        during: during_probes,
+        guardrails: probe_guardrails,
+    })
+}
+
+fn probe_names(probes: &[crate::probe::Probe]) -> String {
+    if probes.is_empty() {
+        "none; add them under probes:".to_owned()
+    } else {
+        probes.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -807,6 +976,50 @@ guardrails:
         let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
         assert_eq!((p.node.as_str(), p.lease_ms), ("h1", 12_000));
         assert_eq!(s.load_args, ["http://10.0.0.5:8080/", "--rate", "200"]);
+    }
+
+    /// Issue 33: probes are named by the hypothesis, `during:` and guardrails; a name that
+    /// is not a probe, a bad setting and a command probe a remote caller sent are refused
+    /// with the field and the line.
+    #[test]
+    fn probes_are_read_and_named_by_the_lists_that_use_them() {
+        let text = GOOD
+            .replace("hypothesis:\n", "probes:\n  - name: web\n    kind: http\n    url: http://10.0.0.5:8080/health\n    interval: 500ms\n    timeout: 200ms\n  - name: cli\n    kind: command\n    run: [redis-cli, ping]\n    match: PONG\nhypothesis:\n  - probe web\n")
+            .replace("guardrails:\n", "during:\n  - probe cli\nguardrails:\n  - probe web fails 3 times\n");
+        let s = load(&write(&text)).unwrap();
+        assert_eq!(s.probes.len(), 2);
+        assert_eq!(
+            (s.steady_probes.as_slice(), s.during_probes.as_slice()),
+            (&["web".to_owned()][..], &["cli".to_owned()][..])
+        );
+        assert_eq!(
+            s.probe_guardrails[0],
+            ProbeGuardrail {
+                probe: "web".into(),
+                times: 3,
+                text: "probe web fails 3 times".into()
+            }
+        );
+        // The load's conditions are still there, beside the probes.
+        assert_eq!((s.hypothesis.len(), s.guardrails.len()), (2, 1));
+        let bad = |from: &str, to: &str| load(&write(&text.replace(from, to))).unwrap_err();
+        let e = bad("  - probe web\n", "  - probe wbe\n");
+        assert!(
+            e.field == "hypothesis[0]"
+                && e.problem.contains("no probe is named \"wbe\" (probes: web, cli)"),
+            "{e}"
+        );
+        let e = bad("probe web fails 3 times", "probe web fails often");
+        assert!(
+            e.field == "guardrails[0]" && e.problem.contains("not a number of failures"),
+            "{e}"
+        );
+        let e = bad("    timeout: 200ms\n", "    timeout: 2s\n");
+        assert!(e.field == "probes[0].timeout" && e.line == Some(6), "{e}");
+        let e = bad("  - name: cli\n", "  - name: web\n");
+        assert!(e.field == "probes[1].name" && e.problem.contains("another probe"), "{e}");
+        let e = load_with(&write(&text), Files::Refused).unwrap_err();
+        assert!(e.field == "probes[1].kind" && e.problem.contains("command's own user"), "{e}");
     }
 
     /// Issue 14: a fault entry names a container as `fault apply` does.

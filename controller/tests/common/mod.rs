@@ -92,7 +92,7 @@ impl Nginx {
             "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 4096; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen {addr}:{port}; listen {addr}:{} http2; location / {{ return 200 \"ok\\n\"; }} location /missing {{ return 404; }} }} }}\n",
+               server {{ listen {addr}:{port}; listen {addr}:{} http2; location / {{ return 200 \"ok\\n\"; }} location /missing {{ return 404; }} location = /metrics {{ return 200 \"app_up 1\\n\"; }} }} }}\n",
             port + 1
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
