@@ -1502,6 +1502,227 @@ faults:
     assert!(s["faults"][0]["applied_at_s"].is_null(), "no fault was applied: {s}");
 }
 
+/// Chaos Toolkit from `PyPI` (setup's venv) with this repository's extension
+/// (integrations/chaostoolkit, installed there by setup), against a controller's Web API.
+struct Chaos {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+}
+
+impl Chaos {
+    fn new(h: &Hosts, operator: &str, web: &str) -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let env = [
+            ("FAULTLINE_URL", format!("https://{web}")),
+            ("FAULTLINE_CA_FILE", h.dir.join("tls/ca.pem").display().to_string()),
+            ("FAULTLINE_TOKEN", operator.to_owned()),
+            ("WEB_URL", format!("http://10.201.{}.1:8080/", h.id)),
+            ("ISOLATED_AGENT", "h2".to_owned()),
+        ];
+        Self {
+            bin: root.join("target/pyenv/bin/chaos"),
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            dir: h.dir.clone(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.current_dir(&self.dir).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.arg("--no-log-file");
+        c
+    }
+
+    /// `chaos run EXPERIMENT`: its journal.
+    fn run(&self, experiment: &std::path::Path, name: &str) -> serde_json::Value {
+        let journal = self.dir.join(format!("journal-{name}.json"));
+        let out = self
+            .cmd()
+            .args(["run", "--journal-path"])
+            .arg(&journal)
+            .arg(experiment)
+            .output()
+            .expect("chaos (cargo xtask setup installs chaostoolkit in target/pyenv)");
+        let text = std::fs::read_to_string(&journal).unwrap_or_else(|_| {
+            panic!(
+                "chaos run {name} wrote no journal: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// Issue 33: the Chaos Toolkit extension. `chaos discover` lists its actions and probes;
+/// the partition example runs against a controller with the steady state met before and
+/// after and leaves nothing applied; a hypothesis the method breaks (nginx frozen) makes
+/// `chaos run` report a deviation, and the rollback still reverts the fault; a `chaos run`
+/// killed with SIGKILL in the middle of its method leaves a fault that ends at its lease.
+#[test]
+fn chaos_toolkit_experiments_drive_faults_through_the_web_api() {
+    let tokens =
+        std::env::temp_dir().join(format!("faultline-chaos-tokens-{}", std::process::id()));
+    let operator = "op-chaos-0123456789abcdef0123456789ab";
+    std::fs::write(&tokens, format!("operator {operator}\n")).unwrap();
+    let web = "10.201.14.254:7443";
+    let h = Hosts::with_config(
+        14,
+        2,
+        300,
+        &format!("web_listen = \"{web}\"\nweb_token_file = {:?}\n", tokens.display().to_string()),
+    );
+    eventually("two agents registered and healthy", || h.healthy().len() == 2);
+    let _nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.14.1", 8080);
+    let chaos = Chaos::new(&h, operator, web);
+
+    // The Web API's probe: a closed port answers a failure (200, ok false); a command or
+    // faultline's own listener is refused, naming the field.
+    let auth = format!("Authorization: Bearer {operator}");
+    let check = |body: serde_json::Value| {
+        let (code, text) = curl(&h, "POST", "/api/probes/check", &["-H", &auth], Some(&body));
+        (code, serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default())
+    };
+    let (code, a) =
+        check(serde_json::json!({"kind": "tcp", "settings": {"address": "10.201.14.1:9"}}));
+    assert!(code == 200 && a["ok"] == false && a["asks"] == "tcp 10.201.14.1:9", "{code} {a}");
+    let (code, a) = check(serde_json::json!({"kind": "command", "settings": {"run": "id"}}));
+    assert_eq!((code, a["error"]["field"].as_str()), (400, Some("kind")), "{a}");
+    let (code, a) = check(serde_json::json!({"kind": "tcp", "settings": {"address": web}}));
+    assert!(
+        code == 400
+            && a["error"]["message"].as_str().is_some_and(|m| m.contains("faultline's own")),
+        "{a}"
+    );
+    let (code, a) = check(
+        serde_json::json!({"kind": "http", "settings": {"url": "http://10.201.14.1:8080/", "timeout": "20s", "interval": "30s"}}),
+    );
+    assert_eq!((code, a["error"]["field"].as_str()), (400, Some("settings.timeout")), "{a}");
+    let examples =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integrations/chaostoolkit/examples");
+
+    // Discovery: every action and probe, with its arguments.
+    let out = chaos
+        .cmd()
+        .args([
+            "discover",
+            "chaostoolkit-faultline",
+            "--no-install",
+            "--no-system-info",
+            "--discovery-path",
+        ])
+        .arg(h.dir.join("discovery.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chaos discover: {}", String::from_utf8_lossy(&out.stderr));
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(h.dir.join("discovery.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> =
+        d["activities"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    for n in [
+        "apply_fault",
+        "partition",
+        "revert_fault",
+        "revert_applied",
+        "start_traffic",
+        "start_run",
+        "probe",
+        "probe_passes",
+        "active_faults",
+        "agents_healthy",
+        "run_state",
+    ] {
+        assert!(names.contains(&n), "{n} not discovered: {names:?}");
+    }
+    let apply =
+        d["activities"].as_array().unwrap().iter().find(|a| a["name"] == "apply_fault").unwrap();
+    assert!(
+        apply["arguments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "lease" && a["default"] == "60s"),
+        "{apply}"
+    );
+
+    // The partition example: steady state met before and after, the cut in place during
+    // the method, nothing left after the rollback.
+    let j = chaos.run(&examples.join("partition.json"), "partition");
+    assert_eq!(
+        (j["status"].as_str(), j["deviated"].as_bool()),
+        (Some("completed"), Some(false)),
+        "{j}"
+    );
+    assert_eq!(j["steady_states"]["before"]["steady_state_met"], true, "{j}");
+    assert_eq!(j["steady_states"]["after"]["steady_state_met"], true, "{j}");
+    let in_place = j["run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["activity"]["name"] == "partition-in-place")
+        .unwrap();
+    assert_eq!(in_place["output"], 1, "the partition was active during the method: {in_place}");
+    let rolled = &j["rollbacks"][0];
+    assert!(
+        rolled["status"] == "succeeded" && rolled["output"].as_array().unwrap().len() == 1,
+        "{rolled}"
+    );
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "nothing left applied");
+
+    // A method that breaks the hypothesis: nginx frozen; deviated, and rolled back.
+    let freeze = |lease: &str, pause: u64| {
+        serde_json::json!({
+            "version": "1.0.0",
+            "title": "nginx frozen",
+            "description": "the hypothesis cannot hold while nginx is frozen",
+            "configuration": {"faultline_url": {"type": "env", "key": "FAULTLINE_URL"}, "faultline_ca_file": {"type": "env", "key": "FAULTLINE_CA_FILE"}, "web_url": {"type": "env", "key": "WEB_URL"}},
+            "secrets": {"faultline": {"faultline_token": {"type": "env", "key": "FAULTLINE_TOKEN"}}},
+            "steady-state-hypothesis": {"title": "nginx answers", "probes": [{"type": "probe", "name": "web-answers", "tolerance": true,
+                "provider": {"type": "python", "module": "chaosfaultline.probes", "func": "probe_passes", "secrets": ["faultline"],
+                    "arguments": {"kind": "http", "settings": {"url": "${web_url}", "timeout": "500ms", "interval": "1s"}}}}]},
+            "method": [{"type": "action", "name": "freeze-nginx",
+                "provider": {"type": "python", "module": "chaosfaultline.actions", "func": "apply_fault", "secrets": ["faultline"],
+                    "arguments": {"kind": "freeze", "lease": lease, "settings": {"name": "^nginx"}, "on": ["h1"]}},
+                "pauses": {"after": pause}}],
+            "rollbacks": [{"type": "action", "name": "revert", "provider": {"type": "python", "module": "chaosfaultline.actions", "func": "revert_applied", "secrets": ["faultline"]}}]
+        })
+    };
+    let broken = h.dir.join("freeze.json");
+    std::fs::write(&broken, freeze("60s", 1).to_string()).unwrap();
+    let j = chaos.run(&broken, "freeze");
+    assert_eq!(j["deviated"], true, "{j}");
+    assert_eq!(j["steady_states"]["before"]["steady_state_met"], true, "{j}");
+    assert_eq!(j["steady_states"]["after"]["steady_state_met"], false, "{j}");
+    assert_eq!(j["rollbacks"][0]["status"], "succeeded", "{j}");
+    assert_eq!(h.cli_ok(&["fault", "list", "--json"]).trim(), "[]", "the rollback reverted it");
+
+    // Killed in the middle of its method: the fault stays until its lease ends.
+    let killed = h.dir.join("killed.json");
+    std::fs::write(&killed, freeze("6s", 120).to_string()).unwrap();
+    let mut child = chaos
+        .cmd()
+        .args(["run", "--journal-path"])
+        .arg(h.dir.join("journal-killed.json"))
+        .arg(&killed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let listed = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&h.cli_ok(&["fault", "list", "--json"])).unwrap()
+    };
+    eventually("the experiment applied its fault", || {
+        listed().iter().any(|f| f["label"].as_str().is_some_and(|l| l.starts_with("chaostoolkit-")))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(listed().len(), 1, "the fault outlives the killed experiment");
+    eventually("the lease ended it", || listed().is_empty());
+    let _ = std::fs::remove_file(&tokens);
+}
+
 /// A controller client presenting `stem`'s certificate from the test's CA (`cli` is an
 /// operator, `viewer` reads only, `agent-NAME` an agent bound to NAME).
 async fn controller_as(

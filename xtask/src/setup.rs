@@ -69,18 +69,33 @@ fn ok(cmd: &mut Command) -> bool {
 /// by Playwright driving Debian's chromium (Playwright's own browser download is never
 /// run: it needs a CDN this machine cannot reach).
 pub const PY_VENV: &str = "target/pyenv";
-const PY_PACKAGES: &[&str] =
-    &["grpcio==1.76.0", "grpcio-tools==1.76.0", "schemathesis==4.32.5", "playwright==1.65.2"];
+/// Chaos Toolkit 1.19.0 and its lib 1.44.0: the last releases for Debian 12's Python 3.11
+/// (1.20 and later need 3.12).
+const PY_PACKAGES: &[&str] = &[
+    "grpcio==1.76.0",
+    "grpcio-tools==1.76.0",
+    "schemathesis==4.32.5",
+    "playwright==1.65.2",
+    "chaostoolkit==1.19.0",
+    "chaostoolkit-lib==1.44.0",
+];
 
 fn python_client_env() -> Result<()> {
     let venv = workspace_root().join(PY_VENV);
     let python = venv.join("bin/python");
-    if ok(Command::new(&python).args(["-c", "import grpc, grpc_tools, schemathesis, playwright"])) {
+    let imports = "import grpc, grpc_tools, schemathesis, playwright, chaoslib, chaosfaultline";
+    if ok(Command::new(&python).args(["-c", imports])) {
         return Ok(());
     }
     println!("setup: python venv {} with {}", venv.display(), PY_PACKAGES.join(" "));
     run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run_cmd(Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(PY_PACKAGES))
+    run_cmd(Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(PY_PACKAGES))?;
+    // This repository's Chaos Toolkit extension, editable: the tests run the checkout's code.
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--no-deps", "-e"])
+            .arg(workspace_root().join("integrations/chaostoolkit")),
+    )
 }
 
 /// The codename of this Debian release (bookworm), to ask apt for the release's own build.

@@ -193,6 +193,9 @@ fn fault_json(f: &pb::ControllerFault) -> serde_json::Value {
     json!({
         "id": f.id,
         "kind": f.spec.as_ref().and_then(|s| s.kind.as_ref()).map_or("", faultline_proto::agent::v1::fault_spec::Kind::name),
+        // As the Web API's fault view says them (issue 31: one dialect).
+        "settings": f.spec.as_ref().map(crate::faults::in_words).unwrap_or_default(),
+        "label": f.spec.as_ref().map_or("", |s| s.label.as_str()),
         "placements": f.placements.iter().map(|p| {
             let mut j = json!({"agent": p.agent, "agent_fault_id": p.agent_fault_id, "applied_at_unix_ms": p.applied_at_unix_ms});
             if !p.container.is_empty() {

@@ -25,6 +25,17 @@ fn local_ip(ip: std::net::IpAddr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
+/// Whether `target` is one of faultline's own listeners (`own`: the controller's and its
+/// agents'), a wildcard listener counting for every address of this host.
+pub fn is_own(own: &[std::net::SocketAddr], target: std::net::SocketAddr) -> bool {
+    own.iter().any(|o| {
+        o.port() == target.port()
+            && (o.ip() == target.ip()
+                || (o.ip().is_unspecified()
+                    && (target.ip().is_loopback() || local_ip(target.ip()))))
+    })
+}
+
 /// A load to start.
 #[derive(Debug, Clone)]
 pub struct Start {
@@ -143,13 +154,7 @@ impl Traffic {
             .spec_with(load::args::Files::Refused)
             .map_err(|e| field(format!("{e:#}").replace("--", "")))?;
         let target = spec.target.addr();
-        let is_own = |o: &std::net::SocketAddr| {
-            o.port() == target.port()
-                && (o.ip() == target.ip()
-                    || (o.ip().is_unspecified()
-                        && (target.ip().is_loopback() || local_ip(target.ip()))))
-        };
-        if own.iter().any(is_own) {
+        if is_own(own, target) {
             return Err(DaemonError::invalid(format!(
                 "target_url: {target} is faultline's own (the controller's or an agent's listener); traffic is for the system under test"
             )));

@@ -129,6 +129,10 @@ impl Http {
         })
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// One request; Ok with what was seen when every expectation holds.
     pub async fn check(&self) -> Result<String, String> {
         let start = std::time::Instant::now();

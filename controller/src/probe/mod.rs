@@ -45,6 +45,17 @@ pub enum Check {
 }
 
 impl Check {
+    /// The address it connects to; None for a command.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Http(h) => Some(h.addr()),
+            Self::Tcp(a) => Some(*a),
+            Self::Redis(r) => Some(r.addr),
+            Self::Prometheus(p) => Some(p.addr()),
+            Self::Command(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Http(_) => "http",

@@ -93,6 +93,10 @@ impl Prometheus {
         Ok(Self { query: query.to_owned(), expect: expect.trim().to_owned(), op, value, http })
     }
 
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.http.addr()
+    }
+
     pub async fn check(&self) -> Result<String, String> {
         let (code, body) = self.http.fetch().await?;
         let values = values(code, &body)?;

@@ -20,8 +20,8 @@ use super::{
     auth::{Operator, Reader},
     views::{
         AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode,
-        PartitionRequest, PreviewView, RenewRequest, Rest, RevertView, RunLink, RunStart, RunView,
-        SettingValue, Shape, TrafficStart, TrafficView,
+        PartitionRequest, PreviewView, ProbeCheck, ProbeView, RenewRequest, Rest, RevertView,
+        RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView,
     },
 };
 use crate::faults::Setting;
@@ -33,7 +33,7 @@ use crate::faults::Setting;
         description = "Faults across a fleet of faultline agents: list agents and their containers, apply, list and revert faults, cut partitions, send traffic to the system under test, follow events. Every call but /api/health needs `Authorization: Bearer TOKEN` (a token from the controller's web_token_file: viewers read, operators also change faults and traffic) or, over HTTPS, a client certificate from the controller's CA carrying the operator or viewer role."
     ),
     modifiers(&BearerAuth),
-    tags((name = "agents"), (name = "faults"), (name = "traffic"), (name = "runs"), (name = "events"), (name = "health"))
+    tags((name = "agents"), (name = "faults"), (name = "traffic"), (name = "probes"), (name = "runs"), (name = "events"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -72,6 +72,7 @@ fn operations() -> OpenApiRouter<Arc<Web>> {
         .routes(routes!(traffic))
         .routes(routes!(traffic_start))
         .routes(routes!(traffic_stop))
+        .routes(routes!(probe_check))
         .routes(routes!(runs, run_start))
         .routes(routes!(run))
         .routes(routes!(run_stop))
@@ -595,6 +596,61 @@ async fn traffic_start(
         .await
         .map_err(|e| crate::daemon::DaemonError::internal(format!("traffic: {e}")))?;
     Ok((StatusCode::CREATED, Json(started?.into())))
+}
+
+/// The longest a probe asked through the Web API may wait: well inside the 30 s every
+/// request must be answered in.
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks a probe once from the controller (an HTTP endpoint, a TCP port, Redis, a
+/// Prometheus query) and answers pass or fail with what was seen; a failed sample is an
+/// answer (200), not an error. Chaos Toolkit's faultline probes use it.
+#[utoipa::path(post, path = "/api/probes/check", tag = "probes", security(("bearer" = [])), request_body = ProbeCheck,
+    responses((status = 200, body = ProbeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+async fn probe_check(
+    _: Operator,
+    State(w): State<Arc<Web>>,
+    Body(req): Body<ProbeCheck>,
+) -> Result<Json<ProbeView>, ApiError> {
+    let mut settings = crate::probe::Settings::new();
+    settings.insert("kind".into(), vec![req.kind.clone()]);
+    for (k, v) in &req.settings {
+        if k == "kind" {
+            return Err(ApiError::invalid("settings.kind: the request's own `kind` says it"));
+        }
+        let values = match v {
+            SettingValue::Switch(b) => vec![b.to_string()],
+            SettingValue::Number(n) => vec![number(*n)],
+            SettingValue::Word(x) => vec![x.clone()],
+            SettingValue::Words(xs) => xs.clone(),
+        };
+        settings.insert(k.clone(), values);
+    }
+    let mut own = w.own.clone();
+    own.extend(w.ctl.agent_list().iter().filter_map(|a| url_addr(&a.url)));
+    // Off the runtime's thread: a name in a URL is resolved when the probe is read.
+    let probe = tokio::task::spawn_blocking(move || {
+        let p = crate::probe::parse(&req.kind, &settings, crate::probe::Trust::Remote).map_err(
+            |e| {
+                let at = if e.field == "kind" { "kind".to_owned() } else { format!("settings.{}", e.field) };
+                ApiError::invalid(format!("{at}: {}", e.problem))
+            },
+        )?;
+        if p.timeout > MAX_PROBE_TIMEOUT {
+            return Err(ApiError::invalid("settings.timeout: at most 10s through the Web API"));
+        }
+        // Not a way to reach faultline itself through its own controller.
+        if p.check.address().is_some_and(|a| crate::daemon::traffic::is_own(&own, a)) {
+            return Err(ApiError::invalid(
+                "settings: the probe names faultline's own listener (the controller's or an agent's); probes are for the system under test",
+            ));
+        }
+        Ok(p)
+    })
+    .await
+    .map_err(|e| crate::daemon::DaemonError::internal(format!("probe: {e}")))??;
+    let s = crate::probe::sample(&probe).await;
+    Ok(Json(ProbeView { asks: probe.describe, ok: s.ok, ms: s.ms, detail: s.detail }))
 }
 
 /// Stops the running load; answers it as it ended (what was answered is kept).

@@ -400,6 +400,31 @@ pub struct ApplyRequest {
     pub client_request_id: Option<String>,
 }
 
+/// A probe asked once by the controller (issue 33), as a scenario's `probes:` entry:
+/// `{"kind": "http", "settings": {"url": "http://10.0.0.2/", "status": "2xx"}}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCheck {
+    /// http, tcp, redis or prometheus (a command probe runs only from `faultline run` or
+    /// `faultline probe` on the user's own machine).
+    pub kind: String,
+    /// The kind's settings: url, status, match, within, address, info, query, expect,
+    /// timeout (at most 10s here), ...
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingValue>,
+}
+
+/// One answer of a probe.
+#[derive(Serialize, ToSchema)]
+pub struct ProbeView {
+    /// What it asked: `GET http://10.0.0.2/`.
+    pub asks: String,
+    pub ok: bool,
+    pub ms: f64,
+    /// What was seen: a status, a value, or why it failed.
+    pub detail: String,
+}
+
 /// A partition shape.
 #[derive(Deserialize, Serialize, Clone, Copy, ToSchema)]
 #[serde(rename_all = "kebab-case")]
