@@ -1440,6 +1440,8 @@ faults:
     assert_eq!(web["recovered"], true, "{web}");
     let first_pass = of("web").iter().find(|x| x.0 >= reverted && x.2).unwrap().0;
     let recovery = web["recovery_s"].as_f64().unwrap();
+    // The steady state's recovery: its only probe's.
+    assert_eq!(s["steady_recovery_s"].as_f64(), Some(recovery), "{s}");
     assert!(
         (reverted + recovery - first_pass).abs() <= 0.5,
         "recovery {recovery} s after {reverted} vs the first pass at {first_pass}: {samples:?}"
@@ -1458,10 +1460,25 @@ faults:
     let text = Command::new(bin("faultline")).arg("analyze").arg(&dir).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("probe     web:") && text.contains("passing again"), "{text}");
+    // Issue 32: one row per fault — the load while it held, by error class, and its own
+    // recovery after its revert.
+    let an =
+        Command::new(bin("faultline")).arg("analyze").arg(&dir).arg("--json").output().unwrap();
+    let an: serde_json::Value = serde_json::from_slice(&an.stdout).unwrap();
+    let fault = &an["faults"][0];
+    assert!(
+        fault["load"]["errors"].as_u64().is_some_and(|e| e > 0)
+            && fault["load"]["errors_by_class"].as_object().is_some_and(|c| !c.is_empty())
+            && fault["load"]["peak_p99_ms"].as_f64().is_some()
+            && fault["recovery_s"].as_f64().is_some(),
+        "{an}"
+    );
+    assert!(text.contains("fault     ") && text.contains("back in the band"), "{text}");
     let out = Command::new(bin("faultline")).arg("report").arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<h2>Probes</h2>") && html.contains("Probe closed"), "report.html");
+    assert!(html.contains("errors while applied") && html.contains("peak p99"), "report.html");
     assert!(dir.join("probes.png").exists());
 
     // A guardrail on Prometheus: `up` of nginx's host drops to 0 once its scrape times
@@ -1574,7 +1591,7 @@ fn chaos_toolkit_experiments_drive_faults_through_the_web_api() {
         &format!("web_listen = \"{web}\"\nweb_token_file = {:?}\n", tokens.display().to_string()),
     );
     eventually("two agents registered and healthy", || h.healthy().len() == 2);
-    let _nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.14.1", 8080);
+    let nginx = common::Nginx::start_in(Some(&h.ns(1)), "10.201.14.1", 8080);
     let chaos = Chaos::new(&h, operator, web);
 
     // The Web API's probe: a closed port answers a failure (200, ok false); a command or
@@ -1684,7 +1701,7 @@ fn chaos_toolkit_experiments_drive_faults_through_the_web_api() {
                     "arguments": {"kind": "http", "settings": {"url": "${web_url}", "timeout": "500ms", "interval": "1s"}}}}]},
             "method": [{"type": "action", "name": "freeze-nginx",
                 "provider": {"type": "python", "module": "chaosfaultline.actions", "func": "apply_fault", "secrets": ["faultline"],
-                    "arguments": {"kind": "freeze", "lease": lease, "settings": {"name": "^nginx"}, "on": ["h1"]}},
+                    "arguments": {"kind": "freeze", "lease": lease, "settings": {"pid": nginx.pid()}, "on": ["h1"]}},
                 "pauses": {"after": pause}}],
             "rollbacks": [{"type": "action", "name": "revert", "provider": {"type": "python", "module": "chaosfaultline.actions", "func": "revert_applied", "secrets": ["faultline"]}}]
         })

@@ -10,7 +10,8 @@
 //! nearly its maximum, which a busy host moves by milliseconds without any fault. Consecutive seconds outside the band
 //! form an anomaly window (a gap of one second inside is bridged). Recovery time: from
 //! the last fault's revert to the first second that starts a run of 3 seconds all inside
-//! the band.
+//! the band. A scenario's `analysis:` sets these figures itself (`files::Thresholds`:
+//! the goodput change, error points, p99 rise and margin, sigmas, recovered seconds).
 //!
 //! Each fault's effect as the kernel saw it: on each agent the fault was placed on, the
 //! TCP retransmits per second, the smoothed RTT (mean over its samples), kernel drops per
@@ -24,7 +25,8 @@ use anyhow::{Result, bail};
 
 use crate::{
     run::files::{
-        AgentRow, DropRow, KernelRow, Measured, ProbeRecord, SecondRow, Summary, Verdict,
+        AgentRow, DropRow, KernelRow, Measured, ProbeRecord, SecondRow, Summary, Thresholds,
+        Verdict,
     },
     table,
 };
@@ -49,6 +51,10 @@ pub struct Analysis {
     pub aborted: Option<String>,
     /// The scenario's probes: failures and each one's own recovery time.
     pub probes: Vec<ProbeRecord>,
+    /// What counted as an anomaly and as recovered (the scenario's, or the defaults).
+    pub thresholds: Thresholds,
+    /// Seconds from the last revert until every probe of the hypothesis passed again.
+    pub steady_recovery_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -103,6 +109,59 @@ pub struct FaultEffect {
     pub anomaly_windows: Vec<[usize; 2]>,
     pub kernel: Vec<KernelSeen>,
     pub error: String,
+    /// The load while it was applied (whole seconds from its apply to its revert); None
+    /// when it was not applied and reverted.
+    pub load: Option<FaultLoad>,
+    /// Seconds from its revert until the service was back inside the band (the
+    /// thresholds' seconds in a row); None when not within the run or not reverted.
+    pub recovery_s: Option<f64>,
+}
+
+/// What the load saw while one fault held: one row of the report per fault.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct FaultLoad {
+    pub requests: u64,
+    pub errors: u64,
+    /// The worst second's p99 (ms).
+    pub peak_p99_ms: Option<f64>,
+    /// Failed answers by class: "5xx", "4xx", "timeout", "connect", ...
+    pub errors_by_class: std::collections::BTreeMap<String, u64>,
+}
+
+impl FaultLoad {
+    pub fn error_share(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+    }
+}
+
+/// The load over whole seconds [floor(`applied`), ceil(`reverted`)), at least one.
+pub fn fault_load(rows: &[SecondRow], applied: f64, reverted: f64) -> FaultLoad {
+    let from = applied.max(0.0).floor() as usize;
+    let to = (reverted.max(0.0).ceil() as usize).max(from + 1);
+    let mut l = FaultLoad::default();
+    for s in rows.iter().filter(|s| (from..to).contains(&s.second)) {
+        l.requests += s.requests;
+        l.errors += s.errors;
+        if let Some(p) = s.p99_ms {
+            l.peak_p99_ms = Some(l.peak_p99_ms.map_or(p, |m: f64| m.max(p)));
+        }
+        let classes = [
+            ("4xx", s.s4xx),
+            ("5xx", s.s5xx),
+            ("connect", s.connect),
+            ("timeout", s.timeout),
+            ("io", s.io),
+            ("protocol", s.protocol),
+            ("rejected", s.rejected),
+        ];
+        for (class, n) in classes {
+            if n > 0 {
+                *l.errors_by_class.entry(class.to_owned()).or_default() += n;
+            }
+        }
+    }
+    l
 }
 
 /// One agent's kernel over the baseline phase and while its part of the fault held.
@@ -175,15 +234,15 @@ pub struct Bands {
     pub p99_max: f64,
 }
 
-pub fn bands(baseline: &[Sec]) -> Bands {
+pub fn bands(baseline: &[Sec], t: &Thresholds) -> Bands {
     let (g, gs) = robust(&baseline.iter().map(Sec::goodput).collect::<Vec<_>>());
-    let gh = (3.0 * gs).max(0.05 * g).max(1.0);
+    let gh = (t.sigmas * gs).max(t.goodput_change * g).max(1.0);
     let (e, es) = robust(&baseline.iter().map(Sec::error_rate).collect::<Vec<_>>());
     let (p, ps) = robust(&baseline.iter().filter_map(|s| s.p99).collect::<Vec<_>>());
     Bands {
         goodput: (g - gh, g + gh),
-        error_rate_max: e + (3.0 * es).max(0.01),
-        p99_max: (p + 3.0 * ps).max(2.0 * p).max(p + 10.0),
+        error_rate_max: e + (t.sigmas * es).max(t.error_rate_rise),
+        p99_max: (p + t.sigmas * ps).max((1.0 + t.p99_rise) * p).max(p + t.p99_margin_ms),
     }
 }
 
@@ -243,10 +302,12 @@ pub fn recovery(secs: &[Sec], b: &Bands, reverted_at: f64, sustain: usize) -> Op
     None
 }
 
-fn read_run(dir: &Path) -> Result<(Summary, Vec<Sec>)> {
-    let summary = Summary::read(dir)?;
-    let secs = table::read::<SecondRow>(dir)?.into_iter().map(Sec::from).collect();
-    Ok((summary, secs))
+fn read_run(dir: &Path) -> Result<(Summary, Vec<SecondRow>)> {
+    Ok((Summary::read(dir)?, table::read::<SecondRow>(dir)?))
+}
+
+fn secs_of(rows: &[SecondRow]) -> Vec<Sec> {
+    rows.iter().cloned().map(Sec::from).collect()
 }
 
 fn phase(summary: &Summary, name: &str) -> Option<(usize, usize)> {
@@ -299,9 +360,13 @@ fn change(now: f64, before: f64) -> Option<f64> {
 }
 
 pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
-    let (summary, secs) = read_run(dir)?;
+    let (summary, rows) = read_run(dir)?;
+    let secs = secs_of(&rows);
     let (ref_summary, ref_secs) = match baseline {
-        Some(b) => read_run(b)?,
+        Some(b) => {
+            let (s, r) = read_run(b)?;
+            (s, secs_of(&r))
+        }
         None => (summary.clone(), secs.clone()),
     };
     let Some((b0, b1)) = phase(&ref_summary, "baseline") else {
@@ -314,7 +379,8 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
             base.len()
         );
     }
-    let b = bands(&base);
+    let t = summary.thresholds.clone();
+    let b = bands(&base, &t);
     let (_, w1) = phase(&summary, "warmup").unwrap_or((0, 0));
     let found = windows(&secs, &b, w1);
     let last_revert = summary
@@ -322,7 +388,8 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
         .iter()
         .filter_map(|f| f.reverted_at_s)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-    let recovered = last_revert.map(|r| recovery(&secs, &b, r, 3));
+    let sustain = t.recovered_after_s.max(1) as usize;
+    let recovered = last_revert.map(|r| recovery(&secs, &b, r, sustain));
     let base_m = ref_summary.phase("baseline").map(|p| p.measured.clone()).unwrap_or_default();
     let mut phases = Vec::new();
     for name in ["baseline", "fault", "recovery"] {
@@ -394,6 +461,11 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
                 anomaly_windows: overlapping,
                 kernel: seen,
                 error: f.error.clone(),
+                load: match (a, r) {
+                    (Some(a), Some(r)) => Some(fault_load(&rows, a, r)),
+                    _ => None,
+                },
+                recovery_s: r.and_then(|r| recovery(&secs, &b, r, sustain)),
             }
         })
         .collect();
@@ -420,6 +492,8 @@ pub fn analyze(dir: &Path, baseline: Option<&Path>) -> Result<Analysis> {
         hypothesis: summary.hypothesis,
         aborted: summary.aborted,
         probes: summary.probes,
+        thresholds: t,
+        steady_recovery_s: summary.steady_recovery_s,
     })
 }
 
@@ -434,6 +508,18 @@ pub fn print(a: &Analysis) {
         band.error_rate_max * 100.0,
         band.p99_ms_max
     );
+    let t = &a.thresholds;
+    if *t != Thresholds::default() {
+        println!(
+            "thresholds (the scenario's): goodput ±{:.0} %, errors +{:.1} points, p99 +{:.0} % or +{:.0} ms, {} sigmas, recovered after {} s",
+            t.goodput_change * 100.0,
+            t.error_rate_rise * 100.0,
+            t.p99_rise * 100.0,
+            t.p99_margin_ms,
+            t.sigmas,
+            t.recovered_after_s
+        );
+    }
     // Each figure itself, its change against the baseline beside it: "+35666.3 %" alone
     // says nothing of whether 3 ms became 1 s.
     let with =
@@ -459,13 +545,20 @@ pub fn print(a: &Analysis) {
     match (a.recovered, a.recovery_s) {
         // "0.0 s" read as "instant" beside anomalies listed above: say what is measured.
         (Some(true), Some(r)) if r < 0.5 => println!(
-            "recovery  at once after the last revert: inside the baseline's band from that second on, 3 s in a row{listed}"
+            "recovery  at once after the last revert: inside the baseline's band from that second on, {} s in a row{listed}",
+            a.thresholds.recovered_after_s
         ),
         (Some(true), Some(r)) => println!(
-            "recovery  {r:.1} s after the last revert (then inside the baseline's band 3 s in a row)"
+            "recovery  {r:.1} s after the last revert (then inside the baseline's band {} s in a row)",
+            a.thresholds.recovered_after_s
         ),
         (Some(false), _) => println!("recovery  not within the run"),
         _ => println!("recovery  - (no fault was reverted)"),
+    }
+    if let Some(r) = a.steady_recovery_s {
+        println!(
+            "steady    every probe of the hypothesis passing again {r:.1} s after the last revert"
+        );
     }
     for p in &a.probes {
         let again = match (p.recovered, p.recovery_s) {
@@ -476,6 +569,28 @@ pub fn print(a: &Analysis) {
         println!(
             "probe     {}: {} of {} samples failed; {again} ({})",
             p.name, p.failures, p.samples, p.asks
+        );
+    }
+    // One line per fault: what the load saw while it held, and its own recovery.
+    for f in &a.faults {
+        let Some(l) = &f.load else { continue };
+        let classes: Vec<String> =
+            l.errors_by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let errors = if l.errors == 0 {
+            "no errors".to_owned()
+        } else {
+            format!("errors {:.1} % ({})", l.error_share() * 100.0, classes.join(", "))
+        };
+        let back = f.recovery_s.map_or_else(
+            || "not back in the band within the run".to_owned(),
+            |r| format!("back in the band {r:.1} s after its revert"),
+        );
+        println!(
+            "fault     {} {}: {} requests, {errors}, peak p99 {}; {back}",
+            f.id,
+            f.fault,
+            l.requests,
+            l.peak_p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms"))
         );
     }
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
@@ -565,19 +680,62 @@ mod tests {
     #[test]
     fn the_band_is_robust_and_has_floors() {
         let mut base: Vec<Sec> = run().into_iter().take(10).collect();
-        let b = bands(&base);
+        let b = bands(&base, &Thresholds::default());
         assert!(b.goodput.0 > 90.0 && b.goodput.1 < 110.0, "{b:?}");
         assert!((b.error_rate_max - 0.01).abs() < 1e-9, "a clean baseline allows 1 point: {b:?}");
         // One wild second in the baseline barely moves it.
         base[3] = sec(3, 10.0, 9.0, 900.0);
-        let b2 = bands(&base);
+        let b2 = bands(&base, &Thresholds::default());
         assert!(b2.goodput.0 > 85.0 && b2.p99_max < 20.0, "{b2:?}");
+    }
+
+    /// Issue 32: one row per fault — its peak p99, errors by class, over its seconds only.
+    #[test]
+    fn a_fault_s_load_is_its_own_seconds() {
+        let row = |second: usize, requests: u64, s5xx: u64, timeout: u64, p99: f64| SecondRow {
+            second,
+            requests,
+            errors: s5xx + timeout,
+            s5xx,
+            timeout,
+            p99_ms: Some(p99),
+            ..SecondRow::default()
+        };
+        let rows = [
+            row(3, 100, 0, 0, 5.0),
+            row(4, 100, 60, 1, 300.0),
+            row(5, 100, 40, 0, 120.0),
+            row(6, 100, 0, 0, 900.0),
+        ];
+        let l = fault_load(&rows, 4.2, 5.9);
+        assert_eq!((l.requests, l.errors, l.peak_p99_ms), (200, 101, Some(300.0)));
+        assert_eq!(l.errors_by_class, [("5xx".to_owned(), 100), ("timeout".to_owned(), 1)].into());
+        assert!((l.error_share() - 0.505).abs() < 1e-9);
+        // A fault shorter than a second still has its second.
+        assert_eq!(fault_load(&rows, 3.1, 3.4).requests, 100);
+    }
+
+    /// Issue 33: a scenario's thresholds widen the band: "a 50 % throughput drop" does not
+    /// flag a 30 % one, and flags 60 %.
+    #[test]
+    fn thresholds_set_what_counts_as_an_anomaly() {
+        let base: Vec<Sec> = (0..10).map(|t| sec(t, 100.0, 0.0, 5.0)).collect();
+        let t = Thresholds { goodput_change: 0.5, error_rate_rise: 0.1, ..Thresholds::default() };
+        let b = bands(&base, &t);
+        assert!(outside(&sec(10, 70.0, 0.0, 5.0), &b).is_empty(), "{b:?}");
+        assert_eq!(outside(&sec(11, 40.0, 0.0, 5.0), &b), ["goodput low"]);
+        // 5 % errors is inside a 10-point allowance, 15 % is not.
+        assert!(outside(&sec(12, 100.0, 5.0, 5.0), &b).is_empty(), "{b:?}");
+        assert!(outside(&sec(13, 100.0, 15.0, 5.0), &b).contains(&"errors"));
+        // The defaults flag the 30 % drop.
+        let d = bands(&base, &Thresholds::default());
+        assert_eq!(outside(&sec(10, 70.0, 0.0, 5.0), &d), ["goodput low"]);
     }
 
     #[test]
     fn windows_cover_the_fault_and_recovery_is_timed() {
         let v = run();
-        let b = bands(&v[..10]);
+        let b = bands(&v[..10], &Thresholds::default());
         let w = windows(&v, &b, 0);
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!((w[0].0, w[0].1), (10, 17));

@@ -529,7 +529,7 @@ pub fn findings(an: &Analysis, summary: &Summary) -> Vec<String> {
         ));
     }
     match (an.recovered, an.recovery_s) {
-        (Some(true), Some(x)) => out.push(format!("It was back inside the band {x:.1} s after the last fault was reverted, and stayed there for at least 3 s.")),
+        (Some(true), Some(x)) => out.push(format!("It was back inside the band {x:.1} s after the last fault was reverted, and stayed there for at least {} s.", an.thresholds.recovered_after_s)),
         (Some(false), _) => out.push("It did not come back inside the band before the run ended.".into()),
         _ => {}
     }
@@ -841,35 +841,61 @@ pub fn write(dir: &Path, baseline: Option<&Path>) -> Result<Vec<std::path::PathB
         )),
         l.late_starts
     );
-    html += "<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>planned</th><th>applied</th><th>reverted</th><th>error</th></tr>";
-    for f in &summary.faults {
+    // One row per fault: what it did to the load while it held, and how long the service
+    // took to come back after its revert.
+    html += "<h2>Faults</h2><table><tr><th>#</th><th>fault</th><th>id</th><th>on each agent (its clock, offset-corrected)</th><th>applied</th><th>reverted</th><th>peak p99</th><th>errors while applied</th><th>back in the band</th><th>error</th></tr>";
+    for (f, e) in summary.faults.iter().zip(&an.faults) {
         let o = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2} s"));
+        let (peak, errors) = match &e.load {
+            Some(l) => (
+                l.peak_p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms")),
+                if l.errors == 0 {
+                    format!("0 of {}", l.requests)
+                } else {
+                    let classes: Vec<String> =
+                        l.errors_by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                    format!("{:.1} % ({})", l.error_share() * 100.0, classes.join(", "))
+                },
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let back = match (e.reverted_at_s, e.recovery_s) {
+            (None, _) => "-".to_owned(),
+            (Some(_), Some(r)) => format!("{r:.1} s"),
+            (Some(_), None) => "not within the run".to_owned(),
+        };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             f.index,
             esc(&f.fault),
             esc(&f.id),
             esc(&agents_cell(f)),
-            o(Some(f.planned_at_s)),
             o(f.applied_at_s),
             o(f.reverted_at_s),
+            esc(&peak),
+            esc(&errors),
+            esc(&back),
             esc(&f.error)
         );
     }
     html += "</table><h2>Each fault as the kernel saw it</h2><table><tr><th>fault</th><th>agent</th><th>retransmits/s</th><th>smoothed RTT ms</th><th>drops/s</th><th>failed connects</th></tr>";
     for f in &an.faults {
-        for k in &f.kernel {
+        for (i, k) in f.kernel.iter().enumerate() {
             let (b, d) = (&k.baseline, &k.during);
             let pair = |v: fn(&analyze::KernelWindow) -> Option<f64>| {
                 let show = |w| v(w).map_or("-".to_owned(), |n| format!("{n:.1}"));
                 format!("{} → <b>{}</b>", show(b), show(d))
             };
+            // The fault named once, over its agents' rows (a partition has several).
+            let name = if i == 0 {
+                format!("<td rowspan=\"{}\">{} {}</td>", f.kernel.len(), esc(&f.id), esc(&f.fault))
+            } else {
+                String::new()
+            };
             let _ = write!(
                 html,
-                "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&f.id),
-                esc(&f.fault),
+                "<tr>{name}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&k.agent),
                 pair(|w| Some(w.retransmits_per_s)),
                 pair(|w| w.srtt_ms),

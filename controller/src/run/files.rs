@@ -47,6 +47,45 @@ pub struct Summary {
     pub load: LoadSummary,
     /// The scenario's probes: what each asked, its failures and its recovery.
     pub probes: Vec<ProbeRecord>,
+    /// What counts as an anomaly in this run's analysis (the scenario's `analysis:`).
+    pub thresholds: Thresholds,
+    /// Seconds from the last revert until every probe of the hypothesis passed again (and
+    /// kept passing); None when one did not, or nothing was reverted, or none is named.
+    pub steady_recovery_s: Option<f64>,
+}
+
+/// What the analysis counts as an anomaly and as recovered (issue 33): the band drawn
+/// around the baseline is at least this wide. The defaults are the values the analysis
+/// has always used; a scenario's `analysis:` sets its own ("a 50 % throughput drop, 10 %
+/// errors").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Thresholds {
+    /// Goodput off the baseline's median by less than this share is noise (0.05).
+    pub goodput_change: f64,
+    /// An error rate up to the baseline's median plus this many points is noise (0.01).
+    pub error_rate_rise: f64,
+    /// A p99 up to this share above the baseline's median is noise (1.0: twice it)...
+    pub p99_rise: f64,
+    /// ...and up to this many milliseconds above it (10).
+    pub p99_margin_ms: f64,
+    /// The band is at least this many robust standard deviations wide (3).
+    pub sigmas: f64,
+    /// Recovered: this many seconds in a row back inside the band (3).
+    pub recovered_after_s: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            goodput_change: 0.05,
+            error_rate_rise: 0.01,
+            p99_rise: 1.0,
+            p99_margin_ms: 10.0,
+            sigmas: 3.0,
+            recovered_after_s: 3,
+        }
+    }
 }
 
 impl Summary {

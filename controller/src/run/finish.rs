@@ -41,6 +41,7 @@ pub(super) fn finish(
         }
         verdicts.push(v);
     }
+    let probes = super::probes::records(s, probed, timeline);
     let summary = files::Summary {
         scenario: s.name.clone(),
         description: s.description.clone(),
@@ -58,7 +59,9 @@ pub(super) fn finish(
         hypothesis: verdicts,
         faults: timeline.iter().zip(placed).map(|(t, placed)| record(t, placed)).collect(),
         load: load::summary(run, run.elapsed.min(s.total()).max(Duration::from_millis(1))),
-        probes: super::probes::records(s, probed, timeline),
+        steady_recovery_s: super::probes::steady_recovery(s, &probes),
+        probes,
+        thresholds: s.thresholds.clone(),
     };
     summary.write(&dir)?;
     table::write(&dir, &load::seconds_rows(&run.recorder))?;

@@ -159,6 +159,17 @@ pub(super) fn records(
         .collect()
 }
 
+/// When the steady state was back: the latest recovery among the hypothesis's probes,
+/// None when any of them did not recover (or there are none).
+pub(super) fn steady_recovery(s: &Scenario, records: &[files::ProbeRecord]) -> Option<f64> {
+    let mut latest: Option<f64> = None;
+    for name in &s.steady_probes {
+        let r = records.iter().find(|r| r.name == *name)?.recovery_s?;
+        latest = Some(latest.map_or(r, |l| l.max(r)));
+    }
+    latest
+}
+
 /// The probes of the hypothesis and of `during:` judged: a verdict per probe and window
 /// whose value is the failed samples there. The hypothesis holds in the baseline when
 /// every sample passes, and in the recovery when the probe passes again from some sample

@@ -43,6 +43,72 @@ pub struct File {
     /// `during:` and guardrails (`probe NAME fails 3 times`).
     #[serde(default)]
     pub probes: Vec<BTreeMap<String, serde_norway::Value>>,
+    /// What the analysis counts as an anomaly and as recovered (defaults: the analysis's own).
+    #[serde(default)]
+    pub analysis: AnalysisFields,
+}
+
+/// `analysis:`: `goodput_change: 50%`, `error_rate_rise: 10%`, `p99_rise: 100%`,
+/// `p99_margin: 10ms`, `sigmas: 3`, `recovered_after: 3s` (see `files::Thresholds`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisFields {
+    goodput_change: Option<String>,
+    error_rate_rise: Option<String>,
+    p99_rise: Option<String>,
+    p99_margin: Option<String>,
+    sigmas: Option<f64>,
+    recovered_after: Option<String>,
+}
+
+/// A share written as a percentage (`50%`, `200%`), from 0 to `max_percent`.
+fn share(field: &str, v: &str, max_percent: f64) -> Result<f64, FieldError> {
+    let p: f64 = v
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|p: &f64| (0.0..=max_percent).contains(p))
+        .ok_or_else(|| {
+            bad(field.to_owned(), format!("{v:?}: a percentage from 0% to {max_percent}%"))
+        })?;
+    Ok(p / 100.0)
+}
+
+fn thresholds(a: &AnalysisFields) -> Result<super::files::Thresholds, FieldError> {
+    let mut t = super::files::Thresholds::default();
+    if let Some(v) = &a.goodput_change {
+        t.goodput_change = share("analysis.goodput_change", v, 100.0)?;
+    }
+    if let Some(v) = &a.error_rate_rise {
+        t.error_rate_rise = share("analysis.error_rate_rise", v, 100.0)?;
+    }
+    if let Some(v) = &a.p99_rise {
+        t.p99_rise = share("analysis.p99_rise", v, 10_000.0)?;
+    }
+    if let Some(v) = &a.p99_margin {
+        let d = units::duration(v).map_err(|e| bad("analysis.p99_margin".into(), e))?;
+        if d > Duration::from_mins(10) {
+            return Err(bad("analysis.p99_margin".into(), "at most 10m".into()));
+        }
+        t.p99_margin_ms = d.as_secs_f64() * 1000.0;
+    }
+    if let Some(s) = a.sigmas {
+        if !(0.5..=20.0).contains(&s) {
+            return Err(bad("analysis.sigmas".into(), format!("{s}: from 0.5 to 20")));
+        }
+        t.sigmas = s;
+    }
+    if let Some(v) = &a.recovered_after {
+        let d = units::duration(v).map_err(|e| bad("analysis.recovered_after".into(), e))?;
+        if d < Duration::from_secs(1) || d > Duration::from_mins(10) || d.subsec_nanos() != 0 {
+            return Err(bad(
+                "analysis.recovered_after".into(),
+                "whole seconds, from 1s to 10m (seconds in a row back inside the band)".into(),
+            ));
+        }
+        t.recovered_after_s = d.as_secs() as u32;
+    }
+    Ok(t)
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +162,10 @@ pub struct ProbeGuardrail {
 /// The most probes a scenario may have: each is a task asking a service every interval.
 pub const MAX_PROBES: usize = 32;
 
+/// The most samples a run's probes may take together (each kept for probes.csv and the
+/// report): a day at one per second for two probes, or 100 ms for five minutes for 32.
+pub const MAX_PROBE_SAMPLES: u64 = 200_000;
+
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
     pub index: usize,
@@ -136,6 +206,8 @@ pub struct Scenario {
     /// Probes named in `during:`: every sample while faults are active passes.
     pub during_probes: Vec<String>,
     pub probe_guardrails: Vec<ProbeGuardrail>,
+    /// What the analysis counts as an anomaly and as recovered.
+    pub thresholds: super::files::Thresholds,
 }
 
 impl Scenario {
@@ -710,6 +782,24 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
         }
     }
     let probed = probe_lists(&f, &text, files, &err)?;
+    // Every sample is kept: a short interval over a long run is refused, not a memory sink.
+    let run_ms = (warmup + baseline + fault + recovery).as_millis() as u64;
+    let samples: u64 =
+        probed.probes.iter().map(|p| run_ms / (p.interval.as_millis() as u64).max(1) + 1).sum();
+    if samples > MAX_PROBE_SAMPLES {
+        return Err(err(
+            line_of("probes"),
+            "probes",
+            format!(
+                "{samples} samples over the run's {}; at most {MAX_PROBE_SAMPLES}: give the probes a longer interval",
+                units::show_duration(Duration::from_millis(run_ms))
+            ),
+        ));
+    }
+    let thresholds = thresholds(&f.analysis).map_err(|FieldError { field, problem }| {
+        let key = field.trim_start_matches("analysis.");
+        err(line_of(key).or_else(|| line_of("analysis")), &field, problem)
+    })?;
     // Load conditions keep their own item's line: errors index the whole list.
     let conditions = |key: &str, list: &[String]| -> Result<Vec<Condition>, ScenarioError> {
         list.iter()
@@ -799,6 +889,7 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
         steady_probes: probed.steady,
         during_probes: probed.during,
         probe_guardrails: probed.guardrails,
+        thresholds,
     })
 }
 
@@ -1018,8 +1109,43 @@ guardrails:
         assert!(e.field == "probes[0].timeout" && e.line == Some(6), "{e}");
         let e = bad("  - name: cli\n", "  - name: web\n");
         assert!(e.field == "probes[1].name" && e.problem.contains("another probe"), "{e}");
+        // Every sample is kept: too many over a long run are refused up front.
+        let e = bad("  recovery: 10s\n", "  recovery: 24h\n");
+        assert!(e.field == "probes" && e.problem.contains("longer interval"), "{e}");
         let e = load_with(&write(&text), Files::Refused).unwrap_err();
         assert!(e.field == "probes[1].kind" && e.problem.contains("command's own user"), "{e}");
+    }
+
+    /// Issue 33: the analysis's thresholds as the scenario sets them, checked.
+    #[test]
+    fn analysis_thresholds_are_read_and_checked() {
+        let text = GOOD.to_owned()
+            + "analysis:\n  goodput_change: 50%\n  error_rate_rise: 10%\n  p99_rise: 300%\n  p99_margin: 25ms\n  recovered_after: 5s\n";
+        let t = load(&write(&text)).unwrap().thresholds;
+        assert_eq!(
+            (
+                t.goodput_change,
+                t.error_rate_rise,
+                t.p99_rise,
+                t.p99_margin_ms,
+                t.sigmas,
+                t.recovered_after_s
+            ),
+            (0.5, 0.1, 3.0, 25.0, 3.0, 5)
+        );
+        assert_eq!(
+            load(&write(GOOD)).unwrap().thresholds,
+            super::super::files::Thresholds::default()
+        );
+        let bad = |from: &str, to: &str| load(&write(&text.replace(from, to))).unwrap_err();
+        let e = bad("goodput_change: 50%", "goodput_change: 150%");
+        assert!(e.field == "analysis.goodput_change" && e.line.is_some(), "{e}");
+        assert_eq!(
+            bad("recovered_after: 5s", "recovered_after: 1.5s").field,
+            "analysis.recovered_after"
+        );
+        assert_eq!(bad("p99_margin: 25ms", "p99_margin: 25").field, "analysis.p99_margin");
+        assert_eq!(bad("  recovered_after: 5s\n", "  recover: 5s\n").field, "analysis.recover");
     }
 
     /// Issue 14: a fault entry names a container as `fault apply` does.

@@ -83,8 +83,10 @@ impl Nginx {
 
     /// The same inside network namespace `ns`, listening on `addr`.
     pub fn start_in(ns: Option<&str>, addr: &str, port: u16) -> Self {
+        // Its own directory per address: tests of one binary run side by side, each with
+        // an nginx on port 8080 of its own namespace.
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("nginx-{port}-{}", std::process::id()));
+            .join(format!("nginx-{addr}-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display();
@@ -122,6 +124,14 @@ impl Nginx {
             "nginx did not start: {}",
             std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
         );
+    }
+}
+
+impl Nginx {
+    /// Its process (one: `master_process off`), to fault it and nothing else: a name
+    /// would match every test's nginx on this host.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
