@@ -1578,6 +1578,10 @@ impl Chaos {
 /// `chaos run` report a deviation, and the rollback still reverts the fault; a `chaos run`
 /// killed with SIGKILL in the middle of its method leaves a fault that ends at its lease.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one controller and one nginx for every experiment, step by step"
+)]
 fn chaos_toolkit_experiments_drive_faults_through_the_web_api() {
     let tokens =
         std::env::temp_dir().join(format!("faultline-chaos-tokens-{}", std::process::id()));
@@ -1663,6 +1667,24 @@ fn chaos_toolkit_experiments_drive_faults_through_the_web_api() {
             .any(|a| a["name"] == "lease" && a["default"] == "60s"),
         "{apply}"
     );
+
+    // Both examples are valid experiments (every activity's arguments against the
+    // extension's signatures); the container one needs a container with a restart policy.
+    for example in ["partition.json", "container-kill.json"] {
+        let out = chaos
+            .cmd()
+            .env("CONTAINER_SELECT", "app=web")
+            .arg("validate")
+            .arg(examples.join(example))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chaos validate {example}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // The partition example: steady state met before and after, the cut in place during
     // the method, nothing left after the rollback.

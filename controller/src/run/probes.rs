@@ -35,11 +35,20 @@ pub(super) fn start(
                 p.clone(),
                 tokio::time::Instant::from_std(start),
                 move |t, sample| {
+                    // Said when it changes, not every interval: a probe failing for a
+                    // minute at 100 ms would bury the run's other lines.
                     if sample.ok {
+                        if failing > 0 {
+                            eprintln!(
+                                "[{t:>6.1}s] probe {name} passes again (after {failing} failures)"
+                            );
+                        }
                         failing = 0;
                     } else {
+                        if failing == 0 {
+                            eprintln!("[{t:>6.1}s] probe {name} fails: {}", sample.detail);
+                        }
                         failing += 1;
-                        eprintln!("[{t:>6.1}s] probe {name} fails: {}", sample.detail);
                     }
                     for g in &guards {
                         if failing >= g.times {

@@ -782,6 +782,21 @@ pub fn load_with(path: &Path, files: Files) -> Result<Scenario, ScenarioError> {
         }
     }
     let probed = probe_lists(&f, &text, files, &err)?;
+    // The steady state is judged on the baseline's samples: a probe of the hypothesis must
+    // be asked there at least once.
+    for (i, p) in probed.probes.iter().enumerate() {
+        if probed.steady.contains(&p.name) && p.interval > baseline {
+            return Err(err(
+                list_item_line(&text, "probes", i),
+                &format!("probes[{i}].interval"),
+                format!(
+                    "{} is longer than the baseline phase ({}): the hypothesis names this probe, and needs a sample there",
+                    units::show_duration(p.interval),
+                    units::show_duration(baseline)
+                ),
+            ));
+        }
+    }
     // Every sample is kept: a short interval over a long run is refused, not a memory sink.
     let run_ms = (warmup + baseline + fault + recovery).as_millis() as u64;
     let samples: u64 =
@@ -1109,6 +1124,11 @@ guardrails:
         assert!(e.field == "probes[0].timeout" && e.line == Some(6), "{e}");
         let e = bad("  - name: cli\n", "  - name: web\n");
         assert!(e.field == "probes[1].name" && e.problem.contains("another probe"), "{e}");
+        let e = bad("    interval: 500ms\n", "    interval: 15s\n");
+        assert!(
+            e.field == "probes[0].interval" && e.problem.contains("longer than the baseline"),
+            "{e}"
+        );
         // Every sample is kept: too many over a long run are refused up front.
         let e = bad("  recovery: 10s\n", "  recovery: 24h\n");
         assert!(e.field == "probes" && e.problem.contains("longer interval"), "{e}");
