@@ -134,7 +134,8 @@ pub struct Shade {
 /// Shades never blend into a colour the legend lacks: faults are painted once over the
 /// union of their intervals (two at once are not darker), each fault then a clear
 /// rectangle carrying its tooltip; anomalies are an opaque strip along the top.
-fn paint_shades(s: &mut String, a: &Axes, shades: &[Shade]) {
+/// `height`: of the plot area below `T` (a time series' `H - T - B`, the probe strip's rows).
+fn paint_shades(s: &mut String, a: &Axes, shades: &[&Shade], height: f64) {
     let mut painted: Vec<(f64, f64)> = Vec::new();
     let mut faults: Vec<(f64, f64)> =
         shades.iter().filter(|sh| sh.fill == FAULT_FILL).map(|sh| (sh.from, sh.to)).collect();
@@ -151,16 +152,16 @@ fn paint_shades(s: &mut String, a: &Axes, shades: &[Shade]) {
             s,
             r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{FAULT_FILL}" fill-opacity="0.25"/>"#,
             (x1 - x0).max(1.0),
-            H - T - B
+            height
         );
     }
     for sh in shades {
         let (x0, x1) = (a.x(sh.from), a.x(sh.to));
-        let (y, height, opacity) =
-            if sh.fill == FAULT_FILL { (T, H - T - B, 0.0) } else { (T, ANOMALY_STRIP, 1.0) };
+        let (y, h, opacity) =
+            if sh.fill == FAULT_FILL { (T, height, 0.0) } else { (T, ANOMALY_STRIP, 1.0) };
         let _ = write!(
             s,
-            r#"<rect x="{x0:.1}" y="{y}" width="{:.1}" height="{height:.1}" fill="{}" fill-opacity="{opacity}"><title>{}</title></rect>"#,
+            r#"<rect x="{x0:.1}" y="{y}" width="{:.1}" height="{h:.1}" fill="{}" fill-opacity="{opacity}"><title>{}</title></rect>"#,
             (x1 - x0).max(1.0),
             sh.fill,
             esc(&sh.label)
@@ -182,16 +183,9 @@ pub fn probe_strip(
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="DejaVu Sans, sans-serif" font-size="12"><rect width="{W}" height="{height}" fill="white"/><text x="{L}" y="20" font-size="14">Probes (each sample: green passed, red failed)</text>"#
     );
-    for sh in shades.iter().filter(|sh| sh.fill == FAULT_FILL) {
-        let (x0, x1) = (a.x(sh.from), a.x(sh.to));
-        let _ = write!(
-            s,
-            r#"<rect x="{x0:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="{FAULT_FILL}" fill-opacity="0.25"><title>{}</title></rect>"#,
-            (x1 - x0).max(1.0),
-            ROW * probes.len() as f64,
-            esc(&sh.label)
-        );
-    }
+    // The faults only (anomalies belong to the load's plots), shaded as everywhere else.
+    let faults: Vec<&Shade> = shades.iter().filter(|sh| sh.fill == FAULT_FILL).collect();
+    paint_shades(&mut s, &a, &faults, ROW * probes.len() as f64);
     for (i, p) in probes.iter().enumerate() {
         let y = T + ROW * i as f64;
         let _ = write!(
@@ -269,7 +263,7 @@ pub fn timeseries(
         r#"<text x="{L}" y="20" font-size="15" font-weight="bold">{}</text>"#,
         esc(title)
     );
-    paint_shades(&mut s, &a, shades);
+    paint_shades(&mut s, &a, &shades.iter().collect::<Vec<_>>(), H - T - B);
     for t in a.ticks() {
         let y = a.y(t);
         let label = if t >= 100.0 || t == t.round() { format!("{t:.0}") } else { format!("{t}") };
