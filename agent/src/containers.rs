@@ -179,6 +179,8 @@ pub struct Runtimes {
     /// `--scope-label`: when set, the agent acts only in containers carrying every one of
     /// these labels, never on the host's own interfaces or processes.
     scope: Vec<(String, String)>,
+    /// A Kubernetes node's pods, through its CRI runtime.
+    cri: crate::pods::Cri,
 }
 
 impl Runtimes {
@@ -190,7 +192,28 @@ impl Runtimes {
             containerd_socket,
             docker: tokio::sync::Mutex::new(None),
             scope: Vec::new(),
+            cri: crate::pods::Cri::new(None),
         }
+    }
+
+    /// The CRI runtime's socket (`--cri-socket`); `None` tries `pods::CRI_SOCKETS`.
+    #[must_use]
+    pub fn with_cri_socket(mut self, socket: Option<PathBuf>) -> Self {
+        self.cri = crate::pods::Cri::new(socket);
+        self
+    }
+
+    /// The node's CRI runtime: its pods.
+    #[must_use]
+    pub fn cri(&self) -> &crate::pods::Cri {
+        &self.cri
+    }
+
+    /// The one ready pod `t` names, inside this agent's scope.
+    pub async fn resolve_pod(&self, t: &pb::PodTarget) -> Result<crate::pods::Pod, ContainerError> {
+        let pod = self.cri.resolve(&crate::pods::PodSelector::try_from(t)?).await?;
+        self.check_scope(Some(&pod.sandbox()))?;
+        Ok(pod)
     }
 
     /// Scopes the agent to containers labelled `labels` (all of them): faults on the host's

@@ -327,8 +327,8 @@ impl TryFrom<&pb::FaultSpec> for FaultSpec {
 
     fn try_from(s: &pb::FaultSpec) -> Result<Self, InvalidField> {
         // In a container, the interface defaults to its only one (found when resolved).
-        if s.interface.is_empty() && s.container.is_none() {
-            return Err(invalid("interface", "required (or a container to act in)"));
+        if s.interface.is_empty() && s.container.is_none() && s.pod.is_none() {
+            return Err(invalid("interface", "required (or a container or pod to act in)"));
         }
         if s.interface.len() > IFNAMSIZ
             || s.interface.contains(['/', '\0'])

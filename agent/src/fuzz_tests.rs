@@ -119,6 +119,13 @@ fn spec_from(s: &str) -> pb::FaultSpec {
             name: text(&mut r),
             select: s.split([',', ' ']).map(str::to_owned).collect(),
         }),
+        pod: r.chance(3).then(|| pb::PodTarget {
+            namespace: text(&mut r),
+            name: text(&mut r),
+            // Commas inside and outside parentheses: the selector's own splitting.
+            select: vec![s.to_owned(), format!("k in ({s}),!{s}")],
+            container: text(&mut r),
+        }),
     }
 }
 
@@ -139,6 +146,9 @@ fn fuzz_fault_spec_validation() {
             let _ = ProcessFault::try_from(&spec);
             if let Some(c) = &spec.container {
                 let _ = crate::containers::Selector::try_from(c);
+            }
+            if let Some(p) = &spec.pod {
+                let _ = crate::pods::PodSelector::try_from(p);
             }
             let _ = faultline_proto::doctor::needs(&spec);
             let _ = faultline_proto::identity::check_agent_name(s);

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod kernel;
 pub mod metrics;
 pub mod otlp;
+pub mod pods;
 pub mod process;
 pub mod server;
 pub mod session;

@@ -98,6 +98,12 @@ struct Args {
     /// /var/run/docker/containerd/containerd.sock that exists.
     #[arg(long, env = "FAULTLINE_CONTAINERD_SOCKET")]
     containerd_socket: Option<PathBuf>,
+    /// The CRI runtime's socket a Kubernetes node's pods are found through (containerd's
+    /// CRI plugin, CRI-O). Default: the first of /run/containerd/containerd.sock,
+    /// /run/k3s/containerd/containerd.sock, /var/run/crio/crio.sock, /run/crio/crio.sock
+    /// whose runtime answers CRI.
+    #[arg(long, env = "FAULTLINE_CRI_SOCKET")]
+    cri_socket: Option<PathBuf>,
     /// Act only in containers carrying this label (KEY=VALUE, repeatable: every one must
     /// match), never on the host's own interfaces or processes: e.g.
     /// `com.docker.compose.project=faultline` for an agent that serves one Compose project.
@@ -207,6 +213,7 @@ async fn serve() -> Result<()> {
         args.docker_socket.clone(),
         args.containerd_socket.clone(),
     )
+    .with_cri_socket(args.cri_socket.clone())
     .scoped(scope);
     let engine = Arc::new(
         Engine::start(&args.state_dir, nl, !args.no_kernel_metrics, runtimes)
@@ -347,7 +354,8 @@ async fn serve() -> Result<()> {
         .add_service(reflection)
         .add_service(AgentServiceServer::new(Service { engine, host, tls: security.is_tls() }));
     // A clean stop leaves nothing behind: faults are reverted as soon as the signal comes.
-    faultline_proto::service::serve_until_stopped(
+    // Boxed: the two servers' state is a large future to keep on the stack.
+    Box::pin(faultline_proto::service::serve_until_stopped(
         |stopping| async move {
             // Both servers stop on the one signal (or when the TCP server ends, which
             // drops the sender).
@@ -375,7 +383,7 @@ async fn serve() -> Result<()> {
             let reverted = shutdown_engine.revert_all().await;
             info!(?reverted, "stopping");
         },
-    )
+    ))
     .await?;
     // A fault applied while the server drained is reverted too.
     let reverted = shutdown_engine.revert_all().await;

@@ -154,6 +154,41 @@ impl AgentService for Service {
         Ok(Response::new(pb::ListContainersResponse { containers, unreachable }))
     }
 
+    async fn list_pods(
+        &self,
+        req: Request<pb::ListPodsRequest>,
+    ) -> Result<Response<pb::ListPodsResponse>, Status> {
+        self.allow(&req, policy::AGENT_READ, "ListPods")?;
+        let r = req.into_inner();
+        let select = crate::pods::parse_selector("select", &r.select)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !r.namespace.is_empty() && crate::pods::PodSelector::namespace_invalid(&r.namespace) {
+            return Err(Status::invalid_argument(format!(
+                "namespace: {} is not a Kubernetes namespace",
+                faultline_proto::quote(&r.namespace)
+            )));
+        }
+        let sel = crate::pods::PodSelector {
+            namespace: (!r.namespace.is_empty()).then_some(r.namespace),
+            name: None,
+            select,
+            container: None,
+        };
+        let runtimes = &self.engine.runtimes;
+        Ok(Response::new(match runtimes.cri().list(&sel).await {
+            Ok(pods) => pb::ListPodsResponse {
+                // A scoped agent shows only what it may act on.
+                pods: pods
+                    .iter()
+                    .filter(|p| runtimes.check_scope(Some(&p.sandbox())).is_ok())
+                    .map(crate::pods::Pod::to_wire)
+                    .collect(),
+                unreachable: Vec::new(),
+            },
+            Err(e) => pb::ListPodsResponse { pods: Vec::new(), unreachable: vec![e.to_string()] },
+        }))
+    }
+
     async fn list_faults(
         &self,
         req: Request<pb::ListFaultsRequest>,

@@ -269,7 +269,8 @@ pub struct Common {
     #[arg(long = "on", value_delimiter = ',', help_heading = "Controller targeting")]
     pub on: Vec<String>,
     /// With --controller: every agent (that --select matches, if given). Through a
-    /// controller a fault must name where it acts: --on, --select, a container, or --all.
+    /// controller a fault must name where it acts: --on, --select, a container, a pod, or
+    /// --all.
     #[arg(long, help_heading = "Controller targeting")]
     pub all: bool,
     /// With --controller: all selected agents, one at random, a fixed number or a share.
@@ -288,7 +289,7 @@ pub struct Common {
 pub struct NetTarget {
     /// The interface on the agent's host (see `faultline info`); in a container, one of
     /// its own (default: its only one besides lo).
-    #[arg(long, short = 'i', required_unless_present_any = ["container", "container_select"])]
+    #[arg(long, short = 'i', required_unless_present_any = ["container", "container_select", "pod", "pod_select"])]
     pub interface: Option<String>,
     /// Act inside this container on the agent's host (name, id or id prefix), on its
     /// interface, with egress and ingress as the container sees them.
@@ -298,6 +299,8 @@ pub struct NetTarget {
     /// (repeatable or comma-separated), e.g. com.docker.compose.service=web.
     #[arg(long = "container-select", value_delimiter = ',', help_heading = "Container")]
     pub container_select: Vec<String>,
+    #[command(flatten)]
+    pub pod: PodArgs,
     /// Which way: egress (sent), ingress (received, through an IFB device for qdiscs) or both.
     #[arg(long, value_enum, default_value = "egress")]
     pub direction: DirArg,
@@ -318,6 +321,64 @@ pub struct NetTarget {
     /// Also affect the agent's own control connections (excluded by default).
     #[arg(long)]
     pub include_control: bool,
+}
+
+/// A Kubernetes pod on an agent's node, found through the node's CRI runtime.
+#[derive(Args)]
+pub struct PodArgs {
+    /// A pod: NAMESPACE/NAME, or NAME in --namespace. Network faults act once in its
+    /// network namespace (shared by its containers).
+    #[arg(long, value_name = "[NAMESPACE/]NAME", help_heading = "Pod")]
+    pub pod: Option<String>,
+    /// The one ready pod whose own labels meet these requirements, as kubectl's -l reads
+    /// them: app=web, tier!=db, 'tier in (a,b)', 'env notin (prod)', canary, '!canary'
+    /// (repeatable, or comma-separated).
+    #[arg(long = "pod-select", value_name = "REQUIREMENTS", help_heading = "Pod")]
+    pub pod_select: Vec<String>,
+    /// The pod's namespace (default: default, as kubectl).
+    #[arg(long, short = 'n', help_heading = "Pod")]
+    pub namespace: Option<String>,
+    /// With --pod-select: pods in every namespace.
+    #[arg(long, short = 'A', conflicts_with = "namespace", help_heading = "Pod")]
+    pub all_namespaces: bool,
+}
+
+impl PodArgs {
+    /// The wire target, or `None` when no pod is named.
+    pub fn target(&self, container: Option<&str>) -> Result<Option<pb::PodTarget>> {
+        if self.pod.is_none() && self.pod_select.is_empty() {
+            if self.namespace.is_some() || self.all_namespaces || container.is_some() {
+                bail!(
+                    "--namespace, --all-namespaces and --pod-container go with --pod or --pod-select"
+                );
+            }
+            return Ok(None);
+        }
+        let (namespace, name) = match self.pod.as_deref() {
+            Some(p) => match p.split_once('/') {
+                Some((ns, name)) => {
+                    if self.namespace.as_deref().is_some_and(|n| n != ns) {
+                        bail!("--pod {p} names namespace {ns}, --namespace another");
+                    }
+                    (ns.to_owned(), name.to_owned())
+                }
+                None if self.all_namespaces => {
+                    bail!(
+                        "--pod {p}: a pod named needs its namespace (NAMESPACE/NAME or --namespace), not --all-namespaces"
+                    )
+                }
+                None => (self.namespace.clone().unwrap_or_else(|| "default".into()), p.to_owned()),
+            },
+            None if self.all_namespaces => (String::new(), String::new()),
+            None => (self.namespace.clone().unwrap_or_else(|| "default".into()), String::new()),
+        };
+        Ok(Some(pb::PodTarget {
+            namespace,
+            name,
+            select: self.pod_select.clone(),
+            container: container.unwrap_or_default().to_owned(),
+        }))
+    }
 }
 
 /// netem's own settings; percentages are 0..100, times as in tc (100ms, 2s).
@@ -392,6 +453,12 @@ pub struct ProcTarget {
     /// The one running container carrying these labels, KEY=VALUE (repeatable or comma-separated).
     #[arg(long = "container-select", value_delimiter = ',', help_heading = "Process target")]
     pub container_select: Vec<String>,
+    #[command(flatten)]
+    pub pod: PodArgs,
+    /// With --pod or --pod-select: only this container of the pod (its name in the pod
+    /// spec); without, every container of the pod (its cgroup).
+    #[arg(long = "pod-container", value_name = "NAME", help_heading = "Pod")]
+    pub pod_container: Option<String>,
     /// Not for process faults: taken only to say so (clap's "unexpected argument" would not).
     #[arg(long, short = 'i', hide = true)]
     pub interface: Option<String>,
@@ -564,8 +631,9 @@ impl ProcTarget {
         .flatten()
         .collect();
         let container = usize::from(self.container.is_some() || !self.container_select.is_empty());
-        if given.len() + container > 1 {
-            bail!("give one target: --cgroup, --unit, --pid, --name or --container");
+        let pod = usize::from(self.pod.pod.is_some() || !self.pod.pod_select.is_empty());
+        if given.len() + container + pod > 1 {
+            bail!("give one target: --cgroup, --unit, --pid, --name, --container or --pod");
         }
         Ok(given.into_iter().next().map(|s| pb::ProcessTarget {
             selector: Some(s),
@@ -649,6 +717,7 @@ fn net_spec(net: &NetTarget, common: &Common, kind: Kind) -> Result<pb::FaultSpe
                 select: net.container_select.clone(),
             }
         }),
+        pod: net.pod.target(None)?,
         direction: match net.direction {
             DirArg::Egress => pb::Direction::Egress,
             DirArg::Ingress => pb::Direction::Ingress,
@@ -693,6 +762,7 @@ fn process_spec(
                 select: target.container_select.clone(),
             }
         }),
+        pod: target.pod.target(target.pod_container.as_deref())?,
         ..Default::default()
     })
 }
@@ -775,7 +845,7 @@ pub fn target(a: &Apply) -> cpb::Target {
 
 /// Why a fault through a controller that names no agents, selector or container is
 /// refused (`--all` says "everywhere" on purpose). One wording for every front end.
-pub const NO_TARGET: &str = "name where the fault acts: agents (--on NAME), a label selector (--select KEY=VALUE), a container (--container, --container-select), or every agent (--all); --dry-run shows which agents a request would hit";
+pub const NO_TARGET: &str = "name where the fault acts: agents (--on NAME), a label selector (--select KEY=VALUE), a container (--container, --container-select), a pod (--pod, --pod-select), or every agent (--all); --dry-run shows which agents a request would hit";
 
 /// `NO_TARGET` for a front end that names fields, not flags (a scenario entry, a Web API
 /// request): its settings under `settings` (e.g. "settings." or ""), and where it asks
@@ -787,6 +857,8 @@ pub fn no_target_in_fields(settings: &str, preview: Option<&str>) -> String {
         .replace("--select KEY=VALUE", "select: KEY=VALUE")
         .replace("--container-select", &format!("{settings}container_select"))
         .replace("--container", &format!("{settings}container"))
+        .replace("--pod-select", &format!("{settings}pod_select"))
+        .replace("--pod", &format!("{settings}pod"))
         .replace("--all", "all: true");
     match preview {
         Some(p) => words.replace("--dry-run", p),
@@ -794,10 +866,30 @@ pub fn no_target_in_fields(settings: &str, preview: Option<&str>) -> String {
     }
 }
 
+/// A pod target as people read it: "pod shop/web-0", "pod shop app=web", "pod */app=web"
+/// (every namespace), with "/CONTAINER" when it names one.
+#[must_use]
+pub fn pod_words(p: &pb::PodTarget) -> String {
+    let ns = if p.namespace.is_empty() { "*" } else { p.namespace.as_str() };
+    let mut w = if p.name.is_empty() {
+        format!("pod {ns} {}", p.select.join(","))
+    } else {
+        format!("pod {ns}/{}", p.name)
+    };
+    if !p.container.is_empty() {
+        w = format!("{w} container {}", p.container);
+    }
+    w
+}
+
 /// Whether a controller target says where a fault acts (see `NO_TARGET`).
 #[must_use]
 pub fn names_a_target(t: &cpb::Target, spec: &pb::FaultSpec) -> bool {
-    t.all || !t.agents.is_empty() || !t.selector.is_empty() || spec.container.is_some()
+    t.all
+        || !t.agents.is_empty()
+        || !t.selector.is_empty()
+        || spec.container.is_some()
+        || spec.pod.is_some()
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ use std::{
 };
 
 mod common;
+/// The agent tests' Kubernetes node: containerd's CRI, a CNI bridge, pods made as kubelet does.
+#[path = "../../agent/tests/common/cri.rs"]
+#[allow(dead_code, reason = "the part the controller tests use")]
+mod cri;
 /// The agent tests' Docker fixtures: a locally built image, networks and containers.
 #[path = "../../agent/tests/common/docker.rs"]
 #[allow(dead_code, reason = "the part the controller tests use")]
@@ -37,6 +41,8 @@ struct Hosts {
     id: u8,
     n: u8,
     agents: Vec<Option<Child>>,
+    /// More flags for every agent (e.g. its CRI socket).
+    agent_args: Vec<String>,
     controller: Option<Child>,
     dir: PathBuf,
     /// Dropped after the bridge is deleted (fields drop after `Drop::drop`).
@@ -54,6 +60,10 @@ impl Hosts {
 
     /// `extra`: more lines for controller.toml.
     fn with_config(id: u8, n: u8, heartbeat_ms: u64, extra: &str) -> Self {
+        Self::with_agent_args(id, n, heartbeat_ms, extra, &[])
+    }
+
+    fn with_agent_args(id: u8, n: u8, heartbeat_ms: u64, extra: &str, agent_args: &[&str]) -> Self {
         let bridge = format!("flcbr{id}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
         ip(&["link", "add", &bridge, "type", "bridge"]);
@@ -115,10 +125,12 @@ impl Hosts {
             id,
             n,
             agents: (0..n).map(|_| None).collect(),
+            agent_args: Vec::new(),
             controller: None,
             dir,
             _forward: forward,
         };
+        h.agent_args = agent_args.iter().map(|a| (*a).to_owned()).collect();
         h.start_controller();
         for i in 1..=n {
             h.start_agent(i);
@@ -195,6 +207,7 @@ impl Hosts {
             .arg(self.dir.join("tls"))
             .arg("--state-dir")
             .arg(self.dir.join(format!("state{i}")))
+            .args(&self.agent_args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -2064,6 +2077,74 @@ fn a_container_fault_goes_to_the_agents_running_the_container() {
             && msg.contains("none of the 2 selected agents"),
         "{msg}"
     );
+}
+
+/// Issue 34 through the controller and the CLI: pods are listed by the agents' nodes, and a
+/// pod selected by its own labels names the agent whose node runs it.
+#[test]
+fn a_pod_fault_goes_to_the_agent_whose_node_runs_the_pod() {
+    let mut node = cri::Node::start(96);
+    let socket = node.socket.to_string_lossy().into_owned();
+    let h = Hosts::with_agent_args(15, 1, 300, "", &["--cri-socket", &socket]);
+    eventually("the agent registered and healthy", || h.healthy().len() == 1);
+    let client = node.pod("shop", "client-0", &[("app", "client")], &[("main", "exec sleep 3600")]);
+    let web = node.pod("shop", "web-0", &[("app", "web")], &[("nginx", "exec sleep 3600")]);
+    let to = node.addresses(&web)[0].clone();
+    assert_eq!(node.ping(&client, &to, 3).1, 3, "baseline");
+    let listed: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "pods",
+        "list",
+        "-n",
+        "shop",
+        "-l",
+        "app in (web,api)",
+        "--json",
+    ]))
+    .unwrap();
+    let pods = listed["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 1, "{listed}");
+    assert_eq!((pods[0]["agent"].as_str(), pods[0]["name"].as_str()), (Some("h1"), Some("web-0")));
+    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "fault",
+        "apply",
+        "drop",
+        "--pod-select",
+        "app=web",
+        "-n",
+        "shop",
+        "--loss",
+        "100%",
+        "--lease",
+        "60s",
+        "--direction",
+        "both",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(applied["placements"].as_array().map(Vec::len), Some(1), "{applied}");
+    assert_eq!(node.ping(&client, &to, 3).1, 0, "the web pod is cut off");
+    h.cli_ok(&["fault", "revert", applied["id"].as_str().unwrap()]);
+    assert_eq!(node.ping(&client, &to, 3).1, 3, "healed");
+    // In the default namespace (as kubectl) there is no such pod.
+    let bad = h.cli(&[
+        "fault",
+        "apply",
+        "drop",
+        "--pod-select",
+        "app=web",
+        "--loss",
+        "5%",
+        "--lease",
+        "60s",
+    ]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success()
+            && msg.contains("none of the 1 selected agents")
+            && msg.contains("default"),
+        "{msg}"
+    );
+    node.delete(&web);
 }
 
 /// Issue 14: a partition between containers, computed by the controller from the

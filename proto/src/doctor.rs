@@ -32,6 +32,8 @@ pub mod feature {
     pub const DOCKER: &str = "docker";
     pub const CONTAINERD: &str = "containerd";
     pub const PODMAN: &str = "podman";
+    /// A Kubernetes node's CRI runtime (containerd's CRI plugin, CRI-O): pod targets.
+    pub const CRI: &str = "cri";
 }
 
 use feature as f;

@@ -23,6 +23,15 @@ pub mod controller {
     }
 }
 
+/// Kubernetes' Container Runtime Interface (kubernetes/cri-api `runtime.v1`, verbatim), a
+/// client only: how an agent finds a node's pods through containerd or CRI-O.
+pub mod cri {
+    #[allow(clippy::pedantic, clippy::all)]
+    pub mod v1 {
+        include!("gen/runtime.v1.rs");
+    }
+}
+
 impl agent::v1::fault_spec::Kind {
     /// The kind's name as the CLI, scenarios, the Web API, events, logs and metrics labels
     /// spell it: one spelling, the `fault apply` subcommand's (`cpu-stress`).

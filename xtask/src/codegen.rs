@@ -15,6 +15,8 @@ pub fn workspace_root() -> PathBuf {
 const PROTOS: &[&str] =
     &["faultline/agent/v1/agent.proto", "faultline/controller/v1/controller.proto"];
 
+const CRI: &str = "k8s/cri/v1/api.proto";
+
 pub fn run(check: bool) -> Result<()> {
     let root = workspace_root();
     let proto_dir = root.join("proto/proto");
@@ -31,8 +33,16 @@ pub fn run(check: bool) -> Result<()> {
     tonic_prost_build::configure()
         .out_dir(&out)
         .file_descriptor_set_path(out.join("descriptor.bin"))
-        .compile_protos(&files, &[proto_dir])
+        .compile_protos(&files, std::slice::from_ref(&proto_dir))
         .context("protoc failed (is protobuf-compiler installed? `cargo xtask setup`)")?;
+    // Kubernetes' CRI (kubernetes/cri-api, runtime/v1, verbatim): the agent asks a node's
+    // runtime for its pods. A client only, and outside faultline's descriptor set (its
+    // reflection shows faultline's own services).
+    tonic_prost_build::configure()
+        .out_dir(&out)
+        .build_server(false)
+        .compile_protos(&[proto_dir.join(CRI)], std::slice::from_ref(&proto_dir))
+        .context("protoc failed on the CRI proto")?;
     if check {
         let mut stale = Vec::new();
         for entry in std::fs::read_dir(&out)? {

@@ -63,6 +63,16 @@ pub const TOOLS: &[Tool] = &[
         "containerd",
         "the container tests run a Kubernetes-labelled container through containerd directly",
     ),
+    apt(
+        "containerd",
+        "containerd",
+        "the pod tests run a Kubernetes node's runtime (its CRI plugin) on a socket of their own",
+    ),
+    apt(
+        "/usr/lib/cni/bridge",
+        "containernetworking-plugins",
+        "the pod tests' pod network (containerd's CRI runs the bridge and host-local plugins)",
+    ),
     essential(
         "nsenter",
         "util-linux",

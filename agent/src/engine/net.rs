@@ -55,7 +55,7 @@ impl Engine {
     ) -> Result<NetTarget, EngineError> {
         let mut spec = FaultSpec::try_from(request)?;
         self.preflight_caps(&spec)?;
-        let Some(target) = &request.container else {
+        let Some(container) = self.named_place(request).await? else {
             self.runtimes.check_scope(None)?;
             // Out of descriptors (or any failure but "no such device") is an error, never
             // read as the interface not being there.
@@ -73,8 +73,6 @@ impl Engine {
             };
             return Ok(NetTarget { spec, ifindex, container: None });
         };
-        let container = self.runtimes.resolve(&Selector::try_from(target)?).await?;
-        self.runtimes.check_scope(Some(&container))?;
         let gone = |e: std::io::Error| {
             EngineError::NotFound(format!(
                 "container {}: its network namespace: {e}",
@@ -165,6 +163,34 @@ impl Engine {
         st.places
             .insert(key, Place { nl, ns: Some(ns), nsref: Some(nsref), bpf, idle_since: None });
         Ok(())
+    }
+
+    /// The container or pod a network fault names, inside the agent's scope: a pod's is
+    /// its sandbox, whose namespace its containers share (the fault acts once per pod).
+    async fn named_place(&self, request: &pb::FaultSpec) -> Result<Option<Container>, EngineError> {
+        match (&request.container, &request.pod) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(InvalidField {
+                field: "pod".into(),
+                reason: "give a container or a pod, not both".into(),
+            }
+            .into()),
+            (Some(t), None) => {
+                let c = self.runtimes.resolve(&Selector::try_from(t)?).await?;
+                self.runtimes.check_scope(Some(&c))?;
+                Ok(Some(c))
+            }
+            (None, Some(p)) => {
+                if !p.container.is_empty() {
+                    return Err(InvalidField {
+                        field: "pod.container".into(),
+                        reason: "a network fault acts on the whole pod: its containers share one network namespace".into(),
+                    }
+                    .into());
+                }
+                Ok(Some(self.runtimes.resolve_pod(p).await?.sandbox()))
+            }
+        }
     }
 
     /// What this host's kernel offers for the kind and direction asked.

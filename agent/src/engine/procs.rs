@@ -40,6 +40,34 @@ impl From<cgroup::CgroupError> for EngineError {
     }
 }
 
+/// A container's own cgroup v2 directory where it has one, else its init process (with
+/// every descendant, set by the caller).
+fn own_cgroup(c: &Container) -> pb::process_target::Selector {
+    match procfs::cgroup(c.process.pid)
+        .filter(|g| g != "/" && g.contains(&c.id) && cgroup::resolve(g).is_ok())
+    {
+        Some(g) => pb::process_target::Selector::Cgroup(g),
+        None => pb::process_target::Selector::Pid(c.process.pid),
+    }
+}
+
+/// A whole pod: the cgroup v2 directory holding its sandbox's and its containers'
+/// (kubelet's `.../pod<uid>`, `..._pod<uid_with_underscores>.slice` with systemd). Without
+/// one (a cgroup v1 node) no single target holds every container: name one.
+fn pod_cgroup(p: &crate::pods::Pod) -> Result<pb::process_target::Selector, EngineError> {
+    let uid_underscored = p.uid.replace('-', "_");
+    let parent = procfs::cgroup(p.process.pid)
+        .and_then(|g| g.rsplit_once('/').map(|(parent, _)| parent.to_owned()))
+        .filter(|g| !p.uid.is_empty() && (g.contains(&p.uid) || g.contains(&uid_underscored)))
+        .filter(|g| cgroup::resolve(g).is_ok());
+    parent.map(pb::process_target::Selector::Cgroup).ok_or_else(|| {
+        EngineError::Precondition(format!(
+            "pod {}: no cgroup v2 directory holds all its containers on this node; name one with pod.container",
+            p.full_name()
+        ))
+    })
+}
+
 /// How long a freeze may take to complete before the fault reports it pending:
 /// a task in uninterruptible sleep is frozen only when it wakes.
 const FREEZE_WAIT: Duration = Duration::from_secs(1);
@@ -54,25 +82,43 @@ impl Engine {
         &self,
         request: &mut pb::FaultSpec,
     ) -> Result<Option<Container>, EngineError> {
-        let Some(t) = &request.container else {
-            // A host process (or cgroup): not for an agent scoped to containers.
-            self.runtimes.check_scope(None)?;
-            return Ok(None);
-        };
-        if request.target.is_some() {
+        if request.target.is_some() && (request.container.is_some() || request.pod.is_some()) {
             return Err(InvalidField {
                 field: "target".into(),
-                reason: "give a target or a container, not both".into(),
+                reason: "give a target, a container or a pod, not several".into(),
             }
             .into());
         }
-        let c = self.runtimes.resolve(&Selector::try_from(t)?).await?;
-        self.runtimes.check_scope(Some(&c))?;
-        let own_cgroup = procfs::cgroup(c.process.pid)
-            .filter(|g| g != "/" && g.contains(&c.id) && cgroup::resolve(g).is_ok());
-        let selector = match own_cgroup {
-            Some(g) => pb::process_target::Selector::Cgroup(g),
-            None => pb::process_target::Selector::Pid(c.process.pid),
+        let (c, selector) = match (&request.container, &request.pod) {
+            (None, None) => {
+                // A host process (or cgroup): not for an agent scoped to containers.
+                self.runtimes.check_scope(None)?;
+                return Ok(None);
+            }
+            (Some(_), Some(_)) => {
+                return Err(InvalidField {
+                    field: "pod".into(),
+                    reason: "give a container or a pod, not both".into(),
+                }
+                .into());
+            }
+            (Some(t), None) => {
+                let c = self.runtimes.resolve(&Selector::try_from(t)?).await?;
+                self.runtimes.check_scope(Some(&c))?;
+                let selector = own_cgroup(&c);
+                (c, selector)
+            }
+            (None, Some(p)) => {
+                let pod = self.runtimes.resolve_pod(p).await?;
+                if p.container.is_empty() {
+                    let selector = pod_cgroup(&pod)?;
+                    (pod.sandbox(), selector)
+                } else {
+                    let c = pod.container(&p.container)?;
+                    let selector = own_cgroup(&c);
+                    (c, selector)
+                }
+            }
         };
         let include_children = matches!(selector, pb::process_target::Selector::Pid(_));
         request.target = Some(pb::ProcessTarget {

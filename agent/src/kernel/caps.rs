@@ -123,12 +123,36 @@ fn runtime(feature: &str, paths: &[&str], what: &str) -> Probe {
         },
         None => Err(format!("no socket at {}", paths.join(", "))),
     };
+    probe(feature, result, &format!("container targets on this host need {what} running"))
+}
+
+/// Which CRI socket pods would be found through, and why each other candidate was not
+/// (absent, or nothing listening). Whether the runtime there speaks CRI (Docker's own
+/// containerd does not) is asked when a pod is named; `pods list` shows its answer.
+fn cri_runtime() -> Probe {
+    let mut seen = Vec::new();
+    let mut found = None;
+    for p in crate::pods::CRI_SOCKETS {
+        if found.is_some() {
+            seen.push(format!("{p}: not tried (one found before it)"));
+        } else if !Path::new(p).exists() {
+            seen.push(format!("{p}: no socket"));
+        } else {
+            match std::os::unix::net::UnixStream::connect(p) {
+                Ok(_) => found = Some(*p),
+                Err(e) => seen.push(format!("{p}: nothing answers ({e})")),
+            }
+        }
+    }
+    let result = match found {
+        Some(p) if seen.is_empty() => Ok(format!("pods through {p}")),
+        Some(p) => Ok(format!("pods through {p}; {}", seen.join("; "))),
+        None => Err(seen.join("; ")),
+    };
     probe(
-        feature,
+        f::CRI,
         result,
-        &format!(
-            "container targets on this host need {what} running (informational until container targets land)"
-        ),
+        "pod targets need a CRI runtime (containerd with its CRI plugin, CRI-O); --cri-socket names another socket",
     )
 }
 
@@ -252,5 +276,6 @@ pub fn detect(ebpf: &Result<AttachMode, String>, tracing: &Result<(), String>) -
     probes.push(runtime(f::DOCKER, &crate::containers::DOCKER_SOCKETS[..2], "the Docker engine"));
     probes.push(runtime(f::CONTAINERD, crate::containers::CONTAINERD_SOCKETS, "containerd"));
     probes.push(runtime(f::PODMAN, &["/run/podman/podman.sock"], "Podman's API service"));
+    probes.push(cri_runtime());
     Capabilities { probes }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod cri;
 pub mod docker;
 
 use std::{

@@ -234,6 +234,7 @@ pub enum Call {
     Fault(FaultCmd),
     Partition(PartitionArgs),
     Containers(crate::cli::ContainersCmd),
+    Pods(crate::cli::PodsCmd),
     Events(EventsArgs),
     Run(crate::run::RunArgs),
 }
@@ -492,6 +493,24 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                 .filter_map(|a| Some((Some(a.agent.as_str()), a.container.as_ref()?)))
                 .collect();
             crate::cli::print_containers(&listed, &r.unreachable, json);
+        }
+        Call::Pods(p) => {
+            let (request, agents, json) = p.request();
+            let r = c
+                .list_pods(pb::ListPodsRequest {
+                    selector: agents.unwrap_or_default(),
+                    namespace: request.namespace,
+                    select: request.select,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let listed: Vec<(Option<&str>, &faultline_proto::agent::v1::Pod)> = r
+                .pods
+                .iter()
+                .filter_map(|a| Some((Some(a.agent.as_str()), a.pod.as_ref()?)))
+                .collect();
+            crate::cli::print_pods(&listed, &r.unreachable, json);
         }
         Call::Events(a) => {
             let mut stream = c

@@ -149,6 +149,9 @@ pub enum Cmd {
     /// The containers an agent can fault (through its host's Docker-compatible engine).
     #[command(subcommand)]
     Containers(ContainersCmd),
+    /// The Kubernetes pods an agent can fault (through its node's CRI runtime).
+    #[command(subcommand)]
+    Pods(PodsCmd),
     /// The kernel's view (TCP RTT, connect latency, retransmits, drop reasons) and host metrics.
     Metrics {
         /// Only these remote peers (repeatable).
@@ -178,6 +181,67 @@ pub enum ContainersCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum PodsCmd {
+    /// Ready pods on the agent's node (with --controller: on every selected agent's node):
+    /// namespace/name, addresses, containers, the runtime that answered.
+    List {
+        /// Only this namespace (default: every namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Only pods whose own labels meet these requirements, as kubectl's -l reads them
+        /// (app=web, 'tier in (a,b)', '!canary'; repeatable or comma-separated).
+        #[arg(long, short = 'l')]
+        select: Vec<String>,
+        /// With --controller: ask only the agents with these labels, e.g. zone=a.
+        #[arg(long)]
+        agents: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl PodsCmd {
+    /// The agent's request and the controller's agent selector.
+    pub(crate) fn request(self) -> (pb::ListPodsRequest, Option<String>, bool) {
+        let Self::List { namespace, select, agents, json } = self;
+        (pb::ListPodsRequest { namespace: namespace.unwrap_or_default(), select }, agents, json)
+    }
+}
+
+/// Pods as `pods list` shows them, each with the agent that saw it when asked through a
+/// controller.
+pub(crate) fn print_pods(list: &[(Option<&str>, &pb::Pod)], unreachable: &[String], json: bool) {
+    if json {
+        let list: Vec<_> = list
+            .iter()
+            .map(|(agent, p)| {
+                let containers: Vec<_> = p.containers.iter().map(|c| json!({"name": c.name, "id": c.id, "pid": c.pid})).collect();
+                let mut v = json!({"namespace": p.namespace, "name": p.name, "uid": p.uid, "runtime": p.runtime, "labels": p.labels, "addresses": p.addresses, "sandbox_id": p.sandbox_id, "pid": p.pid, "containers": containers});
+                if let Some(a) = agent {
+                    v["agent"] = json!(a);
+                }
+                v
+            })
+            .collect();
+        println!("{}", json!({"pods": list, "unreachable": unreachable}));
+        return;
+    }
+    for (agent, p) in list {
+        let agent = agent.map_or(String::new(), |a| format!("{a:<12} "));
+        let containers: Vec<&str> = p.containers.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "{agent}{:<32} {:<28} containers {}",
+            format!("{}/{}", p.namespace, p.name),
+            p.addresses.join(" "),
+            containers.join(",")
+        );
+    }
+    for u in unreachable {
+        eprintln!("not asked: {u}");
+    }
 }
 
 #[derive(Subcommand)]
@@ -583,6 +647,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             None => agent_call(&agent, AgentCall::Containers(c)).await,
         },
+        Cmd::Pods(p) => match controller {
+            Some(url) => controller::call(&url, &security()?, controller::Call::Pods(p)).await,
+            None => agent_call(&agent, AgentCall::Pods(p)).await,
+        },
         Cmd::Metrics { peers, watch, interval, json } => {
             if controller.is_some() {
                 bail!("`metrics` asks one agent: give --agent URL, not --controller");
@@ -660,6 +728,7 @@ enum AgentCall {
     Info { json: bool },
     Fault(FaultCmd),
     Containers(ContainersCmd),
+    Pods(PodsCmd),
     Metrics { peers: Vec<String>, watch: bool, interval: Duration, json: bool },
 }
 
@@ -774,6 +843,15 @@ async fn agent_call(agent: &AgentAt<'_>, call: AgentCall) -> Result<()> {
             let listed: Vec<(Option<&str>, &pb::Container)> =
                 r.containers.iter().map(|c| (None, c)).collect();
             print_containers(&listed, &r.unreachable, json);
+        }
+        AgentCall::Pods(p) => {
+            let (request, agents, json) = p.request();
+            if agents.is_some() {
+                bail!("--agents picks agents through a controller: give --controller URL");
+            }
+            let r = client.list_pods(request).await.map_err(explain)?.into_inner();
+            let listed: Vec<(Option<&str>, &pb::Pod)> = r.pods.iter().map(|p| (None, p)).collect();
+            print_pods(&listed, &r.unreachable, json);
         }
         AgentCall::Fault(FaultCmd::Apply(a)) => {
             let f = client

@@ -158,6 +158,14 @@ impl ControllerService for Controller {
         Ok(Response::new(self.container_list(req.into_inner()).await?))
     }
 
+    async fn list_pods(
+        &self,
+        req: Request<pb::ListPodsRequest>,
+    ) -> Result<Response<pb::ListPodsResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::CONTROLLER_READ, "ListPods")?;
+        Ok(Response::new(self.pod_list(req.into_inner()).await?))
+    }
+
     async fn watch_events(
         &self,
         req: Request<pb::WatchEventsRequest>,

@@ -25,6 +25,7 @@ mod grpc;
 mod leases;
 pub mod observe;
 mod ops;
+mod pods;
 mod registry;
 pub mod runs;
 pub mod store;
@@ -325,6 +326,10 @@ impl Controller {
             let container = f.spec.container.as_ref().map_or(String::new(), |c| {
                 if c.name.is_empty() { c.select.join(",") } else { c.name.clone() }
             });
+            let container = match &f.spec.pod {
+                Some(p) if container.is_empty() => crate::faults::pod_words(p),
+                _ => container,
+            };
             parts.extend(
                 f.placements.iter().map(|(agent, _)| {
                     (f.id.clone(), kind.clone(), agent.clone(), container.clone())

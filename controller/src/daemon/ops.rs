@@ -304,9 +304,19 @@ impl Controller {
             Some(c) => Some(self.container_placements(&target, c).await?),
             None => None,
         };
-        let names = match &containers {
-            Some(placed) => placed.iter().map(|(agent, _, _)| agent.clone()).collect(),
-            None => self.select(&target)?,
+        // A pod names its nodes likewise.
+        let pods = match &spec.pod {
+            Some(_) if containers.is_some() => {
+                return Err(DaemonError::invalid("pod: give a container or a pod, not both"));
+            }
+            Some(p) => Some(self.pod_placements(&target, p).await?),
+            None => None,
+        };
+        let names = match (&containers, &pods) {
+            (Some(placed), _) | (None, Some(placed)) => {
+                placed.iter().map(|(agent, _, _)| agent.clone()).collect()
+            }
+            (None, None) => self.select(&target)?,
         };
         // A pid, cgroup or unit names something on one host: the same value on another host
         // is an unrelated process (or none).
@@ -342,6 +352,17 @@ impl Controller {
                 if let Some((id, _)) = found(n) {
                     s.container =
                         Some(apb::ContainerTarget { name: id.clone(), select: Vec::new() });
+                }
+                // And the pod it found, by namespace and name.
+                if let (Some(p), Some((_, ns, name))) =
+                    (&spec.pod, pods.iter().flatten().find(|(a, _, _)| a == n))
+                {
+                    s.pod = Some(apb::PodTarget {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        select: Vec::new(),
+                        container: p.container.clone(),
+                    });
                 }
                 (n.clone(), s)
             })

@@ -660,9 +660,13 @@ fn fault_plan(
             _ => format!(" in container {} {}", c.name, c.select.join(",")),
         }
     });
+    let inside = match &spec.pod {
+        Some(p) if inside.is_empty() => format!(" in {}", crate::faults::pod_words(p)),
+        _ => inside,
+    };
     // And the fault's own settings as the entry wrote them (20%, 256kbit, ^nginx$), so a
     // report row says what was done, not only its kind.
-    const TARGETING: [&str; 10] = [
+    const TARGETING: [&str; 15] = [
         "select",
         "on",
         "all",
@@ -673,6 +677,11 @@ fn fault_plan(
         "container_select",
         "containers",
         "node",
+        "pod",
+        "pod_select",
+        "namespace",
+        "all_namespaces",
+        "pod_container",
     ];
     // What it does first, where last (a plot's shade shows the start of this).
     let mut ordered: Vec<&(&str, Setting)> =
@@ -1187,6 +1196,31 @@ guardrails:
             "drop (loss 100%) in container com.docker.compose.service=db on role=db",
             "the report names the container and the settings"
         );
+    }
+
+    /// Issue 34: a fault entry names a pod as `fault apply` does, its selector kept whole
+    /// (commas inside a set are the selector's).
+    #[test]
+    fn a_fault_entry_can_act_in_a_pod() {
+        let text = GOOD.replace(
+            "    interface: eth0\n",
+            "    pod_select: app in (web,api)\n    namespace: shop\n",
+        );
+        let s = load(&write(&text)).unwrap();
+        let FaultRequest::Apply(r) = &s.faults[0].request else { panic!() };
+        let pod = r.spec.as_ref().unwrap().pod.clone().unwrap();
+        assert_eq!(
+            (pod.namespace.as_str(), pod.name.as_str(), pod.select.as_slice()),
+            ("shop", "", &["app in (web,api)".to_owned()][..])
+        );
+        assert_eq!(
+            s.faults[0].describe,
+            "drop (loss 100%) in pod shop app in (web,api) on role=db"
+        );
+        let text =
+            GOOD.replace("    interface: eth0\n", "    pod: web-0\n    all_namespaces: true\n");
+        let e = load(&write(&text)).unwrap_err();
+        assert!(e.to_string().contains("needs its namespace"), "{e}");
     }
 
     /// Issue 14: a partition entry cuts containers, named as the CLI names them.

@@ -299,6 +299,11 @@ pub struct FaultSpec {
     /// (`interface` names one when it has several). Process faults on containers: not yet.
     #[prost(message, optional, tag = "8")]
     pub container: ::core::option::Option<ContainerTarget>,
+    /// A Kubernetes pod on the agent's node, found through its CRI runtime. Network faults act
+    /// once in the pod's network namespace (its sandbox's, shared by its containers); process
+    /// faults on every container of the pod (its cgroup), or on the one `container` names.
+    #[prost(message, optional, tag = "9")]
+    pub pod: ::core::option::Option<PodTarget>,
     #[prost(oneof = "fault_spec::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub kind: ::core::option::Option<fault_spec::Kind>,
 }
@@ -328,6 +333,24 @@ pub mod fault_spec {
         #[prost(message, tag = "19")]
         CpuThrottle(super::CpuThrottle),
     }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PodTarget {
+    /// The pod's namespace; empty with `select`: every namespace.
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    /// The pod's name; or empty, and `select` picks it.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// Requirements on the pod's own labels, as kubectl's -l has them: "app=web",
+    /// "app!=web", "tier in (a,b)", "tier notin (c)", "canary", "!canary"; an entry may hold
+    /// several, comma-separated. Every requirement must hold; exactly one ready pod must match.
+    #[prost(string, repeated, tag = "3")]
+    pub select: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Process faults: only this container of the pod (its name in the pod spec).
+    #[prost(string, tag = "4")]
+    pub container: ::prost::alloc::string::String,
 }
 /// One container, found through its runtime's API on the agent's host.
 #[allow(clippy::all)]
@@ -634,6 +657,65 @@ pub struct ListContainersRequest {
     /// As ContainerTarget.select: every label must match; empty lists every running container.
     #[prost(string, repeated, tag = "1")]
     pub select: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListPodsRequest {
+    /// Empty: every namespace.
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    /// As PodTarget.select.
+    #[prost(string, repeated, tag = "2")]
+    pub select: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListPodsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub pods: ::prost::alloc::vec::Vec<Pod>,
+    /// Why the CRI runtime could not be asked, when it could not.
+    #[prost(string, repeated, tag = "2")]
+    pub unreachable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// A ready pod as its CRI runtime reports it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Pod {
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub uid: ::prost::alloc::string::String,
+    /// The runtime that answered and its socket ("containerd at /run/containerd/containerd.sock").
+    #[prost(string, tag = "4")]
+    pub runtime: ::prost::alloc::string::String,
+    /// The pod's own labels (kubelet's io.kubernetes.\* bookkeeping left out).
+    #[prost(map = "string, string", tag = "5")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Its addresses (IPv4 and IPv6), as its CNI gave them.
+    #[prost(string, repeated, tag = "6")]
+    pub addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Its sandbox: id and the process holding its namespaces.
+    #[prost(string, tag = "7")]
+    pub sandbox_id: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "8")]
+    pub pid: u32,
+    #[prost(message, repeated, tag = "9")]
+    pub containers: ::prost::alloc::vec::Vec<PodContainer>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PodContainer {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub pid: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1027,6 +1109,31 @@ pub mod agent_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// The node's pods, through its CRI runtime (containerd, CRI-O).
+        pub async fn list_pods(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListPodsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListPodsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/faultline.agent.v1.AgentService/ListPods",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("faultline.agent.v1.AgentService", "ListPods"));
+            self.inner.unary(req, path, codec).await
+        }
         /// The kernel's and the host's metrics now.
         pub async fn get_metrics(
             &mut self,
@@ -1138,6 +1245,14 @@ pub mod agent_service_server {
             request: tonic::Request<super::ListContainersRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListContainersResponse>,
+            tonic::Status,
+        >;
+        /// The node's pods, through its CRI runtime (containerd, CRI-O).
+        async fn list_pods(
+            &self,
+            request: tonic::Request<super::ListPodsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListPodsResponse>,
             tonic::Status,
         >;
         /// The kernel's and the host's metrics now.
@@ -1491,6 +1606,51 @@ pub mod agent_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListContainersSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/faultline.agent.v1.AgentService/ListPods" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListPodsSvc<T: AgentService>(pub Arc<T>);
+                    impl<
+                        T: AgentService,
+                    > tonic::server::UnaryService<super::ListPodsRequest>
+                    for ListPodsSvc<T> {
+                        type Response = super::ListPodsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListPodsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AgentService>::list_pods(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListPodsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -166,6 +166,10 @@ impl From<pb::ControllerFault> for FaultView {
                 [c.name.clone(), c.select.join(",")].join(" ").trim().to_owned()
             }
         });
+        let container = match &spec.pod {
+            Some(p) if container.is_empty() => crate::faults::pod_words(p),
+            _ => container,
+        };
         Self {
             id: f.id,
             kind: spec.kind.as_ref().map_or("", apb::fault_spec::Kind::name).to_owned(),
