@@ -143,6 +143,12 @@ fn main() {
         containers(&lab);
         return;
     }
+    // FAULTLINE_BENCH_ONLY=pods: pod-targeted faults beside container-targeted ones.
+    if only == "pods" {
+        drop(lab);
+        pods();
+        return;
+    }
     let all = only != "metrics";
     if all {
         latency_and_partitions(&lab);
@@ -153,6 +159,96 @@ fn main() {
         containers(&lab);
     }
     footprint(&lab);
+    drop(lab);
+    if all {
+        pods();
+    }
+}
+
+/// `spec` applied and reverted `n` times back to back, each timed to its gRPC answer.
+fn back_to_back(lab: &Lab, spec: &pb::FaultSpec, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    lab.grpc(async |mut g| {
+        let (mut apply, mut revert) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t = Instant::now();
+            let f = g
+                .apply_fault(pb::ApplyFaultRequest { spec: Some(spec.clone()), dry_run: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .fault
+                .unwrap();
+            apply.push(t.elapsed());
+            let t = Instant::now();
+            g.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();
+            revert.push(t.elapsed());
+        }
+        (apply, revert)
+    })
+}
+
+/// Pod-targeted faults (the agent asks the node's CRI runtime for the pod: sandboxes
+/// listed, the pod's status and containers asked, each request) beside container-targeted
+/// ones (the Docker API's inspect), on one node with 1 pod, then with 100.
+fn pods() {
+    const N: usize = 200;
+    let mut node = common::cri::Node::start(97);
+    let lab = Lab::with_agent_args(98, &["--cri-socket", node.socket.to_str().unwrap()]);
+    let c = common::docker::Containers::new(93, &[("target", &[])]);
+    let _target =
+        node.pod("bench", "target-0", &[("app", "target")], &[("main", "exec sleep 3600")]);
+    // A 1 % drop of a port nobody uses: the fault is built and attached, no traffic changes.
+    let base = pb::FaultSpec {
+        interface: String::new(),
+        r#match: Some(pb::TrafficMatch {
+            ports: vec![pb::PortRange { first: 9, last: 0 }],
+            ..Default::default()
+        }),
+        ..spec(Kind::Drop(pb::Drop { percent: 1.0 }))
+    };
+    let in_container = pb::FaultSpec {
+        container: Some(pb::ContainerTarget { name: c.name("target"), select: Vec::new() }),
+        ..base.clone()
+    };
+    let pod = |name: &str, select: &[&str]| pb::FaultSpec {
+        pod: Some(pb::PodTarget {
+            namespace: "bench".into(),
+            name: name.into(),
+            select: select.iter().map(|s| (*s).to_owned()).collect(),
+            container: String::new(),
+        }),
+        ..base.clone()
+    };
+    println!("\n## pod-targeted faults ({N} cycles back to back, ms)\n");
+    println!("| target | apply p50 | apply p99 | revert p50 | revert p99 |\n|---|---|---|---|---|");
+    let (a, r) = back_to_back(&lab, &in_container, N);
+    row("drop in a Docker container, by name (Docker API inspect)", a, r);
+    let (a, r) = back_to_back(&lab, &pod("target-0", &[]), N);
+    row(
+        "drop in a pod by NAMESPACE/NAME, 1 pod on the node (CRI: list sandboxes, status, containers)",
+        a,
+        r,
+    );
+    let (a, r) = back_to_back(&lab, &pod("", &["app=target"]), N);
+    row("drop in a pod by label app=target, 1 pod on the node", a, r);
+    for i in 1..100 {
+        node.pod(
+            "bench",
+            &format!("other-{i}"),
+            &[("app", "other")],
+            &[("main", "exec sleep 3600")],
+        );
+    }
+    let (a, r) = back_to_back(&lab, &pod("target-0", &[]), N);
+    row("drop in a pod by NAMESPACE/NAME, 100 pods on the node", a, r);
+    let (a, r) = back_to_back(&lab, &pod("", &["app=target"]), N);
+    row("drop in a pod by label app=target, 100 pods on the node", a, r);
+    let (a, r) = back_to_back(&lab, &pod("", &["app in (target,none)"]), N);
+    row(
+        "drop in a pod by label app in (target,none), 100 pods on the node (no runtime-side filter)",
+        a,
+        r,
+    );
 }
 
 /// Container-targeted shaping, apply → effective and revert: faultline (gRPC; the agent

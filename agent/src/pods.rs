@@ -46,6 +46,8 @@ const MAX_REQUIREMENT_LEN: usize = 1024;
 const MAX_PODS: usize = 1024;
 /// Labels kubelet adds to every sandbox for its own bookkeeping; not the pod's labels.
 const KUBELET_PREFIX: &str = "io.kubernetes.";
+const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 
 fn invalid(field: &str, reason: impl Into<String>) -> InvalidField {
     InvalidField { field: field.to_owned(), reason: reason.into() }
@@ -440,7 +442,8 @@ impl Cri {
         let (mut client, runtime) = self.connect().await?;
         let filter = PodSandboxFilter {
             state: Some(PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 }),
-            // The runtime filters by equality itself; the rest is checked here.
+            // The runtime filters by equality itself (kubelet labels every sandbox with its
+            // pod's name and namespace); the rest is checked here.
             label_selector: sel
                 .select
                 .iter()
@@ -448,6 +451,8 @@ impl Cri {
                     Requirement::Equals(k, v) => Some((k.clone(), v.clone())),
                     _ => None,
                 })
+                .chain(sel.name.iter().map(|n| (POD_NAME_LABEL.to_owned(), n.clone())))
+                .chain(sel.namespace.iter().map(|n| (POD_NAMESPACE_LABEL.to_owned(), n.clone())))
                 .collect(),
             ..Default::default()
         };

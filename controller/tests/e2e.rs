@@ -2144,6 +2144,39 @@ fn a_pod_fault_goes_to_the_agent_whose_node_runs_the_pod() {
             && msg.contains("default"),
         "{msg}"
     );
+
+    // A partition between pods, grouped by their own labels, cut by their own addresses
+    // (both families), each pod in its own namespace; named NAMESPACE/NAME.
+    let cut: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "partition",
+        "groups",
+        "--pod-select",
+        "app in (client,web)",
+        "-n",
+        "shop",
+        "--group",
+        "app=client",
+        "--group",
+        "app=web",
+        "--lease",
+        "60s",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(cut["cut"].as_str(), Some("shop/client-0 | shop/web-0"), "{cut}");
+    let back = node.addresses(&client);
+    for to in node.addresses(&web) {
+        assert_eq!(node.ping(&client, &to, 3).1, 0, "client -> {to} crossed the partition");
+    }
+    for to in &back {
+        assert_eq!(node.ping(&web, to, 3).1, 0, "web -> {to} crossed the partition");
+    }
+    h.cli_ok(&["fault", "revert", cut["id"].as_str().unwrap()]);
+    assert_eq!(node.ping(&client, &to, 3).1, 3, "healed");
+    let bad =
+        h.cli(&["partition", "groups", "--pod-select", "app=web", "-n", "shop", "--lease", "60s"]);
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("at least 2 pods"), "{msg}");
     node.delete(&web);
 }
 

@@ -119,6 +119,18 @@ pub struct PartitionArgs {
     /// Partition these containers (by name, id prefix or compose service; comma-separated).
     #[arg(long, value_delimiter = ',', help_heading = "Containers")]
     containers: Vec<String>,
+    /// Partition Kubernetes pods instead of agents: the ready pods on the selected agents'
+    /// nodes whose own labels meet these requirements (as kubectl's -l: app=web,
+    /// 'app in (web,redis)'). --group and --node then name pods: NAME, NAMESPACE/NAME, or
+    /// KEY=VALUE for every pod with that label.
+    #[arg(long = "pod-select", value_name = "REQUIREMENTS", help_heading = "Pods")]
+    pod_select: Vec<String>,
+    /// The pods' namespace (default: default, as kubectl).
+    #[arg(long, short = 'n', help_heading = "Pods")]
+    namespace: Option<String>,
+    /// Pods in every namespace.
+    #[arg(long, short = 'A', conflicts_with = "namespace", help_heading = "Pods")]
+    all_namespaces: bool,
     #[arg(long, value_parser = crate::units::lease)]
     lease: std::time::Duration,
     #[arg(long, default_value = "")]
@@ -456,6 +468,9 @@ pub async fn call(url: &str, security: &Security, call: Call) -> Result<()> {
                 } as i32,
                 container_select: p.container_select,
                 containers: p.containers,
+                pod_select: p.pod_select,
+                pod_namespace: p.namespace.unwrap_or_default(),
+                all_namespaces: p.all_namespaces,
             };
             let f = c.partition(req).await.map_err(explain)?.into_inner().fault.unwrap_or_default();
             if p.json {

@@ -28,10 +28,13 @@ fn called(word: &str, c: &apb::Container) -> bool {
 
 /// A container taking part in a partition.
 pub(super) struct Member {
-    /// Its name in the cut ("web"; "AGENT/web" when two hosts each run a "web").
+    /// Its name in the cut ("web"; "AGENT/web" when two hosts each run a "web"; a pod's
+    /// "NAMESPACE/NAME").
     pub key: String,
     pub agent: String,
     pub container: apb::Container,
+    /// A Kubernetes pod (namespace, name), as its agent is sent it; `None`: a container.
+    pub pod: Option<(String, String)>,
 }
 
 impl Member {
@@ -199,9 +202,34 @@ impl Controller {
         Ok(chosen
             .into_iter()
             .zip(keys)
-            .map(|((agent, container), key)| Member { key, agent, container })
+            .map(|((agent, container), key)| Member { key, agent, container, pod: None })
             .collect())
     }
+}
+
+/// The members a user's word in a group names: KEY=VALUE is every member carrying that
+/// label (at least one); any other word names one member (`member_key`).
+pub(super) fn member_keys(
+    field: &str,
+    word: &str,
+    members: &[Member],
+) -> Result<Vec<String>, DaemonError> {
+    let Some((k, v)) = word.split_once('=') else {
+        return member_key(field, word, members).map(|k| vec![k]);
+    };
+    let hits: Vec<String> = members
+        .iter()
+        .filter(|m| m.container.labels.get(k).is_some_and(|x| x == v))
+        .map(|m| m.key.clone())
+        .collect();
+    if hits.is_empty() {
+        return Err(DaemonError::invalid(format!(
+            "{field}: no member taking part carries {} ({})",
+            faultline_proto::quote(word),
+            members.iter().map(|m| m.key.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(hits)
 }
 
 /// The member a user's word (in a group, or --node) names: its key, name, id prefix or
@@ -262,9 +290,19 @@ mod tests {
         redis.labels.insert(COMPOSE_SERVICE.into(), "redis".into());
         redis.addresses = vec!["172.18.0.3".into(), "fd00::3".into(), "fe80::1".into()];
         let members = vec![
-            Member { key: "shop-redis-1".into(), agent: "h1".into(), container: redis },
-            Member { key: "h1/web".into(), agent: "h1".into(), container: c("web", "abcdef") },
-            Member { key: "h2/web".into(), agent: "h2".into(), container: c("web", "abcxyz") },
+            Member { key: "shop-redis-1".into(), agent: "h1".into(), container: redis, pod: None },
+            Member {
+                key: "h1/web".into(),
+                agent: "h1".into(),
+                container: c("web", "abcdef"),
+                pod: None,
+            },
+            Member {
+                key: "h2/web".into(),
+                agent: "h2".into(),
+                container: c("web", "abcxyz"),
+                pod: None,
+            },
         ];
         assert_eq!(member_key("groups", "redis", &members).unwrap(), "shop-redis-1");
         assert_eq!(member_key("groups", "0123", &members).unwrap(), "shop-redis-1");

@@ -15,7 +15,7 @@ use faultline_proto::{
 };
 use tracing::Instrument;
 
-use super::containers::{Member, member_key};
+use super::containers::{Member, member_key, member_keys};
 use super::store::StoredAgent;
 use super::{
     AgentEntry, Controller, DaemonError, ErrorKind, Fault, ONE_SHOT_ID, Source, client, now_ms,
@@ -424,6 +424,36 @@ impl Controller {
         Ok(status)
     }
 
+    /// Who a partition cuts when not agents: the pods (`pod_select`) or the containers
+    /// (`container_select`, `containers`) on `agents`' hosts; `None`: the agents themselves.
+    async fn cut_members(
+        &self,
+        agents: &[String],
+        r: &pb::PartitionRequest,
+    ) -> Result<Option<Vec<Member>>, DaemonError> {
+        let pods = !r.pod_select.is_empty();
+        if pods && !(r.container_select.is_empty() && r.containers.is_empty()) {
+            return Err(DaemonError::invalid("pod_select: partition containers or pods, not both"));
+        }
+        Ok(if pods {
+            let namespace = match (r.all_namespaces, r.pod_namespace.as_str()) {
+                (true, "") => "",
+                (true, _) => {
+                    return Err(DaemonError::invalid(
+                        "all_namespaces: every namespace, or pod_namespace: one, not both",
+                    ));
+                }
+                (false, "") => "default",
+                (false, ns) => ns,
+            };
+            Some(self.pod_members(agents, namespace, &r.pod_select).await?)
+        } else if r.container_select.is_empty() && r.containers.is_empty() {
+            None
+        } else {
+            Some(self.partition_members(agents, &r.container_select, &r.containers).await?)
+        })
+    }
+
     /// Cuts the selected agents, or the containers on their hosts, into groups by a
     /// shape, one fault over all of them.
     pub(super) async fn cut(
@@ -450,11 +480,7 @@ impl Controller {
             .map_err(|_| DaemonError::invalid(format!("rest: unknown value {}", r.rest)))?;
         // Containers take part instead of agents: the cut is over their names, and groups
         // and --node name containers.
-        let members = if r.container_select.is_empty() && r.containers.is_empty() {
-            None
-        } else {
-            Some(self.partition_members(&agents, &r.container_select, &r.containers).await?)
-        };
+        let members = self.cut_members(&agents, &r).await?;
         let (names, groups, node) = match &members {
             None => (
                 agents.clone(),
@@ -468,8 +494,9 @@ impl Controller {
                     .map(|g| {
                         g.agents
                             .iter()
-                            .map(|w| member_key("groups", w, m))
+                            .map(|w| member_keys("groups", w, m))
                             .collect::<Result<Vec<_>, _>>()
+                            .map(|keys| keys.into_iter().flatten().collect::<Vec<_>>())
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let node =
@@ -484,7 +511,8 @@ impl Controller {
         let lease = (self.agent_lease().as_millis() as u64).min(r.lease_ms);
         let part = |peers: Vec<String>,
                     interface: String,
-                    container: Option<apb::ContainerTarget>| apb::FaultSpec {
+                    container: Option<apb::ContainerTarget>,
+                    pod: Option<apb::PodTarget>| apb::FaultSpec {
             interface,
             direction: apb::Direction::Both as i32,
             r#match: Some(apb::TrafficMatch { peers, ..Default::default() }),
@@ -492,6 +520,7 @@ impl Controller {
             label: r.label.clone(),
             kind: Some(kind.clone()),
             container,
+            pod,
             ..Default::default()
         };
         let mut plan = Vec::new();
@@ -508,17 +537,25 @@ impl Controller {
                         blocked.iter().cloned().collect::<Vec<_>>().join(", ")
                     )));
                 }
-                plan.push((
-                    me.agent.clone(),
-                    part(
-                        peers,
-                        String::new(),
+                // A pod by namespace and name, as its agent listed it; a container by id.
+                let (container, pod) = match &me.pod {
+                    Some((namespace, name)) => (
+                        None,
+                        Some(apb::PodTarget {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            ..Default::default()
+                        }),
+                    ),
+                    None => (
                         Some(apb::ContainerTarget {
                             name: me.container.id.clone(),
                             select: Vec::new(),
                         }),
+                        None,
                     ),
-                ));
+                };
+                plan.push((me.agent.clone(), part(peers, String::new(), container, pod)));
                 continue;
             }
             let st = self.lock();
@@ -534,7 +571,7 @@ impl Controller {
                     "agent {who}: no interface has an address in the network of its peers {peers:?}"
                 ))
             })?;
-            plan.push((who.clone(), part(peers, interface, None)));
+            plan.push((who.clone(), part(peers, interface, None, None)));
         }
         // The agents taking part: every selected one, or those running a member container.
         let agents: Vec<String> = match &members {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use faultline_proto::{agent::v1 as apb, controller::v1 as pb};
 
-use super::{Controller, DaemonError, registry::keep};
+use super::{Controller, DaemonError, containers::Member, registry::keep};
 use crate::targeting::partition;
 
 impl Controller {
@@ -114,5 +114,51 @@ impl Controller {
         found.truncate(n);
         found.sort();
         Ok(found)
+    }
+
+    /// The pods a partition cuts: the ready pods on `agents`' nodes in `namespace` ("":
+    /// every namespace) meeting `select`, each once (keyed NAMESPACE/NAME), as members
+    /// whose agent acts in the pod's own network namespace.
+    pub(super) async fn pod_members(
+        &self,
+        agents: &[String],
+        namespace: &str,
+        select: &[String],
+    ) -> Result<Vec<Member>, DaemonError> {
+        let (listed, unasked) = self.agent_pods(agents, namespace, select).await?;
+        let mut seen = std::collections::BTreeSet::new();
+        let members: Vec<Member> = listed
+            .into_iter()
+            .filter(|(_, p)| seen.insert(p.uid.clone()))
+            .map(|(agent, p)| {
+                let key = format!("{}/{}", p.namespace, p.name);
+                Member {
+                    container: apb::Container {
+                        id: p.sandbox_id.clone(),
+                        name: key.clone(),
+                        runtime: "cri".into(),
+                        pid: p.pid,
+                        labels: p.labels.clone(),
+                        netns_inode: 0,
+                        addresses: p.addresses.clone(),
+                    },
+                    pod: Some((p.namespace, p.name)),
+                    key,
+                    agent,
+                }
+            })
+            .collect();
+        if members.len() < 2 {
+            let why = if unasked.is_empty() {
+                String::new()
+            } else {
+                format!(" (not asked: {})", unasked.join("; "))
+            };
+            return Err(DaemonError::invalid(format!(
+                "pod_select: a partition needs at least 2 pods, {} found meeting {select:?}{why}",
+                members.len()
+            )));
+        }
+        Ok(members)
     }
 }

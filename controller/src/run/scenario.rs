@@ -537,10 +537,13 @@ fn partition_plan(
             "rest",
             "container_select",
             "containers",
+            "pod_select",
+            "namespace",
+            "all_namespaces",
         ]
         .contains(&k.as_str())
         {
-            return Err(bad(field(k), "not a partition setting (node, select, groups, rest, container_select, containers)".into()));
+            return Err(bad(field(k), "not a partition setting (node, select, groups, rest, container_select, containers, pod_select, namespace, all_namespaces)".into()));
         }
     }
     let groups = match entry.get("groups") {
@@ -572,10 +575,24 @@ fn partition_plan(
         container_select: words(entry, "container_select")
             .map_err(|e| bad(field("container_select"), e))?,
         containers: words(entry, "containers").map_err(|e| bad(field("containers"), e))?,
+        // A requirement's own commas ("app in (web,redis)") are the agent's to split.
+        pod_select: match entry.get("pod_select") {
+            None => Vec::new(),
+            Some(serde_norway::Value::Sequence(v)) => v.iter().filter_map(scalar).collect(),
+            Some(v) => scalar(v).into_iter().collect(),
+        },
+        pod_namespace: entry.get("namespace").and_then(scalar).unwrap_or_default(),
+        all_namespaces: match entry.get("all_namespaces") {
+            None => false,
+            Some(serde_norway::Value::Bool(b)) => *b,
+            Some(_) => return Err(bad(field("all_namespaces"), "true or false".into())),
+        },
     };
     let describe = format!(
         "partition {shape_name}{}",
-        if req.container_select.is_empty() && req.containers.is_empty() {
+        if !req.pod_select.is_empty() {
+            " of pods"
+        } else if req.container_select.is_empty() && req.containers.is_empty() {
             ""
         } else {
             " of containers"
@@ -1240,6 +1257,23 @@ guardrails:
         let e = load(&write(&text.replace("containers: [web, redis]", "containers: {web: 1}")))
             .unwrap_err();
         assert_eq!(e.field, "faults[1].containers", "{e}");
+    }
+
+    /// Issue 34: a partition entry cuts pods, grouped by their own labels.
+    #[test]
+    fn a_partition_entry_can_cut_pods() {
+        let text = GOOD.replace("    partition: isolate\n    node: h1\n", "    partition: groups\n    pod_select: app in (web,redis)\n    namespace: shop\n    groups: [[app=web], [app=redis]]\n");
+        let s = load(&write(&text)).unwrap();
+        let FaultRequest::Partition(p) = &s.faults[1].request else { panic!() };
+        assert_eq!(
+            (p.pod_select.as_slice(), p.pod_namespace.as_str(), p.all_namespaces),
+            (&["app in (web,redis)".to_owned()][..], "shop", false)
+        );
+        assert_eq!(p.groups[0].agents, ["app=web"]);
+        assert_eq!(s.faults[1].describe, "partition groups of pods");
+        let e = load(&write(&text.replace("namespace: shop", "all_namespaces: yes please")))
+            .unwrap_err();
+        assert_eq!(e.field, "faults[1].all_namespaces", "{e}");
     }
 
     #[test]

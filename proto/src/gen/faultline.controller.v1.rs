@@ -133,6 +133,18 @@ pub struct PartitionRequest {
     /// Or (and) these containers, by name, id prefix or compose service.
     #[prost(string, repeated, tag = "9")]
     pub containers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Kubernetes pods take part instead: the ready pods on the selected agents' nodes whose
+    /// own labels meet these requirements (as faultline.agent.v1.PodTarget.select). Groups
+    /// and node then name pods: by NAME or NAMESPACE/NAME, or KEY=VALUE for every pod with
+    /// that label. Each pod is cut in its own network namespace from the other pods' addresses.
+    #[prost(string, repeated, tag = "10")]
+    pub pod_select: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The pods' namespace (empty: "default", as kubectl).
+    #[prost(string, tag = "11")]
+    pub pod_namespace: ::prost::alloc::string::String,
+    /// Pods in every namespace instead.
+    #[prost(bool, tag = "12")]
+    pub all_namespaces: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

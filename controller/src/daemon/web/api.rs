@@ -20,8 +20,8 @@ use super::{
     auth::{Operator, Reader},
     views::{
         AgentView, ApplyRequest, ContainerList, EventView, FaultKindView, FaultView, Health, Mode,
-        PartitionRequest, PreviewView, ProbeCheck, ProbeView, RenewRequest, Rest, RevertView,
-        RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView,
+        PartitionRequest, PodList, PreviewView, ProbeCheck, ProbeView, RenewRequest, Rest,
+        RevertView, RunLink, RunStart, RunView, SettingValue, Shape, TrafficStart, TrafficView,
     },
 };
 use crate::faults::Setting;
@@ -61,6 +61,7 @@ fn operations() -> OpenApiRouter<Arc<Web>> {
         .routes(routes!(health))
         .routes(routes!(agents))
         .routes(routes!(containers))
+        .routes(routes!(pods))
         .routes(routes!(fault_kinds))
         .routes(routes!(faults, apply, revert_all))
         .routes(routes!(preview))
@@ -218,6 +219,41 @@ async fn containers(
         .container_list(pb::ListContainersRequest {
             selector: q.agents.unwrap_or_default(),
             select,
+        })
+        .await?;
+    Ok(Json(r.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PodsQuery {
+    /// Only this namespace (default: every namespace).
+    #[serde(default)]
+    namespace: Option<String>,
+    /// Only pods whose own labels meet these requirements, as kubectl's -l reads them
+    /// ("app=web,tier in (a,b)").
+    #[serde(default)]
+    select: Option<String>,
+    /// Ask only the agents with these labels, e.g. "zone=a".
+    #[serde(default)]
+    agents: Option<String>,
+}
+
+/// The ready Kubernetes pods on the agents' nodes, through each node's CRI runtime.
+#[utoipa::path(get, path = "/api/pods", tag = "agents", security(("bearer" = [])), params(PodsQuery),
+    responses((status = 200, body = PodList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn pods(
+    _: Reader,
+    State(w): State<Arc<Web>>,
+    Query(q): Query<PodsQuery>,
+) -> Result<Json<PodList>, ApiError> {
+    let r = w
+        .ctl
+        .pod_list(pb::ListPodsRequest {
+            selector: q.agents.unwrap_or_default(),
+            namespace: q.namespace.unwrap_or_default(),
+            // The agent splits at commas outside a set's parentheses.
+            select: q.select.into_iter().filter(|s| !s.trim().is_empty()).collect(),
         })
         .await?;
     Ok(Json(r.into()))
@@ -403,6 +439,9 @@ async fn partition(
             } as i32,
             container_select: req.container_select.clone(),
             containers: req.containers.clone(),
+            pod_select: req.pod_select.clone(),
+            pod_namespace: req.namespace.clone().unwrap_or_default(),
+            all_namespaces: req.all_namespaces,
         };
         Ok(w.ctl.cut(r).await?.into())
     })

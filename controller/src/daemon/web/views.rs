@@ -107,6 +107,54 @@ impl From<pb::ListContainersResponse> for ContainerList {
     }
 }
 
+/// A ready Kubernetes pod on an agent's node.
+#[derive(Serialize, ToSchema)]
+pub struct PodView {
+    /// The agent on its node.
+    pub agent: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The CRI runtime that answered, with its socket.
+    pub runtime: String,
+    /// The pod's own labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its addresses (IPv4 and IPv6).
+    pub addresses: Vec<String>,
+    /// Its running containers, by name.
+    pub containers: Vec<String>,
+}
+
+/// The pods, and the agents or runtimes that could not be asked.
+#[derive(Serialize, ToSchema)]
+pub struct PodList {
+    pub pods: Vec<PodView>,
+    pub unreachable: Vec<String>,
+}
+
+impl From<pb::ListPodsResponse> for PodList {
+    fn from(r: pb::ListPodsResponse) -> Self {
+        let pods = r
+            .pods
+            .into_iter()
+            .filter_map(|a| {
+                let p = a.pod?;
+                Some(PodView {
+                    agent: a.agent,
+                    namespace: p.namespace,
+                    name: p.name,
+                    uid: p.uid,
+                    runtime: p.runtime,
+                    labels: p.labels.into_iter().collect(),
+                    addresses: p.addresses,
+                    containers: p.containers.into_iter().map(|c| c.name).collect(),
+                })
+            })
+            .collect();
+        Self { pods, unreachable: r.unreachable }
+    }
+}
+
 /// One agent's part of a fault.
 #[derive(Serialize, Deserialize, Clone, ToSchema)]
 pub struct PartView {
@@ -475,6 +523,16 @@ pub struct PartitionRequest {
     /// Or these containers, by name, id prefix or compose service.
     #[serde(default)]
     pub containers: Vec<String>,
+    /// Kubernetes pods take part instead: those whose own labels meet these requirements
+    /// (as kubectl's -l). Groups and node then name pods (NAME, NAMESPACE/NAME, KEY=VALUE).
+    #[serde(default)]
+    pub pod_select: Vec<String>,
+    /// The pods' namespace (default: "default", as kubectl).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Pods in every namespace.
+    #[serde(default)]
+    pub all_namespaces: bool,
     /// As for faults: a retry with the same id answers the first request's partition.
     #[serde(default)]
     pub client_request_id: Option<String>,
