@@ -468,7 +468,7 @@ impl Cri {
             let meta = s.metadata.unwrap_or_default();
             let labels: BTreeMap<String, String> =
                 s.labels.into_iter().filter(|(k, _)| !k.starts_with(KUBELET_PREFIX)).collect();
-            let mut pod = Pod {
+            let pod = Pod {
                 namespace: meta.namespace,
                 name: meta.name,
                 uid: meta.uid,
@@ -482,10 +482,12 @@ impl Cri {
             if !sel.matches(&pod) {
                 continue;
             }
-            // A pod that went between the list and these calls is not listed.
-            if let Ok(p) = complete(&mut client, pod.clone()).await {
-                pod = p;
-                out.push(pod);
+            // A pod that went between the list and these calls is not listed; a runtime
+            // that stopped answering is an error, never "no such pod".
+            match complete(&mut client, pod).await {
+                Ok(p) => out.push(p),
+                Err(ContainerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -592,15 +594,20 @@ async fn complete(
     .into_inner()
     .containers;
     for c in listed {
-        let s = timed(
+        let s = match timed(
             "container status",
             client.container_status(cri::ContainerStatusRequest {
                 container_id: c.id.clone(),
                 verbose: true,
             }),
         )
-        .await?
-        .into_inner();
+        .await
+        {
+            Ok(s) => s.into_inner(),
+            // Removed since the list: the pod's other containers still count.
+            Err(ContainerError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
         // With its start time: a restarted container is another process.
         let Some(stat) = verbose_pid(&s.info).and_then(procfs::stat) else { continue };
         pod.containers.push(PodContainer {
