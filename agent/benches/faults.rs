@@ -32,32 +32,8 @@ fn row(what: &str, apply: Vec<Duration>, revert: Vec<Duration>) {
     );
 }
 
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "each call site builds its kind for this one use"
-)]
 fn faultline_cycles(lab: &Lab, kind: Kind) -> (Vec<Duration>, Vec<Duration>) {
-    lab.grpc(async |mut c| {
-        let (mut apply, mut revert) = (Vec::new(), Vec::new());
-        for _ in 0..CYCLES {
-            let t = Instant::now();
-            let f = c
-                .apply_fault(pb::ApplyFaultRequest {
-                    spec: Some(spec(kind.clone())),
-                    dry_run: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .fault
-                .unwrap();
-            apply.push(t.elapsed());
-            let t = Instant::now();
-            c.revert_fault(pb::RevertFaultRequest { id: f.id, all: false }).await.unwrap();
-            revert.push(t.elapsed());
-        }
-        (apply, revert)
-    })
+    back_to_back(lab, &spec(kind), CYCLES)
 }
 
 fn timed(ns: &str, cmds: &[&[&str]]) -> Duration {

@@ -386,20 +386,7 @@ state = "/run/faultline-test-cri-{id}"
 
     /// The pod's network namespace: qdiscs, filters and links, for comparison.
     pub fn ns_state(&self, p: &TestPod) -> String {
-        let ns = format!("--net=/proc/{}/ns/net", self.pid(p, None));
-        let run = |cmd: &[&str]| {
-            let out = Command::new("nsenter").arg(&ns).args(cmd).output().expect("nsenter");
-            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        let mut s = run(&["tc", "qdisc", "show"]);
-        for dir in ["ingress", "egress"] {
-            s += &run(&["tc", "filter", "show", "dev", "eth0", dir]);
-        }
-        s + &run(&["ip", "-o", "link", "show"])
-            .lines()
-            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
-            .collect::<String>()
+        docker::ns_state(self.pid(p, None))
     }
 
     /// Stops and removes a pod, as kubelet does when it is deleted.

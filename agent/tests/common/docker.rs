@@ -186,40 +186,46 @@ impl Containers {
 
     /// A container namespace's qdiscs, filters and links, for byte-for-byte comparison.
     pub fn ns_state(&self, short: &str) -> String {
-        let ns = format!("--net=/proc/{}/ns/net", self.pid(short));
-        let run = |cmd: &[&str]| {
-            let out =
-                Command::new("nsenter").arg(&ns).args(cmd).output().expect("nsenter (util-linux)");
-            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        // htb prints how many unclassified packets it passed; the container's own IPv6
-        // chatter moves that count, and it is no part of what was made or undone.
-        let mut s: String = run(&["tc", "qdisc", "show"])
-            .lines()
-            .map(|l| {
-                let words: Vec<&str> = l.split_whitespace().collect();
-                let keep: Vec<&str> = words
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i == 0 || words[i - 1] != "direct_packets_stat")
-                    .map(|(_, w)| *w)
-                    .collect();
-                keep.join(" ") + "\n"
-            })
-            .collect();
-        for dir in ["ingress", "egress"] {
-            s += &run(&["tc", "filter", "show", "dev", "eth0", dir]);
-        }
-        s + &run(&["ip", "-o", "link", "show"])
-            .lines()
-            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
-            .collect::<String>()
+        ns_state(self.pid(short))
     }
 
     pub fn remove(&self, short: &str) {
         docker_ok(&["rm", "-f", &self.name(short)]);
     }
+}
+
+/// A network namespace's qdiscs, filters and links (of process `pid`'s), for byte-for-byte
+/// comparison: a container's or a pod's.
+pub fn ns_state(pid: u32) -> String {
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    let run = |cmd: &[&str]| {
+        let out =
+            Command::new("nsenter").arg(&ns).args(cmd).output().expect("nsenter (util-linux)");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // htb prints how many unclassified packets it passed; the container's own IPv6
+    // chatter moves that count, and it is no part of what was made or undone.
+    let mut s: String = run(&["tc", "qdisc", "show"])
+        .lines()
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let keep: Vec<&str> = words
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i == 0 || words[i - 1] != "direct_packets_stat")
+                .map(|(_, w)| *w)
+                .collect();
+            keep.join(" ") + "\n"
+        })
+        .collect();
+    for dir in ["ingress", "egress"] {
+        s += &run(&["tc", "filter", "show", "dev", "eth0", dir]);
+    }
+    s + &run(&["ip", "-o", "link", "show"])
+        .lines()
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned() + "\n")
+        .collect::<String>()
 }
 
 impl Drop for Containers {

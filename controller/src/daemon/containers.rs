@@ -5,7 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use faultline_proto::{agent::v1 as apb, controller::v1 as pb};
+use faultline_proto::{
+    agent::v1::{self as apb, agent_service_client::AgentServiceClient},
+    controller::v1 as pb,
+};
+use tonic::transport::Channel;
 
 use super::{Controller, DaemonError, registry::keep};
 use crate::targeting::partition;
@@ -58,16 +62,14 @@ impl Controller {
         agents: &[String],
         select: &[String],
     ) -> (Vec<(String, apb::Container)>, Vec<String>) {
-        let calls =
-            agents.iter().filter_map(|n| {
-                let mut client = self.lock().agents.get(n)?.client.clone();
-                let (n, select) = (n.clone(), select.to_vec());
-                Some(async move {
-                    (n, client.list_containers(apb::ListContainersRequest { select }).await)
-                })
-            });
+        let answers = self
+            .ask_each(agents, |mut client| {
+                let select = select.to_vec();
+                async move { client.list_containers(apb::ListContainersRequest { select }).await }
+            })
+            .await;
         let (mut found, mut unasked) = (Vec::new(), Vec::new());
-        for (agent, answer) in futures_util::future::join_all(calls).await {
+        for (agent, answer) in answers {
             match answer {
                 Ok(a) => {
                     let a = a.into_inner();
@@ -78,6 +80,24 @@ impl Controller {
             }
         }
         (found, unasked)
+    }
+
+    /// `call` made on each of `agents` (those the registry knows) at once: each agent's
+    /// answer, by name.
+    pub(super) async fn ask_each<T, Fut>(
+        &self,
+        agents: &[String],
+        call: impl Fn(AgentServiceClient<Channel>) -> Fut,
+    ) -> Vec<(String, Result<tonic::Response<T>, tonic::Status>)>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let calls = agents.iter().filter_map(|n| {
+            let client = self.lock().agents.get(n)?.client.clone();
+            let (n, answer) = (n.clone(), call(client));
+            Some(async move { (n, answer.await) })
+        });
+        futures_util::future::join_all(calls).await
     }
 
     /// `containers list` through the controller.

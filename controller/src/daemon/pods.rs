@@ -19,15 +19,17 @@ impl Controller {
         namespace: &str,
         select: &[String],
     ) -> Result<(Vec<(String, apb::Pod)>, Vec<String>), DaemonError> {
-        let calls = agents.iter().filter_map(|n| {
-            let mut client = self.lock().agents.get(n)?.client.clone();
-            let request =
-                apb::ListPodsRequest { namespace: namespace.to_owned(), select: select.to_vec() };
-            let n = n.clone();
-            Some(async move { (n, client.list_pods(request).await) })
-        });
+        let answers = self
+            .ask_each(agents, |mut client| {
+                let request = apb::ListPodsRequest {
+                    namespace: namespace.to_owned(),
+                    select: select.to_vec(),
+                };
+                async move { client.list_pods(request).await }
+            })
+            .await;
         let (mut found, mut unasked) = (Vec::new(), Vec::new());
-        for (agent, answer) in futures_util::future::join_all(calls).await {
+        for (agent, answer) in answers {
             match answer {
                 Ok(a) => {
                     let a = a.into_inner();
