@@ -74,6 +74,8 @@ revert() { [ -n "$ID" ] && $FL fault revert "$ID" >/dev/null; }
 binom() { check "$1" "(($2)/($3) - ($4)) * (($2)/($3) - ($4)) <= 6.635776 * ($4) * (1 - ($4)) / ($3)" "$(($2)) of $3 = $(awk "BEGIN{printf \"%.4f\", ($2)/($3)}"), expected $4 (99% binomial interval)"; }
 # near NAME VALUE TARGET TOLERANCE
 near() { check "$1" "(($2) - ($3)) * (($2) - ($3)) <= ($4) * ($4)" "$2 vs $3 +- $4"; }
+# between NAME VALUE LOW HIGH
+between() { check "$1" "($2) >= ($3) && ($2) <= ($4)" "$2 in [$3, $4]"; }
 
 start_agent || exit 0
 $FL info | sed 's/^/vm-test: info /' | head -4
@@ -86,8 +88,12 @@ BASE=$AVG
 [ "$RX" = 100 ] || { bad "baseline ping"; echo "$out" | sed 's/^/vm-test: ping: /'; ip addr | sed 's/^/vm-test: ip: /'; }
 echo "vm-test: baseline rtt ${BASE} ms"
 
-# Delay: the added round trip is the configured one, within max(2 %, 0.3 ms) = 4 ms.
-# (Under TCG each netem hop overshoots by about 0.9 ms of emulated timer latency.)
+# Delay: the added round trip is the configured one: never less (netem never delivers
+# early; 1 ms for ping's rounding), and at most 8 ms more. The emulated timer fires late
+# under TCG, by more on newer kernels and on a busy host: medians measured in CI were
+# +1.6 ms on 6.1 and +2.5 to +4.5 ms on 6.12 (IPv6 through the classifier the most), so a
+# symmetric 4 ms failed on a correct delay. A wrong delay (none, doubled, on both
+# directions when one was asked) is 200 ms away from this window.
 kmaj=$(uname -r | cut -d. -f1)
 kmin=$(uname -r | cut -d. -f2)
 for dir in egress ingress both; do
@@ -106,7 +112,7 @@ for dir in egress ingress both; do
 	apply netem -i ta --direction $dir --delay 200ms
 	pingrun 20 0.25 10.0.0.2
 	revert
-	near "netem delay 200ms $dir: added rtt (median)" "$MED - $BASE" 200 4
+	between "netem delay 200ms $dir: added rtt (median)" "$MED - $BASE" 199 208
 done
 
 # Peer-targeted delay through the eBPF classifier, IPv4 and IPv6; other peers untouched.
@@ -118,8 +124,8 @@ d3=$MED
 pingrun 20 0.25 fd00::2
 d6=$MED
 revert
-near "netem delay to peer v4 (median)" "$d2 - $BASE" 200 4
-near "netem delay to peer v6 (median)" "$d6 - $BASE" 200 4
+between "netem delay to peer v4 (median)" "$d2 - $BASE" 199 208
+between "netem delay to peer v6 (median)" "$d6 - $BASE" 199 208
 check "netem delay spares other peers" "$d3 < $BASE + 1" "other peer ${d3} ms"
 
 # Kernel metrics: TCP's smoothed RTT to a delayed peer lands in the log2 bucket of the
