@@ -56,6 +56,13 @@ struct Args {
     /// This agent's name at the controller (default: the hostname).
     #[arg(long)]
     name: Option<String>,
+    /// Enrol with --controller before serving (a Kubernetes node's agent): prove the node
+    /// with the pod's projected service-account token in this file (audience `faultline`)
+    /// and get a certificate bound to the node's name, which becomes the agent's name. The
+    /// TLS directory then holds only ca.pem and the shared bootstrap agent.pem, which names
+    /// no agent.
+    #[arg(long, env = "FAULTLINE_ENROLL_TOKEN_FILE", value_name = "FILE")]
+    enroll_token_file: Option<PathBuf>,
     /// A label the controller can select this agent by, KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = label)]
     labels: Vec<(String, String)>,
@@ -188,10 +195,15 @@ async fn serve() -> Result<()> {
         return Ok(());
     }
     // Checked before any kernel state is touched: a refused setup changes nothing.
-    let name = args.name.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
-    });
-    let security = Security::for_agent(args.insecure, &args.tls_dir, &name)?;
+    let (name, security) = if let Some(token) = &args.enroll_token_file {
+        enroll(&args, token).await?
+    } else {
+        let name = args.name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+        });
+        let security = Security::for_agent(args.insecure, &args.tls_dir, &name)?;
+        (name, security)
+    };
     let mut server = security.server(args.listen)?;
     if args.allow_restart_command {
         faultline_agent::process::allow_restart_command();
@@ -389,4 +401,33 @@ async fn serve() -> Result<()> {
     let reverted = shutdown_engine.revert_all().await;
     info!(?reverted, "stopped");
     Ok(())
+}
+
+/// `--enroll-token-file`: what a previous agent left is reverted first (the controller may
+/// be away for a while, and a crash must not leave faults behind until it answers), then
+/// the agent waits for its certificate.
+async fn enroll(args: &Args, token: &std::path::Path) -> Result<(String, Security)> {
+    let Some(url) = &args.controller else {
+        anyhow::bail!("--enroll-token-file: needs --controller (the controller enrols agents)");
+    };
+    anyhow::ensure!(
+        !args.insecure,
+        "--enroll-token-file: enrolment is over mutual TLS, not --insecure"
+    );
+    let bootstrap = Security::load(&args.tls_dir, faultline_proto::transport::Role::Agent)?;
+    let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink socket")?;
+    tokio::spawn(conn);
+    let undone = Engine::cleanup(&args.state_dir, nl).await.context("cleaning up")?;
+    if undone > 0 {
+        info!(undone, "reverted what a previous agent left, before enrolling");
+    }
+    let (name, security) = faultline_agent::session::enroll(url, &bootstrap, token)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if let Some(n) = &args.name
+        && *n != name
+    {
+        anyhow::bail!("--name {n}: the controller enrolled this agent as {name} (its node's name)");
+    }
+    Ok((name, security))
 }

@@ -72,3 +72,63 @@ impl Registration {
 pub fn source_chain(e: &dyn std::error::Error) -> String {
     faultline_proto::error_chain(e).join(": ")
 }
+
+/// The longest service-account token read (they are ~1 KiB; a JWT has no business near this).
+const MAX_TOKEN: u64 = 64 * 1024;
+
+/// How long an agent keeps asking a controller that is not up yet: a `DaemonSet`'s pods
+/// often start before the controller's.
+const ENROLL_PATIENCE: Duration = Duration::from_mins(2);
+
+/// Gets this agent's own certificate from the controller (`Enroll`): `bootstrap` holds the
+/// shared agent certificate, which names no agent, and `token_file` the pod's projected
+/// service-account token. Returns the name the controller bound (the node's) and the
+/// security to serve and register with. Waits for a controller that is not reachable yet;
+/// a refusal ends at once, with the controller's reason.
+pub async fn enroll(
+    controller: &str,
+    bootstrap: &Security,
+    token_file: &std::path::Path,
+) -> Result<(String, Security), String> {
+    use std::io::Read;
+    let mut token = String::new();
+    std::fs::File::open(token_file)
+        .and_then(|f| f.take(MAX_TOKEN + 1).read_to_string(&mut token))
+        .map_err(|e| format!("--enroll-token-file {}: {e}", token_file.display()))?;
+    if token.len() as u64 > MAX_TOKEN {
+        return Err(format!(
+            "--enroll-token-file {}: longer than {MAX_TOKEN} bytes",
+            token_file.display()
+        ));
+    }
+    let endpoint = bootstrap
+        .endpoint("--controller", controller, CONTROLLER_NAME)
+        .map_err(|e| e.to_string())?;
+    let give_up = tokio::time::Instant::now() + ENROLL_PATIENCE;
+    loop {
+        let answer = match endpoint.connect().await {
+            Ok(ch) => ControllerServiceClient::new(ch)
+                .enroll(pb::EnrollRequest { token: token.trim().to_owned() })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| {
+                    (s.code() == tonic::Code::Unavailable, faultline_proto::status_in_words(&s))
+                }),
+            Err(e) => Err((true, format!("connecting: {e}: {}", source_chain(&e)))),
+        };
+        match answer {
+            Ok(r) => {
+                let security = bootstrap
+                    .with_identity(r.cert_pem.as_bytes(), r.key_pem.as_bytes())
+                    .map_err(|e| format!("the controller's certificate for {}: {e}", r.name))?;
+                info!(controller, name = r.name, "enrolled: certificate bound to this node's name");
+                return Ok((r.name, security));
+            }
+            Err((true, e)) if tokio::time::Instant::now() < give_up => {
+                warn!(controller, "enrolling: {e}; trying again");
+                tokio::time::sleep(RETRY * 2).await;
+            }
+            Err((_, e)) => return Err(format!("enrolling with {controller}: {e}")),
+        }
+    }
+}

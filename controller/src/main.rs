@@ -9,6 +9,7 @@ mod daemon;
 mod faults;
 #[cfg(test)]
 mod fuzz_tests;
+mod kube;
 mod lab;
 mod load;
 mod localfile;

@@ -2104,27 +2104,8 @@ fn a_pod_fault_goes_to_the_agent_whose_node_runs_the_pod() {
     let pods = listed["pods"].as_array().unwrap();
     assert_eq!(pods.len(), 1, "{listed}");
     assert_eq!((pods[0]["agent"].as_str(), pods[0]["name"].as_str()), (Some("h1"), Some("web-0")));
-    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
-        "fault",
-        "apply",
-        "drop",
-        "--pod-select",
-        "app=web",
-        "-n",
-        "shop",
-        "--loss",
-        "100%",
-        "--lease",
-        "60s",
-        "--direction",
-        "both",
-        "--json",
-    ]))
-    .unwrap();
+    let applied = web_pod_cut_off_and_healed(&h, &node, &client, &to, "");
     assert_eq!(applied["placements"].as_array().map(Vec::len), Some(1), "{applied}");
-    assert_eq!(node.ping(&client, &to, 3).1, 0, "the web pod is cut off");
-    h.cli_ok(&["fault", "revert", applied["id"].as_str().unwrap()]);
-    assert_eq!(node.ping(&client, &to, 3).1, 3, "healed");
     // In the default namespace (as kubectl) there is no such pod.
     let bad = h.cli(&[
         "fault",
@@ -2178,6 +2159,503 @@ fn a_pod_fault_goes_to_the_agent_whose_node_runs_the_pod() {
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && msg.contains("at least 2 pods"), "{msg}");
     node.delete(&web);
+}
+
+/// A 100 % drop on the pods labelled app=web in shop, through the controller: `client`
+/// no longer reaches `to` (`context` says more if it does), then it does again after the
+/// revert. Returns the applied fault.
+fn web_pod_cut_off_and_healed(
+    h: &Hosts,
+    node: &cri::Node,
+    client: &cri::TestPod,
+    to: &str,
+    context: &str,
+) -> serde_json::Value {
+    let applied: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "fault",
+        "apply",
+        "drop",
+        "--pod-select",
+        "app=web",
+        "-n",
+        "shop",
+        "--loss",
+        "100%",
+        "--lease",
+        "60s",
+        "--direction",
+        "both",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(node.ping(client, to, 3).1, 0, "the web pod is not cut off {context}");
+    h.cli_ok(&["fault", "revert", applied["id"].as_str().unwrap()]);
+    assert_eq!(node.ping(client, to, 3).1, 3, "healed");
+    applied
+}
+
+/// A stand-in for the Kubernetes API server (tests/kube-apiserver-standin.py) on the
+/// hosts' bridge at :7443, serving with the controller's certificate (it names the bridge
+/// address), so the controller verifies it against ca.crt as it would the real one.
+struct KubeStandin {
+    /// The controller's credentials for it: token and ca.crt.
+    kube: PathBuf,
+    /// One JSON line per request it answered.
+    log: PathBuf,
+    /// What a `DaemonSet`'s bootstrap Secret holds: ca.pem and the shared agent pair.
+    boot: PathBuf,
+    _process: KillOnDrop,
+}
+
+impl Hosts {
+    /// Hosts whose controller enrols agents (`enroll_kubernetes`), and the stand-in API
+    /// server it asks.
+    fn enrolling(id: u8, n: u8) -> (Self, KubeStandin) {
+        let dir = std::env::temp_dir().join(format!("faultline-e2e-{id}-{}", std::process::id()));
+        let kube = dir.join("kube");
+        let h = Self::with_config(
+            id,
+            n,
+            300,
+            &format!(
+                "enroll_kubernetes = \"faultline:faultline-agent\"\nkube_api = \"https://10.201.{id}.254:7443\"\nkube_credentials = {:?}\n",
+                kube.display().to_string()
+            ),
+        );
+        std::fs::create_dir_all(&kube).unwrap();
+        std::fs::copy(h.dir.join("tls/ca.pem"), kube.join("ca.crt")).unwrap();
+        std::fs::write(kube.join("token"), "controller-sa-token\n").unwrap();
+        let log = dir.join("apiserver.log");
+        let mut standin = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kube-apiserver-standin.py"))
+            .args([&format!("10.201.{id}.254"), "7443"])
+            .arg(h.dir.join("tls/controller.pem"))
+            .arg(h.dir.join("tls/controller-key.pem"))
+            .arg("controller-sa-token")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(standin.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let boot = dir.join("boot");
+        std::fs::create_dir_all(&boot).unwrap();
+        for f in ["ca.pem", "agent.pem", "agent-key.pem"] {
+            std::fs::copy(h.dir.join("tls").join(f), boot.join(f)).unwrap();
+        }
+        (h, KubeStandin { kube, log, boot, _process: KillOnDrop(vec![standin]) })
+    }
+}
+
+/// Issue 34: agents on Kubernetes nodes enrol. Each holds only the shared bootstrap
+/// certificate (which names no agent) and its pod's token; the controller asks the API
+/// server (a stand-in for its two calls: no control plane runs on this machine kind) and
+/// issues a certificate bound to the node's name, under which the agent registers and is
+/// reached. Whatever does not prove an agent pod on a node is refused, and said why.
+#[test]
+#[expect(clippy::too_many_lines, reason = "one story: enrol, act, then every refusal")]
+fn agents_enrol_with_their_pods_tokens_and_register_as_their_nodes() {
+    use faultline_proto::controller::v1 as pb;
+    let id = 16;
+    let (h, api) = Hosts::enrolling(id, 1);
+    let (dir, kube, api_log, boot) =
+        (h.dir.clone(), api.kube.clone(), api.log.clone(), api.boot.clone());
+    let enrolling = |token: &str, port: u16| -> Child {
+        let file = dir.join(format!("token-{port}"));
+        std::fs::write(&file, token).unwrap();
+        let log = std::fs::File::create(dir.join(format!("enrolling-{port}.log"))).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &h.ns(1)])
+            .arg(bin("faultline-agent"))
+            .args([
+                "--listen",
+                &format!("10.201.{id}.1:{port}"),
+                "--controller",
+                &h.ctl_url(),
+                "--no-kernel-metrics",
+                "--attach-ahead",
+                "0",
+                "--enroll-token-file",
+            ])
+            .arg(&file)
+            .arg("--tls-dir")
+            .arg(&boot)
+            .arg("--state-dir")
+            .arg(dir.join(format!("state-{port}")))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    // A pod's token before 1.30 (its node read from the pod), and one naming its node.
+    let _agents = KillOnDrop(vec![enrolling("tok-pod", 7071), enrolling("tok-node", 7072)]);
+    eventually("the enrolled agents registered as their nodes", || {
+        let mut healthy = h.healthy();
+        healthy.sort();
+        healthy == ["h1", "node-e1", "node-e2"]
+    });
+    // The controller reaches each under its node's name (it checks the agent's
+    // certificate names it): a dry run asks both.
+    let dry = h.cli_ok(&[
+        "fault",
+        "apply",
+        "drop",
+        "-i",
+        "eth0",
+        "--loss",
+        "100%",
+        "--lease",
+        "60s",
+        "--on",
+        "node-e1",
+        "--on",
+        "node-e2",
+        "--dry-run",
+    ]);
+    assert!(dry.contains("would act on 2 agents"), "{dry}");
+    let asked: Vec<serde_json::Value> = std::fs::read_to_string(&api_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        asked.iter().any(|a| a["method"] == "POST"
+            && a["spec"]["audiences"] == serde_json::json!(["faultline"])
+            && a["spec"]["token"] == "tok-pod"),
+        "{asked:?}"
+    );
+    assert!(
+        asked.iter().any(|a| a["method"] == "GET"
+            && a["path"] == "/api/v1/namespaces/faultline/pods/faultline-agent-a"),
+        "the pod's node was not read: {asked:?}"
+    );
+    let enrolled = h.events(&[]);
+    let names: Vec<&str> = enrolled
+        .iter()
+        .filter(|e| e["kind"] == "agent_enrolled")
+        .filter_map(|e| e["agents"][0].as_str())
+        .collect();
+    assert!(names.contains(&"node-e1") && names.contains(&"node-e2"), "{enrolled:?}");
+
+    // Refusals, each with its reason, and never a certificate.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut agent = controller_as(&h, "agent").await;
+        for (token, code, says) in [
+            (
+                "tok-other-sa",
+                tonic::Code::PermissionDenied,
+                "only \"system:serviceaccount:faultline:faultline-agent\"",
+            ),
+            ("tok-unknown", tonic::Code::PermissionDenied, "does not authenticate"),
+            ("tok-replaced", tonic::Code::PermissionDenied, "replaced"),
+            ("tok-dotted", tonic::Code::FailedPrecondition, "node name"),
+            ("", tonic::Code::InvalidArgument, "token"),
+        ] {
+            let e = agent.enroll(pb::EnrollRequest { token: token.into() }).await.unwrap_err();
+            assert_eq!(e.code(), code, "{token}: {e:?}");
+            assert!(e.message().contains(says), "{token}: {}", e.message());
+        }
+        // Only an agent certificate asks; an operator's is refused before any token is read.
+        let mut operator = controller_as(&h, "cli").await;
+        let e = operator.enroll(pb::EnrollRequest { token: "tok-node".into() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        // The enrolled certificate binds the node's name: it registers as nothing else.
+        let r = agent.enroll(pb::EnrollRequest { token: "tok-node".into() }).await.unwrap();
+        let r = r.into_inner();
+        let b64: String = r.cert_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+        let caller = faultline_proto::identity::from_der(&der).unwrap();
+        assert_eq!(caller.agent_name.as_deref(), Some("node-e2"));
+    });
+    let refused = h.events(&[]);
+    assert!(
+        refused.iter().any(|e| e["kind"] == "agent_enroll_refused"
+            && e["message"].as_str().unwrap_or_default().contains("replaced")),
+        "a refusal is not in the event log"
+    );
+
+    // The certificates Job: each Secret holds what its reader needs and no more; a second
+    // run changes nothing (the CA is made once).
+    let job = || {
+        h.cli(&[
+            "certs",
+            "kubernetes-secrets",
+            "--namespace",
+            "faultline",
+            "--web-host",
+            "faultline-controller",
+            "--kube-api",
+            &format!("https://10.201.{id}.254:7443"),
+            "--kube-credentials",
+            kube.to_str().unwrap(),
+        ])
+    };
+    let first = job();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let stored: Vec<serde_json::Value> = std::fs::read_to_string(&api_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|a| a["method"] == "POST" && a["kind"] == "Secret")
+        .collect();
+    let keys = |i: usize| {
+        let mut k: Vec<&str> =
+            stored[i]["secret"].as_object().unwrap().keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    };
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(keys(0), ["agent-key.pem", "agent.pem", "ca.pem"]);
+    assert!(!keys(1).contains(&"ca-key.pem") && keys(1).contains(&"operator-token"));
+    assert!(keys(2).contains(&"ca-key.pem") && keys(2).contains(&"web-tokens"));
+    // The bootstrap certificate names no agent: it can enrol, never register.
+    let pem = stored[0]["secret"]["agent.pem"].as_str().unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    assert_eq!(faultline_proto::identity::from_der(&der).unwrap().agent_name, None);
+    let again = job();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing changed"));
+    let posts = std::fs::read_to_string(&api_log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"kind\": \"Secret\""))
+        .count();
+    assert_eq!(posts, 3, "a second run wrote Secrets again");
+
+    // The controller's own credential is checked by the API server: a wrong one is an
+    // error the agent is told, not an enrolment.
+    std::fs::write(kube.join("token"), "stale-token\n").unwrap();
+    let mut late = KillOnDrop(vec![enrolling("tok-node", 7073)]);
+    let status = late.0[0].wait().unwrap();
+    assert!(!status.success());
+    let said = std::fs::read_to_string(dir.join("enrolling-7073.log")).unwrap();
+    assert!(said.contains("Unauthorized"), "{said}");
+}
+
+/// The agent container of dist/kubernetes/base/agent.yaml, run by Docker as kubelet would
+/// run it: its image (the agent binary and the libraries it loads), its arguments with
+/// `$(POD_IP)` and the controller's address filled in, exactly its capabilities, its seccomp
+/// and apparmor settings and read-only root, the host's PID namespace but a network namespace
+/// of its own (10.88.ID.2 on a bridge of its own), and each of its mounts from `mounts`
+/// (volume name → host path).
+struct DaemonSetAgent {
+    name: String,
+    network: String,
+}
+
+impl DaemonSetAgent {
+    fn start(id: u8, controller: &str, mounts: &[(&str, &std::path::Path)]) -> Self {
+        let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(ws.join("dist/kubernetes/base/agent.yaml")).unwrap();
+        let ds: serde_json::Value = serde_norway::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .find(|o: &serde_json::Value| o["kind"] == "DaemonSet")
+            .unwrap();
+        let pod = &ds["spec"]["template"]["spec"];
+        assert_eq!(pod["hostPID"], true);
+        let c = &pod["containers"][0];
+        let ip = format!("10.88.{id}.2");
+        let (name, network, image) = (
+            format!("fl-ds-agent-{id}"),
+            format!("flds{id}"),
+            format!("faultline-test/agent:{id}"),
+        );
+        let _ = docker::docker(&["rm", "-f", &name]);
+        let _ = docker::docker(&["network", "rm", &network]);
+        docker::docker_ok(&[
+            "network",
+            "create",
+            "--subnet",
+            &format!("10.88.{id}.0/24"),
+            &network,
+        ]);
+        docker::binary_image(&image, &[&bin("faultline-agent")]);
+        let mut run: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            name.as_str(),
+            "--network",
+            network.as_str(),
+            "--ip",
+            ip.as_str(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        run.extend(["--pid".into(), "host".into(), "--read-only".into(), "--user".into()]);
+        let sc = &c["securityContext"];
+        run.push(sc["runAsUser"].as_u64().unwrap().to_string());
+        assert_eq!(sc["privileged"], false);
+        run.extend(["--cap-drop".into(), "ALL".into()]);
+        for cap in sc["capabilities"]["add"].as_array().unwrap() {
+            run.extend(["--cap-add".into(), cap.as_str().unwrap().to_owned()]);
+        }
+        assert_eq!(sc["seccompProfile"]["type"], "Unconfined");
+        assert_eq!(sc["appArmorProfile"]["type"], "Unconfined");
+        run.extend(["--security-opt".into(), "seccomp=unconfined".into()]);
+        run.extend(["--security-opt".into(), "apparmor=unconfined".into()]);
+        for m in c["volumeMounts"].as_array().unwrap() {
+            let volume = m["name"].as_str().unwrap();
+            let host = mounts
+                .iter()
+                .find(|(v, _)| *v == volume)
+                .unwrap_or_else(|| panic!("the test mounts nothing for volume {volume}"))
+                .1;
+            let ro = if m["readOnly"] == true { ":ro" } else { "" };
+            run.extend([
+                "-v".into(),
+                format!("{}:{}{ro}", host.display(), m["mountPath"].as_str().unwrap()),
+            ]);
+        }
+        run.push(image);
+        run.push(format!("/usr/local/bin/{}", c["command"][0].as_str().unwrap()));
+        for a in c["args"].as_array().unwrap() {
+            let a = a.as_str().unwrap().replace("$(POD_IP)", &ip);
+            // The Service's name resolves only in a cluster.
+            run.push(if a.starts_with("--controller=") {
+                format!("--controller={controller}")
+            } else {
+                a
+            });
+        }
+        let run: Vec<&str> = run.iter().map(String::as_str).collect();
+        docker::docker_ok(&run);
+        Self { name, network }
+    }
+
+    fn logs(&self) -> String {
+        let out = docker::docker(&["logs", &self.name]);
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+impl Drop for DaemonSetAgent {
+    fn drop(&mut self) {
+        let _ = docker::docker(&["rm", "-f", &self.name]);
+        let _ = docker::docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// Issue 34, as on a cluster: the agent runs as its `DaemonSet` runs it (in a container,
+/// the manifest's capabilities and mounts, not privileged), enrols with its pod's token,
+/// and faults pods of its node through the controller; killed with SIGKILL mid-fault and
+/// started again, it leaves the pod's namespace as it found it.
+#[test]
+fn an_agent_run_as_its_daemonset_enrols_and_faults_its_nodes_pods() {
+    let mut node = cri::Node::start(90);
+    let (h, api) = Hosts::enrolling(17, 0);
+    let token_dir = h.dir.join("projected");
+    std::fs::create_dir_all(&token_dir).unwrap();
+    std::fs::write(token_dir.join("token"), "tok-node").unwrap();
+    let state = h.dir.join("node-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let agent = DaemonSetAgent::start(
+        17,
+        &h.ctl_url(),
+        &[
+            ("tls", &api.boot),
+            ("token", &token_dir),
+            ("state", &state),
+            ("cri", node.socket.parent().unwrap()),
+            ("cgroup", std::path::Path::new("/sys/fs/cgroup")),
+            ("tracing", std::path::Path::new("/sys/kernel/tracing")),
+        ],
+    );
+    let registered = || h.healthy() == ["node-e2"];
+    let started = Instant::now();
+    while !registered() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the DaemonSet's agent did not enrol and register as node-e2: {}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let client = node.pod("shop", "client-0", &[("app", "client")], &[("main", "exec sleep 3600")]);
+    let web = node.pod(
+        "shop",
+        "web-0",
+        &[("app", "web")],
+        &[("nginx", "exec sleep 3600"), ("spin", "while :; do :; done")],
+    );
+    let to = node.addresses(&web)[0].clone();
+    assert_eq!(node.ping(&client, &to, 3).1, 3, "baseline");
+    let before = node.ns_state(&web);
+
+    // A network fault: the agent enters the pod's namespace from its container (hostPID,
+    // setns with the manifest's capabilities and seccomp).
+    web_pod_cut_off_and_healed(&h, &node, &client, &to, &agent.logs());
+
+    // A process fault: the container's cgroup, written through the mounted /sys/fs/cgroup.
+    let spin = node.pid(&web, Some("spin"));
+    let ticks = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    let frozen: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "fault",
+        "apply",
+        "freeze",
+        "--pod",
+        "shop/web-0",
+        "--pod-container",
+        "spin",
+        "--lease",
+        "60s",
+        "--json",
+    ]))
+    .unwrap();
+    let at = ticks(spin);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ticks(spin), at, "a frozen container made progress");
+    h.cli_ok(&["fault", "revert", frozen["id"].as_str().unwrap()]);
+    eventually("the container runs again", || ticks(spin) > at);
+
+    // SIGKILLed mid-fault (an OOM kill, a node's hard eviction), then started again with
+    // the same node directory: the new agent finds the journal and undoes what the last one
+    // made in the pod's namespace, before it has even enrolled.
+    h.cli_ok(&[
+        "fault",
+        "apply",
+        "bandwidth",
+        "--pod",
+        "shop/web-0",
+        "--rate",
+        "1mbit",
+        "--lease",
+        "60s",
+        "--direction",
+        "both",
+    ]);
+    assert!(node.ns_state(&web).contains("htb"), "shaping in the pod's namespace");
+    docker::docker_ok(&["kill", "-s", "KILL", &agent.name]);
+    assert!(
+        node.ns_state(&web).contains("htb"),
+        "a killed agent reverted (the journal is untested)"
+    );
+    docker::docker_ok(&["start", &agent.name]);
+    eventually("the restarted agent undid its objects in the pod", || {
+        node.ns_state(&web) == before
+    });
+    eventually("it enrolled and registered again", registered);
+    node.delete(&web);
+    node.delete(&client);
 }
 
 /// Issue 14: a partition between containers, computed by the controller from the

@@ -159,6 +159,9 @@ pub mod policy {
     pub const AGENT_WRITE: &[CertRole] = &[Controller, Operator];
     /// Registering with a controller.
     pub const REGISTER: &[CertRole] = &[Agent];
+    /// Asking for an agent's own certificate: any agent certificate (the shared bootstrap
+    /// one names no agent), the name then coming from what the token proves.
+    pub const ENROLL: &[CertRole] = &[Agent];
     pub const CONTROLLER_READ: &[CertRole] = &[Operator, Viewer];
     pub const CONTROLLER_WRITE: &[CertRole] = &[Operator];
 }

@@ -164,6 +164,19 @@ impl Security {
         Self::load(dir, Role::Agent)
     }
 
+    /// The same CA with another identity (an enrolled agent's own pair, in PEM).
+    pub fn with_identity(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, String> {
+        let Self::Mtls { ca, .. } = self else {
+            return Err("plaintext has no certificates".into());
+        };
+        for (what, pem) in [("certificate", cert_pem), ("key", key_pem)] {
+            if !pem.trim_ascii_start().starts_with(b"-----BEGIN ") {
+                return Err(format!("the {what} is not PEM"));
+            }
+        }
+        Ok(Self::Mtls { ca: ca.clone(), identity: Identity::from_pem(cert_pem, key_pem) })
+    }
+
     #[must_use]
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Mtls { .. })
@@ -346,6 +359,8 @@ pub mod certgen {
         Exists(PathBuf),
         #[error("writing {path}: {source}")]
         Write { path: PathBuf, source: std::io::Error },
+        #[error("reading {path}: {source}")]
+        Read { path: PathBuf, source: std::io::Error },
         #[error("generating certificates: {0}")]
         Gen(#[from] rcgen::Error),
         #[error("{0}")]
@@ -474,17 +489,31 @@ pub mod certgen {
                     .into(),
             ));
         }
-        let read = |f: &str| {
-            std::fs::read_to_string(dir.join(f))
-                .map_err(|source| CertError::Write { path: dir.join(f), source })
-        };
-        let key = KeyPair::from_pem(&read("ca-key.pem")?)?;
-        let issuer = Issuer::from_ca_cert_pem(&read("ca.pem")?, key)?;
+        let issuer = load_issuer(dir)?;
         let stem = format!("{}-{name}", role.name());
         if dir.join(format!("{stem}.pem")).exists() {
             return Err(CertError::Exists(dir.join(format!("{stem}.pem"))));
         }
         sign(dir, &stem, role, (role == CertRole::Agent).then_some(name), &[], &issuer)
+    }
+
+    /// An agent's certificate bound to `name` and its new key, in PEM, from the CA in `dir`
+    /// (ca.pem, ca-key.pem): what the controller gives an enrolled agent. Nothing is written.
+    pub fn agent_pair(dir: &Path, name: &str) -> Result<(String, String), CertError> {
+        crate::identity::check_agent_name(name).map_err(CertError::Name)?;
+        let issuer = load_issuer(dir)?;
+        let key = KeyPair::generate()?;
+        let cert = params(CertRole::Agent, Some(name), &[])?.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .map_err(|source| CertError::Read { path: dir.join(f), source })
+        };
+        let key = KeyPair::from_pem(&read("ca-key.pem")?)?;
+        Ok(Issuer::from_ca_cert_pem(&read("ca.pem")?, key)?)
     }
 
     /// Agents and the controller are servers and also clients (agents register with the
@@ -497,6 +526,26 @@ pub mod certgen {
         hosts: &[String],
         issuer: &Issuer<'_, KeyPair>,
     ) -> Result<Vec<PathBuf>, CertError> {
+        let p = params(role, agent, hosts)?;
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, issuer)?;
+        let server = matches!(role, CertRole::Agent | CertRole::Controller);
+        let mut files = vec![
+            write(dir, &format!("{stem}.pem"), &cert.pem(), false)?,
+            write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true)?,
+        ];
+        // People use operator and viewer certificates from browsers too.
+        if !server {
+            files.extend(bundle(dir, stem, cert.der(), &key.serialize_der())?);
+        }
+        Ok(files)
+    }
+
+    fn params(
+        role: CertRole,
+        agent: Option<&str>,
+        hosts: &[String],
+    ) -> Result<CertificateParams, CertError> {
         // rcgen makes an IP address SAN of a name that parses as one.
         let mut p = CertificateParams::new([vec![role.dns().to_owned()], hosts.to_vec()].concat())?;
         if let Some(name) = agent {
@@ -518,17 +567,7 @@ pub mod certgen {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
         };
         p.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate()?;
-        let cert = p.signed_by(&key, issuer)?;
-        let mut files = vec![
-            write(dir, &format!("{stem}.pem"), &cert.pem(), false)?,
-            write(dir, &format!("{stem}-key.pem"), &key.serialize_pem(), true)?,
-        ];
-        // People use operator and viewer certificates from browsers too.
-        if !server {
-            files.extend(bundle(dir, stem, cert.der(), &key.serialize_der())?);
-        }
-        Ok(files)
+        Ok(p)
     }
 
     fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<PathBuf, CertError> {

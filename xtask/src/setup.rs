@@ -78,12 +78,15 @@ const PY_PACKAGES: &[&str] = &[
     "playwright==1.65.2",
     "chaostoolkit==1.19.0",
     "chaostoolkit-lib==1.44.0",
+    // The Kubernetes manifests are validated against the API's OpenAPI schemas, which it
+    // bundles (offline: no cluster here).
+    "kubernetes-validate==1.37.0",
 ];
 
 fn python_client_env() -> Result<()> {
     let venv = workspace_root().join(PY_VENV);
     let python = venv.join("bin/python");
-    let imports = "import grpc, grpc_tools, schemathesis, playwright, chaoslib, chaosfaultline";
+    let imports = "import grpc, grpc_tools, schemathesis, playwright, chaoslib, chaosfaultline, kubernetes_validate";
     if ok(Command::new(&python).args(["-c", imports])) {
         return Ok(());
     }
@@ -160,6 +163,22 @@ fn foreign_listed() -> Vec<String> {
 /// whose release version makes apt's plan work without removing anything (tried by simulation; `qemu-utils/bookworm`,
 /// a downgrade). Setup fails loudly, naming program and package, if anything is still
 /// missing after that.
+/// What the machine's image must bring: setup cannot install it, and a test that needs it
+/// must fail rather than skip, so setup says at once what is absent.
+fn image_tools() -> Result<()> {
+    let absent: Vec<String> = tools::missing_image()
+        .into_iter()
+        .map(|(t, from)| format!("{} (from {from}; for {})", t.program, t.why))
+        .collect();
+    if !absent.is_empty() {
+        bail!(
+            "setup: missing, and not installable from this machine's package sources: {}",
+            absent.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn apt_packages() -> Result<()> {
     let extra = || -> Vec<String> {
         tools::APT_EXTRA
@@ -229,6 +248,7 @@ fn apt_packages() -> Result<()> {
 
 pub fn run() -> Result<()> {
     apt_packages()?;
+    image_tools()?;
     if !ok(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         println!("setup: installing the nightly toolchain");
         run_cmd(Command::new("rustup").args([

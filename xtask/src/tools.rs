@@ -18,6 +18,9 @@ pub enum Source {
     Venv,
     /// faultline's own binaries, built by cargo.
     Own,
+    /// On the machine's image, from a vendor's repository that CI cannot reach (so setup
+    /// cannot install it): setup fails, naming it, where it is missing.
+    Image(&'static str),
     /// A crate's binary (`cargo install NAME`) that only a benchmark runs, beside faultline:
     /// setup does not install it (a build of minutes that no test needs); the benchmark
     /// says so in its table where it is missing.
@@ -163,6 +166,18 @@ pub const TOOLS: &[Tool] = &[
         why: "the console test drives chromium with it",
     },
     Tool {
+        program: "kubernetes-validate",
+        source: Source::Venv,
+        why: "the Kubernetes manifests are validated against the API's schemas",
+    },
+    Tool {
+        program: "kubectl",
+        source: Source::Image(
+            "kubectl (Google Cloud SDK's repository; Debian's kubernetes-client 1.20 has no kustomize v5)",
+        ),
+        why: "the Kubernetes manifests' overlays are rendered with `kubectl kustomize`",
+    },
+    Tool {
         program: "faultline",
         source: Source::Own,
         why: "the CLI, run by tests, the lab and xtask",
@@ -198,6 +213,17 @@ pub fn find(program: &str) -> Option<PathBuf> {
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Programs the machine's image must bring that are missing here, with where they come from.
+pub fn missing_image() -> Vec<(&'static Tool, &'static str)> {
+    TOOLS
+        .iter()
+        .filter_map(|t| match t.source {
+            Source::Image(from) if find(t.program).is_none() => Some((t, from)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Programs from apt that are missing here, with their package.

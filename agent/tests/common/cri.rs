@@ -87,7 +87,9 @@ impl Node {
         let tar = images_tar();
         // On the root file system: overlayfs on /tmp may be unsupported where /tmp is one.
         let dir = PathBuf::from(format!("/var/lib/faultline-test-cri/{id}"));
-        let socket = PathBuf::from(format!("/run/faultline-test-cri-{id}.sock"));
+        // In a directory of its own, as a node keeps it (/run/containerd/containerd.sock):
+        // an agent in a container mounts the directory, as its DaemonSet does.
+        let socket = PathBuf::from(format!("/run/faultline-test-cri-{id}/containerd.sock"));
         let bridge = format!("flcri{id}");
         // What a crashed earlier run may have left.
         if let Ok(pid) = std::fs::read_to_string(dir.join("containerd.pid")) {
@@ -97,7 +99,8 @@ impl Node {
         let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
         let _ = std::fs::remove_dir_all(dir.join("cni"));
         let _ = std::fs::remove_dir_all(dir.join("ipam"));
-        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_dir_all(socket.parent().unwrap());
+        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
         std::fs::create_dir_all(dir.join("cni")).unwrap();
         let conflist = serde_json::json!({
             "cniVersion": "0.4.0",
@@ -423,9 +426,7 @@ impl Drop for Node {
             .args(["link", "del", &format!("flcri{}", self.id)])
             .stderr(Stdio::null())
             .status();
-        for f in [self.socket.clone(), self.socket.with_extension("sock.ttrpc")] {
-            let _ = std::fs::remove_file(f);
-        }
+        let _ = std::fs::remove_dir_all(self.socket.parent().unwrap());
         let _ = std::fs::remove_dir_all(&self.dir);
         // The pods' parent cgroup, in each hierarchy runc made it in (v1 has several).
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {

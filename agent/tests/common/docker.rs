@@ -67,6 +67,36 @@ pub fn ping_counts(output: &str) -> Option<(u32, u32)> {
 }
 
 /// The Pumba-style sidecar's image: the host's `tc` with the libraries it loads, for
+/// An image `image` holding each of `programs` at /usr/local/bin/NAME with the shared
+/// libraries it loads (from ldd): a binary built on this host, run as a container would run
+/// it (the agent as its Kubernetes `DaemonSet` runs it). Made anew each call: the binaries
+/// change between builds.
+pub fn binary_image(image: &str, programs: &[&std::path::Path]) {
+    let root = std::env::temp_dir().join(format!("fl-bin-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for program in programs {
+        let ldd = Command::new("ldd").arg(program).output().expect("ldd (libc-bin)");
+        let libs = String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        for lib in &libs {
+            let to = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("{lib}: {e}"));
+        }
+        let to = root.join("usr/local/bin").join(program.file_name().unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(program, &to).unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    }
+    // Mount points a read-only root cannot create, and /tmp.
+    for d in ["proc", "sys", "dev", "tmp", "etc", "run", "var/lib", "var/run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    import(&root, image);
+}
+
 /// `docker run --network container:X --cap-add NET_ADMIN` (benchmarks only).
 pub const TC_IMAGE: &str = "faultline-test/tc:latest";
 

@@ -54,6 +54,20 @@ pub enum ControllerCmd {
         /// container whose published port is bound to the host's loopback.
         #[arg(long)]
         web_plaintext: bool,
+        /// Enrol agents on Kubernetes nodes (`Enroll`): `NAMESPACE:SERVICE_ACCOUNT` is the
+        /// agents' account; an agent proving a pod of it with a projected token (audience
+        /// `faultline`), as the cluster's API server says, gets a certificate bound to its
+        /// node's name, issued from ca-key.pem in the TLS directory.
+        #[arg(long, value_name = "NAMESPACE:SERVICE_ACCOUNT")]
+        enroll_kubernetes: Option<String>,
+        /// The API server for --enroll-kubernetes (default: the cluster's own, from the
+        /// environment of the controller's pod).
+        #[arg(long, value_name = "URL")]
+        kube_api: Option<String>,
+        /// The controller's service-account token and ca.crt for the API server (default:
+        /// /var/run/secrets/kubernetes.io/serviceaccount).
+        #[arg(long, value_name = "DIR")]
+        kube_credentials: Option<PathBuf>,
     },
 }
 
@@ -167,6 +181,9 @@ pub async fn serve(
         web_token_file,
         web_anonymous,
         web_plaintext,
+        enroll_kubernetes,
+        kube_api,
+        kube_credentials,
     } = c;
     let mut config = match config {
         Some(p) => daemon::Config::load(p)?,
@@ -179,6 +196,9 @@ pub async fn serve(
     config.web_token_file = web_token_file.clone().or(config.web_token_file);
     config.web_anonymous = web_anonymous.clone().or(config.web_anonymous);
     config.web_plaintext |= *web_plaintext;
+    config.enroll_kubernetes = enroll_kubernetes.clone().or(config.enroll_kubernetes);
+    config.kube_api = kube_api.clone().or(config.kube_api);
+    config.kube_credentials = kube_credentials.clone().or(config.kube_credentials);
     let tracer = crate::daemon::observe::init_tracing(config.otlp_endpoint.as_deref())?;
     faultline_proto::listener::raise_descriptor_limit_and_log();
     let listen =

@@ -11,6 +11,7 @@ use faultline_proto::{
 use serde_json::json;
 
 pub mod controller;
+mod kube_secrets;
 
 use crate::{
     remote::{explain, unreachable_error},
@@ -264,6 +265,28 @@ pub enum CertsCmd {
         name: String,
         #[arg(long)]
         dir: std::path::PathBuf,
+    },
+    /// Inside a Kubernetes cluster (the certificates Job of dist/kubernetes): make the CA
+    /// and certificates as `init` does, in a private temporary directory removed after, and
+    /// store them as Secrets of the namespace: faultline-controller (the CA's key, which
+    /// issues enrolled agents' certificates; the controller's pair; the Web API's tokens),
+    /// faultline-agent-bootstrap (the shared agent pair, which names no agent: it can only
+    /// enrol) and faultline-operator (the CLI's and viewer's pairs and tokens). Changes
+    /// nothing once faultline-controller exists: the CA is made once.
+    KubernetesSecrets {
+        /// The namespace of the Secrets (default: the Job pod's, from `POD_NAMESPACE`).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: String,
+        /// A name the Web API is reached by (repeatable), as for `init`.
+        #[arg(long = "web-host")]
+        web_hosts: Vec<String>,
+        /// The API server (default: the cluster's own, from the pod's environment).
+        #[arg(long, value_name = "URL")]
+        kube_api: Option<String>,
+        /// The service-account token and ca.crt to call it with (default:
+        /// /var/run/secrets/kubernetes.io/serviceaccount).
+        #[arg(long, value_name = "DIR")]
+        kube_credentials: Option<std::path::PathBuf>,
     },
 }
 
@@ -586,6 +609,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Certs(CertsCmd::KubernetesSecrets {
+            namespace,
+            web_hosts,
+            kube_api,
+            kube_credentials,
+        }) => {
+            kube_secrets::run(
+                &namespace,
+                &web_hosts,
+                kube_api.as_deref(),
+                kube_credentials.as_deref(),
+            )
+            .await
+        }
         Cmd::Certs(c) => certs(&c),
         Cmd::Doctor { json } => doctor(json),
         Cmd::Completions { shell } => {
@@ -699,6 +736,8 @@ pub(crate) fn print_containers(
 
 fn certs(c: &CertsCmd) -> Result<()> {
     match c {
+        // Calls the API server: run by the async caller.
+        CertsCmd::KubernetesSecrets { .. } => anyhow::bail!("certs kubernetes-secrets: not here"),
         CertsCmd::Issue { role, name, dir } => {
             use faultline_proto::identity::CertRole;
             let role = match role {

@@ -51,6 +51,14 @@ pub struct Config {
     /// is forgotten, so a stale registration cannot block selections for good
     /// (default 600).
     pub forget_down_after_s: Option<u64>,
+    /// Enrol agents on Kubernetes nodes: `NAMESPACE:SERVICE_ACCOUNT`, the agents' account,
+    /// whose pods' tokens (audience `faultline`) the API server vouches for; each gets a
+    /// certificate bound to its node's name, issued from ca-key.pem in `tls_dir`.
+    pub enroll_kubernetes: Option<String>,
+    /// The API server, `https://HOST:PORT` (default: the cluster's, from the pod's environment).
+    pub kube_api: Option<String>,
+    /// The controller's service-account token and ca.crt (default: where kubelet mounts them).
+    pub kube_credentials: Option<PathBuf>,
 }
 
 #[derive(Debug, serde::Deserialize)]

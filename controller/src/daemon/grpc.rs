@@ -166,6 +166,14 @@ impl ControllerService for Controller {
         Ok(Response::new(self.pod_list(req.into_inner()).await?))
     }
 
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        identity::authorize(&req, self.security.is_tls(), policy::ENROLL, "Enroll")?;
+        Ok(Response::new(self.enroll_agent(req.into_inner()).await?))
+    }
+
     async fn watch_events(
         &self,
         req: Request<pb::WatchEventsRequest>,

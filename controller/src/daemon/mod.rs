@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 mod config;
 mod containers;
+mod enroll;
 mod error;
 mod fanout;
 mod grpc;
@@ -117,6 +118,8 @@ pub struct Controller {
     stats: Arc<Stats>,
     /// Load the controller sends itself (the Web API's /api/traffic).
     pub traffic: Arc<traffic::Traffic>,
+    /// Issues agents on Kubernetes nodes their certificates (`enroll_kubernetes`).
+    enroller: Option<Arc<enroll::Enroller>>,
 }
 
 pub const DEFAULT_STATE: &str = "/var/lib/faultline/controller.db";
@@ -158,6 +161,24 @@ impl Controller {
             forget_down_after <= Duration::from_hours(8760),
             "forget_down_after_s: at most a year"
         );
+        let enroller = match &config.enroll_kubernetes {
+            None => None,
+            Some(_) if !security.is_tls() => {
+                anyhow::bail!("enroll_kubernetes: needs TLS (agents enrol over mutual TLS)")
+            }
+            Some(agents) => Some(Arc::new(
+                enroll::Enroller::new(
+                    agents,
+                    config.kube_api.as_deref(),
+                    config.kube_credentials.clone(),
+                    config
+                        .tls_dir
+                        .clone()
+                        .unwrap_or_else(|| faultline_proto::transport::DEFAULT_TLS_DIR.into()),
+                )
+                .map_err(anyhow::Error::msg)?,
+            )),
+        };
         let mut st = State { next_id: store.max_fault_number()?, ..State::default() };
         for a in &config.agents {
             anyhow::ensure!(
@@ -231,6 +252,7 @@ impl Controller {
             security,
             stats: Arc::default(),
             traffic: Arc::default(),
+            enroller,
         })
     }
 
