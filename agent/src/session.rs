@@ -79,6 +79,8 @@ const MAX_TOKEN: u64 = 64 * 1024;
 /// How long an agent keeps asking a controller that is not up yet: a `DaemonSet`'s pods
 /// often start before the controller's.
 const ENROLL_PATIENCE: Duration = Duration::from_mins(2);
+/// One `Enroll` call, at most.
+const ENROLL_CALL: Duration = Duration::from_secs(30);
 
 /// Gets this agent's own certificate from the controller (`Enroll`): `bootstrap` holds the
 /// shared agent certificate, which names no agent, and `token_file` the pod's projected
@@ -101,9 +103,12 @@ pub async fn enroll(
             token_file.display()
         ));
     }
+    // A call that hangs (a wedged controller) is given up and asked again, never waited
+    // on for good; the controller's own calls to the API server end within 10 s each.
     let endpoint = bootstrap
         .endpoint("--controller", controller, CONTROLLER_NAME)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .timeout(ENROLL_CALL);
     let give_up = tokio::time::Instant::now() + ENROLL_PATIENCE;
     loop {
         let answer = match endpoint.connect().await {
@@ -112,7 +117,13 @@ pub async fn enroll(
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|s| {
-                    (s.code() == tonic::Code::Unavailable, faultline_proto::status_in_words(&s))
+                    let again = matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                    );
+                    (again, faultline_proto::status_in_words(&s))
                 }),
             Err(e) => Err((true, format!("connecting: {e}: {}", source_chain(&e)))),
         };

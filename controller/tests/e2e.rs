@@ -2428,6 +2428,10 @@ fn agents_enrol_with_their_pods_tokens_and_register_as_their_nodes() {
         .filter(|l| l.contains("\"kind\": \"Secret\""))
         .count();
     assert_eq!(posts, 3, "a second run wrote Secrets again");
+    // The namespace becomes part of API paths: only a namespace's name is taken.
+    let bad = h.cli(&["certs", "kubernetes-secrets", "--namespace", "../kube-system"]);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && said.contains("not a Kubernetes namespace"), "{said}");
 
     // The controller's own credential is checked by the API server: a wrong one is an
     // error the agent is told, not an enrolment.

@@ -49,6 +49,14 @@ pub async fn run(
     api: Option<&str>,
     credentials: Option<&Path>,
 ) -> Result<()> {
+    // It becomes part of the API paths below.
+    let label = namespace.len() <= 63
+        && namespace.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && namespace.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !label {
+        bail!("--namespace {namespace:?}: not a Kubernetes namespace (a DNS label)");
+    }
     let api = KubeApi::new(api, credentials.map_or_else(|| CREDENTIALS.into(), Path::to_path_buf))
         .map_err(anyhow::Error::msg)?;
     let base = format!("/api/v1/namespaces/{namespace}/secrets");
