@@ -125,7 +125,7 @@ impl KubeApi {
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(hyper::header::HOST, self.authority())
             .header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
             .header(hyper::header::ACCEPT, "application/json")
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -140,25 +140,36 @@ impl KubeApi {
                 .await
                 .map_err(|e| unreached(format!("status {code}, body: {e}")))?
                 .to_bytes();
+            // An overloaded or restarting API server (5xx, 429) is worth asking again,
+            // whatever its body (a proxy's 502 page is no JSON).
+            let again = code >= 500 || code == 429;
             let json: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| KubeError {
-                    answered: true,
+                    answered: !again,
                     status: Some(code),
                     message: format!("status {code}, not JSON: {e}"),
                 })?;
             if (200..300).contains(&code) {
                 Ok(json)
             } else {
-                // A `Status` object says why; 5xx and 429 pass (an overloaded or
-                // restarting API server).
+                // A `Status` object says why.
                 let why = json["message"].as_str().unwrap_or("no message");
                 let message = format!("status {code}: {why}");
-                Err(KubeError { answered: code < 500 && code != 429, status: Some(code), message })
+                Err(KubeError { answered: !again, status: Some(code), message })
             }
         }
         .await;
         driver.abort();
         answer
+    }
+
+    /// HOST:PORT as a Host header spells it (an IPv6 address in brackets).
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     fn read(&self, file: &str) -> Result<Vec<u8>, String> {
