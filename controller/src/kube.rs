@@ -43,6 +43,26 @@ fn unreached(message: String) -> KubeError {
     KubeError { answered: false, status: None, message }
 }
 
+/// A Kubernetes object name (pods, service accounts): lowercase letters, digits, '-'
+/// and '.', at most 253, starting and ending with a letter or digit.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && rfc1123(s, true)
+}
+
+/// A namespace's name: as an object name, without '.', at most 63.
+pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && rfc1123(s, false)
+}
+
+fn rfc1123(s: &str, dots: bool) -> bool {
+    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    s.starts_with(edge)
+        && s.ends_with(edge)
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dots && b == b'.')
+        })
+}
+
 #[derive(Debug, Clone)]
 pub struct KubeApi {
     host: String,
@@ -186,5 +206,22 @@ impl KubeApi {
             .map_err(|e| format!("resolving {}: {e}", self.host))?
             .next()
             .ok_or_else(|| format!("resolving {}: no address", self.host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_names_are_checked_as_the_api_server_checks_them() {
+        assert!(
+            is_dns_subdomain("faultline-agent-a") && is_dns_subdomain("ip-10-0-1-2.ec2.internal")
+        );
+        assert!(is_dns_label("faultline") && !is_dns_label("a.b"));
+        for bad in ["", "-a", "a-", "A", "../kube-system", "a/b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+        assert!(!is_dns_subdomain(&"a".repeat(254)) && !is_dns_subdomain(".a"));
     }
 }

@@ -217,23 +217,20 @@ fn is_executable(p: &Path) -> bool {
 
 /// Programs the machine's image must bring that are missing here, with where they come from.
 pub fn missing_image() -> Vec<(&'static Tool, &'static str)> {
-    TOOLS
-        .iter()
-        .filter_map(|t| match t.source {
-            Source::Image(from) if find(t.program).is_none() => Some((t, from)),
-            _ => None,
-        })
-        .collect()
+    missing(|s| if let Source::Image(from) = s { Some(from) } else { None })
 }
 
 /// Programs from apt that are missing here, with their package.
 pub fn missing_apt() -> Vec<(&'static Tool, &'static str)> {
+    missing(|s| if let Source::Apt(pkg) = s { Some(pkg) } else { None })
+}
+
+/// Listed programs of the sources `origin` picks (returning where each comes from) that
+/// are not found here.
+fn missing(origin: fn(Source) -> Option<&'static str>) -> Vec<(&'static Tool, &'static str)> {
     TOOLS
         .iter()
-        .filter_map(|t| match t.source {
-            Source::Apt(pkg) if find(t.program).is_none() => Some((t, pkg)),
-            _ => None,
-        })
+        .filter_map(|t| origin(t.source).filter(|_| find(t.program).is_none()).map(|o| (t, o)))
         .collect()
 }
 

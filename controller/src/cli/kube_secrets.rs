@@ -50,11 +50,7 @@ pub async fn run(
     credentials: Option<&Path>,
 ) -> Result<()> {
     // It becomes part of the API paths below.
-    let label = namespace.len() <= 63
-        && namespace.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && namespace.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !label {
+    if !crate::kube::is_dns_label(namespace) {
         bail!("--namespace {namespace:?}: not a Kubernetes namespace (a DNS label)");
     }
     let api = KubeApi::new(api, credentials.map_or_else(|| CREDENTIALS.into(), Path::to_path_buf))

@@ -12,7 +12,7 @@ use faultline_proto::controller::v1 as pb;
 use serde_json::{Value, json};
 
 use super::{Controller, error::DaemonError};
-use crate::kube::{KubeApi, KubeError};
+use crate::kube::{KubeApi, KubeError, is_dns_subdomain};
 
 /// The audience the agents' projected tokens are minted for: a token for anything else
 /// (the API server's own) is refused, and a faultline token is worth nothing elsewhere.
@@ -190,15 +190,6 @@ fn node_of(pod: &Value, uid: &str) -> Result<String, String> {
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| "scheduled on no node yet".into())
-}
-
-/// A Kubernetes object name: lowercase letters, digits, '-' and '.', at most 253.
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 impl Controller {
